@@ -1,0 +1,3 @@
+//! cachet-proxy, the caching reverse proxy: being built.
+
+fn main() {}

@@ -1,0 +1,202 @@
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use pin_project::pin_project;
+
+/// The body of a response from a [`Cache`](super::Cache): either a stored body, or the
+/// inner service's body streaming through (and, for a storable response, being recorded).
+#[pin_project]
+pub struct CacheBody<B> {
+    #[pin]
+    kind: Kind<B>,
+}
+
+#[pin_project(project = KindProj)]
+enum Kind<B> {
+    Stored {
+        data: Option<Bytes>,
+    },
+    Origin {
+        #[pin]
+        body: B,
+        recorder: Option<Recorder>,
+    },
+}
+
+impl<B> CacheBody<B> {
+    pub(crate) fn stored(data: Bytes) -> Self {
+        let data = (!data.is_empty()).then_some(data);
+        Self {
+            kind: Kind::Stored { data },
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes>> CacheBody<B> {
+    pub(crate) fn origin(body: B, mut recorder: Option<Recorder>) -> Self {
+        // A body that is already complete may never be polled (a HEAD, a 204).
+        if body.is_end_stream()
+            && let Some(recorder) = recorder.take()
+        {
+            recorder.finish();
+        }
+        Self {
+            kind: Kind::Origin { body, recorder },
+        }
+    }
+}
+
+impl<B> Body for CacheBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match self.project().kind.project() {
+            KindProj::Stored { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            KindProj::Origin { mut body, recorder } => {
+                let frame = ready!(body.as_mut().poll_frame(cx));
+                match &frame {
+                    Some(Ok(frame)) => {
+                        if let (Some(data), Some(r)) = (frame.data_ref(), recorder.as_mut())
+                            && !r.record(data)
+                        {
+                            *recorder = None;
+                        }
+                        if body.is_end_stream()
+                            && let Some(recorder) = recorder.take()
+                        {
+                            recorder.finish();
+                        }
+                    }
+                    // An aborted body is never stored.
+                    Some(Err(_)) => *recorder = None,
+                    None => {
+                        if let Some(recorder) = recorder.take() {
+                            recorder.finish();
+                        }
+                    }
+                }
+                Poll::Ready(frame)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Stored { data } => data.is_none(),
+            Kind::Origin { body, .. } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Stored { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            Kind::Origin { body, .. } => body.size_hint(),
+        }
+    }
+}
+
+impl<B> fmt::Debug for CacheBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Kind::Stored { data } => f
+                .debug_struct("CacheBody::Stored")
+                .field("len", &data.as_ref().map_or(0, Bytes::len))
+                .finish(),
+            Kind::Origin { recorder, .. } => f
+                .debug_struct("CacheBody::Origin")
+                .field("recording", &recorder.is_some())
+                .finish(),
+        }
+    }
+}
+
+/// Keeps a copy of a streaming body, up to a cap, and hands the complete body to
+/// `commit` once the stream ends intact.
+pub(crate) struct Recorder {
+    chunks: Vec<Bytes>,
+    len: usize,
+    max: usize,
+    expected: Option<u64>,
+    commit: Box<dyn FnOnce(Bytes) + Send>,
+}
+
+impl Recorder {
+    /// A recorder for a body of `expected` length (if known), or `None` when that is
+    /// already over the cap.
+    pub(crate) fn new(
+        max: usize,
+        expected: Option<u64>,
+        commit: impl FnOnce(Bytes) + Send + 'static,
+    ) -> Option<Self> {
+        if expected.is_some_and(|len| len > max as u64) {
+            tracing::debug!(
+                content_length = expected,
+                max,
+                "body larger than the cap; not storing"
+            );
+            return None;
+        }
+        Some(Self {
+            chunks: Vec::new(),
+            len: 0,
+            max,
+            expected,
+            commit: Box::new(commit),
+        })
+    }
+
+    /// Records a chunk; `false` once the body has passed the cap.
+    fn record(&mut self, data: &Bytes) -> bool {
+        self.len += data.len();
+        if self.len > self.max {
+            tracing::debug!(max = self.max, "body grew past the cap; not storing");
+            return false;
+        }
+        self.chunks.push(data.clone());
+        true
+    }
+
+    fn finish(self) {
+        if self.expected.is_some_and(|len| len != self.len as u64) {
+            tracing::debug!(
+                expected = self.expected,
+                got = self.len,
+                "body length differs from Content-Length; not storing"
+            );
+            return;
+        }
+        let body = match self.chunks.len() {
+            0 => Bytes::new(),
+            1 => self.chunks.into_iter().next().unwrap_or_default(),
+            _ => {
+                let mut body = BytesMut::with_capacity(self.len);
+                self.chunks
+                    .iter()
+                    .for_each(|chunk| body.extend_from_slice(chunk));
+                body.freeze()
+            }
+        };
+        (self.commit)(body);
+    }
+}
+
+impl fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Recorder")
+            .field("len", &self.len)
+            .field("max", &self.max)
+            .finish_non_exhaustive()
+    }
+}

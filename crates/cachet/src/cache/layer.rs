@@ -1,0 +1,123 @@
+use std::fmt;
+use std::sync::Arc;
+
+use tower::Layer;
+
+use super::Cache;
+use crate::clock::{Clock, SystemClock};
+use crate::policy::Mode;
+
+/// Configuration shared by a layer and every service it makes.
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) mode: Mode,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) cache_status_header: bool,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Shared,
+            max_body_bytes: CacheLayer::<()>::DEFAULT_MAX_BODY_BYTES,
+            cache_status_header: false,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("mode", &self.mode)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("cache_status_header", &self.cache_status_header)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A [`Layer`] that puts an HTTP cache in front of a service, keeping entries in `St`.
+///
+/// The cache is shared (RFC 9111 §1) unless made [`private`](Self::private): it serves
+/// many users, so it does not store `private` responses, nor responses to requests with
+/// `Authorization` unless the response allows it.
+///
+/// ```
+/// use cachet::{CacheLayer, MemoryStore};
+///
+/// let layer = CacheLayer::new(MemoryStore::new(256 << 20))
+///     .max_body_bytes(4 << 20)
+///     .cache_status_header(true);
+/// # let _ = layer;
+/// ```
+#[derive(Clone)]
+#[must_use]
+pub struct CacheLayer<St> {
+    store: St,
+    config: Arc<Config>,
+}
+
+impl<St> CacheLayer<St> {
+    /// The largest body stored by default: 8 MiB. Larger bodies are passed through whole.
+    pub const DEFAULT_MAX_BODY_BYTES: usize = 8 << 20;
+
+    /// A shared cache over `store`.
+    pub fn new(store: St) -> Self {
+        Self {
+            store,
+            config: Arc::new(Config::default()),
+        }
+    }
+
+    /// Makes this one user's private cache: it may store `private` responses and responses
+    /// to requests with `Authorization`, and it ignores `s-maxage`.
+    pub fn private(mut self) -> Self {
+        Arc::make_mut(&mut self.config).mode = Mode::Private;
+        self
+    }
+
+    /// Makes this a shared cache again (the default).
+    pub fn shared(mut self) -> Self {
+        Arc::make_mut(&mut self.config).mode = Mode::Shared;
+        self
+    }
+
+    /// The largest response body that is stored; a larger one streams through to the
+    /// caller whole and is not stored.
+    pub fn max_body_bytes(mut self, max: usize) -> Self {
+        Arc::make_mut(&mut self.config).max_body_bytes = max;
+        self
+    }
+
+    /// Whether to add an RFC 9211 `Cache-Status` header to every response. Off by
+    /// default; the [`CacheStatus`](crate::CacheStatus) extension is always there. Hits
+    /// always carry `Age` (RFC 9111 §4).
+    pub fn cache_status_header(mut self, enabled: bool) -> Self {
+        Arc::make_mut(&mut self.config).cache_status_header = enabled;
+        self
+    }
+
+    /// The clock used for freshness and `Age`, for tests that move time by hand.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        Arc::make_mut(&mut self.config).clock = Arc::new(clock);
+        self
+    }
+}
+
+impl<St: fmt::Debug> fmt::Debug for CacheLayer<St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheLayer")
+            .field("store", &self.store)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl<S, St: Clone> Layer<S> for CacheLayer<St> {
+    type Service = Cache<S, St>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Cache::from_parts(inner, self.store.clone(), self.config.clone())
+    }
+}

@@ -1,0 +1,174 @@
+//! The HTTP cache middleware: [`CacheLayer`] and the [`Cache`] service it makes.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use bytes::Bytes;
+//! use cachet::{CacheLayer, CacheStatus, MemoryStore};
+//! use http::{Request, Response};
+//! use http_body_util::{BodyExt, Full};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), cachet::BoxError> {
+//! let origin = service_fn(|_request: Request<()>| async {
+//!     let response = Response::builder()
+//!         .header("cache-control", "max-age=60")
+//!         .body(Full::new(Bytes::from_static(b"hello")))?;
+//!     Ok::<_, http::Error>(response)
+//! });
+//! let client = ServiceBuilder::new()
+//!     .layer(CacheLayer::new(MemoryStore::default()))
+//!     .service(origin);
+//!
+//! let first = client.clone().oneshot(Request::get("http://example.com/").body(())?).await?;
+//! assert_eq!(first.extensions().get::<CacheStatus>(), Some(&CacheStatus::Forwarded {
+//!     reason: cachet::ForwardReason::Miss,
+//!     stored: true,
+//! }));
+//! first.into_body().collect().await?; // the entry is stored once the body is read
+//!
+//! let second = client.oneshot(Request::get("http://example.com/").body(())?).await?;
+//! assert_eq!(second.extensions().get::<CacheStatus>(), Some(&CacheStatus::Hit));
+//! assert_eq!(second.into_body().collect().await?.to_bytes(), "hello");
+//! # Ok(())
+//! # }
+//! ```
+
+mod body;
+mod future;
+mod layer;
+mod service;
+
+use std::fmt;
+
+use http::HeaderValue;
+
+pub use body::CacheBody;
+pub use future::ResponseFuture;
+pub use layer::CacheLayer;
+pub use service::Cache;
+
+/// What the cache did with a request; every response carries one in its extensions.
+///
+/// With [`CacheLayer::cache_status_header`] on, it is also sent as an RFC 9211
+/// `Cache-Status` header, such as `cachet; hit` or `cachet; fwd=miss; stored`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CacheStatus {
+    /// Answered from the cache; the inner service was not called.
+    Hit,
+    /// Sent on to the inner service.
+    Forwarded {
+        /// Why the cache could not answer.
+        reason: ForwardReason,
+        /// Whether the response is being stored (it is once its body completes).
+        stored: bool,
+    },
+}
+
+/// Why a request went to the inner service (RFC 9211 §2.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ForwardReason {
+    /// The cache does not handle this request (for example a URI without an authority).
+    Bypass,
+    /// The method is not one the cache answers (POST, PUT, DELETE, …).
+    Method,
+    /// Nothing usable was stored for the URI, or the store could not be read.
+    Miss,
+    /// A response is stored for the URI, but for other values of the headers its `Vary`
+    /// names.
+    VaryMiss,
+    /// The stored response was stale.
+    Stale,
+    /// The request's own directives (`no-cache`, `Pragma: no-cache`) asked for the origin.
+    Request,
+}
+
+impl ForwardReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Bypass => "bypass",
+            Self::Method => "method",
+            Self::Miss => "miss",
+            Self::VaryMiss => "vary-miss",
+            Self::Stale => "stale",
+            Self::Request => "request",
+        }
+    }
+}
+
+impl CacheStatus {
+    /// Whether the response came from the cache.
+    pub fn is_hit(&self) -> bool {
+        matches!(self, Self::Hit)
+    }
+
+    /// The RFC 9211 `Cache-Status` header value.
+    pub fn header_value(&self) -> HeaderValue {
+        use ForwardReason::*;
+        HeaderValue::from_static(match *self {
+            Self::Hit => "cachet; hit",
+            Self::Forwarded {
+                reason,
+                stored: true,
+            } => match reason {
+                Bypass => "cachet; fwd=bypass; stored",
+                Method => "cachet; fwd=method; stored",
+                Miss => "cachet; fwd=miss; stored",
+                VaryMiss => "cachet; fwd=vary-miss; stored",
+                Stale => "cachet; fwd=stale; stored",
+                Request => "cachet; fwd=request; stored",
+            },
+            Self::Forwarded {
+                reason,
+                stored: false,
+            } => match reason {
+                Bypass => "cachet; fwd=bypass",
+                Method => "cachet; fwd=method",
+                Miss => "cachet; fwd=miss",
+                VaryMiss => "cachet; fwd=vary-miss",
+                Stale => "cachet; fwd=stale",
+                Request => "cachet; fwd=request",
+            },
+        })
+    }
+}
+
+impl fmt::Display for ForwardReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_values_follow_rfc_9211() {
+        assert_eq!(CacheStatus::Hit.header_value(), "cachet; hit");
+        let miss = CacheStatus::Forwarded {
+            reason: ForwardReason::Miss,
+            stored: true,
+        };
+        assert_eq!(miss.header_value(), "cachet; fwd=miss; stored");
+        for reason in [
+            ForwardReason::Bypass,
+            ForwardReason::Method,
+            ForwardReason::Miss,
+            ForwardReason::VaryMiss,
+            ForwardReason::Stale,
+            ForwardReason::Request,
+        ] {
+            let status = CacheStatus::Forwarded {
+                reason,
+                stored: false,
+            };
+            assert_eq!(
+                status.header_value(),
+                format!("cachet; fwd={reason}").as_str()
+            );
+        }
+    }
+}

@@ -1,0 +1,216 @@
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Method, Request, Response};
+use http_body::Body;
+use tower::{Service, ServiceExt};
+
+use super::future::{RequestFacts, ResponseFuture};
+use super::layer::Config;
+use super::{CacheBody, CacheLayer, ForwardReason};
+use crate::policy::CacheControl;
+use crate::store::{Store, StoreRequest};
+use crate::{BoxError, CacheKey, Error};
+
+/// An HTTP cache in front of the service `S`, keeping entries in the store `St`.
+///
+/// Made by [`CacheLayer`]. A GET or HEAD is looked up in the store first; a usable stored
+/// response is returned without calling `S`. Anything else goes to `S`, and a storable
+/// response is recorded as its body streams to the caller, then written to the store in
+/// the background.
+#[derive(Clone)]
+pub struct Cache<S, St> {
+    inner: S,
+    store: St,
+    config: Arc<Config>,
+}
+
+impl<S, St> Cache<S, St> {
+    /// A shared cache with the default configuration; see [`CacheLayer`] to configure it.
+    pub fn new(inner: S, store: St) -> Self {
+        Self::from_parts(inner, store, Arc::new(Config::default()))
+    }
+
+    pub(crate) fn from_parts(inner: S, store: St, config: Arc<Config>) -> Self {
+        Self {
+            inner,
+            store,
+            config,
+        }
+    }
+
+    /// A [`CacheLayer`] over `store`.
+    pub fn layer(store: St) -> CacheLayer<St> {
+        CacheLayer::new(store)
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The store.
+    pub fn store(&self) -> &St {
+        &self.store
+    }
+
+    /// Consumes the cache, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: fmt::Debug, St: fmt::Debug> fmt::Debug for Cache<S, St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cache")
+            .field("inner", &self.inner)
+            .field("store", &self.store)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl<S, St, ReqB, ResB> Service<Request<ReqB>> for Cache<S, St>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone,
+    S::Error: Into<BoxError>,
+    St: Store,
+    ResB: Body<Data = Bytes>,
+{
+    type Response = Response<CacheBody<ResB>>;
+    type Error = Error;
+    type Future = ResponseFuture<S, St, ReqB>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx).map_err(Error::upstream)
+    }
+
+    fn call(&mut self, request: Request<ReqB>) -> Self::Future {
+        let config = self.config.clone();
+        let Some(key) = CacheKey::for_request(request.method(), request.uri()) else {
+            let reason = match *request.method() {
+                Method::GET | Method::HEAD => ForwardReason::Bypass,
+                _ => ForwardReason::Method,
+            };
+            tracing::trace!(method = %request.method(), uri = %request.uri(), %reason, "passing through");
+            return ResponseFuture::forward(self.inner.call(request), None, reason, config);
+        };
+
+        let facts = RequestFacts {
+            key,
+            store: self.store.clone(),
+            method: request.method().clone(),
+            cc: CacheControl::parse_request(request.headers()),
+            time: config.clock.now(),
+            headers: http::HeaderMap::new(),
+        };
+        if facts.cc.no_cache {
+            let mut facts = facts;
+            facts.headers = request.headers().clone();
+            tracing::trace!(key = %facts.key, "request asks for the origin");
+            return ResponseFuture::forward(
+                self.inner.call(request),
+                Some(facts),
+                ForwardReason::Request,
+                config,
+            );
+        }
+
+        // The service that `poll_ready` readied goes into the future; this handle keeps a
+        // fresh clone that will be readied before the next call.
+        let ready = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, ready);
+        let lookup = self
+            .store
+            .clone()
+            .oneshot(StoreRequest::Get(facts.key.clone()));
+        ResponseFuture::lookup(lookup, ready, request, facts, config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use http::{Request, Response};
+    use http_body_util::{BodyExt, Full};
+    use tokio_test::{assert_pending, assert_ready_ok};
+    use tower_test::mock;
+
+    use crate::{CacheLayer, CacheStatus, MemoryStore};
+
+    type Handle = mock::Handle<Request<()>, Response<Full<Bytes>>>;
+
+    fn get(uri: &str) -> Request<()> {
+        Request::get(uri).body(()).expect("test requests are valid")
+    }
+
+    fn fresh(body: &'static str) -> Response<Full<Bytes>> {
+        Response::builder()
+            .header("cache-control", "max-age=60")
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .expect("test responses are valid")
+    }
+
+    async fn answer(handle: &mut Handle, response: Response<Full<Bytes>>) {
+        let (_, send) = handle
+            .next_request()
+            .await
+            .expect("the inner service is called");
+        send.send_response(response);
+    }
+
+    #[tokio::test]
+    async fn a_fresh_hit_never_calls_the_inner_service() {
+        let (mut cache, mut handle) = mock::spawn_layer(CacheLayer::new(MemoryStore::default()));
+        handle.allow(1);
+
+        assert_ready_ok!(cache.poll_ready());
+        let miss = cache.call(get("http://example.com/a"));
+        let ((), response) = tokio::join!(answer(&mut handle, fresh("first")), miss);
+        let body = response
+            .expect("a miss succeeds")
+            .into_body()
+            .collect()
+            .await;
+        assert_eq!(body.expect("bodies complete").to_bytes(), "first");
+
+        handle.allow(1);
+        assert_ready_ok!(cache.poll_ready());
+        let hit = cache
+            .call(get("http://example.com/a"))
+            .await
+            .expect("a hit succeeds");
+        assert_eq!(
+            hit.extensions().get::<CacheStatus>(),
+            Some(&CacheStatus::Hit)
+        );
+        assert_eq!(
+            hit.into_body()
+                .collect()
+                .await
+                .expect("stored bodies complete")
+                .to_bytes(),
+            "first"
+        );
+        assert_pending!(handle.poll_request());
+    }
+
+    #[tokio::test]
+    async fn readiness_follows_the_inner_service() {
+        let (mut cache, mut handle) = mock::spawn_layer::<Request<()>, Response<Full<Bytes>>, _>(
+            CacheLayer::new(MemoryStore::default()),
+        );
+        handle.allow(0);
+        assert_pending!(cache.poll_ready());
+        handle.allow(1);
+        assert_ready_ok!(cache.poll_ready());
+        // The call after a lookup must reach the very service that was made ready; the
+        // mock panics if a clone that was never polled is called instead.
+        let miss = cache.call(get("http://example.com/b"));
+        let ((), response) = tokio::join!(answer(&mut handle, fresh("b")), miss);
+        assert!(response.is_ok());
+        assert_pending!(cache.poll_ready());
+    }
+}

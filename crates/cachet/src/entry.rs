@@ -1,0 +1,331 @@
+//! The entry codec: how a stored response becomes bytes and back.
+//!
+//! An entry is the magic `CACHET`, one format-version byte, then a bincode 2 payload
+//! (standard configuration, always with a limit). The payload holds the status, version,
+//! response headers, the request header values named by `Vary`, the request and response
+//! times that RFC 9111 §4.2.3 needs, and the body. Decoding borrows the body and header
+//! values from the input [`Bytes`] instead of copying them, and never allocates more than
+//! a small multiple of the input's length, whatever the input claims.
+//!
+//! bincode is pinned at `=2.0.1` and unmaintained (RUSTSEC-2025-0141); it is used only
+//! here, so moving to a wire-compatible crate is a change to this one file.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bincode::de::{BorrowDecode, BorrowDecoder};
+use bincode::enc::{Encode, Encoder};
+use bytes::{BufMut, Bytes, BytesMut};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{StatusCode, Version};
+
+const MAGIC: &[u8; 6] = b"CACHET";
+const FORMAT_VERSION: u8 = 1;
+const PREFIX_LEN: usize = MAGIC.len() + 1;
+
+/// No entry is larger than 4 GiB; the limit bounds what a length field may claim.
+const LIMIT: usize = 1 << 32;
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<LIMIT>()
+}
+
+/// A response as the cache keeps it.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Entry {
+    pub(crate) status: StatusCode,
+    pub(crate) version: Version,
+    pub(crate) headers: HeaderMap,
+    /// The values the request had for each header the response's `Vary` names, `None`
+    /// for an absent header.
+    pub(crate) vary: Vec<(HeaderName, Option<HeaderValue>)>,
+    pub(crate) request_time: SystemTime,
+    pub(crate) response_time: SystemTime,
+    pub(crate) body: Bytes,
+}
+
+/// Why bytes from a store are not an entry. Every case is a cache miss.
+#[derive(Debug)]
+pub(crate) enum DecodeError {
+    NotAnEntry,
+    UnknownVersion(u8),
+    Malformed(&'static str),
+    Bincode(bincode::error::DecodeError),
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotAnEntry => f.write_str("stored bytes are not a cachet entry"),
+            Self::UnknownVersion(v) => write!(f, "entry has unknown format version {v}"),
+            Self::Malformed(what) => write!(f, "entry is malformed: {what}"),
+            Self::Bincode(e) => write!(f, "entry is malformed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// The payload as it is on the wire, borrowing from the input.
+#[derive(bincode::Encode, bincode::BorrowDecode)]
+struct Wire<'a> {
+    status: u16,
+    version: u8,
+    request_time_ms: u64,
+    response_time_ms: u64,
+    headers: List<(&'a [u8], &'a [u8])>,
+    vary: List<(&'a [u8], Option<&'a [u8]>)>,
+    body: &'a [u8],
+}
+
+/// A length-prefixed list that, unlike bincode's `Vec`, does not reserve what its length
+/// claims: each element read consumes input, so allocation follows the input's real size.
+struct List<T>(Vec<T>);
+
+impl<T: Encode> Encode for List<T> {
+    fn encode<E: Encoder>(&self, encoder: &mut E) -> Result<(), bincode::error::EncodeError> {
+        (self.0.len() as u64).encode(encoder)?;
+        self.0.iter().try_for_each(|item| item.encode(encoder))
+    }
+}
+
+impl<'de, T: BorrowDecode<'de, C>, C> BorrowDecode<'de, C> for List<T> {
+    fn borrow_decode<D: BorrowDecoder<'de, Context = C>>(
+        decoder: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        let len = u64::borrow_decode(decoder)?;
+        let mut items = Vec::with_capacity(usize::try_from(len.min(32)).unwrap_or(32));
+        for _ in 0..len {
+            items.push(T::borrow_decode(decoder)?);
+        }
+        Ok(Self(items))
+    }
+}
+
+fn millis(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn version_byte(version: Version) -> u8 {
+    match version {
+        Version::HTTP_09 => 9,
+        Version::HTTP_10 => 10,
+        Version::HTTP_2 => 20,
+        Version::HTTP_3 => 30,
+        _ => 11,
+    }
+}
+
+fn version_from_byte(byte: u8) -> Result<Version, DecodeError> {
+    Ok(match byte {
+        9 => Version::HTTP_09,
+        10 => Version::HTTP_10,
+        11 => Version::HTTP_11,
+        20 => Version::HTTP_2,
+        30 => Version::HTTP_3,
+        _ => return Err(DecodeError::Malformed("unknown HTTP version")),
+    })
+}
+
+impl Entry {
+    /// Encodes the entry with its prefix; fails only past the codec's 4 GiB limit.
+    pub(crate) fn encode(&self) -> Result<Bytes, bincode::error::EncodeError> {
+        let wire = Wire {
+            status: self.status.as_u16(),
+            version: version_byte(self.version),
+            request_time_ms: millis(self.request_time),
+            response_time_ms: millis(self.response_time),
+            headers: List(
+                self.headers
+                    .iter()
+                    .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes()))
+                    .collect(),
+            ),
+            vary: List(
+                self.vary
+                    .iter()
+                    .map(|(name, value)| {
+                        (
+                            name.as_str().as_bytes(),
+                            value.as_ref().map(HeaderValue::as_bytes),
+                        )
+                    })
+                    .collect(),
+            ),
+            body: &self.body,
+        };
+        let headers_len: usize = self
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum();
+        let mut out = BytesMut::with_capacity(PREFIX_LEN + 32 + headers_len + self.body.len());
+        out.put_slice(MAGIC);
+        out.put_u8(FORMAT_VERSION);
+        let mut writer = out.writer();
+        bincode::encode_into_std_write(&wire, &mut writer, config())?;
+        Ok(writer.into_inner().freeze())
+    }
+
+    /// Decodes an entry, borrowing its body and header values from `input`.
+    pub(crate) fn decode(input: &Bytes) -> Result<Self, DecodeError> {
+        let payload = input
+            .strip_prefix(MAGIC.as_slice())
+            .ok_or(DecodeError::NotAnEntry)?;
+        let (&version, payload) = payload.split_first().ok_or(DecodeError::NotAnEntry)?;
+        if version != FORMAT_VERSION {
+            return Err(DecodeError::UnknownVersion(version));
+        }
+        let (wire, used): (Wire<'_>, usize) =
+            bincode::borrow_decode_from_slice(payload, config()).map_err(DecodeError::Bincode)?;
+        if used != payload.len() {
+            return Err(DecodeError::Malformed("trailing bytes"));
+        }
+
+        let mut headers = HeaderMap::with_capacity(wire.headers.0.len());
+        for (name, value) in wire.headers.0 {
+            headers.append(header_name(name)?, header_value(input, value)?);
+        }
+        let vary = wire
+            .vary
+            .0
+            .into_iter()
+            .map(|(name, value)| {
+                Ok((
+                    header_name(name)?,
+                    value.map(|v| header_value(input, v)).transpose()?,
+                ))
+            })
+            .collect::<Result<_, DecodeError>>()?;
+
+        Ok(Self {
+            status: StatusCode::from_u16(wire.status)
+                .map_err(|_| DecodeError::Malformed("invalid status"))?,
+            version: version_from_byte(wire.version)?,
+            headers,
+            vary,
+            request_time: UNIX_EPOCH + Duration::from_millis(wire.request_time_ms),
+            response_time: UNIX_EPOCH + Duration::from_millis(wire.response_time_ms),
+            body: input.slice_ref(wire.body),
+        })
+    }
+}
+
+fn header_name(bytes: &[u8]) -> Result<HeaderName, DecodeError> {
+    HeaderName::from_bytes(bytes).map_err(|_| DecodeError::Malformed("invalid header name"))
+}
+
+fn header_value(input: &Bytes, bytes: &[u8]) -> Result<HeaderValue, DecodeError> {
+    HeaderValue::from_maybe_shared(input.slice_ref(bytes))
+        .map_err(|_| DecodeError::Malformed("invalid header value"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample() -> Entry {
+        let mut headers = HeaderMap::new();
+        headers.insert("cache-control", HeaderValue::from_static("max-age=60"));
+        headers.append("set-thing", HeaderValue::from_static("a"));
+        headers.append("set-thing", HeaderValue::from_static("b"));
+        Entry {
+            status: StatusCode::OK,
+            version: Version::HTTP_11,
+            headers,
+            vary: vec![
+                (
+                    HeaderName::from_static("accept-encoding"),
+                    Some(HeaderValue::from_static("gzip")),
+                ),
+                (HeaderName::from_static("accept-language"), None),
+            ],
+            request_time: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+            response_time: UNIX_EPOCH + Duration::from_millis(1_700_000_000_456),
+            body: Bytes::from_static(b"hello, world"),
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let entry = sample();
+        let decoded = Entry::decode(&entry.encode().expect("small entries encode"))
+            .expect("a fresh encoding decodes");
+        assert_eq!(decoded, entry);
+    }
+
+    #[test]
+    fn body_is_borrowed_from_the_input() {
+        let bytes = sample().encode().expect("small entries encode");
+        let decoded = Entry::decode(&bytes).expect("a fresh encoding decodes");
+        let range = bytes.as_ptr_range();
+        assert!(range.contains(&decoded.body.as_ptr()));
+    }
+
+    #[test]
+    fn unknown_version_is_refused() {
+        let mut bytes = sample().encode().expect("small entries encode").to_vec();
+        bytes[MAGIC.len()] = 2;
+        assert!(matches!(
+            Entry::decode(&bytes.into()),
+            Err(DecodeError::UnknownVersion(2))
+        ));
+    }
+
+    #[test]
+    fn foreign_bytes_are_not_an_entry() {
+        let bytes = Bytes::from_static(b"exploit!");
+        assert!(matches!(
+            Entry::decode(&bytes),
+            Err(DecodeError::NotAnEntry)
+        ));
+    }
+
+    #[test]
+    fn a_huge_claimed_header_count_is_a_clean_error() {
+        // 7 bytes of prefix, then status, version, two times, and a header count of 2^40
+        // in bincode's varint (0xfd, then eight little-endian bytes): 13 bytes of payload
+        // would have asked bincode's own `Vec` for 2^40 elements up front.
+        let mut bytes = Vec::from(*MAGIC);
+        bytes.push(FORMAT_VERSION);
+        bytes.extend_from_slice(&[200, 11, 0, 0, 0xfd]);
+        bytes.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        assert_eq!(bytes.len() - PREFIX_LEN, 13);
+        assert!(matches!(
+            Entry::decode(&bytes.into()),
+            Err(DecodeError::Bincode(_))
+        ));
+    }
+
+    #[test]
+    fn truncated_entries_are_errors() {
+        let bytes = sample().encode().expect("small entries encode");
+        for len in 0..bytes.len() {
+            assert!(
+                Entry::decode(&bytes.slice(..len)).is_err(),
+                "prefix of {len} bytes decoded"
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(tail in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut bytes = Vec::from(*MAGIC);
+            bytes.push(FORMAT_VERSION);
+            bytes.extend_from_slice(&tail);
+            let _ = Entry::decode(&bytes.into());
+            let _ = Entry::decode(&Bytes::from(tail));
+        }
+
+        #[test]
+        fn mutated_entries_never_panic(index in any::<usize>(), byte in any::<u8>()) {
+            let mut bytes = sample().encode().expect("small entries encode").to_vec();
+            let index = index % bytes.len();
+            bytes[index] = byte;
+            let _ = Entry::decode(&bytes.into());
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! Cache keys: the method class plus the absolute URI.
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::{Method, Uri};
+
+/// The key a response is stored under.
+///
+/// It is the method class (`GET` or `HEAD`, so a HEAD never fills a GET entry) followed
+/// by the absolute URI: scheme, authority, path and query, with the scheme and host in
+/// lower case and a default port left out, so two origins never share an entry.
+///
+/// ```
+/// use cachet::CacheKey;
+///
+/// let uri = "HTTPS://Example.COM:443/a?b=1".parse().unwrap_or_default();
+/// let key = CacheKey::for_request(&http::Method::GET, &uri);
+/// assert_eq!(key.map(|k| k.to_string()).as_deref(), Some("GET https://example.com/a?b=1"));
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CacheKey(Arc<str>);
+
+impl CacheKey {
+    /// The key for a request, or `None` when the request cannot be cached by key: a method
+    /// other than GET and HEAD, or a URI without a scheme and authority.
+    pub fn for_request(method: &Method, uri: &Uri) -> Option<Self> {
+        let class = match *method {
+            Method::GET => "GET",
+            Method::HEAD => "HEAD",
+            _ => return None,
+        };
+        let scheme = uri.scheme_str()?.to_ascii_lowercase();
+        let authority = uri.authority()?;
+        let default_port = match scheme.as_str() {
+            "http" => Some(80),
+            "https" => Some(443),
+            _ => None,
+        };
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let path = if path.is_empty() { "/" } else { path };
+
+        let mut key = String::with_capacity(
+            class.len() + scheme.len() + authority.as_str().len() + path.len() + 4,
+        );
+        key.push_str(class);
+        key.push(' ');
+        key.push_str(&scheme);
+        key.push_str("://");
+        key.push_str(&authority.host().to_ascii_lowercase());
+        if let Some(port) = authority.port_u16().filter(|p| Some(*p) != default_port) {
+            key.push(':');
+            key.push_str(&port.to_string());
+        }
+        key.push_str(path);
+        Some(Self(key.into()))
+    }
+
+    /// A key from its text, for stores and tools that handle keys directly.
+    pub fn from_text(text: impl Into<Arc<str>>) -> Self {
+        Self(text.into())
+    }
+
+    /// The key's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(method: Method, uri: &str) -> Option<String> {
+        let uri: Uri = uri.parse().expect("test URIs are valid");
+        CacheKey::for_request(&method, &uri).map(|k| k.to_string())
+    }
+
+    #[test]
+    fn head_and_get_have_different_keys() {
+        assert_ne!(
+            key(Method::GET, "http://a/x"),
+            key(Method::HEAD, "http://a/x")
+        );
+    }
+
+    #[test]
+    fn authorities_and_schemes_never_share_a_key() {
+        assert_ne!(
+            key(Method::GET, "http://a/x"),
+            key(Method::GET, "http://b/x")
+        );
+        assert_ne!(
+            key(Method::GET, "http://a/x"),
+            key(Method::GET, "https://a/x")
+        );
+        assert_ne!(
+            key(Method::GET, "http://a:8080/x"),
+            key(Method::GET, "http://a/x")
+        );
+    }
+
+    #[test]
+    fn scheme_host_case_and_default_port_are_normalised() {
+        assert_eq!(
+            key(Method::GET, "HTTP://A:80"),
+            Some("GET http://a/".to_owned())
+        );
+        assert_eq!(
+            key(Method::GET, "https://a:443/p?q"),
+            Some("GET https://a/p?q".to_owned())
+        );
+    }
+
+    #[test]
+    fn query_and_path_case_are_kept() {
+        assert_ne!(
+            key(Method::GET, "http://a/x?1"),
+            key(Method::GET, "http://a/x?2")
+        );
+        assert_ne!(
+            key(Method::GET, "http://a/X"),
+            key(Method::GET, "http://a/x")
+        );
+    }
+
+    #[test]
+    fn unsafe_methods_and_relative_uris_have_no_key() {
+        assert_eq!(key(Method::POST, "http://a/x"), None);
+        assert_eq!(key(Method::GET, "/x"), None);
+    }
+}

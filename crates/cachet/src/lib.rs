@@ -1,0 +1,35 @@
+//! cachet is an HTTP response cache for [tower] and [hyper] clients, proxies and
+//! servers' outbound calls.
+//!
+//! A [`CacheLayer`] sits in front of any `tower::Service<http::Request<_>>` and answers
+//! from a [`Store`](store::Store) whenever the HTTP caching rules of RFC 9111 allow.
+//! Stored responses are versioned, bincode-encoded entries.
+//!
+//! - [`CacheLayer`] / [`Cache`]: the cache itself, shared (the default) or private.
+//! - [`store`]: the store protocol, and [`MemoryStore`], the in-process default.
+//! - [`CacheStatus`]: what the cache did, in every response's extensions.
+//! - [`clock`]: the time source, replaceable in tests.
+//! - [`guide`]: the user guide, from `docs/guide.md`.
+//!
+//! [tower]: https://docs.rs/tower
+//! [hyper]: https://docs.rs/hyper
+
+mod cache;
+pub mod clock;
+mod entry;
+mod error;
+mod key;
+mod policy;
+pub mod store;
+
+#[doc = include_str!("../../../docs/guide.md")]
+pub mod guide {}
+
+pub use cache::{Cache, CacheBody, CacheLayer, CacheStatus, ForwardReason, ResponseFuture};
+pub use error::{BoxError, Error};
+pub use key::CacheKey;
+pub use store::MemoryStore;
+
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

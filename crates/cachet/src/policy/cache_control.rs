@@ -1,0 +1,217 @@
+//! `Cache-Control` parsing (RFC 9111 §5.2), liberal in what it accepts.
+
+use http::HeaderMap;
+use http::header::{CACHE_CONTROL, PRAGMA};
+
+/// The greatest delta-seconds value cachet represents; larger values saturate to it
+/// (RFC 9111 §1.2.2).
+pub(crate) const MAX_DELTA_SECONDS: u64 = 1 << 31;
+
+/// The directives cachet understands, from every `Cache-Control` line of a message.
+/// Unknown directives are ignored. Where a directive appears twice, the first wins.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct CacheControl {
+    pub(crate) max_age: Option<u64>,
+    pub(crate) s_maxage: Option<u64>,
+    /// `max-stale`, with `Some(None)` for the form without a value.
+    pub(crate) max_stale: Option<Option<u64>>,
+    pub(crate) min_fresh: Option<u64>,
+    pub(crate) no_cache: bool,
+    pub(crate) no_store: bool,
+    pub(crate) private: bool,
+    pub(crate) public: bool,
+    pub(crate) must_revalidate: bool,
+    pub(crate) proxy_revalidate: bool,
+    pub(crate) only_if_cached: bool,
+}
+
+impl CacheControl {
+    pub(crate) fn parse(headers: &HeaderMap) -> Self {
+        let mut cc = Self::default();
+        for line in headers.get_all(CACHE_CONTROL) {
+            // A value that is not text cannot carry directives cachet knows.
+            let Ok(line) = line.to_str() else { continue };
+            for (name, value) in directives(line) {
+                cc.apply(name, value);
+            }
+        }
+        cc
+    }
+
+    /// Request directives: `Cache-Control`, or `Pragma: no-cache` when the request has no
+    /// `Cache-Control` at all (RFC 9111 §5.4).
+    pub(crate) fn parse_request(headers: &HeaderMap) -> Self {
+        let mut cc = Self::parse(headers);
+        if !headers.contains_key(CACHE_CONTROL) {
+            cc.no_cache = headers
+                .get_all(PRAGMA)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(directives)
+                .any(|(name, _)| name.eq_ignore_ascii_case("no-cache"));
+        }
+        cc
+    }
+
+    fn apply(&mut self, name: &str, value: Option<&str>) {
+        let seconds = || value.map_or(Some(0), delta_seconds);
+        match name.to_ascii_lowercase().as_str() {
+            // An invalid value makes the response stale (RFC 9111 §4.2.1), hence 0.
+            "max-age" => first(&mut self.max_age, || seconds().unwrap_or(0)),
+            "s-maxage" => first(&mut self.s_maxage, || seconds().unwrap_or(0)),
+            "min-fresh" => first(&mut self.min_fresh, || seconds().unwrap_or(0)),
+            // An invalid max-stale is ignored rather than widened to "any staleness".
+            "max-stale" if self.max_stale.is_none() => {
+                self.max_stale = match value {
+                    None => Some(None),
+                    Some(v) => delta_seconds(v).map(Some),
+                }
+            }
+            "no-cache" => self.no_cache = true,
+            "no-store" => self.no_store = true,
+            "private" => self.private = true,
+            "public" => self.public = true,
+            "must-revalidate" => self.must_revalidate = true,
+            "proxy-revalidate" => self.proxy_revalidate = true,
+            "only-if-cached" => self.only_if_cached = true,
+            _ => {}
+        }
+    }
+}
+
+fn first(slot: &mut Option<u64>, value: impl FnOnce() -> u64) {
+    if slot.is_none() {
+        *slot = Some(value());
+    }
+}
+
+/// Parses delta-seconds: digits only, saturating at [`MAX_DELTA_SECONDS`].
+fn delta_seconds(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(
+        text.parse::<u64>()
+            .map_or(MAX_DELTA_SECONDS, |n| n.min(MAX_DELTA_SECONDS)),
+    )
+}
+
+/// Splits a header line into `(name, value)` directives, honouring quoted strings.
+fn directives(line: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
+    split_outside_quotes(line).filter_map(|part| {
+        let part = part.trim();
+        if part.is_empty() {
+            return None;
+        }
+        Some(match part.split_once('=') {
+            Some((name, value)) => {
+                let value = value.trim();
+                let value = value
+                    .strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .unwrap_or(value);
+                (name.trim(), Some(value))
+            }
+            None => (part, None),
+        })
+    })
+}
+
+fn split_outside_quotes(line: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(line);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        let mut quoted = false;
+        let mut escaped = false;
+        for (i, c) in text.char_indices() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' if quoted => escaped = true,
+                '"' => quoted = !quoted,
+                ',' if !quoted => {
+                    rest = Some(&text[i + 1..]);
+                    return Some(&text[..i]);
+                }
+                _ => {}
+            }
+        }
+        rest = None;
+        Some(text)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    fn cc(lines: &[&'static str]) -> CacheControl {
+        let mut headers = HeaderMap::new();
+        for line in lines {
+            headers.append(CACHE_CONTROL, HeaderValue::from_static(line));
+        }
+        CacheControl::parse(&headers)
+    }
+
+    #[test]
+    fn names_are_case_insensitive_and_values_may_be_quoted() {
+        let parsed = cc(&["Max-Age=\"60\", PUBLIC"]);
+        assert_eq!(parsed.max_age, Some(60));
+        assert!(parsed.public);
+    }
+
+    #[test]
+    fn directives_across_lines_combine_and_the_first_value_wins() {
+        let parsed = cc(&["max-age=10", "max-age=20, no-store"]);
+        assert_eq!(parsed.max_age, Some(10));
+        assert!(parsed.no_store);
+    }
+
+    #[test]
+    fn invalid_and_negative_numbers_mean_stale() {
+        assert_eq!(cc(&["max-age=abc"]).max_age, Some(0));
+        assert_eq!(cc(&["max-age=-5"]).max_age, Some(0));
+        assert_eq!(cc(&["s-maxage=1.5"]).s_maxage, Some(0));
+    }
+
+    #[test]
+    fn huge_numbers_saturate() {
+        assert_eq!(
+            cc(&["max-age=99999999999999999999999"]).max_age,
+            Some(MAX_DELTA_SECONDS)
+        );
+    }
+
+    #[test]
+    fn unknown_directives_are_ignored() {
+        assert_eq!(cc(&["nothing-to-see-here"]), CacheControl::default());
+    }
+
+    #[test]
+    fn commas_inside_quotes_do_not_split() {
+        let parsed = cc(&["private=\"a, no-store\", max-age=5"]);
+        assert!(parsed.private);
+        assert!(!parsed.no_store);
+        assert_eq!(parsed.max_age, Some(5));
+    }
+
+    #[test]
+    fn pragma_no_cache_counts_only_without_cache_control() {
+        let mut headers = HeaderMap::new();
+        headers.insert(PRAGMA, HeaderValue::from_static("no-cache"));
+        assert!(CacheControl::parse_request(&headers).no_cache);
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("max-age=5"));
+        assert!(!CacheControl::parse_request(&headers).no_cache);
+        let mut foo = HeaderMap::new();
+        foo.insert(PRAGMA, HeaderValue::from_static("foo"));
+        assert!(!CacheControl::parse_request(&foo).no_cache);
+    }
+
+    #[test]
+    fn max_stale_with_and_without_value() {
+        assert_eq!(cc(&["max-stale"]).max_stale, Some(None));
+        assert_eq!(cc(&["max-stale=30"]).max_stale, Some(Some(30)));
+        assert_eq!(cc(&["max-stale=x"]).max_stale, None);
+    }
+}

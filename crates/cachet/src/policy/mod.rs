@@ -1,0 +1,475 @@
+//! HTTP caching rules (RFC 9111): what may be stored, for how long, and when a stored
+//! response may answer a request.
+
+mod cache_control;
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use http::header::{AGE, AUTHORIZATION, DATE, ETAG, EXPIRES, LAST_MODIFIED, SET_COOKIE, VARY};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+
+pub(crate) use cache_control::CacheControl;
+use cache_control::MAX_DELTA_SECONDS;
+
+/// Whose cache this is (RFC 9111 §1): shared by many users, or one user's own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Mode {
+    #[default]
+    Shared,
+    Private,
+}
+
+/// How long a stale entry is kept beyond its freshness, so it can still be revalidated.
+pub(crate) const KEEP_STALE: Duration = Duration::from_secs(60 * 60);
+
+/// The heuristic lifetime for a response with only `Last-Modified` is a tenth of its
+/// age when received (RFC 9111 §4.2.2), at most this long.
+const MAX_HEURISTIC_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Why a response is not stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    Method,
+    Status,
+    NoStore,
+    Private,
+    Authorization,
+    SetCookie,
+    VaryStar,
+    NoFreshnessOrValidator,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Method => "the request method is not cacheable",
+            Self::Status => "the status is not cacheable",
+            Self::NoStore => "no-store",
+            Self::Private => "private response in a shared cache",
+            Self::Authorization => {
+                "request had Authorization and the response does not allow sharing"
+            }
+            Self::SetCookie => "Set-Cookie in a shared cache",
+            Self::VaryStar => "Vary: *",
+            Self::NoFreshnessOrValidator => "no explicit freshness and no validator",
+        })
+    }
+}
+
+/// The statuses RFC 9110 §15.1 defines as heuristically cacheable.
+fn heuristically_cacheable(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+    )
+}
+
+/// What the cache knows of a response while deciding about it.
+#[derive(Debug)]
+pub(crate) struct ResponseFacts<'a> {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: &'a HeaderMap,
+    pub(crate) cc: CacheControl,
+    /// When the response arrived; stands in for a missing `Date`.
+    pub(crate) response_time: SystemTime,
+}
+
+impl ResponseFacts<'_> {
+    /// The freshness lifetime (RFC 9111 §4.2.1), heuristic where nothing explicit is given.
+    pub(crate) fn freshness_lifetime(&self, mode: Mode) -> Duration {
+        if let Some(explicit) = self.explicit_freshness(mode) {
+            return explicit;
+        }
+        let Some(last_modified) = http_date(self.headers, LAST_MODIFIED) else {
+            return Duration::ZERO;
+        };
+        if !heuristically_cacheable(self.status) {
+            return Duration::ZERO;
+        }
+        let date = self.date();
+        let age = date.duration_since(last_modified).unwrap_or_default();
+        (age / 10).min(MAX_HEURISTIC_LIFETIME)
+    }
+
+    fn explicit_freshness(&self, mode: Mode) -> Option<Duration> {
+        let seconds = match (mode, self.cc.s_maxage, self.cc.max_age) {
+            (Mode::Shared, Some(s), _) => Some(s),
+            (_, _, Some(m)) => Some(m),
+            _ => None,
+        };
+        if let Some(seconds) = seconds {
+            return Some(Duration::from_secs(seconds));
+        }
+        let expires = self.headers.get(EXPIRES)?;
+        // An invalid Expires means already stale (RFC 9111 §5.3).
+        let Some(expires) = expires
+            .to_str()
+            .ok()
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+        else {
+            return Some(Duration::ZERO);
+        };
+        Some(expires.duration_since(self.date()).unwrap_or_default())
+    }
+
+    fn date(&self) -> SystemTime {
+        http_date(self.headers, DATE).unwrap_or(self.response_time)
+    }
+
+    fn has_validator(&self) -> bool {
+        self.headers.contains_key(ETAG) || self.headers.contains_key(LAST_MODIFIED)
+    }
+
+    /// Whether the response may be stored (RFC 9111 §3), given the request it answers.
+    pub(crate) fn storable(
+        &self,
+        mode: Mode,
+        method: &Method,
+        request: &HeaderMap,
+        request_cc: &CacheControl,
+    ) -> Result<(), Refusal> {
+        if method != Method::GET && method != Method::HEAD {
+            return Err(Refusal::Method);
+        }
+        if !heuristically_cacheable(self.status) {
+            return Err(Refusal::Status);
+        }
+        if self.cc.no_store || request_cc.no_store {
+            return Err(Refusal::NoStore);
+        }
+        if mode == Mode::Shared {
+            if self.cc.private {
+                return Err(Refusal::Private);
+            }
+            // RFC 9111 §3.5.
+            if request.contains_key(AUTHORIZATION)
+                && !(self.cc.public || self.cc.s_maxage.is_some() || self.cc.must_revalidate)
+            {
+                return Err(Refusal::Authorization);
+            }
+            if self.headers.contains_key(SET_COOKIE) {
+                return Err(Refusal::SetCookie);
+            }
+        }
+        if vary_names(self.headers).is_none() {
+            return Err(Refusal::VaryStar);
+        }
+        if self.explicit_freshness(mode).is_none() && !self.has_validator() {
+            return Err(Refusal::NoFreshnessOrValidator);
+        }
+        Ok(())
+    }
+}
+
+/// The current age of a stored response (RFC 9111 §4.2.3).
+pub(crate) fn current_age(
+    headers: &HeaderMap,
+    request_time: SystemTime,
+    response_time: SystemTime,
+    now: SystemTime,
+) -> Duration {
+    let date = http_date(headers, DATE).unwrap_or(response_time);
+    let age_value = headers
+        .get(AGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(Duration::ZERO, |s| {
+            Duration::from_secs(s.min(MAX_DELTA_SECONDS))
+        });
+    let apparent_age = response_time.duration_since(date).unwrap_or_default();
+    let response_delay = response_time
+        .duration_since(request_time)
+        .unwrap_or_default();
+    let corrected_age_value = age_value + response_delay;
+    let corrected_initial_age = apparent_age.max(corrected_age_value);
+    let resident_time = now.duration_since(response_time).unwrap_or_default();
+    corrected_initial_age + resident_time
+}
+
+/// Whether a stored response with this lifetime and age may answer a request without
+/// validation (RFC 9111 §4.2, and the request directives of §5.2.1).
+pub(crate) fn usable(
+    mode: Mode,
+    request_cc: &CacheControl,
+    response_cc: &CacheControl,
+    lifetime: Duration,
+    age: Duration,
+) -> bool {
+    if response_cc.no_cache {
+        return false;
+    }
+    if request_cc
+        .max_age
+        .is_some_and(|max| age > Duration::from_secs(max))
+    {
+        return false;
+    }
+    let remaining = lifetime.checked_sub(age).filter(|r| !r.is_zero());
+    if let Some(remaining) = remaining {
+        return request_cc
+            .min_fresh
+            .is_none_or(|min| remaining >= Duration::from_secs(min));
+    }
+    // Stale: only a request's max-stale allows it, and not past a revalidation duty.
+    let must_revalidate = response_cc.must_revalidate
+        || (mode == Mode::Shared
+            && (response_cc.proxy_revalidate || response_cc.s_maxage.is_some()));
+    if must_revalidate {
+        return false;
+    }
+    match request_cc.max_stale {
+        Some(None) => true,
+        Some(Some(max)) => age - lifetime <= Duration::from_secs(max),
+        None => false,
+    }
+}
+
+/// The header names a response varies on; `None` for `Vary: *`, which never matches.
+pub(crate) fn vary_names(headers: &HeaderMap) -> Option<Vec<HeaderName>> {
+    let mut names = Vec::new();
+    for line in headers.get_all(VARY) {
+        let line = line.to_str().ok()?;
+        for name in line.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if name == "*" {
+                return None;
+            }
+            let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    Some(names)
+}
+
+/// A request's value of a header as Vary compares it: every line joined with `, `, or
+/// `None` when absent.
+pub(crate) fn vary_value(request: &HeaderMap, name: &HeaderName) -> Option<HeaderValue> {
+    let mut lines = request.get_all(name).iter();
+    let first = lines.next()?;
+    let mut joined = first.as_bytes().to_vec();
+    for line in lines {
+        joined.extend_from_slice(b", ");
+        joined.extend_from_slice(line.as_bytes());
+    }
+    HeaderValue::from_bytes(&joined).ok()
+}
+
+/// Whether a request carries the header values a stored variant was selected by.
+pub(crate) fn vary_matches(
+    stored: &[(HeaderName, Option<HeaderValue>)],
+    request: &HeaderMap,
+) -> bool {
+    stored.iter().all(|(name, value)| {
+        let mut lines = request.get_all(name).iter();
+        match (value, lines.next()) {
+            (None, None) => true,
+            (Some(value), Some(first)) => match lines.next() {
+                None => first == value,
+                Some(_) => vary_value(request, name).as_ref() == Some(value),
+            },
+            _ => false,
+        }
+    })
+}
+
+fn http_date(headers: &HeaderMap, name: HeaderName) -> Option<SystemTime> {
+    httpdate::parse_http_date(headers.get(name)?.to_str().ok()?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(n, v)| (HeaderName::from_static(n), HeaderValue::from_static(v)))
+            .collect()
+    }
+
+    fn facts(h: &HeaderMap) -> ResponseFacts<'_> {
+        ResponseFacts {
+            status: StatusCode::OK,
+            headers: h,
+            cc: CacheControl::parse(h),
+            response_time: UNIX_EPOCH + Duration::from_secs(1_000_000),
+        }
+    }
+
+    #[test]
+    fn s_maxage_applies_only_to_shared_caches() {
+        let h = headers(&[("cache-control", "max-age=10, s-maxage=100")]);
+        assert_eq!(
+            facts(&h).freshness_lifetime(Mode::Shared),
+            Duration::from_secs(100)
+        );
+        assert_eq!(
+            facts(&h).freshness_lifetime(Mode::Private),
+            Duration::from_secs(10)
+        );
+    }
+
+    #[test]
+    fn expires_counts_from_date_and_invalid_expires_is_stale() {
+        let h = headers(&[
+            ("date", "Sun, 06 Nov 1994 08:49:37 GMT"),
+            ("expires", "Sun, 06 Nov 1994 08:50:37 GMT"),
+        ]);
+        assert_eq!(
+            facts(&h).freshness_lifetime(Mode::Shared),
+            Duration::from_secs(60)
+        );
+        let h = headers(&[("expires", "0")]);
+        assert_eq!(facts(&h).freshness_lifetime(Mode::Shared), Duration::ZERO);
+        assert_eq!(
+            facts(&h).storable(
+                Mode::Shared,
+                &Method::GET,
+                &HeaderMap::new(),
+                &CacheControl::default()
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn authorization_needs_public_s_maxage_or_must_revalidate_in_shared_mode() {
+        let auth = headers(&[("authorization", "Bearer x")]);
+        let none = CacheControl::default();
+        let plain = headers(&[("cache-control", "max-age=60")]);
+        assert_eq!(
+            facts(&plain).storable(Mode::Shared, &Method::GET, &auth, &none),
+            Err(Refusal::Authorization)
+        );
+        assert_eq!(
+            facts(&plain).storable(Mode::Private, &Method::GET, &auth, &none),
+            Ok(())
+        );
+        for allowed in [
+            "max-age=60, public",
+            "s-maxage=60",
+            "max-age=60, must-revalidate",
+        ] {
+            let h: HeaderMap = [(
+                http::header::CACHE_CONTROL,
+                HeaderValue::from_static(allowed),
+            )]
+            .into_iter()
+            .collect();
+            assert_eq!(
+                facts(&h).storable(Mode::Shared, &Method::GET, &auth, &none),
+                Ok(()),
+                "{allowed}"
+            );
+        }
+    }
+
+    #[test]
+    fn neither_freshness_nor_validator_is_not_stored() {
+        let h = headers(&[]);
+        assert_eq!(
+            facts(&h).storable(
+                Mode::Shared,
+                &Method::GET,
+                &HeaderMap::new(),
+                &CacheControl::default()
+            ),
+            Err(Refusal::NoFreshnessOrValidator)
+        );
+        let h = headers(&[("etag", "\"v1\"")]);
+        assert_eq!(
+            facts(&h).storable(
+                Mode::Shared,
+                &Method::GET,
+                &HeaderMap::new(),
+                &CacheControl::default()
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn age_follows_rfc_9111_4_2_3() {
+        let t = |s| UNIX_EPOCH + Duration::from_secs(s);
+        // Date says the origin answered 2 s before we got it; Age says 5 s upstream;
+        // the request took 1 s; we have held it 10 s.
+        let mut h = headers(&[("age", "5")]);
+        h.insert(
+            DATE,
+            HeaderValue::from_str(&httpdate::fmt_http_date(t(98))).expect("dates are valid values"),
+        );
+        assert_eq!(
+            current_age(&h, t(99), t(100), t(110)),
+            Duration::from_secs(16)
+        );
+    }
+
+    #[test]
+    fn request_directives_limit_what_is_usable() {
+        let none = CacheControl::default();
+        let lifetime = Duration::from_secs(60);
+        assert!(usable(
+            Mode::Shared,
+            &none,
+            &none,
+            lifetime,
+            Duration::from_secs(59)
+        ));
+        assert!(!usable(Mode::Shared, &none, &none, lifetime, lifetime));
+        let max_age = CacheControl {
+            max_age: Some(10),
+            ..CacheControl::default()
+        };
+        assert!(!usable(
+            Mode::Shared,
+            &max_age,
+            &none,
+            lifetime,
+            Duration::from_secs(11)
+        ));
+        let stale_ok = CacheControl {
+            max_stale: Some(Some(30)),
+            ..CacheControl::default()
+        };
+        assert!(usable(
+            Mode::Shared,
+            &stale_ok,
+            &none,
+            lifetime,
+            Duration::from_secs(90)
+        ));
+        assert!(!usable(
+            Mode::Shared,
+            &stale_ok,
+            &none,
+            lifetime,
+            Duration::from_secs(91)
+        ));
+        let must = CacheControl {
+            must_revalidate: true,
+            ..CacheControl::default()
+        };
+        assert!(!usable(
+            Mode::Shared,
+            &stale_ok,
+            &must,
+            lifetime,
+            Duration::from_secs(61)
+        ));
+    }
+
+    #[test]
+    fn vary_star_never_matches_and_absent_matches_only_absent() {
+        assert_eq!(vary_names(&headers(&[("vary", "*")])), None);
+        let stored = vec![(HeaderName::from_static("accept-language"), None)];
+        assert!(vary_matches(&stored, &HeaderMap::new()));
+        assert!(!vary_matches(
+            &stored,
+            &headers(&[("accept-language", "en")])
+        ));
+    }
+}

@@ -1,0 +1,209 @@
+use std::fmt;
+use std::future::{Ready, ready};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use quick_cache::Weighter;
+use quick_cache::sync::Cache;
+use tokio::time::Instant;
+use tower::Service;
+
+use super::{StoreRequest, StoreResponse};
+use crate::{BoxError, CacheKey};
+
+/// What an entry costs beyond its key and value bytes: the cache's slot, the `Arc`s and
+/// the expiry time, rounded up.
+const ENTRY_OVERHEAD: u64 = 96;
+
+/// The embedded default store: in process memory, bounded by bytes.
+///
+/// Built on [`quick_cache`], whose eviction keeps the total weight (key, value and a
+/// per-entry overhead) within the bound at every insert. An entry is forgotten once its
+/// TTL has passed. Clones share one cache.
+#[derive(Clone)]
+pub struct MemoryStore {
+    cache: Arc<Cache<CacheKey, Stored, ByteWeighter>>,
+}
+
+#[derive(Clone)]
+struct Stored {
+    value: Bytes,
+    expires: Instant,
+}
+
+#[derive(Clone)]
+struct ByteWeighter;
+
+impl Weighter<CacheKey, Stored> for ByteWeighter {
+    fn weight(&self, key: &CacheKey, stored: &Stored) -> u64 {
+        (key.as_str().len() + stored.value.len()) as u64 + ENTRY_OVERHEAD
+    }
+}
+
+impl MemoryStore {
+    /// The default bound: 64 MiB.
+    pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;
+
+    /// A store that holds at most `max_bytes`, counting keys, values and per-entry
+    /// overhead. An entry larger than about a shard's share of the bound is not kept.
+    pub fn new(max_bytes: u64) -> Self {
+        let estimated_items = usize::try_from(max_bytes / 4096)
+            .unwrap_or(usize::MAX)
+            .max(16);
+        Self {
+            cache: Arc::new(Cache::with_weighter(
+                estimated_items,
+                max_bytes,
+                ByteWeighter,
+            )),
+        }
+    }
+
+    /// The bytes held now, by the same count as the bound.
+    pub fn weighted_size(&self) -> u64 {
+        self.cache.weight()
+    }
+
+    /// The bound given to [`new`](Self::new).
+    pub fn max_bytes(&self) -> u64 {
+        self.cache.capacity()
+    }
+
+    /// The number of entries held now, including expired ones not yet evicted.
+    pub fn len(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Whether the store holds no entries.
+    pub fn is_empty(&self) -> bool {
+        self.cache.is_empty()
+    }
+
+    fn get(&self, key: &CacheKey) -> StoreResponse {
+        match self.cache.get(key) {
+            Some(stored) if stored.expires > Instant::now() => StoreResponse::Found(stored.value),
+            Some(_) => {
+                self.cache
+                    .remove_if(key, |stored| stored.expires <= Instant::now());
+                StoreResponse::NotFound
+            }
+            None => StoreResponse::NotFound,
+        }
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new(Self::DEFAULT_MAX_BYTES)
+    }
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("entries", &self.len())
+            .field("weighted_size", &self.weighted_size())
+            .field("max_bytes", &self.max_bytes())
+            .finish()
+    }
+}
+
+impl Service<StoreRequest> for MemoryStore {
+    type Response = StoreResponse;
+    type Error = BoxError;
+    type Future = Ready<Result<StoreResponse, BoxError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: StoreRequest) -> Self::Future {
+        let response = match request {
+            StoreRequest::Get(key) => self.get(&key),
+            StoreRequest::Put { key, value, ttl } => {
+                let expires = Instant::now() + ttl;
+                self.cache.insert(key, Stored { value, expires });
+                StoreResponse::Done
+            }
+            StoreRequest::Delete(key) => {
+                self.cache.remove(&key);
+                StoreResponse::Done
+            }
+        };
+        ready(Ok(response))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn put(store: &MemoryStore, key: &str, len: usize, ttl: Duration) {
+        let request = StoreRequest::Put {
+            key: CacheKey::from_text(key),
+            value: Bytes::from(vec![b'x'; len]),
+            ttl,
+        };
+        store
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("memory store never fails");
+    }
+
+    async fn get(store: &MemoryStore, key: &str) -> StoreResponse {
+        let request = StoreRequest::Get(CacheKey::from_text(key));
+        store
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("memory store never fails")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn entries_expire_at_their_ttl() {
+        let store = MemoryStore::default();
+        put(&store, "k", 10, Duration::from_secs(5)).await;
+        tokio::time::advance(Duration::from_millis(4_999)).await;
+        assert!(matches!(get(&store, "k").await, StoreResponse::Found(_)));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(get(&store, "k").await, StoreResponse::NotFound);
+        assert!(store.is_empty());
+    }
+
+    #[tokio::test]
+    async fn delete_forgets() {
+        let store = MemoryStore::default();
+        put(&store, "k", 10, Duration::from_secs(5)).await;
+        store
+            .clone()
+            .oneshot(StoreRequest::Delete(CacheKey::from_text("k")))
+            .await
+            .expect("memory store never fails");
+        assert_eq!(get(&store, "k").await, StoreResponse::NotFound);
+    }
+
+    #[tokio::test]
+    async fn never_holds_more_than_its_bound() {
+        let bound = 256 * 1024;
+        let store = MemoryStore::new(bound);
+        for i in 0..2_000 {
+            let len = if i % 7 == 0 { 9_000 } else { 100 + i % 900 };
+            put(&store, &format!("key-{i}"), len, Duration::from_secs(60)).await;
+            assert!(
+                store.weighted_size() <= bound,
+                "{} > {bound}",
+                store.weighted_size()
+            );
+        }
+        assert!(
+            store.weighted_size() > bound / 2,
+            "the store should still be used"
+        );
+    }
+}

@@ -1,0 +1,96 @@
+//! Stores: where a cache keeps its encoded entries.
+//!
+//! A store is a [`tower::Service`] over [`StoreRequest`] that answers with a
+//! [`StoreResponse`], in bytes. Because it is a service, tower middleware composes around
+//! it: `tower::timeout::Timeout` to bound a slow store, a concurrency limit, metrics, or
+//! cachet's own signing layer.
+//!
+//! A store's own operations must be bounded in time: [`MemoryStore`] answers at once,
+//! and a store that goes over the network should carry its own timeouts (or be wrapped
+//! in a `Timeout`). Whatever a store fails with, the cache fails open: it asks the origin
+//! and skips the write.
+//!
+//! ```
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use cachet::CacheKey;
+//! use cachet::store::{MemoryStore, StoreRequest, StoreResponse};
+//! use tower::ServiceExt;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), cachet::BoxError> {
+//! let store = MemoryStore::new(1 << 20);
+//! let key = CacheKey::from_text("GET https://example.com/");
+//! store.clone().oneshot(StoreRequest::Put {
+//!     key: key.clone(),
+//!     value: Bytes::from_static(b"entry"),
+//!     ttl: Duration::from_secs(60),
+//! }).await?;
+//! let found = store.oneshot(StoreRequest::Get(key)).await?;
+//! assert_eq!(found, StoreResponse::Found(Bytes::from_static(b"entry")));
+//! # Ok(())
+//! # }
+//! ```
+
+mod memory;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tower::Service;
+
+pub use memory::MemoryStore;
+
+use crate::{BoxError, CacheKey};
+
+/// What a cache asks of its store.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum StoreRequest {
+    /// Read the value stored under a key.
+    Get(CacheKey),
+    /// Store a value under a key, to be forgotten after `ttl`.
+    Put {
+        /// Where to store it.
+        key: CacheKey,
+        /// The encoded entry.
+        value: Bytes,
+        /// How long the store should keep it.
+        ttl: Duration,
+    },
+    /// Forget the value under a key.
+    Delete(CacheKey),
+}
+
+/// A store's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreResponse {
+    /// The value stored under the key of a [`StoreRequest::Get`].
+    Found(Bytes),
+    /// Nothing is stored under the key of a [`StoreRequest::Get`].
+    NotFound,
+    /// A [`StoreRequest::Put`] or [`StoreRequest::Delete`] is done.
+    Done,
+}
+
+/// A [`Service`] that can serve as a cache's store: cheap to clone, sendable, with a
+/// future that can be spawned (writes run in the background).
+///
+/// It is implemented for every service of the right shape; there is nothing to implement
+/// by hand.
+pub trait Store:
+    Service<StoreRequest, Response = StoreResponse, Error = BoxError, Future: Send + 'static>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<T> Store for T where
+    T: Service<StoreRequest, Response = StoreResponse, Error = BoxError, Future: Send + 'static>
+        + Clone
+        + Send
+        + 'static
+{
+}

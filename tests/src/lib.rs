@@ -1,0 +1,232 @@
+//! Fixtures for cachet's end-to-end tests: a scripted origin server on loopback, and a
+//! hyper client to talk to it.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Frame, Incoming};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+/// An error in a test body.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What the origin answers to one request.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    status: StatusCode,
+    headers: Vec<(&'static str, String)>,
+    body: Bytes,
+    fail_after_body: bool,
+}
+
+impl Reply {
+    /// A 200 with this body.
+    pub fn ok(body: impl Into<Bytes>) -> Self {
+        Self {
+            status: StatusCode::OK,
+            headers: Vec::new(),
+            body: body.into(),
+            fail_after_body: false,
+        }
+    }
+
+    /// Sets the status.
+    pub fn status(mut self, status: u16) -> Self {
+        self.status = StatusCode::from_u16(status).expect("test statuses are valid");
+        self
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// Sends the body, then aborts the stream before it is complete (the declared
+    /// `Content-Length` is one byte longer than what is sent).
+    pub fn fail_mid_body(mut self) -> Self {
+        self.fail_after_body = true;
+        self
+    }
+}
+
+/// The head of a request the origin received.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    /// Its method.
+    pub method: Method,
+    /// Its path and query.
+    pub path: String,
+    /// Its headers.
+    pub headers: HeaderMap,
+}
+
+type Script = dyn Fn(&Seen) -> Reply + Send + Sync;
+
+/// A real HTTP/1.1 origin on 127.0.0.1 that answers by a script and counts requests.
+#[derive(Clone, Debug)]
+pub struct Origin {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    count: Arc<AtomicUsize>,
+}
+
+impl Origin {
+    /// Starts an origin that answers every request with `reply`.
+    pub async fn start(reply: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port is free");
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
+        let origin = Self {
+            addr,
+            seen: Arc::default(),
+            count: Arc::default(),
+        };
+        let script: Arc<Script> = Arc::new(reply);
+        let state = origin.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let script = script.clone();
+                let state = state.clone();
+                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                    let response = state.answer(&*script, request);
+                    async move { Ok::<_, Infallible>(response) }
+                });
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        origin
+    }
+
+    fn answer(
+        &self,
+        script: &Script,
+        request: Request<Incoming>,
+    ) -> Response<BoxBody<Bytes, BoxError>> {
+        let seen = Seen {
+            method: request.method().clone(),
+            path: request
+                .uri()
+                .path_and_query()
+                .map_or("/".to_owned(), |p| p.to_string()),
+            headers: request.headers().clone(),
+        };
+        let reply = script(&seen);
+        self.seen
+            .lock()
+            .expect("no test panics while holding the lock")
+            .push(seen);
+        self.count.fetch_add(1, Ordering::SeqCst);
+
+        let body = if reply.fail_after_body {
+            AbortingBody {
+                data: Some(reply.body.clone()),
+                pause: Box::pin(tokio::time::sleep(Duration::from_millis(20))),
+            }
+            .boxed()
+        } else {
+            Full::new(reply.body.clone())
+                .map_err(|e| match e {})
+                .boxed()
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = reply.status;
+        if reply.fail_after_body {
+            response
+                .headers_mut()
+                .insert("content-length", (reply.body.len() + 1).into());
+        }
+        for (name, value) in reply.headers {
+            response
+                .headers_mut()
+                .append(name, value.parse().expect("test header values are valid"));
+        }
+        response
+    }
+
+    /// `http://127.0.0.1:PORT` followed by `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The origin's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// How many requests reached the origin.
+    pub fn requests(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    /// The requests that reached the origin, oldest first.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen
+            .lock()
+            .expect("no test panics while holding the lock")
+            .clone()
+    }
+}
+
+/// A body that sends its data, pauses (so the head and data go out), then fails
+/// instead of ending.
+struct AbortingBody {
+    data: Option<Bytes>,
+    pause: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl hyper::body::Body for AbortingBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(data) = self.data.take() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        ready!(self.pause.as_mut().poll(cx));
+        Poll::Ready(Some(Err("origin aborted the body".into())))
+    }
+}
+
+/// A plain hyper client for requests without a body.
+pub fn client() -> Client<HttpConnector, Empty<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// A GET request without a body.
+pub fn get(url: &str) -> Request<Empty<Bytes>> {
+    Request::get(url)
+        .body(Empty::new())
+        .expect("test URLs are valid")
+}
+
+/// Reads a whole body.
+pub async fn read<B>(body: B) -> Result<Bytes, B::Error>
+where
+    B: hyper::body::Body,
+{
+    Ok(body.collect().await?.to_bytes())
+}

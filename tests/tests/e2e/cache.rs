@@ -1,0 +1,319 @@
+//! The cache in a hyper client stack, against a real origin.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use cachet::clock::ManualClock;
+use cachet::{Cache, CacheLayer, CacheStatus, ForwardReason, MemoryStore};
+use cachet_tests::{Origin, Reply, client, get, read};
+use http::Request;
+use http_body_util::{Empty, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use tower::{Layer, ServiceExt};
+
+type Stack = Cache<Client<HttpConnector, Empty<Bytes>>, MemoryStore>;
+
+fn stack(layer: CacheLayer<MemoryStore>) -> Stack {
+    layer.layer(client())
+}
+
+fn shared() -> Stack {
+    stack(CacheLayer::new(MemoryStore::default()))
+}
+
+/// Sends a request, reads the whole body, and returns what the cache did with the body.
+async fn fetch(
+    cache: &Stack,
+    request: Request<Empty<Bytes>>,
+) -> (CacheStatus, http::HeaderMap, Bytes) {
+    let response = cache
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("the request succeeds");
+    let status = *response
+        .extensions()
+        .get::<CacheStatus>()
+        .expect("every response has a status");
+    let headers = response.headers().clone();
+    let body = read(response.into_body())
+        .await
+        .expect("the body completes");
+    (status, headers, body)
+}
+
+fn miss(stored: bool) -> CacheStatus {
+    CacheStatus::Forwarded {
+        reason: ForwardReason::Miss,
+        stored,
+    }
+}
+
+#[tokio::test]
+async fn a_fresh_response_is_served_from_the_cache_without_the_origin() {
+    let origin = Origin::start(|_| Reply::ok("hello").header("cache-control", "max-age=60")).await;
+    let cache = shared();
+
+    let (status, _, body) = fetch(&cache, get(&origin.url("/a"))).await;
+    assert_eq!((status, body.as_ref()), (miss(true), b"hello".as_slice()));
+    let (status, headers, body) = fetch(&cache, get(&origin.url("/a"))).await;
+    assert_eq!(
+        (status, body.as_ref()),
+        (CacheStatus::Hit, b"hello".as_slice())
+    );
+    assert!(headers.contains_key("age"));
+    assert_eq!(origin.requests(), 1);
+}
+
+#[tokio::test]
+async fn age_grows_with_the_test_clock_and_the_entry_expires_at_max_age() {
+    let origin = Origin::start(|_| Reply::ok("x").header("cache-control", "max-age=60")).await;
+    let clock = ManualClock::new();
+    let cache = stack(CacheLayer::new(MemoryStore::default()).clock(clock.clone()));
+
+    fetch(&cache, get(&origin.url("/t"))).await;
+    clock.advance(Duration::from_secs(10));
+    let (status, headers, _) = fetch(&cache, get(&origin.url("/t"))).await;
+    assert_eq!(status, CacheStatus::Hit);
+    assert_eq!(headers["age"], "10");
+
+    clock.advance(Duration::from_secs(50));
+    let (status, _, _) = fetch(&cache, get(&origin.url("/t"))).await;
+    assert_eq!(
+        status,
+        CacheStatus::Forwarded {
+            reason: ForwardReason::Stale,
+            stored: true
+        }
+    );
+    assert_eq!(origin.requests(), 2);
+}
+
+#[tokio::test]
+async fn head_never_fills_the_get_entry() {
+    let origin = Origin::start(|_| Reply::ok("body").header("cache-control", "max-age=60")).await;
+    let cache = shared();
+    let head = || {
+        Request::head(origin.url("/h"))
+            .body(Empty::new())
+            .expect("valid request")
+    };
+
+    let (status, _, _) = fetch(&cache, head()).await;
+    assert_eq!(status, miss(true));
+    let (status, _, body) = fetch(&cache, get(&origin.url("/h"))).await;
+    assert_eq!((status, body.as_ref()), (miss(true), b"body".as_slice()));
+    let (status, _, body) = fetch(&cache, head()).await;
+    assert_eq!((status, body.len()), (CacheStatus::Hit, 0));
+    assert_eq!(origin.requests(), 2);
+}
+
+#[tokio::test]
+async fn two_authorities_never_share_an_entry() {
+    let origin = Origin::start(|seen| {
+        let host = seen.headers["host"].to_str().unwrap_or_default().to_owned();
+        Reply::ok(host).header("cache-control", "max-age=60")
+    })
+    .await;
+    let cache = shared();
+    let by_ip = origin.url("/same");
+    let by_name = format!("http://localhost:{}/same", origin.addr().port());
+
+    let (_, _, first) = fetch(&cache, get(&by_ip)).await;
+    let (status, _, second) = fetch(&cache, get(&by_name)).await;
+    assert_eq!(status, miss(true));
+    assert_ne!(first, second);
+    assert_eq!(origin.requests(), 2);
+}
+
+#[tokio::test]
+async fn responses_to_authorization_are_shared_only_when_the_response_allows_it() {
+    let origin = Origin::start(|seen| {
+        let cc = if seen.path.starts_with("/public") {
+            "max-age=60, public"
+        } else {
+            "max-age=60"
+        };
+        Reply::ok("secret").header("cache-control", cc)
+    })
+    .await;
+    let with_auth = |path: &str| {
+        Request::get(origin.url(path))
+            .header("authorization", "Bearer token")
+            .body(Empty::new())
+            .expect("valid request")
+    };
+
+    let cache = shared();
+    let (status, _, _) = fetch(&cache, with_auth("/plain")).await;
+    assert_eq!(status, miss(false));
+    let (status, _, _) = fetch(&cache, with_auth("/public")).await;
+    assert_eq!(status, miss(true));
+    let (status, _, _) = fetch(&cache, with_auth("/public")).await;
+    assert_eq!(status, CacheStatus::Hit);
+
+    let private = stack(CacheLayer::new(MemoryStore::default()).private());
+    let (status, _, _) = fetch(&private, with_auth("/plain")).await;
+    assert_eq!(status, miss(true));
+}
+
+#[tokio::test]
+async fn no_store_on_the_response_or_the_request_is_honoured() {
+    let origin = Origin::start(|seen| {
+        let cc = if seen.path == "/no-store" {
+            "no-store, max-age=60"
+        } else {
+            "max-age=60"
+        };
+        Reply::ok("x").header("cache-control", cc)
+    })
+    .await;
+    let cache = shared();
+
+    fetch(&cache, get(&origin.url("/no-store"))).await;
+    let (status, _, _) = fetch(&cache, get(&origin.url("/no-store"))).await;
+    assert_eq!(status, miss(false));
+
+    let no_store = Request::get(origin.url("/fine"))
+        .header("cache-control", "no-store")
+        .body(Empty::new())
+        .expect("valid request");
+    let (status, _, _) = fetch(&cache, no_store).await;
+    assert_eq!(status, miss(false));
+    let (status, _, _) = fetch(&cache, get(&origin.url("/fine"))).await;
+    assert_eq!(status, miss(true));
+    assert_eq!(origin.requests(), 4);
+}
+
+#[tokio::test]
+async fn private_responses_are_kept_only_by_a_private_cache() {
+    let origin =
+        Origin::start(|_| Reply::ok("mine").header("cache-control", "private, max-age=60")).await;
+
+    let cache = shared();
+    fetch(&cache, get(&origin.url("/p"))).await;
+    let (status, _, _) = fetch(&cache, get(&origin.url("/p"))).await;
+    assert_eq!(status, miss(false));
+
+    let private = stack(CacheLayer::new(MemoryStore::default()).private());
+    fetch(&private, get(&origin.url("/p"))).await;
+    let (status, _, _) = fetch(&private, get(&origin.url("/p"))).await;
+    assert_eq!(status, CacheStatus::Hit);
+}
+
+#[tokio::test]
+async fn unknown_request_directives_leave_an_ordinary_request() {
+    let origin = Origin::start(|_| Reply::ok("x").header("cache-control", "max-age=60")).await;
+    let cache = shared();
+    fetch(&cache, get(&origin.url("/u"))).await;
+    for (name, value) in [("cache-control", "nothing-to-see-here"), ("pragma", "foo")] {
+        let request = Request::get(origin.url("/u"))
+            .header(name, value)
+            .body(Empty::new())
+            .expect("valid request");
+        let (status, _, _) = fetch(&cache, request).await;
+        assert_eq!(status, CacheStatus::Hit, "{name}: {value}");
+    }
+    assert_eq!(origin.requests(), 1);
+}
+
+#[tokio::test]
+async fn a_response_without_freshness_or_validator_is_not_stored() {
+    let origin = Origin::start(|_| Reply::ok("x")).await;
+    let cache = shared();
+    let (status, _, _) = fetch(&cache, get(&origin.url("/n"))).await;
+    assert_eq!(status, miss(false));
+}
+
+#[tokio::test]
+async fn post_passes_straight_through() {
+    let origin = Origin::start(|_| Reply::ok("posted").header("cache-control", "max-age=60")).await;
+    let cache = CacheLayer::new(MemoryStore::default())
+        .layer(Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Full<Bytes>>());
+    for _ in 0..2 {
+        let request = Request::post(origin.url("/form"))
+            .body(Full::new(Bytes::from_static(b"a=1")))
+            .expect("valid request");
+        let response = cache
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("the request succeeds");
+        assert_eq!(
+            response.extensions().get::<CacheStatus>(),
+            Some(&CacheStatus::Forwarded {
+                reason: ForwardReason::Method,
+                stored: false
+            })
+        );
+        assert_eq!(
+            read(response.into_body()).await.expect("body completes"),
+            "posted"
+        );
+    }
+    assert_eq!(origin.requests(), 2);
+}
+
+#[tokio::test]
+async fn a_body_over_the_cap_is_served_whole_and_not_stored() {
+    let big = Bytes::from(vec![b'b'; 10_000]);
+    let body = big.clone();
+    let origin =
+        Origin::start(move |_| Reply::ok(body.clone()).header("cache-control", "max-age=60")).await;
+    let cache = stack(CacheLayer::new(MemoryStore::default()).max_body_bytes(4_096));
+
+    for _ in 0..2 {
+        let (status, _, received) = fetch(&cache, get(&origin.url("/big"))).await;
+        assert_eq!(received, big);
+        assert_eq!(
+            status,
+            miss(false),
+            "Content-Length over the cap is known up front"
+        );
+    }
+    assert_eq!(origin.requests(), 2);
+}
+
+#[tokio::test]
+async fn an_origin_body_that_fails_mid_stream_is_not_stored() {
+    let origin = Origin::start(|_| {
+        Reply::ok("partial")
+            .header("cache-control", "max-age=60")
+            .fail_mid_body()
+    })
+    .await;
+    let store = MemoryStore::default();
+    let cache = stack(CacheLayer::new(store.clone()));
+
+    for _ in 0..2 {
+        let response = cache
+            .clone()
+            .oneshot(get(&origin.url("/broken")))
+            .await
+            .expect("the head arrives");
+        assert!(
+            read(response.into_body()).await.is_err(),
+            "the caller sees the failure"
+        );
+    }
+    assert_eq!(origin.requests(), 2);
+    assert!(store.is_empty());
+}
+
+#[tokio::test]
+async fn the_memory_store_never_holds_more_than_its_bound() {
+    let origin = Origin::start(|seen| {
+        let len = 200 + seen.path.len() * 97 % 3_000;
+        Reply::ok(vec![b'm'; len]).header("cache-control", "max-age=60")
+    })
+    .await;
+    let bound = 32 * 1024;
+    let store = MemoryStore::new(bound);
+    let cache = stack(CacheLayer::new(store.clone()));
+    for i in 0..200 {
+        fetch(&cache, get(&origin.url(&format!("/fill/{i}")))).await;
+        assert!(store.weighted_size() <= bound);
+    }
+    assert!(!store.is_empty());
+}

@@ -1,0 +1,3 @@
+//! End-to-end tests against real servers on loopback.
+
+mod cache;
