@@ -3,13 +3,17 @@
 use std::error::Error as StdError;
 use std::fmt;
 
+use crate::CacheKey;
+
 /// A boxed error, as tower uses between layers.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// Why a request through a [`Cache`](crate::Cache) failed.
 ///
 /// Store failures never appear here: the cache fails open and asks the origin instead.
-/// What does appear is the inner service's own error ([`is_upstream`](Self::is_upstream)).
+/// What does appear is the inner service's own error ([`is_upstream`](Self::is_upstream)),
+/// and, by default, a stored entry whose signature did not verify
+/// ([`is_bad_signature`](Self::is_bad_signature)).
 pub struct Error {
     kind: Kind,
     source: Option<BoxError>,
@@ -18,6 +22,7 @@ pub struct Error {
 #[derive(Debug)]
 enum Kind {
     Upstream,
+    BadSignature(CacheKey),
 }
 
 impl Error {
@@ -28,10 +33,32 @@ impl Error {
         }
     }
 
+    pub(crate) fn bad_signature(key: CacheKey, source: BoxError) -> Self {
+        Self {
+            kind: Kind::BadSignature(key),
+            source: Some(source),
+        }
+    }
+
     /// The inner service (the origin side) returned this error; [`source`](StdError::source)
     /// holds it.
     pub fn is_upstream(&self) -> bool {
         matches!(self.kind, Kind::Upstream)
+    }
+
+    /// The stored entry for this request failed signature verification: somebody without
+    /// the key changed it, or it was signed with a key this cache does not have. See
+    /// [`verify`](crate::verify).
+    pub fn is_bad_signature(&self) -> bool {
+        matches!(self.kind, Kind::BadSignature(_))
+    }
+
+    /// The cache key of the entry that failed verification, if that is the error.
+    pub fn cache_key(&self) -> Option<&CacheKey> {
+        match &self.kind {
+            Kind::BadSignature(key) => Some(key),
+            Kind::Upstream => None,
+        }
     }
 }
 
@@ -50,6 +77,9 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             Kind::Upstream => f.write_str("upstream service failed"),
+            Kind::BadSignature(key) => {
+                write!(f, "cached entry for {key} failed signature verification")
+            }
         }
     }
 }

@@ -8,6 +8,9 @@
 //! - [`CacheLayer`] / [`Cache`]: the cache itself, shared (the default) or private.
 //! - [`store`]: the store protocol, and [`MemoryStore`], the in-process default.
 //! - [`CacheStatus`]: what the cache did, in every response's extensions.
+//! - [`verify`]: signed entries, so a store others can write cannot make the cache
+//!   serve what they wrote.
+//! - [`Metrics`]: counts of hits, forwards, store errors and bad signatures.
 //! - [`clock`]: the time source, replaceable in tests.
 //! - [`guide`]: the user guide, from `docs/guide.md`.
 //!
@@ -19,15 +22,23 @@ pub mod clock;
 mod entry;
 mod error;
 mod key;
+mod metrics;
 mod policy;
 pub mod store;
+pub mod verify;
 
 #[doc = include_str!("../../../docs/guide.md")]
-pub mod guide {}
+pub mod guide {
+    #[doc = include_str!("../../../docs/security.md")]
+    pub mod security {}
+}
 
-pub use cache::{Cache, CacheBody, CacheLayer, CacheStatus, ForwardReason, ResponseFuture};
+pub use cache::{
+    Cache, CacheBody, CacheLayer, CacheStatus, ForwardReason, OnBadSignature, ResponseFuture,
+};
 pub use error::{BoxError, Error};
 pub use key::CacheKey;
+pub use metrics::Metrics;
 pub use store::MemoryStore;
 
 #[cfg(doctest)]

@@ -1,3 +1,4 @@
 //! End-to-end tests against real servers on loopback.
 
 mod cache;
+mod verify;

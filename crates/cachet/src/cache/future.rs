@@ -14,12 +14,13 @@ use tower::Service;
 use tower::util::Oneshot;
 
 use super::body::{CacheBody, Recorder};
-use super::layer::Config;
+use super::layer::{Config, OnBadSignature};
 use super::{CacheStatus, ForwardReason};
 use crate::entry::Entry;
 use crate::policy::{self, CacheControl, ResponseFacts};
 use crate::store::{Store, StoreRequest, StoreResponse};
-use crate::{BoxError, CacheKey, Error};
+use crate::verify::BadSignature;
+use crate::{BoxError, CacheKey, Error, Metrics};
 
 /// What the cache knows of a request it may answer or store a response for.
 pub(crate) struct RequestFacts<St> {
@@ -162,7 +163,26 @@ where
                         },
                         Ok(_) => {}
                         Err(error) => {
-                            tracing::warn!(key = %facts.key, error = %error, "cache store read failed; asking the origin")
+                            if let Some(bad) = find_bad_signature(&*error) {
+                                this.config.metrics.bad_signature();
+                                if this.config.on_bad_signature == OnBadSignature::Error {
+                                    tracing::warn!(key = %facts.key, error = %bad, "refusing a tampered cache entry");
+                                    this.state.set(State::Done);
+                                    return Poll::Ready(Err(Error::bad_signature(
+                                        facts.key.clone(),
+                                        error,
+                                    )));
+                                }
+                                tracing::warn!(key = %facts.key, error = %bad, "deleting a tampered cache entry and asking the origin");
+                                write(
+                                    facts.store.clone(),
+                                    StoreRequest::Delete(facts.key.clone()),
+                                    &this.config.metrics,
+                                );
+                            } else {
+                                this.config.metrics.store_error();
+                                tracing::warn!(key = %facts.key, %error, "cache store read failed; asking the origin");
+                            }
                         }
                     }
                     facts.headers = request.headers().clone();
@@ -210,6 +230,7 @@ fn answer<St, B>(
         return Err(ForwardReason::Stale);
     }
     tracing::trace!(key = %facts.key, age = age.as_secs(), "hit");
+    config.metrics.hit();
 
     let mut response = Response::new(CacheBody::stored(entry.body));
     *response.status_mut() = entry.status;
@@ -230,6 +251,7 @@ fn forwarded<St: Store, B: Body<Data = Bytes>>(
     reason: ForwardReason,
     config: &Config,
 ) -> Response<CacheBody<B>> {
+    config.metrics.forward(reason == ForwardReason::Stale);
     let (parts, body) = response.into_parts();
     let recorder = facts.and_then(|facts| recorder(&parts, facts, config));
     let status = CacheStatus::Forwarded {
@@ -288,10 +310,11 @@ fn recorder<St: Store>(
         })
         .flatten();
     let RequestFacts { key, store, .. } = facts;
+    let metrics = config.metrics.clone();
     Recorder::new(config.max_body_bytes, expected, move |body| {
         let entry = Entry { body, ..head };
         match entry.encode() {
-            Ok(value) => write(store, StoreRequest::Put { key, value, ttl }),
+            Ok(value) => write(store, StoreRequest::Put { key, value, ttl }, &metrics),
             Err(error) => tracing::warn!(%key, %error, "entry could not be encoded; not storing"),
         }
     })
@@ -337,19 +360,20 @@ fn mark<B>(response: &mut Response<B>, status: CacheStatus, config: &Config) {
 
 /// Writes to the store without delaying the response: a store that answers at once (as
 /// memory does) is done inline, anything slower finishes on a spawned task.
-fn write<St: Store>(store: St, request: StoreRequest) {
+fn write<St: Store>(store: St, request: StoreRequest, metrics: &Metrics) {
     let mut write = Box::pin(tower::ServiceExt::oneshot(store, request));
     let mut cx = Context::from_waker(std::task::Waker::noop());
     let pending = match write.as_mut().poll(&mut cx) {
         Poll::Ready(Ok(_)) => return,
-        Poll::Ready(Err(error)) => return log_write_error(&error),
+        Poll::Ready(Err(error)) => return write_failed(&error, metrics),
         Poll::Pending => write,
     };
     match tokio::runtime::Handle::try_current() {
         Ok(runtime) => {
+            let metrics = metrics.clone();
             runtime.spawn(async move {
                 if let Err(error) = pending.await {
-                    log_write_error(&error);
+                    write_failed(&error, &metrics);
                 }
             });
         }
@@ -357,6 +381,22 @@ fn write<St: Store>(store: St, request: StoreRequest) {
     }
 }
 
-fn log_write_error(error: &BoxError) {
+fn write_failed(error: &BoxError, metrics: &Metrics) {
+    metrics.store_error();
     tracing::warn!(%error, "cache store write failed; skipped");
+}
+
+/// Finds a [`BadSignature`] in an error or its sources, wherever middleware around the
+/// store has wrapped it.
+fn find_bad_signature<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a BadSignature> {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(bad) = error.downcast_ref::<BadSignature>() {
+            return Some(bad);
+        }
+        next = error.source();
+    }
+    None
 }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use tower::Layer;
 
 use super::Cache;
+use crate::Metrics;
 use crate::clock::{Clock, SystemClock};
 use crate::policy::Mode;
 
@@ -14,6 +15,22 @@ pub(crate) struct Config {
     pub(crate) max_body_bytes: usize,
     pub(crate) cache_status_header: bool,
     pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) on_bad_signature: OnBadSignature,
+    pub(crate) metrics: Metrics,
+}
+
+/// What a cache does when a stored entry fails signature verification.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OnBadSignature {
+    /// Fail the request with an [`Error`](crate::Error) whose
+    /// [`is_bad_signature`](crate::Error::is_bad_signature) is true (the default), so
+    /// tampering is never silent.
+    #[default]
+    Error,
+    /// Treat the entry as a miss: delete it, ask the origin, store the fresh response
+    /// (signed again), and record a warning and a count in [`Metrics`].
+    Refetch,
 }
 
 impl Default for Config {
@@ -23,6 +40,8 @@ impl Default for Config {
             max_body_bytes: CacheLayer::<()>::DEFAULT_MAX_BODY_BYTES,
             cache_status_header: false,
             clock: Arc::new(SystemClock),
+            on_bad_signature: OnBadSignature::Error,
+            metrics: Metrics::default(),
         }
     }
 }
@@ -33,6 +52,7 @@ impl fmt::Debug for Config {
             .field("mode", &self.mode)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("cache_status_header", &self.cache_status_header)
+            .field("on_bad_signature", &self.on_bad_signature)
             .finish_non_exhaustive()
     }
 }
@@ -96,6 +116,18 @@ impl<St> CacheLayer<St> {
     pub fn cache_status_header(mut self, enabled: bool) -> Self {
         Arc::make_mut(&mut self.config).cache_status_header = enabled;
         self
+    }
+
+    /// What to do with a stored entry that fails signature verification (only a store
+    /// wrapped in [`VerifyLayer`](crate::verify::VerifyLayer) reports one).
+    pub fn on_bad_signature(mut self, action: OnBadSignature) -> Self {
+        Arc::make_mut(&mut self.config).on_bad_signature = action;
+        self
+    }
+
+    /// The counters of every cache this layer makes.
+    pub fn metrics(&self) -> Metrics {
+        self.config.metrics.clone()
     }
 
     /// The clock used for freshness and `Age`, for tests that move time by hand.

@@ -45,7 +45,7 @@ use http::HeaderValue;
 
 pub use body::CacheBody;
 pub use future::ResponseFuture;
-pub use layer::CacheLayer;
+pub use layer::{CacheLayer, OnBadSignature};
 pub use service::Cache;
 
 /// What the cache did with a request; every response carries one in its extensions.

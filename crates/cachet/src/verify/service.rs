@@ -1,0 +1,229 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use pin_project::pin_project;
+use ring::hmac;
+use tower::Service;
+
+use super::key::KEY_ID_LEN;
+use super::{BadSignature, Keyring, VerifyLayer};
+use crate::store::{StoreRequest, StoreResponse};
+use crate::{BoxError, CacheKey};
+
+/// The label every signed entry starts with; the MAC covers it, so a tag made for
+/// anything else never verifies here.
+const LABEL: &[u8] = b"cachet-signed";
+const FORMAT: u8 = 1;
+const TAG_LEN: usize = 32;
+const HEADER_LEN: usize = LABEL.len() + 1 + KEY_ID_LEN + 4;
+
+/// A store that signs every entry it is given and verifies every entry it returns.
+///
+/// A signed entry is `cachet-signed`, a format byte, the signing key's id, the cache key
+/// (length-prefixed), the inner entry, and an HMAC-SHA256 tag over all of that. On a get,
+/// the tag is checked (in constant time) before anything else reads the entry, and the
+/// stored cache key must be the one asked for, so an entry copied to another key fails as
+/// surely as a changed byte. A failure is a [`BadSignature`] error. `Verify` knows nothing
+/// of HTTP; it works over any store.
+#[derive(Clone, Debug)]
+pub struct Verify<St> {
+    inner: St,
+    keyring: Keyring,
+}
+
+impl<St> Verify<St> {
+    /// Wraps `inner`, signing and verifying with `keyring`.
+    pub fn new(inner: St, keyring: Keyring) -> Self {
+        Self { inner, keyring }
+    }
+
+    /// A [`VerifyLayer`] with `keyring`.
+    pub fn layer(keyring: Keyring) -> VerifyLayer {
+        VerifyLayer::new(keyring)
+    }
+
+    /// The wrapped store.
+    pub fn get_ref(&self) -> &St {
+        &self.inner
+    }
+
+    /// Consumes the layer, returning the wrapped store.
+    pub fn into_inner(self) -> St {
+        self.inner
+    }
+}
+
+impl<St> Service<StoreRequest> for Verify<St>
+where
+    St: Service<StoreRequest, Response = StoreResponse, Error = BoxError>,
+{
+    type Response = StoreResponse;
+    type Error = BoxError;
+    type Future = ResponseFuture<St::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: StoreRequest) -> Self::Future {
+        match request {
+            StoreRequest::Get(key) => ResponseFuture {
+                inner: self.inner.call(StoreRequest::Get(key.clone())),
+                verify: Some((key, self.keyring.clone())),
+            },
+            StoreRequest::Put { key, value, ttl } => {
+                let value = sign(&self.keyring, &key, &value);
+                ResponseFuture {
+                    inner: self.inner.call(StoreRequest::Put { key, value, ttl }),
+                    verify: None,
+                }
+            }
+            other => ResponseFuture {
+                inner: self.inner.call(other),
+                verify: None,
+            },
+        }
+    }
+}
+
+/// The response future of [`Verify`].
+#[pin_project]
+#[derive(Debug)]
+#[must_use = "futures do nothing unless polled"]
+pub struct ResponseFuture<F> {
+    #[pin]
+    inner: F,
+    verify: Option<(CacheKey, Keyring)>,
+}
+
+impl<F> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<StoreResponse, BoxError>>,
+{
+    type Output = Result<StoreResponse, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = ready!(this.inner.poll(cx))?;
+        Poll::Ready(match (response, this.verify.take()) {
+            (StoreResponse::Found(signed), Some((key, keyring))) => verify(&keyring, &key, &signed)
+                .map(StoreResponse::Found)
+                .map_err(|reason| BadSignature::new(key, reason).into()),
+            (response, _) => Ok(response),
+        })
+    }
+}
+
+fn sign(keyring: &Keyring, key: &CacheKey, value: &[u8]) -> Bytes {
+    let signing = keyring.signing();
+    let key = key.as_str().as_bytes();
+    let mut signed = BytesMut::with_capacity(HEADER_LEN + key.len() + value.len() + TAG_LEN);
+    signed.put_slice(LABEL);
+    signed.put_u8(FORMAT);
+    signed.put_slice(&signing.id);
+    // Cache keys are URIs; one longer than 4 GiB cannot reach a store.
+    signed.put_u32(u32::try_from(key.len()).unwrap_or(u32::MAX));
+    signed.put_slice(key);
+    signed.put_slice(value);
+    let tag = hmac::sign(&signing.mac, &signed);
+    signed.put_slice(tag.as_ref());
+    signed.freeze()
+}
+
+/// Checks a signed entry and returns the inner entry, borrowed from `signed`.
+fn verify(keyring: &Keyring, key: &CacheKey, signed: &Bytes) -> Result<Bytes, &'static str> {
+    let unsigned = "entry is not signed";
+    let body_end = signed.len().checked_sub(TAG_LEN).ok_or(unsigned)?;
+    let (data, tag) = signed.split_at(body_end);
+    let rest = data.strip_prefix(LABEL).ok_or(unsigned)?;
+    let (&format, rest) = rest.split_first().ok_or(unsigned)?;
+    if format != FORMAT {
+        return Err("entry has an unknown signature format");
+    }
+    let (id, rest) = rest.split_at_checked(KEY_ID_LEN).ok_or(unsigned)?;
+    let signing = keyring
+        .find(id)
+        .ok_or("entry is signed with a key this cache does not have")?;
+    hmac::verify(&signing.mac, data, tag).map_err(|_| "signature does not match")?;
+
+    // The tag is good: what follows was written by a holder of the key.
+    let (len, rest) = rest.split_at_checked(4).ok_or(unsigned)?;
+    let len = u32::from_be_bytes(len.try_into().map_err(|_| unsigned)?) as usize;
+    let (stored_key, inner) = rest.split_at_checked(len).ok_or(unsigned)?;
+    if stored_key != key.as_str().as_bytes() {
+        return Err("entry was signed for another cache key");
+    }
+    Ok(signed.slice_ref(inner))
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn keyring(secret: &str) -> Keyring {
+        Keyring::new(secret).expect("test secrets are not empty")
+    }
+
+    fn key(text: &str) -> CacheKey {
+        CacheKey::from_text(text)
+    }
+
+    #[test]
+    fn a_signed_entry_verifies_and_borrows_its_payload() {
+        let keys = keyring("k");
+        let signed = sign(&keys, &key("GET http://a/"), b"payload");
+        let inner =
+            verify(&keys, &key("GET http://a/"), &signed).expect("untouched entries verify");
+        assert_eq!(inner, "payload");
+        assert!(signed.as_ptr_range().contains(&inner.as_ptr()));
+    }
+
+    #[test]
+    fn an_entry_moved_to_another_key_fails() {
+        let keys = keyring("k");
+        let signed = sign(&keys, &key("GET http://a/"), b"payload");
+        assert_eq!(
+            verify(&keys, &key("GET http://b/"), &signed),
+            Err("entry was signed for another cache key")
+        );
+    }
+
+    #[test]
+    fn another_key_or_foreign_bytes_fail() {
+        let signed = sign(&keyring("a"), &key("k"), b"payload");
+        assert!(verify(&keyring("b"), &key("k"), &signed).is_err());
+        assert!(verify(&keyring("a"), &key("k"), &Bytes::from_static(b"exploit!")).is_err());
+        assert!(verify(&keyring("a"), &key("k"), &Bytes::new()).is_err());
+    }
+
+    #[test]
+    fn rotation_verifies_old_entries_while_the_old_secret_is_kept() {
+        let old = sign(&keyring("old"), &key("k"), b"payload");
+        let rotated = keyring("new").with_previous("old").expect("not empty");
+        assert!(verify(&rotated, &key("k"), &old).is_ok());
+        assert!(verify(&keyring("new"), &key("k"), &old).is_err());
+        let fresh = sign(&rotated, &key("k"), b"payload");
+        assert!(verify(&keyring("new"), &key("k"), &fresh).is_ok());
+    }
+
+    proptest! {
+        #[test]
+        fn any_flipped_bit_fails(payload in proptest::collection::vec(any::<u8>(), 0..256), bit in any::<usize>()) {
+            let keys = keyring("k");
+            let signed = sign(&keys, &key("GET http://a/x"), &payload);
+            let mut tampered = signed.to_vec();
+            let bit = bit % (tampered.len() * 8);
+            tampered[bit / 8] ^= 1 << (bit % 8);
+            prop_assert!(verify(&keys, &key("GET http://a/x"), &Bytes::from(tampered)).is_err());
+        }
+
+        #[test]
+        fn random_bytes_never_verify(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            prop_assert!(verify(&keyring("k"), &key("k"), &Bytes::from(bytes)).is_err());
+        }
+    }
+}
