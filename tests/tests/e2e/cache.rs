@@ -317,3 +317,49 @@ async fn the_memory_store_never_holds_more_than_its_bound() {
     }
     assert!(!store.is_empty());
 }
+
+#[tokio::test]
+async fn a_failing_or_hanging_store_never_fails_a_request() {
+    use cachet::BoxError;
+    use cachet::store::{StoreRequest, StoreResponse};
+    use tower::ServiceBuilder;
+
+    let origin = Origin::start(|_| Reply::ok("origin").header("cache-control", "max-age=60")).await;
+
+    let failing = tower::service_fn(|_: StoreRequest| async {
+        Err::<StoreResponse, BoxError>("store is down".into())
+    });
+    let layer = CacheLayer::new(failing);
+    for _ in 0..2 {
+        let response = layer
+            .layer(client())
+            .oneshot(get(&origin.url("/f")))
+            .await
+            .expect("fails open");
+        assert_eq!(
+            read(response.into_body()).await.expect("body completes"),
+            "origin"
+        );
+    }
+    assert_eq!(
+        layer.metrics().store_errors(),
+        4,
+        "two reads and two writes failed"
+    );
+
+    let hanging = ServiceBuilder::new()
+        .timeout(Duration::from_millis(50))
+        .service(tower::service_fn(|_: StoreRequest| {
+            std::future::pending::<Result<StoreResponse, BoxError>>()
+        }));
+    let response = CacheLayer::new(hanging)
+        .layer(client())
+        .oneshot(get(&origin.url("/h")))
+        .await
+        .expect("a bounded store read fails open");
+    assert_eq!(
+        response.extensions().get::<CacheStatus>(),
+        Some(&miss(true))
+    );
+    assert_eq!(origin.requests(), 3);
+}
