@@ -363,3 +363,76 @@ async fn a_failing_or_hanging_store_never_fails_a_request() {
     );
     assert_eq!(origin.requests(), 3);
 }
+
+#[tokio::test]
+async fn a_stale_entry_is_revalidated_and_a_304_refreshes_it_rfc_9111_4_3() {
+    let origin = Origin::start(|seen| {
+        if seen
+            .headers
+            .get("if-none-match")
+            .is_some_and(|v| v == "\"v1\"")
+        {
+            // The origin's Date lags the test clock by the 11 s it was moved, so the
+            // refreshed lifetime must cover that apparent age.
+            Reply::ok("")
+                .status(304)
+                .header("cache-control", "max-age=60")
+                .header("x-refreshed", "yes")
+        } else {
+            Reply::ok("original")
+                .header("cache-control", "max-age=10")
+                .header("etag", "\"v1\"")
+        }
+    })
+    .await;
+    let clock = ManualClock::new();
+    let cache = stack(CacheLayer::new(MemoryStore::default()).clock(clock.clone()));
+
+    fetch(&cache, get(&origin.url("/r"))).await;
+    clock.advance(Duration::from_secs(11));
+    let (status, headers, body) = fetch(&cache, get(&origin.url("/r"))).await;
+    assert_eq!(status, CacheStatus::Revalidated { stored: true });
+    assert_eq!(body, "original");
+    assert_eq!(
+        headers["x-refreshed"], "yes",
+        "headers are updated from the 304"
+    );
+    assert_eq!(headers["etag"], "\"v1\"");
+    assert_eq!(origin.seen()[1].headers["if-none-match"], "\"v1\"");
+
+    let (status, _, body) = fetch(&cache, get(&origin.url("/r"))).await;
+    assert_eq!(
+        (status, body.as_ref()),
+        (CacheStatus::Hit, b"original".as_slice())
+    );
+    assert_eq!(origin.requests(), 2);
+}
+
+#[tokio::test]
+async fn a_client_conditional_request_is_not_answered_with_the_caches_304() {
+    let origin = Origin::start(|seen| {
+        if seen.headers.contains_key("if-none-match") {
+            Reply::ok("").status(304)
+        } else {
+            Reply::ok("full")
+                .header("cache-control", "max-age=10")
+                .header("etag", "\"v1\"")
+        }
+    })
+    .await;
+    let clock = ManualClock::new();
+    let cache = stack(CacheLayer::new(MemoryStore::default()).clock(clock.clone()));
+    fetch(&cache, get(&origin.url("/c"))).await;
+    clock.advance(Duration::from_secs(11));
+    let conditional = Request::get(origin.url("/c"))
+        .header("if-none-match", "\"client-copy\"")
+        .body(Empty::new())
+        .expect("valid request");
+    let response = cache.clone().oneshot(conditional).await.expect("forwarded");
+    assert_eq!(
+        response.status(),
+        304,
+        "the client's own validator was judged by the origin"
+    );
+    assert_eq!(origin.seen()[1].headers["if-none-match"], "\"client-copy\"");
+}

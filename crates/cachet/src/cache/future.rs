@@ -6,8 +6,11 @@ use std::task::{Context, Poll, ready};
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use http::header::{AGE, CONNECTION, CONTENT_LENGTH, HeaderName};
-use http::{HeaderMap, HeaderValue, Method, Request, Response};
+use http::header::{
+    AGE, CONNECTION, CONTENT_LENGTH, ETAG, HeaderName, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH,
+    IF_RANGE, IF_UNMODIFIED_SINCE, LAST_MODIFIED,
+};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
 use pin_project::pin_project;
 use tower::Service;
@@ -45,6 +48,8 @@ where
     state: State<S, St, ReqB>,
     facts: Option<RequestFacts<St>>,
     reason: ForwardReason,
+    /// A stale entry being revalidated with a conditional request.
+    stale: Option<Entry>,
     config: Arc<Config>,
 }
 
@@ -106,6 +111,7 @@ where
             },
             facts: Some(facts),
             reason: ForwardReason::Miss,
+            stale: None,
             config,
         }
     }
@@ -120,6 +126,7 @@ where
             state: State::Forward { future },
             facts,
             reason,
+            stale: None,
             config,
         }
     }
@@ -144,19 +151,24 @@ where
                         .facts
                         .as_mut()
                         .expect("a lookup always has request facts");
-                    let (mut service, request) =
+                    let (mut service, mut request) =
                         forward.take().expect("a lookup forwards at most once");
                     match found {
                         Ok(StoreResponse::Found(bytes)) => match Entry::decode(&bytes) {
-                            Ok(entry) => {
-                                match answer(entry, facts, request.headers(), this.config) {
-                                    Ok(response) => {
-                                        this.state.set(State::Done);
-                                        return Poll::Ready(Ok(response));
-                                    }
-                                    Err(reason) => *this.reason = reason,
+                            Ok(entry) => match answer(entry, facts, request.headers(), this.config)
+                            {
+                                Answer::Hit(response) => {
+                                    this.state.set(State::Done);
+                                    return Poll::Ready(Ok(response));
                                 }
-                            }
+                                Answer::Forward(reason) => *this.reason = reason,
+                                Answer::Revalidate(entry) => {
+                                    *this.reason = ForwardReason::Stale;
+                                    if make_conditional(&entry, request.headers_mut()) {
+                                        *this.stale = Some(entry);
+                                    }
+                                }
+                            },
                             Err(error) => {
                                 tracing::debug!(key = %facts.key, %error, "stored entry is unusable")
                             }
@@ -190,17 +202,28 @@ where
                     this.state.set(State::Forward { future });
                 }
                 StateProj::Forward { future } => {
-                    let response = ready!(future.poll(cx)).map_err(Error::upstream);
+                    let response = ready!(future.poll(cx)).map_err(Error::upstream)?;
                     this.state.set(State::Done);
                     let facts = this.facts.take();
-                    return Poll::Ready(
-                        response.map(|r| forwarded(r, facts, *this.reason, this.config)),
-                    );
+                    if response.status() == StatusCode::NOT_MODIFIED
+                        && let (Some(entry), Some(facts)) = (this.stale.take(), facts.as_ref())
+                    {
+                        return Poll::Ready(Ok(revalidated(entry, response, facts, this.config)));
+                    }
+                    return Poll::Ready(Ok(forwarded(response, facts, *this.reason, this.config)));
                 }
                 StateProj::Done => panic!("ResponseFuture polled after completion"),
             }
         }
     }
+}
+
+/// What a stored entry can do for a request.
+enum Answer<B> {
+    Hit(Response<CacheBody<B>>),
+    Forward(ForwardReason),
+    /// Stale, but with a validator: worth a conditional request.
+    Revalidate(Entry),
 }
 
 /// Answers from a stored entry if it may, else says why the request must go on.
@@ -209,9 +232,9 @@ fn answer<St, B>(
     facts: &RequestFacts<St>,
     request_headers: &HeaderMap,
     config: &Config,
-) -> Result<Response<CacheBody<B>>, ForwardReason> {
+) -> Answer<B> {
     if !policy::vary_matches(&entry.vary, request_headers) {
-        return Err(ForwardReason::VaryMiss);
+        return Answer::Forward(ForwardReason::VaryMiss);
     }
     let stored = ResponseFacts {
         status: entry.status,
@@ -227,11 +250,24 @@ fn answer<St, B>(
         facts.time,
     );
     if !policy::usable(config.mode, &facts.cc, &stored.cc, lifetime, age) {
-        return Err(ForwardReason::Stale);
+        return if stored.has_validator() {
+            Answer::Revalidate(entry)
+        } else {
+            Answer::Forward(ForwardReason::Stale)
+        };
     }
     tracing::trace!(key = %facts.key, age = age.as_secs(), "hit");
     config.metrics.hit();
+    Answer::Hit(respond(entry, age, CacheStatus::Hit, config))
+}
 
+/// A response from a stored entry, with its current `Age`.
+fn respond<B>(
+    entry: Entry,
+    age: std::time::Duration,
+    status: CacheStatus,
+    config: &Config,
+) -> Response<CacheBody<B>> {
     let mut response = Response::new(CacheBody::stored(entry.body));
     *response.status_mut() = entry.status;
     *response.version_mut() = entry.version;
@@ -239,8 +275,91 @@ fn answer<St, B>(
     response
         .headers_mut()
         .insert(AGE, HeaderValue::from(age.as_secs()));
-    mark(&mut response, CacheStatus::Hit, config);
-    Ok(response)
+    mark(&mut response, status, config);
+    response
+}
+
+/// Turns a forwarded request into a conditional one for a stale entry (RFC 9111 §4.3.1);
+/// `false` when the request already carries conditions of its own, which the origin
+/// must judge against the client's copy rather than the cache's.
+fn make_conditional(entry: &Entry, request: &mut HeaderMap) -> bool {
+    const CONDITIONALS: [HeaderName; 5] = [
+        IF_MATCH,
+        IF_NONE_MATCH,
+        IF_MODIFIED_SINCE,
+        IF_UNMODIFIED_SINCE,
+        IF_RANGE,
+    ];
+    if CONDITIONALS.iter().any(|name| request.contains_key(name)) {
+        return false;
+    }
+    if let Some(etag) = entry.headers.get(ETAG) {
+        request.insert(IF_NONE_MATCH, etag.clone());
+    }
+    if let Some(last_modified) = entry.headers.get(LAST_MODIFIED) {
+        request.insert(IF_MODIFIED_SINCE, last_modified.clone());
+    }
+    true
+}
+
+/// Serves a stale entry that the origin confirmed with `304 Not Modified`, its headers
+/// updated from the 304 (RFC 9111 §3.2, §4.3.4), and stores the updated entry.
+fn revalidated<St: Store, B>(
+    mut entry: Entry,
+    not_modified: Response<B>,
+    facts: &RequestFacts<St>,
+    config: &Config,
+) -> Response<CacheBody<B>> {
+    let now = config.clock.now();
+    let update = end_to_end(not_modified.headers());
+    for name in update.keys() {
+        if name != CONTENT_LENGTH {
+            entry.headers.remove(name);
+        }
+    }
+    for (name, value) in &update {
+        if name != CONTENT_LENGTH {
+            entry.headers.append(name, value.clone());
+        }
+    }
+    entry.request_time = facts.time;
+    entry.response_time = now;
+
+    config.metrics.forward(true);
+    let stored = ResponseFacts {
+        status: entry.status,
+        headers: &entry.headers,
+        cc: CacheControl::parse(&entry.headers),
+        response_time: now,
+    };
+    let storable = stored
+        .storable(config.mode, &facts.method, &facts.headers, &facts.cc)
+        .is_ok();
+    if storable {
+        let ttl = stored.freshness_lifetime(config.mode) + policy::KEEP_STALE;
+        match entry.encode() {
+            Ok(value) => write(
+                facts.store.clone(),
+                StoreRequest::Put {
+                    key: facts.key.clone(),
+                    value,
+                    ttl,
+                },
+                &config.metrics,
+            ),
+            Err(error) => {
+                tracing::warn!(key = %facts.key, %error, "entry could not be encoded; not storing")
+            }
+        }
+    }
+    tracing::trace!(key = %facts.key, "revalidated");
+    let age = policy::current_age(&entry.headers, entry.request_time, entry.response_time, now);
+    respond(
+        entry,
+        age,
+        CacheStatus::Revalidated { stored: storable },
+        config,
+    )
 }
 
 /// Wraps a response from the inner service, recording it for the store if it may be

@@ -57,6 +57,12 @@ pub use service::Cache;
 pub enum CacheStatus {
     /// Answered from the cache; the inner service was not called.
     Hit,
+    /// A stale stored response, confirmed by the origin with `304 Not Modified` and served
+    /// with its headers updated (RFC 9111 §4.3).
+    Revalidated {
+        /// Whether the updated entry is being stored.
+        stored: bool,
+    },
     /// Sent on to the inner service.
     Forwarded {
         /// Why the cache could not answer.
@@ -109,6 +115,8 @@ impl CacheStatus {
         use ForwardReason::*;
         HeaderValue::from_static(match *self {
             Self::Hit => "cachet; hit",
+            Self::Revalidated { stored: true } => "cachet; fwd=stale; fwd-status=304; stored",
+            Self::Revalidated { stored: false } => "cachet; fwd=stale; fwd-status=304",
             Self::Forwarded {
                 reason,
                 stored: true,

@@ -117,7 +117,7 @@ impl ResponseFacts<'_> {
         http_date(self.headers, DATE).unwrap_or(self.response_time)
     }
 
-    fn has_validator(&self) -> bool {
+    pub(crate) fn has_validator(&self) -> bool {
         self.headers.contains_key(ETAG) || self.headers.contains_key(LAST_MODIFIED)
     }
 
