@@ -21,7 +21,10 @@ use http::{StatusCode, Version};
 
 const MAGIC: &[u8; 6] = b"CACHET";
 const FORMAT_VERSION: u8 = 1;
-const PREFIX_LEN: usize = MAGIC.len() + 1;
+/// The byte after the version says which record follows.
+const KIND_RESPONSE: u8 = 0;
+const KIND_VARIANTS: u8 = 1;
+const PREFIX_LEN: usize = MAGIC.len() + 2;
 
 /// No entry is larger than 4 GiB; the limit bounds what a length field may claim.
 const LIMIT: usize = 1 << 32;
@@ -42,6 +45,30 @@ pub(crate) struct Entry {
     pub(crate) request_time: SystemTime,
     pub(crate) response_time: SystemTime,
     pub(crate) body: Bytes,
+}
+
+/// What the cache keeps under a key: a response, or (for a response that varies) the
+/// index that says which request headers select its variants.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Record {
+    Response(Entry),
+    Variants(Variants),
+}
+
+/// The index kept under a URI's key when its responses vary (RFC 9111 §4.1): the
+/// header names of `Vary`, and the time before which no variant counts (set when the URI
+/// is invalidated). Every writer that saw the same index writes the same one back, so
+/// concurrent writers of different variants never hide each other's entries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Variants {
+    pub(crate) names: Vec<HeaderName>,
+    pub(crate) not_before: SystemTime,
+}
+
+#[derive(bincode::Encode, bincode::BorrowDecode)]
+struct VariantsWire<'a> {
+    names: List<&'a [u8]>,
+    not_before_ms: u64,
 }
 
 /// Why bytes from a store are not an entry. Every case is a cache miss.
@@ -128,6 +155,70 @@ fn version_from_byte(byte: u8) -> Result<Version, DecodeError> {
     })
 }
 
+fn encode<T: Encode>(
+    kind: u8,
+    wire: &T,
+    size_hint: usize,
+) -> Result<Bytes, bincode::error::EncodeError> {
+    let mut out = BytesMut::with_capacity(PREFIX_LEN + size_hint);
+    out.put_slice(MAGIC);
+    out.put_u8(FORMAT_VERSION);
+    out.put_u8(kind);
+    let mut writer = out.writer();
+    bincode::encode_into_std_write(wire, &mut writer, config())?;
+    Ok(writer.into_inner().freeze())
+}
+
+fn decode<'a, T: BorrowDecode<'a, ()>>(payload: &'a [u8]) -> Result<T, DecodeError> {
+    let (wire, used) =
+        bincode::borrow_decode_from_slice(payload, config()).map_err(DecodeError::Bincode)?;
+    if used != payload.len() {
+        return Err(DecodeError::Malformed("trailing bytes"));
+    }
+    Ok(wire)
+}
+
+impl Record {
+    /// Decodes a record, borrowing a response's body and header values from `input`.
+    pub(crate) fn decode(input: &Bytes) -> Result<Self, DecodeError> {
+        let rest = input
+            .strip_prefix(MAGIC.as_slice())
+            .ok_or(DecodeError::NotAnEntry)?;
+        let (&version, rest) = rest.split_first().ok_or(DecodeError::NotAnEntry)?;
+        if version != FORMAT_VERSION {
+            return Err(DecodeError::UnknownVersion(version));
+        }
+        let (&kind, payload) = rest.split_first().ok_or(DecodeError::NotAnEntry)?;
+        match kind {
+            KIND_RESPONSE => Entry::from_wire(input, decode(payload)?).map(Self::Response),
+            KIND_VARIANTS => {
+                let wire: VariantsWire<'_> = decode(payload)?;
+                Ok(Self::Variants(Variants {
+                    names: wire
+                        .names
+                        .0
+                        .into_iter()
+                        .map(header_name)
+                        .collect::<Result<_, _>>()?,
+                    not_before: UNIX_EPOCH + Duration::from_millis(wire.not_before_ms),
+                }))
+            }
+            _ => Err(DecodeError::Malformed("unknown record kind")),
+        }
+    }
+}
+
+impl Variants {
+    /// Encodes the index with its prefix.
+    pub(crate) fn encode(&self) -> Result<Bytes, bincode::error::EncodeError> {
+        let wire = VariantsWire {
+            names: List(self.names.iter().map(|n| n.as_str().as_bytes()).collect()),
+            not_before_ms: millis(self.not_before),
+        };
+        encode(KIND_VARIANTS, &wire, 16 * self.names.len() + 8)
+    }
+}
+
 impl Entry {
     /// Encodes the entry with its prefix; fails only past the codec's 4 GiB limit.
     pub(crate) fn encode(&self) -> Result<Bytes, bincode::error::EncodeError> {
@@ -160,29 +251,19 @@ impl Entry {
             .iter()
             .map(|(n, v)| n.as_str().len() + v.len() + 4)
             .sum();
-        let mut out = BytesMut::with_capacity(PREFIX_LEN + 32 + headers_len + self.body.len());
-        out.put_slice(MAGIC);
-        out.put_u8(FORMAT_VERSION);
-        let mut writer = out.writer();
-        bincode::encode_into_std_write(&wire, &mut writer, config())?;
-        Ok(writer.into_inner().freeze())
+        encode(KIND_RESPONSE, &wire, 32 + headers_len + self.body.len())
     }
 
     /// Decodes an entry, borrowing its body and header values from `input`.
+    #[cfg(test)]
     pub(crate) fn decode(input: &Bytes) -> Result<Self, DecodeError> {
-        let payload = input
-            .strip_prefix(MAGIC.as_slice())
-            .ok_or(DecodeError::NotAnEntry)?;
-        let (&version, payload) = payload.split_first().ok_or(DecodeError::NotAnEntry)?;
-        if version != FORMAT_VERSION {
-            return Err(DecodeError::UnknownVersion(version));
+        match Record::decode(input)? {
+            Record::Response(entry) => Ok(entry),
+            Record::Variants(_) => Err(DecodeError::Malformed("not a response")),
         }
-        let (wire, used): (Wire<'_>, usize) =
-            bincode::borrow_decode_from_slice(payload, config()).map_err(DecodeError::Bincode)?;
-        if used != payload.len() {
-            return Err(DecodeError::Malformed("trailing bytes"));
-        }
+    }
 
+    fn from_wire(input: &Bytes, wire: Wire<'_>) -> Result<Self, DecodeError> {
         let mut headers = HeaderMap::with_capacity(wire.headers.0.len());
         for (name, value) in wire.headers.0 {
             headers.append(header_name(name)?, header_value(input, value)?);
@@ -257,6 +338,22 @@ mod tests {
     }
 
     #[test]
+    fn variants_round_trip() {
+        let variants = Variants {
+            names: vec![
+                HeaderName::from_static("accept"),
+                HeaderName::from_static("accept-language"),
+            ],
+            not_before: UNIX_EPOCH + Duration::from_millis(1_700_000_000_000),
+        };
+        let bytes = variants.encode().expect("small records encode");
+        assert_eq!(
+            Record::decode(&bytes).expect("a fresh encoding decodes"),
+            Record::Variants(variants)
+        );
+    }
+
+    #[test]
     fn body_is_borrowed_from_the_input() {
         let bytes = sample().encode().expect("small entries encode");
         let decoded = Entry::decode(&bytes).expect("a fresh encoding decodes");
@@ -290,6 +387,7 @@ mod tests {
         // would have asked bincode's own `Vec` for 2^40 elements up front.
         let mut bytes = Vec::from(*MAGIC);
         bytes.push(FORMAT_VERSION);
+        bytes.push(KIND_RESPONSE);
         bytes.extend_from_slice(&[200, 11, 0, 0, 0xfd]);
         bytes.extend_from_slice(&(1u64 << 40).to_le_bytes());
         assert_eq!(bytes.len() - PREFIX_LEN, 13);
@@ -313,10 +411,13 @@ mod tests {
     proptest! {
         #[test]
         fn random_bytes_never_panic(tail in proptest::collection::vec(any::<u8>(), 0..512)) {
-            let mut bytes = Vec::from(*MAGIC);
-            bytes.push(FORMAT_VERSION);
-            bytes.extend_from_slice(&tail);
-            let _ = Entry::decode(&bytes.into());
+            for kind in [KIND_RESPONSE, KIND_VARIANTS] {
+                let mut bytes = Vec::from(*MAGIC);
+                bytes.push(FORMAT_VERSION);
+                bytes.push(kind);
+                bytes.extend_from_slice(&tail);
+                let _ = Record::decode(&bytes.into());
+            }
             let _ = Entry::decode(&Bytes::from(tail));
         }
 

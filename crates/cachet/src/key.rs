@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use http::{Method, Uri};
+use http::{HeaderMap, HeaderName, Method, Uri};
 
 /// The key a response is stored under.
 ///
@@ -54,6 +54,39 @@ impl CacheKey {
         }
         key.push_str(path);
         Some(Self(key.into()))
+    }
+
+    /// The key of one variant of this URI's responses: the URI's key followed by the
+    /// request's values of the headers the response varies on (RFC 9111 §4.1), each line
+    /// of a header joined with `, `; an absent header is `-`, which no value can equal.
+    pub(crate) fn variant(&self, names: &[HeaderName], request: &HeaderMap) -> Self {
+        let mut key = String::from(self.as_str());
+        key.push_str(" vary");
+        for name in names {
+            key.push(' ');
+            key.push_str(name.as_str());
+            let mut lines = request.get_all(name).iter().peekable();
+            if lines.peek().is_none() {
+                key.push('-');
+                continue;
+            }
+            key.push('=');
+            for (i, line) in lines.enumerate() {
+                if i > 0 {
+                    key.push_str(", ");
+                }
+                // Header values may hold any visible byte; escape what is not text.
+                for &byte in line.as_bytes() {
+                    match byte {
+                        b'%' | b' ' | 0..=0x1f | 0x7f..=0xff => {
+                            key.push_str(&format!("%{byte:02X}"))
+                        }
+                        _ => key.push(char::from(byte)),
+                    }
+                }
+            }
+        }
+        Self(key.into())
     }
 
     /// A key from its text, for stores and tools that handle keys directly.
@@ -134,6 +167,27 @@ mod tests {
             key(Method::GET, "http://a/X"),
             key(Method::GET, "http://a/x")
         );
+    }
+
+    #[test]
+    fn variant_keys_tell_values_and_absence_apart() {
+        let base = CacheKey::from_text("GET http://a/");
+        let names = [HeaderName::from_static("accept")];
+        let with = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert("accept", http::HeaderValue::from_static(v));
+            base.variant(&names, &h)
+        };
+        assert_eq!(
+            with("text/html").as_str(),
+            "GET http://a/ vary accept=text/html"
+        );
+        assert_ne!(with("text/html"), with("application/json"));
+        assert_eq!(
+            base.variant(&names, &HeaderMap::new()).as_str(),
+            "GET http://a/ vary accept-"
+        );
+        assert_ne!(with("a b").as_str(), "GET http://a/ vary accept=a b");
     }
 
     #[test]

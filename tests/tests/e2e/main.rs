@@ -1,4 +1,5 @@
 //! End-to-end tests against real servers on loopback.
 
 mod cache;
+mod rfc9111;
 mod verify;

@@ -3,27 +3,28 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{
-    AGE, CONNECTION, CONTENT_LENGTH, ETAG, HeaderName, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH,
-    IF_RANGE, IF_UNMODIFIED_SINCE, LAST_MODIFIED,
+    AGE, CONTENT_LENGTH, ETAG, HeaderName, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
+    IF_UNMODIFIED_SINCE, LAST_MODIFIED,
 };
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
 use pin_project::pin_project;
-use tower::Service;
 use tower::util::Oneshot;
+use tower::{Service, ServiceExt};
 
-use super::body::{CacheBody, Recorder};
+use super::body::CacheBody;
 use super::layer::{Config, OnBadSignature};
+use super::write::{self, Placement};
 use super::{CacheStatus, ForwardReason};
-use crate::entry::Entry;
+use crate::entry::{Entry, Record, Variants};
 use crate::policy::{self, CacheControl, ResponseFacts};
 use crate::store::{Store, StoreRequest, StoreResponse};
 use crate::verify::BadSignature;
-use crate::{BoxError, CacheKey, Error, Metrics};
+use crate::{BoxError, CacheKey, Error};
 
 /// What the cache knows of a request it may answer or store a response for.
 pub(crate) struct RequestFacts<St> {
@@ -34,6 +35,30 @@ pub(crate) struct RequestFacts<St> {
     pub(crate) time: SystemTime,
     /// The request's headers, captured when it is forwarded (for `Vary` and §3.5).
     pub(crate) headers: HeaderMap,
+    /// The variant index found under the URI's key, if any.
+    pub(crate) seen: Option<Variants>,
+}
+
+/// What the cache does with the inner service's response.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one plan lives in each response future; boxing the facts would allocate per request"
+)]
+pub(crate) enum Plan<St> {
+    /// A GET or HEAD: store the response if it may be stored.
+    Cache(RequestFacts<St>),
+    /// An unsafe method: a non-error response invalidates the URI (RFC 9111 §4.4).
+    Invalidate { store: St, uri: Uri },
+    /// Nothing to do.
+    Pass,
+}
+
+/// A stale entry held while the origin is asked: for a 304 to refresh, or to stand in
+/// for a failing origin.
+struct Stale {
+    entry: Entry,
+    /// Whether the forwarded request carries this entry's validators.
+    conditional: bool,
 }
 
 /// The response future of [`Cache`](super::Cache).
@@ -46,10 +71,9 @@ where
 {
     #[pin]
     state: State<S, St, ReqB>,
-    facts: Option<RequestFacts<St>>,
+    plan: Plan<St>,
     reason: ForwardReason,
-    /// A stale entry being revalidated with a conditional request.
-    stale: Option<Entry>,
+    stale: Option<Stale>,
     config: Arc<Config>,
 }
 
@@ -98,18 +122,21 @@ where
     St: Store,
 {
     pub(crate) fn lookup(
-        lookup: Oneshot<St, StoreRequest>,
         service: S,
         request: Request<ReqB>,
         facts: RequestFacts<St>,
         config: Arc<Config>,
     ) -> Self {
+        let lookup = facts
+            .store
+            .clone()
+            .oneshot(StoreRequest::Get(facts.key.clone()));
         Self {
             state: State::Lookup {
                 lookup,
                 forward: Some((service, request)),
             },
-            facts: Some(facts),
+            plan: Plan::Cache(facts),
             reason: ForwardReason::Miss,
             stale: None,
             config,
@@ -118,13 +145,13 @@ where
 
     pub(crate) fn forward(
         future: S::Future,
-        facts: Option<RequestFacts<St>>,
+        plan: Plan<St>,
         reason: ForwardReason,
         config: Arc<Config>,
     ) -> Self {
         Self {
             state: State::Forward { future },
-            facts,
+            plan,
             reason,
             stale: None,
             config,
@@ -147,33 +174,68 @@ where
             match this.state.as_mut().project() {
                 StateProj::Lookup { lookup, forward } => {
                     let found = ready!(lookup.poll(cx));
-                    let facts = this
-                        .facts
-                        .as_mut()
-                        .expect("a lookup always has request facts");
+                    let Plan::Cache(facts) = this.plan else {
+                        unreachable!("only cacheable requests are looked up")
+                    };
                     let (mut service, mut request) =
                         forward.take().expect("a lookup forwards at most once");
+                    let mut original_headers = None;
                     match found {
-                        Ok(StoreResponse::Found(bytes)) => match Entry::decode(&bytes) {
-                            Ok(entry) => match answer(entry, facts, request.headers(), this.config)
-                            {
-                                Answer::Hit(response) => {
-                                    this.state.set(State::Done);
-                                    return Poll::Ready(Ok(response));
-                                }
-                                Answer::Forward(reason) => *this.reason = reason,
-                                Answer::Revalidate(entry) => {
-                                    *this.reason = ForwardReason::Stale;
-                                    if make_conditional(&entry, request.headers_mut()) {
-                                        *this.stale = Some(entry);
+                        Ok(StoreResponse::Found(bytes)) => match Record::decode(&bytes) {
+                            Ok(Record::Response(entry)) => {
+                                if facts
+                                    .seen
+                                    .as_ref()
+                                    .is_some_and(|seen| entry.response_time < seen.not_before)
+                                {
+                                    tracing::trace!(key = %facts.key, "stored variant predates an invalidation");
+                                } else {
+                                    match answer(entry, facts, request.headers(), this.config) {
+                                        Answer::Hit(response) => {
+                                            this.state.set(State::Done);
+                                            return Poll::Ready(Ok(response));
+                                        }
+                                        Answer::Forward(reason) => *this.reason = reason,
+                                        Answer::Stale(entry) => {
+                                            *this.reason = ForwardReason::Stale;
+                                            original_headers = Some(request.headers().clone());
+                                            let conditional =
+                                                make_conditional(&entry, request.headers_mut());
+                                            *this.stale = Some(Stale { entry, conditional });
+                                        }
                                     }
                                 }
-                            },
+                            }
+                            Ok(Record::Variants(index)) if facts.seen.is_none() => {
+                                let variant = (!index.names.is_empty())
+                                    .then(|| facts.key.variant(&index.names, request.headers()));
+                                facts.seen = Some(index);
+                                if let Some(variant) = variant {
+                                    let lookup =
+                                        facts.store.clone().oneshot(StoreRequest::Get(variant));
+                                    this.state.set(State::Lookup {
+                                        lookup,
+                                        forward: Some((service, request)),
+                                    });
+                                    continue;
+                                }
+                            }
+                            Ok(Record::Variants(_)) => {
+                                tracing::debug!(key = %facts.key, "a variant key holds an index; ignoring it")
+                            }
                             Err(error) => {
                                 tracing::debug!(key = %facts.key, %error, "stored entry is unusable")
                             }
                         },
-                        Ok(_) => {}
+                        Ok(_) => {
+                            if facts
+                                .seen
+                                .as_ref()
+                                .is_some_and(|seen| !seen.names.is_empty())
+                            {
+                                *this.reason = ForwardReason::VaryMiss;
+                            }
+                        }
                         Err(error) => {
                             if let Some(bad) = find_bad_signature(&*error) {
                                 this.config.metrics.bad_signature();
@@ -181,14 +243,14 @@ where
                                     tracing::warn!(key = %facts.key, error = %bad, "refusing a tampered cache entry");
                                     this.state.set(State::Done);
                                     return Poll::Ready(Err(Error::bad_signature(
-                                        facts.key.clone(),
+                                        bad.key().clone(),
                                         error,
                                     )));
                                 }
                                 tracing::warn!(key = %facts.key, error = %bad, "deleting a tampered cache entry and asking the origin");
-                                write(
+                                write::write(
                                     facts.store.clone(),
-                                    StoreRequest::Delete(facts.key.clone()),
+                                    StoreRequest::Delete(bad.key().clone()),
                                     &this.config.metrics,
                                 );
                             } else {
@@ -197,20 +259,28 @@ where
                             }
                         }
                     }
-                    facts.headers = request.headers().clone();
+                    if facts.cc.no_cache {
+                        *this.reason = ForwardReason::Request;
+                    }
+                    if facts.cc.only_if_cached {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Ok(only_if_cached_miss(this.config)));
+                    }
+                    facts.headers = original_headers.unwrap_or_else(|| request.headers().clone());
                     let future = service.call(request);
                     this.state.set(State::Forward { future });
                 }
                 StateProj::Forward { future } => {
-                    let response = ready!(future.poll(cx)).map_err(Error::upstream)?;
+                    let result = ready!(future.poll(cx));
                     this.state.set(State::Done);
-                    let facts = this.facts.take();
-                    if response.status() == StatusCode::NOT_MODIFIED
-                        && let (Some(entry), Some(facts)) = (this.stale.take(), facts.as_ref())
-                    {
-                        return Poll::Ready(Ok(revalidated(entry, response, facts, this.config)));
-                    }
-                    return Poll::Ready(Ok(forwarded(response, facts, *this.reason, this.config)));
+                    let plan = std::mem::replace(this.plan, Plan::Pass);
+                    return Poll::Ready(finish(
+                        result,
+                        plan,
+                        this.stale.take(),
+                        *this.reason,
+                        this.config,
+                    ));
                 }
                 StateProj::Done => panic!("ResponseFuture polled after completion"),
             }
@@ -222,20 +292,40 @@ where
 enum Answer<B> {
     Hit(Response<CacheBody<B>>),
     Forward(ForwardReason),
-    /// Stale, but with a validator: worth a conditional request.
-    Revalidate(Entry),
+    /// Not usable as it is, but worth keeping while the origin is asked.
+    Stale(Entry),
 }
 
 /// Answers from a stored entry if it may, else says why the request must go on.
 fn answer<St, B>(
     entry: Entry,
     facts: &RequestFacts<St>,
-    request_headers: &HeaderMap,
+    request: &HeaderMap,
     config: &Config,
 ) -> Answer<B> {
-    if !policy::vary_matches(&entry.vary, request_headers) {
+    if !policy::vary_matches(&entry.vary, request) {
         return Answer::Forward(ForwardReason::VaryMiss);
     }
+    let (lifetime, age, cc) = freshness(&entry, facts.time, config);
+    if !policy::usable(config.mode, &facts.cc, &cc, lifetime, age) {
+        return Answer::Stale(entry);
+    }
+    tracing::trace!(key = %facts.key, age = age.as_secs(), "hit");
+    config.metrics.hit();
+    if (facts.method == Method::GET || facts.method == Method::HEAD)
+        && not_modified(&entry.headers, request)
+    {
+        return Answer::Hit(respond_not_modified(entry, age, config));
+    }
+    Answer::Hit(respond(entry, age, CacheStatus::Hit, config))
+}
+
+/// A stored entry's freshness lifetime, current age and directives at `now`.
+fn freshness(
+    entry: &Entry,
+    now: SystemTime,
+    config: &Config,
+) -> (Duration, Duration, CacheControl) {
     let stored = ResponseFacts {
         status: entry.status,
         headers: &entry.headers,
@@ -243,28 +333,92 @@ fn answer<St, B>(
         response_time: entry.response_time,
     };
     let lifetime = stored.freshness_lifetime(config.mode);
-    let age = policy::current_age(
-        &entry.headers,
-        entry.request_time,
-        entry.response_time,
-        facts.time,
-    );
-    if !policy::usable(config.mode, &facts.cc, &stored.cc, lifetime, age) {
-        return if stored.has_validator() {
-            Answer::Revalidate(entry)
-        } else {
-            Answer::Forward(ForwardReason::Stale)
-        };
+    let age = policy::current_age(&entry.headers, entry.request_time, entry.response_time, now);
+    (lifetime, age, stored.cc)
+}
+
+/// Completes a forwarded request: refreshes a stale entry on a 304, stands a stale entry
+/// in for a failing origin where allowed, invalidates after an unsafe method, and
+/// otherwise records the response for the store if it may be stored.
+fn finish<St: Store, B: Body<Data = Bytes>, E: Into<BoxError>>(
+    result: Result<Response<B>, E>,
+    plan: Plan<St>,
+    stale: Option<Stale>,
+    reason: ForwardReason,
+    config: &Config,
+) -> Result<Response<CacheBody<B>>, Error> {
+    let response = match result {
+        Ok(response) => response,
+        Err(error) => {
+            if let (Plan::Cache(facts), Some(stale)) = (&plan, stale)
+                && let Some(response) = stale_on_error(stale.entry, facts, None, config)
+            {
+                return Ok(response);
+            }
+            return Err(Error::upstream(error));
+        }
+    };
+    match plan {
+        Plan::Cache(facts) => {
+            let status = response.status();
+            if let Some(stale) = stale {
+                if status == StatusCode::NOT_MODIFIED && stale.conditional {
+                    return Ok(revalidated(stale.entry, response, &facts, config));
+                }
+                if matches!(status.as_u16(), 500 | 502 | 503 | 504)
+                    && let Some(stale) = stale_on_error(stale.entry, &facts, Some(status), config)
+                {
+                    return Ok(stale);
+                }
+            }
+            Ok(forwarded(response, Some(facts), reason, config))
+        }
+        Plan::Invalidate { store, uri } => {
+            if response.status().is_success() || response.status().is_redirection() {
+                write::invalidate(
+                    &store,
+                    &uri,
+                    response.headers(),
+                    config.clock.now(),
+                    &config.metrics,
+                );
+            }
+            Ok(forwarded::<St, B>(response, None, reason, config))
+        }
+        Plan::Pass => Ok(forwarded::<St, B>(response, None, reason, config)),
     }
-    tracing::trace!(key = %facts.key, age = age.as_secs(), "hit");
-    config.metrics.hit();
-    Answer::Hit(respond(entry, age, CacheStatus::Hit, config))
+}
+
+/// A stale entry served in place of a failing origin, if `stale-if-error` allows it.
+fn stale_on_error<St, B>(
+    entry: Entry,
+    facts: &RequestFacts<St>,
+    origin: Option<StatusCode>,
+    config: &Config,
+) -> Option<Response<CacheBody<B>>> {
+    let now = config.clock.now();
+    let (lifetime, age, cc) = freshness(&entry, now, config);
+    let staleness = age.saturating_sub(lifetime);
+    if !policy::stale_if_error(
+        config.mode,
+        &facts.cc,
+        &cc,
+        staleness,
+        config.max_stale_if_error,
+    ) {
+        return None;
+    }
+    tracing::info!(key = %facts.key, ?origin, stale_secs = staleness.as_secs(), "origin failed; serving stale");
+    let status = CacheStatus::StaleIfError {
+        origin_status: origin.map(|s| s.as_u16()),
+    };
+    Some(respond(entry, age, status, config))
 }
 
 /// A response from a stored entry, with its current `Age`.
 fn respond<B>(
     entry: Entry,
-    age: std::time::Duration,
+    age: Duration,
     status: CacheStatus,
     config: &Config,
 ) -> Response<CacheBody<B>> {
@@ -279,9 +433,53 @@ fn respond<B>(
     response
 }
 
+/// A `304 Not Modified` for a client whose own validators match a fresh stored response
+/// (RFC 9111 §4.3.2).
+fn respond_not_modified<B>(entry: Entry, age: Duration, config: &Config) -> Response<CacheBody<B>> {
+    let mut response = respond(
+        Entry {
+            body: Bytes::new(),
+            ..entry
+        },
+        age,
+        CacheStatus::Hit,
+        config,
+    );
+    *response.status_mut() = StatusCode::NOT_MODIFIED;
+    response.headers_mut().remove(CONTENT_LENGTH);
+    response
+}
+
+/// Whether a request's `If-None-Match` (or, without it, `If-Modified-Since`) is met by
+/// stored headers, comparing entity tags weakly (RFC 9110 §13.1.2, §13.1.3).
+fn not_modified(stored: &HeaderMap, request: &HeaderMap) -> bool {
+    if request.contains_key(IF_NONE_MATCH) {
+        let Some(etag) = stored.get(ETAG).and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        let weak = |tag: &str| tag.trim().trim_start_matches("W/").to_owned();
+        return request
+            .get_all(IF_NONE_MATCH)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|tag| tag.trim() == "*" || weak(tag) == weak(etag));
+    }
+    let date = |headers: &HeaderMap, name| {
+        httpdate::parse_http_date(headers.get(name)?.to_str().ok()?).ok()
+    };
+    match (
+        date(request, IF_MODIFIED_SINCE),
+        date(stored, LAST_MODIFIED),
+    ) {
+        (Some(since), Some(modified)) => modified <= since,
+        _ => false,
+    }
+}
+
 /// Turns a forwarded request into a conditional one for a stale entry (RFC 9111 §4.3.1);
-/// `false` when the request already carries conditions of its own, which the origin
-/// must judge against the client's copy rather than the cache's.
+/// `false` when the entry has no validator, or the request carries conditions of its
+/// own, which the origin must judge against the client's copy rather than the cache's.
 fn make_conditional(entry: &Entry, request: &mut HeaderMap) -> bool {
     const CONDITIONALS: [HeaderName; 5] = [
         IF_MATCH,
@@ -290,13 +488,17 @@ fn make_conditional(entry: &Entry, request: &mut HeaderMap) -> bool {
         IF_UNMODIFIED_SINCE,
         IF_RANGE,
     ];
-    if CONDITIONALS.iter().any(|name| request.contains_key(name)) {
+    let etag = entry.headers.get(ETAG);
+    let last_modified = entry.headers.get(LAST_MODIFIED);
+    if (etag.is_none() && last_modified.is_none())
+        || CONDITIONALS.iter().any(|name| request.contains_key(name))
+    {
         return false;
     }
-    if let Some(etag) = entry.headers.get(ETAG) {
+    if let Some(etag) = etag {
         request.insert(IF_NONE_MATCH, etag.clone());
     }
-    if let Some(last_modified) = entry.headers.get(LAST_MODIFIED) {
+    if let Some(last_modified) = last_modified {
         request.insert(IF_MODIFIED_SINCE, last_modified.clone());
     }
     true
@@ -311,16 +513,12 @@ fn revalidated<St: Store, B>(
     config: &Config,
 ) -> Response<CacheBody<B>> {
     let now = config.clock.now();
-    let update = end_to_end(not_modified.headers());
-    for name in update.keys() {
-        if name != CONTENT_LENGTH {
-            entry.headers.remove(name);
-        }
+    let update = write::end_to_end(not_modified.headers());
+    for name in update.keys().filter(|name| *name != CONTENT_LENGTH) {
+        entry.headers.remove(name);
     }
-    for (name, value) in &update {
-        if name != CONTENT_LENGTH {
-            entry.headers.append(name, value.clone());
-        }
+    for (name, value) in update.iter().filter(|(name, _)| *name != CONTENT_LENGTH) {
+        entry.headers.append(name, value.clone());
     }
     entry.request_time = facts.time;
     entry.response_time = now;
@@ -333,24 +531,18 @@ fn revalidated<St: Store, B>(
         response_time: now,
     };
     let storable = stored
-        .storable(config.mode, &facts.method, &facts.headers, &facts.cc)
+        .storable(
+            config.mode,
+            config.store_set_cookie(),
+            &facts.method,
+            &facts.headers,
+            &facts.cc,
+        )
         .is_ok();
     if storable {
         let ttl = stored.freshness_lifetime(config.mode) + policy::KEEP_STALE;
-        match entry.encode() {
-            Ok(value) => write(
-                facts.store.clone(),
-                StoreRequest::Put {
-                    key: facts.key.clone(),
-                    value,
-                    ttl,
-                },
-                &config.metrics,
-            ),
-            Err(error) => {
-                tracing::warn!(key = %facts.key, %error, "entry could not be encoded; not storing")
-            }
-        }
+        let names = policy::vary_names(&entry.headers).unwrap_or_default();
+        Placement::new(facts, names, ttl).put(&entry, &config.metrics);
     }
     tracing::trace!(key = %facts.key, "revalidated");
     let age = policy::current_age(&entry.headers, entry.request_time, entry.response_time, now);
@@ -372,7 +564,7 @@ fn forwarded<St: Store, B: Body<Data = Bytes>>(
 ) -> Response<CacheBody<B>> {
     config.metrics.forward(reason == ForwardReason::Stale);
     let (parts, body) = response.into_parts();
-    let recorder = facts.and_then(|facts| recorder(&parts, facts, config));
+    let recorder = facts.and_then(|facts| write::recorder(&parts, &facts, config));
     let status = CacheStatus::Forwarded {
         reason,
         stored: recorder.is_some(),
@@ -382,89 +574,13 @@ fn forwarded<St: Store, B: Body<Data = Bytes>>(
     response
 }
 
-fn recorder<St: Store>(
-    parts: &http::response::Parts,
-    facts: RequestFacts<St>,
-    config: &Config,
-) -> Option<Recorder> {
-    let response_time = config.clock.now();
-    let response = ResponseFacts {
-        status: parts.status,
-        headers: &parts.headers,
-        cc: CacheControl::parse(&parts.headers),
-        response_time,
-    };
-    if let Err(refusal) = response.storable(config.mode, &facts.method, &facts.headers, &facts.cc) {
-        tracing::debug!(key = %facts.key, %refusal, "not storing");
-        return None;
-    }
-    let vary = policy::vary_names(&parts.headers)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|name| {
-            let value = policy::vary_value(&facts.headers, &name);
-            (name, value)
-        })
-        .collect();
-    let ttl = response.freshness_lifetime(config.mode) + policy::KEEP_STALE;
-    let head = Entry {
-        status: parts.status,
-        version: parts.version,
-        headers: end_to_end(&parts.headers),
-        vary,
-        request_time: facts.time,
-        response_time,
-        body: Bytes::new(),
-    };
-    // A HEAD response's Content-Length describes the GET body it stands for.
-    let expected = (facts.method != Method::HEAD)
-        .then(|| {
-            parts
-                .headers
-                .get(CONTENT_LENGTH)?
-                .to_str()
-                .ok()?
-                .parse::<u64>()
-                .ok()
-        })
-        .flatten();
-    let RequestFacts { key, store, .. } = facts;
-    let metrics = config.metrics.clone();
-    Recorder::new(config.max_body_bytes, expected, move |body| {
-        let entry = Entry { body, ..head };
-        match entry.encode() {
-            Ok(value) => write(store, StoreRequest::Put { key, value, ttl }, &metrics),
-            Err(error) => tracing::warn!(%key, %error, "entry could not be encoded; not storing"),
-        }
-    })
-}
-
-/// The headers a cache keeps: all but the hop-by-hop ones and those `Connection` names
-/// (RFC 9111 §3.1).
-fn end_to_end(headers: &HeaderMap) -> HeaderMap {
-    const HOP_BY_HOP: [&str; 6] = [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "transfer-encoding",
-        "upgrade",
-    ];
-    let listed: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    let mut kept = headers.clone();
-    for name in HOP_BY_HOP {
-        kept.remove(name);
-    }
-    for name in listed {
-        kept.remove(name);
-    }
-    kept
+/// The `504 Gateway Timeout` for an `only-if-cached` request with nothing usable
+/// stored (RFC 9111 §5.2.1.7).
+fn only_if_cached_miss<B>(config: &Config) -> Response<CacheBody<B>> {
+    let mut response = Response::new(CacheBody::stored(Bytes::new()));
+    *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+    mark(&mut response, CacheStatus::OnlyIfCachedMiss, config);
+    response
 }
 
 fn mark<B>(response: &mut Response<B>, status: CacheStatus, config: &Config) {
@@ -475,34 +591,6 @@ fn mark<B>(response: &mut Response<B>, status: CacheStatus, config: &Config) {
         );
     }
     response.extensions_mut().insert(status);
-}
-
-/// Writes to the store without delaying the response: a store that answers at once (as
-/// memory does) is done inline, anything slower finishes on a spawned task.
-fn write<St: Store>(store: St, request: StoreRequest, metrics: &Metrics) {
-    let mut write = Box::pin(tower::ServiceExt::oneshot(store, request));
-    let mut cx = Context::from_waker(std::task::Waker::noop());
-    let pending = match write.as_mut().poll(&mut cx) {
-        Poll::Ready(Ok(_)) => return,
-        Poll::Ready(Err(error)) => return write_failed(&error, metrics),
-        Poll::Pending => write,
-    };
-    match tokio::runtime::Handle::try_current() {
-        Ok(runtime) => {
-            let metrics = metrics.clone();
-            runtime.spawn(async move {
-                if let Err(error) = pending.await {
-                    write_failed(&error, &metrics);
-                }
-            });
-        }
-        Err(_) => tracing::warn!("cache store write needs a Tokio runtime to finish; skipped"),
-    }
-}
-
-fn write_failed(error: &BoxError, metrics: &Metrics) {
-    metrics.store_error();
-    tracing::warn!(%error, "cache store write failed; skipped");
 }
 
 /// Finds a [`BadSignature`] in an error or its sources, wherever middleware around the

@@ -1,5 +1,6 @@
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tower::Layer;
 
@@ -17,6 +18,15 @@ pub(crate) struct Config {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) on_bad_signature: OnBadSignature,
     pub(crate) metrics: Metrics,
+    /// `None`: store `Set-Cookie` responses only in a private cache.
+    pub(crate) set_cookie: Option<bool>,
+    pub(crate) max_stale_if_error: Duration,
+}
+
+impl Config {
+    pub(crate) fn store_set_cookie(&self) -> bool {
+        self.set_cookie.unwrap_or(self.mode == Mode::Private)
+    }
 }
 
 /// What a cache does when a stored entry fails signature verification.
@@ -42,6 +52,8 @@ impl Default for Config {
             clock: Arc::new(SystemClock),
             on_bad_signature: OnBadSignature::Error,
             metrics: Metrics::default(),
+            set_cookie: None,
+            max_stale_if_error: CacheLayer::<()>::DEFAULT_MAX_STALE_IF_ERROR,
         }
     }
 }
@@ -81,6 +93,10 @@ pub struct CacheLayer<St> {
 impl<St> CacheLayer<St> {
     /// The largest body stored by default: 8 MiB. Larger bodies are passed through whole.
     pub const DEFAULT_MAX_BODY_BYTES: usize = 8 << 20;
+
+    /// The longest a stale response stands in for a failing origin, whatever a
+    /// `stale-if-error` directive allows: one day.
+    pub const DEFAULT_MAX_STALE_IF_ERROR: Duration = Duration::from_secs(24 * 60 * 60);
 
     /// A shared cache over `store`.
     pub fn new(store: St) -> Self {
@@ -122,6 +138,20 @@ impl<St> CacheLayer<St> {
     /// wrapped in [`VerifyLayer`](crate::verify::VerifyLayer) reports one).
     pub fn on_bad_signature(mut self, action: OnBadSignature) -> Self {
         Arc::make_mut(&mut self.config).on_bad_signature = action;
+        self
+    }
+
+    /// Whether responses that set cookies are stored. By default only a private cache
+    /// stores them: in a shared cache one user's cookie would reach others.
+    pub fn store_set_cookie(mut self, store: bool) -> Self {
+        Arc::make_mut(&mut self.config).set_cookie = Some(store);
+        self
+    }
+
+    /// The longest a stale response may stand in for a failing origin (a connection
+    /// error, or a 500, 502, 503 or 504) when `stale-if-error` (RFC 5861) allows it.
+    pub fn max_stale_if_error(mut self, max: Duration) -> Self {
+        Arc::make_mut(&mut self.config).max_stale_if_error = max;
         self
     }
 

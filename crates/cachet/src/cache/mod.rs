@@ -38,6 +38,7 @@ mod body;
 mod future;
 mod layer;
 mod service;
+mod write;
 
 use std::fmt;
 
@@ -63,6 +64,15 @@ pub enum CacheStatus {
         /// Whether the updated entry is being stored.
         stored: bool,
     },
+    /// The origin failed (an error, or a 500, 502, 503 or 504) and a stale stored
+    /// response stood in for it, as `stale-if-error` allowed (RFC 5861 §4).
+    StaleIfError {
+        /// The origin's status, or `None` when it could not be reached.
+        origin_status: Option<u16>,
+    },
+    /// The request said `only-if-cached` and nothing usable was stored: answered with
+    /// `504 Gateway Timeout` without asking the origin (RFC 9111 §5.2.1.7).
+    OnlyIfCachedMiss,
     /// Sent on to the inner service.
     Forwarded {
         /// Why the cache could not answer.
@@ -114,6 +124,18 @@ impl CacheStatus {
     pub fn header_value(&self) -> HeaderValue {
         use ForwardReason::*;
         HeaderValue::from_static(match *self {
+            Self::StaleIfError {
+                origin_status: Some(status),
+            } => {
+                let value =
+                    format!("cachet; fwd=stale; fwd-status={status}; detail=stale-if-error");
+                return HeaderValue::from_str(&value)
+                    .unwrap_or(HeaderValue::from_static("cachet; fwd=stale"));
+            }
+            Self::StaleIfError {
+                origin_status: None,
+            } => "cachet; fwd=stale; detail=stale-if-error",
+            Self::OnlyIfCachedMiss => "cachet; detail=only-if-cached",
             Self::Hit => "cachet; hit",
             Self::Revalidated { stored: true } => "cachet; fwd=stale; fwd-status=304; stored",
             Self::Revalidated { stored: false } => "cachet; fwd=stale; fwd-status=304",

@@ -5,13 +5,13 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::{Method, Request, Response};
 use http_body::Body;
-use tower::{Service, ServiceExt};
+use tower::Service;
 
-use super::future::{RequestFacts, ResponseFuture};
+use super::future::{Plan, RequestFacts, ResponseFuture};
 use super::layer::Config;
 use super::{CacheBody, CacheLayer, ForwardReason};
 use crate::policy::CacheControl;
-use crate::store::{Store, StoreRequest};
+use crate::store::Store;
 use crate::{BoxError, CacheKey, Error};
 
 /// An HTTP cache in front of the service `S`, keeping entries in the store `St`.
@@ -90,12 +90,20 @@ where
     fn call(&mut self, request: Request<ReqB>) -> Self::Future {
         let config = self.config.clone();
         let Some(key) = CacheKey::for_request(request.method(), request.uri()) else {
-            let reason = match *request.method() {
-                Method::GET | Method::HEAD => ForwardReason::Bypass,
-                _ => ForwardReason::Method,
+            let (reason, plan) = match *request.method() {
+                Method::GET | Method::HEAD => (ForwardReason::Bypass, Plan::Pass),
+                Method::OPTIONS | Method::TRACE => (ForwardReason::Method, Plan::Pass),
+                _ if request.uri().authority().is_some() => (
+                    ForwardReason::Method,
+                    Plan::Invalidate {
+                        store: self.store.clone(),
+                        uri: request.uri().clone(),
+                    },
+                ),
+                _ => (ForwardReason::Method, Plan::Pass),
             };
             tracing::trace!(method = %request.method(), uri = %request.uri(), %reason, "passing through");
-            return ResponseFuture::forward(self.inner.call(request), None, reason, config);
+            return ResponseFuture::forward(self.inner.call(request), plan, reason, config);
         };
 
         let facts = RequestFacts {
@@ -105,28 +113,13 @@ where
             cc: CacheControl::parse_request(request.headers()),
             time: config.clock.now(),
             headers: http::HeaderMap::new(),
+            seen: None,
         };
-        if facts.cc.no_cache {
-            let mut facts = facts;
-            facts.headers = request.headers().clone();
-            tracing::trace!(key = %facts.key, "request asks for the origin");
-            return ResponseFuture::forward(
-                self.inner.call(request),
-                Some(facts),
-                ForwardReason::Request,
-                config,
-            );
-        }
-
         // The service that `poll_ready` readied goes into the future; this handle keeps a
         // fresh clone that will be readied before the next call.
         let ready = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, ready);
-        let lookup = self
-            .store
-            .clone()
-            .oneshot(StoreRequest::Get(facts.key.clone()));
-        ResponseFuture::lookup(lookup, ready, request, facts, config)
+        ResponseFuture::lookup(ready, request, facts, config)
     }
 }
 

@@ -1,7 +1,7 @@
 //! `Cache-Control` parsing (RFC 9111 §5.2), liberal in what it accepts.
 
-use http::HeaderMap;
 use http::header::{CACHE_CONTROL, PRAGMA};
+use http::{HeaderMap, HeaderName};
 
 /// The greatest delta-seconds value cachet represents; larger values saturate to it
 /// (RFC 9111 §1.2.2).
@@ -16,13 +16,23 @@ pub(crate) struct CacheControl {
     /// `max-stale`, with `Some(None)` for the form without a value.
     pub(crate) max_stale: Option<Option<u64>>,
     pub(crate) min_fresh: Option<u64>,
+    /// `no-cache` without field names: never reuse without validation.
     pub(crate) no_cache: bool,
+    /// `no-cache="…"`: these fields may not be reused without validation.
+    pub(crate) no_cache_fields: Vec<HeaderName>,
     pub(crate) no_store: bool,
+    /// `private` without field names.
     pub(crate) private: bool,
+    /// `private="…"`: a shared cache must not keep these fields.
+    pub(crate) private_fields: Vec<HeaderName>,
     pub(crate) public: bool,
     pub(crate) must_revalidate: bool,
     pub(crate) proxy_revalidate: bool,
     pub(crate) only_if_cached: bool,
+    pub(crate) must_understand: bool,
+    pub(crate) immutable: bool,
+    pub(crate) stale_if_error: Option<u64>,
+    pub(crate) stale_while_revalidate: Option<u64>,
 }
 
 impl CacheControl {
@@ -67,9 +77,27 @@ impl CacheControl {
                     Some(v) => delta_seconds(v).map(Some),
                 }
             }
-            "no-cache" => self.no_cache = true,
+            "no-cache" => match value.map(field_names) {
+                Some(names) if !names.is_empty() => self.no_cache_fields.extend(names),
+                _ => self.no_cache = true,
+            },
             "no-store" => self.no_store = true,
-            "private" => self.private = true,
+            "private" => match value.map(field_names) {
+                Some(names) if !names.is_empty() => self.private_fields.extend(names),
+                _ => self.private = true,
+            },
+            "must-understand" => self.must_understand = true,
+            "immutable" => self.immutable = true,
+            "stale-if-error" => {
+                if let Some(s) = value.and_then(delta_seconds) {
+                    self.stale_if_error.get_or_insert(s);
+                }
+            }
+            "stale-while-revalidate" => {
+                if let Some(s) = value.and_then(delta_seconds) {
+                    self.stale_while_revalidate.get_or_insert(s);
+                }
+            }
             "public" => self.public = true,
             "must-revalidate" => self.must_revalidate = true,
             "proxy-revalidate" => self.proxy_revalidate = true,
@@ -77,6 +105,13 @@ impl CacheControl {
             _ => {}
         }
     }
+}
+
+/// The field names of a quoted list such as `no-cache="Set-Cookie, X-Token"`.
+fn field_names(list: &str) -> Vec<HeaderName> {
+    list.split(',')
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect()
 }
 
 fn first(slot: &mut Option<u64>, value: impl FnOnce() -> u64) {
@@ -191,9 +226,33 @@ mod tests {
     #[test]
     fn commas_inside_quotes_do_not_split() {
         let parsed = cc(&["private=\"a, no-store\", max-age=5"]);
-        assert!(parsed.private);
+        assert_eq!(parsed.private_fields.len(), 2);
         assert!(!parsed.no_store);
         assert_eq!(parsed.max_age, Some(5));
+    }
+
+    #[test]
+    fn field_names_qualify_no_cache_and_private() {
+        let parsed = cc(&["no-cache=\"Set-Cookie, X-Token\", private=\"x-user\""]);
+        assert!(!parsed.no_cache && !parsed.private);
+        assert_eq!(
+            parsed.no_cache_fields,
+            [
+                HeaderName::from_static("set-cookie"),
+                HeaderName::from_static("x-token")
+            ]
+        );
+        assert_eq!(parsed.private_fields, [HeaderName::from_static("x-user")]);
+        assert!(cc(&["no-cache, private"]).no_cache);
+    }
+
+    #[test]
+    fn rfc_5861_extensions_parse() {
+        let parsed = cc(&["max-age=1, stale-while-revalidate=30, stale-if-error=600"]);
+        assert_eq!(
+            (parsed.stale_while_revalidate, parsed.stale_if_error),
+            (Some(30), Some(600))
+        );
     }
 
     #[test]

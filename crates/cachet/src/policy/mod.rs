@@ -50,7 +50,7 @@ impl fmt::Display for Refusal {
             Self::Authorization => {
                 "request had Authorization and the response does not allow sharing"
             }
-            Self::SetCookie => "Set-Cookie in a shared cache",
+            Self::SetCookie => "Set-Cookie, and storing it is off",
             Self::VaryStar => "Vary: *",
             Self::NoFreshnessOrValidator => "no explicit freshness and no validator",
         })
@@ -125,6 +125,7 @@ impl ResponseFacts<'_> {
     pub(crate) fn storable(
         &self,
         mode: Mode,
+        store_set_cookie: bool,
         method: &Method,
         request: &HeaderMap,
         request_cc: &CacheControl,
@@ -132,10 +133,12 @@ impl ResponseFacts<'_> {
         if method != Method::GET && method != Method::HEAD {
             return Err(Refusal::Method);
         }
+        // Every status cachet stores is one it understands, which is what
+        // `must-understand` asks; it then overrides `no-store` (RFC 9111 §5.2.2.3).
         if !heuristically_cacheable(self.status) {
             return Err(Refusal::Status);
         }
-        if self.cc.no_store || request_cc.no_store {
+        if (self.cc.no_store && !self.cc.must_understand) || request_cc.no_store {
             return Err(Refusal::NoStore);
         }
         if mode == Mode::Shared {
@@ -148,9 +151,9 @@ impl ResponseFacts<'_> {
             {
                 return Err(Refusal::Authorization);
             }
-            if self.headers.contains_key(SET_COOKIE) {
-                return Err(Refusal::SetCookie);
-            }
+        }
+        if !store_set_cookie && self.headers.contains_key(SET_COOKIE) {
+            return Err(Refusal::SetCookie);
         }
         if vary_names(self.headers).is_none() {
             return Err(Refusal::VaryStar);
@@ -199,6 +202,14 @@ pub(crate) fn usable(
     if response_cc.no_cache {
         return false;
     }
+    // A private cache keeps serving a fresh `immutable` response through a user's
+    // reload (RFC 8246); a shared cache never sees the reload.
+    if mode == Mode::Private && response_cc.immutable && age < lifetime {
+        return true;
+    }
+    if request_cc.no_cache {
+        return false;
+    }
     if request_cc
         .max_age
         .is_some_and(|max| age > Duration::from_secs(max))
@@ -212,10 +223,7 @@ pub(crate) fn usable(
             .is_none_or(|min| remaining >= Duration::from_secs(min));
     }
     // Stale: only a request's max-stale allows it, and not past a revalidation duty.
-    let must_revalidate = response_cc.must_revalidate
-        || (mode == Mode::Shared
-            && (response_cc.proxy_revalidate || response_cc.s_maxage.is_some()));
-    if must_revalidate {
+    if must_revalidate(mode, response_cc) {
         return false;
     }
     match request_cc.max_stale {
@@ -223,6 +231,30 @@ pub(crate) fn usable(
         Some(Some(max)) => age - lifetime <= Duration::from_secs(max),
         None => false,
     }
+}
+
+/// Whether a stale response may never be served without validation (RFC 9111 §4.2.4).
+pub(crate) fn must_revalidate(mode: Mode, cc: &CacheControl) -> bool {
+    cc.no_cache
+        || cc.must_revalidate
+        || (mode == Mode::Shared && (cc.proxy_revalidate || cc.s_maxage.is_some()))
+}
+
+/// Whether a stale response may stand in for an origin that failed (RFC 5861 §4): within
+/// the `stale-if-error` window of the request or the response, never past `cap`, and
+/// never where §4.2.4 forbids serving stale.
+pub(crate) fn stale_if_error(
+    mode: Mode,
+    request_cc: &CacheControl,
+    response_cc: &CacheControl,
+    staleness: Duration,
+    cap: Duration,
+) -> bool {
+    if must_revalidate(mode, response_cc) {
+        return false;
+    }
+    let window = request_cc.stale_if_error.max(response_cc.stale_if_error);
+    window.is_some_and(|w| staleness <= Duration::from_secs(w).min(cap))
 }
 
 /// The header names a response varies on; `None` for `Vary: *`, which never matches.
@@ -328,6 +360,7 @@ mod tests {
         assert_eq!(
             facts(&h).storable(
                 Mode::Shared,
+                false,
                 &Method::GET,
                 &HeaderMap::new(),
                 &CacheControl::default()
@@ -342,11 +375,11 @@ mod tests {
         let none = CacheControl::default();
         let plain = headers(&[("cache-control", "max-age=60")]);
         assert_eq!(
-            facts(&plain).storable(Mode::Shared, &Method::GET, &auth, &none),
+            facts(&plain).storable(Mode::Shared, false, &Method::GET, &auth, &none),
             Err(Refusal::Authorization)
         );
         assert_eq!(
-            facts(&plain).storable(Mode::Private, &Method::GET, &auth, &none),
+            facts(&plain).storable(Mode::Private, false, &Method::GET, &auth, &none),
             Ok(())
         );
         for allowed in [
@@ -361,7 +394,7 @@ mod tests {
             .into_iter()
             .collect();
             assert_eq!(
-                facts(&h).storable(Mode::Shared, &Method::GET, &auth, &none),
+                facts(&h).storable(Mode::Shared, false, &Method::GET, &auth, &none),
                 Ok(()),
                 "{allowed}"
             );
@@ -374,6 +407,7 @@ mod tests {
         assert_eq!(
             facts(&h).storable(
                 Mode::Shared,
+                false,
                 &Method::GET,
                 &HeaderMap::new(),
                 &CacheControl::default()
@@ -384,6 +418,7 @@ mod tests {
         assert_eq!(
             facts(&h).storable(
                 Mode::Shared,
+                false,
                 &Method::GET,
                 &HeaderMap::new(),
                 &CacheControl::default()
@@ -459,6 +494,106 @@ mod tests {
             &must,
             lifetime,
             Duration::from_secs(61)
+        ));
+    }
+
+    #[test]
+    fn must_understand_overrides_no_store_for_understood_statuses() {
+        let h = headers(&[("cache-control", "no-store, must-understand, max-age=60")]);
+        assert_eq!(
+            facts(&h).storable(
+                Mode::Shared,
+                false,
+                &Method::GET,
+                &HeaderMap::new(),
+                &CacheControl::default()
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn set_cookie_is_stored_only_when_allowed() {
+        let h = headers(&[("cache-control", "max-age=60"), ("set-cookie", "a=b")]);
+        let none = CacheControl::default();
+        assert_eq!(
+            facts(&h).storable(Mode::Shared, false, &Method::GET, &HeaderMap::new(), &none),
+            Err(Refusal::SetCookie)
+        );
+        assert_eq!(
+            facts(&h).storable(Mode::Shared, true, &Method::GET, &HeaderMap::new(), &none),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn stale_if_error_is_bounded_by_window_cap_and_revalidation_duties() {
+        let none = CacheControl::default();
+        let sie = CacheControl {
+            stale_if_error: Some(60),
+            ..CacheControl::default()
+        };
+        let day = Duration::from_secs(86_400);
+        assert!(stale_if_error(
+            Mode::Shared,
+            &none,
+            &sie,
+            Duration::from_secs(60),
+            day
+        ));
+        assert!(!stale_if_error(
+            Mode::Shared,
+            &none,
+            &sie,
+            Duration::from_secs(61),
+            day
+        ));
+        assert!(!stale_if_error(
+            Mode::Shared,
+            &none,
+            &sie,
+            Duration::from_secs(30),
+            Duration::from_secs(10)
+        ));
+        let must = CacheControl {
+            must_revalidate: true,
+            ..sie.clone()
+        };
+        assert!(!stale_if_error(
+            Mode::Shared,
+            &none,
+            &must,
+            Duration::from_secs(1),
+            day
+        ));
+        assert!(!stale_if_error(
+            Mode::Shared,
+            &none,
+            &none,
+            Duration::from_secs(1),
+            day
+        ));
+    }
+
+    #[test]
+    fn immutable_survives_a_reload_only_in_a_private_cache() {
+        let reload = CacheControl {
+            no_cache: true,
+            ..CacheControl::default()
+        };
+        let immutable = CacheControl {
+            immutable: true,
+            ..CacheControl::default()
+        };
+        let (lifetime, age) = (Duration::from_secs(60), Duration::from_secs(1));
+        assert!(usable(Mode::Private, &reload, &immutable, lifetime, age));
+        assert!(!usable(Mode::Shared, &reload, &immutable, lifetime, age));
+        assert!(!usable(
+            Mode::Private,
+            &reload,
+            &immutable,
+            lifetime,
+            lifetime
         ));
     }
 

@@ -1,0 +1,311 @@
+//! What the cache writes to its store: responses (under their URI's key or a variant's
+//! key), the variant index of responses that vary, and invalidation markers.
+
+use std::future::Future;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::header::{CONNECTION, CONTENT_LENGTH, HeaderName};
+use http::{HeaderMap, Method, Uri};
+
+use super::body::Recorder;
+use super::future::RequestFacts;
+use super::layer::Config;
+use crate::entry::{Entry, Variants};
+use crate::policy::{self, CacheControl, ResponseFacts};
+use crate::store::{Store, StoreRequest};
+use crate::{BoxError, CacheKey, Metrics};
+
+/// How long an invalidation marker is kept: entries it hides that outlive it can come
+/// back, so it is kept as long as most stored freshness.
+const INVALIDATION_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The least time a variant index is kept, so that it outlives most of its variants.
+const MIN_INDEX_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Where a response goes in the store.
+pub(crate) struct Placement<St> {
+    store: St,
+    key: CacheKey,
+    /// The index to write under the URI's key when the response varies.
+    index: Option<(CacheKey, Variants)>,
+    ttl: Duration,
+}
+
+impl<St: Store> Placement<St> {
+    /// A response that varies on `names` goes under its variant's key, with the index
+    /// under the URI's key; writers that saw the same index write the same one back.
+    pub(crate) fn new(facts: &RequestFacts<St>, names: Vec<HeaderName>, ttl: Duration) -> Self {
+        if names.is_empty() {
+            return Self {
+                store: facts.store.clone(),
+                key: facts.key.clone(),
+                index: None,
+                ttl,
+            };
+        }
+        let not_before = facts
+            .seen
+            .as_ref()
+            .map_or(UNIX_EPOCH, |seen| seen.not_before);
+        Self {
+            store: facts.store.clone(),
+            key: facts.key.variant(&names, &facts.headers),
+            index: Some((facts.key.clone(), Variants { names, not_before })),
+            ttl,
+        }
+    }
+
+    pub(crate) fn put(self, entry: &Entry, metrics: &Metrics) {
+        if let Some((key, index)) = self.index {
+            match index.encode() {
+                Ok(value) => write(
+                    self.store.clone(),
+                    StoreRequest::Put {
+                        key,
+                        value,
+                        ttl: self.ttl.max(MIN_INDEX_TTL),
+                    },
+                    metrics,
+                ),
+                Err(error) => {
+                    return tracing::warn!(%error, "variant index could not be encoded; not storing");
+                }
+            }
+        }
+        match entry.encode() {
+            Ok(value) => write(
+                self.store,
+                StoreRequest::Put {
+                    key: self.key,
+                    value,
+                    ttl: self.ttl,
+                },
+                metrics,
+            ),
+            Err(error) => {
+                tracing::warn!(key = %self.key, %error, "entry could not be encoded; not storing")
+            }
+        }
+    }
+}
+
+/// A recorder for a storable response from the origin, or `None` (with the reason
+/// logged) when it may not be stored.
+pub(crate) fn recorder<St: Store>(
+    parts: &http::response::Parts,
+    facts: &RequestFacts<St>,
+    config: &Config,
+) -> Option<Recorder> {
+    let response_time = config.clock.now();
+    let response = ResponseFacts {
+        status: parts.status,
+        headers: &parts.headers,
+        cc: CacheControl::parse(&parts.headers),
+        response_time,
+    };
+    if let Err(refusal) = response.storable(
+        config.mode,
+        config.store_set_cookie(),
+        &facts.method,
+        &facts.headers,
+        &facts.cc,
+    ) {
+        tracing::debug!(key = %facts.key, %refusal, "not storing");
+        return None;
+    }
+    let names = policy::vary_names(&parts.headers).unwrap_or_default();
+    let ttl = response.freshness_lifetime(config.mode) + policy::KEEP_STALE;
+    let head = Entry {
+        status: parts.status,
+        version: parts.version,
+        headers: storable_headers(&parts.headers, &response.cc, config),
+        vary: vary_values(&names, &facts.headers),
+        request_time: facts.time,
+        response_time,
+        body: Bytes::new(),
+    };
+    let placement = Placement::new(facts, names, ttl);
+    // A HEAD response's Content-Length describes the GET body it stands for.
+    let expected = (facts.method != Method::HEAD)
+        .then(|| {
+            parts
+                .headers
+                .get(CONTENT_LENGTH)?
+                .to_str()
+                .ok()?
+                .parse::<u64>()
+                .ok()
+        })
+        .flatten();
+    let metrics = config.metrics.clone();
+    Recorder::new(config.max_body_bytes, expected, move |body| {
+        placement.put(&Entry { body, ..head }, &metrics);
+    })
+}
+
+/// The request's values of the headers a response varies on.
+pub(crate) fn vary_values(
+    names: &[HeaderName],
+    request: &HeaderMap,
+) -> Vec<(HeaderName, Option<http::HeaderValue>)> {
+    names
+        .iter()
+        .map(|name| (name.clone(), policy::vary_value(request, name)))
+        .collect()
+}
+
+/// The headers a cache keeps (RFC 9111 §3.1): not the hop-by-hop ones, not those
+/// `Connection` names, and in a shared cache not those a `private="…"` directive names;
+/// nor those a `no-cache="…"` directive names, which may not be reused unvalidated.
+pub(crate) fn storable_headers(
+    headers: &HeaderMap,
+    cc: &CacheControl,
+    config: &Config,
+) -> HeaderMap {
+    let mut kept = end_to_end(headers);
+    for name in &cc.no_cache_fields {
+        kept.remove(name);
+    }
+    if config.mode == policy::Mode::Shared {
+        for name in &cc.private_fields {
+            kept.remove(name);
+        }
+    }
+    kept
+}
+
+/// A message's headers without the hop-by-hop ones and those `Connection` names.
+pub(crate) fn end_to_end(headers: &HeaderMap) -> HeaderMap {
+    const HOP_BY_HOP: [&str; 6] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "transfer-encoding",
+        "upgrade",
+    ];
+    let listed: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    let mut kept = headers.clone();
+    for name in HOP_BY_HOP {
+        kept.remove(name);
+    }
+    for name in listed {
+        kept.remove(name);
+    }
+    kept
+}
+
+/// Invalidates what is stored for `uri` and for the same-origin `Location` and
+/// `Content-Location` of a response to an unsafe method (RFC 9111 §4.4): a marker under
+/// each URI's GET and HEAD keys hides every entry and variant stored before `now`.
+pub(crate) fn invalidate<St: Store>(
+    store: &St,
+    uri: &Uri,
+    response: &HeaderMap,
+    now: SystemTime,
+    metrics: &Metrics,
+) {
+    let marker = Variants {
+        names: Vec::new(),
+        not_before: now,
+    };
+    let value = match marker.encode() {
+        Ok(value) => value,
+        Err(error) => return tracing::warn!(%error, "invalidation marker could not be encoded"),
+    };
+    let related = [http::header::LOCATION, http::header::CONTENT_LOCATION]
+        .into_iter()
+        .filter_map(|name| same_origin(uri, response.get(name)?.to_str().ok()?));
+    for target in std::iter::once(uri.clone()).chain(related) {
+        for method in [Method::GET, Method::HEAD] {
+            if let Some(key) = CacheKey::for_request(&method, &target) {
+                tracing::debug!(%key, "invalidating");
+                let put = StoreRequest::Put {
+                    key,
+                    value: value.clone(),
+                    ttl: INVALIDATION_TTL,
+                };
+                write(store.clone(), put, metrics);
+            }
+        }
+    }
+}
+
+/// `reference` resolved against `base`, if it has the same scheme and authority.
+fn same_origin(base: &Uri, reference: &str) -> Option<Uri> {
+    let reference: Uri = reference.parse().ok()?;
+    if reference.scheme().is_none() && reference.authority().is_none() {
+        let path = reference.path_and_query()?.as_str();
+        if !path.starts_with('/') {
+            return None;
+        }
+        let mut parts = base.clone().into_parts();
+        parts.path_and_query = Some(path.parse().ok()?);
+        return Uri::from_parts(parts).ok();
+    }
+    let same = reference.scheme() == base.scheme()
+        && reference
+            .authority()
+            .map(|a| a.as_str().to_ascii_lowercase())
+            == base.authority().map(|a| a.as_str().to_ascii_lowercase());
+    same.then_some(reference)
+}
+
+/// Writes to the store without delaying the response: a store that answers at once (as
+/// memory does) is done inline, anything slower finishes on a spawned task.
+pub(crate) fn write<St: Store>(store: St, request: StoreRequest, metrics: &Metrics) {
+    let mut write = Box::pin(tower::ServiceExt::oneshot(store, request));
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let pending = match write.as_mut().poll(&mut cx) {
+        Poll::Ready(Ok(_)) => return,
+        Poll::Ready(Err(error)) => return write_failed(&error, metrics),
+        Poll::Pending => write,
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            let metrics = metrics.clone();
+            runtime.spawn(async move {
+                if let Err(error) = pending.await {
+                    write_failed(&error, &metrics);
+                }
+            });
+        }
+        Err(_) => tracing::warn!("cache store write needs a Tokio runtime to finish; skipped"),
+    }
+}
+
+fn write_failed(error: &BoxError, metrics: &Metrics) {
+    metrics.store_error();
+    tracing::warn!(%error, "cache store write failed; skipped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_same_origin_locations_are_invalidated() {
+        let base: Uri = "http://a.example/x".parse().expect("valid");
+        assert_eq!(
+            same_origin(&base, "/y").map(|u| u.to_string()).as_deref(),
+            Some("http://a.example/y")
+        );
+        assert_eq!(
+            same_origin(&base, "http://A.example/z")
+                .map(|u| u.to_string())
+                .as_deref(),
+            Some("http://A.example/z")
+        );
+        assert_eq!(same_origin(&base, "http://b.example/y"), None);
+        assert_eq!(same_origin(&base, "https://a.example/y"), None);
+        assert_eq!(same_origin(&base, "relative"), None);
+    }
+}
