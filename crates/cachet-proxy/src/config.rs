@@ -1,0 +1,435 @@
+//! The command line and the validated configuration it becomes.
+
+use std::error::Error as StdError;
+use std::ffi::OsString;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use cachet::{CacheLayer, MemoryStore};
+use clap::{Parser, ValueEnum};
+use http::uri::{Authority, Scheme};
+use http::{HeaderValue, Uri};
+
+/// The command line, as clap parses it. Every field is validated by its value parser, so
+/// turning it into a [`Config`] cannot fail.
+#[derive(Debug, Parser)]
+#[command(name = "cachet-proxy", version, about = "A caching HTTP reverse proxy", long_about = None)]
+struct Args {
+    /// The origin to forward to: an http:// or https:// URL with a host, and optionally a
+    /// port and a base path that is put before every request's path
+    #[arg(long, value_name = "URL", value_parser = Upstream::parse)]
+    upstream: Upstream,
+
+    /// The address to listen on, as IP:PORT
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+
+    /// Whether the cache serves many users (shared) or one (private)
+    #[arg(long, value_enum, default_value_t = Mode::Shared)]
+    mode: Mode,
+
+    /// The most bytes the in-memory store holds, counting keys, entries and overhead
+    #[arg(long, value_name = "N", default_value_t = MemoryStore::DEFAULT_MAX_BYTES)]
+    memory_bytes: u64,
+
+    /// The largest response body that is stored; larger bodies stream through uncached
+    #[arg(long, value_name = "N", default_value_t = CacheLayer::<()>::DEFAULT_MAX_BODY_BYTES)]
+    max_body_bytes: usize,
+
+    /// How long to wait for the upstream's response head, in seconds (fractions allowed)
+    #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_timeout, allow_negative_numbers = true)]
+    upstream_timeout: Duration,
+}
+
+/// Whom the cache serves (RFC 9111 §1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// A cache for many users, as a reverse proxy usually is: `private` responses are not
+    /// stored, and `s-maxage` applies.
+    Shared,
+    /// One user's cache: `private` responses may be stored, `s-maxage` is ignored.
+    Private,
+}
+
+/// The proxy's validated configuration.
+///
+/// It is made from a command line with [`Config::from_args`], which applies the same
+/// defaults and checks as the `cachet-proxy` program:
+///
+/// ```
+/// use std::time::Duration;
+/// use cachet_proxy::{Config, Mode};
+///
+/// let config = Config::from_args([
+///     "cachet-proxy",
+///     "--upstream", "http://127.0.0.1:3000/api",
+///     "--listen", "127.0.0.1:0",
+///     "--upstream-timeout", "2.5",
+/// ])?;
+/// assert_eq!(config.upstream().to_string(), "http://127.0.0.1:3000/api");
+/// assert_eq!(config.mode(), Mode::Shared);
+/// assert_eq!(config.upstream_timeout(), Duration::from_millis(2500));
+/// # Ok::<_, clap::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Config {
+    upstream: Upstream,
+    listen: SocketAddr,
+    mode: Mode,
+    memory_bytes: u64,
+    max_body_bytes: usize,
+    upstream_timeout: Duration,
+}
+
+impl Config {
+    /// Parses a command line; the first item is the program name.
+    ///
+    /// # Errors
+    ///
+    /// A [`clap::Error`] for an unknown flag, a missing `--upstream`, or a value that
+    /// fails its check (an upstream that is not an `http://` or `https://` URL with a
+    /// host, or that has a query or fragment; a timeout that is not a positive number of
+    /// seconds). Its first line names the flag. `--help` and `--version` also come back as
+    /// errors, of the kinds clap uses for them.
+    pub fn from_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        Args::try_parse_from(args).map(Self::from_parsed)
+    }
+
+    fn from_parsed(args: Args) -> Self {
+        Self {
+            upstream: args.upstream,
+            listen: args.listen,
+            mode: args.mode,
+            memory_bytes: args.memory_bytes,
+            max_body_bytes: args.max_body_bytes,
+            upstream_timeout: args.upstream_timeout,
+        }
+    }
+
+    /// The upstream URL: scheme, authority and base path (without a trailing `/`).
+    pub fn upstream(&self) -> &Uri {
+        &self.upstream.uri
+    }
+
+    /// The address to listen on (`--listen`, default `127.0.0.1:8080`).
+    pub fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+
+    /// Whether the cache is shared or private (`--mode`, default shared).
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The bound of the in-memory store, in bytes (`--memory-bytes`, default
+    /// [`MemoryStore::DEFAULT_MAX_BYTES`]).
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory_bytes
+    }
+
+    /// The largest body that is stored, in bytes (`--max-body-bytes`, default
+    /// [`CacheLayer::DEFAULT_MAX_BODY_BYTES`]).
+    pub fn max_body_bytes(&self) -> usize {
+        self.max_body_bytes
+    }
+
+    /// How long to wait for the upstream's response head (`--upstream-timeout`, default
+    /// 30 seconds); always more than zero.
+    pub fn upstream_timeout(&self) -> Duration {
+        self.upstream_timeout
+    }
+
+    pub(crate) fn target(&self) -> &Upstream {
+        &self.upstream
+    }
+}
+
+/// A checked `--upstream` URL, split into the parts a request is rewritten with.
+#[derive(Clone, Debug)]
+pub(crate) struct Upstream {
+    /// The URL as given, normalised: no trailing `/` on the base path.
+    uri: Uri,
+    pub(crate) scheme: Scheme,
+    pub(crate) authority: Authority,
+    /// The base path without a trailing `/`; empty for none.
+    pub(crate) base_path: String,
+    /// The `Host` header sent upstream: the authority.
+    pub(crate) host: HeaderValue,
+}
+
+impl Upstream {
+    pub(crate) fn parse(text: &str) -> Result<Self, InvalidUpstream> {
+        // `http::Uri` drops a fragment silently; refuse it instead.
+        if text.contains('#') {
+            return Err(InvalidUpstream::Fragment);
+        }
+        let uri: Uri = text.parse().map_err(|_| InvalidUpstream::NotAUrl)?;
+        let scheme = match uri.scheme() {
+            Some(scheme) if *scheme == Scheme::HTTP || *scheme == Scheme::HTTPS => scheme.clone(),
+            Some(_) => return Err(InvalidUpstream::Scheme),
+            None => return Err(InvalidUpstream::NotAUrl),
+        };
+        let authority = uri.authority().ok_or(InvalidUpstream::NoHost)?.clone();
+        if authority.host().is_empty() {
+            return Err(InvalidUpstream::NoHost);
+        }
+        if authority.as_str().contains('@') {
+            return Err(InvalidUpstream::UserInfo);
+        }
+        if uri.query().is_some() {
+            return Err(InvalidUpstream::Query);
+        }
+        let host =
+            HeaderValue::from_str(authority.as_str()).map_err(|_| InvalidUpstream::NoHost)?;
+        let base_path = uri.path().trim_end_matches('/').to_owned();
+        let uri = Uri::builder()
+            .scheme(scheme.clone())
+            .authority(authority.clone())
+            .path_and_query(if base_path.is_empty() {
+                "/"
+            } else {
+                base_path.as_str()
+            })
+            .build()
+            .map_err(|_| InvalidUpstream::NotAUrl)?;
+        Ok(Self {
+            uri,
+            scheme,
+            authority,
+            base_path,
+            host,
+        })
+    }
+}
+
+/// Why an `--upstream` value was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InvalidUpstream {
+    NotAUrl,
+    Scheme,
+    NoHost,
+    UserInfo,
+    Query,
+    Fragment,
+}
+
+impl fmt::Display for InvalidUpstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::NotAUrl => "expected an http:// or https:// URL, such as http://127.0.0.1:3000",
+            Self::Scheme => "the scheme must be http or https",
+            Self::NoHost => "the URL must name a host",
+            Self::UserInfo => "the URL must not contain user information",
+            Self::Query => "the URL must not have a query; give a base path only",
+            Self::Fragment => "the URL must not have a fragment",
+        })
+    }
+}
+
+impl StdError for InvalidUpstream {}
+
+/// Why an `--upstream-timeout` value was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct InvalidTimeout;
+
+impl fmt::Display for InvalidTimeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("expected a number of seconds greater than 0, such as 30 or 0.5")
+    }
+}
+
+impl StdError for InvalidTimeout {}
+
+fn parse_timeout(text: &str) -> Result<Duration, InvalidTimeout> {
+    let seconds: f64 = text.trim().parse().map_err(|_| InvalidTimeout)?;
+    match Duration::try_from_secs_f64(seconds) {
+        Ok(timeout) if !timeout.is_zero() => Ok(timeout),
+        _ => Err(InvalidTimeout),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &[&str]) -> Result<Config, clap::Error> {
+        Config::from_args(["cachet-proxy"].iter().chain(extra))
+    }
+
+    fn upstream(url: &str) -> Result<Config, clap::Error> {
+        parse(&["--upstream", url])
+    }
+
+    /// The first line of clap's message, which is what the program prints.
+    fn message(error: &clap::Error) -> String {
+        error
+            .render()
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    #[test]
+    fn defaults_match_the_library_defaults() {
+        let config = upstream("http://127.0.0.1:3000").expect("a plain URL is accepted");
+        assert_eq!(config.listen(), SocketAddr::from(([127, 0, 0, 1], 8080)));
+        assert_eq!(config.mode(), Mode::Shared);
+        assert_eq!(config.memory_bytes(), MemoryStore::DEFAULT_MAX_BYTES);
+        assert_eq!(
+            config.max_body_bytes(),
+            CacheLayer::<()>::DEFAULT_MAX_BODY_BYTES
+        );
+        assert_eq!(config.upstream_timeout(), Duration::from_secs(30));
+        assert_eq!(config.upstream().to_string(), "http://127.0.0.1:3000/");
+    }
+
+    #[test]
+    fn every_flag_is_read() {
+        let config = parse(&[
+            "--upstream",
+            "https://origin.example:8443/base/",
+            "--listen",
+            "127.0.0.1:0",
+            "--mode",
+            "private",
+            "--memory-bytes",
+            "1024",
+            "--max-body-bytes",
+            "10",
+            "--upstream-timeout",
+            "0.25",
+        ])
+        .expect("valid flags are accepted");
+        assert_eq!(config.listen(), SocketAddr::from(([127, 0, 0, 1], 0)));
+        assert_eq!(config.mode(), Mode::Private);
+        assert_eq!(config.memory_bytes(), 1024);
+        assert_eq!(config.max_body_bytes(), 10);
+        assert_eq!(config.upstream_timeout(), Duration::from_millis(250));
+        assert_eq!(
+            config.upstream().to_string(),
+            "https://origin.example:8443/base"
+        );
+        assert_eq!(config.target().base_path, "/base");
+        assert_eq!(config.target().host, "origin.example:8443");
+    }
+
+    #[test]
+    fn upstream_is_required() {
+        let error = parse(&[]).expect_err("--upstream is required");
+        assert_eq!(
+            error.kind(),
+            clap::error::ErrorKind::MissingRequiredArgument
+        );
+        assert!(error.to_string().contains("--upstream"), "{error}");
+    }
+
+    #[test]
+    fn upstream_that_is_not_a_url_is_refused_naming_the_flag() {
+        for bad in ["not a url", "", "127.0.0.1:3000", "/just/a/path", "http://"] {
+            let error = upstream(bad).expect_err(bad);
+            assert_eq!(
+                error.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{bad}"
+            );
+            assert!(
+                message(&error).contains("--upstream"),
+                "{bad}: {}",
+                message(&error)
+            );
+        }
+    }
+
+    #[test]
+    fn upstream_scheme_must_be_http_or_https() {
+        let error = upstream("ftp://example.com/").expect_err("ftp is refused");
+        assert!(
+            message(&error).contains("--upstream"),
+            "{}",
+            message(&error)
+        );
+        assert!(
+            message(&error).contains("scheme must be http or https"),
+            "{}",
+            message(&error)
+        );
+        assert!(
+            upstream("HTTPS://example.com").is_ok(),
+            "the scheme is case-insensitive"
+        );
+    }
+
+    #[test]
+    fn upstream_query_fragment_and_user_info_are_refused() {
+        let cases = [
+            ("http://example.com/?a=1", "must not have a query"),
+            ("http://example.com/#top", "must not have a fragment"),
+            (
+                "http://user:secret@example.com/",
+                "must not contain user information",
+            ),
+        ];
+        for (bad, why) in cases {
+            let error = upstream(bad).expect_err(bad);
+            assert!(
+                message(&error).contains("--upstream"),
+                "{bad}: {}",
+                message(&error)
+            );
+            assert!(message(&error).contains(why), "{bad}: {}", message(&error));
+        }
+    }
+
+    #[test]
+    fn base_path_loses_its_trailing_slash() {
+        for (url, base) in [
+            ("http://h", ""),
+            ("http://h/", ""),
+            ("http://h/api", "/api"),
+            ("http://h/api/", "/api"),
+            ("http://h/a/b//", "/a/b"),
+        ] {
+            let config = upstream(url).expect(url);
+            assert_eq!(config.target().base_path, base, "{url}");
+        }
+    }
+
+    #[test]
+    fn timeout_must_be_a_positive_number_of_seconds() {
+        for bad in ["0", "0.0", "-1", "NaN", "inf", "soon", ""] {
+            let error =
+                parse(&["--upstream", "http://h", "--upstream-timeout", bad]).expect_err(bad);
+            assert_eq!(
+                error.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{bad}"
+            );
+            assert!(
+                message(&error).contains("--upstream-timeout"),
+                "{bad}: {}",
+                message(&error)
+            );
+        }
+        let config = parse(&["--upstream", "http://h", "--upstream-timeout", "0.001"])
+            .expect("1 ms is allowed");
+        assert_eq!(config.upstream_timeout(), Duration::from_millis(1));
+    }
+
+    #[test]
+    fn unknown_flags_and_bad_values_are_refused() {
+        let error = parse(&["--upstream", "http://h", "--bogus"]).expect_err("unknown flag");
+        assert_eq!(error.kind(), clap::error::ErrorKind::UnknownArgument);
+        let error = parse(&["--upstream", "http://h", "--mode", "public"]).expect_err("bad mode");
+        assert!(message(&error).contains("--mode"), "{}", message(&error));
+        let error =
+            parse(&["--upstream", "http://h", "--listen", "localhost"]).expect_err("bad address");
+        assert!(message(&error).contains("--listen"), "{}", message(&error));
+    }
+}

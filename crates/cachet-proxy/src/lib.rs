@@ -1,0 +1,48 @@
+//! `cachet-proxy`: a caching HTTP reverse proxy built on [cachet].
+//!
+//! The proxy forwards every request to one upstream (an `http://` or `https://` URL,
+//! optionally with a base path) and answers from an in-memory cache whenever RFC 9111
+//! allows. Each request goes through:
+//!
+//! 1. a rewrite for the upstream: the absolute upstream URL, `Host` set to the upstream,
+//!    hop-by-hop headers removed (RFC 9110 §7.6.1), `Via` added;
+//! 2. [`cachet::CacheLayer`] over a [`cachet::MemoryStore`], shared or private, with the
+//!    RFC 9211 `Cache-Status` header on;
+//! 3. a hyper-util client over rustls, bounded by the upstream timeout: an upstream that
+//!    cannot be reached is a `502 Bad Gateway`, one that is too slow a
+//!    `504 Gateway Timeout`, each with a one-line reason.
+//!
+//! Both HTTP/1.1 and HTTP/2 are served. The `cachet-proxy` program is a thin shell over
+//! this library: [`Config::from_args`], [`Proxy::bind`], [`Proxy::serve`].
+//!
+//! ```
+//! use cachet_proxy::{Config, Proxy};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = Config::from_args([
+//!     "cachet-proxy",
+//!     "--upstream", "https://example.com/api",
+//!     "--listen", "127.0.0.1:0",
+//!     "--mode", "shared",
+//! ])?;
+//! let proxy = Proxy::bind(config).await?;
+//! let addr = proxy.local_addr();
+//! # let shutdown = async {};
+//! // `shutdown` is any future; the program uses Ctrl-C and SIGTERM.
+//! proxy.serve(shutdown).await?;
+//! # let _ = addr;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [cachet]: https://docs.rs/cachet
+
+mod config;
+mod error;
+mod server;
+mod upstream;
+
+pub use config::{Config, Mode};
+pub use error::Error;
+pub use server::Proxy;

@@ -1,0 +1,369 @@
+//! The listener, the service stack each connection is served with, and graceful shutdown.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cachet::{CacheBody, CacheLayer, CacheStatus, MemoryStore};
+use http::{Request, Response, StatusCode, Version};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tower::{Service, ServiceBuilder};
+
+use crate::upstream::{self, Forward, HttpClient, UpstreamBody, describe, reply, strip_hop_by_hop};
+use crate::{Config, Error, Mode};
+
+/// How long to wait after an accept error that is not about one connection (such as
+/// running out of file descriptors) before accepting again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The body of every response the proxy sends: the cache's, or a short one of its own.
+type ProxyBody = Either<CacheBody<UpstreamBody>, Full<Bytes>>;
+
+/// A caching reverse proxy, bound to its address and ready to serve.
+///
+/// ```
+/// use cachet_proxy::{Config, Proxy};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = Config::from_args([
+///     "cachet-proxy",
+///     "--upstream", "http://127.0.0.1:3000",
+///     "--listen", "127.0.0.1:0",
+/// ])?;
+/// let proxy = Proxy::bind(config).await?;
+/// println!("listening on {}", proxy.local_addr());
+/// // Serves until the shutdown future completes: here, at once.
+/// proxy.serve(async {}).await?;
+/// # Ok(())
+/// # }
+/// ```
+pub struct Proxy {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    config: Config,
+    client: HttpClient,
+}
+
+impl Proxy {
+    /// Binds the listening address and sets up the upstream client.
+    ///
+    /// # Errors
+    ///
+    /// An error whose message names the address when it cannot be bound (for example,
+    /// it is in use; [`Error::is_bind`]), or when the TLS client cannot be set up
+    /// ([`Error::is_tls`]).
+    pub async fn bind(config: Config) -> Result<Proxy, Error> {
+        let addr = config.listen();
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::bind(addr, e))?;
+        let local_addr = listener.local_addr().map_err(|e| Error::bind(addr, e))?;
+        let client = upstream::client()?;
+        Ok(Self {
+            listener,
+            local_addr,
+            config,
+            client,
+        })
+    }
+
+    /// The address the proxy listens on; with port 0 in the configuration, the port the
+    /// system chose.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The configuration the proxy was bound with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Serves HTTP/1.1 and HTTP/2 (cleartext, by prior knowledge) until `shutdown`
+    /// completes, then shuts down gracefully: it stops accepting, lets requests in flight
+    /// finish, closes idle connections, and returns once every connection is closed.
+    ///
+    /// An error accepting one connection is logged and does not stop the proxy.
+    ///
+    /// # Errors
+    ///
+    /// None yet once bound; the `Result` leaves room for failures of later features.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        let Self {
+            listener,
+            local_addr,
+            config,
+            client,
+        } = self;
+        let service = TowerToHyperService::new(stack(&config, client));
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder.http1().timer(TokioTimer::new());
+        builder.http2().timer(TokioTimer::new());
+        let graceful = GracefulShutdown::new();
+        let mut shutdown = pin!(shutdown);
+
+        tracing::info!("listening on {local_addr}, upstream {}", config.upstream());
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                () = shutdown.as_mut() => break,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(error) if is_connection_error(&error) => {
+                    tracing::debug!(%error, "connection failed while being accepted");
+                    continue;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "cannot accept connections; retrying in {ACCEPT_BACKOFF:?}");
+                    tokio::select! {
+                        biased;
+                        () = shutdown.as_mut() => break,
+                        () = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
+                    }
+                }
+            };
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
+            }
+            let connection = builder.serve_connection(TokioIo::new(stream), service.clone());
+            let connection = graceful.watch(connection.into_owned());
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(%peer, %error, "connection ended with an error");
+                }
+            });
+        }
+
+        drop(listener);
+        tracing::info!(
+            connections = graceful.count(),
+            "shutting down; letting requests in flight finish"
+        );
+        graceful.shutdown().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Proxy")
+            .field("local_addr", &self.local_addr)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Errors that concern one connection, not the listener: accept the next one at once.
+fn is_connection_error(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// The service every request goes through: rewrite for the upstream, cache, forward.
+///
+/// Its error type is the cache's, but only readiness can fail that way, and readiness of
+/// [`Forward`] never fails: every error a call meets becomes a response.
+fn stack(
+    config: &Config,
+    client: HttpClient,
+) -> impl Service<
+    Request<Incoming>,
+    Response = Response<ProxyBody>,
+    Error = cachet::Error,
+    Future: Send + 'static,
+> + Clone
++ Send
++ 'static {
+    let cache = CacheLayer::new(MemoryStore::new(config.memory_bytes()))
+        .max_body_bytes(config.max_body_bytes())
+        .cache_status_header(true);
+    let cache = match config.mode() {
+        Mode::Shared => cache.shared(),
+        Mode::Private => cache.private(),
+    };
+    let target = Arc::new(config.target().clone());
+    ServiceBuilder::new()
+        .map_result(finish)
+        .map_request(move |request: Request<Incoming>| target.rewrite(request))
+        .layer(cache)
+        .service(Forward::new(client, config.upstream_timeout()))
+}
+
+/// Turns what the cache answered into the response sent downstream: hop-by-hop headers
+/// removed, the proxy's own HTTP version, and an error as a `502`.
+fn finish(
+    result: Result<Response<CacheBody<UpstreamBody>>, cachet::Error>,
+) -> Result<Response<ProxyBody>, cachet::Error> {
+    let mut response = match result {
+        Ok(response) => response.map(Either::Left),
+        Err(error) => {
+            let message = describe(&error);
+            tracing::warn!("{message}");
+            reply(StatusCode::BAD_GATEWAY, message).map(Either::Right)
+        }
+    };
+    strip_hop_by_hop(response.headers_mut());
+    // The proxy speaks its own version (RFC 9110 §6.2), whatever the upstream or a stored
+    // entry says; hyper's HTTP/1 server cannot write some versions at all.
+    *response.version_mut() = Version::HTTP_11;
+    tracing::debug!(
+        status = response.status().as_u16(),
+        cache = ?response.extensions().get::<CacheStatus>(),
+        "response"
+    );
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http::header::{CACHE_CONTROL, HeaderValue};
+    use http_body_util::BodyExt;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::client::legacy::connect::HttpConnector;
+
+    use super::*;
+
+    /// An origin that counts its requests and answers with a cacheable "hello".
+    async fn origin() -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
+        let addr = listener.local_addr().expect("origin addr");
+        let count = Arc::new(AtomicUsize::new(0));
+        let seen = count.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let seen = seen.clone();
+                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    let host = request.headers().get("host").cloned();
+                    async move {
+                        let mut response = Response::new(Full::new(Bytes::from_static(b"hello")));
+                        response
+                            .headers_mut()
+                            .insert(CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
+                        response
+                            .headers_mut()
+                            .insert("connection", HeaderValue::from_static("x-hop"));
+                        response
+                            .headers_mut()
+                            .insert("x-hop", HeaderValue::from_static("1"));
+                        if let Some(host) = host {
+                            response.headers_mut().insert("x-seen-host", host);
+                        }
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+                let builder = auto::Builder::new(TokioExecutor::new());
+                tokio::spawn(async move {
+                    builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await
+                });
+            }
+        });
+        (addr, count)
+    }
+
+    async fn get(client: &Client<HttpConnector, Full<Bytes>>, url: &str) -> (Response<()>, Bytes) {
+        let request = Request::get(url)
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let response = client.request(request).await.expect("the proxy answers");
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        (Response::from_parts(parts, ()), body)
+    }
+
+    #[tokio::test]
+    async fn second_get_is_a_hit_over_http1_and_http2() {
+        let (origin, count) = origin().await;
+        let config = Config::from_args([
+            "cachet-proxy",
+            "--upstream",
+            &format!("http://{origin}/base"),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .expect("config");
+        let proxy = Proxy::bind(config).await.expect("bind");
+        let addr = proxy.local_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(proxy.serve(async {
+            let _ = stopped.await;
+        }));
+
+        let http1 = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let (first, body) = get(&http1, &format!("http://{addr}/page")).await;
+        assert_eq!(first.status(), StatusCode::OK);
+        assert_eq!(body, "hello");
+        assert_eq!(first.headers()["cache-status"], "cachet; fwd=miss; stored");
+        assert_eq!(first.headers()["x-seen-host"], origin.to_string().as_str());
+        assert!(
+            first.headers().get("x-hop").is_none(),
+            "hop-by-hop headers are removed"
+        );
+
+        let (second, body) = get(&http1, &format!("http://{addr}/page")).await;
+        assert_eq!(second.headers()["cache-status"], "cachet; hit");
+        assert_eq!(body, "hello");
+
+        let http2 = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build_http::<Full<Bytes>>();
+        let (third, body) = get(&http2, &format!("http://{addr}/page")).await;
+        assert_eq!(third.version(), Version::HTTP_2);
+        assert_eq!(third.headers()["cache-status"], "cachet; hit");
+        assert_eq!(body, "hello");
+        assert_eq!(
+            count.load(Ordering::SeqCst),
+            1,
+            "only the first request reaches the origin"
+        );
+
+        drop((http1, http2));
+        stop.send(()).expect("the server is running");
+        server
+            .await
+            .expect("serve does not panic")
+            .expect("serve ends cleanly");
+    }
+
+    #[tokio::test]
+    async fn busy_address_is_a_bind_error_naming_it() {
+        let taken = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = taken.local_addr().expect("addr");
+        let config = Config::from_args([
+            "cachet-proxy",
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--listen",
+            &addr.to_string(),
+        ])
+        .expect("config");
+        let error = Proxy::bind(config)
+            .await
+            .expect_err("the address is in use");
+        assert!(error.is_bind());
+        assert_eq!(error.to_string(), format!("cannot listen on {addr}"));
+    }
+}

@@ -1,0 +1,516 @@
+//! Forwarding: rewriting a request for the upstream, and the service that sends it.
+//!
+//! [`Upstream::rewrite`] turns an incoming request into one for the upstream (absolute
+//! URI, `Host`, `Via`, no hop-by-hop headers); it runs above the cache, so the cache keys
+//! on the upstream URL. [`Forward`] runs below the cache: it sends the request with a
+//! hyper-util client and answers `502` or `504` itself when the upstream cannot, so the
+//! cache sees those as ordinary (uncacheable) responses.
+
+use std::convert::Infallible;
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::{Future, Ready, ready};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HOST, HeaderName, VIA};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::{self, Client};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use pin_project::pin_project;
+use tokio::time::Timeout;
+use tower::Service;
+
+use crate::Error;
+use crate::config::Upstream;
+
+/// The body of a response from [`Forward`]: the upstream's, streaming, or a short one the
+/// proxy wrote itself.
+pub(crate) type UpstreamBody = Either<Incoming, Full<Bytes>>;
+
+/// The headers that describe one connection, not the message (RFC 9110 §7.6.1), besides
+/// those `Connection` lists. `TE` goes too, even as `te: trailers`.
+static HOP_BY_HOP: [HeaderName; 8] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    http::header::TE,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
+    http::header::PROXY_AUTHENTICATE,
+    http::header::PROXY_AUTHORIZATION,
+];
+
+/// Removes the hop-by-hop headers: `Connection`, the headers it lists, and the fixed set
+/// of RFC 9110 §7.6.1.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+impl Upstream {
+    /// Rewrites a request received by the proxy into the request sent upstream.
+    ///
+    /// The target becomes the upstream's scheme and authority with the base path joined
+    /// to the request's path and query (a request in absolute form keeps only its path and
+    /// query: the proxy never forwards anywhere but its upstream). `Host` becomes the
+    /// upstream authority, hop-by-hop headers go, a `Via` is added (RFC 9110 §7.6.3) and
+    /// the version is left to the client's connection.
+    pub(crate) fn rewrite<B>(&self, mut request: Request<B>) -> Request<B> {
+        let received = request.version();
+        tracing::debug!(method = %request.method(), uri = %request.uri(), version = ?received, "request");
+
+        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        // `OPTIONS *` and an authority-form target have no path of their own.
+        let path = if path.starts_with('/') { path } else { "/" };
+        let mut target = String::with_capacity(self.base_path.len() + path.len());
+        target.push_str(&self.base_path);
+        target.push_str(path);
+        let uri = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(target)
+            .build();
+        *request.uri_mut() = match uri {
+            Ok(uri) => uri,
+            // Not expected: both halves are valid. A target without an authority is
+            // refused by `Forward` and never looked up by the cache.
+            Err(error) => {
+                tracing::debug!(%error, "request target cannot be joined to the upstream");
+                Uri::from_static("/")
+            }
+        };
+
+        let headers = request.headers_mut();
+        strip_hop_by_hop(headers);
+        headers.insert(HOST, self.host.clone());
+        headers.append(VIA, via(received));
+        *request.version_mut() = Version::HTTP_11;
+        request
+    }
+}
+
+fn via(version: Version) -> HeaderValue {
+    HeaderValue::from_static(match version {
+        Version::HTTP_09 => "0.9 cachet",
+        Version::HTTP_10 => "1.0 cachet",
+        Version::HTTP_2 => "2 cachet",
+        Version::HTTP_3 => "3 cachet",
+        _ => "1.1 cachet",
+    })
+}
+
+/// The hyper-util client the proxy sends with: HTTP/1.1 and HTTP/2 (by ALPN) over
+/// http or https, rustls with the ring provider and the webpki roots.
+pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, Incoming>;
+
+pub(crate) fn client() -> Result<HttpClient, Error> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    let https = HttpsConnectorBuilder::new()
+        .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+        .map_err(Error::tls)?
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .build(https))
+}
+
+/// The service below the cache: sends a request upstream, bounding the wait for the
+/// response head, and never fails: it answers `502 Bad Gateway` when the upstream cannot
+/// be reached or fails, and `504 Gateway Timeout` when it is too slow.
+#[derive(Clone)]
+pub(crate) struct Forward {
+    inner: Arc<ForwardInner>,
+}
+
+struct ForwardInner {
+    client: HttpClient,
+    timeout: Duration,
+}
+
+impl Forward {
+    pub(crate) fn new(client: HttpClient, timeout: Duration) -> Self {
+        Self {
+            inner: Arc::new(ForwardInner { client, timeout }),
+        }
+    }
+}
+
+impl fmt::Debug for Forward {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Forward")
+            .field("timeout", &self.inner.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Service<Request<Incoming>> for Forward {
+    type Response = Response<UpstreamBody>;
+    type Error = Infallible;
+    type Future = ForwardFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // The legacy client is always ready; its pool waits inside the call.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Incoming>) -> ForwardFuture {
+        if request.method() == Method::CONNECT {
+            return ForwardFuture::answer(reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "CONNECT is not supported",
+            ));
+        }
+        if request.uri().authority().is_none() {
+            return ForwardFuture::answer(reply(StatusCode::BAD_REQUEST, "bad request target"));
+        }
+        let timeout = self.inner.timeout;
+        let call = tokio::time::timeout(timeout, self.inner.client.request(request));
+        ForwardFuture {
+            state: State::Call { call, timeout },
+        }
+    }
+}
+
+/// The response future of [`Forward`].
+#[pin_project]
+#[must_use = "futures do nothing unless polled"]
+pub(crate) struct ForwardFuture {
+    #[pin]
+    state: State,
+}
+
+#[pin_project(project = StateProj)]
+enum State {
+    Call {
+        #[pin]
+        call: Timeout<legacy::ResponseFuture>,
+        timeout: Duration,
+    },
+    Answer {
+        #[pin]
+        response: Ready<Result<Response<UpstreamBody>, Infallible>>,
+    },
+}
+
+impl ForwardFuture {
+    fn answer(response: Response<Full<Bytes>>) -> Self {
+        Self {
+            state: State::Answer {
+                response: ready(Ok(response.map(Either::Right))),
+            },
+        }
+    }
+}
+
+impl fmt::Debug for ForwardFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            State::Call { .. } => "call",
+            State::Answer { .. } => "answer",
+        };
+        f.debug_struct("ForwardFuture")
+            .field("state", &state)
+            .finish()
+    }
+}
+
+impl Future for ForwardFuture {
+    type Output = Result<Response<UpstreamBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Answer { response } => response.poll(cx),
+            StateProj::Call { call, timeout } => {
+                let response = match ready!(call.poll(cx)) {
+                    Ok(Ok(response)) => response.map(Either::Left),
+                    Ok(Err(error)) => {
+                        let message = if error.is_connect() {
+                            // The client's own message only says "client error (Connect)".
+                            let cause = error.source().map_or_else(|| describe(&error), describe);
+                            format!("upstream unreachable: {cause}")
+                        } else {
+                            format!("upstream request failed: {}", describe(&error))
+                        };
+                        tracing::warn!("{message}");
+                        reply(StatusCode::BAD_GATEWAY, message).map(Either::Right)
+                    }
+                    Err(_elapsed) => {
+                        let message = format!("upstream timed out after {timeout:?}");
+                        tracing::warn!("{message}");
+                        reply(StatusCode::GATEWAY_TIMEOUT, message).map(Either::Right)
+                    }
+                };
+                Poll::Ready(Ok(response))
+            }
+        }
+    }
+}
+
+/// An error and its causes on one line, each cause once.
+pub(crate) fn describe(error: &(dyn StdError + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text.replace(['\r', '\n'], " ")
+}
+
+/// A response the proxy writes itself: a status and a one-line `text/plain` reason, never
+/// stored by anyone.
+pub(crate) fn reply(status: StatusCode, message: impl fmt::Display) -> Response<Full<Bytes>> {
+    let mut body = message.to_string().replace(['\r', '\n'], " ");
+    body.push('\n');
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    fn upstream(url: &str) -> Upstream {
+        Upstream::parse(url).expect("a valid upstream")
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).expect("a valid name"),
+                HeaderValue::from_str(value).expect("a valid value"),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed_rfc_9110_7_6_1() {
+        let mut map = headers(&[
+            ("connection", "keep-alive, X-Session"),
+            ("connection", "x-other"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-authenticate", "Basic"),
+            ("proxy-authorization", "Basic Zm9vOmJhcg=="),
+            ("x-session", "abc"),
+            ("x-other", "1"),
+            ("content-type", "text/html"),
+            ("cache-control", "max-age=60"),
+            ("authorization", "Bearer t"),
+            ("trailer", "x-checksum"),
+        ]);
+        strip_hop_by_hop(&mut map);
+        let mut left: Vec<&str> = map.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(
+            left,
+            ["authorization", "cache-control", "content-type", "trailer"]
+        );
+    }
+
+    #[test]
+    fn connection_with_garbage_tokens_does_not_panic() {
+        let mut map = headers(&[("connection", ", ,bad name,\t,close"), ("close", "x")]);
+        map.append(
+            CONNECTION,
+            HeaderValue::from_bytes(b"\xff\xfe").expect("opaque bytes are a valid value"),
+        );
+        strip_hop_by_hop(&mut map);
+        assert!(map.is_empty(), "{map:?}");
+    }
+
+    #[test]
+    fn rewrite_targets_the_upstream_with_the_base_path() {
+        let cases = [
+            (
+                "http://origin:3000",
+                "/a/b?x=1",
+                "http://origin:3000/a/b?x=1",
+            ),
+            ("http://origin:3000/", "/", "http://origin:3000/"),
+            (
+                "https://origin/api",
+                "/users?page=2",
+                "https://origin/api/users?page=2",
+            ),
+            ("https://origin/api/", "/", "https://origin/api/"),
+            (
+                "http://origin/api",
+                "http://elsewhere:9/p?q",
+                "http://origin/api/p?q",
+            ),
+            ("http://origin/api", "*", "http://origin/api/"),
+        ];
+        for (base, target, expected) in cases {
+            let request = Request::builder()
+                .uri(target)
+                .body(())
+                .expect("a valid request");
+            let request = upstream(base).rewrite(request);
+            assert_eq!(request.uri().to_string(), expected, "{base} + {target}");
+        }
+    }
+
+    #[test]
+    fn rewrite_sets_host_via_and_version_and_strips_hop_by_hop() {
+        let mut request = Request::builder()
+            .uri("/page")
+            .version(Version::HTTP_2)
+            .header("host", "proxy.example")
+            .header("connection", "x-hop")
+            .header("x-hop", "1")
+            .header("te", "trailers")
+            .header("via", "1.1 client-side")
+            .header("accept", "text/html")
+            .body(())
+            .expect("a valid request");
+        request = upstream("http://origin.example:8080/base").rewrite(request);
+        assert_eq!(request.version(), Version::HTTP_11);
+        let h = request.headers();
+        assert_eq!(
+            h.get_all(HOST).iter().collect::<Vec<_>>(),
+            ["origin.example:8080"]
+        );
+        assert_eq!(
+            h.get_all(VIA).iter().collect::<Vec<_>>(),
+            ["1.1 client-side", "2 cachet"]
+        );
+        assert!(h.get("x-hop").is_none() && h.get("te").is_none() && h.get("connection").is_none());
+        assert_eq!(
+            h.get("accept").map(HeaderValue::as_bytes),
+            Some(&b"text/html"[..])
+        );
+    }
+
+    #[test]
+    fn reply_is_one_line_of_text_and_not_storable() {
+        let response = reply(StatusCode::BAD_GATEWAY, "upstream unreachable: a\nb");
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            response.headers()[CONTENT_TYPE],
+            "text/plain; charset=utf-8"
+        );
+        assert_eq!(response.headers()[CACHE_CONTROL], "no-store");
+    }
+
+    async fn forward_to(addr: SocketAddr, timeout: Duration) -> (StatusCode, String) {
+        // `Incoming` cannot be made by hand, so the request goes through a real server
+        // whose only job is to hand it to `Forward`.
+        let forward = Forward::new(client().expect("the TLS client builds"), timeout);
+        let target = upstream(&format!("http://{addr}"));
+        let front = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let front_addr = front.local_addr().expect("local addr");
+        tokio::spawn(async move {
+            let (stream, _) = front.accept().await.expect("accept");
+            let service = hyper::service::service_fn(move |request| {
+                forward.clone().oneshot(target.rewrite(request))
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await;
+        });
+        let stream = tokio::net::TcpStream::connect(front_addr)
+            .await
+            .expect("connect");
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .expect("handshake");
+        tokio::spawn(conn);
+        let request = Request::get("/x")
+            .header("host", "proxy")
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let response = sender
+            .send_request(request)
+            .await
+            .expect("the proxy answers");
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn unreachable_upstream_is_a_502_with_the_reason() {
+        // A port that was just free: nothing listens there.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port");
+        let (status, body) = forward_to(addr, Duration::from_secs(5)).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+        assert!(body.starts_with("upstream unreachable: "), "{body}");
+        assert_eq!(body.lines().count(), 1, "{body}");
+    }
+
+    #[tokio::test]
+    async fn silent_upstream_is_a_504_after_the_timeout() {
+        // Accepts connections and never answers.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = silent.local_addr().expect("local addr");
+        let _hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = silent.accept().await {
+                held.push(stream);
+            }
+        });
+        let (status, body) = forward_to(addr, Duration::from_millis(200)).await;
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(body, "upstream timed out after 200ms\n");
+    }
+}
