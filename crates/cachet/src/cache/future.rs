@@ -424,7 +424,12 @@ fn respond<B>(
 ) -> Response<CacheBody<B>> {
     let mut response = Response::new(CacheBody::stored(entry.body));
     *response.status_mut() = entry.status;
-    *response.version_mut() = entry.version;
+    // Only versions every hyper server can write are replayed: whatever a store holds,
+    // HTTP/0.9 or HTTP/3 in an entry must not reach a connection that cannot send it.
+    *response.version_mut() = match entry.version {
+        version @ (Version::HTTP_10 | Version::HTTP_2) => version,
+        _ => Version::HTTP_11,
+    };
     *response.headers_mut() = entry.headers;
     response
         .headers_mut()
