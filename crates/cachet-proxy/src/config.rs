@@ -6,20 +6,31 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use cachet::verify::{KeyError, Keyring};
 use cachet::{CacheLayer, MemoryStore};
-use clap::{Parser, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Uri};
 
 /// The command line, as clap parses it. Every field is validated by its value parser, so
 /// turning it into a [`Config`] cannot fail.
 #[derive(Debug, Parser)]
-#[command(name = "cachet-proxy", version, about = "A caching HTTP reverse proxy", long_about = None)]
+#[command(
+    name = "cachet-proxy",
+    version,
+    about = "A caching HTTP reverse proxy",
+    long_about = None,
+    subcommand_negates_reqs = true,
+    args_conflicts_with_subcommands = true
+)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+
     /// The origin to forward to: an http:// or https:// URL with a host, and optionally a
     /// port and a base path that is put before every request's path
-    #[arg(long, value_name = "URL", value_parser = Upstream::parse)]
-    upstream: Upstream,
+    #[arg(long, value_name = "URL", value_parser = Upstream::parse, required = true)]
+    upstream: Option<Upstream>,
 
     /// The address to listen on, as IP:PORT
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
@@ -40,6 +51,122 @@ struct Args {
     /// How long to wait for the upstream's response head, in seconds (fractions allowed)
     #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_timeout, allow_negative_numbers = true)]
     upstream_timeout: Duration,
+
+    /// Sign and verify cache entries with the secret key in this environment variable;
+    /// give it again for more keys: the first signs, all verify (key rotation)
+    #[arg(long, value_name = "NAME", value_parser = Secret::from_env)]
+    secret_key_env: Vec<Secret>,
+
+    /// What to do with a stored entry whose signature does not verify: answer 502 (error)
+    /// or delete it and ask the upstream (refetch)
+    #[arg(long, value_enum, value_name = "ACTION", default_value_t = BadSignatureAction::Error)]
+    on_bad_signature: BadSignatureAction,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print a new random secret key (64 hex characters) for --secret-key-env
+    Keygen,
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Invocation {
+    /// Run the proxy.
+    Serve(Box<Config>),
+    /// Print a new secret key.
+    Keygen,
+}
+
+impl Invocation {
+    /// Parses a command line; the first item is the program name.
+    ///
+    /// # Errors
+    ///
+    /// As [`Config::from_args`].
+    pub fn from_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let args = Args::try_parse_from(args)?;
+        match (args.command, args.upstream) {
+            (Some(Command::Keygen), _) => Ok(Self::Keygen),
+            (None, Some(upstream)) => Ok(Self::Serve(Box::new(Config {
+                upstream,
+                listen: args.listen,
+                mode: args.mode,
+                memory_bytes: args.memory_bytes,
+                max_body_bytes: args.max_body_bytes,
+                upstream_timeout: args.upstream_timeout,
+                secrets: args.secret_key_env,
+                on_bad_signature: args.on_bad_signature,
+            }))),
+            (None, None) => Err(Args::command().error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "the following required arguments were not provided: --upstream <URL>",
+            )),
+        }
+    }
+}
+
+/// A secret key read from the environment; `Debug` shows only the variable's name.
+#[derive(Clone)]
+pub(crate) struct Secret {
+    variable: String,
+    value: String,
+}
+
+impl Secret {
+    fn from_env(variable: &str) -> Result<Self, InvalidSecret> {
+        match std::env::var(variable) {
+            Ok(value) if value.is_empty() => Err(InvalidSecret::Empty(variable.to_owned())),
+            Ok(value) => Ok(Self {
+                variable: variable.to_owned(),
+                value,
+            }),
+            Err(std::env::VarError::NotPresent) => Err(InvalidSecret::Missing(variable.to_owned())),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                Err(InvalidSecret::NotText(variable.to_owned()))
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Secret")
+            .field("variable", &self.variable)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum InvalidSecret {
+    Missing(String),
+    Empty(String),
+    NotText(String),
+}
+
+impl fmt::Display for InvalidSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Missing(name) => write!(f, "the environment variable {name} is not set"),
+            Self::Empty(name) => write!(f, "the environment variable {name} is empty"),
+            Self::NotText(name) => write!(f, "the environment variable {name} is not valid UTF-8"),
+        }
+    }
+}
+
+impl StdError for InvalidSecret {}
+
+/// What the proxy does with a stored entry whose signature does not verify.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BadSignatureAction {
+    /// Answer `502 Bad Gateway`, saying that the cached entry failed verification.
+    Error,
+    /// Delete the entry, ask the upstream, and store the fresh response signed.
+    Refetch,
 }
 
 /// Whom the cache serves (RFC 9111 §1).
@@ -80,6 +207,8 @@ pub struct Config {
     memory_bytes: u64,
     max_body_bytes: usize,
     upstream_timeout: Duration,
+    secrets: Vec<Secret>,
+    on_bad_signature: BadSignatureAction,
 }
 
 impl Config {
@@ -97,18 +226,32 @@ impl Config {
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
-        Args::try_parse_from(args).map(Self::from_parsed)
+        match Invocation::from_args(args)? {
+            Invocation::Serve(config) => Ok(*config),
+            Invocation::Keygen => Err(Args::command().error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "keygen prints a key; it does not configure a proxy",
+            )),
+        }
     }
 
-    fn from_parsed(args: Args) -> Self {
-        Self {
-            upstream: args.upstream,
-            listen: args.listen,
-            mode: args.mode,
-            memory_bytes: args.memory_bytes,
-            max_body_bytes: args.max_body_bytes,
-            upstream_timeout: args.upstream_timeout,
+    /// The signing keys from `--secret-key-env`, the signing one first, or `None` when
+    /// entries are not signed.
+    ///
+    /// # Errors
+    ///
+    /// A [`KeyError`] if a secret cannot become a key (the flag already refuses empty
+    /// ones).
+    pub fn keyring(&self) -> Result<Option<Keyring>, KeyError> {
+        if self.secrets.is_empty() {
+            return Ok(None);
         }
+        Keyring::from_secrets(self.secrets.iter().map(|s| s.value.as_bytes())).map(Some)
+    }
+
+    /// What to do with an entry whose signature does not verify (`--on-bad-signature`).
+    pub fn on_bad_signature(&self) -> BadSignatureAction {
+        self.on_bad_signature
     }
 
     /// The upstream URL: scheme, authority and base path (without a trailing `/`).

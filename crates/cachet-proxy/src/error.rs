@@ -19,6 +19,7 @@ pub struct Error {
 enum Kind {
     Bind(SocketAddr),
     Tls,
+    Store,
 }
 
 impl Error {
@@ -34,6 +35,18 @@ impl Error {
             kind: Kind::Tls,
             source: Some(source.into()),
         }
+    }
+
+    pub(crate) fn store(source: impl Into<BoxError>) -> Self {
+        Self {
+            kind: Kind::Store,
+            source: Some(source.into()),
+        }
+    }
+
+    /// The cache store could not be set up (its keys, or its connection).
+    pub fn is_store(&self) -> bool {
+        matches!(self.kind, Kind::Store)
     }
 
     /// The listening address could not be bound (for example, it is in use).
@@ -63,6 +76,7 @@ impl fmt::Display for Error {
         match &self.kind {
             Kind::Bind(addr) => write!(f, "cannot listen on {addr}"),
             Kind::Tls => f.write_str("cannot set up TLS for the upstream"),
+            Kind::Store => f.write_str("cannot set up the cache store"),
         }
     }
 }

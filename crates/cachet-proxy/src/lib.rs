@@ -41,8 +41,9 @@
 mod config;
 mod error;
 mod server;
+mod store;
 mod upstream;
 
-pub use config::{Config, Mode};
+pub use config::{BadSignatureAction, Config, Invocation, Mode};
 pub use error::Error;
 pub use server::Proxy;

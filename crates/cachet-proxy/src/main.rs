@@ -4,14 +4,16 @@
 use std::error::Error as StdError;
 use std::process::ExitCode;
 
-use cachet_proxy::{Config, Proxy};
+use cachet::verify::Keyring;
+use cachet_proxy::{Invocation, Proxy};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::LevelFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = match Config::from_args(std::env::args_os()) {
-        Ok(config) => config,
+    let config = match Invocation::from_args(std::env::args_os()) {
+        Ok(Invocation::Serve(config)) => *config,
+        Ok(Invocation::Keygen) => return keygen(),
         Err(error) => return usage_error(error),
     };
     let filter = EnvFilter::builder()
@@ -31,6 +33,20 @@ async fn main() -> ExitCode {
 
 /// Prints a command-line error on one line (clap's first paragraph), or the help or
 /// version that was asked for.
+/// Prints a new secret key for `--secret-key-env`.
+fn keygen() -> ExitCode {
+    match Keyring::generate_secret() {
+        Ok(secret) => {
+            println!("{secret}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("cachet-proxy: cannot make a key: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn usage_error(error: clap::Error) -> ExitCode {
     if !error.use_stderr() {
         error.exit();

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cachet::{CacheBody, CacheLayer, CacheStatus, MemoryStore};
+use cachet::{CacheBody, CacheLayer, CacheStatus, OnBadSignature};
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
@@ -20,8 +20,9 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::{Service, ServiceBuilder};
 
+use crate::store::{self, ProxyStore};
 use crate::upstream::{self, Forward, HttpClient, UpstreamBody, describe, reply, strip_hop_by_hop};
-use crate::{Config, Error, Mode};
+use crate::{BadSignatureAction, Config, Error, Mode};
 
 /// How long to wait after an accept error that is not about one connection (such as
 /// running out of file descriptors) before accepting again.
@@ -54,6 +55,7 @@ pub struct Proxy {
     local_addr: SocketAddr,
     config: Config,
     client: HttpClient,
+    store: ProxyStore,
 }
 
 impl Proxy {
@@ -65,6 +67,12 @@ impl Proxy {
     /// it is in use; [`Error::is_bind`]), or when the TLS client cannot be set up
     /// ([`Error::is_tls`]).
     pub async fn bind(config: Config) -> Result<Proxy, Error> {
+        let store = store::build(&config)?;
+        Self::bind_with(config, store).await
+    }
+
+    /// Binds with a store made by the caller (tests reach into it).
+    pub(crate) async fn bind_with(config: Config, store: ProxyStore) -> Result<Proxy, Error> {
         let addr = config.listen();
         let listener = TcpListener::bind(addr)
             .await
@@ -76,6 +84,7 @@ impl Proxy {
             local_addr,
             config,
             client,
+            store,
         })
     }
 
@@ -105,8 +114,9 @@ impl Proxy {
             local_addr,
             config,
             client,
+            store,
         } = self;
-        let service = TowerToHyperService::new(stack(&config, client));
+        let service = TowerToHyperService::new(stack(&config, client, store));
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder.http1().timer(TokioTimer::new());
         builder.http2().timer(TokioTimer::new());
@@ -184,6 +194,7 @@ fn is_connection_error(error: &io::Error) -> bool {
 fn stack(
     config: &Config,
     client: HttpClient,
+    store: ProxyStore,
 ) -> impl Service<
     Request<Incoming>,
     Response = Response<ProxyBody>,
@@ -192,8 +203,13 @@ fn stack(
 > + Clone
 + Send
 + 'static {
-    let cache = CacheLayer::new(MemoryStore::new(config.memory_bytes()))
+    let on_bad_signature = match config.on_bad_signature() {
+        BadSignatureAction::Error => OnBadSignature::Error,
+        BadSignatureAction::Refetch => OnBadSignature::Refetch,
+    };
+    let cache = CacheLayer::new(store)
         .max_body_bytes(config.max_body_bytes())
+        .on_bad_signature(on_bad_signature)
         .cache_status_header(true);
     let cache = match config.mode() {
         Mode::Shared => cache.shared(),
@@ -241,6 +257,9 @@ mod tests {
     use http_body_util::BodyExt;
     use hyper_util::client::legacy::Client;
     use hyper_util::client::legacy::connect::HttpConnector;
+
+    use cachet::MemoryStore;
+    use cachet::verify::{Keyring, Verify};
 
     use super::*;
 
@@ -346,6 +365,81 @@ mod tests {
             .await
             .expect("serve does not panic")
             .expect("serve ends cleanly");
+    }
+
+    /// A proxy over a signed memory store whose unsigned inner store the test can write.
+    async fn signed_proxy(
+        origin: SocketAddr,
+        extra: &[&str],
+    ) -> (SocketAddr, MemoryStore, tokio::sync::oneshot::Sender<()>) {
+        let upstream = format!("http://{origin}");
+        let mut args = vec![
+            "cachet-proxy",
+            "--upstream",
+            &upstream,
+            "--listen",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        let config = Config::from_args(args).expect("config");
+        let inner = MemoryStore::default();
+        let keyring = Keyring::new("proxy test key").expect("not empty");
+        let store = tower::util::Either::Right(Verify::new(inner.clone(), keyring));
+        let proxy = Proxy::bind_with(config, store).await.expect("bind");
+        let addr = proxy.local_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(proxy.serve(async {
+            let _ = stopped.await;
+        }));
+        (addr, inner, stop)
+    }
+
+    async fn tamper(inner: &MemoryStore, origin: SocketAddr, path: &str) {
+        let uri: http::Uri = format!("http://{origin}{path}").parse().expect("valid URI");
+        let key = cachet::CacheKey::for_request(&http::Method::GET, &uri).expect("absolute");
+        let put = cachet::store::StoreRequest::Put {
+            key,
+            value: Bytes::from_static(b"exploit!"),
+            ttl: Duration::from_secs(60),
+        };
+        tower::ServiceExt::oneshot(inner.clone(), put)
+            .await
+            .expect("memory never fails");
+    }
+
+    #[tokio::test]
+    async fn a_bad_signature_answers_502_saying_so() {
+        let (origin, count) = origin().await;
+        let (addr, inner, _stop) = signed_proxy(origin, &[]).await;
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        get(&client, &format!("http://{addr}/signed")).await;
+        let (hit, _) = get(&client, &format!("http://{addr}/signed")).await;
+        assert_eq!(hit.headers()["cache-status"], "cachet; hit");
+
+        tamper(&inner, origin, "/signed").await;
+        let (refused, body) = get(&client, &format!("http://{addr}/signed")).await;
+        assert_eq!(refused.status(), StatusCode::BAD_GATEWAY);
+        let body = String::from_utf8_lossy(&body);
+        assert!(body.contains("failed signature verification"), "{body}");
+        assert!(!body.contains("proxy test key"));
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn refetch_repairs_a_bad_signature() {
+        let (origin, count) = origin().await;
+        let (addr, inner, _stop) = signed_proxy(origin, &["--on-bad-signature", "refetch"]).await;
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        get(&client, &format!("http://{addr}/signed")).await;
+        tamper(&inner, origin, "/signed").await;
+        let (repaired, body) = get(&client, &format!("http://{addr}/signed")).await;
+        assert_eq!(
+            (repaired.status(), body.as_ref()),
+            (StatusCode::OK, b"hello".as_slice())
+        );
+        let (hit, _) = get(&client, &format!("http://{addr}/signed")).await;
+        assert_eq!(hit.headers()["cache-status"], "cachet; hit");
+        assert_eq!(count.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

@@ -130,3 +130,57 @@ fn help_is_printed_to_stdout_and_succeeds() {
     }
     assert!(output.stderr.is_empty());
 }
+
+#[test]
+fn keygen_prints_a_fresh_64_hex_character_secret() {
+    let first = run(&["keygen"]);
+    let second = run(&["keygen"]);
+    assert!(first.status.success());
+    let key = String::from_utf8_lossy(&first.stdout).trim().to_owned();
+    assert_eq!(key.len(), 64);
+    assert!(key.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_ne!(first.stdout, second.stdout);
+}
+
+#[test]
+fn a_missing_or_empty_secret_variable_is_refused_naming_it() {
+    let missing = run(&[
+        "--upstream",
+        "http://127.0.0.1:9",
+        "--secret-key-env",
+        "CACHET_TEST_UNSET_KEY",
+    ]);
+    assert_eq!(missing.status.code(), Some(2));
+    let line = one_line(&missing);
+    assert!(
+        line.contains("--secret-key-env") && line.contains("CACHET_TEST_UNSET_KEY is not set"),
+        "{line}"
+    );
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cachet-proxy"))
+        .args([
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--secret-key-env",
+            "CACHET_TEST_EMPTY_KEY",
+        ])
+        .env("CACHET_TEST_EMPTY_KEY", "")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the program starts");
+    let status = child.wait().expect("the program exits");
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("piped")
+        .read_to_string(&mut stderr)
+        .expect("readable");
+    assert_eq!(status.code(), Some(2));
+    assert!(
+        stderr.contains("CACHET_TEST_EMPTY_KEY is empty"),
+        "{stderr}"
+    );
+}

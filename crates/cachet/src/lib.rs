@@ -31,6 +31,12 @@ pub mod verify;
 pub mod guide {
     #[doc = include_str!("../../../docs/security.md")]
     pub mod security {}
+
+    #[doc = include_str!("../../../docs/http-caching.md")]
+    pub mod http_caching {}
+
+    #[doc = include_str!("../../../docs/proxy.md")]
+    pub mod proxy {}
 }
 
 pub use cache::{
