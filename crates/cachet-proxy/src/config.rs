@@ -61,6 +61,11 @@ struct Args {
     /// or delete it and ask the upstream (refetch)
     #[arg(long, value_enum, value_name = "ACTION", default_value_t = BadSignatureAction::Error)]
     on_bad_signature: BadSignatureAction,
+
+    /// Act as a CDN: a response's CDN-Cache-Control (RFC 9213), when present, replaces
+    /// its Cache-Control for this cache
+    #[arg(long)]
+    cdn: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -101,6 +106,7 @@ impl Invocation {
                 upstream_timeout: args.upstream_timeout,
                 secrets: args.secret_key_env,
                 on_bad_signature: args.on_bad_signature,
+                cdn: args.cdn,
             }))),
             (None, None) => Err(Args::command().error(
                 clap::error::ErrorKind::MissingRequiredArgument,
@@ -209,6 +215,7 @@ pub struct Config {
     upstream_timeout: Duration,
     secrets: Vec<Secret>,
     on_bad_signature: BadSignatureAction,
+    cdn: bool,
 }
 
 impl Config {
@@ -247,6 +254,11 @@ impl Config {
             return Ok(None);
         }
         Keyring::from_secrets(self.secrets.iter().map(|s| s.value.as_bytes())).map(Some)
+    }
+
+    /// Whether `CDN-Cache-Control` replaces `Cache-Control` (`--cdn`).
+    pub fn cdn(&self) -> bool {
+        self.cdn
     }
 
     /// What to do with an entry whose signature does not verify (`--on-bad-signature`).

@@ -211,6 +211,11 @@ fn stack(
         .max_body_bytes(config.max_body_bytes())
         .on_bad_signature(on_bad_signature)
         .cache_status_header(true);
+    let cache = if config.cdn() {
+        cache.targeted_cache_control(http::HeaderName::from_static("cdn-cache-control"))
+    } else {
+        cache
+    };
     let cache = match config.mode() {
         Mode::Shared => cache.shared(),
         Mode::Private => cache.private(),

@@ -329,7 +329,7 @@ fn freshness(
     let stored = ResponseFacts {
         status: entry.status,
         headers: &entry.headers,
-        cc: CacheControl::parse(&entry.headers),
+        cc: CacheControl::parse_response(&entry.headers, config.targeted.as_ref()),
         response_time: entry.response_time,
     };
     let lifetime = stored.freshness_lifetime(config.mode);
@@ -532,7 +532,7 @@ fn revalidated<St: Store, B>(
     let stored = ResponseFacts {
         status: entry.status,
         headers: &entry.headers,
-        cc: CacheControl::parse(&entry.headers),
+        cc: CacheControl::parse_response(&entry.headers, config.targeted.as_ref()),
         response_time: now,
     };
     let storable = stored

@@ -2,6 +2,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::HeaderName;
 use tower::Layer;
 
 use super::Cache;
@@ -21,6 +22,8 @@ pub(crate) struct Config {
     /// `None`: store `Set-Cookie` responses only in a private cache.
     pub(crate) set_cookie: Option<bool>,
     pub(crate) max_stale_if_error: Duration,
+    /// A targeted cache-control field (RFC 9213) that replaces `Cache-Control`.
+    pub(crate) targeted: Option<HeaderName>,
 }
 
 impl Config {
@@ -54,6 +57,7 @@ impl Default for Config {
             metrics: Metrics::default(),
             set_cookie: None,
             max_stale_if_error: CacheLayer::<()>::DEFAULT_MAX_STALE_IF_ERROR,
+            targeted: None,
         }
     }
 }
@@ -152,6 +156,14 @@ impl<St> CacheLayer<St> {
     /// error, or a 500, 502, 503 or 504) when `stale-if-error` (RFC 5861) allows it.
     pub fn max_stale_if_error(mut self, max: Duration) -> Self {
         Arc::make_mut(&mut self.config).max_stale_if_error = max;
+        self
+    }
+
+    /// A targeted cache-control field (RFC 9213), such as `CDN-Cache-Control` for a
+    /// cache that serves as a CDN: when a response carries it, its directives replace
+    /// `Cache-Control` for this cache (which still passes both on unchanged).
+    pub fn targeted_cache_control(mut self, field: HeaderName) -> Self {
+        Arc::make_mut(&mut self.config).targeted = Some(field);
         self
     }
 

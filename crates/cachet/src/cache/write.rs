@@ -102,7 +102,7 @@ pub(crate) fn recorder<St: Store>(
     let response = ResponseFacts {
         status: parts.status,
         headers: &parts.headers,
-        cc: CacheControl::parse(&parts.headers),
+        cc: CacheControl::parse_response(&parts.headers, config.targeted.as_ref()),
         response_time,
     };
     if let Err(refusal) = response.storable(

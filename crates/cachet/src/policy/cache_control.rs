@@ -37,8 +37,22 @@ pub(crate) struct CacheControl {
 
 impl CacheControl {
     pub(crate) fn parse(headers: &HeaderMap) -> Self {
+        Self::parse_field(headers, &CACHE_CONTROL)
+    }
+
+    /// A response's directives for a cache that honours a targeted field such as
+    /// `CDN-Cache-Control` (RFC 9213): the targeted field when present, which then
+    /// replaces `Cache-Control` entirely, else `Cache-Control`.
+    pub(crate) fn parse_response(headers: &HeaderMap, targeted: Option<&HeaderName>) -> Self {
+        match targeted {
+            Some(field) if headers.contains_key(field) => Self::parse_field(headers, field),
+            _ => Self::parse(headers),
+        }
+    }
+
+    fn parse_field(headers: &HeaderMap, field: &HeaderName) -> Self {
         let mut cc = Self::default();
-        for line in headers.get_all(CACHE_CONTROL) {
+        for line in headers.get_all(field) {
             // A value that is not text cannot carry directives cachet knows.
             let Ok(line) = line.to_str() else { continue };
             for (name, value) in directives(line) {
@@ -253,6 +267,18 @@ mod tests {
             (parsed.stale_while_revalidate, parsed.stale_if_error),
             (Some(30), Some(600))
         );
+    }
+
+    #[test]
+    fn a_targeted_field_replaces_cache_control_when_present() {
+        let cdn = HeaderName::from_static("cdn-cache-control");
+        let mut headers = HeaderMap::new();
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        assert!(CacheControl::parse_response(&headers, Some(&cdn)).no_store);
+        headers.insert(&cdn, HeaderValue::from_static("max-age=600"));
+        let parsed = CacheControl::parse_response(&headers, Some(&cdn));
+        assert_eq!((parsed.no_store, parsed.max_age), (false, Some(600)));
+        assert!(CacheControl::parse_response(&headers, None).no_store);
     }
 
     #[test]
