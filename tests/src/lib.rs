@@ -30,6 +30,7 @@ pub struct Reply {
     headers: Vec<(&'static str, String)>,
     body: Bytes,
     fail_after_body: bool,
+    delay: Duration,
 }
 
 impl Reply {
@@ -40,6 +41,7 @@ impl Reply {
             headers: Vec::new(),
             body: body.into(),
             fail_after_body: false,
+            delay: Duration::ZERO,
         }
     }
 
@@ -52,6 +54,12 @@ impl Reply {
     /// Adds a header.
     pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
         self.headers.push((name, value.into()));
+        self
+    }
+
+    /// Waits this long before answering (a slow origin).
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
         self
     }
 
@@ -105,8 +113,11 @@ impl Origin {
                 let script = script.clone();
                 let state = state.clone();
                 let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                    let response = state.answer(&*script, request);
-                    async move { Ok::<_, Infallible>(response) }
+                    let (response, delay) = state.answer(&*script, request);
+                    async move {
+                        tokio::time::sleep(delay).await;
+                        Ok::<_, Infallible>(response)
+                    }
                 });
                 tokio::spawn(async move {
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -122,7 +133,7 @@ impl Origin {
         &self,
         script: &Script,
         request: Request<Incoming>,
-    ) -> Response<BoxBody<Bytes, BoxError>> {
+    ) -> (Response<BoxBody<Bytes, BoxError>>, Duration) {
         let seen = Seen {
             method: request.method().clone(),
             path: request
@@ -161,7 +172,7 @@ impl Origin {
                 .headers_mut()
                 .append(name, value.parse().expect("test header values are valid"));
         }
-        response
+        (response, reply.delay)
     }
 
     /// `http://127.0.0.1:PORT` followed by `path`.

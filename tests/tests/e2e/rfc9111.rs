@@ -391,3 +391,67 @@ async fn rfc9111_3_set_cookie_responses_are_stored_only_when_enabled() {
         CacheStatus::Hit
     );
 }
+
+#[tokio::test]
+async fn rfc5861_3_stale_while_revalidate_answers_at_once_and_refreshes_once_per_key() {
+    let origin = Origin::start(|seen| {
+        if seen.headers.contains_key("if-none-match") {
+            Reply::ok("")
+                .status(304)
+                .header("cache-control", "max-age=600")
+                .delay(Duration::from_millis(300))
+        } else {
+            Reply::ok("first")
+                .header("cache-control", "max-age=10, stale-while-revalidate=60")
+                .header("etag", "\"1\"")
+        }
+    })
+    .await;
+    let (cache, clock) = cache_with_clock();
+    fetch(&cache, get(&origin.url("/swr"))).await;
+    clock.advance(Duration::from_secs(20));
+
+    for _ in 0..5 {
+        let stale = fetch(&cache, get(&origin.url("/swr"))).await;
+        assert_eq!(
+            (stale.status, stale.body.as_ref()),
+            (CacheStatus::StaleWhileRevalidate, b"first".as_slice())
+        );
+    }
+    // The one background revalidation is still waiting on the slow origin; wait for it.
+    for _ in 0..100 {
+        if fetch(&cache, get(&origin.url("/swr"))).await.status == CacheStatus::Hit {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        fetch(&cache, get(&origin.url("/swr"))).await.status,
+        CacheStatus::Hit,
+        "refreshed by the 304"
+    );
+    assert_eq!(
+        origin.requests(),
+        2,
+        "five stale answers, one background refresh"
+    );
+}
+
+#[tokio::test]
+async fn rfc5861_3_past_the_stale_while_revalidate_window_the_request_waits_for_the_origin() {
+    let origin = Origin::start(|_| {
+        Reply::ok("x").header("cache-control", "max-age=10, stale-while-revalidate=5")
+    })
+    .await;
+    let (cache, clock) = cache_with_clock();
+    fetch(&cache, get(&origin.url("/late"))).await;
+    clock.advance(Duration::from_secs(16));
+    let late = fetch(&cache, get(&origin.url("/late"))).await;
+    assert_eq!(
+        late.status,
+        CacheStatus::Forwarded {
+            reason: ForwardReason::Stale,
+            stored: true
+        }
+    );
+}

@@ -6,6 +6,7 @@ use http::HeaderName;
 use tower::Layer;
 
 use super::Cache;
+use super::refresh::Refreshing;
 use crate::Metrics;
 use crate::clock::{Clock, SystemClock};
 use crate::policy::Mode;
@@ -24,6 +25,7 @@ pub(crate) struct Config {
     pub(crate) max_stale_if_error: Duration,
     /// A targeted cache-control field (RFC 9213) that replaces `Cache-Control`.
     pub(crate) targeted: Option<HeaderName>,
+    pub(crate) refreshing: Refreshing,
 }
 
 impl Config {
@@ -58,6 +60,7 @@ impl Default for Config {
             set_cookie: None,
             max_stale_if_error: CacheLayer::<()>::DEFAULT_MAX_STALE_IF_ERROR,
             targeted: None,
+            refreshing: Refreshing::default(),
         }
     }
 }

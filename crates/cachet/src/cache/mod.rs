@@ -34,9 +34,11 @@
 //! # }
 //! ```
 
+mod answer;
 mod body;
 mod future;
 mod layer;
+mod refresh;
 mod service;
 mod write;
 
@@ -70,6 +72,9 @@ pub enum CacheStatus {
         /// The origin's status, or `None` when it could not be reached.
         origin_status: Option<u16>,
     },
+    /// A stale stored response served at once while one background request per key
+    /// refreshes it, as `stale-while-revalidate` allowed (RFC 5861 §3).
+    StaleWhileRevalidate,
     /// The request said `only-if-cached` and nothing usable was stored: answered with
     /// `504 Gateway Timeout` without asking the origin (RFC 9111 §5.2.1.7).
     OnlyIfCachedMiss,
@@ -115,9 +120,10 @@ impl ForwardReason {
 }
 
 impl CacheStatus {
-    /// Whether the response came from the cache.
+    /// Whether the response came from the cache without waiting for the origin: a fresh
+    /// hit, or a stale response served while a background refresh runs.
     pub fn is_hit(&self) -> bool {
-        matches!(self, Self::Hit)
+        matches!(self, Self::Hit | Self::StaleWhileRevalidate)
     }
 
     /// The RFC 9211 `Cache-Status` header value.
@@ -136,6 +142,7 @@ impl CacheStatus {
                 origin_status: None,
             } => "cachet; fwd=stale; detail=stale-if-error",
             Self::OnlyIfCachedMiss => "cachet; detail=only-if-cached",
+            Self::StaleWhileRevalidate => "cachet; hit; detail=stale-while-revalidate",
             Self::Hit => "cachet; hit",
             Self::Revalidated { stored: true } => "cachet; fwd=stale; fwd-status=304; stored",
             Self::Revalidated { stored: false } => "cachet; fwd=stale; fwd-status=304",

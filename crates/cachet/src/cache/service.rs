@@ -75,9 +75,11 @@ impl<S: fmt::Debug, St: fmt::Debug> fmt::Debug for Cache<S, St> {
 impl<S, St, ReqB, ResB> Service<Request<ReqB>> for Cache<S, St>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Clone,
-    S::Error: Into<BoxError>,
+    // A stale-while-revalidate refresh finishes on a spawned task.
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError> + 'static,
     St: Store,
-    ResB: Body<Data = Bytes>,
+    ResB: Body<Data = Bytes> + Send + 'static,
 {
     type Response = Response<CacheBody<ResB>>;
     type Error = Error;

@@ -1,0 +1,316 @@
+//! Answers the cache gives from stored entries, and how it wraps what it forwards.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header::{
+    AGE, CONTENT_LENGTH, ETAG, HeaderName, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
+    IF_UNMODIFIED_SINCE, LAST_MODIFIED,
+};
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Version};
+use http_body::Body;
+
+use super::body::CacheBody;
+use super::future::RequestFacts;
+use super::layer::Config;
+use super::refresh::Claim;
+use super::write::{self, Placement};
+use super::{CacheStatus, ForwardReason};
+use crate::entry::Entry;
+use crate::policy::{self, CacheControl, ResponseFacts};
+use crate::store::Store;
+
+/// What a stored entry can do for a request.
+pub(crate) enum Answer<B> {
+    Hit(Response<CacheBody<B>>),
+    Forward(ForwardReason),
+    /// Not usable as it is, but worth keeping while the origin is asked.
+    Stale(Entry),
+}
+
+/// Answers from a stored entry if it may, else says why the request must go on.
+pub(crate) fn answer<St, B>(
+    entry: Entry,
+    facts: &RequestFacts<St>,
+    request: &HeaderMap,
+    config: &Config,
+) -> Answer<B> {
+    if !policy::vary_matches(&entry.vary, request) {
+        return Answer::Forward(ForwardReason::VaryMiss);
+    }
+    let (lifetime, age, cc) = freshness(&entry, facts.time, config);
+    if !policy::usable(config.mode, &facts.cc, &cc, lifetime, age) {
+        return Answer::Stale(entry);
+    }
+    tracing::trace!(key = %facts.key, age = age.as_secs(), "hit");
+    config.metrics.hit();
+    if (facts.method == Method::GET || facts.method == Method::HEAD)
+        && not_modified(&entry.headers, request)
+    {
+        return Answer::Hit(respond_not_modified(entry, age, config));
+    }
+    Answer::Hit(respond(entry, age, CacheStatus::Hit, config))
+}
+
+/// A stored entry's freshness lifetime, current age and directives at `now`.
+pub(crate) fn freshness(
+    entry: &Entry,
+    now: SystemTime,
+    config: &Config,
+) -> (Duration, Duration, CacheControl) {
+    let stored = ResponseFacts {
+        status: entry.status,
+        headers: &entry.headers,
+        cc: CacheControl::parse_response(&entry.headers, config.targeted.as_ref()),
+        response_time: entry.response_time,
+    };
+    let lifetime = stored.freshness_lifetime(config.mode);
+    let age = policy::current_age(&entry.headers, entry.request_time, entry.response_time, now);
+    (lifetime, age, stored.cc)
+}
+
+/// The stale response to serve at once, and the claim on its key's background refresh
+/// (started here, or already running), when `stale-while-revalidate` allows it
+/// (RFC 5861 §3) and a refresh can run.
+pub(crate) fn stale_while_revalidate<St, B>(
+    entry: &Entry,
+    facts: &RequestFacts<St>,
+    config: &Config,
+) -> Option<(Response<CacheBody<B>>, Claim)> {
+    let (lifetime, age, cc) = freshness(entry, facts.time, config);
+    let window = Duration::from_secs(cc.stale_while_revalidate?);
+    if facts.cc.no_cache
+        || policy::must_revalidate(config.mode, &cc)
+        || age.saturating_sub(lifetime) > window
+    {
+        return None;
+    }
+    let claim = config.refreshing.claim(&facts.key);
+    if matches!(claim, Claim::Unavailable) {
+        return None;
+    }
+    tracing::trace!(key = %facts.key, "serving stale while revalidating");
+    config.metrics.hit();
+    Some((
+        respond(
+            entry.clone(),
+            age,
+            CacheStatus::StaleWhileRevalidate,
+            config,
+        ),
+        claim,
+    ))
+}
+
+/// A stale entry served in place of a failing origin, if `stale-if-error` allows it.
+pub(crate) fn stale_on_error<St, B>(
+    entry: Entry,
+    facts: &RequestFacts<St>,
+    origin: Option<StatusCode>,
+    config: &Config,
+) -> Option<Response<CacheBody<B>>> {
+    let now = config.clock.now();
+    let (lifetime, age, cc) = freshness(&entry, now, config);
+    let staleness = age.saturating_sub(lifetime);
+    if !policy::stale_if_error(
+        config.mode,
+        &facts.cc,
+        &cc,
+        staleness,
+        config.max_stale_if_error,
+    ) {
+        return None;
+    }
+    tracing::info!(key = %facts.key, ?origin, stale_secs = staleness.as_secs(), "origin failed; serving stale");
+    let status = CacheStatus::StaleIfError {
+        origin_status: origin.map(|s| s.as_u16()),
+    };
+    Some(respond(entry, age, status, config))
+}
+
+/// A response from a stored entry, with its current `Age`.
+pub(crate) fn respond<B>(
+    entry: Entry,
+    age: Duration,
+    status: CacheStatus,
+    config: &Config,
+) -> Response<CacheBody<B>> {
+    let mut response = Response::new(CacheBody::stored(entry.body));
+    *response.status_mut() = entry.status;
+    // Only versions every hyper server can write are replayed: whatever a store holds,
+    // HTTP/0.9 or HTTP/3 in an entry must not reach a connection that cannot send it.
+    *response.version_mut() = match entry.version {
+        version @ (Version::HTTP_10 | Version::HTTP_2) => version,
+        _ => Version::HTTP_11,
+    };
+    *response.headers_mut() = entry.headers;
+    response
+        .headers_mut()
+        .insert(AGE, HeaderValue::from(age.as_secs()));
+    mark(&mut response, status, config);
+    response
+}
+
+/// A `304 Not Modified` for a client whose own validators match a fresh stored response
+/// (RFC 9111 §4.3.2).
+pub(crate) fn respond_not_modified<B>(
+    entry: Entry,
+    age: Duration,
+    config: &Config,
+) -> Response<CacheBody<B>> {
+    let mut response = respond(
+        Entry {
+            body: Bytes::new(),
+            ..entry
+        },
+        age,
+        CacheStatus::Hit,
+        config,
+    );
+    *response.status_mut() = StatusCode::NOT_MODIFIED;
+    response.headers_mut().remove(CONTENT_LENGTH);
+    response
+}
+
+/// Whether a request's `If-None-Match` (or, without it, `If-Modified-Since`) is met by
+/// stored headers, comparing entity tags weakly (RFC 9110 §13.1.2, §13.1.3).
+pub(crate) fn not_modified(stored: &HeaderMap, request: &HeaderMap) -> bool {
+    if request.contains_key(IF_NONE_MATCH) {
+        let Some(etag) = stored.get(ETAG).and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        let weak = |tag: &str| tag.trim().trim_start_matches("W/").to_owned();
+        return request
+            .get_all(IF_NONE_MATCH)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|tag| tag.trim() == "*" || weak(tag) == weak(etag));
+    }
+    let date = |headers: &HeaderMap, name| {
+        httpdate::parse_http_date(headers.get(name)?.to_str().ok()?).ok()
+    };
+    match (
+        date(request, IF_MODIFIED_SINCE),
+        date(stored, LAST_MODIFIED),
+    ) {
+        (Some(since), Some(modified)) => modified <= since,
+        _ => false,
+    }
+}
+
+/// Turns a forwarded request into a conditional one for a stale entry (RFC 9111 §4.3.1);
+/// `false` when the entry has no validator, or the request carries conditions of its
+/// own, which the origin must judge against the client's copy rather than the cache's.
+pub(crate) fn make_conditional(entry: &Entry, request: &mut HeaderMap) -> bool {
+    const CONDITIONALS: [HeaderName; 5] = [
+        IF_MATCH,
+        IF_NONE_MATCH,
+        IF_MODIFIED_SINCE,
+        IF_UNMODIFIED_SINCE,
+        IF_RANGE,
+    ];
+    let etag = entry.headers.get(ETAG);
+    let last_modified = entry.headers.get(LAST_MODIFIED);
+    if (etag.is_none() && last_modified.is_none())
+        || CONDITIONALS.iter().any(|name| request.contains_key(name))
+    {
+        return false;
+    }
+    if let Some(etag) = etag {
+        request.insert(IF_NONE_MATCH, etag.clone());
+    }
+    if let Some(last_modified) = last_modified {
+        request.insert(IF_MODIFIED_SINCE, last_modified.clone());
+    }
+    true
+}
+
+/// Serves a stale entry that the origin confirmed with `304 Not Modified`, its headers
+/// updated from the 304 (RFC 9111 §3.2, §4.3.4), and stores the updated entry.
+pub(crate) fn revalidated<St: Store, B>(
+    mut entry: Entry,
+    not_modified: Response<B>,
+    facts: &RequestFacts<St>,
+    config: &Config,
+) -> Response<CacheBody<B>> {
+    let now = config.clock.now();
+    let update = write::end_to_end(not_modified.headers());
+    for name in update.keys().filter(|name| *name != CONTENT_LENGTH) {
+        entry.headers.remove(name);
+    }
+    for (name, value) in update.iter().filter(|(name, _)| *name != CONTENT_LENGTH) {
+        entry.headers.append(name, value.clone());
+    }
+    entry.request_time = facts.time;
+    entry.response_time = now;
+
+    config.metrics.forward(true);
+    let stored = ResponseFacts {
+        status: entry.status,
+        headers: &entry.headers,
+        cc: CacheControl::parse_response(&entry.headers, config.targeted.as_ref()),
+        response_time: now,
+    };
+    let storable = stored
+        .storable(
+            config.mode,
+            config.store_set_cookie(),
+            &facts.method,
+            &facts.headers,
+            &facts.cc,
+        )
+        .is_ok();
+    if storable {
+        let ttl = stored.freshness_lifetime(config.mode) + policy::KEEP_STALE;
+        let names = policy::vary_names(&entry.headers).unwrap_or_default();
+        Placement::new(facts, names, ttl).put(&entry, &config.metrics);
+    }
+    tracing::trace!(key = %facts.key, "revalidated");
+    let age = policy::current_age(&entry.headers, entry.request_time, entry.response_time, now);
+    respond(
+        entry,
+        age,
+        CacheStatus::Revalidated { stored: storable },
+        config,
+    )
+}
+
+/// Wraps a response from the inner service, recording it for the store if it may be
+/// stored.
+pub(crate) fn forwarded<St: Store, B: Body<Data = Bytes>>(
+    response: Response<B>,
+    facts: Option<RequestFacts<St>>,
+    reason: ForwardReason,
+    config: &Config,
+) -> Response<CacheBody<B>> {
+    config.metrics.forward(reason == ForwardReason::Stale);
+    let (parts, body) = response.into_parts();
+    let recorder = facts.and_then(|facts| write::recorder(&parts, &facts, config));
+    let status = CacheStatus::Forwarded {
+        reason,
+        stored: recorder.is_some(),
+    };
+    let mut response = Response::from_parts(parts, CacheBody::origin(body, recorder));
+    mark(&mut response, status, config);
+    response
+}
+
+/// The `504 Gateway Timeout` for an `only-if-cached` request with nothing usable
+/// stored (RFC 9111 §5.2.1.7).
+pub(crate) fn only_if_cached_miss<B>(config: &Config) -> Response<CacheBody<B>> {
+    let mut response = Response::new(CacheBody::stored(Bytes::new()));
+    *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+    mark(&mut response, CacheStatus::OnlyIfCachedMiss, config);
+    response
+}
+
+pub(crate) fn mark<B>(response: &mut Response<B>, status: CacheStatus, config: &Config) {
+    if config.cache_status_header {
+        response.headers_mut().append(
+            HeaderName::from_static("cache-status"),
+            status.header_value(),
+        );
+    }
+    response.extensions_mut().insert(status);
+}

@@ -1,0 +1,105 @@
+//! Background revalidation for `stale-while-revalidate` (RFC 5861 §3): the caller gets
+//! the stale response at once while one request per key refreshes the entry.
+
+use std::collections::HashSet;
+use std::future::{Future, poll_fn};
+use std::pin::pin;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use http::Response;
+use http_body::Body;
+
+use super::ForwardReason;
+use super::future::{Plan, RequestFacts, Stale, finish};
+use super::layer::Config;
+use crate::store::Store;
+use crate::{BoxError, CacheKey};
+
+/// The keys being refreshed in the background, shared by a layer's caches.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Refreshing(Arc<Mutex<HashSet<CacheKey>>>);
+
+/// Holds a key in [`Refreshing`] until the refresh ends, however it ends.
+pub(crate) struct RefreshGuard {
+    refreshing: Refreshing,
+    key: CacheKey,
+}
+
+/// The answer to a claim on a key's refresh.
+pub(crate) enum Claim {
+    /// This caller runs the refresh.
+    Started(RefreshGuard),
+    /// Another caller's refresh is running.
+    Running,
+    /// There is no Tokio runtime to run a refresh on.
+    Unavailable,
+}
+
+impl Refreshing {
+    pub(crate) fn claim(&self, key: &CacheKey) -> Claim {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Claim::Unavailable;
+        }
+        let mut keys = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if keys.insert(key.clone()) {
+            Claim::Started(RefreshGuard {
+                refreshing: self.clone(),
+                key: key.clone(),
+            })
+        } else {
+            Claim::Running
+        }
+    }
+}
+
+impl Drop for RefreshGuard {
+    fn drop(&mut self) {
+        let mut keys = self
+            .refreshing
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        keys.remove(&self.key);
+    }
+}
+
+/// Runs a forwarded request to its end on a spawned task: a 304 refreshes the stored
+/// entry, a full response is recorded and stored as its body is drained.
+pub(crate) fn spawn<F, St, B, E>(
+    future: F,
+    facts: RequestFacts<St>,
+    stale: Stale,
+    config: Arc<Config>,
+    guard: RefreshGuard,
+) where
+    F: Future<Output = Result<Response<B>, E>> + Send + 'static,
+    St: Store,
+    B: Body<Data = Bytes> + Send + 'static,
+    E: Into<BoxError> + 'static,
+{
+    let key = facts.key.clone();
+    let task = async move {
+        let _guard = guard;
+        let result = future.await;
+        let Ok(response) = finish(
+            result,
+            Plan::Cache(facts),
+            Some(stale),
+            ForwardReason::Stale,
+            &config,
+        ) else {
+            return tracing::debug!(%key, "background revalidation failed; the stale entry stays");
+        };
+        let mut body = pin!(response.into_body());
+        while let Some(frame) = poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+            if frame.is_err() {
+                return tracing::debug!(%key, "background revalidation body failed; not stored");
+            }
+        }
+        tracing::trace!(%key, "revalidated in the background");
+    };
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(task);
+    }
+}
