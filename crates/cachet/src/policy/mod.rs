@@ -133,11 +133,20 @@ impl ResponseFacts<'_> {
         if method != Method::GET && method != Method::HEAD {
             return Err(Refusal::Method);
         }
-        // Every status cachet stores is one it understands, which is what
-        // `must-understand` asks; it then overrides `no-store` (RFC 9111 §5.2.2.3).
-        if !heuristically_cacheable(self.status) {
+        // Final statuses are stored when heuristically cacheable, or with explicit
+        // freshness or `public` (RFC 9111 §3). Partial content is never combined (§3.3),
+        // and a 304 is not a response to store.
+        let explicitly_cacheable = self.cc.public || self.explicit_freshness(mode).is_some();
+        let status = self.status.as_u16();
+        if status < 200
+            || status == 206
+            || status == 304
+            || !(heuristically_cacheable(self.status) || explicitly_cacheable)
+        {
             return Err(Refusal::Status);
         }
+        // Every status cachet stores is one it understands, which is what
+        // `must-understand` asks; it then overrides `no-store` (RFC 9111 §5.2.2.3).
         if (self.cc.no_store && !self.cc.must_understand) || request_cc.no_store {
             return Err(Refusal::NoStore);
         }
@@ -495,6 +504,24 @@ mod tests {
             lifetime,
             Duration::from_secs(61)
         ));
+    }
+
+    #[test]
+    fn other_statuses_need_explicit_freshness_and_partial_content_is_never_stored() {
+        let none = CacheControl::default();
+        let with = |status: u16, cc: &'static str| {
+            let h = headers(&[("cache-control", cc)]);
+            let facts = ResponseFacts {
+                status: StatusCode::from_u16(status).expect("valid"),
+                ..facts(&h)
+            };
+            facts.storable(Mode::Shared, false, &Method::GET, &HeaderMap::new(), &none)
+        };
+        assert_eq!(with(302, "max-age=60"), Ok(()));
+        assert_eq!(with(500, "public, max-age=60"), Ok(()));
+        assert_eq!(with(302, "no-transform"), Err(Refusal::Status));
+        assert_eq!(with(206, "max-age=60"), Err(Refusal::Status));
+        assert_eq!(with(304, "max-age=60"), Err(Refusal::Status));
     }
 
     #[test]
