@@ -1,6 +1,8 @@
 //! Fixtures for cachet's end-to-end tests: a scripted origin server on loopback, and a
 //! hyper client to talk to it.
 
+pub mod redis;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;

@@ -2,5 +2,6 @@
 
 mod cache;
 mod proxy;
+mod redis;
 mod rfc9111;
 mod verify;

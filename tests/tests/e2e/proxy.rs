@@ -321,12 +321,20 @@ async fn rfc9110_7_6_1_hop_by_hop_headers_do_not_cross_the_proxy() {
 
 #[tokio::test]
 async fn rfc9213_cdn_cache_control_replaces_cache_control_when_the_proxy_is_a_cdn() {
-    let origin = Origin::start(|_| Reply::ok("x").header("cache-control", "no-store").header("cdn-cache-control", "max-age=60")).await;
+    let origin = Origin::start(|_| {
+        Reply::ok("x")
+            .header("cache-control", "no-store")
+            .header("cdn-cache-control", "max-age=60")
+    })
+    .await;
     let cdn = RunningProxy::start(&origin, &["--cdn"]).await;
     cdn.get("/cdn").await;
     let hit = cdn.get("/cdn").await;
     assert_eq!(hit.cache_status(), "cachet; hit");
-    assert_eq!(hit.headers["cache-control"], "no-store", "both fields pass on unchanged");
+    assert_eq!(
+        hit.headers["cache-control"], "no-store",
+        "both fields pass on unchanged"
+    );
 
     let plain = RunningProxy::start(&origin, &[]).await;
     plain.get("/cdn").await;

@@ -1,0 +1,280 @@
+//! [`RedisStoreBuilder`]: where a store connects, its namespace and its bounds.
+
+use std::fmt;
+use std::time::Duration;
+
+use deadpool_redis::redis::AsyncConnectionConfig;
+
+use crate::RedisMetrics;
+use crate::error::{BuildError, redact};
+use crate::pool::{Backend, Bounds};
+use crate::store::{Inner, RedisStore};
+
+/// Configures a [`RedisStore`]; made by [`RedisStore::builder`] or
+/// [`RedisStore::cluster`].
+///
+/// ```
+/// use std::time::Duration;
+/// use cachet_redis::RedisStore;
+///
+/// let store = RedisStore::builder("redis://127.0.0.1:6379/0")
+///     .namespace("shop:http:")
+///     .max_connections(32)
+///     .command_timeout(Duration::from_millis(100))
+///     .build()?;
+/// assert_eq!(store.max_operation_time(), Duration::from_millis(100 + 250 + 100));
+/// # Ok::<_, cachet_redis::BuildError>(())
+/// ```
+#[derive(Clone)]
+#[must_use]
+pub struct RedisStoreBuilder {
+    target: Target,
+    namespace: String,
+    max_connections: usize,
+    bounds: Bounds,
+}
+
+#[derive(Clone)]
+enum Target {
+    Single(String),
+    #[cfg(feature = "cluster")]
+    Cluster(Vec<String>),
+}
+
+impl RedisStoreBuilder {
+    pub(crate) fn single(url: String) -> Self {
+        Self::new(Target::Single(url))
+    }
+
+    #[cfg(feature = "cluster")]
+    pub(crate) fn cluster(urls: Vec<String>) -> Self {
+        Self::new(Target::Cluster(urls))
+    }
+
+    fn new(target: Target) -> Self {
+        Self {
+            target,
+            namespace: RedisStore::DEFAULT_NAMESPACE.to_owned(),
+            max_connections: RedisStore::DEFAULT_MAX_CONNECTIONS,
+            bounds: Bounds {
+                wait: RedisStore::DEFAULT_WAIT_TIMEOUT,
+                connect: RedisStore::DEFAULT_CONNECT_TIMEOUT,
+                command: RedisStore::DEFAULT_COMMAND_TIMEOUT,
+            },
+        }
+    }
+
+    /// What every key starts with (default `cachet:`), so that several applications
+    /// or caches can share one Redis and `SCAN 0 MATCH cachet:*` finds this one's keys.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// The most connections the pool opens (default 16). Each carries one command at a
+    /// time; an operation that finds them all busy waits for one, up to the
+    /// [`wait_timeout`](Self::wait_timeout).
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max;
+        self
+    }
+
+    /// How long an operation waits for a free pooled connection (default 100 ms).
+    pub fn wait_timeout(mut self, timeout: Duration) -> Self {
+        self.bounds.wait = timeout;
+        self
+    }
+
+    /// How long opening a new connection may take, handshake included (default 250 ms).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.bounds.connect = timeout;
+        self
+    }
+
+    /// How long a command may wait for its reply (default 250 ms). A connection whose
+    /// command timed out is dropped, not reused.
+    pub fn command_timeout(mut self, timeout: Duration) -> Self {
+        self.bounds.command = timeout;
+        self
+    }
+
+    /// Checks the configuration and makes the store. It does not connect: the first
+    /// operation does, so a store built while Redis is down works once Redis is up.
+    pub fn build(self) -> Result<RedisStore, BuildError> {
+        if self.max_connections == 0 {
+            return Err(BuildError::new(
+                "max_connections must be at least 1".to_owned(),
+            ));
+        }
+        for (name, bound) in [
+            ("wait_timeout", self.bounds.wait),
+            ("connect_timeout", self.bounds.connect),
+            ("command_timeout", self.bounds.command),
+        ] {
+            if bound.is_zero() {
+                return Err(BuildError::new(format!("{name} must be more than zero")));
+            }
+        }
+        let pool_error = |error: deadpool::managed::BuildError| {
+            BuildError::new(format!("the connection pool cannot be built: {error}"))
+        };
+        let (backend, servers) = match self.target {
+            Target::Single(url) => {
+                check_scheme(&url, true)?;
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(self.bounds.connect))
+                    // The store bounds each command itself, and drops the connection.
+                    .set_response_timeout(None);
+                let manager = deadpool_redis::Manager::new_with_config(url.as_str(), config)
+                    .map_err(|error| BuildError::url(&url, &error, Some(error.clone())))?;
+                let backend = Backend::single(manager, self.max_connections, self.bounds)
+                    .map_err(pool_error)?;
+                (backend, vec![redact(&url)])
+            }
+            #[cfg(feature = "cluster")]
+            Target::Cluster(urls) => {
+                use deadpool_redis::redis::IntoConnectionInfo;
+
+                if urls.is_empty() {
+                    return Err(BuildError::new(
+                        "a redis cluster needs the url of at least one of its nodes".to_owned(),
+                    ));
+                }
+                for url in &urls {
+                    check_scheme(url, false)?;
+                    url.as_str()
+                        .into_connection_info()
+                        .map_err(|error| BuildError::url(url, &error, Some(error.clone())))?;
+                }
+                let client = deadpool_redis::cluster::ClusterClientBuilder::new(
+                    urls.iter().map(String::as_str),
+                )
+                .connection_timeout(self.bounds.connect)
+                .response_timeout(self.bounds.command)
+                // Enough to follow a MOVED or ASK redirect; the operation's bound
+                // stops anything longer.
+                .retries(2)
+                .build()
+                .map_err(|error| {
+                    BuildError::new(format!("invalid redis cluster configuration: {error}"))
+                })?;
+                let backend = Backend::cluster(client, self.max_connections, self.bounds)
+                    .map_err(pool_error)?;
+                (backend, urls.iter().map(|url| redact(url)).collect())
+            }
+        };
+        Ok(RedisStore::from_inner(Inner {
+            backend,
+            namespace: self.namespace,
+            bounds: self.bounds,
+            metrics: RedisMetrics::default(),
+            servers,
+        }))
+    }
+}
+
+/// Names the common mistakes in a URL's scheme before the Redis client parses it.
+fn check_scheme(url: &str, unix_allowed: bool) -> Result<(), BuildError> {
+    let Some((scheme, _)) = url.split_once("://") else {
+        return Err(BuildError::url(
+            url,
+            "no scheme; expected redis://host[:port][/db]",
+            None,
+        ));
+    };
+    match scheme.to_ascii_lowercase().as_str() {
+        "redis" | "valkey" => Ok(()),
+        "unix" | "redis+unix" | "valkey+unix" if unix_allowed => Ok(()),
+        "unix" | "redis+unix" | "valkey+unix" => Err(BuildError::url(
+            url,
+            "a cluster is reached over TCP; expected redis://host:port",
+            None,
+        )),
+        "rediss" | "valkeys" => Err(BuildError::url(
+            url,
+            "TLS (rediss://) is not supported by this build of cachet-redis",
+            None,
+        )),
+        other => Err(BuildError::url(
+            url,
+            format_args!("`{other}` is not a redis scheme; expected redis://host[:port][/db]"),
+            None,
+        )),
+    }
+}
+
+impl fmt::Debug for RedisStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let servers: Vec<String> = match &self.target {
+            Target::Single(url) => vec![redact(url)],
+            #[cfg(feature = "cluster")]
+            Target::Cluster(urls) => urls.iter().map(|url| redact(url)).collect(),
+        };
+        f.debug_struct("RedisStoreBuilder")
+            .field("servers", &servers)
+            .field("namespace", &self.namespace)
+            .field("max_connections", &self.max_connections)
+            .field("bounds", &self.bounds)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(builder: RedisStoreBuilder) -> String {
+        builder
+            .build()
+            .expect_err("the configuration is refused")
+            .to_string()
+    }
+
+    #[test]
+    fn a_bad_url_says_what_is_wrong_without_the_password() {
+        let message = error(RedisStore::builder("http://:hunter2@host:6379"));
+        assert!(
+            message.contains("`http` is not a redis scheme"),
+            "{message}"
+        );
+        assert!(!message.contains("hunter2"), "{message}");
+
+        let message = error(RedisStore::builder("127.0.0.1:6379"));
+        assert!(message.contains("no scheme"), "{message}");
+
+        let message = error(RedisStore::builder("rediss://host"));
+        assert!(message.contains("TLS"), "{message}");
+
+        let message = error(RedisStore::builder("redis://:hunter2@host:6379/zero"));
+        assert!(message.contains("Invalid database number"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+
+    #[test]
+    fn zero_bounds_and_pools_are_refused() {
+        let message = error(RedisStore::builder("redis://h").command_timeout(Duration::ZERO));
+        assert_eq!(message, "command_timeout must be more than zero");
+        let message = error(RedisStore::builder("redis://h").max_connections(0));
+        assert_eq!(message, "max_connections must be at least 1");
+    }
+
+    #[cfg(feature = "cluster")]
+    #[test]
+    fn a_cluster_needs_a_node() {
+        let message = error(RedisStore::cluster(Vec::<String>::new()));
+        assert!(message.contains("at least one"), "{message}");
+        let message = error(RedisStore::cluster(["redis://a:1", "unix:///tmp/s"]));
+        assert!(message.contains("over TCP"), "{message}");
+    }
+
+    #[test]
+    fn building_does_not_connect_and_debug_hides_the_password() {
+        let store = RedisStore::builder("redis://:hunter2@127.0.0.1:1/0")
+            .build()
+            .expect("a valid configuration");
+        let shown = format!("{store:?}");
+        assert!(shown.contains("127.0.0.1:1"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert_eq!(store.namespace(), "cachet:");
+    }
+}

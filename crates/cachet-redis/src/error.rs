@@ -1,0 +1,279 @@
+//! The errors of a [`RedisStore`](crate::RedisStore): building one, and its operations.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::time::Duration;
+
+use deadpool_redis::redis::RedisError;
+
+/// A [`RedisStore`](crate::RedisStore) operation that failed.
+///
+/// The cache fails open on it: a failed read is a miss, a failed write is skipped. The
+/// predicates say why; [`source`](StdError::source) holds the Redis client's error where
+/// there is one.
+pub struct Error {
+    op: Op,
+    kind: Kind,
+    source: Option<RedisError>,
+}
+
+/// What a store operation was doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Op {
+    Get,
+    Put,
+    Delete,
+    Ping,
+}
+
+impl Op {
+    fn as_str(self) -> &'static str {
+        match self {
+            Op::Get => "get",
+            Op::Put => "put",
+            Op::Delete => "delete",
+            Op::Ping => "ping",
+        }
+    }
+}
+
+/// Which bound an operation ran into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stage {
+    /// Waiting for a pooled connection.
+    Wait,
+    /// Opening a new connection.
+    Connect,
+    /// Waiting for the reply to the command.
+    Command,
+    /// The whole operation.
+    Operation,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Timeout(Stage, Duration),
+    Connect,
+    Connection,
+    Refused,
+    UnexpectedReply,
+    Pool(&'static str),
+}
+
+impl Error {
+    pub(crate) fn timeout(op: Op, stage: Stage, after: Duration) -> Self {
+        Self {
+            op,
+            kind: Kind::Timeout(stage, after),
+            source: None,
+        }
+    }
+
+    pub(crate) fn connect(op: Op, source: RedisError) -> Self {
+        Self {
+            op,
+            kind: Kind::Connect,
+            source: Some(source),
+        }
+    }
+
+    /// A command failed: refused by the server if the server answered with an error,
+    /// a broken connection otherwise.
+    pub(crate) fn command(op: Op, source: RedisError) -> Self {
+        let kind = if is_server_reply(&source) {
+            Kind::Refused
+        } else {
+            Kind::Connection
+        };
+        Self {
+            op,
+            kind,
+            source: Some(source),
+        }
+    }
+
+    pub(crate) fn unexpected_reply(op: Op) -> Self {
+        Self {
+            op,
+            kind: Kind::UnexpectedReply,
+            source: None,
+        }
+    }
+
+    pub(crate) fn pool(op: Op, what: &'static str) -> Self {
+        Self {
+            op,
+            kind: Kind::Pool(what),
+            source: None,
+        }
+    }
+
+    /// The operation ran into one of its bounds: waiting for a pooled connection,
+    /// connecting, or waiting for the reply.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self.kind, Kind::Timeout(..))
+    }
+
+    /// Redis answered with an error: out of memory under `noeviction` (`OOM`), a
+    /// read-only replica, a cluster that is down, and the like.
+    pub fn is_refused(&self) -> bool {
+        matches!(self.kind, Kind::Refused)
+    }
+
+    /// No connection could be made, or the connection broke during the command.
+    pub fn is_connection(&self) -> bool {
+        matches!(self.kind, Kind::Connect | Kind::Connection)
+    }
+
+    /// Whether the failed connection should leave the pool.
+    pub(crate) fn discards_connection(&self) -> bool {
+        matches!(self.kind, Kind::Timeout(..) | Kind::Connection)
+    }
+
+    pub(crate) fn is_dropped_connection(&self) -> bool {
+        matches!(self.kind, Kind::Connection)
+            && self
+                .source
+                .as_ref()
+                .is_some_and(|e| e.is_connection_dropped() || e.is_io_error())
+    }
+}
+
+/// Whether Redis itself answered with this error (the connection is fine).
+fn is_server_reply(error: &RedisError) -> bool {
+    use deadpool_redis::redis::ErrorKind;
+    matches!(error.kind(), ErrorKind::Server(_) | ErrorKind::Extension)
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("cachet_redis::Error");
+        d.field("op", &self.op).field("kind", &self.kind);
+        if let Some(source) = &self.source {
+            d.field("source", source);
+        }
+        d.finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let op = self.op.as_str();
+        match &self.kind {
+            Kind::Timeout(stage, after) => {
+                let waiting = match stage {
+                    Stage::Wait => "waiting for a pooled connection",
+                    Stage::Connect => "connecting",
+                    Stage::Command => "waiting for the reply",
+                    Stage::Operation => "in all",
+                };
+                write!(f, "redis {op} timed out after {after:?} {waiting}")
+            }
+            Kind::Connect => write!(f, "redis {op} could not connect"),
+            Kind::Connection => write!(f, "redis {op} failed: the connection broke"),
+            Kind::Refused => {
+                let code = self.source.as_ref().and_then(RedisError::code);
+                match code {
+                    Some(code) => write!(f, "redis {op} was refused by the server ({code})"),
+                    None => write!(f, "redis {op} was refused by the server"),
+                }
+            }
+            Kind::UnexpectedReply => write!(f, "redis {op} got an unexpected reply"),
+            Kind::Pool(what) => write!(f, "redis {op} failed: {what}"),
+        }
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source.as_ref().map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
+/// A [`RedisStoreBuilder`](crate::RedisStoreBuilder) configuration that cannot work:
+/// a URL that does not parse, an empty cluster, a zero bound.
+///
+/// The message names what was wrong; a URL in it has its password replaced by `***`.
+pub struct BuildError {
+    message: String,
+    source: Option<RedisError>,
+}
+
+impl BuildError {
+    pub(crate) fn new(message: String) -> Self {
+        Self {
+            message,
+            source: None,
+        }
+    }
+
+    pub(crate) fn url(url: &str, reason: impl fmt::Display, source: Option<RedisError>) -> Self {
+        Self {
+            message: format!("invalid redis url `{}`: {reason}", redact(url)),
+            source,
+        }
+    }
+}
+
+impl fmt::Debug for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BuildError")
+            .field("message", &self.message)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl StdError for BuildError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source.as_ref().map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
+/// A URL with any password replaced by `***`, for messages and `Debug`.
+pub(crate) fn redact(url: &str) -> String {
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[start..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            let shown = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                // `redis://secret@host` puts the password where a user name would be.
+                "***".to_owned()
+            };
+            format!("{}{shown}{}", &url[..start], &rest[at..])
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_never_show() {
+        assert_eq!(
+            redact("redis://:hunter2@host:6379/0"),
+            "redis://:***@host:6379/0"
+        );
+        assert_eq!(
+            redact("redis://user:hunter2@host/0"),
+            "redis://user:***@host/0"
+        );
+        assert_eq!(redact("redis://hunter2@host"), "redis://***@host");
+        assert_eq!(redact("redis://host:6379/2"), "redis://host:6379/2");
+        assert_eq!(redact("not a url"), "not a url");
+    }
+}
