@@ -54,13 +54,22 @@ struct Args {
 
     /// Sign and verify cache entries with the secret key in this environment variable;
     /// give it again for more keys: the first signs, all verify (key rotation)
-    #[arg(long, value_name = "NAME", value_parser = Secret::from_env)]
-    secret_key_env: Vec<Secret>,
+    #[arg(long, value_name = "NAME")]
+    secret_key_env: Vec<String>,
 
     /// What to do with a stored entry whose signature does not verify: answer 502 (error)
     /// or delete it and ask the upstream (refetch)
     #[arg(long, value_enum, value_name = "ACTION", default_value_t = BadSignatureAction::Error)]
     on_bad_signature: BadSignatureAction,
+
+    /// Where entries live: memory, redis://HOST:PORT/DB for one Redis shared by many
+    /// proxies, or redis+cluster://HOST:PORT,HOST:PORT,... for a Redis Cluster
+    #[arg(long, value_name = "STORE", default_value = "memory", value_parser = StoreChoice::parse)]
+    store: StoreChoice,
+
+    /// The prefix of every key cachet writes to Redis
+    #[arg(long, value_name = "PREFIX", default_value = "cachet:")]
+    redis_namespace: String,
 
     /// Act as a CDN: a response's CDN-Cache-Control (RFC 9213), when present, replaces
     /// its Cache-Control for this cache
@@ -84,7 +93,8 @@ pub enum Invocation {
 }
 
 impl Invocation {
-    /// Parses a command line; the first item is the program name.
+    /// Parses a command line; the first item is the program name. Secrets named by
+    /// `--secret-key-env` are read from the process environment.
     ///
     /// # Errors
     ///
@@ -94,7 +104,38 @@ impl Invocation {
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
+        Self::from_args_and_env(args, |name| std::env::var_os(name))
+    }
+
+    /// As [`from_args`](Self::from_args), reading the variables that `--secret-key-env`
+    /// names through `env` instead of the process environment (for embedding and tests).
+    ///
+    /// # Errors
+    ///
+    /// As [`Config::from_args`]; also when a named variable is unset, empty or not UTF-8.
+    pub fn from_args_and_env<I, T>(
+        args: I,
+        env: impl Fn(&str) -> Option<OsString>,
+    ) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
         let args = Args::try_parse_from(args)?;
+        let secrets = args
+            .secret_key_env
+            .iter()
+            .map(|name| Secret::read(name, &env))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|invalid| {
+                Args::command().error(
+                    clap::error::ErrorKind::ValueValidation,
+                    format!(
+                        "invalid value '{}' for '--secret-key-env <NAME>': {invalid}",
+                        invalid.name()
+                    ),
+                )
+            })?;
         match (args.command, args.upstream) {
             (Some(Command::Keygen), _) => Ok(Self::Keygen),
             (None, Some(upstream)) => Ok(Self::Serve(Box::new(Config {
@@ -104,7 +145,9 @@ impl Invocation {
                 memory_bytes: args.memory_bytes,
                 max_body_bytes: args.max_body_bytes,
                 upstream_timeout: args.upstream_timeout,
-                secrets: args.secret_key_env,
+                secrets,
+                store: args.store,
+                redis_namespace: args.redis_namespace,
                 on_bad_signature: args.on_bad_signature,
                 cdn: args.cdn,
             }))),
@@ -124,18 +167,19 @@ pub(crate) struct Secret {
 }
 
 impl Secret {
-    fn from_env(variable: &str) -> Result<Self, InvalidSecret> {
-        match std::env::var(variable) {
-            Ok(value) if value.is_empty() => Err(InvalidSecret::Empty(variable.to_owned())),
-            Ok(value) => Ok(Self {
-                variable: variable.to_owned(),
-                value,
-            }),
-            Err(std::env::VarError::NotPresent) => Err(InvalidSecret::Missing(variable.to_owned())),
-            Err(std::env::VarError::NotUnicode(_)) => {
-                Err(InvalidSecret::NotText(variable.to_owned()))
-            }
+    fn read(variable: &str, env: impl Fn(&str) -> Option<OsString>) -> Result<Self, InvalidSecret> {
+        let name = || variable.to_owned();
+        let value = env(variable).ok_or_else(|| InvalidSecret::Missing(name()))?;
+        let value = value
+            .into_string()
+            .map_err(|_| InvalidSecret::NotText(name()))?;
+        if value.is_empty() {
+            return Err(InvalidSecret::Empty(name()));
         }
+        Ok(Self {
+            variable: name(),
+            value,
+        })
     }
 }
 
@@ -152,6 +196,14 @@ pub(crate) enum InvalidSecret {
     Missing(String),
     Empty(String),
     NotText(String),
+}
+
+impl InvalidSecret {
+    fn name(&self) -> &str {
+        match self {
+            Self::Missing(name) | Self::Empty(name) | Self::NotText(name) => name,
+        }
+    }
 }
 
 impl fmt::Display for InvalidSecret {
@@ -214,9 +266,65 @@ pub struct Config {
     max_body_bytes: usize,
     upstream_timeout: Duration,
     secrets: Vec<Secret>,
+    store: StoreChoice,
+    redis_namespace: String,
     on_bad_signature: BadSignatureAction,
     cdn: bool,
 }
+
+/// Where the proxy keeps entries (`--store`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreChoice {
+    /// In the proxy's memory, bounded by `--memory-bytes`.
+    Memory,
+    /// In one Redis server, at this URL.
+    Redis(String),
+    /// In a Redis Cluster, reached through these nodes' URLs.
+    Cluster(Vec<String>),
+}
+
+impl StoreChoice {
+    fn parse(text: &str) -> Result<Self, InvalidStore> {
+        if text == "memory" {
+            return Ok(Self::Memory);
+        }
+        if text.starts_with("redis://") {
+            return Ok(Self::Redis(text.to_owned()));
+        }
+        if let Some(nodes) = text.strip_prefix("redis+cluster://") {
+            let nodes: Vec<String> = nodes
+                .split(',')
+                .map(str::trim)
+                .filter(|node| !node.is_empty())
+                .map(|node| format!("redis://{node}"))
+                .collect();
+            if nodes.is_empty() {
+                return Err(InvalidStore::NoNodes);
+            }
+            return Ok(Self::Cluster(nodes));
+        }
+        Err(InvalidStore::Unknown)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InvalidStore {
+    Unknown,
+    NoNodes,
+}
+
+impl fmt::Display for InvalidStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Unknown => {
+                "expected memory, redis://HOST:PORT/DB or redis+cluster://HOST:PORT,HOST:PORT"
+            }
+            Self::NoNodes => "a cluster needs at least one HOST:PORT",
+        })
+    }
+}
+
+impl StdError for InvalidStore {}
 
 impl Config {
     /// Parses a command line; the first item is the program name.
@@ -233,7 +341,24 @@ impl Config {
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
-        match Invocation::from_args(args)? {
+        Self::from_args_and_env(args, |name| std::env::var_os(name))
+    }
+
+    /// As [`from_args`](Self::from_args), reading the variables that `--secret-key-env`
+    /// names through `env` instead of the process environment.
+    ///
+    /// # Errors
+    ///
+    /// As [`from_args`](Self::from_args).
+    pub fn from_args_and_env<I, T>(
+        args: I,
+        env: impl Fn(&str) -> Option<OsString>,
+    ) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        match Invocation::from_args_and_env(args, env)? {
             Invocation::Serve(config) => Ok(*config),
             Invocation::Keygen => Err(Args::command().error(
                 clap::error::ErrorKind::ArgumentConflict,
@@ -254,6 +379,16 @@ impl Config {
             return Ok(None);
         }
         Keyring::from_secrets(self.secrets.iter().map(|s| s.value.as_bytes())).map(Some)
+    }
+
+    /// Where entries live (`--store`).
+    pub fn store(&self) -> &StoreChoice {
+        &self.store
+    }
+
+    /// The prefix of cachet's Redis keys (`--redis-namespace`).
+    pub fn redis_namespace(&self) -> &str {
+        &self.redis_namespace
     }
 
     /// Whether `CDN-Cache-Control` replaces `Cache-Control` (`--cdn`).

@@ -44,6 +44,6 @@ mod server;
 mod store;
 mod upstream;
 
-pub use config::{BadSignatureAction, Config, Invocation, Mode};
+pub use config::{BadSignatureAction, Config, Invocation, Mode, StoreChoice};
 pub use error::Error;
 pub use server::Proxy;

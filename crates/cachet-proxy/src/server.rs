@@ -67,7 +67,7 @@ impl Proxy {
     /// it is in use; [`Error::is_bind`]), or when the TLS client cannot be set up
     /// ([`Error::is_tls`]).
     pub async fn bind(config: Config) -> Result<Proxy, Error> {
-        let store = store::build(&config)?;
+        let store = store::build(&config).await?;
         Self::bind_with(config, store).await
     }
 
@@ -389,7 +389,10 @@ mod tests {
         let config = Config::from_args(args).expect("config");
         let inner = MemoryStore::default();
         let keyring = Keyring::new("proxy test key").expect("not empty");
-        let store = tower::util::Either::Right(Verify::new(inner.clone(), keyring));
+        let store = tower::util::Either::Right(Verify::new(
+            tower::util::Either::Left(inner.clone()),
+            keyring,
+        ));
         let proxy = Proxy::bind_with(config, store).await.expect("bind");
         let addr = proxy.local_addr();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

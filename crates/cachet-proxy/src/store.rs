@@ -2,17 +2,45 @@
 
 use cachet::MemoryStore;
 use cachet::verify::Verify;
+use cachet_redis::RedisStore;
 use tower::util::Either;
 
-use crate::{Config, Error};
+use crate::{Config, Error, StoreChoice};
 
-/// Entries in memory, signed when `--secret-key-env` is given.
-pub(crate) type ProxyStore = Either<MemoryStore, Verify<MemoryStore>>;
+/// Where entries live: memory or Redis.
+pub(crate) type Backend = Either<MemoryStore, RedisStore>;
 
-pub(crate) fn build(config: &Config) -> Result<ProxyStore, Error> {
-    let memory = MemoryStore::new(config.memory_bytes());
+/// The backend, signed when `--secret-key-env` is given.
+pub(crate) type ProxyStore = Either<Backend, Verify<Backend>>;
+
+pub(crate) async fn build(config: &Config) -> Result<ProxyStore, Error> {
+    let backend = match config.store() {
+        StoreChoice::Memory => Either::Left(MemoryStore::new(config.memory_bytes())),
+        StoreChoice::Redis(url) => {
+            Either::Right(redis(RedisStore::builder(url.as_str()), config).await?)
+        }
+        StoreChoice::Cluster(urls) => {
+            Either::Right(redis(RedisStore::cluster(urls.iter().cloned()), config).await?)
+        }
+    };
     Ok(match config.keyring().map_err(Error::store)? {
-        Some(keyring) => Either::Right(Verify::new(memory, keyring)),
-        None => Either::Left(memory),
+        Some(keyring) => Either::Right(Verify::new(backend, keyring)),
+        None => Either::Left(backend),
     })
+}
+
+/// Builds the Redis store; an unreachable Redis is logged, not fatal: the cache fails
+/// open until it comes back.
+async fn redis(
+    builder: cachet_redis::RedisStoreBuilder,
+    config: &Config,
+) -> Result<RedisStore, Error> {
+    let store = builder
+        .namespace(config.redis_namespace())
+        .build()
+        .map_err(Error::store)?;
+    if let Err(error) = store.ping().await {
+        tracing::warn!(%error, "Redis does not answer yet; serving from the upstream until it does");
+    }
+    Ok(store)
 }

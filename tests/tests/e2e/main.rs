@@ -2,6 +2,7 @@
 
 mod cache;
 mod proxy;
+mod proxy_redis;
 mod redis;
 mod rfc9111;
 mod verify;

@@ -18,14 +18,23 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::oneshot;
 
 /// A running proxy, stopped when dropped.
-struct RunningProxy {
+pub(crate) struct RunningProxy {
     addr: SocketAddr,
     client: Client<HttpConnector, Full<Bytes>>,
     _stop: oneshot::Sender<()>,
 }
 
 impl RunningProxy {
-    async fn start(origin: &Origin, extra: &[&str]) -> Self {
+    pub(crate) async fn start(origin: &Origin, extra: &[&str]) -> Self {
+        Self::start_with_env(origin, extra, &[]).await
+    }
+
+    /// Starts a proxy whose `--secret-key-env` variables are read from `env`.
+    pub(crate) async fn start_with_env(
+        origin: &Origin,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let upstream = origin.url("");
         let mut args = vec![
             "cachet-proxy",
@@ -35,9 +44,13 @@ impl RunningProxy {
             "127.0.0.1:0",
         ];
         args.extend_from_slice(extra);
-        let proxy = Proxy::bind(Config::from_args(args).expect("valid flags"))
-            .await
-            .expect("the proxy binds");
+        let lookup = |name: &str| {
+            env.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| (*v).into())
+        };
+        let config = Config::from_args_and_env(args, lookup).expect("valid flags");
+        let proxy = Proxy::bind(config).await.expect("the proxy binds");
         let addr = proxy.local_addr();
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(proxy.serve(async {
@@ -50,7 +63,7 @@ impl RunningProxy {
         }
     }
 
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: Method,
         path: &str,
@@ -82,20 +95,20 @@ impl RunningProxy {
         }
     }
 
-    async fn get(&self, path: &str) -> Answer {
+    pub(crate) async fn get(&self, path: &str) -> Answer {
         self.send(Method::GET, path, &[]).await
     }
 }
 
 #[derive(Debug)]
-struct Answer {
-    status: u16,
-    headers: HeaderMap,
-    body: Bytes,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
 }
 
 impl Answer {
-    fn cache_status(&self) -> &str {
+    pub(crate) fn cache_status(&self) -> &str {
         self.headers
             .get("cache-status")
             .and_then(|v| v.to_str().ok())
