@@ -262,7 +262,7 @@ pub(crate) fn revalidated<St: Store, B>(
         )
         .is_ok();
     if storable {
-        let ttl = stored.freshness_lifetime(config.mode) + policy::KEEP_STALE;
+        let ttl = stored.retention(config.mode, config.max_stale_if_error);
         let names = policy::vary_names(&entry.headers).unwrap_or_default();
         Placement::new(facts, names, ttl).put(&entry, &config.metrics);
     }

@@ -116,7 +116,11 @@ pub(crate) fn recorder<St: Store>(
         return None;
     }
     let names = policy::vary_names(&parts.headers).unwrap_or_default();
-    let ttl = response.freshness_lifetime(config.mode) + policy::KEEP_STALE;
+    let ttl = response.retention(config.mode, config.max_stale_if_error);
+    if ttl.is_zero() {
+        tracing::debug!(key = %facts.key, "stale at once and never of use stale; not storing");
+        return None;
+    }
     let head = Entry {
         status: parts.status,
         version: parts.version,

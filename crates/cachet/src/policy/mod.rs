@@ -20,8 +20,9 @@ pub(crate) enum Mode {
     Private,
 }
 
-/// How long a stale entry is kept beyond its freshness, so it can still be revalidated.
-pub(crate) const KEEP_STALE: Duration = Duration::from_secs(60 * 60);
+/// How long a stale entry with a validator is kept beyond its freshness, so it can still
+/// be revalidated.
+const KEEP_STALE: Duration = Duration::from_secs(60 * 60);
 
 /// The heuristic lifetime for a response with only `Last-Modified` is a tenth of its
 /// age when received (RFC 9111 §4.2.2), at most this long.
@@ -90,6 +91,23 @@ impl ResponseFacts<'_> {
         let date = self.date();
         let age = date.duration_since(last_modified).unwrap_or_default();
         (age / 10).min(MAX_HEURISTIC_LIFETIME)
+    }
+
+    /// How long a store should keep the response: its freshness, plus as long as it can
+    /// still be of use stale: an hour for revalidation when it has a validator, and its
+    /// `stale-while-revalidate` and `stale-if-error` windows (the latter at most
+    /// `max_stale_if_error`).
+    pub(crate) fn retention(&self, mode: Mode, max_stale_if_error: Duration) -> Duration {
+        let revalidation = if self.has_validator() {
+            KEEP_STALE
+        } else {
+            Duration::ZERO
+        };
+        let secs = |window: Option<u64>| Duration::from_secs(window.unwrap_or(0));
+        let stale_use = revalidation
+            .max(secs(self.cc.stale_while_revalidate))
+            .max(secs(self.cc.stale_if_error).min(max_stale_if_error));
+        self.freshness_lifetime(mode) + stale_use
     }
 
     fn explicit_freshness(&self, mode: Mode) -> Option<Duration> {
@@ -522,6 +540,29 @@ mod tests {
         assert_eq!(with(302, "no-transform"), Err(Refusal::Status));
         assert_eq!(with(206, "max-age=60"), Err(Refusal::Status));
         assert_eq!(with(304, "max-age=60"), Err(Refusal::Status));
+    }
+
+    #[test]
+    fn retention_covers_freshness_and_only_the_stale_use_there_can_be() {
+        let cap = Duration::from_secs(86_400);
+        let plain = headers(&[("cache-control", "max-age=60")]);
+        assert_eq!(
+            facts(&plain).retention(Mode::Shared, cap),
+            Duration::from_secs(60)
+        );
+        let validated = headers(&[("cache-control", "max-age=60"), ("etag", "\"1\"")]);
+        assert_eq!(
+            facts(&validated).retention(Mode::Shared, cap),
+            Duration::from_secs(60 + 3600)
+        );
+        let windows = headers(&[(
+            "cache-control",
+            "max-age=60, stale-while-revalidate=30, stale-if-error=99999",
+        )]);
+        assert_eq!(
+            facts(&windows).retention(Mode::Shared, cap),
+            Duration::from_secs(60 + 86_400)
+        );
     }
 
     #[test]
