@@ -167,19 +167,34 @@ async fn the_redis_namespace_flag_prefixes_every_key() {
 }
 
 #[tokio::test]
-async fn a_proxy_whose_redis_is_down_still_answers_from_the_upstream() {
+async fn a_proxy_answers_from_the_upstream_while_redis_is_down_and_caches_again_once_it_is_back() {
     let redis = RedisServer::start();
-    let store = redis.url();
-    redis.kill();
     let origin = origin().await;
-    let proxy = RunningProxy::start(&origin, &["--store", &store]).await;
+    let proxy = RunningProxy::start(&origin, &["--store", &redis.url()]).await;
+    proxy.get("/before").await;
+    assert_eq!(proxy.get("/before").await.cache_status(), "cachet; hit");
+
+    redis.kill();
     for _ in 0..3 {
         let answer = proxy.get("/down").await;
         assert_eq!(
             (answer.status, answer.body.as_ref()),
             (200, b"genuine".as_slice())
         );
+        assert_eq!(answer.cache_status(), "cachet; fwd=miss; stored");
     }
+
+    redis.restart();
+    let mut cached_again = false;
+    for _ in 0..20 {
+        proxy.get("/after").await;
+        if proxy.get("/after").await.cache_status() == "cachet; hit" {
+            cached_again = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(cached_again, "caching resumes without restarting the proxy");
 }
 
 #[tokio::test]
