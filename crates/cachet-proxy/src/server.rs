@@ -407,7 +407,7 @@ mod tests {
         let key = cachet::CacheKey::for_request(&http::Method::GET, &uri).expect("absolute");
         let put = cachet::store::StoreRequest::Put {
             key,
-            value: Bytes::from_static(b"exploit!"),
+            value: Bytes::from_static(b"exploit!").into(),
             ttl: Duration::from_secs(60),
         };
         tower::ServiceExt::oneshot(inner.clone(), put)

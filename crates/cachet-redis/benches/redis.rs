@@ -135,7 +135,7 @@ fn redis_hit(c: &mut Criterion) {
         runtime.block_on(async {
             let put = |key: &CacheKey| StoreRequest::Put {
                 key: key.clone(),
-                value: value.clone(),
+                value: value.clone().into(),
                 ttl: Duration::from_secs(3600),
             };
             let plain = store.clone().oneshot(put(&key)).await;

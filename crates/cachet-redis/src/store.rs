@@ -156,7 +156,7 @@ impl Inner {
                 let key = key::redis_key(&self.namespace, key.as_str());
                 let mut cmd = redis::cmd("SET");
                 cmd.arg(&key)
-                    .arg(value.as_ref())
+                    .arg(value.bytes().as_ref())
                     .arg("PX")
                     .arg(ttl_millis(ttl));
                 (Op::Put, cmd, key)
@@ -173,7 +173,7 @@ impl Inner {
         };
         let reply = self.execute(op, &cmd, &key).await?;
         let response = match (op, reply) {
-            (Op::Get, Value::BulkString(bytes)) => StoreResponse::Found(Bytes::from(bytes)),
+            (Op::Get, Value::BulkString(bytes)) => StoreResponse::Found(Bytes::from(bytes).into()),
             (Op::Get, Value::Nil) => StoreResponse::NotFound,
             (Op::Put, Value::Okay | Value::SimpleString(_)) => StoreResponse::Done,
             (Op::Delete, Value::Int(_)) => StoreResponse::Done,

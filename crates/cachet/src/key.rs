@@ -30,27 +30,33 @@ impl CacheKey {
             Method::HEAD => "HEAD",
             _ => return None,
         };
-        let scheme = uri.scheme_str()?.to_ascii_lowercase();
+        let scheme = uri.scheme_str()?;
         let authority = uri.authority()?;
-        let default_port = match scheme.as_str() {
-            "http" => Some(80),
-            "https" => Some(443),
-            _ => None,
+        let default_port = if scheme.eq_ignore_ascii_case("http") {
+            Some(80)
+        } else if scheme.eq_ignore_ascii_case("https") {
+            Some(443)
+        } else {
+            None
         };
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
         let path = if path.is_empty() { "/" } else { path };
 
+        // Built in one buffer: this runs on every request, hits included.
         let mut key = String::with_capacity(
             class.len() + scheme.len() + authority.as_str().len() + path.len() + 4,
         );
         key.push_str(class);
         key.push(' ');
-        key.push_str(&scheme);
+        let start = key.len();
+        key.push_str(scheme);
         key.push_str("://");
-        key.push_str(&authority.host().to_ascii_lowercase());
+        key.push_str(authority.host());
+        key[start..].make_ascii_lowercase();
         if let Some(port) = authority.port_u16().filter(|p| Some(*p) != default_port) {
-            key.push(':');
-            key.push_str(&port.to_string());
+            use std::fmt::Write;
+            // Writing to a String cannot fail.
+            let _ = write!(key, ":{port}");
         }
         key.push_str(path);
         Some(Self(key.into()))

@@ -55,7 +55,7 @@ where
 {
     let request = StoreRequest::Put {
         key: key.clone(),
-        value: value.into(),
+        value: value.into().into(),
         ttl,
     };
     assert_eq!(
@@ -142,7 +142,7 @@ async fn store_suite<'a>(store: &RedisStore, node_for: impl Fn(&str) -> &'a Redi
 
     let binary = Bytes::from_static(b"\0entry\r\n\xff bytes");
     put(store, &k, binary.clone(), Duration::from_secs(60)).await;
-    assert_eq!(lookup(store, &k).await, StoreResponse::Found(binary));
+    assert_eq!(lookup(store, &k).await, StoreResponse::Found(binary.into()));
     let pttl: i64 = node_for(&redis_key).query(redis::cmd("PTTL").arg(&redis_key));
     assert!(
         (59_000..=60_000).contains(&pttl),
@@ -160,7 +160,10 @@ async fn store_suite<'a>(store: &RedisStore, node_for: impl Fn(&str) -> &'a Redi
     let big = Bytes::from(vec![0xa5; 100 * 1024]);
     let big_key = key("GET http://example.com/big");
     put(store, &big_key, big.clone(), Duration::from_secs(60)).await;
-    assert_eq!(lookup(store, &big_key).await, StoreResponse::Found(big));
+    assert_eq!(
+        lookup(store, &big_key).await,
+        StoreResponse::Found(big.into())
+    );
 
     assert_eq!(
         call(store, StoreRequest::Delete(k.clone()))
@@ -598,13 +601,13 @@ async fn a_reply_cut_mid_way_is_never_served_truncated() {
     put(&store, &k, value.clone(), Duration::from_secs(60)).await;
     proxy.cut_next_reply_after(1_000);
     match call(&store, StoreRequest::Get(k.clone())).await {
-        Ok(StoreResponse::Found(found)) => assert_eq!(found, value, "never a part of it"),
+        Ok(StoreResponse::Found(found)) => assert_eq!(found.bytes(), &value, "never a part of it"),
         Ok(other) => panic!("the entry is there: {other:?}"),
         Err(error) => assert!(!error.to_string().is_empty()),
     }
     assert_eq!(proxy.cuts(), 1);
     assert!(store.metrics().discarded_connections() >= 1);
-    assert_eq!(lookup(&store, &k).await, StoreResponse::Found(value));
+    assert_eq!(lookup(&store, &k).await, StoreResponse::Found(value.into()));
 
     // Through the cache: the body is whole, from Redis or from the origin.
     let body = Bytes::from(vec![b'o'; 50 * 1024]);

@@ -35,7 +35,7 @@ async fn put(
 ) {
     let request = StoreRequest::Put {
         key: key_of(url),
-        value: Bytes::from_static(value),
+        value: Bytes::from_static(value).into(),
         ttl: Duration::from_secs(600),
     };
     store

@@ -1,5 +1,6 @@
 //! Answers the cache gives from stored entries, and how it wraps what it forwards.
 
+use std::sync::LazyLock;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -14,42 +15,82 @@ use super::body::CacheBody;
 use super::future::RequestFacts;
 use super::layer::Config;
 use super::refresh::Claim;
+use super::stored::Stored;
 use super::write::{self, Placement};
 use super::{CacheStatus, ForwardReason};
+use crate::CacheKey;
 use crate::entry::Entry;
-use crate::policy::{self, CacheControl, ResponseFacts};
+use crate::policy::{self, CacheControl, Freshness, ResponseFacts};
 use crate::store::Store;
 
-/// What a stored entry can do for a request.
-pub(crate) enum Answer<B> {
+/// What a stored record does for a request.
+pub(crate) enum Step<B> {
+    /// Answered from the cache.
     Hit(Response<CacheBody<B>>),
-    Forward(ForwardReason),
+    /// The response varies: look up this variant's key.
+    Variant(CacheKey),
+    /// Ask the origin, for this reason when it is more than a plain miss.
+    Forward(Option<ForwardReason>),
     /// Not usable as it is, but worth keeping while the origin is asked.
     Stale(Entry),
 }
 
-/// Answers from a stored entry if it may, else says why the request must go on.
-pub(crate) fn answer<St, B>(
-    entry: Entry,
+/// Examines a stored record for a request.
+pub(crate) fn examine<St, B>(
+    stored: &Stored,
+    facts: &mut RequestFacts<St>,
+    request: &HeaderMap,
+    config: &Config,
+) -> Step<B> {
+    match stored {
+        Stored::Response { entry, freshness } => {
+            if facts
+                .seen
+                .as_ref()
+                .is_some_and(|seen| entry.response_time < seen.not_before)
+            {
+                tracing::trace!(key = %facts.key, "stored variant predates an invalidation");
+                return Step::Forward(None);
+            }
+            answer(entry, freshness, facts, request, config)
+        }
+        Stored::Variants(index) if facts.seen.is_none() => {
+            let variant =
+                (!index.names.is_empty()).then(|| facts.key.variant(&index.names, request));
+            facts.seen = Some(index.clone());
+            variant.map_or(Step::Forward(None), Step::Variant)
+        }
+        Stored::Variants(_) => {
+            tracing::debug!(key = %facts.key, "a variant key holds an index; ignoring it");
+            Step::Forward(None)
+        }
+    }
+}
+
+/// Answers from a stored response if it may, else says why the request must go on.
+fn answer<St, B>(
+    entry: &Entry,
+    freshness: &Freshness,
     facts: &RequestFacts<St>,
     request: &HeaderMap,
     config: &Config,
-) -> Answer<B> {
+) -> Step<B> {
     if !policy::vary_matches(&entry.vary, request) {
-        return Answer::Forward(ForwardReason::VaryMiss);
+        return Step::Forward(Some(ForwardReason::VaryMiss));
     }
-    let (lifetime, age, cc) = freshness(&entry, facts.time, config);
-    if !policy::usable(config.mode, &facts.cc, &cc, lifetime, age) {
-        return Answer::Stale(entry);
+    let lifetime = freshness.lifetime(config.mode);
+    let age = freshness.age(facts.time);
+    if !policy::usable(config.mode, &facts.cc, &freshness.cc, lifetime, age) {
+        return Step::Stale(entry.clone());
     }
     tracing::trace!(key = %facts.key, age = age.as_secs(), "hit");
     config.metrics.hit();
     if (facts.method == Method::GET || facts.method == Method::HEAD)
         && not_modified(&entry.headers, request)
     {
-        return Answer::Hit(respond_not_modified(entry, age, config));
+        return Step::Hit(respond_not_modified(entry, age, config));
     }
-    Answer::Hit(respond(entry, age, CacheStatus::Hit, config))
+    Step::Hit(respond(entry, age, CacheStatus::Hit, config))
 }
 
 /// A stored entry's freshness lifetime, current age and directives at `now`.
@@ -64,9 +105,12 @@ pub(crate) fn freshness(
         cc: CacheControl::parse_response(&entry.headers, config.targeted.as_ref()),
         response_time: entry.response_time,
     };
-    let lifetime = stored.freshness_lifetime(config.mode);
-    let age = policy::current_age(&entry.headers, entry.request_time, entry.response_time, now);
-    (lifetime, age, stored.cc)
+    let freshness = stored.freshness(entry.request_time);
+    (
+        freshness.lifetime(config.mode),
+        freshness.age(now),
+        freshness.cc,
+    )
 }
 
 /// The stale response to serve at once, and the claim on its key's background refresh
@@ -92,12 +136,7 @@ pub(crate) fn stale_while_revalidate<St, B>(
     tracing::trace!(key = %facts.key, "serving stale while revalidating");
     config.metrics.hit();
     Some((
-        respond(
-            entry.clone(),
-            age,
-            CacheStatus::StaleWhileRevalidate,
-            config,
-        ),
+        respond(entry, age, CacheStatus::StaleWhileRevalidate, config),
         claim,
     ))
 }
@@ -125,17 +164,17 @@ pub(crate) fn stale_on_error<St, B>(
     let status = CacheStatus::StaleIfError {
         origin_status: origin.map(|s| s.as_u16()),
     };
-    Some(respond(entry, age, status, config))
+    Some(respond(&entry, age, status, config))
 }
 
 /// A response from a stored entry, with its current `Age`.
 pub(crate) fn respond<B>(
-    entry: Entry,
+    entry: &Entry,
     age: Duration,
     status: CacheStatus,
     config: &Config,
 ) -> Response<CacheBody<B>> {
-    let mut response = Response::new(CacheBody::stored(entry.body));
+    let mut response = Response::new(CacheBody::stored(entry.body.clone()));
     *response.status_mut() = entry.status;
     // Only versions every hyper server can write are replayed: whatever a store holds,
     // HTTP/0.9 or HTTP/3 in an entry must not reach a connection that cannot send it.
@@ -143,30 +182,34 @@ pub(crate) fn respond<B>(
         version @ (Version::HTTP_10 | Version::HTTP_2) => version,
         _ => Version::HTTP_11,
     };
-    *response.headers_mut() = entry.headers;
-    response
-        .headers_mut()
-        .insert(AGE, HeaderValue::from(age.as_secs()));
+    *response.headers_mut() = entry.headers.clone();
+    response.headers_mut().insert(AGE, age_value(age));
     mark(&mut response, status, config);
     response
+}
+
+/// An `Age` header value; the common ones (under an hour) come from a table, so a hit
+/// allocates nothing for them.
+fn age_value(age: Duration) -> HeaderValue {
+    const TABLE: u64 = 3600;
+    static SMALL: LazyLock<Vec<HeaderValue>> =
+        LazyLock::new(|| (0..TABLE).map(HeaderValue::from).collect());
+    let seconds = age.as_secs();
+    match usize::try_from(seconds) {
+        Ok(index) if seconds < TABLE => SMALL[index].clone(),
+        _ => HeaderValue::from(seconds),
+    }
 }
 
 /// A `304 Not Modified` for a client whose own validators match a fresh stored response
 /// (RFC 9111 §4.3.2).
 pub(crate) fn respond_not_modified<B>(
-    entry: Entry,
+    entry: &Entry,
     age: Duration,
     config: &Config,
 ) -> Response<CacheBody<B>> {
-    let mut response = respond(
-        Entry {
-            body: Bytes::new(),
-            ..entry
-        },
-        age,
-        CacheStatus::Hit,
-        config,
-    );
+    let mut response = respond(entry, age, CacheStatus::Hit, config);
+    *response.body_mut() = CacheBody::stored(Bytes::new());
     *response.status_mut() = StatusCode::NOT_MODIFIED;
     response.headers_mut().remove(CONTENT_LENGTH);
     response
@@ -267,9 +310,9 @@ pub(crate) fn revalidated<St: Store, B>(
         Placement::new(facts, names, ttl).put(&entry, &config.metrics);
     }
     tracing::trace!(key = %facts.key, "revalidated");
-    let age = policy::current_age(&entry.headers, entry.request_time, entry.response_time, now);
+    let age = stored.freshness(entry.request_time).age(now);
     respond(
-        entry,
+        &entry,
         age,
         CacheStatus::Revalidated { stored: storable },
         config,

@@ -14,14 +14,15 @@ use tower::{Service, ServiceExt};
 
 use super::ForwardReason;
 use super::answer::{
-    Answer, answer, forwarded, make_conditional, only_if_cached_miss, revalidated, stale_on_error,
+    Step, examine, forwarded, make_conditional, only_if_cached_miss, revalidated, stale_on_error,
     stale_while_revalidate,
 };
 use super::body::CacheBody;
 use super::layer::{Config, OnBadSignature};
 use super::refresh::{self, Claim};
+use super::stored;
 use super::write;
-use crate::entry::{Entry, Record, Variants};
+use crate::entry::{Entry, Variants};
 use crate::policy::CacheControl;
 use crate::store::{Store, StoreRequest, StoreResponse};
 use crate::verify::BadSignature;
@@ -74,7 +75,8 @@ where
     state: State<S, St, ReqB>,
     plan: Plan<St>,
     reason: ForwardReason,
-    stale: Option<Stale>,
+    /// Boxed: it is rare, and the future stays small for the hits.
+    stale: Option<Box<Stale>>,
     config: Arc<Config>,
 }
 
@@ -181,112 +183,80 @@ where
                     };
                     let (mut service, mut request) =
                         forward.take().expect("a lookup forwards at most once");
-                    let mut original_headers = None;
-                    match found {
-                        Ok(StoreResponse::Found(bytes)) => match Record::decode(&bytes) {
-                            Ok(Record::Response(entry)) => {
-                                if facts
-                                    .seen
-                                    .as_ref()
-                                    .is_some_and(|seen| entry.response_time < seen.not_before)
-                                {
-                                    tracing::trace!(key = %facts.key, "stored variant predates an invalidation");
-                                } else {
-                                    match answer(entry, facts, request.headers(), this.config) {
-                                        Answer::Hit(response) => {
-                                            this.state.set(State::Done);
-                                            return Poll::Ready(Ok(response));
-                                        }
-                                        Answer::Forward(reason) => *this.reason = reason,
-                                        Answer::Stale(entry) => {
-                                            *this.reason = ForwardReason::Stale;
-                                            let headers = request.headers().clone();
-                                            let conditional =
-                                                make_conditional(&entry, request.headers_mut());
-                                            if let Some((response, claim)) =
-                                                stale_while_revalidate(&entry, facts, this.config)
-                                            {
-                                                let Claim::Started(guard) = claim else {
-                                                    this.state.set(State::Done);
-                                                    return Poll::Ready(Ok(response));
-                                                };
-                                                let Plan::Cache(mut facts) =
-                                                    std::mem::replace(this.plan, Plan::Pass)
-                                                else {
-                                                    unreachable!(
-                                                        "only cacheable requests are looked up"
-                                                    )
-                                                };
-                                                facts.headers = headers;
-                                                let future = service.call(request);
-                                                let stale = Stale { entry, conditional };
-                                                refresh::spawn(
-                                                    future,
-                                                    facts,
-                                                    stale,
-                                                    this.config.clone(),
-                                                    guard,
-                                                );
-                                                this.state.set(State::Done);
-                                                return Poll::Ready(Ok(response));
-                                            }
-                                            original_headers = Some(headers);
-                                            *this.stale = Some(Stale { entry, conditional });
-                                        }
-                                    }
+                    let step = match found {
+                        Ok(StoreResponse::Found(value)) => {
+                            match stored::decode(&value, this.config) {
+                                Ok(decoded) => {
+                                    examine(&decoded.stored, facts, request.headers(), this.config)
                                 }
-                            }
-                            Ok(Record::Variants(index)) if facts.seen.is_none() => {
-                                let variant = (!index.names.is_empty())
-                                    .then(|| facts.key.variant(&index.names, request.headers()));
-                                facts.seen = Some(index);
-                                if let Some(variant) = variant {
-                                    let lookup =
-                                        facts.store.clone().oneshot(StoreRequest::Get(variant));
-                                    this.state.set(State::Lookup {
-                                        lookup,
-                                        forward: Some((service, request)),
-                                    });
-                                    continue;
+                                Err(error) => {
+                                    tracing::debug!(key = %facts.key, %error, "stored entry is unusable");
+                                    Step::Forward(None)
                                 }
-                            }
-                            Ok(Record::Variants(_)) => {
-                                tracing::debug!(key = %facts.key, "a variant key holds an index; ignoring it")
-                            }
-                            Err(error) => {
-                                tracing::debug!(key = %facts.key, %error, "stored entry is unusable")
-                            }
-                        },
-                        Ok(_) => {
-                            if facts
-                                .seen
-                                .as_ref()
-                                .is_some_and(|seen| !seen.names.is_empty())
-                            {
-                                *this.reason = ForwardReason::VaryMiss;
                             }
                         }
+                        Ok(_) => {
+                            let varies = facts
+                                .seen
+                                .as_ref()
+                                .is_some_and(|seen| !seen.names.is_empty());
+                            Step::Forward(varies.then_some(ForwardReason::VaryMiss))
+                        }
                         Err(error) => {
-                            if let Some(bad) = find_bad_signature(&*error) {
-                                this.config.metrics.bad_signature();
-                                if this.config.on_bad_signature == OnBadSignature::Error {
-                                    tracing::warn!(key = %facts.key, error = %bad, "refusing a tampered cache entry");
-                                    this.state.set(State::Done);
-                                    return Poll::Ready(Err(Error::bad_signature(
-                                        bad.key().clone(),
-                                        error,
-                                    )));
-                                }
-                                tracing::warn!(key = %facts.key, error = %bad, "deleting a tampered cache entry and asking the origin");
-                                write::write(
-                                    facts.store.clone(),
-                                    StoreRequest::Delete(bad.key().clone()),
-                                    &this.config.metrics,
-                                );
-                            } else {
-                                this.config.metrics.store_error();
-                                tracing::warn!(key = %facts.key, %error, "cache store read failed; asking the origin");
+                            if let Some(error) = store_failed(error, facts, this.config) {
+                                this.state.set(State::Done);
+                                return Poll::Ready(Err(error));
                             }
+                            Step::Forward(None)
+                        }
+                    };
+                    let mut original_headers = None;
+                    match step {
+                        Step::Hit(response) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Ok(response));
+                        }
+                        Step::Variant(variant) => {
+                            let lookup = facts.store.clone().oneshot(StoreRequest::Get(variant));
+                            this.state.set(State::Lookup {
+                                lookup,
+                                forward: Some((service, request)),
+                            });
+                            continue;
+                        }
+                        Step::Forward(reason) => {
+                            if let Some(reason) = reason {
+                                *this.reason = reason;
+                            }
+                        }
+                        Step::Stale(entry) => {
+                            *this.reason = ForwardReason::Stale;
+                            let headers = request.headers().clone();
+                            let conditional = make_conditional(&entry, request.headers_mut());
+                            if let Some((response, claim)) =
+                                stale_while_revalidate(&entry, facts, this.config)
+                            {
+                                if let Claim::Started(guard) = claim {
+                                    let Plan::Cache(mut facts) =
+                                        std::mem::replace(this.plan, Plan::Pass)
+                                    else {
+                                        unreachable!("only cacheable requests are looked up")
+                                    };
+                                    facts.headers = headers;
+                                    let stale = Box::new(Stale { entry, conditional });
+                                    refresh::spawn(
+                                        service.call(request),
+                                        facts,
+                                        stale,
+                                        this.config.clone(),
+                                        guard,
+                                    );
+                                }
+                                this.state.set(State::Done);
+                                return Poll::Ready(Ok(response));
+                            }
+                            original_headers = Some(headers);
+                            *this.stale = Some(Box::new(Stale { entry, conditional }));
                         }
                     }
                     if facts.cc.no_cache {
@@ -324,7 +294,7 @@ where
 pub(crate) fn finish<St: Store, B: Body<Data = Bytes>, E: Into<BoxError>>(
     result: Result<Response<B>, E>,
     plan: Plan<St>,
-    stale: Option<Stale>,
+    stale: Option<Box<Stale>>,
     reason: ForwardReason,
     config: &Config,
 ) -> Result<Response<CacheBody<B>>, Error> {
@@ -368,6 +338,32 @@ pub(crate) fn finish<St: Store, B: Body<Data = Bytes>, E: Into<BoxError>>(
         }
         Plan::Pass => Ok(forwarded::<St, B>(response, None, reason, config)),
     }
+}
+
+/// Handles a failed store read: the error for the caller when it is a bad signature and
+/// the cache is set to report those, else `None` (the cache asks the origin).
+fn store_failed<St: Store>(
+    error: BoxError,
+    facts: &RequestFacts<St>,
+    config: &Config,
+) -> Option<Error> {
+    let Some(bad) = find_bad_signature(&*error) else {
+        config.metrics.store_error();
+        tracing::warn!(key = %facts.key, %error, "cache store read failed; asking the origin");
+        return None;
+    };
+    config.metrics.bad_signature();
+    if config.on_bad_signature == OnBadSignature::Error {
+        tracing::warn!(key = %facts.key, error = %bad, "refusing a tampered cache entry");
+        return Some(Error::bad_signature(bad.key().clone(), error));
+    }
+    tracing::warn!(key = %facts.key, error = %bad, "deleting a tampered cache entry and asking the origin");
+    write::write(
+        facts.store.clone(),
+        StoreRequest::Delete(bad.key().clone()),
+        &config.metrics,
+    );
+    None
 }
 
 /// Finds a [`BadSignature`] in an error or its sources, wherever middleware around the

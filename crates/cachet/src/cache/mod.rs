@@ -40,6 +40,7 @@ mod future;
 mod layer;
 mod refresh;
 mod service;
+mod stored;
 mod write;
 
 use std::fmt;

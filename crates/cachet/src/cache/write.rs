@@ -64,7 +64,7 @@ impl<St: Store> Placement<St> {
                     self.store.clone(),
                     StoreRequest::Put {
                         key,
-                        value,
+                        value: value.into(),
                         ttl: self.ttl.max(MIN_INDEX_TTL),
                     },
                     metrics,
@@ -79,7 +79,7 @@ impl<St: Store> Placement<St> {
                 self.store,
                 StoreRequest::Put {
                     key: self.key,
-                    value,
+                    value: value.into(),
                     ttl: self.ttl,
                 },
                 metrics,
@@ -234,7 +234,7 @@ pub(crate) fn invalidate<St: Store>(
                 tracing::debug!(%key, "invalidating");
                 let put = StoreRequest::Put {
                     key,
-                    value: value.clone(),
+                    value: value.clone().into(),
                     ttl: INVALIDATION_TTL,
                 };
                 write(store.clone(), put, metrics);

@@ -65,16 +65,19 @@ impl CacheControl {
     /// Request directives: `Cache-Control`, or `Pragma: no-cache` when the request has no
     /// `Cache-Control` at all (RFC 9111 §5.4).
     pub(crate) fn parse_request(headers: &HeaderMap) -> Self {
-        let mut cc = Self::parse(headers);
-        if !headers.contains_key(CACHE_CONTROL) {
-            cc.no_cache = headers
-                .get_all(PRAGMA)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(directives)
-                .any(|(name, _)| name.eq_ignore_ascii_case("no-cache"));
+        if headers.contains_key(CACHE_CONTROL) {
+            return Self::parse(headers);
         }
-        cc
+        let no_cache = headers
+            .get_all(PRAGMA)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(directives)
+            .any(|(name, _)| name.eq_ignore_ascii_case("no-cache"));
+        Self {
+            no_cache,
+            ..Self::default()
+        }
     }
 
     fn apply(&mut self, name: &str, value: Option<&str>) {

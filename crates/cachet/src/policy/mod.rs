@@ -76,7 +76,50 @@ pub(crate) struct ResponseFacts<'a> {
     pub(crate) response_time: SystemTime,
 }
 
+/// Everything freshness and age need of a stored response, worked out once so that a hit
+/// parses no header.
+#[derive(Clone, Debug)]
+pub(crate) struct Freshness {
+    pub(crate) cc: CacheControl,
+    shared_lifetime: Duration,
+    private_lifetime: Duration,
+    corrected_initial_age: Duration,
+    response_time: SystemTime,
+}
+
+impl Freshness {
+    /// The freshness lifetime in a cache of this mode.
+    pub(crate) fn lifetime(&self, mode: Mode) -> Duration {
+        match mode {
+            Mode::Shared => self.shared_lifetime,
+            Mode::Private => self.private_lifetime,
+        }
+    }
+
+    /// The current age at `now` (RFC 9111 §4.2.3).
+    pub(crate) fn age(&self, now: SystemTime) -> Duration {
+        self.corrected_initial_age + now.duration_since(self.response_time).unwrap_or_default()
+    }
+}
+
 impl ResponseFacts<'_> {
+    /// The freshness and age of this response, stored after a request sent at
+    /// `request_time`.
+    pub(crate) fn freshness(&self, request_time: SystemTime) -> Freshness {
+        Freshness {
+            cc: self.cc.clone(),
+            shared_lifetime: self.freshness_lifetime(Mode::Shared),
+            private_lifetime: self.freshness_lifetime(Mode::Private),
+            corrected_initial_age: current_age(
+                self.headers,
+                request_time,
+                self.response_time,
+                self.response_time,
+            ),
+            response_time: self.response_time,
+        }
+    }
+
     /// The freshness lifetime (RFC 9111 §4.2.1), heuristic where nothing explicit is given.
     pub(crate) fn freshness_lifetime(&self, mode: Mode) -> Duration {
         if let Some(explicit) = self.explicit_freshness(mode) {

@@ -3,13 +3,12 @@ use std::future::{Ready, ready};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;
 use tokio::time::Instant;
 use tower::Service;
 
-use super::{StoreRequest, StoreResponse};
+use super::{StoreRequest, StoreResponse, Value};
 use crate::{BoxError, CacheKey};
 
 /// What an entry costs beyond its key and value bytes: the cache's slot, the `Arc`s and
@@ -28,7 +27,7 @@ pub struct MemoryStore {
 
 #[derive(Clone)]
 struct Stored {
-    value: Bytes,
+    value: Value,
     expires: Instant,
 }
 
@@ -37,7 +36,7 @@ struct ByteWeighter;
 
 impl Weighter<CacheKey, Stored> for ByteWeighter {
     fn weight(&self, key: &CacheKey, stored: &Stored) -> u64 {
-        (key.as_str().len() + stored.value.len()) as u64 + ENTRY_OVERHEAD
+        (key.as_str().len() + stored.value.bytes().len()) as u64 + ENTRY_OVERHEAD
     }
 }
 
@@ -139,6 +138,7 @@ impl Service<StoreRequest> for MemoryStore {
 mod tests {
     use std::time::Duration;
 
+    use bytes::Bytes;
     use tower::ServiceExt;
 
     use super::*;
@@ -146,7 +146,7 @@ mod tests {
     async fn put(store: &MemoryStore, key: &str, len: usize, ttl: Duration) {
         let request = StoreRequest::Put {
             key: CacheKey::from_text(key),
-            value: Bytes::from(vec![b'x'; len]),
+            value: Bytes::from(vec![b'x'; len]).into(),
             ttl,
         };
         store

@@ -23,23 +23,24 @@
 //! let key = CacheKey::from_text("GET https://example.com/");
 //! store.clone().oneshot(StoreRequest::Put {
 //!     key: key.clone(),
-//!     value: Bytes::from_static(b"entry"),
+//!     value: Bytes::from_static(b"entry").into(),
 //!     ttl: Duration::from_secs(60),
 //! }).await?;
 //! let found = store.oneshot(StoreRequest::Get(key)).await?;
-//! assert_eq!(found, StoreResponse::Found(Bytes::from_static(b"entry")));
+//! assert_eq!(found, StoreResponse::Found(Bytes::from_static(b"entry").into()));
 //! # Ok(())
 //! # }
 //! ```
 
 mod memory;
+mod value;
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use tower::Service;
 
 pub use memory::MemoryStore;
+pub use value::Value;
 
 use crate::{BoxError, CacheKey};
 
@@ -54,7 +55,7 @@ pub enum StoreRequest {
         /// Where to store it.
         key: CacheKey,
         /// The encoded entry.
-        value: Bytes,
+        value: Value,
         /// How long the store should keep it.
         ttl: Duration,
     },
@@ -67,7 +68,7 @@ pub enum StoreRequest {
 #[non_exhaustive]
 pub enum StoreResponse {
     /// The value stored under the key of a [`StoreRequest::Get`].
-    Found(Bytes),
+    Found(Value),
     /// Nothing is stored under the key of a [`StoreRequest::Get`].
     NotFound,
     /// A [`StoreRequest::Put`] or [`StoreRequest::Delete`] is done.

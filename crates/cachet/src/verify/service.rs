@@ -9,7 +9,7 @@ use tower::Service;
 
 use super::key::KEY_ID_LEN;
 use super::{BadSignature, Keyring, VerifyLayer};
-use crate::store::{StoreRequest, StoreResponse};
+use crate::store::{StoreRequest, StoreResponse, Value};
 use crate::{BoxError, CacheKey};
 
 /// The label every signed entry starts with; the MAC covers it, so a tag made for
@@ -74,7 +74,7 @@ where
                 verify: Some((key, self.keyring.clone())),
             },
             StoreRequest::Put { key, value, ttl } => {
-                let value = sign(&self.keyring, &key, &value);
+                let value = sign(&self.keyring, &key, value.bytes()).into();
                 ResponseFuture {
                     inner: self.inner.call(StoreRequest::Put { key, value, ttl }),
                     verify: None,
@@ -108,9 +108,11 @@ where
         let this = self.project();
         let response = ready!(this.inner.poll(cx))?;
         Poll::Ready(match (response, this.verify.take()) {
-            (StoreResponse::Found(signed), Some((key, keyring))) => verify(&keyring, &key, &signed)
-                .map(StoreResponse::Found)
-                .map_err(|reason| BadSignature::new(key, reason).into()),
+            (StoreResponse::Found(signed), Some((key, keyring))) => {
+                verified(&keyring, &key, &signed)
+                    .map(StoreResponse::Found)
+                    .map_err(|reason| BadSignature::new(key, reason).into())
+            }
             (response, _) => Ok(response),
         })
     }
@@ -132,8 +134,40 @@ fn sign(keyring: &Keyring, key: &CacheKey, value: &[u8]) -> Bytes {
     signed.freeze()
 }
 
-/// Checks a signed entry and returns the inner entry, borrowed from `signed`.
-fn verify(keyring: &Keyring, key: &CacheKey, signed: &Bytes) -> Result<Bytes, &'static str> {
+/// A signed value that verified: for which cache key, under which key id, and the inner
+/// value. Kept in the signed value's slot, so bytes that stay in the process (a memory
+/// store) cost one MAC, not one per read.
+struct Verified {
+    key: CacheKey,
+    key_id: [u8; KEY_ID_LEN],
+    payload: Value,
+}
+
+/// The inner value of a signed value, verified once per value for a given cache key and
+/// signing key.
+fn verified(keyring: &Keyring, key: &CacheKey, signed: &Value) -> Result<Value, &'static str> {
+    let memo = signed.derive(|bytes| {
+        verify(keyring, key, bytes).map(|(key_id, payload)| Verified {
+            key: key.clone(),
+            key_id,
+            payload: payload.into(),
+        })
+    })?;
+    // A value read under another cache key, or by a keyring without the key that
+    // verified it, is checked afresh.
+    if memo.key == *key && keyring.find(&memo.key_id).is_some() {
+        return Ok(memo.payload.clone());
+    }
+    verify(keyring, key, signed.bytes()).map(|(_, payload)| payload.into())
+}
+
+/// Checks a signed entry and returns the signing key's id and the inner entry, borrowed
+/// from `signed`.
+fn verify(
+    keyring: &Keyring,
+    key: &CacheKey,
+    signed: &Bytes,
+) -> Result<([u8; KEY_ID_LEN], Bytes), &'static str> {
     let unsigned = "entry is not signed";
     let body_end = signed.len().checked_sub(TAG_LEN).ok_or(unsigned)?;
     let (data, tag) = signed.split_at(body_end);
@@ -155,7 +189,7 @@ fn verify(keyring: &Keyring, key: &CacheKey, signed: &Bytes) -> Result<Bytes, &'
     if stored_key != key.as_str().as_bytes() {
         return Err("entry was signed for another cache key");
     }
-    Ok(signed.slice_ref(inner))
+    Ok((signing.id, signed.slice_ref(inner)))
 }
 
 #[cfg(test)]
@@ -176,7 +210,7 @@ mod tests {
     fn a_signed_entry_verifies_and_borrows_its_payload() {
         let keys = keyring("k");
         let signed = sign(&keys, &key("GET http://a/"), b"payload");
-        let inner =
+        let (_, inner) =
             verify(&keys, &key("GET http://a/"), &signed).expect("untouched entries verify");
         assert_eq!(inner, "payload");
         assert!(signed.as_ptr_range().contains(&inner.as_ptr()));
@@ -187,8 +221,8 @@ mod tests {
         let keys = keyring("k");
         let signed = sign(&keys, &key("GET http://a/"), b"payload");
         assert_eq!(
-            verify(&keys, &key("GET http://b/"), &signed),
-            Err("entry was signed for another cache key")
+            verify(&keys, &key("GET http://b/"), &signed).err(),
+            Some("entry was signed for another cache key")
         );
     }
 
@@ -208,6 +242,19 @@ mod tests {
         assert!(verify(&keyring("new"), &key("k"), &old).is_err());
         let fresh = sign(&rotated, &key("k"), b"payload");
         assert!(verify(&keyring("new"), &key("k"), &fresh).is_ok());
+    }
+
+    #[test]
+    fn a_verified_value_is_reused_only_for_its_key_and_by_keyrings_that_hold_its_key() {
+        let a = keyring("a");
+        let signed = Value::from(sign(&a, &key("k1"), b"payload"));
+        assert!(verified(&a, &key("k1"), &signed).is_ok());
+        // The same value, now verified and remembered, read under another key or by a
+        // keyring without key a, is checked afresh and fails.
+        assert!(verified(&a, &key("k2"), &signed).is_err());
+        assert!(verified(&keyring("b"), &key("k1"), &signed).is_err());
+        let rotated = keyring("b").with_previous("a").expect("not empty");
+        assert!(verified(&rotated, &key("k1"), &signed).is_ok());
     }
 
     proptest! {
