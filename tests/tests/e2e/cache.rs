@@ -436,3 +436,98 @@ async fn a_client_conditional_request_is_not_answered_with_the_caches_304() {
     );
     assert_eq!(origin.seen()[1].headers["if-none-match"], "\"client-copy\"");
 }
+
+/// Sends `n` GETs for one URL at once; returns their statuses and bodies.
+async fn burst(cache: &Stack, url: &str, n: usize) -> Vec<(CacheStatus, Bytes)> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let cache = cache.clone();
+            let url = url.to_owned();
+            tokio::spawn(async move {
+                let (status, _, body) = fetch(&cache, get(&url)).await;
+                (status, body)
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.expect("no request panics"));
+    }
+    answers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_for_one_key_reach_the_origin_once() {
+    let origin = Origin::start(|_| {
+        Reply::ok("shared")
+            .header("cache-control", "max-age=60")
+            .delay(Duration::from_millis(200))
+    })
+    .await;
+    let cache = shared();
+    let answers = burst(&cache, &origin.url("/burst"), 16).await;
+    assert!(answers.iter().all(|(_, body)| body == "shared"));
+    let collapsed = answers
+        .iter()
+        .filter(|(status, _)| *status == CacheStatus::Collapsed)
+        .count();
+    assert_eq!((origin.requests(), collapsed), (1, 15));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uncacheable_response_releases_the_waiters_to_the_origin() {
+    let origin = Origin::start(|_| {
+        Reply::ok("private")
+            .header("cache-control", "no-store")
+            .delay(Duration::from_millis(200))
+    })
+    .await;
+    let cache = shared();
+    let answers = burst(&cache, &origin.url("/nostore"), 8).await;
+    assert!(
+        answers
+            .iter()
+            .all(|(status, body)| !status.is_hit() && body == "private")
+    );
+    assert_eq!(
+        origin.requests(),
+        8,
+        "nobody waits on a response that cannot be shared"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_fetch_never_strands_its_waiters() {
+    let origin = Origin::start(|_| {
+        Reply::ok("partial")
+            .header("cache-control", "max-age=60")
+            .delay(Duration::from_millis(200))
+            .fail_mid_body()
+    })
+    .await;
+    let cache = shared();
+    let tasks: Vec<_> = (0..6)
+        .map(|_| {
+            let cache = cache.clone();
+            let url = origin.url("/failing");
+            tokio::spawn(async move {
+                // The origin cuts the connection: the failure shows in the head or the body.
+                match cache.oneshot(get(&url)).await {
+                    Ok(response) => read(response.into_body()).await.is_err(),
+                    Err(error) => error.is_upstream(),
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert!(
+            task.await.expect("no request panics"),
+            "every request fails, none hangs"
+        );
+    }
+    assert_eq!(
+        origin.requests(),
+        6,
+        "the waiters asked the origin themselves"
+    );
+}

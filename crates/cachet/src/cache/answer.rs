@@ -12,6 +12,7 @@ use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Version};
 use http_body::Body;
 
 use super::body::CacheBody;
+use super::coalesce::Leader;
 use super::future::RequestFacts;
 use super::layer::Config;
 use super::refresh::Claim;
@@ -90,7 +91,12 @@ fn answer<St, B>(
     {
         return Step::Hit(respond_not_modified(entry, age, config));
     }
-    Step::Hit(respond(entry, age, CacheStatus::Hit, config))
+    let status = if facts.collapsed {
+        CacheStatus::Collapsed
+    } else {
+        CacheStatus::Hit
+    };
+    Step::Hit(respond(entry, age, status, config))
 }
 
 /// A stored entry's freshness lifetime, current age and directives at `now`.
@@ -324,12 +330,13 @@ pub(crate) fn revalidated<St: Store, B>(
 pub(crate) fn forwarded<St: Store, B: Body<Data = Bytes>>(
     response: Response<B>,
     facts: Option<RequestFacts<St>>,
+    leader: Option<Leader>,
     reason: ForwardReason,
     config: &Config,
 ) -> Response<CacheBody<B>> {
     config.metrics.forward(reason == ForwardReason::Stale);
     let (parts, body) = response.into_parts();
-    let recorder = facts.and_then(|facts| write::recorder(&parts, &facts, config));
+    let recorder = facts.and_then(|facts| write::recorder(&parts, &facts, leader, config));
     let status = CacheStatus::Forwarded {
         reason,
         stored: recorder.is_some(),

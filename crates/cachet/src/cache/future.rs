@@ -6,9 +6,14 @@ use std::task::{Context, Poll, ready};
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use http::header::{
+    HeaderName, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE,
+};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
 use pin_project::pin_project;
+use tokio::sync::oneshot;
+use tokio::time::Timeout;
 use tower::util::Oneshot;
 use tower::{Service, ServiceExt};
 
@@ -18,13 +23,14 @@ use super::answer::{
     stale_while_revalidate,
 };
 use super::body::CacheBody;
+use super::coalesce::{Join, Leader};
 use super::layer::{Config, OnBadSignature};
 use super::refresh::{self, Claim};
 use super::stored;
 use super::write;
 use crate::entry::{Entry, Variants};
 use crate::policy::CacheControl;
-use crate::store::{Store, StoreRequest, StoreResponse};
+use crate::store::{Store, StoreRequest, StoreResponse, Value};
 use crate::verify::BadSignature;
 use crate::{BoxError, CacheKey, Error};
 
@@ -39,6 +45,8 @@ pub(crate) struct RequestFacts<St> {
     pub(crate) headers: HeaderMap,
     /// The variant index found under the URI's key, if any.
     pub(crate) seen: Option<Variants>,
+    /// Whether this request waited for another's fetch (its answer is `Collapsed`).
+    pub(crate) collapsed: bool,
 }
 
 /// What the cache does with the inner service's response.
@@ -77,6 +85,8 @@ where
     reason: ForwardReason,
     /// Boxed: it is rare, and the future stays small for the hits.
     stale: Option<Box<Stale>>,
+    /// This request fetches for others waiting on the same key.
+    leader: Option<Leader>,
     config: Arc<Config>,
 }
 
@@ -88,6 +98,7 @@ where
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.state {
             State::Lookup { .. } => "lookup",
+            State::Wait { .. } => "wait",
             State::Forward { .. } => "forward",
             State::Done => "done",
         };
@@ -98,10 +109,6 @@ where
 }
 
 #[pin_project(project = StateProj)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "the request waits inline during the lookup; boxing it would allocate per request"
-)]
 enum State<S, St, ReqB>
 where
     S: Service<Request<ReqB>>,
@@ -110,6 +117,12 @@ where
     Lookup {
         #[pin]
         lookup: Oneshot<St, StoreRequest>,
+        forward: Option<(S, Request<ReqB>)>,
+    },
+    /// Waiting for another request's fetch of the same key.
+    Wait {
+        #[pin]
+        wait: Timeout<oneshot::Receiver<Value>>,
         forward: Option<(S, Request<ReqB>)>,
     },
     Forward {
@@ -142,6 +155,7 @@ where
             plan: Plan::Cache(facts),
             reason: ForwardReason::Miss,
             stale: None,
+            leader: None,
             config,
         }
     }
@@ -157,6 +171,7 @@ where
             plan,
             reason,
             stale: None,
+            leader: None,
             config,
         }
     }
@@ -266,7 +281,44 @@ where
                         this.state.set(State::Done);
                         return Poll::Ready(Ok(only_if_cached_miss(this.config)));
                     }
+                    if let Some(wait) = this.config.coalesce_wait
+                        && this.stale.is_none()
+                        && coalescible(*this.reason, facts, request.headers())
+                    {
+                        match this.config.inflight.join(&facts.key) {
+                            Join::Leader(leader) => *this.leader = Some(leader),
+                            Join::Waiter(receiver) => {
+                                facts.collapsed = true;
+                                this.state.set(State::Wait {
+                                    wait: tokio::time::timeout(wait, receiver),
+                                    forward: Some((service, request)),
+                                });
+                                continue;
+                            }
+                        }
+                    }
                     facts.headers = original_headers.unwrap_or_else(|| request.headers().clone());
+                    let future = service.call(request);
+                    this.state.set(State::Forward { future });
+                }
+                StateProj::Wait { wait, forward } => {
+                    let outcome = ready!(wait.poll(cx));
+                    let Plan::Cache(facts) = this.plan else {
+                        unreachable!("only cacheable requests wait")
+                    };
+                    let (mut service, request) =
+                        forward.take().expect("a wait forwards at most once");
+                    if let Ok(Ok(value)) = outcome
+                        && let Ok(decoded) = stored::decode(&value, this.config)
+                        && let Step::Hit(response) =
+                            examine(&decoded.stored, facts, request.headers(), this.config)
+                    {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Ok(response));
+                    }
+                    tracing::trace!(key = %facts.key, "the fetch waited for gave nothing to share; asking the origin");
+                    facts.collapsed = false;
+                    facts.headers = request.headers().clone();
                     let future = service.call(request);
                     this.state.set(State::Forward { future });
                 }
@@ -277,6 +329,7 @@ where
                     return Poll::Ready(finish(
                         result,
                         plan,
+                        this.leader.take(),
                         this.stale.take(),
                         *this.reason,
                         this.config,
@@ -294,6 +347,7 @@ where
 pub(crate) fn finish<St: Store, B: Body<Data = Bytes>, E: Into<BoxError>>(
     result: Result<Response<B>, E>,
     plan: Plan<St>,
+    leader: Option<Leader>,
     stale: Option<Box<Stale>>,
     reason: ForwardReason,
     config: &Config,
@@ -322,7 +376,7 @@ pub(crate) fn finish<St: Store, B: Body<Data = Bytes>, E: Into<BoxError>>(
                     return Ok(stale);
                 }
             }
-            Ok(forwarded(response, Some(facts), reason, config))
+            Ok(forwarded(response, Some(facts), leader, reason, config))
         }
         Plan::Invalidate { store, uri } => {
             if response.status().is_success() || response.status().is_redirection() {
@@ -334,10 +388,26 @@ pub(crate) fn finish<St: Store, B: Body<Data = Bytes>, E: Into<BoxError>>(
                     &config.metrics,
                 );
             }
-            Ok(forwarded::<St, B>(response, None, reason, config))
+            Ok(forwarded::<St, B>(response, None, None, reason, config))
         }
-        Plan::Pass => Ok(forwarded::<St, B>(response, None, reason, config)),
+        Plan::Pass => Ok(forwarded::<St, B>(response, None, None, reason, config)),
     }
+}
+
+/// Whether a forwarded request may wait for a concurrent fetch of the same key instead:
+/// a plain miss, with no conditions or reload of its own.
+fn coalescible<St>(reason: ForwardReason, facts: &RequestFacts<St>, request: &HeaderMap) -> bool {
+    const CONDITIONALS: [HeaderName; 5] = [
+        IF_MATCH,
+        IF_NONE_MATCH,
+        IF_MODIFIED_SINCE,
+        IF_UNMODIFIED_SINCE,
+        IF_RANGE,
+    ];
+    matches!(reason, ForwardReason::Miss | ForwardReason::VaryMiss)
+        && !facts.cc.no_cache
+        && !request.contains_key(RANGE)
+        && !CONDITIONALS.iter().any(|name| request.contains_key(name))
 }
 
 /// Handles a failed store read: the error for the caller when it is a bad signature and

@@ -6,6 +6,7 @@ use http::HeaderName;
 use tower::Layer;
 
 use super::Cache;
+use super::coalesce::Inflight;
 use super::refresh::Refreshing;
 use crate::Metrics;
 use crate::clock::{Clock, SystemClock};
@@ -26,6 +27,10 @@ pub(crate) struct Config {
     /// A targeted cache-control field (RFC 9213) that replaces `Cache-Control`.
     pub(crate) targeted: Option<HeaderName>,
     pub(crate) refreshing: Refreshing,
+    /// How long a miss waits for a concurrent request for the same key; `None` when
+    /// misses are not coalesced.
+    pub(crate) coalesce_wait: Option<Duration>,
+    pub(crate) inflight: Inflight,
 }
 
 impl Config {
@@ -61,6 +66,8 @@ impl Default for Config {
             max_stale_if_error: CacheLayer::<()>::DEFAULT_MAX_STALE_IF_ERROR,
             targeted: None,
             refreshing: Refreshing::default(),
+            coalesce_wait: Some(CacheLayer::<()>::DEFAULT_COALESCE_WAIT),
+            inflight: Inflight::default(),
         }
     }
 }
@@ -104,6 +111,9 @@ impl<St> CacheLayer<St> {
     /// The longest a stale response stands in for a failing origin, whatever a
     /// `stale-if-error` directive allows: one day.
     pub const DEFAULT_MAX_STALE_IF_ERROR: Duration = Duration::from_secs(24 * 60 * 60);
+
+    /// The longest a miss waits for a concurrent request for the same key: five seconds.
+    pub const DEFAULT_COALESCE_WAIT: Duration = Duration::from_secs(5);
 
     /// A shared cache over `store`.
     pub fn new(store: St) -> Self {
@@ -167,6 +177,17 @@ impl<St> CacheLayer<St> {
     /// `Cache-Control` for this cache (which still passes both on unchanged).
     pub fn targeted_cache_control(mut self, field: HeaderName) -> Self {
         Arc::make_mut(&mut self.config).targeted = Some(field);
+        self
+    }
+
+    /// Concurrent misses for one key send one request to the origin; the others wait at
+    /// most `wait` for its response to be stored and are answered from it
+    /// (`CacheStatus::Collapsed`). A response that cannot be stored, or a fetch that fails
+    /// or is dropped, sends the waiters to the origin at once. Waiting needs the Tokio
+    /// timer (on in every default runtime). On by default, with
+    /// [`DEFAULT_COALESCE_WAIT`](Self::DEFAULT_COALESCE_WAIT).
+    pub fn coalesce(mut self, wait: Option<Duration>) -> Self {
+        Arc::make_mut(&mut self.config).coalesce_wait = wait;
         self
     }
 

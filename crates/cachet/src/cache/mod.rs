@@ -36,6 +36,7 @@
 
 mod answer;
 mod body;
+mod coalesce;
 mod future;
 mod layer;
 mod refresh;
@@ -73,6 +74,9 @@ pub enum CacheStatus {
         /// The origin's status, or `None` when it could not be reached.
         origin_status: Option<u16>,
     },
+    /// Another request for the same key was already being fetched; this one waited and
+    /// got its stored response instead of asking the origin again.
+    Collapsed,
     /// A stale stored response served at once while one background request per key
     /// refreshes it, as `stale-while-revalidate` allowed (RFC 5861 §3).
     StaleWhileRevalidate,
@@ -121,10 +125,14 @@ impl ForwardReason {
 }
 
 impl CacheStatus {
-    /// Whether the response came from the cache without waiting for the origin: a fresh
-    /// hit, or a stale response served while a background refresh runs.
+    /// Whether the response came from the cache without its own request to the origin: a
+    /// fresh hit, a stale response served while a background refresh runs, or a response
+    /// collapsed into another request's.
     pub fn is_hit(&self) -> bool {
-        matches!(self, Self::Hit | Self::StaleWhileRevalidate)
+        matches!(
+            self,
+            Self::Hit | Self::StaleWhileRevalidate | Self::Collapsed
+        )
     }
 
     /// The RFC 9211 `Cache-Status` header value.
@@ -143,6 +151,7 @@ impl CacheStatus {
                 origin_status: None,
             } => "cachet; fwd=stale; detail=stale-if-error",
             Self::OnlyIfCachedMiss => "cachet; detail=only-if-cached",
+            Self::Collapsed => "cachet; fwd=miss; collapsed",
             Self::StaleWhileRevalidate => "cachet; hit; detail=stale-while-revalidate",
             Self::Hit => "cachet; hit",
             Self::Revalidated { stored: true } => "cachet; fwd=stale; fwd-status=304; stored",

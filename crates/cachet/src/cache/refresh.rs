@@ -85,6 +85,7 @@ pub(crate) fn spawn<F, St, B, E>(
         let Ok(response) = finish(
             result,
             Plan::Cache(facts),
+            None,
             Some(stale),
             ForwardReason::Stale,
             &config,

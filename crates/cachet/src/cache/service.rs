@@ -116,6 +116,7 @@ where
             time: config.clock.now(),
             headers: http::HeaderMap::new(),
             seen: None,
+            collapsed: false,
         };
         // The service that `poll_ready` readied goes into the future; this handle keeps a
         // fresh clone that will be readied before the next call.

@@ -1,8 +1,6 @@
 //! What the cache writes to its store: responses (under their URI's key or a variant's
 //! key), the variant index of responses that vary, and invalidation markers.
 
-use std::future::Future;
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -10,11 +8,12 @@ use http::header::{CONNECTION, CONTENT_LENGTH, HeaderName};
 use http::{HeaderMap, Method, Uri};
 
 use super::body::Recorder;
+use super::coalesce::Leader;
 use super::future::RequestFacts;
 use super::layer::Config;
 use crate::entry::{Entry, Variants};
 use crate::policy::{self, CacheControl, ResponseFacts};
-use crate::store::{Store, StoreRequest};
+use crate::store::{Store, StoreRequest, Value, detach};
 use crate::{BoxError, CacheKey, Metrics};
 
 /// How long an invalidation marker is kept: entries it hides that outlive it can come
@@ -57,7 +56,9 @@ impl<St: Store> Placement<St> {
         }
     }
 
-    pub(crate) fn put(self, entry: &Entry, metrics: &Metrics) {
+    /// Writes the entry (and the index); returns the entry's value, `None` if it could
+    /// not be encoded.
+    pub(crate) fn put(self, entry: &Entry, metrics: &Metrics) -> Option<Value> {
         if let Some((key, index)) = self.index {
             match index.encode() {
                 Ok(value) => write(
@@ -70,22 +71,25 @@ impl<St: Store> Placement<St> {
                     metrics,
                 ),
                 Err(error) => {
-                    return tracing::warn!(%error, "variant index could not be encoded; not storing");
+                    tracing::warn!(%error, "variant index could not be encoded; not storing");
+                    return None;
                 }
             }
         }
         match entry.encode() {
-            Ok(value) => write(
-                self.store,
-                StoreRequest::Put {
+            Ok(bytes) => {
+                let value = Value::from(bytes);
+                let put = StoreRequest::Put {
                     key: self.key,
-                    value: value.into(),
+                    value: value.clone(),
                     ttl: self.ttl,
-                },
-                metrics,
-            ),
+                };
+                write(self.store, put, metrics);
+                Some(value)
+            }
             Err(error) => {
-                tracing::warn!(key = %self.key, %error, "entry could not be encoded; not storing")
+                tracing::warn!(key = %self.key, %error, "entry could not be encoded; not storing");
+                None
             }
         }
     }
@@ -96,6 +100,7 @@ impl<St: Store> Placement<St> {
 pub(crate) fn recorder<St: Store>(
     parts: &http::response::Parts,
     facts: &RequestFacts<St>,
+    leader: Option<Leader>,
     config: &Config,
 ) -> Option<Recorder> {
     let response_time = config.clock.now();
@@ -145,7 +150,10 @@ pub(crate) fn recorder<St: Store>(
         .flatten();
     let metrics = config.metrics.clone();
     Recorder::new(config.max_body_bytes, expected, move |body| {
-        placement.put(&Entry { body, ..head }, &metrics);
+        let stored = placement.put(&Entry { body, ..head }, &metrics);
+        if let (Some(leader), Some(value)) = (leader, stored) {
+            leader.finish(&value);
+        }
     })
 }
 
@@ -263,27 +271,11 @@ fn same_origin(base: &Uri, reference: &str) -> Option<Uri> {
     same.then_some(reference)
 }
 
-/// Writes to the store without delaying the response: a store that answers at once (as
-/// memory does) is done inline, anything slower finishes on a spawned task.
+/// Writes to the store without delaying the response (see [`detach`]); a failure is
+/// counted and logged.
 pub(crate) fn write<St: Store>(store: St, request: StoreRequest, metrics: &Metrics) {
-    let mut write = Box::pin(tower::ServiceExt::oneshot(store, request));
-    let mut cx = Context::from_waker(std::task::Waker::noop());
-    let pending = match write.as_mut().poll(&mut cx) {
-        Poll::Ready(Ok(_)) => return,
-        Poll::Ready(Err(error)) => return write_failed(&error, metrics),
-        Poll::Pending => write,
-    };
-    match tokio::runtime::Handle::try_current() {
-        Ok(runtime) => {
-            let metrics = metrics.clone();
-            runtime.spawn(async move {
-                if let Err(error) = pending.await {
-                    write_failed(&error, &metrics);
-                }
-            });
-        }
-        Err(_) => tracing::warn!("cache store write needs a Tokio runtime to finish; skipped"),
-    }
+    let metrics = metrics.clone();
+    detach(store, request, move |error| write_failed(&error, &metrics));
 }
 
 fn write_failed(error: &BoxError, metrics: &Metrics) {

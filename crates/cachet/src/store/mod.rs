@@ -33,13 +33,18 @@
 //! ```
 
 mod memory;
+mod tiered;
 mod value;
 
 use std::time::Duration;
 
-use tower::Service;
+use std::future::Future;
+use std::task::{Context, Poll};
+
+use tower::{Service, ServiceExt};
 
 pub use memory::MemoryStore;
+pub use tiered::{ResponseFuture as TieredFuture, Tiered};
 pub use value::Value;
 
 use crate::{BoxError, CacheKey};
@@ -94,4 +99,34 @@ impl<T> Store for T where
         + Send
         + 'static
 {
+}
+
+/// Runs a store request to its end without anyone waiting for it: at once when the store
+/// answers at once (as memory does), else on a spawned Tokio task (skipped, with a
+/// warning, outside a Tokio runtime). A failure goes to `failed`.
+pub(crate) fn detach<St>(
+    store: St,
+    request: StoreRequest,
+    failed: impl FnOnce(BoxError) + Send + 'static,
+) where
+    St: Service<StoreRequest, Response = StoreResponse, Error = BoxError, Future: Send + 'static>
+        + Send
+        + 'static,
+{
+    let mut call = Box::pin(store.oneshot(request));
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match call.as_mut().poll(&mut cx) {
+        Poll::Ready(Ok(_)) => {}
+        Poll::Ready(Err(error)) => failed(error),
+        Poll::Pending => match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(error) = call.await {
+                        failed(error);
+                    }
+                });
+            }
+            Err(_) => tracing::warn!("a store write needs a Tokio runtime to finish; skipped"),
+        },
+    }
 }

@@ -1,0 +1,108 @@
+//! Request coalescing: concurrent misses for one key send one request to the origin; the
+//! others wait for its stored response.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::oneshot;
+
+use crate::CacheKey;
+use crate::store::Value;
+
+/// The keys whose miss is being fetched, with the requests waiting for each.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Inflight(Arc<Mutex<HashMap<CacheKey, Vec<oneshot::Sender<Value>>>>>);
+
+/// A request's place in a key's fetch.
+pub(crate) enum Join {
+    /// This request fetches; the others wait for it.
+    Leader(Leader),
+    /// Another request is fetching; this one waits for its stored entry.
+    Waiter(oneshot::Receiver<Value>),
+}
+
+/// The fetching request's duty to its waiters. Finishing hands them the stored entry;
+/// dropping it unfinished (the response was not storable, its body failed, the request
+/// was cancelled) sends them to the origin at once.
+#[derive(Debug)]
+pub(crate) struct Leader {
+    claim: Option<(Inflight, CacheKey)>,
+}
+
+impl Inflight {
+    pub(crate) fn join(&self, key: &CacheKey) -> Join {
+        let mut fetching = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(waiters) = fetching.get_mut(key) {
+            let (send, receive) = oneshot::channel();
+            waiters.push(send);
+            return Join::Waiter(receive);
+        }
+        fetching.insert(key.clone(), Vec::new());
+        Join::Leader(Leader {
+            claim: Some((self.clone(), key.clone())),
+        })
+    }
+
+    fn release(&self, key: &CacheKey) -> Vec<oneshot::Sender<Value>> {
+        let mut fetching = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        fetching.remove(key).unwrap_or_default()
+    }
+}
+
+impl Leader {
+    /// Hands the stored entry to every waiter.
+    pub(crate) fn finish(mut self, value: &Value) {
+        if let Some((inflight, key)) = self.claim.take() {
+            for waiter in inflight.release(&key) {
+                // A waiter that gave up has dropped its receiver; nothing to do for it.
+                let _ = waiter.send(value.clone());
+            }
+        }
+    }
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        if let Some((inflight, key)) = self.claim.take() {
+            // Dropping the senders wakes the waiters, which then ask the origin.
+            drop(inflight.release(&key));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> CacheKey {
+        CacheKey::from_text("GET http://a/")
+    }
+
+    #[tokio::test]
+    async fn waiters_get_the_leaders_value() {
+        let inflight = Inflight::default();
+        let Join::Leader(leader) = inflight.join(&key()) else {
+            panic!("the first joins as leader")
+        };
+        let Join::Waiter(waiter) = inflight.join(&key()) else {
+            panic!("the second waits")
+        };
+        leader.finish(&Value::from("entry"));
+        assert_eq!(waiter.await.expect("finished"), Value::from("entry"));
+        assert!(
+            matches!(inflight.join(&key()), Join::Leader(_)),
+            "the key is free again"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dropped_leader_releases_its_waiters_at_once() {
+        let inflight = Inflight::default();
+        let leader = inflight.join(&key());
+        let Join::Waiter(waiter) = inflight.join(&key()) else {
+            panic!("the second waits")
+        };
+        drop(leader);
+        assert!(waiter.await.is_err(), "released to the origin");
+    }
+}

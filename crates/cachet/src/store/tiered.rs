@@ -1,0 +1,305 @@
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use pin_project::pin_project;
+use tower::util::Oneshot;
+use tower::{Service, ServiceExt};
+
+use super::{StoreRequest, StoreResponse, Value, detach};
+use crate::{BoxError, CacheKey};
+
+/// Two stores as one: a near tier (memory) in front of a far one (Redis), so a repeated
+/// hit costs what a memory hit costs.
+///
+/// A get asks the near tier first; on a miss it asks the far tier and keeps what it finds
+/// in the near tier for at most `near_ttl`. Puts and deletes go to both. Because the near
+/// tier keeps the very [`Value`] the far tier returned, an entry that was verified and
+/// decoded on its way in from the far tier is not verified or decoded again while it is
+/// near: compose as `Tiered<MemoryStore, Verify<RedisStore>>`.
+///
+/// What another process writes or deletes in the far tier is seen here once the near
+/// copy expires: never later than `near_ttl` (one second by default).
+///
+/// ```
+/// use std::time::Duration;
+/// use cachet::store::{MemoryStore, Tiered};
+///
+/// // The far tier would be a RedisStore (from cachet-redis), usually behind a VerifyLayer.
+/// let far = MemoryStore::new(1 << 30);
+/// let store = Tiered::new(MemoryStore::new(64 << 20), far).near_ttl(Duration::from_millis(500));
+/// # let _ = store;
+/// ```
+#[derive(Clone)]
+pub struct Tiered<Near, Far> {
+    near: Near,
+    far: Far,
+    near_ttl: Duration,
+}
+
+impl<Near, Far> Tiered<Near, Far> {
+    /// The default bound on how long the near tier keeps an entry: one second.
+    pub const DEFAULT_NEAR_TTL: Duration = Duration::from_secs(1);
+
+    /// `near` in front of `far`.
+    pub fn new(near: Near, far: Far) -> Self {
+        Self {
+            near,
+            far,
+            near_ttl: Self::DEFAULT_NEAR_TTL,
+        }
+    }
+
+    /// The longest the near tier keeps an entry, and so the longest a write or delete made
+    /// through another process's far tier can stay hidden here.
+    #[must_use]
+    pub fn near_ttl(mut self, ttl: Duration) -> Self {
+        self.near_ttl = ttl;
+        self
+    }
+}
+
+impl<Near: fmt::Debug, Far: fmt::Debug> fmt::Debug for Tiered<Near, Far> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tiered")
+            .field("near", &self.near)
+            .field("far", &self.far)
+            .field("near_ttl", &self.near_ttl)
+            .finish()
+    }
+}
+
+impl<Near, Far> Service<StoreRequest> for Tiered<Near, Far>
+where
+    Near: Service<StoreRequest, Response = StoreResponse, Error = BoxError, Future: Send + 'static>
+        + Clone
+        + Send
+        + 'static,
+    Far: Service<StoreRequest, Response = StoreResponse, Error = BoxError> + Clone,
+{
+    type Response = StoreResponse;
+    type Error = BoxError;
+    type Future = ResponseFuture<Near, Far>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // Each call works on its own clones, readied as it goes.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: StoreRequest) -> Self::Future {
+        let state = match request {
+            StoreRequest::Get(key) => State::Near {
+                near: self.near.clone().oneshot(StoreRequest::Get(key.clone())),
+                promote: Some((key, self.far.clone(), self.near.clone())),
+            },
+            StoreRequest::Put { key, value, ttl } => {
+                let near = StoreRequest::Put {
+                    key: key.clone(),
+                    value: value.clone(),
+                    ttl: ttl.min(self.near_ttl),
+                };
+                detach(self.near.clone(), near, near_failed);
+                State::Far {
+                    far: self
+                        .far
+                        .clone()
+                        .oneshot(StoreRequest::Put { key, value, ttl }),
+                    keep: None,
+                }
+            }
+            StoreRequest::Delete(key) => {
+                detach(
+                    self.near.clone(),
+                    StoreRequest::Delete(key.clone()),
+                    near_failed,
+                );
+                State::Far {
+                    far: self.far.clone().oneshot(StoreRequest::Delete(key)),
+                    keep: None,
+                }
+            }
+        };
+        ResponseFuture {
+            state,
+            near_ttl: self.near_ttl,
+        }
+    }
+}
+
+fn near_failed(error: BoxError) {
+    tracing::debug!(%error, "near tier write failed; the far tier still has the entry");
+}
+
+/// The response future of [`Tiered`].
+#[pin_project]
+#[must_use = "futures do nothing unless polled"]
+pub struct ResponseFuture<Near, Far>
+where
+    Near: Service<StoreRequest>,
+    Far: Service<StoreRequest>,
+{
+    #[pin]
+    state: State<Near, Far>,
+    near_ttl: Duration,
+}
+
+#[pin_project(project = StateProj)]
+enum State<Near, Far>
+where
+    Near: Service<StoreRequest>,
+    Far: Service<StoreRequest>,
+{
+    Near {
+        #[pin]
+        near: Oneshot<Near, StoreRequest>,
+        promote: Option<(CacheKey, Far, Near)>,
+    },
+    Far {
+        #[pin]
+        far: Oneshot<Far, StoreRequest>,
+        /// Where to keep what the far tier finds.
+        keep: Option<(CacheKey, Near)>,
+    },
+}
+
+impl<Near, Far> Future for ResponseFuture<Near, Far>
+where
+    Near: Service<StoreRequest, Response = StoreResponse, Error = BoxError, Future: Send + 'static>
+        + Send
+        + 'static,
+    Far: Service<StoreRequest, Response = StoreResponse, Error = BoxError>,
+{
+    type Output = Result<StoreResponse, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Near { near, promote } => {
+                    let found = ready!(near.poll(cx));
+                    if let Ok(found @ StoreResponse::Found(_)) = found {
+                        return Poll::Ready(Ok(found));
+                    }
+                    let (key, far, near) =
+                        promote.take().expect("a near miss asks the far tier once");
+                    let far = far.oneshot(StoreRequest::Get(key.clone()));
+                    this.state.set(State::Far {
+                        far,
+                        keep: Some((key, near)),
+                    });
+                }
+                StateProj::Far { far, keep } => {
+                    let result = ready!(far.poll(cx));
+                    if let (Ok(StoreResponse::Found(value)), Some((key, near))) =
+                        (&result, keep.take())
+                    {
+                        let keep = StoreRequest::Put {
+                            key,
+                            value: Value::clone(value),
+                            ttl: *this.near_ttl,
+                        };
+                        detach(near, keep, near_failed);
+                    }
+                    return Poll::Ready(result);
+                }
+            }
+        }
+    }
+}
+
+impl<Near, Far> fmt::Debug for ResponseFuture<Near, Far>
+where
+    Near: Service<StoreRequest>,
+    Far: Service<StoreRequest>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tier = match self.state {
+            State::Near { .. } => "near",
+            State::Far { .. } => "far",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("tier", &tier)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::store::MemoryStore;
+
+    fn key() -> CacheKey {
+        CacheKey::from_text("GET http://a/")
+    }
+
+    async fn call<S>(store: &S, request: StoreRequest) -> StoreResponse
+    where
+        S: Service<StoreRequest, Response = StoreResponse, Error = BoxError> + Clone,
+    {
+        store
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("memory stores never fail")
+    }
+
+    fn put(value: &'static str, ttl: u64) -> StoreRequest {
+        StoreRequest::Put {
+            key: key(),
+            value: Value::from(value),
+            ttl: Duration::from_secs(ttl),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_far_hit_is_kept_near_for_at_most_the_near_ttl() {
+        let (near, far) = (MemoryStore::default(), MemoryStore::default());
+        let tiered = Tiered::new(near.clone(), far.clone()).near_ttl(Duration::from_secs(2));
+        call(&far, put("v1", 600)).await;
+
+        let StoreResponse::Found(first) = call(&tiered, StoreRequest::Get(key())).await else {
+            panic!("the far tier has it");
+        };
+        assert_eq!(near.len(), 1, "promoted to the near tier");
+
+        // Another process replaces the entry in the far tier; the near copy hides that
+        // for at most the near TTL.
+        call(&far, put("v2", 600)).await;
+        let StoreResponse::Found(second) = call(&tiered, StoreRequest::Get(key())).await else {
+            panic!("the near tier has it");
+        };
+        assert_eq!(second.bytes(), first.bytes());
+        assert!(
+            std::ptr::eq(second.bytes().as_ptr(), first.bytes().as_ptr()),
+            "the same value, decoded once"
+        );
+
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let found = call(&tiered, StoreRequest::Get(key())).await;
+        assert_eq!(
+            found,
+            StoreResponse::Found(Value::from(Bytes::from_static(b"v2")))
+        );
+    }
+
+    #[tokio::test]
+    async fn puts_and_deletes_reach_both_tiers() {
+        let (near, far) = (MemoryStore::default(), MemoryStore::default());
+        let tiered = Tiered::new(near.clone(), far.clone());
+        call(&tiered, put("v", 600)).await;
+        assert_eq!((near.len(), far.len()), (1, 1));
+        call(&tiered, StoreRequest::Delete(key())).await;
+        assert_eq!(
+            call(&near, StoreRequest::Get(key())).await,
+            StoreResponse::NotFound
+        );
+        assert_eq!(
+            call(&far, StoreRequest::Get(key())).await,
+            StoreResponse::NotFound
+        );
+    }
+}
