@@ -263,6 +263,18 @@ impl Entry {
         }
     }
 
+    /// Updates the stored headers from a newer response's (RFC 9111 §3.2): each header it
+    /// carries replaces the stored one, but for `Content-Length`.
+    pub(crate) fn update_headers(&mut self, newer: &HeaderMap) {
+        let updated = |name: &HeaderName| *name != http::header::CONTENT_LENGTH;
+        for name in newer.keys().filter(|name| updated(name)) {
+            self.headers.remove(name);
+        }
+        for (name, value) in newer.iter().filter(|(name, _)| updated(name)) {
+            self.headers.append(name, value.clone());
+        }
+    }
+
     fn from_wire(input: &Bytes, wire: Wire<'_>) -> Result<Self, DecodeError> {
         // Room for the `Age` and `Cache-Status` a hit adds, so serving never grows the map.
         let mut headers = HeaderMap::with_capacity(wire.headers.0.len() + 2);

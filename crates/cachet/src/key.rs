@@ -95,6 +95,12 @@ impl CacheKey {
         Self(key.into())
     }
 
+    /// The GET key of the URI a HEAD key names.
+    pub(crate) fn for_get(&self) -> Option<Self> {
+        let uri = self.0.strip_prefix("HEAD ")?;
+        Some(Self(format!("GET {uri}").into()))
+    }
+
     /// A key from its text, for stores and tools that handle keys directly.
     pub fn from_text(text: impl Into<Arc<str>>) -> Self {
         Self(text.into())

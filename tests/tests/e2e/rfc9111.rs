@@ -455,3 +455,35 @@ async fn rfc5861_3_past_the_stale_while_revalidate_window_the_request_waits_for_
         }
     );
 }
+
+#[tokio::test]
+async fn rfc9111_4_3_5_a_head_response_freshens_the_stored_get() {
+    let origin = Origin::start(|seen| {
+        let cc = if seen.method == http::Method::HEAD {
+            "max-age=600"
+        } else {
+            "max-age=10"
+        };
+        Reply::ok("body")
+            .header("cache-control", cc)
+            .header("etag", "\"same\"")
+    })
+    .await;
+    let (cache, clock) = cache_with_clock();
+    fetch(&cache, get(&origin.url("/h"))).await;
+    clock.advance(Duration::from_secs(20));
+    let head = Request::head(origin.url("/h"))
+        .body(Empty::new())
+        .expect("valid request");
+    fetch(&cache, head).await;
+    // The freshening reads the store on a task of its own; let it run.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let after = fetch(&cache, get(&origin.url("/h"))).await;
+    assert_eq!(
+        after.status,
+        CacheStatus::Hit,
+        "the GET was freshened by the HEAD"
+    );
+    assert_eq!(after.body, "body");
+    assert_eq!(origin.requests(), 2);
+}

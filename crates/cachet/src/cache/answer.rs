@@ -284,13 +284,7 @@ pub(crate) fn revalidated<St: Store, B>(
     config: &Config,
 ) -> Response<CacheBody<B>> {
     let now = config.clock.now();
-    let update = write::end_to_end(not_modified.headers());
-    for name in update.keys().filter(|name| *name != CONTENT_LENGTH) {
-        entry.headers.remove(name);
-    }
-    for (name, value) in update.iter().filter(|(name, _)| *name != CONTENT_LENGTH) {
-        entry.headers.append(name, value.clone());
-    }
+    entry.update_headers(&write::end_to_end(not_modified.headers()));
     entry.request_time = facts.time;
     entry.response_time = now;
 

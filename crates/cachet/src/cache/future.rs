@@ -376,6 +376,9 @@ pub(crate) fn finish<St: Store, B: Body<Data = Bytes>, E: Into<BoxError>>(
                     return Ok(stale);
                 }
             }
+            if facts.method == Method::HEAD && status == StatusCode::OK {
+                write::freshen_get(&facts, response.headers(), config);
+            }
             Ok(forwarded(response, Some(facts), leader, reason, config))
         }
         Plan::Invalidate { store, uri } => {

@@ -4,17 +4,18 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::header::{CONNECTION, CONTENT_LENGTH, HeaderName};
+use http::header::{CONNECTION, CONTENT_LENGTH, ETAG, HeaderName, LAST_MODIFIED};
 use http::{HeaderMap, Method, Uri};
 
 use super::body::Recorder;
 use super::coalesce::Leader;
 use super::future::RequestFacts;
 use super::layer::Config;
-use crate::entry::{Entry, Variants};
+use crate::entry::{Entry, Record, Variants};
 use crate::policy::{self, CacheControl, ResponseFacts};
-use crate::store::{Store, StoreRequest, Value, detach};
+use crate::store::{Store, StoreRequest, StoreResponse, Value, detach};
 use crate::{BoxError, CacheKey, Metrics};
+use tower::ServiceExt;
 
 /// How long an invalidation marker is kept: entries it hides that outlive it can come
 /// back, so it is kept as long as most stored freshness.
@@ -213,6 +214,75 @@ pub(crate) fn end_to_end(headers: &HeaderMap) -> HeaderMap {
         kept.remove(name);
     }
     kept
+}
+
+/// Freshens the stored GET response of a URI from a HEAD response to it (RFC 9111
+/// §4.3.5), when both describe the same representation: equal entity tags, or equal
+/// `Last-Modified`, or (with neither) equal `Content-Length`. It reads the store, so it
+/// runs on a spawned task; a GET stored as variants is left alone.
+pub(crate) fn freshen_get<St: Store>(facts: &RequestFacts<St>, head: &HeaderMap, config: &Config) {
+    let Some(get_key) = facts.key.for_get() else {
+        return;
+    };
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let store = facts.store.clone();
+    let update = end_to_end(head);
+    let (request_time, now) = (facts.time, config.clock.now());
+    let (mode, max_stale_if_error) = (config.mode, config.max_stale_if_error);
+    let targeted = config.targeted.clone();
+    let metrics = config.metrics.clone();
+    runtime.spawn(async move {
+        let found = store
+            .clone()
+            .oneshot(StoreRequest::Get(get_key.clone()))
+            .await;
+        let Ok(StoreResponse::Found(value)) = found else {
+            return;
+        };
+        let Ok(Record::Response(mut entry)) = Record::decode(value.bytes()) else {
+            return;
+        };
+        if !same_representation(&entry.headers, &update) {
+            return;
+        }
+        entry.update_headers(&update);
+        entry.request_time = request_time;
+        entry.response_time = now;
+        let freshened = ResponseFacts {
+            status: entry.status,
+            headers: &entry.headers,
+            cc: CacheControl::parse_response(&entry.headers, targeted.as_ref()),
+            response_time: now,
+        };
+        let ttl = freshened.retention(mode, max_stale_if_error);
+        if let Ok(bytes) = entry.encode() {
+            tracing::trace!(key = %get_key, "freshened from a HEAD response");
+            let put = StoreRequest::Put {
+                key: get_key,
+                value: bytes.into(),
+                ttl,
+            };
+            write(store, put, &metrics);
+        }
+    });
+}
+
+/// Whether a HEAD response describes the stored GET response's representation.
+fn same_representation(stored: &HeaderMap, head: &HeaderMap) -> bool {
+    let field = |headers: &HeaderMap, name| headers.get(name).cloned();
+    match (field(stored, ETAG), field(head, ETAG)) {
+        (Some(stored), Some(head)) => return stored == head,
+        (None, None) => {}
+        _ => return false,
+    }
+    match (field(stored, LAST_MODIFIED), field(head, LAST_MODIFIED)) {
+        (Some(stored), Some(head)) => stored == head,
+        (None, None) => field(stored, CONTENT_LENGTH)
+            .is_some_and(|len| field(head, CONTENT_LENGTH) == Some(len)),
+        _ => false,
+    }
 }
 
 /// Invalidates what is stored for `uri` and for the same-origin `Location` and
