@@ -246,7 +246,8 @@ pub(crate) fn current_age(
     let age_value = headers
         .get(AGE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
+        // A list-valued Age counts by its first member; an invalid one is ignored (§5.1).
+        .and_then(|v| v.split(',').next()?.trim().parse::<u64>().ok())
         .map_or(Duration::ZERO, |s| {
             Duration::from_secs(s.min(MAX_DELTA_SECONDS))
         });
@@ -495,6 +496,37 @@ mod tests {
             ),
             Ok(())
         );
+    }
+
+    #[test]
+    fn expires_is_read_in_all_three_http_date_formats() {
+        for expires in [
+            "Sun, 06 Nov 1994 08:50:37 GMT",
+            "Sunday, 06-Nov-94 08:50:37 GMT",
+            "Sun Nov  6 08:50:37 1994",
+        ] {
+            let mut h = headers(&[("date", "Sun, 06 Nov 1994 08:49:37 GMT")]);
+            h.insert(EXPIRES, HeaderValue::from_static(expires));
+            assert_eq!(
+                facts(&h).freshness_lifetime(Mode::Shared),
+                Duration::from_secs(60),
+                "{expires}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_invalid_age_is_ignored_and_a_list_counts_by_its_first_member() {
+        let t = |s| UNIX_EPOCH + Duration::from_secs(s);
+        for (age, expected) in [("-5", 0), ("x", 0), ("7, 9", 7)] {
+            let mut h = HeaderMap::new();
+            h.insert(AGE, HeaderValue::from_static(age));
+            assert_eq!(
+                current_age(&h, t(100), t(100), t(100)),
+                Duration::from_secs(expected),
+                "{age}"
+            );
+        }
     }
 
     #[test]
