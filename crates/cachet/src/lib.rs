@@ -37,10 +37,14 @@ pub mod guide {
 
     #[doc = include_str!("../../../docs/proxy.md")]
     pub mod proxy {}
+
+    #[doc = include_str!("../../../docs/controls.md")]
+    pub mod controls {}
 }
 
 pub use cache::{
-    Cache, CacheBody, CacheLayer, CacheStatus, ForwardReason, OnBadSignature, ResponseFuture,
+    Cache, CacheBody, CacheLayer, CacheMode, CacheStatus, ForwardReason, OnBadSignature,
+    ResponseFuture, bypass,
 };
 pub use error::{BoxError, Error};
 pub use key::CacheKey;

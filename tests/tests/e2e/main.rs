@@ -1,6 +1,7 @@
 //! End-to-end tests against real servers on loopback.
 
 mod cache;
+mod controls;
 mod proxy;
 mod proxy_redis;
 mod redis;

@@ -81,7 +81,7 @@ fn answer<St, B>(
     }
     let lifetime = freshness.lifetime(config.mode);
     let age = freshness.age(facts.time);
-    if !policy::usable(config.mode, &facts.cc, &freshness.cc, lifetime, age) {
+    if !facts.force && !policy::usable(config.mode, &facts.cc, &freshness.cc, lifetime, age) {
         return Step::Stale(entry.clone());
     }
     tracing::trace!(key = %facts.key, age = age.as_secs(), "hit");
@@ -295,15 +295,16 @@ pub(crate) fn revalidated<St: Store, B>(
         cc: CacheControl::parse_response(&entry.headers, config.targeted.as_ref()),
         response_time: now,
     };
-    let storable = stored
-        .storable(
-            config.mode,
-            config.store_set_cookie(),
-            &facts.method,
-            &facts.headers,
-            &facts.cc,
-        )
-        .is_ok();
+    let storable = !config.read_only
+        && stored
+            .storable(
+                config.mode,
+                config.store_set_cookie(),
+                &facts.method,
+                &facts.headers,
+                &facts.cc,
+            )
+            .is_ok();
     if storable {
         let ttl = stored.retention(config.mode, config.max_stale_if_error);
         let names = policy::vary_names(&entry.headers).unwrap_or_default();

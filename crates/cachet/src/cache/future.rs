@@ -47,6 +47,8 @@ pub(crate) struct RequestFacts<St> {
     pub(crate) seen: Option<Variants>,
     /// Whether this request waited for another's fetch (its answer is `Collapsed`).
     pub(crate) collapsed: bool,
+    /// Whether any stored response serves, however stale (`ForceCache`, `OnlyIfCached`).
+    pub(crate) force: bool,
 }
 
 /// What the cache does with the inner service's response.
@@ -382,7 +384,9 @@ pub(crate) fn finish<St: Store, B: Body<Data = Bytes>, E: Into<BoxError>>(
             Ok(forwarded(response, Some(facts), leader, reason, config))
         }
         Plan::Invalidate { store, uri } => {
-            if response.status().is_success() || response.status().is_redirection() {
+            if !config.read_only
+                && (response.status().is_success() || response.status().is_redirection())
+            {
                 write::invalidate(
                     &store,
                     &uri,
@@ -431,6 +435,9 @@ fn store_failed<St: Store>(
         return Some(Error::bad_signature(bad.key().clone(), error));
     }
     tracing::warn!(key = %facts.key, error = %bad, "deleting a tampered cache entry and asking the origin");
+    if config.read_only {
+        return None;
+    }
     write::write(
         facts.store.clone(),
         StoreRequest::Delete(bad.key().clone()),

@@ -31,6 +31,8 @@ pub(crate) struct Config {
     /// misses are not coalesced.
     pub(crate) coalesce_wait: Option<Duration>,
     pub(crate) inflight: Inflight,
+    pub(crate) always_revalidate: bool,
+    pub(crate) read_only: bool,
 }
 
 impl Config {
@@ -68,6 +70,8 @@ impl Default for Config {
             refreshing: Refreshing::default(),
             coalesce_wait: Some(CacheLayer::<()>::DEFAULT_COALESCE_WAIT),
             inflight: Inflight::default(),
+            always_revalidate: false,
+            read_only: false,
         }
     }
 }
@@ -188,6 +192,20 @@ impl<St> CacheLayer<St> {
     /// [`DEFAULT_COALESCE_WAIT`](Self::DEFAULT_COALESCE_WAIT).
     pub fn coalesce(mut self, wait: Option<Duration>) -> Self {
         Arc::make_mut(&mut self.config).coalesce_wait = wait;
+        self
+    }
+
+    /// Revalidate every stored response with the origin before serving it (as if every
+    /// request were [`CacheMode::NoCache`](crate::CacheMode::NoCache)).
+    pub fn always_revalidate(mut self, always: bool) -> Self {
+        Arc::make_mut(&mut self.config).always_revalidate = always;
+        self
+    }
+
+    /// Serve from the store but never write to it: no new entries, no refreshed ones, no
+    /// invalidations. For a cache that another process fills.
+    pub fn read_only(mut self, read_only: bool) -> Self {
+        Arc::make_mut(&mut self.config).read_only = read_only;
         self
     }
 

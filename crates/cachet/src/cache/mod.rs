@@ -39,6 +39,7 @@ mod body;
 mod coalesce;
 mod future;
 mod layer;
+mod mode;
 mod refresh;
 mod service;
 mod stored;
@@ -51,6 +52,7 @@ use http::HeaderValue;
 pub use body::CacheBody;
 pub use future::ResponseFuture;
 pub use layer::{CacheLayer, OnBadSignature};
+pub use mode::{CacheMode, bypass};
 pub use service::Cache;
 
 /// What the cache did with a request; every response carries one in its extensions.

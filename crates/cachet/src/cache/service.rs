@@ -9,7 +9,8 @@ use tower::Service;
 
 use super::future::{Plan, RequestFacts, ResponseFuture};
 use super::layer::Config;
-use super::{CacheBody, CacheLayer, ForwardReason};
+use super::mode::bypassed;
+use super::{CacheBody, CacheLayer, CacheMode, ForwardReason};
 use crate::policy::CacheControl;
 use crate::store::Store;
 use crate::{BoxError, CacheKey, Error};
@@ -108,7 +109,25 @@ where
             return ResponseFuture::forward(self.inner.call(request), plan, reason, config);
         };
 
-        let facts = RequestFacts {
+        let mode = if bypassed() {
+            CacheMode::NoStore
+        } else {
+            request
+                .extensions()
+                .get::<CacheMode>()
+                .copied()
+                .unwrap_or_default()
+        };
+        if mode == CacheMode::NoStore {
+            tracing::trace!(%key, "bypassed for this request");
+            return ResponseFuture::forward(
+                self.inner.call(request),
+                Plan::Pass,
+                ForwardReason::Bypass,
+                config,
+            );
+        }
+        let mut facts = RequestFacts {
             key,
             store: self.store.clone(),
             method: request.method().clone(),
@@ -117,7 +136,24 @@ where
             headers: http::HeaderMap::new(),
             seen: None,
             collapsed: false,
+            force: matches!(mode, CacheMode::ForceCache | CacheMode::OnlyIfCached),
         };
+        match mode {
+            CacheMode::Reload => {
+                facts.headers = request.headers().clone();
+                let future = self.inner.call(request);
+                return ResponseFuture::forward(
+                    future,
+                    Plan::Cache(facts),
+                    ForwardReason::Request,
+                    config,
+                );
+            }
+            CacheMode::NoCache => facts.cc.no_cache = true,
+            CacheMode::OnlyIfCached => facts.cc.only_if_cached = true,
+            _ if config.always_revalidate => facts.cc.no_cache = true,
+            _ => {}
+        }
         // The service that `poll_ready` readied goes into the future; this handle keeps a
         // fresh clone that will be readied before the next call.
         let ready = self.inner.clone();

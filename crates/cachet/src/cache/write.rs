@@ -104,6 +104,9 @@ pub(crate) fn recorder<St: Store>(
     leader: Option<Leader>,
     config: &Config,
 ) -> Option<Recorder> {
+    if config.read_only {
+        return None;
+    }
     let response_time = config.clock.now();
     let response = ResponseFacts {
         status: parts.status,
@@ -221,7 +224,7 @@ pub(crate) fn end_to_end(headers: &HeaderMap) -> HeaderMap {
 /// `Last-Modified`, or (with neither) equal `Content-Length`. It reads the store, so it
 /// runs on a spawned task; a GET stored as variants is left alone.
 pub(crate) fn freshen_get<St: Store>(facts: &RequestFacts<St>, head: &HeaderMap, config: &Config) {
-    let Some(get_key) = facts.key.for_get() else {
+    let Some(get_key) = facts.key.for_get().filter(|_| !config.read_only) else {
         return;
     };
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {

@@ -1,0 +1,186 @@
+//! Everyday controls: per-request cache modes, bypassing a block of work, always
+//! revalidating, and a read-only cache.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use cachet::clock::ManualClock;
+use cachet::{Cache, CacheLayer, CacheMode, CacheStatus, ForwardReason, MemoryStore};
+use cachet_tests::{Origin, Reply, client, get, read};
+use http::Request;
+use http_body_util::Empty;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use tower::{Layer, ServiceExt};
+
+type Stack = Cache<Client<HttpConnector, Empty<Bytes>>, MemoryStore>;
+
+async fn status(cache: &Stack, request: Request<Empty<Bytes>>) -> (u16, CacheStatus) {
+    let response = cache
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("the request succeeds");
+    let code = response.status().as_u16();
+    let status = *response
+        .extensions()
+        .get::<CacheStatus>()
+        .expect("every response has a status");
+    read(response.into_body())
+        .await
+        .expect("the body completes");
+    (code, status)
+}
+
+fn with_mode(url: &str, mode: CacheMode) -> Request<Empty<Bytes>> {
+    let mut request = get(url);
+    request.extensions_mut().insert(mode);
+    request
+}
+
+async fn origin() -> Origin {
+    Origin::start(|seen| {
+        if seen.headers.contains_key("if-none-match") {
+            Reply::ok("")
+                .status(304)
+                .header("cache-control", "max-age=10")
+        } else {
+            Reply::ok("x")
+                .header("cache-control", "max-age=10")
+                .header("etag", "\"1\"")
+        }
+    })
+    .await
+}
+
+fn forwarded(reason: ForwardReason, stored: bool) -> CacheStatus {
+    CacheStatus::Forwarded { reason, stored }
+}
+
+#[tokio::test]
+async fn no_store_mode_neither_reads_nor_writes() {
+    let origin = origin().await;
+    let cache = CacheLayer::new(MemoryStore::default()).layer(client());
+    let url = origin.url("/m");
+    status(&cache, get(&url)).await;
+    assert_eq!(
+        status(&cache, with_mode(&url, CacheMode::NoStore)).await.1,
+        forwarded(ForwardReason::Bypass, false)
+    );
+    assert_eq!(origin.requests(), 2);
+}
+
+#[tokio::test]
+async fn reload_mode_asks_the_origin_and_stores() {
+    let origin = origin().await;
+    let store = MemoryStore::default();
+    let cache = CacheLayer::new(store.clone()).layer(client());
+    let url = origin.url("/r");
+    assert_eq!(
+        status(&cache, with_mode(&url, CacheMode::Reload)).await.1,
+        forwarded(ForwardReason::Request, true)
+    );
+    assert_eq!(
+        status(&cache, with_mode(&url, CacheMode::Reload)).await.1,
+        forwarded(ForwardReason::Request, true)
+    );
+    assert_eq!(status(&cache, get(&url)).await.1, CacheStatus::Hit);
+    assert_eq!(origin.requests(), 2);
+}
+
+#[tokio::test]
+async fn no_cache_mode_and_always_revalidate_validate_a_fresh_entry() {
+    let origin = origin().await;
+    let cache = CacheLayer::new(MemoryStore::default()).layer(client());
+    let url = origin.url("/nc");
+    status(&cache, get(&url)).await;
+    assert_eq!(
+        status(&cache, with_mode(&url, CacheMode::NoCache)).await.1,
+        CacheStatus::Revalidated { stored: true }
+    );
+
+    let always = CacheLayer::new(MemoryStore::default())
+        .always_revalidate(true)
+        .layer(client());
+    status(&always, get(&url)).await;
+    assert_eq!(
+        status(&always, get(&url)).await.1,
+        CacheStatus::Revalidated { stored: true }
+    );
+    assert_eq!(origin.requests(), 4);
+}
+
+#[tokio::test]
+async fn force_cache_and_only_if_cached_serve_a_stale_entry_without_the_origin() {
+    let origin = origin().await;
+    let clock = ManualClock::new();
+    let cache = CacheLayer::new(MemoryStore::default())
+        .clock(clock.clone())
+        .layer(client());
+    let url = origin.url("/f");
+    status(&cache, get(&url)).await;
+    clock.advance(Duration::from_secs(60));
+    assert_eq!(
+        status(&cache, with_mode(&url, CacheMode::ForceCache))
+            .await
+            .1,
+        CacheStatus::Hit
+    );
+    assert_eq!(
+        status(&cache, with_mode(&url, CacheMode::OnlyIfCached))
+            .await
+            .1,
+        CacheStatus::Hit
+    );
+    assert_eq!(
+        status(
+            &cache,
+            with_mode(&origin.url("/none"), CacheMode::OnlyIfCached)
+        )
+        .await,
+        (504, CacheStatus::OnlyIfCachedMiss)
+    );
+    assert_eq!(origin.requests(), 1);
+}
+
+#[tokio::test]
+async fn bypass_covers_a_block_of_work_on_this_task_only() {
+    let origin = origin().await;
+    let cache = CacheLayer::new(MemoryStore::default()).layer(client());
+    let url = origin.url("/b");
+    status(&cache, get(&url)).await;
+    let inside = cachet::bypass(status(&cache, get(&url))).await;
+    assert_eq!(inside.1, forwarded(ForwardReason::Bypass, false));
+    let other_task = {
+        let cache = cache.clone();
+        let url = url.clone();
+        cachet::bypass(
+            async move { tokio::spawn(async move { status(&cache, get(&url)).await }).await },
+        )
+        .await
+    };
+    assert_eq!(
+        other_task.expect("no panic").1,
+        CacheStatus::Hit,
+        "a spawned task is not bypassed"
+    );
+    assert_eq!(status(&cache, get(&url)).await.1, CacheStatus::Hit);
+}
+
+#[tokio::test]
+async fn a_read_only_cache_serves_but_never_writes() {
+    let origin = origin().await;
+    let store = MemoryStore::default();
+    let writer = CacheLayer::new(store.clone()).layer(client());
+    let reader = CacheLayer::new(store.clone())
+        .read_only(true)
+        .layer(client());
+    let url = origin.url("/ro");
+    assert_eq!(
+        status(&reader, get(&url)).await.1,
+        forwarded(ForwardReason::Miss, false)
+    );
+    assert!(store.is_empty());
+    status(&writer, get(&url)).await;
+    assert_eq!(status(&reader, get(&url)).await.1, CacheStatus::Hit);
+}
