@@ -1,0 +1,282 @@
+//! A fresh in-memory hit through cachet, beside the floor and the Rust peers, in one run.
+//!
+//! Every contender is a `tower::Service` in front of the same stand-in for a hyper-util
+//! client (a `service_fn` that builds the origin's response and counts its calls). Each
+//! measured request is built (URI parsed, two headers), sent through `ready().call()`,
+//! and its body read to the end, frame by frame, and checked for its length:
+//!
+//! - `floor`: a prebuilt response handed back from `quick_cache` (the concurrent cache
+//!   `MemoryStore` is built on), keyed by cachet's `CacheKey`: a header-map clone and a
+//!   `Bytes` clone;
+//! - `cachet`: `CacheLayer` over `MemoryStore`;
+//! - `cachet_signed`: `CacheLayer` over `VerifyLayer` over `MemoryStore`;
+//! - `http_cache_tower`: http-cache-tower's `HttpCacheLayer` over its `MokaManager`
+//!   (its in-memory manager), default options;
+//! - `tower_http_cache`: tower-http-cache's `CacheLayer` over its `InMemoryBackend`
+//!   (moka), with a one-hour TTL.
+//!
+//! The origin answers `Cache-Control: public, max-age=3600`. Before measuring, each
+//! contender is warmed until a request no longer reaches the origin, and checked again
+//! after: a bench that measured anything but hits panics.
+//!
+//! Group `hit` runs one task on a current-thread runtime; group `hit_2_tasks` splits each
+//! batch of requests over two tasks on a multi-thread runtime with two workers, and
+//! reports the batch's wall time per request.
+//!
+//! Run with `cargo bench -p cachet-bench --bench hit -- --warm-up-time 1 --measurement-time 3`.
+
+use std::convert::Infallible;
+use std::fmt::Debug;
+use std::future::{Ready, ready};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cachet::verify::{Keyring, VerifyLayer};
+use cachet::{CacheKey, CacheLayer, MemoryStore};
+use cachet_bench::read_body;
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion, criterion_group, criterion_main};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::Full;
+use tokio::runtime::Runtime;
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+type Req = Request<Full<Bytes>>;
+
+fn request(uri: &str) -> Req {
+    Request::get(uri)
+        .header("user-agent", "bench/1.0")
+        .header("accept", "*/*")
+        .body(Full::default())
+        .expect("the bench request is valid")
+}
+
+fn origin_response(body: &Bytes) -> Response<Full<Bytes>> {
+    Response::builder()
+        .header("content-type", "application/javascript")
+        .header("cache-control", "public, max-age=3600")
+        .header("etag", "\"abc123\"")
+        .header(
+            "date",
+            httpdate::fmt_http_date(std::time::SystemTime::now()),
+        )
+        .body(Full::new(body.clone()))
+        .expect("the bench response is valid")
+}
+
+/// The stand-in for a hyper-util client: answers every request with the origin's
+/// response and counts the calls.
+fn origin(
+    body: Bytes,
+    calls: Arc<AtomicU64>,
+) -> impl Service<Req, Response = Response<Full<Bytes>>, Error = Infallible, Future: Send>
++ Clone
++ Send
++ 'static {
+    service_fn(move |_: Req| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        ready(Ok::<_, Infallible>(origin_response(&body)))
+    })
+}
+
+/// What any in-memory cache must at least do: find a prebuilt response by key in a
+/// concurrent cache and hand back clones of its parts.
+#[derive(Clone)]
+struct Floor {
+    cache: Arc<quick_cache::sync::Cache<CacheKey, (StatusCode, HeaderMap, Bytes)>>,
+}
+
+impl Floor {
+    fn new(uri: &str, body: &Bytes) -> Self {
+        let cache = quick_cache::sync::Cache::new(1024);
+        let (parts, _) = origin_response(body).into_parts();
+        let key = CacheKey::for_request(&http::Method::GET, &uri.parse().expect("a valid URI"))
+            .expect("an absolute URI has a key");
+        cache.insert(key, (parts.status, parts.headers, body.clone()));
+        Self {
+            cache: Arc::new(cache),
+        }
+    }
+}
+
+impl Service<Req> for Floor {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        let key = CacheKey::for_request(request.method(), request.uri())
+            .expect("an absolute URI has a key");
+        let (status, headers, body) = self.cache.get(&key).expect("the floor is prefilled");
+        let mut response = Response::new(Full::new(body));
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        ready(Ok(response))
+    }
+}
+
+/// Sends `n` requests for `uri` through `service`, one after another, reading each body.
+async fn requests<S, B>(mut service: S, uri: Arc<str>, n: u64, size: usize)
+where
+    S: Service<Req, Response = Response<B>>,
+    S::Error: Debug,
+    B: Body,
+    B::Error: Debug,
+{
+    for _ in 0..n {
+        let response = service
+            .ready()
+            .await
+            .expect("the service is ready")
+            .call(request(&uri))
+            .await
+            .expect("the request succeeds");
+        let len = read_body(response.into_body())
+            .await
+            .expect("the body reads to its end");
+        assert_eq!(len, size, "the whole body came back");
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Tasks {
+    /// One task on a current-thread runtime.
+    One,
+    /// Two tasks on a multi-thread runtime with two workers.
+    Two,
+}
+
+/// Warms `service` until a request for `uri` no longer reaches the origin, checks that
+/// the next ones do not either, measures it, and checks again that the origin was not
+/// asked.
+fn contender<S, B>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    (runtime, tasks): (&Runtime, Tasks),
+    name: &str,
+    service: S,
+    calls: &AtomicU64,
+    (uri, size): (&Arc<str>, usize),
+) where
+    S: Service<Req, Response = Response<B>> + Clone + Send + 'static,
+    S::Error: Debug,
+    S::Future: Send,
+    B: Body + Send + 'static,
+    B::Error: Debug,
+{
+    runtime.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let before = calls.load(Ordering::SeqCst);
+            requests(service.clone(), uri.clone(), 1, size).await;
+            if calls.load(Ordering::SeqCst) == before {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} never answered {uri} from its cache; its configuration must store \
+                 `Cache-Control: public, max-age=3600`"
+            );
+            // Give a write in the background (cachet's) a chance to land.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let before = calls.load(Ordering::SeqCst);
+        requests(service.clone(), uri.clone(), 100, size).await;
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            before,
+            "{name} reached the origin after warm-up: what would be measured is not a hit"
+        );
+    });
+    let before = calls.load(Ordering::SeqCst);
+
+    group.bench_function(BenchmarkId::new(name, size), |b| match tasks {
+        Tasks::One => b.iter_custom(|iters| {
+            let batch = requests(service.clone(), uri.clone(), iters, size);
+            runtime.block_on(async {
+                let start = Instant::now();
+                batch.await;
+                start.elapsed()
+            })
+        }),
+        Tasks::Two => b.iter_custom(|iters| {
+            let first = iters / 2;
+            let a = requests(service.clone(), uri.clone(), first, size);
+            let b = requests(service.clone(), uri.clone(), iters - first, size);
+            runtime.block_on(async {
+                let start = Instant::now();
+                let a = tokio::spawn(a);
+                let b = tokio::spawn(b);
+                a.await.expect("the first task completes");
+                b.await.expect("the second task completes");
+                start.elapsed()
+            })
+        }),
+    });
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        before,
+        "{name} reached the origin while measured: not every measured request was a hit"
+    );
+}
+
+fn group(c: &mut Criterion, name: &str, tasks: Tasks) {
+    let runtime = match tasks {
+        Tasks::One => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a current-thread runtime"),
+        Tasks::Two => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime with two workers"),
+    };
+    let run = (&runtime, tasks);
+    let mut group = c.benchmark_group(name);
+    for size in [1024, 100 * 1024] {
+        let body = Bytes::from(vec![b'x'; size]);
+        let uri: Arc<str> = format!("http://origin.example/assets/app.js?size={size}").into();
+        let target = (&uri, size);
+        let calls = Arc::new(AtomicU64::new(0));
+        let origin = || origin(body.clone(), calls.clone());
+
+        let floor = Floor::new(&uri, &body);
+        contender(&mut group, run, "floor", floor, &calls, target);
+
+        let cachet = CacheLayer::new(MemoryStore::default()).layer(origin());
+        contender(&mut group, run, "cachet", cachet, &calls, target);
+
+        let keyring = Keyring::new("bench secret").expect("a secret that is not empty");
+        let signed = CacheLayer::new(VerifyLayer::new(keyring).layer(MemoryStore::default()))
+            .layer(origin());
+        contender(&mut group, run, "cachet_signed", signed, &calls, target);
+
+        let manager = http_cache::MokaManager::default();
+        let peer = http_cache_tower::HttpCacheLayer::new(manager).layer(origin());
+        contender(&mut group, run, "http_cache_tower", peer, &calls, target);
+
+        let backend = tower_http_cache::backend::memory::InMemoryBackend::new(10_000);
+        let peer = tower_http_cache::CacheLayer::builder(backend)
+            .ttl(Duration::from_secs(3600))
+            .build()
+            .layer(origin());
+        contender(&mut group, run, "tower_http_cache", peer, &calls, target);
+    }
+    group.finish();
+}
+
+fn hit(c: &mut Criterion) {
+    group(c, "hit", Tasks::One);
+    group(c, "hit_2_tasks", Tasks::Two);
+}
+
+criterion_group!(benches, hit);
+criterion_main!(benches);

@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# cachet-proxy and nginx (proxy_cache) serving cache hits under load, side by side, in
+# one run, on loopback:  bash scripts/load.sh
+#
+# Starts a small origin (crates/cachet-bench/examples/origin.rs: `Cache-Control: public,
+# max-age=3600`), cachet-proxy (release build, in-memory store) and nginx with
+# proxy_cache (scripts/nginx-cache.conf) in front of it, warms both caches, checks that
+# both answer hits, then runs wrk against each for a 1 KiB and a 100 KiB body and prints
+# requests per second and latency percentiles side by side. Finally checks that the
+# origin saw no request during the load (every measured request was a hit).
+#
+# Installs wrk and nginx from Debian's packages when missing (apt-get, as root). Binds
+# only 127.0.0.1; stops everything it started and removes its files on any exit.
+#
+# Settings (environment): DURATION (wrk -d, default 10s), THREADS (wrk -t, 2),
+# CONNECTIONS (wrk -c, 32), ORIGIN_PORT (18080), PROXY_PORT (18081), NGINX_PORT (18082).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/sbin:/sbin"
+
+DURATION=${DURATION:-10s}
+THREADS=${THREADS:-2}
+CONNECTIONS=${CONNECTIONS:-32}
+ORIGIN_PORT=${ORIGIN_PORT:-18080}
+PROXY_PORT=${PROXY_PORT:-18081}
+NGINX_PORT=${NGINX_PORT:-18082}
+SIZES=(1024 102400)
+
+say() { printf '== %s\n' "$*" >&2; }
+die() { printf 'load.sh: %s\n' "$*" >&2; exit 1; }
+
+# --- what the script starts, and how it stops it ----------------------------------------
+PIDS=()
+WORK=""
+CACHE=""
+cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        # Bounded: a process that ignores TERM for 5 s is killed.
+        for _ in $(seq 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    [ -n "$CACHE" ] && rm -rf "$CACHE"
+    [ -n "$WORK" ] && rm -rf "$WORK"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- tools ---------------------------------------------------------------------------------
+missing=()
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v nginx >/dev/null 2>&1 || missing+=(nginx)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+if [ ${#missing[@]} -gt 0 ]; then
+    [ "$(id -u)" -eq 0 ] || die "missing ${missing[*]}; install them (Debian: apt-get install ${missing[*]})"
+    say "installing ${missing[*]} from Debian's packages"
+    # Keep the nginx package from starting a system nginx on port 80 (Docker's usual
+    # policy-rc.d; left alone when one is there already).
+    policy_rc=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        policy_rc=/usr/sbin/policy-rc.d
+        printf '#!/bin/sh\nexit 101\n' >"$policy_rc"
+        chmod +x "$policy_rc"
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    timeout 600 apt-get update -qq
+    timeout 600 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    [ -n "$policy_rc" ] && rm -f "$policy_rc"
+fi
+
+for port in "$ORIGIN_PORT" "$PROXY_PORT" "$NGINX_PORT"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        die "port $port on 127.0.0.1 is taken; choose others with ORIGIN_PORT, PROXY_PORT, NGINX_PORT"
+    fi
+done
+
+# --- builds --------------------------------------------------------------------------------
+say "building cachet-proxy and the origin (release)"
+cargo build --release --quiet -p cachet-proxy --bin cachet-proxy
+cargo build --release --quiet -p cachet-bench --example origin
+TARGET=${CARGO_TARGET_DIR:-target}
+PROXY_BIN=$TARGET/release/cachet-proxy
+ORIGIN_BIN=$TARGET/release/examples/origin
+
+# --- servers -------------------------------------------------------------------------------
+WORK=$(mktemp -d -t cachet-load.XXXXXX)
+if [ -d /dev/shm ] && [ -w /dev/shm ]; then
+    CACHE=$(mktemp -d -p /dev/shm cachet-load-nginx.XXXXXX)
+else
+    CACHE=$(mktemp -d -p "$WORK" nginx-cache.XXXXXX)
+fi
+
+wait_for_port() { # name pid port
+    local deadline=$((SECONDS + 15))
+    until (exec 3<>"/dev/tcp/127.0.0.1/$3") 2>/dev/null; do
+        kill -0 "$2" 2>/dev/null || { cat "$WORK/$1.log" >&2 || true; die "$1 exited before listening"; }
+        [ $SECONDS -lt $deadline ] || die "$1 did not listen on port $3 within 15 s"
+        sleep 0.1
+    done
+}
+
+"$ORIGIN_BIN" "127.0.0.1:$ORIGIN_PORT" >"$WORK/origin.log" 2>&1 &
+PIDS+=($!)
+wait_for_port origin "$!" "$ORIGIN_PORT"
+
+RUST_LOG=warn "$PROXY_BIN" --upstream "http://127.0.0.1:$ORIGIN_PORT" \
+    --listen "127.0.0.1:$PROXY_PORT" >"$WORK/cachet-proxy.log" 2>&1 &
+PIDS+=($!)
+wait_for_port cachet-proxy "$!" "$PROXY_PORT"
+
+# When run as root, nginx's workers would switch to `nobody`; keep them as the caller so
+# they can write to the temporary directories.
+sed -e "s|@WORK@|$WORK|g" -e "s|@CACHE@|$CACHE|g" \
+    -e "s|@ORIGIN_PORT@|$ORIGIN_PORT|g" -e "s|@NGINX_PORT@|$NGINX_PORT|g" \
+    -e "s|@USER@|$(id -un) $(id -gn)|g" \
+    scripts/nginx-cache.conf >"$WORK/nginx.conf"
+nginx -p "$WORK" -e "$WORK/nginx-error.log" -c "$WORK/nginx.conf" -g 'daemon off;' \
+    >"$WORK/nginx.log" 2>&1 &
+PIDS+=($!)
+wait_for_port nginx "$!" "$NGINX_PORT"
+
+# --- warm-up: both caches answer hits -------------------------------------------------------
+declare -A PORT=([cachet-proxy]=$PROXY_PORT [nginx]=$NGINX_PORT)
+declare -A HIT=([cachet-proxy]='^cache-status: cachet; hit' [nginx]='^x-cache-status: HIT')
+SERVERS=(cachet-proxy nginx)
+for size in "${SIZES[@]}"; do
+    for server in "${SERVERS[@]}"; do
+        url="http://127.0.0.1:${PORT[$server]}/bytes/$size"
+        for _ in 1 2 3; do
+            curl -fsS -o /dev/null --max-time 5 "$url"
+        done
+        headers=$(curl -fsS -D - -o /dev/null --max-time 5 "$url" | tr -d '\r')
+        grep -qi "${HIT[$server]}" <<<"$headers" || {
+            printf '%s\n' "$headers" >&2
+            die "$server does not answer $url from its cache after warm-up"
+        }
+    done
+done
+origin_before=$(curl -fsS --max-time 5 "http://127.0.0.1:$ORIGIN_PORT/requests")
+
+# --- load ------------------------------------------------------------------------------------
+declare -A RESULT
+for size in "${SIZES[@]}"; do
+    for server in "${SERVERS[@]}"; do
+        url="http://127.0.0.1:${PORT[$server]}/bytes/$size"
+        say "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency $url ($server)"
+        out="$WORK/wrk-$server-$size.txt"
+        timeout 300 wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$url" >"$out"
+        RESULT[$server,$size]=$(awk '
+            /Latency Distribution/ { dist = 1; next }
+            dist && $1 ~ /%$/ { p[$1] = $2; next }
+            { dist = 0 }
+            /^Requests\/sec:/ { rps = $2 }
+            /Non-2xx or 3xx responses:/ { bad += $NF }
+            /Socket errors:/ { gsub(",", ""); bad += $4 + $6 + $8 + $10 }
+            END { printf "%.0f %s %s %s %s %d", rps, p["50%"], p["75%"], p["90%"], p["99%"], bad }
+        ' "$out")
+        sleep 1
+    done
+done
+origin_after=$(curl -fsS --max-time 5 "http://127.0.0.1:$ORIGIN_PORT/requests")
+
+# --- report ----------------------------------------------------------------------------------
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ -n "$(git status --porcelain -- crates/cachet crates/cachet-redis crates/cachet-proxy 2>/dev/null)" ]; then
+    commit="$commit (with uncommitted changes in crates/cachet, cachet-redis or cachet-proxy)"
+fi
+printf '\ncachet-proxy at %s; %s; %s; %s cores\n' "$commit" \
+    "$(nginx -v 2>&1 | sed 's/^nginx version: //')" "$(wrk -v 2>&1 | head -n1 | awk '{print $1, $2}')" "$(nproc)"
+printf 'wrk -t%s -c%s -d%s --latency, loopback, cache hits (origin asked %d times during the load)\n\n' \
+    "$THREADS" "$CONNECTIONS" "$DURATION" "$((origin_after - origin_before - 1))"
+printf '%-8s %-13s %12s %10s %10s %10s %10s %8s\n' body server requests/s p50 p75 p90 p99 errors
+for size in "${SIZES[@]}"; do
+    label=$([ "$size" -ge 1024 ] && echo "$((size / 1024)) KiB" || echo "$size B")
+    for server in "${SERVERS[@]}"; do
+        read -r rps p50 p75 p90 p99 bad <<<"${RESULT[$server,$size]}"
+        printf '%-8s %-13s %12s %10s %10s %10s %10s %8s\n' "$label" "$server" "$rps" "$p50" "$p75" "$p90" "$p99" "$bad"
+    done
+done
+
+[ "$((origin_after - origin_before - 1))" -eq 0 ] || die "the origin was asked during the load: not every measured request was a hit"
