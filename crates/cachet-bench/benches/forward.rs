@@ -43,12 +43,6 @@ use hyper_util::rt::TokioExecutor;
 use tokio::runtime::Runtime;
 use tower::{Layer, Service, ServiceExt};
 
-/// Whether every coalesced burst must reach the origin exactly once (issue 6, item 3).
-/// Off while a request whose store lookup missed just before the leader stored its entry,
-/// and which joins the in-flight fetches just after the leader left them, fetches again
-/// (about one burst in 2,000 on a 2-core machine).
-const ASSERT_ONE_ORIGIN_REQUEST_PER_BURST: bool = false;
-
 /// Concurrent requests in a coalesced burst.
 const BURST: usize = 32;
 
@@ -380,11 +374,10 @@ fn coalesced(c: &mut Criterion) {
                 counts.iter().all(|&n| n == BURST as u64),
                 "every request of the bare client reaches the origin"
             ),
-            Contender::Cachet if ASSERT_ONE_ORIGIN_REQUEST_PER_BURST => assert!(
+            Contender::Cachet => assert!(
                 counts.iter().all(|&n| n == 1),
                 "a burst of {BURST} concurrent misses for one key reaches the origin once"
             ),
-            Contender::Cachet => {}
         }
     }
     group.finish();

@@ -4,11 +4,11 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
-use pin_project::pin_project;
+use pin_project::{pin_project, pinned_drop};
 
 /// The body of a response from a [`Cache`](super::Cache): either a stored body, or the
 /// inner service's body streaming through (and, for a storable response, being recorded).
-#[pin_project]
+#[pin_project(PinnedDrop)]
 pub struct CacheBody<B> {
     #[pin]
     kind: Kind<B>,
@@ -23,6 +23,9 @@ enum Kind<B> {
         #[pin]
         body: B,
         recorder: Option<Recorder>,
+        /// The recorder of a body that has ended intact. Its store write waits for the
+        /// next poll or for the body's drop, so the last frame reaches the caller first.
+        complete: Option<Recorder>,
     },
 }
 
@@ -38,13 +41,17 @@ impl<B> CacheBody<B> {
 impl<B: Body<Data = Bytes>> CacheBody<B> {
     pub(crate) fn origin(body: B, mut recorder: Option<Recorder>) -> Self {
         // A body that is already complete may never be polled (a HEAD, a 204).
-        if body.is_end_stream()
-            && let Some(recorder) = recorder.take()
-        {
-            recorder.finish();
-        }
+        let complete = if body.is_end_stream() {
+            recorder.take()
+        } else {
+            None
+        };
         Self {
-            kind: Kind::Origin { body, recorder },
+            kind: Kind::Origin {
+                body,
+                recorder,
+                complete,
+            },
         }
     }
 }
@@ -62,7 +69,14 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         match self.project().kind.project() {
             KindProj::Stored { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            KindProj::Origin { mut body, recorder } => {
+            KindProj::Origin {
+                mut body,
+                recorder,
+                complete,
+            } => {
+                if let Some(complete) = complete.take() {
+                    complete.finish();
+                }
                 let frame = ready!(body.as_mut().poll_frame(cx));
                 match &frame {
                     Some(Ok(frame)) => {
@@ -71,10 +85,8 @@ where
                         {
                             *recorder = None;
                         }
-                        if body.is_end_stream()
-                            && let Some(recorder) = recorder.take()
-                        {
-                            recorder.finish();
+                        if body.is_end_stream() {
+                            *complete = recorder.take();
                         }
                     }
                     // An aborted body is never stored.
@@ -103,6 +115,17 @@ where
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
             Kind::Origin { body, .. } => body.size_hint(),
+        }
+    }
+}
+
+#[pinned_drop]
+impl<B> PinnedDrop for CacheBody<B> {
+    fn drop(self: Pin<&mut Self>) {
+        if let KindProj::Origin { complete, .. } = self.project().kind.project()
+            && let Some(complete) = complete.take()
+        {
+            complete.finish();
         }
     }
 }

@@ -200,9 +200,13 @@ where
                     };
                     let (mut service, mut request) =
                         forward.take().expect("a lookup forwards at most once");
+                    let mut found_value = None;
+                    let store_answered = found.is_ok();
                     let step = match found {
                         Ok(StoreResponse::Found(value)) => {
-                            match stored::decode(&value, this.config) {
+                            let decoded = stored::decode(&value, this.config);
+                            found_value = Some(value);
+                            match decoded {
                                 Ok(decoded) => {
                                     examine(&decoded.stored, facts, request.headers(), this.config)
                                 }
@@ -230,6 +234,11 @@ where
                     let mut original_headers = None;
                     match step {
                         Step::Hit(response) => {
+                            // A leader that found the entry on its second look shares it.
+                            if let (Some(leader), Some(value)) = (this.leader.take(), &found_value)
+                            {
+                                leader.finish(value);
+                            }
                             this.state.set(State::Done);
                             return Poll::Ready(Ok(response));
                         }
@@ -284,11 +293,27 @@ where
                         return Poll::Ready(Ok(only_if_cached_miss(this.config)));
                     }
                     if let Some(wait) = this.config.coalesce_wait
+                        && this.leader.is_none()
                         && this.stale.is_none()
                         && coalescible(*this.reason, facts, request.headers())
                     {
                         match this.config.inflight.join(&facts.key) {
-                            Join::Leader(leader) => *this.leader = Some(leader),
+                            Join::Leader(leader) if !store_answered => *this.leader = Some(leader),
+                            Join::Leader(leader) => {
+                                // A fetch that finished between this request's lookup and
+                                // its join has stored its response: look once more.
+                                *this.leader = Some(leader);
+                                facts.seen = None;
+                                let lookup = facts
+                                    .store
+                                    .clone()
+                                    .oneshot(StoreRequest::Get(facts.key.clone()));
+                                this.state.set(State::Lookup {
+                                    lookup,
+                                    forward: Some((service, request)),
+                                });
+                                continue;
+                            }
                             Join::Waiter(receiver) => {
                                 facts.collapsed = true;
                                 this.state.set(State::Wait {
