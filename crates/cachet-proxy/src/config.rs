@@ -1,16 +1,16 @@
 //! The command line and the validated configuration it becomes.
 
-use std::error::Error as StdError;
 use std::ffi::OsString;
-use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use cachet::verify::{KeyError, Keyring};
 use cachet::{CacheLayer, MemoryStore};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
-use http::uri::{Authority, Scheme};
-use http::{HeaderValue, Uri};
+use http::Uri;
+
+pub use crate::flags::StoreChoice;
+use crate::flags::{Secret, Upstream, parse_timeout};
 
 /// The command line, as clap parses it. Every field is validated by its value parser, so
 /// turning it into a [`Config`] cannot fail.
@@ -159,65 +159,6 @@ impl Invocation {
     }
 }
 
-/// A secret key read from the environment; `Debug` shows only the variable's name.
-#[derive(Clone)]
-pub(crate) struct Secret {
-    variable: String,
-    value: String,
-}
-
-impl Secret {
-    fn read(variable: &str, env: impl Fn(&str) -> Option<OsString>) -> Result<Self, InvalidSecret> {
-        let name = || variable.to_owned();
-        let value = env(variable).ok_or_else(|| InvalidSecret::Missing(name()))?;
-        let value = value
-            .into_string()
-            .map_err(|_| InvalidSecret::NotText(name()))?;
-        if value.is_empty() {
-            return Err(InvalidSecret::Empty(name()));
-        }
-        Ok(Self {
-            variable: name(),
-            value,
-        })
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Secret")
-            .field("variable", &self.variable)
-            .finish_non_exhaustive()
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum InvalidSecret {
-    Missing(String),
-    Empty(String),
-    NotText(String),
-}
-
-impl InvalidSecret {
-    fn name(&self) -> &str {
-        match self {
-            Self::Missing(name) | Self::Empty(name) | Self::NotText(name) => name,
-        }
-    }
-}
-
-impl fmt::Display for InvalidSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Missing(name) => write!(f, "the environment variable {name} is not set"),
-            Self::Empty(name) => write!(f, "the environment variable {name} is empty"),
-            Self::NotText(name) => write!(f, "the environment variable {name} is not valid UTF-8"),
-        }
-    }
-}
-
-impl StdError for InvalidSecret {}
-
 /// What the proxy does with a stored entry whose signature does not verify.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum BadSignatureAction {
@@ -271,60 +212,6 @@ pub struct Config {
     on_bad_signature: BadSignatureAction,
     cdn: bool,
 }
-
-/// Where the proxy keeps entries (`--store`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StoreChoice {
-    /// In the proxy's memory, bounded by `--memory-bytes`.
-    Memory,
-    /// In one Redis server, at this URL.
-    Redis(String),
-    /// In a Redis Cluster, reached through these nodes' URLs.
-    Cluster(Vec<String>),
-}
-
-impl StoreChoice {
-    fn parse(text: &str) -> Result<Self, InvalidStore> {
-        if text == "memory" {
-            return Ok(Self::Memory);
-        }
-        if text.starts_with("redis://") {
-            return Ok(Self::Redis(text.to_owned()));
-        }
-        if let Some(nodes) = text.strip_prefix("redis+cluster://") {
-            let nodes: Vec<String> = nodes
-                .split(',')
-                .map(str::trim)
-                .filter(|node| !node.is_empty())
-                .map(|node| format!("redis://{node}"))
-                .collect();
-            if nodes.is_empty() {
-                return Err(InvalidStore::NoNodes);
-            }
-            return Ok(Self::Cluster(nodes));
-        }
-        Err(InvalidStore::Unknown)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum InvalidStore {
-    Unknown,
-    NoNodes,
-}
-
-impl fmt::Display for InvalidStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Unknown => {
-                "expected memory, redis://HOST:PORT/DB or redis+cluster://HOST:PORT,HOST:PORT"
-            }
-            Self::NoNodes => "a cluster needs at least one HOST:PORT",
-        })
-    }
-}
-
-impl StdError for InvalidStore {}
 
 impl Config {
     /// Parses a command line; the first item is the program name.
@@ -436,110 +323,6 @@ impl Config {
 
     pub(crate) fn target(&self) -> &Upstream {
         &self.upstream
-    }
-}
-
-/// A checked `--upstream` URL, split into the parts a request is rewritten with.
-#[derive(Clone, Debug)]
-pub(crate) struct Upstream {
-    /// The URL as given, normalised: no trailing `/` on the base path.
-    uri: Uri,
-    pub(crate) scheme: Scheme,
-    pub(crate) authority: Authority,
-    /// The base path without a trailing `/`; empty for none.
-    pub(crate) base_path: String,
-    /// The `Host` header sent upstream: the authority.
-    pub(crate) host: HeaderValue,
-}
-
-impl Upstream {
-    pub(crate) fn parse(text: &str) -> Result<Self, InvalidUpstream> {
-        // `http::Uri` drops a fragment silently; refuse it instead.
-        if text.contains('#') {
-            return Err(InvalidUpstream::Fragment);
-        }
-        let uri: Uri = text.parse().map_err(|_| InvalidUpstream::NotAUrl)?;
-        let scheme = match uri.scheme() {
-            Some(scheme) if *scheme == Scheme::HTTP || *scheme == Scheme::HTTPS => scheme.clone(),
-            Some(_) => return Err(InvalidUpstream::Scheme),
-            None => return Err(InvalidUpstream::NotAUrl),
-        };
-        let authority = uri.authority().ok_or(InvalidUpstream::NoHost)?.clone();
-        if authority.host().is_empty() {
-            return Err(InvalidUpstream::NoHost);
-        }
-        if authority.as_str().contains('@') {
-            return Err(InvalidUpstream::UserInfo);
-        }
-        if uri.query().is_some() {
-            return Err(InvalidUpstream::Query);
-        }
-        let host =
-            HeaderValue::from_str(authority.as_str()).map_err(|_| InvalidUpstream::NoHost)?;
-        let base_path = uri.path().trim_end_matches('/').to_owned();
-        let uri = Uri::builder()
-            .scheme(scheme.clone())
-            .authority(authority.clone())
-            .path_and_query(if base_path.is_empty() {
-                "/"
-            } else {
-                base_path.as_str()
-            })
-            .build()
-            .map_err(|_| InvalidUpstream::NotAUrl)?;
-        Ok(Self {
-            uri,
-            scheme,
-            authority,
-            base_path,
-            host,
-        })
-    }
-}
-
-/// Why an `--upstream` value was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum InvalidUpstream {
-    NotAUrl,
-    Scheme,
-    NoHost,
-    UserInfo,
-    Query,
-    Fragment,
-}
-
-impl fmt::Display for InvalidUpstream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::NotAUrl => "expected an http:// or https:// URL, such as http://127.0.0.1:3000",
-            Self::Scheme => "the scheme must be http or https",
-            Self::NoHost => "the URL must name a host",
-            Self::UserInfo => "the URL must not contain user information",
-            Self::Query => "the URL must not have a query; give a base path only",
-            Self::Fragment => "the URL must not have a fragment",
-        })
-    }
-}
-
-impl StdError for InvalidUpstream {}
-
-/// Why an `--upstream-timeout` value was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct InvalidTimeout;
-
-impl fmt::Display for InvalidTimeout {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("expected a number of seconds greater than 0, such as 30 or 0.5")
-    }
-}
-
-impl StdError for InvalidTimeout {}
-
-fn parse_timeout(text: &str) -> Result<Duration, InvalidTimeout> {
-    let seconds: f64 = text.trim().parse().map_err(|_| InvalidTimeout)?;
-    match Duration::try_from_secs_f64(seconds) {
-        Ok(timeout) if !timeout.is_zero() => Ok(timeout),
-        _ => Err(InvalidTimeout),
     }
 }
 

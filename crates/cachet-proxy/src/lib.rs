@@ -40,6 +40,7 @@
 
 mod config;
 mod error;
+mod flags;
 mod server;
 mod store;
 mod upstream;

@@ -29,7 +29,7 @@ use tokio::time::Timeout;
 use tower::Service;
 
 use crate::Error;
-use crate::config::Upstream;
+use crate::flags::Upstream;
 
 /// The body of a response from [`Forward`]: the upstream's, streaming, or a short one the
 /// proxy wrote itself.
