@@ -43,8 +43,8 @@ pub mod guide {
 }
 
 pub use cache::{
-    Cache, CacheBody, CacheLayer, CacheMode, CacheStatus, ForwardReason, OnBadSignature,
-    ResponseFuture, bypass,
+    Cache, CacheBody, CacheLayer, CacheMetadata, CacheMode, CacheStatus, ForwardReason,
+    OnBadSignature, ResponseFuture, bypass,
 };
 pub use error::{BoxError, Error};
 pub use key::CacheKey;

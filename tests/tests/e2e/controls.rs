@@ -184,3 +184,46 @@ async fn a_read_only_cache_serves_but_never_writes() {
     status(&writer, get(&url)).await;
     assert_eq!(status(&reader, get(&url)).await.1, CacheStatus::Hit);
 }
+
+#[tokio::test]
+async fn metadata_says_where_a_response_came_from_and_until_when_it_is_fresh() {
+    use cachet::CacheMetadata;
+
+    let origin = origin().await;
+    let clock = ManualClock::new();
+    let cache = CacheLayer::new(MemoryStore::default())
+        .metadata(true)
+        .clock(clock.clone())
+        .layer(client());
+    let url = origin.url("/meta");
+    let metadata = |response: &http::Response<_>| {
+        response
+            .extensions()
+            .get::<CacheMetadata>()
+            .cloned()
+            .expect("metadata is on")
+    };
+
+    let first = cache.clone().oneshot(get(&url)).await.expect("a miss");
+    let miss = metadata(&first);
+    read(first.into_body()).await.expect("the body completes");
+    assert!(!miss.from_cache && !miss.stale);
+    let stored_at = miss.stored_at.expect("stored");
+    let fresh_until = miss.fresh_until.expect("stored");
+    // Ten seconds of freshness, less the age the origin's `Date` gives it on arrival.
+    assert!(
+        fresh_until <= stored_at + Duration::from_secs(10)
+            && fresh_until > stored_at + Duration::from_secs(8)
+    );
+    assert_eq!(miss.key.map(|k| k.to_string()), Some(format!("GET {url}")));
+
+    clock.advance(Duration::from_secs(3));
+    let hit = metadata(&cache.clone().oneshot(get(&url)).await.expect("a hit"));
+    assert!(hit.from_cache && !hit.stale && !hit.revalidated);
+    assert_eq!(hit.stored_at, Some(stored_at));
+    assert_eq!(hit.fresh_until, Some(fresh_until));
+
+    clock.advance(Duration::from_secs(20));
+    let revalidated = metadata(&cache.oneshot(get(&url)).await.expect("revalidated"));
+    assert!(revalidated.from_cache && revalidated.revalidated);
+}

@@ -11,14 +11,14 @@ use http::header::{
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Version};
 use http_body::Body;
 
-use super::body::CacheBody;
+use super::body::{CacheBody, Recorder};
 use super::coalesce::Leader;
 use super::future::RequestFacts;
 use super::layer::Config;
 use super::refresh::Claim;
 use super::stored::Stored;
 use super::write::{self, Placement};
-use super::{CacheStatus, ForwardReason};
+use super::{CacheMetadata, CacheStatus, ForwardReason};
 use crate::CacheKey;
 use crate::entry::Entry;
 use crate::policy::{self, CacheControl, Freshness, ResponseFacts};
@@ -89,14 +89,19 @@ fn answer<St, B>(
     if (facts.method == Method::GET || facts.method == Method::HEAD)
         && not_modified(&entry.headers, request)
     {
-        return Step::Hit(respond_not_modified(entry, age, config));
+        let served = Served::new(&facts.key, facts.time, age, lifetime, CacheStatus::Hit);
+        return Step::Hit(respond_not_modified(entry, served, config));
     }
     let status = if facts.collapsed {
         CacheStatus::Collapsed
     } else {
         CacheStatus::Hit
     };
-    Step::Hit(respond(entry, age, status, config))
+    Step::Hit(respond(
+        entry,
+        Served::new(&facts.key, facts.time, age, lifetime, status),
+        config,
+    ))
 }
 
 /// A stored entry's freshness lifetime, current age and directives at `now`.
@@ -142,7 +147,17 @@ pub(crate) fn stale_while_revalidate<St, B>(
     tracing::trace!(key = %facts.key, "serving stale while revalidating");
     config.metrics.hit();
     Some((
-        respond(entry, age, CacheStatus::StaleWhileRevalidate, config),
+        respond(
+            entry,
+            Served::new(
+                &facts.key,
+                facts.time,
+                age,
+                lifetime,
+                CacheStatus::StaleWhileRevalidate,
+            ),
+            config,
+        ),
         claim,
     ))
 }
@@ -170,16 +185,64 @@ pub(crate) fn stale_on_error<St, B>(
     let status = CacheStatus::StaleIfError {
         origin_status: origin.map(|s| s.as_u16()),
     };
-    Some(respond(&entry, age, status, config))
+    Some(respond(
+        &entry,
+        Served::new(&facts.key, now, age, lifetime, status),
+        config,
+    ))
+}
+
+/// How a stored entry is served: for which key, when, how old and how long fresh, and
+/// with which status.
+pub(crate) struct Served<'a> {
+    key: &'a CacheKey,
+    now: SystemTime,
+    age: Duration,
+    lifetime: Duration,
+    status: CacheStatus,
+}
+
+impl<'a> Served<'a> {
+    pub(crate) fn new(
+        key: &'a CacheKey,
+        now: SystemTime,
+        age: Duration,
+        lifetime: Duration,
+        status: CacheStatus,
+    ) -> Self {
+        Self {
+            key,
+            now,
+            age,
+            lifetime,
+            status,
+        }
+    }
+
+    fn metadata(&self, entry: &Entry) -> CacheMetadata {
+        let fresh_until = if self.lifetime >= self.age {
+            self.now + (self.lifetime - self.age)
+        } else {
+            self.now - (self.age - self.lifetime)
+        };
+        CacheMetadata {
+            key: Some(self.key.clone()),
+            from_cache: true,
+            stored_at: Some(entry.response_time),
+            fresh_until: Some(fresh_until),
+            stale: self.age >= self.lifetime,
+            revalidated: matches!(self.status, CacheStatus::Revalidated { .. }),
+        }
+    }
 }
 
 /// A response from a stored entry, with its current `Age`.
 pub(crate) fn respond<B>(
     entry: &Entry,
-    age: Duration,
-    status: CacheStatus,
+    served: Served<'_>,
     config: &Config,
 ) -> Response<CacheBody<B>> {
+    let Served { age, status, .. } = served;
     let mut response = Response::new(CacheBody::stored(entry.body.clone()));
     *response.status_mut() = entry.status;
     // Only versions every hyper server can write are replayed: whatever a store holds,
@@ -191,6 +254,9 @@ pub(crate) fn respond<B>(
     *response.headers_mut() = entry.headers.clone();
     response.headers_mut().insert(AGE, age_value(age));
     mark(&mut response, status, config);
+    if config.metadata {
+        response.extensions_mut().insert(served.metadata(entry));
+    }
     response
 }
 
@@ -211,10 +277,10 @@ fn age_value(age: Duration) -> HeaderValue {
 /// (RFC 9111 §4.3.2).
 pub(crate) fn respond_not_modified<B>(
     entry: &Entry,
-    age: Duration,
+    served: Served<'_>,
     config: &Config,
 ) -> Response<CacheBody<B>> {
-    let mut response = respond(entry, age, CacheStatus::Hit, config);
+    let mut response = respond(entry, served, config);
     *response.body_mut() = CacheBody::stored(Bytes::new());
     *response.status_mut() = StatusCode::NOT_MODIFIED;
     response.headers_mut().remove(CONTENT_LENGTH);
@@ -311,13 +377,16 @@ pub(crate) fn revalidated<St: Store, B>(
         Placement::new(facts, names, ttl).put(&entry, &config.metrics);
     }
     tracing::trace!(key = %facts.key, "revalidated");
-    let age = stored.freshness(entry.request_time).age(now);
-    respond(
-        &entry,
-        age,
-        CacheStatus::Revalidated { stored: storable },
-        config,
-    )
+    let freshness = stored.freshness(entry.request_time);
+    let status = CacheStatus::Revalidated { stored: storable };
+    let served = Served::new(
+        &facts.key,
+        now,
+        freshness.age(now),
+        freshness.lifetime(config.mode),
+        status,
+    );
+    respond(&entry, served, config)
 }
 
 /// Wraps a response from the inner service, recording it for the store if it may be
@@ -331,13 +400,28 @@ pub(crate) fn forwarded<St: Store, B: Body<Data = Bytes>>(
 ) -> Response<CacheBody<B>> {
     config.metrics.forward(reason == ForwardReason::Stale);
     let (parts, body) = response.into_parts();
+    let key = facts
+        .as_ref()
+        .map(|facts| facts.key.clone())
+        .filter(|_| config.metadata);
     let recorder = facts.and_then(|facts| write::recorder(&parts, &facts, leader, config));
     let status = CacheStatus::Forwarded {
         reason,
         stored: recorder.is_some(),
     };
+    let metadata = config.metadata.then(|| CacheMetadata {
+        key,
+        from_cache: false,
+        stored_at: recorder.as_ref().map(Recorder::stored_at),
+        fresh_until: recorder.as_ref().map(Recorder::fresh_until),
+        stale: false,
+        revalidated: false,
+    });
     let mut response = Response::from_parts(parts, CacheBody::origin(body, recorder));
     mark(&mut response, status, config);
+    if let Some(metadata) = metadata {
+        response.extensions_mut().insert(metadata);
+    }
     response
 }
 

@@ -1,6 +1,7 @@
 use std::fmt;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
@@ -148,6 +149,9 @@ impl<B> fmt::Debug for CacheBody<B> {
 /// Keeps a copy of a streaming body, up to a cap, and hands the complete body to
 /// `commit` once the stream ends intact.
 pub(crate) struct Recorder {
+    /// When the response arrived, and until when it is fresh, for the metadata.
+    stored_at: SystemTime,
+    fresh_until: SystemTime,
     chunks: Vec<Bytes>,
     len: usize,
     max: usize,
@@ -159,6 +163,7 @@ impl Recorder {
     /// A recorder for a body of `expected` length (if known), or `None` when that is
     /// already over the cap.
     pub(crate) fn new(
+        (stored_at, fresh_until): (SystemTime, SystemTime),
         max: usize,
         expected: Option<u64>,
         commit: impl FnOnce(Bytes) + Send + 'static,
@@ -172,12 +177,22 @@ impl Recorder {
             return None;
         }
         Some(Self {
+            stored_at,
+            fresh_until,
             chunks: Vec::new(),
             len: 0,
             max,
             expected,
             commit: Box::new(commit),
         })
+    }
+
+    pub(crate) fn stored_at(&self) -> SystemTime {
+        self.stored_at
+    }
+
+    pub(crate) fn fresh_until(&self) -> SystemTime {
+        self.fresh_until
     }
 
     /// Records a chunk; `false` once the body has passed the cap.

@@ -33,6 +33,7 @@ pub(crate) struct Config {
     pub(crate) inflight: Inflight,
     pub(crate) always_revalidate: bool,
     pub(crate) read_only: bool,
+    pub(crate) metadata: bool,
 }
 
 impl Config {
@@ -72,6 +73,7 @@ impl Default for Config {
             inflight: Inflight::default(),
             always_revalidate: false,
             read_only: false,
+            metadata: false,
         }
     }
 }
@@ -206,6 +208,14 @@ impl<St> CacheLayer<St> {
     /// invalidations. For a cache that another process fills.
     pub fn read_only(mut self, read_only: bool) -> Self {
         Arc::make_mut(&mut self.config).read_only = read_only;
+        self
+    }
+
+    /// Whether every response carries a [`CacheMetadata`](crate::CacheMetadata)
+    /// extension (the cache key, whether it came from the cache, when it was stored and
+    /// until when it is fresh). Off by default, which keeps a hit to one extension.
+    pub fn metadata(mut self, enabled: bool) -> Self {
+        Arc::make_mut(&mut self.config).metadata = enabled;
         self
     }
 

@@ -47,7 +47,11 @@ mod write;
 
 use std::fmt;
 
+use std::time::SystemTime;
+
 use http::HeaderValue;
+
+use crate::CacheKey;
 
 pub use body::CacheBody;
 pub use future::ResponseFuture;
@@ -92,6 +96,26 @@ pub enum CacheStatus {
         /// Whether the response is being stored (it is once its body completes).
         stored: bool,
     },
+}
+
+/// What the cache knows of a response, in its extensions when
+/// [`CacheLayer::metadata`] is on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheMetadata {
+    /// The cache key (`None` when the request was not cacheable).
+    pub key: Option<CacheKey>,
+    /// Whether the response was served from the cache.
+    pub from_cache: bool,
+    /// When the served or stored response arrived from the origin (`None` when it is
+    /// not stored).
+    pub stored_at: Option<SystemTime>,
+    /// Until when it is fresh (`None` when it is not stored).
+    pub fresh_until: Option<SystemTime>,
+    /// Whether it was served stale.
+    pub stale: bool,
+    /// Whether it was revalidated with the origin.
+    pub revalidated: bool,
 }
 
 /// Why a request went to the inner service (RFC 9211 §2.2).

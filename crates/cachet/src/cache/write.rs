@@ -153,7 +153,16 @@ pub(crate) fn recorder<St: Store>(
         })
         .flatten();
     let metrics = config.metrics.clone();
-    Recorder::new(config.max_body_bytes, expected, move |body| {
+    // Fresh until its age, counted as §4.2.3 does, reaches its lifetime.
+    let lifetime = response.freshness_lifetime(config.mode);
+    let initial_age = response.freshness(facts.time).age(response_time);
+    let fresh_until = if lifetime >= initial_age {
+        response_time + (lifetime - initial_age)
+    } else {
+        response_time - (initial_age - lifetime)
+    };
+    let times = (response_time, fresh_until);
+    Recorder::new(times, config.max_body_bytes, expected, move |body| {
         let stored = placement.put(&Entry { body, ..head }, &metrics);
         if let (Some(leader), Some(value)) = (leader, stored) {
             leader.finish(&value);
