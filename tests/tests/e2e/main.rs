@@ -4,6 +4,7 @@ mod cache;
 mod controls;
 mod proxy;
 mod proxy_redis;
+mod redirects;
 mod redis;
 mod rfc9111;
 mod verify;
