@@ -93,22 +93,8 @@ pub enum Invocation {
 }
 
 impl Invocation {
-    /// Parses a command line; the first item is the program name. Secrets named by
-    /// `--secret-key-env` are read from the process environment.
-    ///
-    /// # Errors
-    ///
-    /// As [`Config::from_args`].
-    pub fn from_args<I, T>(args: I) -> Result<Self, clap::Error>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<OsString> + Clone,
-    {
-        Self::from_args_and_env(args, |name| std::env::var_os(name))
-    }
-
-    /// As [`from_args`](Self::from_args), reading the variables that `--secret-key-env`
-    /// names through `env` instead of the process environment (for embedding and tests).
+    /// Parses a command line (the first item is the program name), reading the variables
+    /// that `--secret-key-env` names through `env`, usually `std::env::var_os`.
     ///
     /// # Errors
     ///

@@ -11,11 +11,12 @@ use tracing_subscriber::filter::LevelFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = match Invocation::from_args(std::env::args_os()) {
-        Ok(Invocation::Serve(config)) => *config,
-        Ok(Invocation::Keygen) => return keygen(),
-        Err(error) => return usage_error(error),
-    };
+    let config =
+        match Invocation::from_args_and_env(std::env::args_os(), |name| std::env::var_os(name)) {
+            Ok(Invocation::Serve(config)) => *config,
+            Ok(Invocation::Keygen) => return keygen(),
+            Err(error) => return usage_error(error),
+        };
     let filter = EnvFilter::builder()
         .with_default_directive(LevelFilter::INFO.into())
         .from_env_lossy();

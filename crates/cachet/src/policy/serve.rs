@@ -108,18 +108,7 @@ mod tests {
     use http::HeaderValue;
 
     use super::*;
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        pairs
-            .iter()
-            .map(|(n, v)| {
-                (
-                    http::HeaderName::from_static(n),
-                    HeaderValue::from_static(v),
-                )
-            })
-            .collect()
-    }
+    use crate::policy::tests::headers;
 
     #[test]
     fn an_invalid_age_is_ignored_and_a_list_counts_by_its_first_member() {

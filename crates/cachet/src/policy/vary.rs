@@ -55,13 +55,7 @@ pub(crate) fn vary_matches(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        pairs
-            .iter()
-            .map(|(n, v)| (HeaderName::from_static(n), HeaderValue::from_static(v)))
-            .collect()
-    }
+    use crate::policy::tests::headers;
 
     #[test]
     fn vary_star_never_matches_and_absent_matches_only_absent() {
