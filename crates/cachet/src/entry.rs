@@ -19,8 +19,11 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{StatusCode, Version};
 
+use crate::policy::Configured;
+
 const MAGIC: &[u8; 6] = b"CACHET";
-const FORMAT_VERSION: u8 = 1;
+/// Version 2 added the configured freshness lifetime; version 1 entries are misses.
+const FORMAT_VERSION: u8 = 2;
 /// The byte after the version says which record follows.
 const KIND_RESPONSE: u8 = 0;
 const KIND_VARIANTS: u8 = 1;
@@ -44,6 +47,8 @@ pub(crate) struct Entry {
     pub(crate) vary: Vec<(HeaderName, Option<HeaderValue>)>,
     pub(crate) request_time: SystemTime,
     pub(crate) response_time: SystemTime,
+    /// The freshness lifetime configuration gave the response when it was stored.
+    pub(crate) configured: Option<Configured>,
     pub(crate) body: Bytes,
 }
 
@@ -100,6 +105,8 @@ struct Wire<'a> {
     version: u8,
     request_time_ms: u64,
     response_time_ms: u64,
+    /// The configured lifetime in milliseconds, and whether it wins over the headers.
+    configured: Option<(u64, bool)>,
     headers: List<(&'a [u8], &'a [u8])>,
     vary: List<(&'a [u8], Option<&'a [u8]>)>,
     body: &'a [u8],
@@ -227,6 +234,10 @@ impl Entry {
             version: version_byte(self.version),
             request_time_ms: millis(self.request_time),
             response_time_ms: millis(self.response_time),
+            configured: self.configured.map(|c| {
+                let ms = u64::try_from(c.lifetime.as_millis()).unwrap_or(u64::MAX);
+                (ms, c.wins)
+            }),
             headers: List(
                 self.headers
                     .iter()
@@ -301,6 +312,10 @@ impl Entry {
             vary,
             request_time: UNIX_EPOCH + Duration::from_millis(wire.request_time_ms),
             response_time: UNIX_EPOCH + Duration::from_millis(wire.response_time_ms),
+            configured: wire.configured.map(|(ms, wins)| Configured {
+                lifetime: Duration::from_millis(ms),
+                wins,
+            }),
             body: input.slice_ref(wire.body),
         })
     }
@@ -338,6 +353,10 @@ mod tests {
             ],
             request_time: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
             response_time: UNIX_EPOCH + Duration::from_millis(1_700_000_000_456),
+            configured: Some(Configured {
+                lifetime: Duration::from_secs(3600),
+                wins: true,
+            }),
             body: Bytes::from_static(b"hello, world"),
         }
     }
@@ -377,10 +396,10 @@ mod tests {
     #[test]
     fn unknown_version_is_refused() {
         let mut bytes = sample().encode().expect("small entries encode").to_vec();
-        bytes[MAGIC.len()] = 2;
+        bytes[MAGIC.len()] = 1;
         assert!(matches!(
             Entry::decode(&bytes.into()),
-            Err(DecodeError::UnknownVersion(2))
+            Err(DecodeError::UnknownVersion(1))
         ));
     }
 
@@ -395,15 +414,15 @@ mod tests {
 
     #[test]
     fn a_huge_claimed_header_count_is_a_clean_error() {
-        // 7 bytes of prefix, then status, version, two times, and a header count of 2^40
-        // in bincode's varint (0xfd, then eight little-endian bytes): 13 bytes of payload
-        // would have asked bincode's own `Vec` for 2^40 elements up front.
+        // 8 bytes of prefix, then status, version, two times, no configured lifetime, and a
+        // header count of 2^40 in bincode's varint (0xfd, then eight little-endian bytes):
+        // 14 bytes of payload would have asked bincode's own `Vec` for 2^40 elements up front.
         let mut bytes = Vec::from(*MAGIC);
         bytes.push(FORMAT_VERSION);
         bytes.push(KIND_RESPONSE);
-        bytes.extend_from_slice(&[200, 11, 0, 0, 0xfd]);
+        bytes.extend_from_slice(&[200, 11, 0, 0, 0, 0xfd]);
         bytes.extend_from_slice(&(1u64 << 40).to_le_bytes());
-        assert_eq!(bytes.len() - PREFIX_LEN, 13);
+        assert_eq!(bytes.len() - PREFIX_LEN, 14);
         assert!(matches!(
             Entry::decode(&bytes.into()),
             Err(DecodeError::Bincode(_))

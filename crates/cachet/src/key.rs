@@ -101,6 +101,12 @@ impl CacheKey {
         Some(Self(format!("GET {uri}").into()))
     }
 
+    /// The URL the key names: its text after the method, up to any variant's suffix.
+    pub fn url(&self) -> &str {
+        let rest = self.0.split_once(' ').map_or(&*self.0, |(_, rest)| rest);
+        rest.split(' ').next().unwrap_or(rest)
+    }
+
     /// A key from its text, for stores and tools that handle keys directly.
     pub fn from_text(text: impl Into<Arc<str>>) -> Self {
         Self(text.into())
@@ -200,6 +206,7 @@ mod tests {
             "GET http://a/ vary accept-"
         );
         assert_ne!(with("a b").as_str(), "GET http://a/ vary accept=a b");
+        assert_eq!(with("a b").url(), "http://a/");
     }
 
     #[test]

@@ -40,10 +40,13 @@ pub mod guide {
 
     #[doc = include_str!("../../../docs/controls.md")]
     pub mod controls {}
+
+    #[doc = include_str!("../../../docs/expiration.md")]
+    pub mod expiration {}
 }
 
 pub use cache::{
-    Cache, CacheBody, CacheLayer, CacheMetadata, CacheMode, CacheStatus, ForwardReason,
+    Cache, CacheBody, CacheLayer, CacheMetadata, CacheMode, CacheStatus, Expiry, ForwardReason,
     OnBadSignature, ResponseFuture, bypass,
 };
 pub use error::{BoxError, Error};

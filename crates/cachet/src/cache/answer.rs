@@ -110,12 +110,13 @@ pub(crate) fn freshness(
     now: SystemTime,
     config: &Config,
 ) -> (Duration, Duration, CacheControl) {
-    let stored = ResponseFacts {
-        status: entry.status,
-        headers: &entry.headers,
-        cc: CacheControl::parse_response(&entry.headers, config.targeted.as_ref()),
-        response_time: entry.response_time,
-    };
+    let stored = ResponseFacts::new(
+        entry.status,
+        &entry.headers,
+        config.targeted.as_ref(),
+        entry.response_time,
+        entry.configured,
+    );
     let freshness = stored.freshness(entry.request_time);
     (
         freshness.lifetime(config.mode),
@@ -355,12 +356,13 @@ pub(crate) fn revalidated<St: Store, B>(
     entry.response_time = now;
 
     config.metrics.forward(true);
-    let stored = ResponseFacts {
-        status: entry.status,
-        headers: &entry.headers,
-        cc: CacheControl::parse_response(&entry.headers, config.targeted.as_ref()),
-        response_time: now,
-    };
+    let stored = ResponseFacts::new(
+        entry.status,
+        &entry.headers,
+        config.targeted.as_ref(),
+        now,
+        entry.configured,
+    );
     let storable = !config.read_only
         && stored
             .storable(

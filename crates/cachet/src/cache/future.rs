@@ -29,7 +29,7 @@ use super::refresh::{self, Claim};
 use super::stored;
 use super::write;
 use crate::entry::{Entry, Variants};
-use crate::policy::CacheControl;
+use crate::policy::{CacheControl, Configured};
 use crate::store::{Store, StoreRequest, StoreResponse, Value};
 use crate::verify::BadSignature;
 use crate::{BoxError, CacheKey, Error};
@@ -49,6 +49,8 @@ pub(crate) struct RequestFacts<St> {
     pub(crate) collapsed: bool,
     /// Whether any stored response serves, however stale (`ForceCache`, `OnlyIfCached`).
     pub(crate) force: bool,
+    /// The freshness lifetime configuration gives the response.
+    pub(crate) configured: Option<Configured>,
 }
 
 /// What the cache does with the inner service's response.

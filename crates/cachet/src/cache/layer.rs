@@ -7,6 +7,7 @@ use tower::Layer;
 
 use super::Cache;
 use super::coalesce::Inflight;
+use super::expiry::{Expiry, ExpiryRules};
 use super::refresh::Refreshing;
 use crate::Metrics;
 use crate::clock::{Clock, SystemClock};
@@ -34,6 +35,7 @@ pub(crate) struct Config {
     pub(crate) always_revalidate: bool,
     pub(crate) read_only: bool,
     pub(crate) metadata: bool,
+    pub(crate) expiry: ExpiryRules,
 }
 
 impl Config {
@@ -74,6 +76,7 @@ impl Default for Config {
             always_revalidate: false,
             read_only: false,
             metadata: false,
+            expiry: ExpiryRules::default(),
         }
     }
 }
@@ -85,6 +88,7 @@ impl fmt::Debug for Config {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("cache_status_header", &self.cache_status_header)
             .field("on_bad_signature", &self.on_bad_signature)
+            .field("expiry", &self.expiry)
             .finish_non_exhaustive()
     }
 }
@@ -219,6 +223,58 @@ impl<St> CacheLayer<St> {
         self
     }
 
+    /// The expiry of responses that give no explicit freshness (no `max-age`,
+    /// `s-maxage` or `Expires`), in place of the heuristic of RFC 9111 §4.2.2. It also
+    /// makes such responses storable without a validator. It never overrides what a
+    /// response says, even with [`rules_win`](Self::rules_win); [`Expiry::DoNotCache`]
+    /// caches only what an [`expiry_rule`](Self::expiry_rule) allows.
+    pub fn default_expiry(mut self, expiry: Expiry) -> Self {
+        Arc::make_mut(&mut self.config).expiry.set_default(expiry);
+        self
+    }
+
+    /// Adds a rule giving responses whose URL matches `pattern` this expiry; the first
+    /// rule that matches wins, and a request's own [`Expiry`] extension comes before all.
+    ///
+    /// A pattern is a host, optionally with a port and a leading `http://` or
+    /// `https://`, then optionally a path: `api.example.com`, `*.example.com`,
+    /// `https://example.com/static/`. The host must match whole (a pattern without a
+    /// port matches every port); the path matches any
+    /// path (and query) that starts with it; `*` stands for any run of characters. With
+    /// a last rule `("*", Expiry::DoNotCache)` the rules become an allowlist.
+    ///
+    /// By default a rule's lifetime applies only where the response gives no explicit
+    /// freshness; see [`rules_win`](Self::rules_win).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cachet::{CacheLayer, Expiry, MemoryStore};
+    ///
+    /// let layer = CacheLayer::new(MemoryStore::default())
+    ///     .expiry_rule("api.example.com/v1/countries", Expiry::After(Duration::from_secs(86_400)))
+    ///     .expiry_rule("api.example.com/v1/", Expiry::After(Duration::from_secs(60)))
+    ///     .expiry_rule("*", Expiry::DoNotCache);
+    /// # let _ = layer;
+    /// ```
+    pub fn expiry_rule(mut self, pattern: &str, expiry: Expiry) -> Self {
+        Arc::make_mut(&mut self.config).expiry.push(pattern, expiry);
+        self
+    }
+
+    /// Whether expiry rules and requests' own [`Expiry`] win over a response's headers.
+    ///
+    /// Off (the default), RFC 9111 decides and configuration only fills in where the
+    /// headers say nothing of freshness. On, a matching rule's lifetime replaces the
+    /// response's, and its `no-store`, `no-cache`, `must-revalidate` and
+    /// `proxy-revalidate` are disregarded: for APIs that forbid caching what the user
+    /// wants cached. `private` and the shared-cache rules for `Authorization` and
+    /// `Set-Cookie` still hold. Meant for a private cache; a shared cache with it on logs
+    /// a warning when it is built.
+    pub fn rules_win(mut self, wins: bool) -> Self {
+        Arc::make_mut(&mut self.config).expiry.rules_win = wins;
+        self
+    }
+
     /// The counters of every cache this layer makes.
     pub fn metrics(&self) -> Metrics {
         self.config.metrics.clone()
@@ -244,6 +300,12 @@ impl<S, St: Clone> Layer<S> for CacheLayer<St> {
     type Service = Cache<S, St>;
 
     fn layer(&self, inner: S) -> Self::Service {
+        if self.config.expiry.rules_win && self.config.mode == Mode::Shared {
+            tracing::warn!(
+                "expiry rules win over response headers in a shared cache: responses the \
+                 origin marked no-store or no-cache are served to every user"
+            );
+        }
         Cache::from_parts(inner, self.store.clone(), self.config.clone())
     }
 }

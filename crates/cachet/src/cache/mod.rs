@@ -37,6 +37,7 @@
 mod answer;
 mod body;
 mod coalesce;
+mod expiry;
 mod future;
 mod layer;
 mod mode;
@@ -54,6 +55,7 @@ use http::HeaderValue;
 use crate::CacheKey;
 
 pub use body::CacheBody;
+pub use expiry::Expiry;
 pub use future::ResponseFuture;
 pub use layer::{CacheLayer, OnBadSignature};
 pub use mode::{CacheMode, bypass};

@@ -7,10 +7,11 @@ use http::{Method, Request, Response};
 use http_body::Body;
 use tower::Service;
 
+use super::expiry::Decision;
 use super::future::{Plan, RequestFacts, ResponseFuture};
 use super::layer::Config;
 use super::mode::bypassed;
-use super::{CacheBody, CacheLayer, CacheMode, ForwardReason};
+use super::{CacheBody, CacheLayer, CacheMode, Expiry, ForwardReason};
 use crate::policy::CacheControl;
 use crate::store::Store;
 use crate::{BoxError, CacheKey, Error};
@@ -127,6 +128,19 @@ where
                 config,
             );
         }
+        let own = request.extensions().get::<Expiry>().copied();
+        let configured = match config.expiry.decide(&key, own) {
+            Decision::Cache(configured) => configured,
+            Decision::DoNotCache => {
+                tracing::trace!(%key, "expiry says do not cache");
+                return ResponseFuture::forward(
+                    self.inner.call(request),
+                    Plan::Pass,
+                    ForwardReason::Bypass,
+                    config,
+                );
+            }
+        };
         let mut facts = RequestFacts {
             key,
             store: self.store.clone(),
@@ -137,6 +151,7 @@ where
             seen: None,
             collapsed: false,
             force: matches!(mode, CacheMode::ForceCache | CacheMode::OnlyIfCached),
+            configured,
         };
         match mode {
             CacheMode::Reload => {

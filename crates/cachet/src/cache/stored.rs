@@ -8,7 +8,7 @@ use http::{HeaderName, HeaderValue};
 
 use super::layer::Config;
 use crate::entry::{DecodeError, Entry, Record, Variants};
-use crate::policy::{CacheControl, Freshness, ResponseFacts};
+use crate::policy::{Freshness, ResponseFacts};
 use crate::store::Value;
 
 /// A decoded record, as kept with its [`Value`].
@@ -40,12 +40,13 @@ pub(crate) fn decode(value: &Value, config: &Config) -> Result<Arc<Decoded>, Dec
 fn decode_bytes(bytes: &bytes::Bytes, config: &Config) -> Result<Decoded, DecodeError> {
     let stored = match Record::decode(bytes)? {
         Record::Response(mut entry) => {
-            let facts = ResponseFacts {
-                status: entry.status,
-                headers: &entry.headers,
-                cc: CacheControl::parse_response(&entry.headers, config.targeted.as_ref()),
-                response_time: entry.response_time,
-            };
+            let facts = ResponseFacts::new(
+                entry.status,
+                &entry.headers,
+                config.targeted.as_ref(),
+                entry.response_time,
+                entry.configured,
+            );
             let freshness = facts.freshness(entry.request_time);
             // Serving sets `Age`; with a slot for it already in the map, setting it on a
             // clone replaces a value instead of growing the map.

@@ -108,12 +108,13 @@ pub(crate) fn recorder<St: Store>(
         return None;
     }
     let response_time = config.clock.now();
-    let response = ResponseFacts {
-        status: parts.status,
-        headers: &parts.headers,
-        cc: CacheControl::parse_response(&parts.headers, config.targeted.as_ref()),
+    let response = ResponseFacts::new(
+        parts.status,
+        &parts.headers,
+        config.targeted.as_ref(),
         response_time,
-    };
+        facts.configured,
+    );
     if let Err(refusal) = response.storable(
         config.mode,
         config.store_set_cookie(),
@@ -137,6 +138,7 @@ pub(crate) fn recorder<St: Store>(
         vary: vary_values(&names, &facts.headers),
         request_time: facts.time,
         response_time,
+        configured: facts.configured,
         body: Bytes::new(),
     };
     let placement = Placement::new(facts, names, ttl);
@@ -262,12 +264,13 @@ pub(crate) fn freshen_get<St: Store>(facts: &RequestFacts<St>, head: &HeaderMap,
         entry.update_headers(&update);
         entry.request_time = request_time;
         entry.response_time = now;
-        let freshened = ResponseFacts {
-            status: entry.status,
-            headers: &entry.headers,
-            cc: CacheControl::parse_response(&entry.headers, targeted.as_ref()),
-            response_time: now,
-        };
+        let freshened = ResponseFacts::new(
+            entry.status,
+            &entry.headers,
+            targeted.as_ref(),
+            now,
+            entry.configured,
+        );
         let ttl = freshened.retention(mode, max_stale_if_error);
         if let Ok(bytes) = entry.encode() {
             tracing::trace!(key = %get_key, "freshened from a HEAD response");

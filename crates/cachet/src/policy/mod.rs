@@ -69,6 +69,17 @@ fn heuristically_cacheable(status: StatusCode) -> bool {
     )
 }
 
+/// A freshness lifetime that configuration gives a response (an expiry rule, a default
+/// expiry, or the request's own), rather than the response's headers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Configured {
+    pub(crate) lifetime: Duration,
+    /// Whether it overrides the response's freshness and its `no-store`, `no-cache`,
+    /// `must-revalidate` and `proxy-revalidate` (rules win), or only fills in where the
+    /// response gives no explicit freshness (headers win).
+    pub(crate) wins: bool,
+}
+
 /// What the cache knows of a response while deciding about it.
 #[derive(Debug)]
 pub(crate) struct ResponseFacts<'a> {
@@ -77,6 +88,7 @@ pub(crate) struct ResponseFacts<'a> {
     pub(crate) cc: CacheControl,
     /// When the response arrived; stands in for a missing `Date`.
     pub(crate) response_time: SystemTime,
+    pub(crate) configured: Option<Configured>,
 }
 
 /// Everything freshness and age need of a stored response, worked out once so that a hit
@@ -105,7 +117,34 @@ impl Freshness {
     }
 }
 
-impl ResponseFacts<'_> {
+impl<'a> ResponseFacts<'a> {
+    /// The facts of a response with these headers, received at `response_time`; `targeted`
+    /// is the cache's targeted cache-control field (RFC 9213), if it has one.
+    pub(crate) fn new(
+        status: StatusCode,
+        headers: &'a HeaderMap,
+        targeted: Option<&HeaderName>,
+        response_time: SystemTime,
+        configured: Option<Configured>,
+    ) -> Self {
+        let mut cc = CacheControl::parse_response(headers, targeted);
+        if configured.is_some_and(|c| c.wins) {
+            // Rules win: what the response says about reuse yields to configuration;
+            // what it says about privacy does not.
+            cc.no_store = false;
+            cc.no_cache = false;
+            cc.must_revalidate = false;
+            cc.proxy_revalidate = false;
+        }
+        Self {
+            status,
+            headers,
+            cc,
+            response_time,
+            configured,
+        }
+    }
+
     /// The freshness and age of this response, stored after a request sent at
     /// `request_time`.
     pub(crate) fn freshness(&self, request_time: SystemTime) -> Freshness {
@@ -125,7 +164,14 @@ impl ResponseFacts<'_> {
 
     /// The freshness lifetime (RFC 9111 §4.2.1), heuristic where nothing explicit is given.
     pub(crate) fn freshness_lifetime(&self, mode: Mode) -> Duration {
-        if let Some(explicit) = self.explicit_freshness(mode) {
+        let explicit = self.explicit_freshness(mode);
+        if let Some(configured) = self
+            .configured
+            .filter(|configured| configured.wins || explicit.is_none())
+        {
+            return configured.lifetime;
+        }
+        if let Some(explicit) = explicit {
             return explicit;
         }
         let Some(last_modified) = http_date(self.headers, LAST_MODIFIED) else {
@@ -231,7 +277,10 @@ impl ResponseFacts<'_> {
         if vary_names(self.headers).is_none() {
             return Err(Refusal::VaryStar);
         }
-        if self.explicit_freshness(mode).is_none() && !self.has_validator() {
+        if self.explicit_freshness(mode).is_none()
+            && self.configured.is_none()
+            && !self.has_validator()
+        {
             return Err(Refusal::NoFreshnessOrValidator);
         }
         Ok(())
@@ -259,12 +308,61 @@ mod tests {
     }
 
     fn facts(h: &HeaderMap) -> ResponseFacts<'_> {
-        ResponseFacts {
-            status: StatusCode::OK,
-            headers: h,
-            cc: CacheControl::parse(h),
-            response_time: UNIX_EPOCH + Duration::from_secs(1_000_000),
-        }
+        configured(h, None)
+    }
+
+    fn configured(h: &HeaderMap, configured: Option<Configured>) -> ResponseFacts<'_> {
+        let response_time = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        ResponseFacts::new(StatusCode::OK, h, None, response_time, configured)
+    }
+
+    #[test]
+    fn a_configured_lifetime_fills_in_only_where_headers_are_silent() {
+        let hour = Duration::from_secs(3600);
+        let fills = Some(Configured {
+            lifetime: hour,
+            wins: false,
+        });
+        let silent = headers(&[]);
+        assert_eq!(
+            configured(&silent, fills).freshness_lifetime(Mode::Shared),
+            hour
+        );
+        let none = CacheControl::default();
+        let get = |f: &ResponseFacts<'_>| {
+            f.storable(Mode::Shared, false, &Method::GET, &HeaderMap::new(), &none)
+        };
+        assert_eq!(get(&configured(&silent, fills)), Ok(()));
+        let explicit = headers(&[("cache-control", "max-age=5")]);
+        assert_eq!(
+            configured(&explicit, fills).freshness_lifetime(Mode::Shared),
+            Duration::from_secs(5)
+        );
+        let no_store = headers(&[("cache-control", "no-store")]);
+        assert_eq!(get(&configured(&no_store, fills)), Err(Refusal::NoStore));
+    }
+
+    #[test]
+    fn a_winning_configured_lifetime_overrides_reuse_directives_but_not_privacy() {
+        let hour = Duration::from_secs(3600);
+        let wins = Some(Configured {
+            lifetime: hour,
+            wins: true,
+        });
+        let none = CacheControl::default();
+        let get = |f: &ResponseFacts<'_>| {
+            f.storable(Mode::Shared, false, &Method::GET, &HeaderMap::new(), &none)
+        };
+        let api = headers(&[(
+            "cache-control",
+            "no-store, no-cache, max-age=0, must-revalidate",
+        )]);
+        let facts = configured(&api, wins);
+        assert_eq!(get(&facts), Ok(()));
+        assert_eq!(facts.freshness_lifetime(Mode::Shared), hour);
+        assert!(!facts.cc.no_cache && !facts.cc.must_revalidate);
+        let private = headers(&[("cache-control", "private, no-cache")]);
+        assert_eq!(get(&configured(&private, wins)), Err(Refusal::Private));
     }
 
     #[test]
