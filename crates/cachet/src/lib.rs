@@ -43,6 +43,9 @@ pub mod guide {
 
     #[doc = include_str!("../../../docs/expiration.md")]
     pub mod expiration {}
+
+    #[doc = include_str!("../../../docs/keys.md")]
+    pub mod keys {}
 }
 
 pub use cache::{
@@ -50,7 +53,7 @@ pub use cache::{
     OnBadSignature, ResponseFuture, bypass,
 };
 pub use error::{BoxError, Error};
-pub use key::CacheKey;
+pub use key::{CacheKey, DefaultKey, KeyRequest, KeyStrategy, Keys};
 pub use metrics::Metrics;
 pub use store::MemoryStore;
 

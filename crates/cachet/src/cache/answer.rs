@@ -56,8 +56,10 @@ pub(crate) fn examine<St, B>(
             answer(entry, freshness, facts, request, config)
         }
         Stored::Variants(index) if facts.seen.is_none() => {
-            let variant =
-                (!index.names.is_empty()).then(|| facts.key.variant(&index.names, request));
+            let variant = (!index.names.is_empty()).then(|| {
+                let view = config.keys.vary_view(request, &index.names);
+                facts.key.variant(&index.names, &view)
+            });
             facts.seen = Some(index.clone());
             variant.map_or(Step::Forward(None), Step::Variant)
         }
@@ -76,7 +78,10 @@ fn answer<St, B>(
     request: &HeaderMap,
     config: &Config,
 ) -> Step<B> {
-    if !policy::vary_matches(&entry.vary, request) {
+    let view = config
+        .keys
+        .vary_view(request, entry.vary.iter().map(|(name, _)| name));
+    if !policy::vary_matches(&entry.vary, &view) {
         return Step::Forward(Some(ForwardReason::VaryMiss));
     }
     let lifetime = freshness.lifetime(config.mode);
@@ -375,8 +380,8 @@ pub(crate) fn revalidated<St: Store, B>(
             .is_ok();
     if storable {
         let ttl = stored.retention(config.mode, config.max_stale_if_error);
-        let names = policy::vary_names(&entry.headers).unwrap_or_default();
-        Placement::new(facts, names, ttl).put(&entry, &config.metrics);
+        let names = write::variant_names(&entry.headers, config).unwrap_or_default();
+        Placement::new(facts, names, ttl, config).put(&entry, &config.metrics);
     }
     tracing::trace!(key = %facts.key, "revalidated");
     let freshness = stored.freshness(entry.request_time);

@@ -414,13 +414,7 @@ pub(crate) fn finish<St: Store, B: Body<Data = Bytes>, E: Into<BoxError>>(
             if !config.read_only
                 && (response.status().is_success() || response.status().is_redirection())
             {
-                write::invalidate(
-                    &store,
-                    &uri,
-                    response.headers(),
-                    config.clock.now(),
-                    &config.metrics,
-                );
+                write::invalidate(&store, &uri, response.headers(), config);
             }
             Ok(forwarded::<St, B>(response, None, None, reason, config))
         }

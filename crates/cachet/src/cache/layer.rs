@@ -9,9 +9,9 @@ use super::Cache;
 use super::coalesce::Inflight;
 use super::expiry::{Expiry, ExpiryRules};
 use super::refresh::Refreshing;
-use crate::Metrics;
 use crate::clock::{Clock, SystemClock};
 use crate::policy::Mode;
+use crate::{Keys, Metrics};
 
 /// Configuration shared by a layer and every service it makes.
 #[derive(Clone)]
@@ -36,6 +36,7 @@ pub(crate) struct Config {
     pub(crate) read_only: bool,
     pub(crate) metadata: bool,
     pub(crate) expiry: ExpiryRules,
+    pub(crate) keys: Keys,
 }
 
 impl Config {
@@ -77,6 +78,7 @@ impl Default for Config {
             read_only: false,
             metadata: false,
             expiry: ExpiryRules::default(),
+            keys: Keys::new(),
         }
     }
 }
@@ -220,6 +222,14 @@ impl<St> CacheLayer<St> {
     /// until when it is fresh). Off by default, which keeps a hit to one extension.
     pub fn metadata(mut self, enabled: bool) -> Self {
         Arc::make_mut(&mut self.config).metadata = enabled;
+        self
+    }
+
+    /// How requests become cache keys: ignored parameters and headers, credentials,
+    /// headers that select a response, query sorting, and the [`KeyStrategy`](crate::KeyStrategy).
+    /// [`Keys::new`] by default.
+    pub fn keys(mut self, keys: Keys) -> Self {
+        Arc::make_mut(&mut self.config).keys = keys;
         self
     }
 

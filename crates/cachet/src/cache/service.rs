@@ -14,7 +14,7 @@ use super::mode::bypassed;
 use super::{CacheBody, CacheLayer, CacheMode, Expiry, ForwardReason};
 use crate::policy::CacheControl;
 use crate::store::Store;
-use crate::{BoxError, CacheKey, Error};
+use crate::{BoxError, Error};
 
 /// An HTTP cache in front of the service `S`, keeping entries in the store `St`.
 ///
@@ -93,7 +93,13 @@ where
 
     fn call(&mut self, request: Request<ReqB>) -> Self::Future {
         let config = self.config.clone();
-        let Some(key) = CacheKey::for_request(request.method(), request.uri()) else {
+        let key = config.keys.key(
+            request.method(),
+            request.uri(),
+            request.headers(),
+            request.extensions(),
+        );
+        let Some(key) = key else {
             let (reason, plan) = match *request.method() {
                 Method::GET | Method::HEAD => (ForwardReason::Bypass, Plan::Pass),
                 Method::OPTIONS | Method::TRACE => (ForwardReason::Method, Plan::Pass),

@@ -1,7 +1,7 @@
 //! What the cache writes to its store: responses (under their URI's key or a variant's
 //! key), the variant index of responses that vary, and invalidation markers.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH, ETAG, HeaderName, LAST_MODIFIED};
@@ -36,7 +36,12 @@ pub(crate) struct Placement<St> {
 impl<St: Store> Placement<St> {
     /// A response that varies on `names` goes under its variant's key, with the index
     /// under the URI's key; writers that saw the same index write the same one back.
-    pub(crate) fn new(facts: &RequestFacts<St>, names: Vec<HeaderName>, ttl: Duration) -> Self {
+    pub(crate) fn new(
+        facts: &RequestFacts<St>,
+        names: Vec<HeaderName>,
+        ttl: Duration,
+        config: &Config,
+    ) -> Self {
         if names.is_empty() {
             return Self {
                 store: facts.store.clone(),
@@ -51,7 +56,9 @@ impl<St: Store> Placement<St> {
             .map_or(UNIX_EPOCH, |seen| seen.not_before);
         Self {
             store: facts.store.clone(),
-            key: facts.key.variant(&names, &facts.headers),
+            key: facts
+                .key
+                .variant(&names, &config.keys.vary_view(&facts.headers, &names)),
             index: Some((facts.key.clone(), Variants { names, not_before })),
             ttl,
         }
@@ -125,7 +132,7 @@ pub(crate) fn recorder<St: Store>(
         tracing::debug!(key = %facts.key, %refusal, "not storing");
         return None;
     }
-    let names = policy::vary_names(&parts.headers).unwrap_or_default();
+    let names = variant_names(&parts.headers, config).unwrap_or_default();
     let ttl = response.retention(config.mode, config.max_stale_if_error);
     if ttl.is_zero() {
         tracing::debug!(key = %facts.key, "stale at once and never of use stale; not storing");
@@ -135,13 +142,13 @@ pub(crate) fn recorder<St: Store>(
         status: parts.status,
         version: parts.version,
         headers: storable_headers(&parts.headers, &response.cc, config),
-        vary: vary_values(&names, &facts.headers),
+        vary: vary_values(&names, &config.keys.vary_view(&facts.headers, &names)),
         request_time: facts.time,
         response_time,
         configured: facts.configured,
         body: Bytes::new(),
     };
-    let placement = Placement::new(facts, names, ttl);
+    let placement = Placement::new(facts, names, ttl, config);
     // A HEAD response's Content-Length describes the GET body it stands for.
     let expected = (facts.method != Method::HEAD)
         .then(|| {
@@ -170,6 +177,18 @@ pub(crate) fn recorder<St: Store>(
             leader.finish(&value);
         }
     })
+}
+
+/// The request headers a response's variants are told apart by: those its `Vary` names,
+/// then those the cache's [`Keys`](crate::Keys) add; `None` for `Vary: *`.
+pub(crate) fn variant_names(headers: &HeaderMap, config: &Config) -> Option<Vec<HeaderName>> {
+    let mut names = policy::vary_names(headers)?;
+    for name in config.keys.vary_headers() {
+        if !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
+    Some(names)
 }
 
 /// The request's values of the headers a response varies on.
@@ -303,16 +322,10 @@ fn same_representation(stored: &HeaderMap, head: &HeaderMap) -> bool {
 /// Invalidates what is stored for `uri` and for the same-origin `Location` and
 /// `Content-Location` of a response to an unsafe method (RFC 9111 §4.4): a marker under
 /// each URI's GET and HEAD keys hides every entry and variant stored before `now`.
-pub(crate) fn invalidate<St: Store>(
-    store: &St,
-    uri: &Uri,
-    response: &HeaderMap,
-    now: SystemTime,
-    metrics: &Metrics,
-) {
+pub(crate) fn invalidate<St: Store>(store: &St, uri: &Uri, response: &HeaderMap, config: &Config) {
     let marker = Variants {
         names: Vec::new(),
-        not_before: now,
+        not_before: config.clock.now(),
     };
     let value = match marker.encode() {
         Ok(value) => value,
@@ -323,14 +336,14 @@ pub(crate) fn invalidate<St: Store>(
         .filter_map(|name| same_origin(uri, response.get(name)?.to_str().ok()?));
     for target in std::iter::once(uri.clone()).chain(related) {
         for method in [Method::GET, Method::HEAD] {
-            if let Some(key) = CacheKey::for_request(&method, &target) {
+            if let Some(key) = config.keys.key_for_url(&method, &target) {
                 tracing::debug!(%key, "invalidating");
                 let put = StoreRequest::Put {
                     key,
                     value: value.clone().into(),
                     ttl: INVALIDATION_TTL,
                 };
-                write(store.clone(), put, metrics);
+                write(store.clone(), put, &config.metrics);
             }
         }
     }

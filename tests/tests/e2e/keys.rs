@@ -1,0 +1,165 @@
+//! Cache keys: ignored parameters and headers, credentials kept out of the store, headers
+//! that select a response, and query sorting; checked against a real origin and, for what
+//! is stored, a real Redis.
+
+use bytes::Bytes;
+use cachet::{Cache, CacheLayer, CacheStatus, Keys, MemoryStore};
+use cachet_redis::RedisStore;
+use cachet_tests::redis::RedisServer;
+use cachet_tests::{Origin, Reply, client, get, read};
+use http::Request;
+use http::header::ACCEPT_LANGUAGE;
+use http_body_util::Empty;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use tower::{Layer, ServiceExt};
+
+type Stack<St> = Cache<Client<HttpConnector, Empty<Bytes>>, St>;
+
+async fn status<St: cachet::store::Store>(
+    cache: &Stack<St>,
+    request: Request<Empty<Bytes>>,
+) -> (CacheStatus, Bytes) {
+    let response = cache
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("the request succeeds");
+    let status = *response
+        .extensions()
+        .get::<CacheStatus>()
+        .expect("every response has a status");
+    let body = read(response.into_body())
+        .await
+        .expect("the body completes");
+    (status, body)
+}
+
+/// An origin that echoes the path (not the query, which may hold secrets the tests look
+/// for in the store) and the language it was asked for, cacheable for a minute (publicly, so that `Authorization` does not stop a shared
+/// cache).
+async fn origin() -> Origin {
+    Origin::start(|seen| {
+        let language = seen
+            .headers
+            .get("accept-language")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_owned();
+        let path = seen.path.split('?').next().unwrap_or_default();
+        Reply::ok(format!("{path} {language}"))
+            .header("cache-control", "public, max-age=60")
+            .header("vary", "authorization")
+    })
+    .await
+}
+
+/// Waits for the cache's background writes: until the Redis holds `count` keys.
+async fn written(server: &RedisServer, count: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while server.scan("*").len() < count {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{count} keys were not written within 2 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// Every key and value in the Redis, as text, for looking for secrets in it.
+fn everything_stored(server: &RedisServer) -> String {
+    let mut all = String::new();
+    for key in server.scan("*") {
+        let value: Vec<u8> = server.query(redis::cmd("GET").arg(&key));
+        all.push_str(&key);
+        all.push('\n');
+        all.push_str(&String::from_utf8_lossy(&value));
+        all.push('\n');
+    }
+    all
+}
+
+fn with_header(url: &str, name: &'static str, value: &'static str) -> Request<Empty<Bytes>> {
+    let mut request = get(url);
+    request
+        .headers_mut()
+        .insert(name, http::HeaderValue::from_static(value));
+    request
+}
+
+#[tokio::test]
+async fn an_ignored_parameter_does_not_split_the_cache_and_is_never_stored() {
+    let origin = origin().await;
+    let redis = RedisServer::start();
+    let store = RedisStore::new(redis.url()).expect("the fixture's URL is valid");
+    let cache = CacheLayer::new(store)
+        .keys(Keys::new().ignore(["session"]))
+        .layer(client());
+    let first = status(&cache, get(&origin.url("/a?q=1&session=s3cr3t-one"))).await;
+    assert!(matches!(
+        first.0,
+        CacheStatus::Forwarded { stored: true, .. }
+    ));
+    written(&redis, 2).await; // the variant index and the response
+    let second = status(&cache, get(&origin.url("/a?q=1&session=s3cr3t-two"))).await;
+    assert_eq!(second.0, CacheStatus::Hit);
+    assert_eq!(origin.requests(), 1);
+    let stored = everything_stored(&redis);
+    assert!(stored.contains("/a?q=1"), "{stored}");
+    assert!(!stored.contains("s3cr3t"), "{stored}");
+}
+
+#[tokio::test]
+async fn credentials_keep_users_apart_but_are_stored_only_as_digests() {
+    let origin = origin().await;
+    let redis = RedisServer::start();
+    let store = RedisStore::new(redis.url()).expect("the fixture's URL is valid");
+    let cache = CacheLayer::new(store).layer(client());
+    let one = origin.url("/k?api_key=s3cr3t-one");
+    let two = origin.url("/k?api_key=s3cr3t-two");
+    status(&cache, with_header(&one, "authorization", "Bearer t0ken-a")).await;
+    status(&cache, with_header(&two, "authorization", "Bearer t0ken-a")).await;
+    status(&cache, with_header(&one, "authorization", "Bearer t0ken-b")).await;
+    assert_eq!(origin.requests(), 3, "each credential has its own entry");
+    written(&redis, 5).await; // two indexes, three responses
+    let (again, _) = status(&cache, with_header(&one, "authorization", "Bearer t0ken-a")).await;
+    assert_eq!(again, CacheStatus::Hit);
+    let stored = everything_stored(&redis);
+    assert!(stored.contains("api_key=sha256:"), "{stored}");
+    assert!(!stored.contains("s3cr3t"), "{stored}");
+    assert!(!stored.contains("t0ken"), "{stored}");
+}
+
+#[tokio::test]
+async fn configured_headers_select_a_response_as_vary_would() {
+    let origin = origin().await;
+    let cache = CacheLayer::new(MemoryStore::default())
+        .keys(Keys::new().headers([ACCEPT_LANGUAGE]))
+        .layer(client());
+    let url = origin.url("/l");
+    let en = || with_header(&url, "accept-language", "en");
+    let fr = || with_header(&url, "accept-language", "fr");
+    assert_eq!(status(&cache, en()).await.1, "/l en");
+    assert_eq!(status(&cache, fr()).await.1, "/l fr");
+    assert_eq!(
+        status(&cache, en()).await,
+        (CacheStatus::Hit, "/l en".into())
+    );
+    assert_eq!(
+        status(&cache, fr()).await,
+        (CacheStatus::Hit, "/l fr".into())
+    );
+    assert_eq!(origin.requests(), 2);
+}
+
+#[tokio::test]
+async fn a_sorted_query_shares_one_entry_across_parameter_orders() {
+    let origin = origin().await;
+    let cache = CacheLayer::new(MemoryStore::default())
+        .keys(Keys::new().sort_query(true))
+        .layer(client());
+    status(&cache, get(&origin.url("/s?b=2&a=1"))).await;
+    let (again, _) = status(&cache, get(&origin.url("/s?a=1&b=2"))).await;
+    assert_eq!(again, CacheStatus::Hit);
+    assert_eq!(origin.requests(), 1);
+}
