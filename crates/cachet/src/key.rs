@@ -132,15 +132,16 @@ impl fmt::Debug for CacheKey {
     }
 }
 
-/// What a [`KeyStrategy`] sees of a request. Its URI has had the [`Keys`] settings
-/// applied: ignored query parameters removed, credentials replaced by digests, and the
-/// query sorted if asked.
+/// What a [`KeyStrategy`] or a [`Filter`](crate::Filter) sees of a request: all of it
+/// but the body.
 #[derive(Debug)]
 #[non_exhaustive]
-pub struct KeyRequest<'a> {
+pub struct RequestHead<'a> {
     /// The request's method.
     pub method: &'a Method,
-    /// The request's URI, with the [`Keys`] settings applied.
+    /// The request's URI: for a [`KeyStrategy`], with the [`Keys`] settings applied
+    /// (ignored query parameters removed, credentials replaced by digests, the query
+    /// sorted if asked); for a [`Filter`](crate::Filter), as sent.
     pub uri: &'a Uri,
     /// The request's headers, as sent.
     pub headers: &'a HeaderMap,
@@ -156,14 +157,14 @@ pub struct KeyRequest<'a> {
 /// written to stores, so they should be stable across processes and versions.
 ///
 /// ```
-/// use cachet::{CacheKey, DefaultKey, KeyRequest, KeyStrategy};
+/// use cachet::{CacheKey, DefaultKey, RequestHead, KeyStrategy};
 ///
 /// /// Keys on the default, plus the tenant a request is for.
 /// #[derive(Debug)]
 /// struct PerTenant;
 ///
 /// impl KeyStrategy for PerTenant {
-///     fn key(&self, request: &KeyRequest<'_>) -> Option<CacheKey> {
+///     fn key(&self, request: &RequestHead<'_>) -> Option<CacheKey> {
 ///         let key = DefaultKey.key(request)?;
 ///         let tenant = request.headers.get("x-tenant")?.to_str().ok()?;
 ///         Some(CacheKey::from_text(format!("{key} tenant={tenant}")))
@@ -173,7 +174,7 @@ pub struct KeyRequest<'a> {
 pub trait KeyStrategy: fmt::Debug + Send + Sync + 'static {
     /// The key for a request, or `None` to pass it through uncached. It is also asked,
     /// with empty headers and extensions, for the keys an unsafe method invalidates.
-    fn key(&self, request: &KeyRequest<'_>) -> Option<CacheKey>;
+    fn key(&self, request: &RequestHead<'_>) -> Option<CacheKey>;
 }
 
 /// The default [`KeyStrategy`]: [`CacheKey::for_request`], the method class and the
@@ -182,7 +183,7 @@ pub trait KeyStrategy: fmt::Debug + Send + Sync + 'static {
 pub struct DefaultKey;
 
 impl KeyStrategy for DefaultKey {
-    fn key(&self, request: &KeyRequest<'_>) -> Option<CacheKey> {
+    fn key(&self, request: &RequestHead<'_>) -> Option<CacheKey> {
         CacheKey::for_request(request.method, request.uri)
     }
 }
@@ -312,7 +313,7 @@ impl Keys {
         extensions: &Extensions,
     ) -> Option<CacheKey> {
         let uri = self.uri(uri);
-        self.strategy.key(&KeyRequest {
+        self.strategy.key(&RequestHead {
             method,
             uri: &uri,
             headers,

@@ -46,14 +46,17 @@ pub mod guide {
 
     #[doc = include_str!("../../../docs/keys.md")]
     pub mod keys {}
+
+    #[doc = include_str!("../../../docs/filtering.md")]
+    pub mod filtering {}
 }
 
 pub use cache::{
-    Cache, CacheBody, CacheLayer, CacheMetadata, CacheMode, CacheStatus, Expiry, ForwardReason,
-    OnBadSignature, ResponseFuture, bypass,
+    Cache, CacheBody, CacheLayer, CacheMetadata, CacheMode, CacheStatus, Expiry, Filter,
+    ForwardReason, OnBadSignature, ResponseFuture, bypass,
 };
 pub use error::{BoxError, Error};
-pub use key::{CacheKey, DefaultKey, KeyRequest, KeyStrategy, Keys};
+pub use key::{CacheKey, DefaultKey, KeyStrategy, Keys, RequestHead};
 pub use metrics::Metrics;
 pub use store::MemoryStore;
 

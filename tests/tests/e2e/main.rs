@@ -3,6 +3,7 @@
 mod cache;
 mod controls;
 mod expiry;
+mod filters;
 mod keys;
 mod proxy;
 mod proxy_redis;

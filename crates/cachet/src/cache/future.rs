@@ -260,7 +260,11 @@ where
                         Step::Stale(entry) => {
                             *this.reason = ForwardReason::Stale;
                             let headers = request.headers().clone();
-                            let conditional = make_conditional(&entry, request.headers_mut());
+                            // Validators condition a read; on another method (a POST
+                            // keyed by its body) they would condition a change.
+                            let readable = matches!(*request.method(), Method::GET | Method::HEAD);
+                            let conditional =
+                                readable && make_conditional(&entry, request.headers_mut());
                             if let Some((response, claim)) =
                                 stale_while_revalidate(&entry, facts, this.config)
                             {

@@ -2,12 +2,13 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderName;
+use http::{HeaderName, Method, StatusCode};
 use tower::Layer;
 
 use super::Cache;
 use super::coalesce::Inflight;
 use super::expiry::{Expiry, ExpiryRules};
+use super::filter::Filter;
 use super::refresh::Refreshing;
 use crate::clock::{Clock, SystemClock};
 use crate::policy::Mode;
@@ -37,6 +38,11 @@ pub(crate) struct Config {
     pub(crate) metadata: bool,
     pub(crate) expiry: ExpiryRules,
     pub(crate) keys: Keys,
+    /// The methods whose responses are looked up and stored.
+    pub(crate) methods: Vec<Method>,
+    /// `None`: every status RFC 9111 allows.
+    pub(crate) statuses: Option<Vec<StatusCode>>,
+    pub(crate) filter: Option<Arc<dyn Filter>>,
 }
 
 impl Config {
@@ -79,6 +85,9 @@ impl Default for Config {
             metadata: false,
             expiry: ExpiryRules::default(),
             keys: Keys::new(),
+            methods: vec![Method::GET, Method::HEAD],
+            statuses: None,
+            filter: None,
         }
     }
 }
@@ -91,6 +100,10 @@ impl fmt::Debug for Config {
             .field("cache_status_header", &self.cache_status_header)
             .field("on_bad_signature", &self.on_bad_signature)
             .field("expiry", &self.expiry)
+            .field("keys", &self.keys)
+            .field("methods", &self.methods)
+            .field("statuses", &self.statuses)
+            .field("filter", &self.filter)
             .finish_non_exhaustive()
     }
 }
@@ -230,6 +243,29 @@ impl<St> CacheLayer<St> {
     /// [`Keys::new`] by default.
     pub fn keys(mut self, keys: Keys) -> Self {
         Arc::make_mut(&mut self.config).keys = keys;
+        self
+    }
+
+    /// The methods whose responses are looked up and stored: GET and HEAD by default.
+    /// Another method is cached only when its key strategy gives its request a key (the
+    /// default gives none); a method left out passes through (an unsafe one still
+    /// invalidates, RFC 9111 §4.4).
+    pub fn methods(mut self, methods: impl IntoIterator<Item = Method>) -> Self {
+        Arc::make_mut(&mut self.config).methods = methods.into_iter().collect();
+        self
+    }
+
+    /// Stores only responses with these statuses (of those RFC 9111 allows to be
+    /// stored); by default, every status it allows.
+    pub fn statuses(mut self, statuses: impl IntoIterator<Item = StatusCode>) -> Self {
+        Arc::make_mut(&mut self.config).statuses = Some(statuses.into_iter().collect());
+        self
+    }
+
+    /// A [`Filter`] that says which requests the cache handles and which responses it
+    /// may store.
+    pub fn filter(mut self, filter: impl Filter) -> Self {
+        Arc::make_mut(&mut self.config).filter = Some(Arc::new(filter));
         self
     }
 

@@ -38,6 +38,7 @@ mod answer;
 mod body;
 mod coalesce;
 mod expiry;
+mod filter;
 mod future;
 mod layer;
 mod mode;
@@ -56,6 +57,7 @@ use crate::CacheKey;
 
 pub use body::CacheBody;
 pub use expiry::Expiry;
+pub use filter::Filter;
 pub use future::ResponseFuture;
 pub use layer::{CacheLayer, OnBadSignature};
 pub use mode::{CacheMode, bypass};

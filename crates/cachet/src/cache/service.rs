@@ -14,7 +14,7 @@ use super::mode::bypassed;
 use super::{CacheBody, CacheLayer, CacheMode, Expiry, ForwardReason};
 use crate::policy::CacheControl;
 use crate::store::Store;
-use crate::{BoxError, Error};
+use crate::{BoxError, Error, RequestHead};
 
 /// An HTTP cache in front of the service `S`, keeping entries in the store `St`.
 ///
@@ -93,14 +93,23 @@ where
 
     fn call(&mut self, request: Request<ReqB>) -> Self::Future {
         let config = self.config.clone();
-        let key = config.keys.key(
-            request.method(),
-            request.uri(),
-            request.headers(),
-            request.extensions(),
-        );
+        let head = RequestHead {
+            method: request.method(),
+            uri: request.uri(),
+            headers: request.headers(),
+            extensions: request.extensions(),
+        };
+        let filtered = config.filter.as_ref().is_some_and(|f| !f.request(&head));
+        let key = (!filtered && config.methods.contains(head.method))
+            .then(|| {
+                config
+                    .keys
+                    .key(head.method, head.uri, head.headers, head.extensions)
+            })
+            .flatten();
         let Some(key) = key else {
             let (reason, plan) = match *request.method() {
+                _ if filtered => (ForwardReason::Bypass, Plan::Pass),
                 Method::GET | Method::HEAD => (ForwardReason::Bypass, Plan::Pass),
                 Method::OPTIONS | Method::TRACE => (ForwardReason::Method, Plan::Pass),
                 _ if request.uri().authority().is_some() => (

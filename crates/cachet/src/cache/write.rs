@@ -122,14 +122,36 @@ pub(crate) fn recorder<St: Store>(
         response_time,
         facts.configured,
     );
+    // Only a request with a key gets here: another method than GET or HEAD has its body
+    // in its key (see `CacheLayer::methods`) and is stored as a GET would be.
+    let method = match facts.method {
+        Method::HEAD => Method::HEAD,
+        _ => Method::GET,
+    };
     if let Err(refusal) = response.storable(
         config.mode,
         config.store_set_cookie(),
-        &facts.method,
+        &method,
         &facts.headers,
         &facts.cc,
     ) {
         tracing::debug!(key = %facts.key, %refusal, "not storing");
+        return None;
+    }
+    if config
+        .statuses
+        .as_ref()
+        .is_some_and(|allowed| !allowed.contains(&parts.status))
+    {
+        tracing::debug!(key = %facts.key, status = %parts.status, "status not allowed; not storing");
+        return None;
+    }
+    if config
+        .filter
+        .as_ref()
+        .is_some_and(|filter| !filter.response(&facts.key, parts))
+    {
+        tracing::debug!(key = %facts.key, "filtered out; not storing");
         return None;
     }
     let names = variant_names(&parts.headers, config).unwrap_or_default();
