@@ -1,7 +1,9 @@
-//! The command line and the validated configuration it becomes.
+//! The command line, the configuration file it may name, and the validated
+//! configuration they become.
 
 use std::ffi::OsString;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use cachet::verify::{KeyError, Keyring};
@@ -9,11 +11,17 @@ use cachet::{CacheLayer, MemoryStore};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use http::Uri;
 
+use crate::UsageError;
+use crate::file::{ConfigFile, FileSettings};
 pub use crate::flags::StoreChoice;
 use crate::flags::{Secret, Upstream, parse_timeout};
 
-/// The command line, as clap parses it. Every field is validated by its value parser, so
-/// turning it into a [`Config`] cannot fail.
+/// The command line, as clap parses it. Every value is checked by its value parser.
+///
+/// No flag has a clap default, so that a flag left out does not hide the configuration
+/// file's value: each is `None` (or empty, or `false`) unless given, and the defaults are
+/// applied last, in [`Invocation::from_args_and_env`]. The help text names them; a test
+/// keeps it true.
 #[derive(Debug, Parser)]
 #[command(
     name = "cachet-proxy",
@@ -27,30 +35,38 @@ struct Args {
     #[command(subcommand)]
     command: Option<Command>,
 
+    /// Read settings from this TOML file; flags given as well override it
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
     /// The origin to forward to: an http:// or https:// URL with a host, and optionally a
-    /// port and a base path that is put before every request's path
-    #[arg(long, value_name = "URL", value_parser = Upstream::parse, required = true)]
+    /// port and a base path that is put before every request's path (required, here or
+    /// in the --config file)
+    #[arg(long, value_name = "URL", value_parser = Upstream::parse)]
     upstream: Option<Upstream>,
 
-    /// The address to listen on, as IP:PORT
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
+    /// The address to listen on, as IP:PORT [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
 
-    /// Whether the cache serves many users (shared) or one (private)
-    #[arg(long, value_enum, default_value_t = Mode::Shared)]
-    mode: Mode,
+    /// Whether the cache serves many users (shared) or one (private) [default: shared]
+    #[arg(long, value_enum)]
+    mode: Option<Mode>,
 
     /// The most bytes the in-memory store holds, counting keys, entries and overhead
-    #[arg(long, value_name = "N", default_value_t = MemoryStore::DEFAULT_MAX_BYTES)]
-    memory_bytes: u64,
+    /// [default: 67108864]
+    #[arg(long, value_name = "N")]
+    memory_bytes: Option<u64>,
 
     /// The largest response body that is stored; larger bodies stream through uncached
-    #[arg(long, value_name = "N", default_value_t = CacheLayer::<()>::DEFAULT_MAX_BODY_BYTES)]
-    max_body_bytes: usize,
+    /// [default: 8388608]
+    #[arg(long, value_name = "N")]
+    max_body_bytes: Option<usize>,
 
     /// How long to wait for the upstream's response head, in seconds (fractions allowed)
-    #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_timeout, allow_negative_numbers = true)]
-    upstream_timeout: Duration,
+    /// [default: 30]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_timeout, allow_negative_numbers = true)]
+    upstream_timeout: Option<Duration>,
 
     /// Sign and verify cache entries with the secret key in this environment variable;
     /// give it again for more keys: the first signs, all verify (key rotation)
@@ -58,18 +74,19 @@ struct Args {
     secret_key_env: Vec<String>,
 
     /// What to do with a stored entry whose signature does not verify: answer 502 (error)
-    /// or delete it and ask the upstream (refetch)
-    #[arg(long, value_enum, value_name = "ACTION", default_value_t = BadSignatureAction::Error)]
-    on_bad_signature: BadSignatureAction,
+    /// or delete it and ask the upstream (refetch) [default: error]
+    #[arg(long, value_enum, value_name = "ACTION")]
+    on_bad_signature: Option<BadSignatureAction>,
 
     /// Where entries live: memory, redis://HOST:PORT/DB for one Redis shared by many
     /// proxies, or redis+cluster://HOST:PORT,HOST:PORT,... for a Redis Cluster
-    #[arg(long, value_name = "STORE", default_value = "memory", value_parser = StoreChoice::parse)]
-    store: StoreChoice,
+    /// [default: memory]
+    #[arg(long, value_name = "STORE", value_parser = StoreChoice::parse)]
+    store: Option<StoreChoice>,
 
-    /// The prefix of every key cachet writes to Redis
-    #[arg(long, value_name = "PREFIX", default_value = "cachet:")]
-    redis_namespace: String,
+    /// The prefix of every key cachet writes to Redis [default: cachet:]
+    #[arg(long, value_name = "PREFIX")]
+    redis_namespace: Option<String>,
 
     /// Act as a CDN: a response's CDN-Cache-Control (RFC 9213), when present, replaces
     /// its Cache-Control for this cache
@@ -83,6 +100,13 @@ enum Command {
     Keygen,
 }
 
+/// `--listen`'s default.
+const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
+/// `--upstream-timeout`'s default.
+const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+/// `--redis-namespace`'s default.
+const DEFAULT_REDIS_NAMESPACE: &str = "cachet:";
+
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Invocation {
@@ -93,8 +117,11 @@ pub enum Invocation {
 }
 
 impl Invocation {
-    /// Parses a command line (the first item is the program name), reading the variables
-    /// that `--secret-key-env` names through `env`, usually `std::env::var_os`.
+    /// Parses a command line (the first item is the program name), reading the
+    /// configuration file that `--config` names and the variables that
+    /// `--secret-key-env` names through `env`, usually `std::env::var_os`.
+    ///
+    /// A flag that is given overrides the file; a setting in neither gets its default.
     ///
     /// # Errors
     ///
@@ -102,46 +129,87 @@ impl Invocation {
     pub fn from_args_and_env<I, T>(
         args: I,
         env: impl Fn(&str) -> Option<OsString>,
-    ) -> Result<Self, clap::Error>
+    ) -> Result<Self, UsageError>
     where
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
         let args = Args::try_parse_from(args)?;
-        let secrets = args
-            .secret_key_env
-            .iter()
-            .map(|name| Secret::read(name, &env))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|invalid| {
+        if let Some(Command::Keygen) = args.command {
+            return Ok(Self::Keygen);
+        }
+        let file = args.config.as_deref().map(ConfigFile::read).transpose()?;
+        let empty = FileSettings::default();
+        let settings = file.as_ref().map_or(&empty, |file| &file.settings);
+
+        let secrets = if args.secret_key_env.is_empty() {
+            match (&file, &settings.signing.secret_key_env) {
+                (Some(file), Some(names)) => names
+                    .get_ref()
+                    .iter()
+                    .map(|name| Secret::read(name, &env))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|invalid| file.secret_error(names.span(), invalid))?,
+                _ => Vec::new(),
+            }
+        } else {
+            args.secret_key_env
+                .iter()
+                .map(|name| Secret::read(name, &env))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|invalid| {
+                    Args::command().error(
+                        clap::error::ErrorKind::ValueValidation,
+                        format!(
+                            "invalid value '{}' for '--secret-key-env <NAME>': {invalid}",
+                            invalid.name()
+                        ),
+                    )
+                })?
+        };
+        let upstream = args
+            .upstream
+            .or_else(|| settings.upstream.clone())
+            .ok_or_else(|| {
                 Args::command().error(
-                    clap::error::ErrorKind::ValueValidation,
-                    format!(
-                        "invalid value '{}' for '--secret-key-env <NAME>': {invalid}",
-                        invalid.name()
-                    ),
+                    clap::error::ErrorKind::MissingRequiredArgument,
+                    "the following required arguments were not provided: --upstream <URL> \
+                 (or upstream in the --config file)",
                 )
             })?;
-        match (args.command, args.upstream) {
-            (Some(Command::Keygen), _) => Ok(Self::Keygen),
-            (None, Some(upstream)) => Ok(Self::Serve(Box::new(Config {
-                upstream,
-                listen: args.listen,
-                mode: args.mode,
-                memory_bytes: args.memory_bytes,
-                max_body_bytes: args.max_body_bytes,
-                upstream_timeout: args.upstream_timeout,
-                secrets,
-                store: args.store,
-                redis_namespace: args.redis_namespace,
-                on_bad_signature: args.on_bad_signature,
-                cdn: args.cdn,
-            }))),
-            (None, None) => Err(Args::command().error(
-                clap::error::ErrorKind::MissingRequiredArgument,
-                "the following required arguments were not provided: --upstream <URL>",
-            )),
-        }
+        // Each setting: the flag, else the file, else the default.
+        let store = &settings.store;
+        Ok(Self::Serve(Box::new(Config {
+            upstream,
+            listen: args.listen.or(settings.listen).unwrap_or(DEFAULT_LISTEN),
+            mode: args.mode.or(settings.mode).unwrap_or(Mode::Shared),
+            memory_bytes: args
+                .memory_bytes
+                .or(store.memory_bytes)
+                .unwrap_or(MemoryStore::DEFAULT_MAX_BYTES),
+            max_body_bytes: args
+                .max_body_bytes
+                .or(settings.cache.max_body_bytes)
+                .unwrap_or(CacheLayer::<()>::DEFAULT_MAX_BODY_BYTES),
+            upstream_timeout: args
+                .upstream_timeout
+                .or(settings.upstream_timeout.map(|seconds| seconds.0))
+                .unwrap_or(DEFAULT_UPSTREAM_TIMEOUT),
+            secrets,
+            store: args
+                .store
+                .or_else(|| store.backend.clone())
+                .unwrap_or(StoreChoice::Memory),
+            redis_namespace: args
+                .redis_namespace
+                .or_else(|| store.redis_namespace.clone())
+                .unwrap_or_else(|| DEFAULT_REDIS_NAMESPACE.to_owned()),
+            on_bad_signature: args
+                .on_bad_signature
+                .or(settings.signing.on_bad_signature)
+                .unwrap_or(BadSignatureAction::Error),
+            cdn: args.cdn || settings.cache.cdn.unwrap_or(false),
+        })))
     }
 }
 
@@ -166,8 +234,9 @@ pub enum Mode {
 
 /// The proxy's validated configuration.
 ///
-/// It is made from a command line with [`Config::from_args`], which applies the same
-/// defaults and checks as the `cachet-proxy` program:
+/// It is made from a command line with [`Config::from_args`], which reads the
+/// configuration file that `--config` names and applies the same defaults and checks as
+/// the `cachet-proxy` program:
 ///
 /// ```
 /// use std::time::Duration;
@@ -182,7 +251,7 @@ pub enum Mode {
 /// assert_eq!(config.upstream().to_string(), "http://127.0.0.1:3000/api");
 /// assert_eq!(config.mode(), Mode::Shared);
 /// assert_eq!(config.upstream_timeout(), Duration::from_millis(2500));
-/// # Ok::<_, clap::Error>(())
+/// # Ok::<_, cachet_proxy::UsageError>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -204,12 +273,16 @@ impl Config {
     ///
     /// # Errors
     ///
-    /// A [`clap::Error`] for an unknown flag, a missing `--upstream`, or a value that
+    /// A [`UsageError`] for an unknown flag, a missing `--upstream`, or a value that
     /// fails its check (an upstream that is not an `http://` or `https://` URL with a
     /// host, or that has a query or fragment; a timeout that is not a positive number of
-    /// seconds). Its first line names the flag. `--help` and `--version` also come back as
-    /// errors, of the kinds clap uses for them.
-    pub fn from_args<I, T>(args: I) -> Result<Self, clap::Error>
+    /// seconds): its [`command_line`](UsageError::command_line) error names the flag.
+    /// Also for a `--config` file that cannot be read, or a setting in it that is unknown
+    /// or fails the same check as its flag: its
+    /// [`config_file`](UsageError::config_file) error names the file, line, column and
+    /// setting. `--help` and `--version` also come back as errors, of the kinds clap uses
+    /// for them.
+    pub fn from_args<I, T>(args: I) -> Result<Self, UsageError>
     where
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
@@ -226,17 +299,19 @@ impl Config {
     pub fn from_args_and_env<I, T>(
         args: I,
         env: impl Fn(&str) -> Option<OsString>,
-    ) -> Result<Self, clap::Error>
+    ) -> Result<Self, UsageError>
     where
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
         match Invocation::from_args_and_env(args, env)? {
             Invocation::Serve(config) => Ok(*config),
-            Invocation::Keygen => Err(Args::command().error(
-                clap::error::ErrorKind::ArgumentConflict,
-                "keygen prints a key; it does not configure a proxy",
-            )),
+            Invocation::Keygen => Err(Args::command()
+                .error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    "keygen prints a key; it does not configure a proxy",
+                )
+                .into()),
         }
     }
 
@@ -315,24 +390,24 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ConfigFileError;
 
-    fn parse(extra: &[&str]) -> Result<Config, clap::Error> {
+    fn parse(extra: &[&str]) -> Result<Config, UsageError> {
         Config::from_args(["cachet-proxy"].iter().chain(extra))
     }
 
-    fn upstream(url: &str) -> Result<Config, clap::Error> {
+    fn upstream(url: &str) -> Result<Config, UsageError> {
         parse(&["--upstream", url])
     }
 
-    /// The first line of clap's message, which is what the program prints.
-    fn message(error: &clap::Error) -> String {
-        error
-            .render()
-            .to_string()
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .to_owned()
+    /// The one line the program prints.
+    fn message(error: &UsageError) -> String {
+        error.to_string()
+    }
+
+    /// The kind of a command-line error.
+    fn kind(error: &UsageError) -> Option<clap::error::ErrorKind> {
+        error.command_line().map(clap::Error::kind)
     }
 
     #[test]
@@ -383,8 +458,8 @@ mod tests {
     fn upstream_is_required() {
         let error = parse(&[]).expect_err("--upstream is required");
         assert_eq!(
-            error.kind(),
-            clap::error::ErrorKind::MissingRequiredArgument
+            kind(&error),
+            Some(clap::error::ErrorKind::MissingRequiredArgument)
         );
         assert!(error.to_string().contains("--upstream"), "{error}");
     }
@@ -394,8 +469,8 @@ mod tests {
         for bad in ["not a url", "", "127.0.0.1:3000", "/just/a/path", "http://"] {
             let error = upstream(bad).expect_err(bad);
             assert_eq!(
-                error.kind(),
-                clap::error::ErrorKind::ValueValidation,
+                kind(&error),
+                Some(clap::error::ErrorKind::ValueValidation),
                 "{bad}"
             );
             assert!(
@@ -466,8 +541,8 @@ mod tests {
             let error =
                 parse(&["--upstream", "http://h", "--upstream-timeout", bad]).expect_err(bad);
             assert_eq!(
-                error.kind(),
-                clap::error::ErrorKind::ValueValidation,
+                kind(&error),
+                Some(clap::error::ErrorKind::ValueValidation),
                 "{bad}"
             );
             assert!(
@@ -484,11 +559,236 @@ mod tests {
     #[test]
     fn unknown_flags_and_bad_values_are_refused() {
         let error = parse(&["--upstream", "http://h", "--bogus"]).expect_err("unknown flag");
-        assert_eq!(error.kind(), clap::error::ErrorKind::UnknownArgument);
+        assert_eq!(kind(&error), Some(clap::error::ErrorKind::UnknownArgument));
         let error = parse(&["--upstream", "http://h", "--mode", "public"]).expect_err("bad mode");
         assert!(message(&error).contains("--mode"), "{}", message(&error));
         let error =
             parse(&["--upstream", "http://h", "--listen", "localhost"]).expect_err("bad address");
         assert!(message(&error).contains("--listen"), "{}", message(&error));
+    }
+
+    /// A configuration file holding `text`, removed when dropped.
+    fn config_file(text: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::Builder::new()
+            .suffix(".toml")
+            .tempfile()
+            .expect("a temporary file");
+        std::io::Write::write_all(&mut file, text.as_bytes()).expect("written");
+        file
+    }
+
+    /// Parses a command line with `--config FILE` first, reading secrets from `env`.
+    fn with_file(
+        file: &tempfile::NamedTempFile,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Config, UsageError> {
+        let path = file.path().to_str().expect("a UTF-8 temporary path");
+        let args = ["cachet-proxy", "--config", path]
+            .into_iter()
+            .chain(extra.iter().copied());
+        Config::from_args_and_env(args, |name| {
+            env.iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| OsString::from(value))
+        })
+    }
+
+    const EXAMPLE: &str = include_str!("../../../docs/cachet-proxy.example.toml");
+
+    #[test]
+    fn the_documented_example_file_sets_every_setting() {
+        let file = config_file(EXAMPLE);
+        let env = [
+            ("CACHET_KEY", "first secret"),
+            ("CACHET_OLD_KEY", "older secret"),
+        ];
+        let config = with_file(&file, &[], &env).expect("the example is valid");
+        assert_eq!(config.upstream().to_string(), "http://127.0.0.1:8000/api");
+        assert_eq!(config.upstream_timeout(), DEFAULT_UPSTREAM_TIMEOUT);
+        assert_eq!(config.listen(), DEFAULT_LISTEN);
+        assert_eq!(config.mode(), Mode::Shared);
+        assert_eq!(
+            config.max_body_bytes(),
+            CacheLayer::<()>::DEFAULT_MAX_BODY_BYTES
+        );
+        assert!(!config.cdn());
+        assert_eq!(config.store(), &StoreChoice::Memory);
+        assert_eq!(config.memory_bytes(), MemoryStore::DEFAULT_MAX_BYTES);
+        assert_eq!(config.redis_namespace(), DEFAULT_REDIS_NAMESPACE);
+        assert_eq!(config.secrets.len(), 2);
+        assert_eq!(config.secrets[0].value, "first secret");
+        assert_eq!(config.on_bad_signature(), BadSignatureAction::Error);
+    }
+
+    #[test]
+    fn the_guide_shows_the_example_file_as_it_is() {
+        let guide = include_str!("../../../docs/proxy.md");
+        assert!(
+            guide.contains(EXAMPLE),
+            "docs/proxy.md must quote docs/cachet-proxy.example.toml exactly"
+        );
+    }
+
+    #[test]
+    fn every_setting_is_read_from_the_file() {
+        let file = config_file(
+            r#"
+            upstream = "https://origin.example:8443/base/"
+            upstream_timeout = 0.25
+            listen = "127.0.0.1:0"
+            mode = "private"
+            [cache]
+            max_body_bytes = 10
+            cdn = true
+            [store]
+            backend = "redis+cluster://10.0.0.1:7000,10.0.0.2:7000"
+            memory_bytes = 1024
+            redis_namespace = "edge:"
+            [signing]
+            secret_key_env = ["KEY"]
+            on_bad_signature = "refetch"
+            "#,
+        );
+        let config = with_file(&file, &[], &[("KEY", "secret")]).expect("valid settings");
+        assert_eq!(
+            config.upstream().to_string(),
+            "https://origin.example:8443/base"
+        );
+        assert_eq!(config.upstream_timeout(), Duration::from_millis(250));
+        assert_eq!(config.listen(), SocketAddr::from(([127, 0, 0, 1], 0)));
+        assert_eq!(config.mode(), Mode::Private);
+        assert_eq!(config.max_body_bytes(), 10);
+        assert!(config.cdn());
+        assert_eq!(
+            config.store(),
+            &StoreChoice::Cluster(vec![
+                "redis://10.0.0.1:7000".to_owned(),
+                "redis://10.0.0.2:7000".to_owned()
+            ])
+        );
+        assert_eq!(config.memory_bytes(), 1024);
+        assert_eq!(config.redis_namespace(), "edge:");
+        assert_eq!(config.secrets.len(), 1);
+        assert_eq!(config.on_bad_signature(), BadSignatureAction::Refetch);
+    }
+
+    #[test]
+    fn a_flag_overrides_the_file_and_the_file_overrides_the_default() {
+        let file = config_file(
+            r#"
+            upstream = "http://file.example"
+            mode = "private"
+            listen = "127.0.0.1:9000"
+            [store]
+            memory_bytes = 1024
+            [signing]
+            secret_key_env = ["FILE_KEY"]
+            "#,
+        );
+        let config = with_file(
+            &file,
+            &[
+                "--upstream",
+                "http://flag.example",
+                "--mode",
+                "shared",
+                "--secret-key-env",
+                "FLAG_KEY",
+            ],
+            &[("FLAG_KEY", "from the flag")],
+        )
+        .expect("the file's FILE_KEY is not read: the flag's list replaces it");
+        assert_eq!(config.upstream().to_string(), "http://flag.example/");
+        assert_eq!(config.mode(), Mode::Shared, "the flag wins");
+        assert_eq!(
+            config.listen(),
+            SocketAddr::from(([127, 0, 0, 1], 9000)),
+            "a flag left out does not hide the file"
+        );
+        assert_eq!(config.memory_bytes(), 1024);
+        assert_eq!(config.secrets.len(), 1);
+        assert_eq!(config.secrets[0].value, "from the flag");
+        assert_eq!(
+            config.upstream_timeout(),
+            DEFAULT_UPSTREAM_TIMEOUT,
+            "in neither: the default"
+        );
+        assert_eq!(config.on_bad_signature(), BadSignatureAction::Error);
+    }
+
+    #[test]
+    fn the_upstream_may_come_from_either_but_is_required() {
+        let file = config_file("mode = \"private\"\n");
+        let config = with_file(&file, &["--upstream", "http://h"], &[]).expect("from the flag");
+        assert_eq!(config.mode(), Mode::Private);
+        let error = with_file(&file, &[], &[]).expect_err("in neither");
+        assert_eq!(
+            kind(&error),
+            Some(clap::error::ErrorKind::MissingRequiredArgument)
+        );
+        assert!(message(&error).contains("--upstream"), "{error}");
+    }
+
+    #[test]
+    fn a_bad_setting_is_refused_even_when_a_flag_would_override_it() {
+        let file = config_file("upstream = \"http://h\"\n\nmode = \"shard\"\n");
+        let path = file.path().display().to_string();
+        let error = with_file(&file, &["--mode", "shared"], &[]).expect_err("a bad file");
+        let file_error = error.config_file().expect("the file's error");
+        assert_eq!(file_error.setting(), Some("mode"));
+        assert_eq!((file_error.line(), file_error.column()), (Some(3), Some(8)));
+        assert_eq!(error.exit_code(), 2);
+        assert_eq!(
+            message(&error),
+            format!(
+                "{path}:3:8: setting 'mode': invalid value 'shard': expected 'shared' or 'private'"
+            )
+        );
+    }
+
+    #[test]
+    fn an_unset_secret_variable_in_the_file_is_refused_where_it_is_named() {
+        let file = config_file(
+            "upstream = \"http://h\"\n[signing]\nsecret_key_env = [\"CACHET_TEST_UNSET\"]\n",
+        );
+        let error = with_file(&file, &[], &[]).expect_err("unset");
+        let file_error = error.config_file().expect("the file's error");
+        assert_eq!(file_error.setting(), Some("signing.secret_key_env"));
+        assert_eq!(file_error.line(), Some(3));
+        assert!(
+            message(&error).ends_with(
+                "setting 'signing.secret_key_env': the environment variable CACHET_TEST_UNSET is not set"
+            ),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_missing_config_file_is_a_usage_error_naming_it() {
+        let error = parse(&["--config", "/nonexistent/cachet.toml"]).expect_err("no such file");
+        assert_eq!(error.exit_code(), 2);
+        assert!(error.config_file().is_some_and(ConfigFileError::is_read));
+        assert_eq!(
+            message(&error),
+            "cannot read config file /nonexistent/cachet.toml"
+        );
+    }
+
+    #[test]
+    fn the_help_names_the_defaults_that_are_applied() {
+        let help = Args::command().render_long_help().to_string();
+        for default in [
+            format!("[default: {DEFAULT_LISTEN}]"),
+            format!("[default: {}]", MemoryStore::DEFAULT_MAX_BYTES),
+            format!("[default: {}]", CacheLayer::<()>::DEFAULT_MAX_BODY_BYTES),
+            format!("[default: {}]", DEFAULT_UPSTREAM_TIMEOUT.as_secs()),
+            format!("[default: {DEFAULT_REDIS_NAMESPACE}]"),
+            "[default: shared]".to_owned(),
+            "[default: error]".to_owned(),
+            "[default: memory]".to_owned(),
+        ] {
+            assert!(help.contains(&default), "{default} missing from {help}");
+        }
     }
 }

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 
 use cachet::BoxError;
 
+use crate::ConfigFileError;
+
 /// Why the proxy could not start or run.
 ///
 /// The message names what failed (such as the address that could not be bound);
@@ -86,5 +88,104 @@ impl StdError for Error {
         self.source
             .as_deref()
             .map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
+/// Why the command line, or the configuration file it names, was refused.
+///
+/// Its message is one line: clap's first paragraph, naming the flag, for the command
+/// line; the path, line, column and setting for the file (see [`ConfigFileError`]). The
+/// program prints it and exits with [`exit_code`](Self::exit_code), 2 for every usage
+/// error. `--help` and `--version` also come back as a `UsageError`, whose
+/// [`command_line`](Self::command_line) error prints them.
+pub struct UsageError {
+    kind: UsageKind,
+}
+
+enum UsageKind {
+    CommandLine(clap::Error),
+    ConfigFile(ConfigFileError),
+}
+
+impl UsageError {
+    /// The command line's error, if the command line was refused (or asked for help).
+    pub fn command_line(&self) -> Option<&clap::Error> {
+        match &self.kind {
+            UsageKind::CommandLine(error) => Some(error),
+            UsageKind::ConfigFile(_) => None,
+        }
+    }
+
+    /// The configuration file's error, if the file could not be read or was refused.
+    pub fn config_file(&self) -> Option<&ConfigFileError> {
+        match &self.kind {
+            UsageKind::ConfigFile(error) => Some(error),
+            UsageKind::CommandLine(_) => None,
+        }
+    }
+
+    /// The program's exit status: 0 for `--help` and `--version`, 2 for an error.
+    pub fn exit_code(&self) -> i32 {
+        match &self.kind {
+            UsageKind::CommandLine(error) => error.exit_code(),
+            UsageKind::ConfigFile(_) => 2,
+        }
+    }
+}
+
+impl From<clap::Error> for UsageError {
+    fn from(error: clap::Error) -> Self {
+        Self {
+            kind: UsageKind::CommandLine(error),
+        }
+    }
+}
+
+impl From<ConfigFileError> for UsageError {
+    fn from(error: ConfigFileError) -> Self {
+        Self {
+            kind: UsageKind::ConfigFile(error),
+        }
+    }
+}
+
+impl fmt::Debug for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            UsageKind::CommandLine(error) => f.debug_tuple("UsageError").field(error).finish(),
+            UsageKind::ConfigFile(error) => f.debug_tuple("UsageError").field(error).finish(),
+        }
+    }
+}
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            UsageKind::CommandLine(error) if !error.use_stderr() => error.render().fmt(f),
+            UsageKind::CommandLine(error) => {
+                // clap's first paragraph, on one line, without its `error: ` prefix.
+                let rendered = error.render().to_string();
+                let message: Vec<&str> = rendered
+                    .lines()
+                    .map(str::trim)
+                    .take_while(|line| !line.is_empty())
+                    .collect();
+                let message = message.join(" ");
+                let message = message.strip_prefix("error: ").unwrap_or(&message);
+                write!(f, "{message} (see --help)")
+            }
+            UsageKind::ConfigFile(error) => error.fmt(f),
+        }
+    }
+}
+
+impl StdError for UsageError {
+    /// The cause below the message: clap's message already holds a flag's cause, and
+    /// this error shows its file error's message as its own.
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match &self.kind {
+            UsageKind::CommandLine(_) => None,
+            UsageKind::ConfigFile(error) => error.source(),
+        }
     }
 }

@@ -4,10 +4,14 @@
 use std::error::Error as StdError;
 use std::ffi::OsString;
 use std::fmt;
+use std::net::{AddrParseError, SocketAddr};
 use std::time::Duration;
 
+use clap::ValueEnum;
 use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Uri};
+
+use crate::config::{BadSignatureAction, Mode};
 
 /// A secret key read from the environment; `Debug` shows only the variable's name.
 #[derive(Clone)]
@@ -228,3 +232,85 @@ pub(crate) fn parse_timeout(text: &str) -> Result<Duration, InvalidTimeout> {
         _ => Err(InvalidTimeout),
     }
 }
+
+/// A value given as text, parsed as its flag parses it: the configuration file reads
+/// its text settings through this.
+pub(crate) trait FromText: Sized {
+    /// Why a text was refused; the message a flag gives, without the flag's name.
+    type Err: fmt::Display;
+
+    fn from_text(text: &str) -> Result<Self, Self::Err>;
+}
+
+impl FromText for Upstream {
+    type Err = InvalidUpstream;
+
+    fn from_text(text: &str) -> Result<Self, InvalidUpstream> {
+        Self::parse(text)
+    }
+}
+
+impl FromText for StoreChoice {
+    type Err = InvalidStore;
+
+    fn from_text(text: &str) -> Result<Self, InvalidStore> {
+        Self::parse(text)
+    }
+}
+
+impl FromText for SocketAddr {
+    type Err = AddrParseError;
+
+    fn from_text(text: &str) -> Result<Self, AddrParseError> {
+        text.parse()
+    }
+}
+
+impl FromText for Mode {
+    type Err = InvalidChoice;
+
+    fn from_text(text: &str) -> Result<Self, InvalidChoice> {
+        choice(text)
+    }
+}
+
+impl FromText for BadSignatureAction {
+    type Err = InvalidChoice;
+
+    fn from_text(text: &str) -> Result<Self, InvalidChoice> {
+        choice(text)
+    }
+}
+
+/// One of the words a flag such as `--mode` takes, matched as clap matches them.
+fn choice<T: ValueEnum>(text: &str) -> Result<T, InvalidChoice> {
+    T::from_str(text, false).map_err(|_| InvalidChoice {
+        expected: T::value_variants()
+            .iter()
+            .filter_map(ValueEnum::to_possible_value)
+            .map(|value| value.get_name().to_owned())
+            .collect(),
+    })
+}
+
+/// A word that is not one of a flag's choices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct InvalidChoice {
+    expected: Vec<String>,
+}
+
+impl fmt::Display for InvalidChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("expected ")?;
+        let count = self.expected.len();
+        for (index, name) in self.expected.iter().enumerate() {
+            if index > 0 {
+                f.write_str(if index + 1 == count { " or " } else { ", " })?;
+            }
+            write!(f, "'{name}'")?;
+        }
+        Ok(())
+    }
+}
+
+impl StdError for InvalidChoice {}

@@ -13,7 +13,9 @@
 //!    `504 Gateway Timeout`, each with a one-line reason.
 //!
 //! Both HTTP/1.1 and HTTP/2 are served. The `cachet-proxy` program is a thin shell over
-//! this library: [`Config::from_args`], [`Proxy::bind`], [`Proxy::serve`].
+//! this library: [`Config::from_args`], [`Proxy::bind`], [`Proxy::serve`]. Its settings
+//! come from flags, from a TOML file named by `--config` (flags override it), or from
+//! their defaults; a refused one is a [`UsageError`].
 //!
 //! ```
 //! use cachet_proxy::{Config, Proxy};
@@ -40,11 +42,13 @@
 
 mod config;
 mod error;
+mod file;
 mod flags;
 mod server;
 mod store;
 mod upstream;
 
 pub use config::{BadSignatureAction, Config, Invocation, Mode, StoreChoice};
-pub use error::Error;
+pub use error::{Error, UsageError};
+pub use file::ConfigFileError;
 pub use server::Proxy;

@@ -5,7 +5,7 @@ use std::error::Error as StdError;
 use std::process::ExitCode;
 
 use cachet::verify::Keyring;
-use cachet_proxy::{Invocation, Proxy};
+use cachet_proxy::{Invocation, Proxy, UsageError};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::LevelFilter;
 
@@ -32,8 +32,6 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Prints a command-line error on one line (clap's first paragraph), or the help or
-/// version that was asked for.
 /// Prints a new secret key for `--secret-key-env`.
 fn keygen() -> ExitCode {
     match Keyring::generate_secret() {
@@ -48,19 +46,14 @@ fn keygen() -> ExitCode {
     }
 }
 
-fn usage_error(error: clap::Error) -> ExitCode {
-    if !error.use_stderr() {
+/// Prints a usage error on one line, or the help or version that was asked for.
+fn usage_error(error: UsageError) -> ExitCode {
+    if let Some(error) = error.command_line()
+        && !error.use_stderr()
+    {
         error.exit();
     }
-    let rendered = error.render().to_string();
-    let message: Vec<&str> = rendered
-        .lines()
-        .map(str::trim)
-        .take_while(|line| !line.is_empty())
-        .collect();
-    let message = message.join(" ");
-    let message = message.strip_prefix("error: ").unwrap_or(&message);
-    eprintln!("cachet-proxy: {message} (see --help)");
+    eprintln!("cachet-proxy: {}", one_line(&error));
     ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2))
 }
 

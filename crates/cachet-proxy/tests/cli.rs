@@ -1,8 +1,10 @@
 //! The `cachet-proxy` program's command line: what a user sees when it refuses to start.
 
-use std::io::Read;
-use std::net::TcpListener;
-use std::process::{Command, Output, Stdio};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Runs the program, failing the test (not hanging it) if it is still running after a
@@ -119,6 +121,7 @@ fn help_is_printed_to_stdout_and_succeeds() {
     assert_eq!(output.status.code(), Some(0));
     let help = String::from_utf8_lossy(&output.stdout);
     for flag in [
+        "--config",
         "--upstream",
         "--listen",
         "--mode",
@@ -182,5 +185,193 @@ fn a_missing_or_empty_secret_variable_is_refused_naming_it() {
     assert!(
         stderr.contains("CACHET_TEST_EMPTY_KEY is empty"),
         "{stderr}"
+    );
+}
+
+/// A configuration file holding `text`, removed when dropped.
+fn config_file(text: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::Builder::new()
+        .prefix("cachet-proxy-")
+        .suffix(".toml")
+        .tempfile()
+        .expect("a temporary file");
+    file.write_all(text.as_bytes()).expect("written");
+    file
+}
+
+fn path(file: &tempfile::NamedTempFile) -> &str {
+    file.path().to_str().expect("a UTF-8 temporary path")
+}
+
+/// An HTTP/1.1 origin on loopback answering every request with `hello`, cacheable for
+/// a minute, and counting the requests it answers.
+fn origin() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let addr = listener.local_addr().expect("its address");
+    let count = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&count);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("a second handle"));
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|read| read > 0) {
+                if line == "\r\n" {
+                    break;
+                }
+                line.clear();
+            }
+            counted.fetch_add(1, Ordering::SeqCst);
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\ncache-control: max-age=60\r\ncontent-length: 5\r\n\
+                  connection: close\r\n\r\nhello",
+            );
+        }
+    });
+    (addr, count)
+}
+
+/// A running `cachet-proxy`, stopped when dropped.
+struct Running {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the program and waits for it to say where it listens.
+fn start(args: &[&str]) -> Running {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cachet-proxy"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the program starts");
+    let stdout = child.stdout.take().expect("piped");
+    let (found, listening) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                let addr = rest.split(',').next().unwrap_or_default().to_owned();
+                let _ = found.send(addr);
+            }
+        }
+    });
+    let running = |addr: SocketAddr| Running { child, addr };
+    match listening.recv_timeout(Duration::from_secs(20)) {
+        Ok(addr) => running(addr.parse().expect("an address in the log")),
+        Err(_) => {
+            drop(running(SocketAddr::from(([127, 0, 0, 1], 0))));
+            panic!("cachet-proxy {args:?} did not start listening");
+        }
+    }
+}
+
+/// A GET through the proxy: the status line, the `cache-status` header and the body.
+fn get(proxy: SocketAddr, path: &str) -> (String, String, String) {
+    let mut stream = TcpStream::connect(proxy).expect("the proxy accepts");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("a timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: proxy\r\nconnection: close\r\n\r\n"
+    )
+    .expect("the request is sent");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("the response is read");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
+    let status = head.lines().next().unwrap_or_default().to_owned();
+    let cache_status = head
+        .lines()
+        .find_map(|line| line.strip_prefix("cache-status: "))
+        .unwrap_or_default()
+        .to_owned();
+    (status, cache_status, body.to_owned())
+}
+
+#[test]
+fn a_config_file_alone_starts_a_proxy_that_caches() {
+    let (origin, count) = origin();
+    let file = config_file(&format!(
+        "upstream = \"http://{origin}\"\nlisten = \"127.0.0.1:0\"\n\n[store]\nbackend = \"memory\"\n"
+    ));
+    let proxy = start(&["--config", path(&file)]);
+
+    let (status, cache_status, body) = get(proxy.addr, "/page");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(body, "hello");
+    assert_eq!(cache_status, "cachet; fwd=miss; stored");
+    let (_, cache_status, body) = get(proxy.addr, "/page");
+    assert_eq!(
+        (cache_status.as_str(), body.as_str()),
+        ("cachet; hit", "hello")
+    );
+    assert_eq!(count.load(Ordering::SeqCst), 1, "the second GET is a hit");
+}
+
+#[test]
+fn a_flag_overrides_the_config_file() {
+    let (origin, count) = origin();
+    // The file's upstream has nothing listening; the flag's is the origin.
+    let file = config_file("upstream = \"http://127.0.0.1:9\"\nlisten = \"127.0.0.1:0\"\n");
+    let upstream = format!("http://{origin}");
+    let proxy = start(&["--config", path(&file), "--upstream", &upstream]);
+
+    let (status, _, body) = get(proxy.addr, "/page");
+    assert_eq!(
+        (status.as_str(), body.as_str()),
+        ("HTTP/1.1 200 OK", "hello")
+    );
+    assert_eq!(count.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_bad_setting_is_a_one_line_error_naming_file_line_and_setting() {
+    let file =
+        config_file("upstream = \"http://127.0.0.1:9\"\n\n[store]\nbackend = \"postgres://db\"\n");
+    let output = run(&["--config", path(&file)]);
+    assert_eq!(output.status.code(), Some(2));
+    let line = one_line(&output);
+    assert!(
+        line.starts_with(&format!(
+            "cachet-proxy: {}:4:11: setting 'store.backend': invalid value 'postgres://db': ",
+            path(&file)
+        )),
+        "{line}"
+    );
+
+    let file = config_file("upstream = \"http://127.0.0.1:9\"\nmdoe = \"private\"\n");
+    let output = run(&["--config", path(&file)]);
+    assert_eq!(output.status.code(), Some(2));
+    let line = one_line(&output);
+    assert!(
+        line.contains(&format!(
+            "{}:2:1: setting 'mdoe': unknown field 'mdoe'",
+            path(&file)
+        )),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_missing_config_file_is_a_one_line_error_naming_it() {
+    let output = run(&["--config", "/nonexistent/cachet-proxy.toml"]);
+    assert_eq!(output.status.code(), Some(2));
+    let line = one_line(&output);
+    assert!(
+        line.starts_with("cachet-proxy: cannot read config file /nonexistent/cachet-proxy.toml: "),
+        "{line}"
     );
 }

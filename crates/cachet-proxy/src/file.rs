@@ -1,0 +1,504 @@
+//! The `--config` file: TOML holding every setting the flags hold.
+//!
+//! Each value is checked by the same parser as its flag, while the file is read, so an
+//! error carries the place of the value in the file. Flags override the file, and
+//! defaults come last; both happen in `Invocation::from_args_and_env`.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::config::{BadSignatureAction, Mode};
+use crate::flags::{FromText, InvalidSecret, StoreChoice, Upstream, parse_timeout};
+
+/// The settings of a configuration file, each `None` when the file leaves it out.
+///
+/// A new setting is one field here (checked by its flag's parser through
+/// `deserialize_with = "text"` or a `Deserialize` impl) and one line where the
+/// [`Config`](crate::Config) is put together. Settings of the cache's rules, keys and
+/// filters get sections of their own (`[[rules]]`, `[key]`, `[filters]`), and the
+/// address of the admin listener a top-level `admin_listen`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileSettings {
+    /// `--upstream`.
+    #[serde(default, deserialize_with = "text")]
+    pub(crate) upstream: Option<Upstream>,
+    /// `--upstream-timeout`, a number of seconds.
+    pub(crate) upstream_timeout: Option<Seconds>,
+    /// `--listen`.
+    #[serde(default, deserialize_with = "text")]
+    pub(crate) listen: Option<SocketAddr>,
+    /// `--mode`.
+    #[serde(default, deserialize_with = "text")]
+    pub(crate) mode: Option<Mode>,
+    /// `[cache]`: what is stored and how.
+    #[serde(default)]
+    pub(crate) cache: CacheSection,
+    /// `[store]`: where entries live.
+    #[serde(default)]
+    pub(crate) store: StoreSection,
+    /// `[signing]`: the keys entries are signed with.
+    #[serde(default)]
+    pub(crate) signing: SigningSection,
+}
+
+/// `[cache]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CacheSection {
+    /// `--max-body-bytes`.
+    pub(crate) max_body_bytes: Option<usize>,
+    /// `--cdn`.
+    pub(crate) cdn: Option<bool>,
+}
+
+/// `[store]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StoreSection {
+    /// `--store`: `memory`, `redis://…` or `redis+cluster://…`.
+    #[serde(default, deserialize_with = "text")]
+    pub(crate) backend: Option<StoreChoice>,
+    /// `--memory-bytes`.
+    pub(crate) memory_bytes: Option<u64>,
+    /// `--redis-namespace`.
+    pub(crate) redis_namespace: Option<String>,
+}
+
+/// `[signing]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SigningSection {
+    /// `--secret-key-env`, every name in one list; its place, for an error about a
+    /// variable that is not set.
+    pub(crate) secret_key_env: Option<Spanned<Vec<String>>>,
+    /// `--on-bad-signature`.
+    #[serde(default, deserialize_with = "text")]
+    pub(crate) on_bad_signature: Option<BadSignatureAction>,
+}
+
+/// Reads a string and parses it as its flag does.
+fn text<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromText,
+{
+    let text = String::deserialize(deserializer)?;
+    T::from_text(&text)
+        .map(Some)
+        .map_err(|error| de::Error::custom(format_args!("invalid value '{text}': {error}")))
+}
+
+/// `upstream_timeout`: a number of seconds, checked as `--upstream-timeout` is.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Seconds(pub(crate) Duration);
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SecondsVisitor;
+
+        impl SecondsVisitor {
+            fn check<E: de::Error>(text: String) -> Result<Seconds, E> {
+                parse_timeout(&text)
+                    .map(Seconds)
+                    .map_err(|error| E::custom(format_args!("invalid value '{text}': {error}")))
+            }
+        }
+
+        impl Visitor<'_> for SecondsVisitor {
+            type Value = Seconds;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number of seconds, such as 30 or 0.5")
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Seconds, E> {
+                Self::check(v.to_string())
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Seconds, E> {
+                Self::check(v.to_string())
+            }
+
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Seconds, E> {
+                Self::check(v.to_string())
+            }
+        }
+
+        deserializer.deserialize_any(SecondsVisitor)
+    }
+}
+
+/// A configuration file that was read and parsed.
+#[derive(Debug)]
+pub(crate) struct ConfigFile {
+    path: PathBuf,
+    text: String,
+    pub(crate) settings: FileSettings,
+}
+
+impl ConfigFile {
+    /// Reads and checks the file at `path`.
+    pub(crate) fn read(path: &Path) -> Result<Self, ConfigFileError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigFileError {
+            path: path.to_owned(),
+            kind: Box::new(FileErrorKind::Read(error)),
+        })?;
+        Self::parse(path, text)
+    }
+
+    /// Checks `text`, read from `path`.
+    pub(crate) fn parse(path: &Path, text: String) -> Result<Self, ConfigFileError> {
+        let parsed = DeTable::parse(&text)
+            .and_then(|table| FileSettings::deserialize(toml::de::Deserializer::from(table)));
+        match parsed {
+            Ok(settings) => Ok(Self {
+                path: path.to_owned(),
+                text,
+                settings,
+            }),
+            Err(error) => {
+                let span = error.span();
+                Err(invalid(path, &text, span, Cause::Toml(error)))
+            }
+        }
+    }
+
+    /// An error about the value at `span` in this file.
+    pub(crate) fn secret_error(&self, span: Range<usize>, error: InvalidSecret) -> ConfigFileError {
+        invalid(&self.path, &self.text, Some(span), Cause::Secret(error))
+    }
+}
+
+fn invalid(path: &Path, text: &str, span: Option<Range<usize>>, cause: Cause) -> ConfigFileError {
+    let (position, setting) = match span {
+        Some(span) => (
+            Some(line_and_column(text, span.start)),
+            setting_at(text, &span),
+        ),
+        None => (None, None),
+    };
+    ConfigFileError {
+        path: path.to_owned(),
+        kind: Box::new(FileErrorKind::Invalid {
+            position,
+            setting,
+            cause,
+        }),
+    }
+}
+
+/// The 1-based line and column (in characters) of the byte at `offset`.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut line = 1;
+    let mut column = 1;
+    for (index, c) in text.char_indices() {
+        if index >= offset {
+            break;
+        }
+        if c == '\n' {
+            line += 1;
+            column = 1;
+        } else {
+            column += 1;
+        }
+    }
+    (line, column)
+}
+
+/// The dotted name of the setting whose key or value holds `span`, such as
+/// `store.backend`; `None` for a place outside every setting, or a file that does not
+/// parse.
+fn setting_at(text: &str, span: &Range<usize>) -> Option<String> {
+    fn walk(table: &DeTable<'_>, span: &Range<usize>, path: &mut Vec<String>) -> bool {
+        for (key, value) in table {
+            path.push(key.get_ref().to_string());
+            if within_value(value, span, path)
+                || contains(&key.span(), span)
+                || contains(&value.span(), span)
+            {
+                return true;
+            }
+            path.pop();
+        }
+        false
+    }
+    /// Whether a table or array below `value` holds `span`, naming its setting.
+    fn within_value(
+        value: &Spanned<DeValue<'_>>,
+        span: &Range<usize>,
+        path: &mut Vec<String>,
+    ) -> bool {
+        match value.get_ref() {
+            DeValue::Table(table) => walk(table, span, path),
+            DeValue::Array(items) => items.iter().any(|item| within_value(item, span, path)),
+            _ => false,
+        }
+    }
+    fn contains(outer: &Range<usize>, inner: &Range<usize>) -> bool {
+        outer.start <= inner.start && inner.end <= outer.end
+    }
+
+    let table = DeTable::parse(text).ok()?;
+    let mut path = Vec::new();
+    walk(table.get_ref(), span, &mut path).then(|| path.join("."))
+}
+
+/// A configuration file that could not be read, or a setting in it that was refused.
+///
+/// Its message is one line: the path, and for a refused setting the line and column of
+/// its value, the setting's dotted name (such as `store.backend`), and why.
+pub struct ConfigFileError {
+    path: PathBuf,
+    kind: Box<FileErrorKind>,
+}
+
+#[derive(Debug)]
+enum FileErrorKind {
+    Read(std::io::Error),
+    Invalid {
+        position: Option<(usize, usize)>,
+        setting: Option<String>,
+        cause: Cause,
+    },
+}
+
+#[derive(Debug)]
+enum Cause {
+    Toml(toml::de::Error),
+    Secret(InvalidSecret),
+}
+
+impl ConfigFileError {
+    /// The file's path, as given to `--config`.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The 1-based line of the refused value, if the error has a place in the file.
+    pub fn line(&self) -> Option<usize> {
+        self.position().map(|(line, _)| line)
+    }
+
+    /// The 1-based column (in characters) of the refused value, if the error has a place
+    /// in the file.
+    pub fn column(&self) -> Option<usize> {
+        self.position().map(|(_, column)| column)
+    }
+
+    /// The dotted name of the refused setting, such as `mode` or `store.backend`; for a
+    /// misspelt setting, the name as it is written in the file.
+    pub fn setting(&self) -> Option<&str> {
+        match self.kind.as_ref() {
+            FileErrorKind::Invalid { setting, .. } => setting.as_deref(),
+            FileErrorKind::Read(_) => None,
+        }
+    }
+
+    /// Whether the file could not be read at all.
+    pub fn is_read(&self) -> bool {
+        matches!(*self.kind, FileErrorKind::Read(_))
+    }
+
+    fn position(&self) -> Option<(usize, usize)> {
+        match self.kind.as_ref() {
+            FileErrorKind::Invalid { position, .. } => *position,
+            FileErrorKind::Read(_) => None,
+        }
+    }
+}
+
+impl fmt::Debug for ConfigFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConfigFileError")
+            .field("path", &self.path)
+            .field("kind", &self.kind)
+            .finish()
+    }
+}
+
+impl fmt::Display for ConfigFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = self.path.display();
+        match self.kind.as_ref() {
+            FileErrorKind::Read(_) => write!(f, "cannot read config file {path}"),
+            FileErrorKind::Invalid {
+                position,
+                setting,
+                cause,
+            } => {
+                write!(f, "{path}:")?;
+                if let Some((line, column)) = position {
+                    write!(f, "{line}:{column}:")?;
+                }
+                if let Some(setting) = setting {
+                    write!(f, " setting '{setting}':")?;
+                }
+                match cause {
+                    // toml quotes with backticks and may break lines; the program's
+                    // messages quote with ' and are one line.
+                    Cause::Toml(error) => {
+                        let message = error.message().trim().replace('`', "'");
+                        write!(f, " {}", message.replace(['\r', '\n'], " "))
+                    }
+                    Cause::Secret(error) => write!(f, " {error}"),
+                }
+            }
+        }
+    }
+}
+
+impl StdError for ConfigFileError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self.kind.as_ref() {
+            FileErrorKind::Read(error) => Some(error),
+            FileErrorKind::Invalid { .. } => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<FileSettings, ConfigFileError> {
+        ConfigFile::parse(Path::new("/etc/cachet.toml"), text.to_owned()).map(|file| file.settings)
+    }
+
+    fn refused(text: &str) -> ConfigFileError {
+        parse(text).expect_err("the file is refused")
+    }
+
+    #[test]
+    fn an_empty_file_sets_nothing() {
+        let settings = parse("").expect("an empty file is valid");
+        assert!(settings.upstream.is_none());
+        assert!(settings.listen.is_none());
+        assert!(settings.store.backend.is_none());
+        assert!(settings.signing.secret_key_env.is_none());
+    }
+
+    #[test]
+    fn a_bad_value_is_placed_at_its_line_and_column_and_named() {
+        let error = refused(
+            "upstream = \"http://127.0.0.1:3000\"\n\n[store]\nbackend = \"postgres://db\"\n",
+        );
+        assert_eq!(error.line(), Some(4));
+        assert_eq!(error.column(), Some(11));
+        assert_eq!(error.setting(), Some("store.backend"));
+        assert_eq!(
+            error.to_string(),
+            "/etc/cachet.toml:4:11: setting 'store.backend': invalid value 'postgres://db': \
+             expected memory, redis://HOST:PORT/DB or redis+cluster://HOST:PORT,HOST:PORT"
+        );
+    }
+
+    #[test]
+    fn an_upstream_is_refused_as_the_flag_refuses_it() {
+        let error = refused("upstream = \"ftp://example.com\"");
+        assert_eq!(
+            error.to_string(),
+            "/etc/cachet.toml:1:12: setting 'upstream': invalid value 'ftp://example.com': \
+             the scheme must be http or https"
+        );
+    }
+
+    #[test]
+    fn an_unknown_mode_names_the_choices() {
+        let error = refused("# comment\nmode = \"shard\"\n");
+        assert_eq!(
+            error.to_string(),
+            "/etc/cachet.toml:2:8: setting 'mode': invalid value 'shard': \
+             expected 'shared' or 'private'"
+        );
+    }
+
+    #[test]
+    fn a_misspelt_setting_is_refused_where_it_is_written() {
+        let error = refused("upstream = \"http://h\"\n[store]\nmemory_byte = 10\n");
+        assert_eq!((error.line(), error.column()), (Some(3), Some(1)));
+        assert_eq!(error.setting(), Some("store.memory_byte"));
+        let message = error.to_string();
+        assert!(message.contains("unknown field 'memory_byte'"), "{message}");
+        assert!(message.contains("'memory_bytes'"), "{message}");
+
+        let error = refused("mdoe = \"private\"\n");
+        assert_eq!(error.setting(), Some("mdoe"));
+        assert_eq!((error.line(), error.column()), (Some(1), Some(1)));
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_refused_naming_the_type() {
+        let error = refused("[cache]\nmax_body_bytes = \"8 MiB\"\n");
+        assert_eq!((error.line(), error.column()), (Some(2), Some(18)));
+        assert_eq!(error.setting(), Some("cache.max_body_bytes"));
+        assert!(
+            error.to_string().contains("invalid type: string"),
+            "{error}"
+        );
+
+        let error = refused("[signing]\nsecret_key_env = [\"A\", 5]\n");
+        assert_eq!(error.setting(), Some("signing.secret_key_env"));
+        assert_eq!((error.line(), error.column()), (Some(2), Some(24)));
+
+        let error = refused("store = 5\n");
+        assert_eq!(error.setting(), Some("store"));
+    }
+
+    #[test]
+    fn a_timeout_is_a_positive_number_of_seconds() {
+        let settings = parse("upstream_timeout = 0.5").expect("half a second");
+        assert_eq!(
+            settings.upstream_timeout.map(|s| s.0),
+            Some(Duration::from_millis(500))
+        );
+        let settings = parse("upstream_timeout = 2").expect("two seconds");
+        assert_eq!(
+            settings.upstream_timeout.map(|s| s.0),
+            Some(Duration::from_secs(2))
+        );
+        for bad in ["0", "-1", "nan", "inf", "\"30\""] {
+            let error = refused(&format!("upstream_timeout = {bad}"));
+            assert_eq!(error.setting(), Some("upstream_timeout"), "{bad}");
+            assert_eq!(error.line(), Some(1), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_syntax_error_has_a_place_but_no_setting() {
+        let error = refused("upstream = \"http://h\"\nlisten = \n");
+        assert_eq!(error.line(), Some(2));
+        assert_eq!(error.setting(), None);
+        let message = error.to_string();
+        assert!(message.starts_with("/etc/cachet.toml:2:"), "{message}");
+        assert!(!message.contains('\n'), "{message}");
+    }
+
+    #[test]
+    fn a_missing_file_names_the_path() {
+        let error =
+            ConfigFile::read(Path::new("/nonexistent/cachet.toml")).expect_err("no such file");
+        assert!(error.is_read());
+        assert_eq!(
+            error.to_string(),
+            "cannot read config file /nonexistent/cachet.toml"
+        );
+        assert!(error.source().is_some(), "the I/O error is the source");
+    }
+
+    #[test]
+    fn columns_count_characters() {
+        assert_eq!(line_and_column("a = \"é\"\nb", 9), (2, 1));
+        assert_eq!(line_and_column("é = 1", 3), (1, 3));
+        assert_eq!(line_and_column("", 0), (1, 1));
+    }
+}
