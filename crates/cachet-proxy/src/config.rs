@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cachet::verify::{KeyError, Keyring};
-use cachet::{CacheLayer, MemoryStore};
+use cachet::{CacheLayer, Expiry, Keys, MemoryStore, OnBadSignature};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
-use http::Uri;
+use http::{HeaderName, Method, StatusCode, Uri};
 
 use crate::UsageError;
 use crate::file::{ConfigFile, FileSettings};
@@ -209,6 +209,7 @@ impl Invocation {
                 .or(settings.signing.on_bad_signature)
                 .unwrap_or(BadSignatureAction::Error),
             cdn: args.cdn || settings.cache.cdn.unwrap_or(false),
+            policy: Policy::from_file(settings),
         })))
     }
 }
@@ -266,6 +267,77 @@ pub struct Config {
     redis_namespace: String,
     on_bad_signature: BadSignatureAction,
     cdn: bool,
+    policy: Policy,
+}
+
+/// The cache's expiry, keys and filters, which only the configuration file sets.
+#[derive(Clone, Debug, Default)]
+struct Policy {
+    default_expiry: Option<Expiry>,
+    rules: Vec<(String, Expiry)>,
+    rules_win: bool,
+    ignore: Vec<String>,
+    credentials: Option<Vec<String>>,
+    headers: Vec<HeaderName>,
+    sort_query: bool,
+    methods: Option<Vec<Method>>,
+    statuses: Option<Vec<StatusCode>>,
+}
+
+impl Policy {
+    fn from_file(settings: &FileSettings) -> Self {
+        let (expiry, keys, filters) = (&settings.expiry, &settings.keys, &settings.filters);
+        Self {
+            default_expiry: expiry.default.as_ref().map(|e| e.0),
+            rules: expiry
+                .rules
+                .iter()
+                .map(|rule| (rule.pattern.clone(), rule.expire.0))
+                .collect(),
+            rules_win: expiry.rules_win.unwrap_or(false),
+            ignore: keys.ignore.clone().unwrap_or_default(),
+            credentials: keys.credentials.clone(),
+            headers: keys
+                .headers
+                .iter()
+                .flatten()
+                .map(|name| name.0.clone())
+                .collect(),
+            sort_query: keys.sort_query.unwrap_or(false),
+            methods: filters
+                .methods
+                .as_ref()
+                .map(|methods| methods.iter().map(|m| m.0.clone()).collect()),
+            statuses: filters
+                .statuses
+                .as_ref()
+                .map(|statuses| statuses.iter().map(|s| s.0).collect()),
+        }
+    }
+
+    fn apply<St>(&self, mut layer: CacheLayer<St>) -> CacheLayer<St> {
+        if let Some(expiry) = self.default_expiry {
+            layer = layer.default_expiry(expiry);
+        }
+        for (pattern, expiry) in &self.rules {
+            layer = layer.expiry_rule(pattern, *expiry);
+        }
+        let mut keys = Keys::new()
+            .ignore(&self.ignore)
+            .headers(self.headers.iter().cloned())
+            .sort_query(self.sort_query);
+        if let Some(credentials) = &self.credentials {
+            keys = keys.credentials(credentials);
+        }
+        layer = layer.rules_win(self.rules_win).keys(keys);
+        if let Some(methods) = &self.methods {
+            layer = layer.methods(methods.iter().cloned());
+        }
+        if let Some(statuses) = &self.statuses {
+            layer = layer.statuses(statuses.iter().copied());
+        }
+        layer
+    }
 }
 
 impl Config {
@@ -337,6 +409,28 @@ impl Config {
     /// The prefix of cachet's Redis keys (`--redis-namespace`).
     pub fn redis_namespace(&self) -> &str {
         &self.redis_namespace
+    }
+
+    /// A [`CacheLayer`] over `store` with every cache setting of this configuration.
+    pub fn cache_layer<St>(&self, store: St) -> CacheLayer<St> {
+        let on_bad_signature = match self.on_bad_signature {
+            BadSignatureAction::Error => OnBadSignature::Error,
+            BadSignatureAction::Refetch => OnBadSignature::Refetch,
+        };
+        let layer = CacheLayer::new(store)
+            .max_body_bytes(self.max_body_bytes)
+            .on_bad_signature(on_bad_signature)
+            .cache_status_header(true);
+        let layer = if self.cdn {
+            layer.targeted_cache_control(HeaderName::from_static("cdn-cache-control"))
+        } else {
+            layer
+        };
+        let layer = match self.mode {
+            Mode::Shared => layer.shared(),
+            Mode::Private => layer.private(),
+        };
+        self.policy.apply(layer)
     }
 
     /// Whether `CDN-Cache-Control` replaces `Cache-Control` (`--cdn`).
@@ -619,6 +713,35 @@ mod tests {
         assert_eq!(config.secrets.len(), 2);
         assert_eq!(config.secrets[0].value, "first secret");
         assert_eq!(config.on_bad_signature(), BadSignatureAction::Error);
+        let policy = &config.policy;
+        assert_eq!(
+            policy.default_expiry,
+            Some(Expiry::After(Duration::from_secs(300)))
+        );
+        assert_eq!(
+            policy.rules,
+            [
+                (
+                    "127.0.0.1/static/".to_owned(),
+                    Expiry::After(Duration::from_secs(86_400))
+                ),
+                ("127.0.0.1/live/".to_owned(), Expiry::DoNotCache),
+            ]
+        );
+        assert!(!policy.rules_win && !policy.sort_query);
+        assert_eq!(policy.ignore, ["utm_source", "utm_medium"]);
+        assert_eq!(
+            policy.credentials.as_deref(),
+            Some(
+                Keys::DEFAULT_CREDENTIALS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>()
+                    .as_slice()
+            )
+        );
+        assert_eq!(policy.methods, Some(vec![Method::GET, Method::HEAD]));
+        assert_eq!(policy.statuses.as_ref().map(Vec::len), Some(11));
     }
 
     #[test]

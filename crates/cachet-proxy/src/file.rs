@@ -11,6 +11,8 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use cachet::Expiry;
+use http::{HeaderName, Method, StatusCode};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use toml::Spanned;
@@ -49,6 +51,93 @@ pub(crate) struct FileSettings {
     /// `[signing]`: the keys entries are signed with.
     #[serde(default)]
     pub(crate) signing: SigningSection,
+    /// `[expiry]`: a default expiry, rules by URL, and who wins.
+    #[serde(default)]
+    pub(crate) expiry: ExpirySection,
+    /// `[keys]`: how requests become cache keys.
+    #[serde(default)]
+    pub(crate) keys: KeysSection,
+    /// `[filters]`: which methods and statuses are cached.
+    #[serde(default)]
+    pub(crate) filters: FiltersSection,
+}
+
+/// `[expiry]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ExpirySection {
+    /// For responses that give no freshness of their own.
+    pub(crate) default: Option<Parsed<Expiry>>,
+    /// Whether rules win over response headers.
+    pub(crate) rules_win: Option<bool>,
+    /// `[[expiry.rules]]`, first match wins.
+    #[serde(default)]
+    pub(crate) rules: Vec<RuleSetting>,
+}
+
+/// One `[[expiry.rules]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RuleSetting {
+    /// A URL pattern, as `CacheLayer::expiry_rule` takes it.
+    pub(crate) pattern: String,
+    pub(crate) expire: Parsed<Expiry>,
+}
+
+/// `[keys]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct KeysSection {
+    /// Query parameters and request headers left out of keys.
+    pub(crate) ignore: Option<Vec<String>>,
+    /// Names stored only as digests; replaces the default list.
+    pub(crate) credentials: Option<Vec<String>>,
+    /// Request headers that select a response, as `Vary` does.
+    pub(crate) headers: Option<Vec<Parsed<HeaderName>>>,
+    /// Whether query parameters are sorted.
+    pub(crate) sort_query: Option<bool>,
+}
+
+/// `[filters]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FiltersSection {
+    /// The methods that are cached.
+    pub(crate) methods: Option<Vec<Parsed<Method>>>,
+    /// The statuses that are stored.
+    pub(crate) statuses: Option<Vec<Status>>,
+}
+
+/// A value checked by its text parser, wherever it sits (a list item, a table field).
+#[derive(Debug, Clone)]
+pub(crate) struct Parsed<T>(pub(crate) T);
+
+impl<'de, T: FromText> Deserialize<'de> for Parsed<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        T::from_text(&text)
+            .map(Parsed)
+            .map_err(|error| de::Error::custom(format_args!("invalid value '{text}': {error}")))
+    }
+}
+
+/// An HTTP status code, 100 to 599.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Status(pub(crate) StatusCode);
+
+impl<'de> Deserialize<'de> for Status {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let code = u16::deserialize(deserializer)?;
+        StatusCode::from_u16(code)
+            .ok()
+            .filter(|status| (100..600).contains(&status.as_u16()))
+            .map(Status)
+            .ok_or_else(|| {
+                de::Error::custom(format_args!(
+                    "invalid value '{code}': expected a status from 100 to 599"
+                ))
+            })
+    }
 }
 
 /// `[cache]`.
@@ -434,6 +523,47 @@ mod tests {
         let error = refused("mdoe = \"private\"\n");
         assert_eq!(error.setting(), Some("mdoe"));
         assert_eq!((error.line(), error.column()), (Some(1), Some(1)));
+    }
+
+    #[test]
+    fn rules_keys_and_filters_are_checked_where_they_are_written() {
+        let error = refused("[[expiry.rules]]\npattern = \"a.test\"\nexpire = \"soon\"\n");
+        assert_eq!((error.line(), error.column()), (Some(3), Some(10)));
+        assert_eq!(error.setting(), Some("expiry.rules.expire"));
+        assert!(
+            error.to_string().contains("invalid value 'soon'"),
+            "{error}"
+        );
+
+        let error = refused("[filters]\nmethods = [\"GET\", \"get\"]\n");
+        // A list's item is placed at the list.
+        assert_eq!((error.line(), error.column()), (Some(2), Some(11)));
+        assert_eq!(error.setting(), Some("filters.methods"));
+        assert!(error.to_string().contains("upper case"), "{error}");
+
+        let error = refused("[filters]\nstatuses = [200, 999]\n");
+        assert_eq!(error.setting(), Some("filters.statuses"));
+        assert!(error.to_string().contains("100 to 599"), "{error}");
+
+        let error = refused("[keys]\nheaders = [\"bad header\"]\n");
+        assert_eq!(error.setting(), Some("keys.headers"));
+
+        let error = refused("[[expiry.rules]]\npattern = \"a.test\"\nexpires = \"1d\"\n");
+        assert_eq!(error.setting(), Some("expiry.rules.expires"));
+    }
+
+    #[test]
+    fn expiries_are_durations_never_or_do_not_cache() {
+        use std::time::Duration;
+        let parse = |text: &str| <Expiry as FromText>::from_text(text);
+        assert_eq!(parse("90s"), Ok(Expiry::After(Duration::from_secs(90))));
+        assert_eq!(parse("5m"), Ok(Expiry::After(Duration::from_secs(300))));
+        assert_eq!(parse("1d"), Ok(Expiry::After(Duration::from_secs(86_400))));
+        assert_eq!(parse("never"), Ok(Expiry::NeverExpire));
+        assert_eq!(parse("do-not-cache"), Ok(Expiry::DoNotCache));
+        for bad in ["", "5", "m", "-5s", "5 s", "5w", "99999999999999999999d"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -7,9 +7,10 @@ use std::fmt;
 use std::net::{AddrParseError, SocketAddr};
 use std::time::Duration;
 
+use cachet::Expiry;
 use clap::ValueEnum;
 use http::uri::{Authority, Scheme};
-use http::{HeaderValue, Uri};
+use http::{HeaderName, HeaderValue, Method, Uri};
 
 use crate::config::{BadSignatureAction, Mode};
 
@@ -281,6 +282,83 @@ impl FromText for BadSignatureAction {
         choice(text)
     }
 }
+
+impl FromText for Expiry {
+    type Err = InvalidExpiry;
+
+    /// `never`, `do-not-cache`, or a duration: a whole number followed by `s`, `m`, `h`
+    /// or `d` (`90s`, `5m`, `1d`).
+    fn from_text(text: &str) -> Result<Self, InvalidExpiry> {
+        match text {
+            "never" => return Ok(Expiry::NeverExpire),
+            "do-not-cache" => return Ok(Expiry::DoNotCache),
+            _ => {}
+        }
+        let unit_at = text
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or(InvalidExpiry)?;
+        let (number, unit) = text.split_at(unit_at);
+        let number: u64 = number.parse().map_err(|_| InvalidExpiry)?;
+        let seconds = match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 60 * 60,
+            "d" => 24 * 60 * 60,
+            _ => return Err(InvalidExpiry),
+        };
+        let seconds = number.checked_mul(seconds).ok_or(InvalidExpiry)?;
+        Ok(Expiry::After(Duration::from_secs(seconds)))
+    }
+}
+
+/// An expiry that is not `never`, `do-not-cache` or a duration such as `90s`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct InvalidExpiry;
+
+impl fmt::Display for InvalidExpiry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "expected 'never', 'do-not-cache', or a whole number with a unit: s, m, h or d \
+             (such as '90s' or '1d')",
+        )
+    }
+}
+
+impl StdError for InvalidExpiry {}
+
+impl FromText for Method {
+    type Err = InvalidName;
+
+    fn from_text(text: &str) -> Result<Self, InvalidName> {
+        // Methods are case-sensitive (RFC 9110 §9.1): `get` is not GET.
+        if text.is_empty() || text.bytes().any(|b| !b.is_ascii_uppercase()) {
+            return Err(InvalidName("a method in upper case, such as GET or POST"));
+        }
+        Method::from_bytes(text.as_bytes())
+            .map_err(|_| InvalidName("a method in upper case, such as GET or POST"))
+    }
+}
+
+impl FromText for HeaderName {
+    type Err = InvalidName;
+
+    fn from_text(text: &str) -> Result<Self, InvalidName> {
+        HeaderName::from_bytes(text.as_bytes())
+            .map_err(|_| InvalidName("a header name, such as accept-language"))
+    }
+}
+
+/// A name that is not what its setting takes; says what it should be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct InvalidName(&'static str);
+
+impl fmt::Display for InvalidName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "expected {}", self.0)
+    }
+}
+
+impl StdError for InvalidName {}
 
 /// One of the words a flag such as `--mode` takes, matched as clap matches them.
 fn choice<T: ValueEnum>(text: &str) -> Result<T, InvalidChoice> {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cachet::{CacheBody, CacheLayer, CacheStatus, OnBadSignature};
+use cachet::{CacheBody, CacheStatus};
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
@@ -22,7 +22,7 @@ use tower::{Service, ServiceBuilder};
 
 use crate::store::{self, ProxyStore};
 use crate::upstream::{self, Forward, HttpClient, UpstreamBody, describe, reply, strip_hop_by_hop};
-use crate::{BadSignatureAction, Config, Error, Mode};
+use crate::{Config, Error};
 
 /// How long to wait after an accept error that is not about one connection (such as
 /// running out of file descriptors) before accepting again.
@@ -203,23 +203,7 @@ fn stack(
 > + Clone
 + Send
 + 'static {
-    let on_bad_signature = match config.on_bad_signature() {
-        BadSignatureAction::Error => OnBadSignature::Error,
-        BadSignatureAction::Refetch => OnBadSignature::Refetch,
-    };
-    let cache = CacheLayer::new(store)
-        .max_body_bytes(config.max_body_bytes())
-        .on_bad_signature(on_bad_signature)
-        .cache_status_header(true);
-    let cache = if config.cdn() {
-        cache.targeted_cache_control(http::HeaderName::from_static("cdn-cache-control"))
-    } else {
-        cache
-    };
-    let cache = match config.mode() {
-        Mode::Shared => cache.shared(),
-        Mode::Private => cache.private(),
-    };
+    let cache = config.cache_layer(store);
     let target = Arc::new(config.target().clone());
     ServiceBuilder::new()
         .map_result(finish)
