@@ -314,10 +314,11 @@ fn a_config_file_alone_starts_a_proxy_that_caches() {
     assert_eq!(body, "hello");
     assert_eq!(cache_status, "cachet; fwd=miss; stored");
     let (_, cache_status, body) = get(proxy.addr, "/page");
-    assert_eq!(
-        (cache_status.as_str(), body.as_str()),
-        ("cachet; hit", "hello")
+    assert!(
+        cache_status.starts_with("cachet; hit; ttl="),
+        "{cache_status}"
     );
+    assert_eq!(body, "hello");
     assert_eq!(count.load(Ordering::SeqCst), 1, "the second GET is a hit");
 }
 

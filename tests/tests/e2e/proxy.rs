@@ -108,11 +108,29 @@ pub(crate) struct Answer {
 }
 
 impl Answer {
+    /// The `Cache-Status` header without its `ttl`, which depends on the clock; see
+    /// [`ttl`](Self::ttl).
     pub(crate) fn cache_status(&self) -> &str {
-        self.headers
+        let value = self
+            .headers
             .get("cache-status")
             .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
+            .unwrap_or("");
+        value
+            .split_once("; ttl=")
+            .map_or(value, |(status, _)| status)
+    }
+
+    /// The `ttl` parameter of `Cache-Status` (RFC 9211 §2.5), if there is one.
+    pub(crate) fn ttl(&self) -> Option<i64> {
+        let value = self.headers.get("cache-status")?.to_str().ok()?;
+        value
+            .split_once("; ttl=")?
+            .1
+            .split(';')
+            .next()?
+            .parse()
+            .ok()
     }
 }
 
@@ -135,6 +153,37 @@ async fn the_second_get_of_a_max_age_60_resource_is_a_hit_with_age() {
     assert_eq!(second.cache_status(), "cachet; hit");
     assert!(second.headers.contains_key("age"));
     assert_eq!(origin.requests(), 1);
+    assert_eq!(
+        first.ttl(),
+        None,
+        "a forwarded response has no stored freshness"
+    );
+    let ttl = second.ttl().expect("a hit has a ttl");
+    assert!((55..=60).contains(&ttl), "ttl={ttl}");
+}
+
+#[tokio::test]
+async fn rfc9211_2_5_a_stale_response_has_a_negative_ttl() {
+    let origin = Origin::start(|seen| {
+        if seen.headers.contains_key("if-none-match") {
+            Reply::ok("origin is down").status(500)
+        } else {
+            Reply::ok("old")
+                .header("cache-control", "max-age=10, stale-if-error=600")
+                .header("etag", "\"e\"")
+                .header("date", ago(100))
+        }
+    })
+    .await;
+    let proxy = RunningProxy::start(&origin, &[]).await;
+    proxy.get("/old").await;
+    let stale = proxy.get("/old").await;
+    assert_eq!(
+        stale.cache_status(),
+        "cachet; fwd=stale; fwd-status=500; detail=stale-if-error"
+    );
+    let ttl = stale.ttl().expect("a stored response has a ttl");
+    assert!((-95..=-85).contains(&ttl), "ttl={ttl}");
 }
 
 #[tokio::test]

@@ -248,7 +248,12 @@ pub(crate) fn respond<B>(
     served: Served<'_>,
     config: &Config,
 ) -> Response<CacheBody<B>> {
-    let Served { age, status, .. } = served;
+    let Served {
+        age,
+        lifetime,
+        status,
+        ..
+    } = served;
     let mut response = Response::new(CacheBody::stored(entry.body.clone()));
     *response.status_mut() = entry.status;
     // Only versions every hyper server can write are replayed: whatever a store holds,
@@ -259,7 +264,8 @@ pub(crate) fn respond<B>(
     };
     *response.headers_mut() = entry.headers.clone();
     response.headers_mut().insert(AGE, age_value(age));
-    mark(&mut response, status, config);
+    let ttl = secs(lifetime) - secs(age);
+    mark(&mut response, status, Some(ttl), config);
     if config.metadata {
         response.extensions_mut().insert(served.metadata(entry));
     }
@@ -425,7 +431,7 @@ pub(crate) fn forwarded<St: Store, B: Body<Data = Bytes>>(
         revalidated: false,
     });
     let mut response = Response::from_parts(parts, CacheBody::origin(body, recorder));
-    mark(&mut response, status, config);
+    mark(&mut response, status, None, config);
     if let Some(metadata) = metadata {
         response.extensions_mut().insert(metadata);
     }
@@ -437,16 +443,36 @@ pub(crate) fn forwarded<St: Store, B: Body<Data = Bytes>>(
 pub(crate) fn only_if_cached_miss<B>(config: &Config) -> Response<CacheBody<B>> {
     let mut response = Response::new(CacheBody::stored(Bytes::new()));
     *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
-    mark(&mut response, CacheStatus::OnlyIfCachedMiss, config);
+    mark(&mut response, CacheStatus::OnlyIfCachedMiss, None, config);
     response
 }
 
-pub(crate) fn mark<B>(response: &mut Response<B>, status: CacheStatus, config: &Config) {
+/// Records what the cache did: the [`CacheStatus`] extension and, when configured, the
+/// `Cache-Status` header, with the stored response's remaining freshness as `ttl` (RFC
+/// 9211 §2.5; negative once stale) when it was served from the cache.
+pub(crate) fn mark<B>(
+    response: &mut Response<B>,
+    status: CacheStatus,
+    ttl: Option<i64>,
+    config: &Config,
+) {
     if config.cache_status_header {
-        response.headers_mut().append(
-            HeaderName::from_static("cache-status"),
-            status.header_value(),
-        );
+        let value = status.header_value();
+        let value = match ttl {
+            Some(ttl) => {
+                let text = format!("{}; ttl={ttl}", String::from_utf8_lossy(value.as_bytes()));
+                HeaderValue::from_str(&text).unwrap_or(value)
+            }
+            None => value,
+        };
+        response
+            .headers_mut()
+            .append(HeaderName::from_static("cache-status"), value);
     }
     response.extensions_mut().insert(status);
+}
+
+/// Whole seconds, as a signed number for `ttl` arithmetic.
+fn secs(duration: Duration) -> i64 {
+    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
 }
