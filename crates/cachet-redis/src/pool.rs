@@ -128,6 +128,11 @@ impl Backend {
         }
     }
 
+    /// Whether this is a cluster's pool.
+    pub(crate) fn is_cluster(&self) -> bool {
+        !matches!(self, Self::Single(_))
+    }
+
     fn kind(&self) -> &'static str {
         match self {
             Self::Single(_) => "single",

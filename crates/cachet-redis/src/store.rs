@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cachet::store::{StoreRequest, StoreResponse};
+use cachet::store::{Cursor, Listed, Page, Scan, StoreRequest, StoreResponse, Unsupported};
 use cachet::{BoxError, CacheKey};
 use deadpool_redis::redis::{self, Cmd, Value};
 use tower::Service;
@@ -38,6 +38,15 @@ use crate::pool::{Backend, Bounds};
 /// comes back.
 ///
 /// Clones share one pool. Building a store does not connect; the first operation does.
+///
+/// The store lists its entries ([`StoreRequest::Scan`]) with `SCAN` under its namespace
+/// and reads them with their remaining TTL in one script per page; it clears
+/// ([`StoreRequest::Clear`]) with `SCAN` and `UNLINK` under its namespace, in batches,
+/// and never touches another key (a store with an empty namespace refuses to clear). A
+/// hashed key cannot be turned back into its cache key, so the value stored under one
+/// starts with the cache key (`cachet-key`, its length and its text), which a read
+/// checks and strips. A cluster store cannot list or clear yet, and says so with an
+/// [`Unsupported`] error.
 ///
 /// ```no_run
 /// use cachet::CacheLayer;
@@ -143,22 +152,50 @@ impl RedisStore {
     }
 }
 
+/// Reads each key's value and remaining TTL (`PTTL` milliseconds); a key that is gone
+/// or holds something other than a string reads as `false`.
+const FETCH_SCRIPT: &str = r"
+local out = {}
+for _, key in ipairs(KEYS) do
+  local value = redis.pcall('GET', key)
+  if type(value) == 'table' and value.err then value = false end
+  out[#out + 1] = value
+  out[#out + 1] = redis.call('PTTL', key)
+end
+return out
+";
+
+/// How many keys a clear deletes per `SCAN` and `UNLINK`.
+const CLEAR_BATCH: usize = 1_000;
+
 impl Inner {
     async fn call(self: Arc<Self>, request: StoreRequest) -> Result<StoreResponse, BoxError> {
+        let mut hashed = None;
         let (op, cmd, key) = match request {
             StoreRequest::Get(key) => {
-                let key = key::redis_key(&self.namespace, key.as_str());
+                let text = key.as_str();
+                if key::is_hashed(text) {
+                    hashed = Some(key.clone());
+                }
+                let key = key::redis_key(&self.namespace, text);
                 let mut cmd = redis::cmd("GET");
                 cmd.arg(&key);
                 (Op::Get, cmd, key)
             }
-            StoreRequest::Put { key, value, ttl } => {
-                let key = key::redis_key(&self.namespace, key.as_str());
+            StoreRequest::Put {
+                key: cache_key,
+                value,
+                ttl,
+            } => {
+                let text = cache_key.as_str();
+                let key = key::redis_key(&self.namespace, text);
                 let mut cmd = redis::cmd("SET");
-                cmd.arg(&key)
-                    .arg(value.bytes().as_ref())
-                    .arg("PX")
-                    .arg(ttl_millis(ttl));
+                if key::is_hashed(text) {
+                    cmd.arg(&key).arg(key::frame(text, value.bytes()));
+                } else {
+                    cmd.arg(&key).arg(value.bytes().as_ref());
+                }
+                cmd.arg("PX").arg(ttl_millis(ttl));
                 (Op::Put, cmd, key)
             }
             StoreRequest::Delete(key) => {
@@ -167,19 +204,187 @@ impl Inner {
                 cmd.arg(&key);
                 (Op::Delete, cmd, key)
             }
-            // `StoreRequest` may grow (scan, clear); until this store learns them it
-            // answers that it cannot, and the cache fails open.
-            _ => return Err("redis store does not support this request".into()),
+            StoreRequest::Scan(scan) => return Ok(StoreResponse::Page(self.scan(&scan).await?)),
+            StoreRequest::Clear => {
+                self.clear().await?;
+                return Ok(StoreResponse::Done);
+            }
+            // `StoreRequest` may grow; until this store learns a new request it answers
+            // that it cannot, and the cache fails open.
+            _ => return Err(Unsupported::new("redis store", "answer this request").into()),
         };
         let reply = self.execute(op, &cmd, &key).await?;
         let response = match (op, reply) {
-            (Op::Get, Value::BulkString(bytes)) => StoreResponse::Found(Bytes::from(bytes).into()),
+            (Op::Get, Value::BulkString(bytes)) => match hashed {
+                None => StoreResponse::Found(Bytes::from(bytes).into()),
+                Some(cache_key) => {
+                    let framed = Bytes::from(bytes);
+                    match key::unframe(&framed) {
+                        Some((text, value)) if text == cache_key.as_str() => {
+                            StoreResponse::Found(value.into())
+                        }
+                        _ => {
+                            tracing::debug!(key, "a hashed key holds another key's value");
+                            StoreResponse::NotFound
+                        }
+                    }
+                }
+            },
             (Op::Get, Value::Nil) => StoreResponse::NotFound,
             (Op::Put, Value::Okay | Value::SimpleString(_)) => StoreResponse::Done,
             (Op::Delete, Value::Int(_)) => StoreResponse::Done,
             _ => return Err(self.unexpected(op, &key).into()),
         };
         Ok(response)
+    }
+
+    /// One page of the entries under the namespace (and the scan's prefix): a `SCAN`, then
+    /// one script that reads the page's values and TTLs.
+    async fn scan(&self, scan: &Scan) -> Result<Page, BoxError> {
+        if self.backend.is_cluster() {
+            return Err(Unsupported::new("redis cluster store", "list entries").into());
+        }
+        let pattern = self.pattern(scan.get_prefix());
+        let cursor = if scan.cursor().is_start() {
+            "0"
+        } else {
+            scan.cursor().as_str()
+        };
+        let (next, keys) = self
+            .scan_keys(Op::Scan, cursor, &pattern, scan.get_limit())
+            .await?;
+        let mut items = Vec::with_capacity(keys.len());
+        if !keys.is_empty() {
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(FETCH_SCRIPT).arg(keys.len()).arg(&keys);
+            let Value::Array(values) = self.execute(Op::Scan, &cmd, &pattern).await? else {
+                return Err(self.unexpected(Op::Scan, &pattern).into());
+            };
+            if values.len() != 2 * keys.len() {
+                return Err(self.unexpected(Op::Scan, &pattern).into());
+            }
+            let mut values = values.into_iter();
+            for redis_key in &keys {
+                let (value, ttl) = (values.next(), values.next());
+                // Gone since the `SCAN`, or not a string (not a cache entry).
+                let Some(Value::BulkString(bytes)) = value else {
+                    continue;
+                };
+                let ttl = match ttl {
+                    Some(Value::Int(millis)) => {
+                        u64::try_from(millis).ok().map(Duration::from_millis)
+                    }
+                    _ => None,
+                };
+                let listed = self.listed(redis_key, bytes).ttl(ttl);
+                if scan.matches(listed.key().as_str()) {
+                    items.push(listed);
+                }
+            }
+        }
+        let next = (next != "0").then(|| Cursor::new(next));
+        Ok(Page::new(items, next))
+    }
+
+    /// Deletes every key under the namespace, a batch at a time.
+    async fn clear(&self) -> Result<(), BoxError> {
+        const WHAT: &str = "clear its entries";
+        if self.backend.is_cluster() {
+            return Err(Unsupported::new("redis cluster store", WHAT).into());
+        }
+        if self.namespace.is_empty() {
+            // Everything in the database would match.
+            return Err(Unsupported::new("redis store without a namespace", WHAT).into());
+        }
+        let pattern = self.pattern(None);
+        let mut cursor = String::from("0");
+        loop {
+            let (next, keys) = self
+                .scan_keys(Op::Clear, &cursor, &pattern, CLEAR_BATCH)
+                .await?;
+            if !keys.is_empty() {
+                let mut cmd = redis::cmd("UNLINK");
+                cmd.arg(&keys);
+                let Value::Int(_) = self.execute(Op::Clear, &cmd, &pattern).await? else {
+                    return Err(self.unexpected(Op::Clear, &pattern).into());
+                };
+            }
+            if next == "0" {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+
+    /// `SCAN cursor MATCH pattern COUNT count`: the next cursor and the keys.
+    async fn scan_keys(
+        &self,
+        op: Op,
+        cursor: &str,
+        pattern: &str,
+        count: usize,
+    ) -> Result<(String, Vec<Vec<u8>>), Error> {
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(count);
+        let reply = self.execute(op, &cmd, pattern).await?;
+        let Value::Array(mut parts) = reply else {
+            return Err(self.unexpected(op, pattern));
+        };
+        let (Some(Value::Array(keys)), Some(Value::BulkString(next)), None) =
+            (parts.pop(), parts.pop(), parts.pop())
+        else {
+            return Err(self.unexpected(op, pattern));
+        };
+        let next = String::from_utf8(next).map_err(|_| self.unexpected(op, pattern))?;
+        let keys = keys
+            .into_iter()
+            .map(|key| match key {
+                Value::BulkString(key) => Ok(key),
+                _ => Err(self.unexpected(op, pattern)),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok((next, keys))
+    }
+
+    /// The `MATCH` pattern of the keys under the namespace whose cache keys may start
+    /// with `prefix`: a hashed key keeps only the first bytes of its text readable, so
+    /// the pattern holds no more than those, and the listing checks the whole key.
+    fn pattern(&self, prefix: Option<&str>) -> String {
+        let prefix = prefix.unwrap_or_default();
+        let mut cut = key::HASHED_PREFIX_BYTES.min(prefix.len());
+        while !prefix.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let mut pattern = String::with_capacity(self.namespace.len() + cut + 8);
+        for c in self.namespace.chars().chain(prefix[..cut].chars()) {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push('*');
+        pattern
+    }
+
+    /// A listed entry from its Redis key and stored bytes: the cache key is the Redis
+    /// key without the namespace, or for a hashed key the one framed in the value.
+    fn listed(&self, redis_key: &[u8], bytes: Vec<u8>) -> Listed {
+        let size = bytes.len() as u64;
+        let bytes = Bytes::from(bytes);
+        let rest = redis_key
+            .strip_prefix(self.namespace.as_bytes())
+            .unwrap_or(redis_key);
+        let text = String::from_utf8_lossy(rest);
+        if text.contains(key::HASH_MARKER)
+            && let Some((text, value)) = key::unframe(&bytes)
+        {
+            return Listed::new(CacheKey::from_text(text), value.into(), size);
+        }
+        Listed::new(CacheKey::from_text(text.into_owned()), bytes.into(), size)
     }
 
     /// Runs a command within the operation's overall bound, counting and recording any

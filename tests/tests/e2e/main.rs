@@ -2,6 +2,7 @@
 
 mod cache;
 mod controls;
+mod manage;
 mod proxy;
 mod proxy_redis;
 mod redirects;

@@ -155,8 +155,8 @@ where
         })
     }
 
-    /// Every entry for `url`: its GET and HEAD responses, each variant of them, and the
-    /// variant index; empty when nothing is stored for it. The URL is normalised as
+    /// Every entry for `url`, in key order: its GET and HEAD responses, each variant of
+    /// them, and the variant index; empty when nothing is stored for it. The URL is normalised as
     /// cache keys are (scheme and host in lower case, no default port).
     ///
     /// It walks the entries whose keys start with the URL's (in Redis, a `SCAN` with a
@@ -285,6 +285,7 @@ where
                 }
             }
         }
+        found.sort_unstable_by(|a, b| a.key().cmp(b.key()));
         Ok(found)
     }
 
