@@ -42,11 +42,10 @@ use crate::pool::{Backend, Bounds};
 /// The store lists its entries ([`StoreRequest::Scan`]) with `SCAN` under its namespace
 /// and reads them with their remaining TTL in one script per page; it clears
 /// ([`StoreRequest::Clear`]) with `SCAN` and `UNLINK` under its namespace, in batches,
-/// and never touches another key (a store with an empty namespace refuses to clear). A
-/// hashed key cannot be turned back into its cache key, so the value stored under one
-/// starts with the cache key (`cachet-key`, its length and its text), which a read
-/// checks and strips. A cluster store cannot list or clear yet, and says so with an
-/// [`Unsupported`] error.
+/// and never touches another key (a store with an empty namespace refuses to clear, with
+/// an [`Unsupported`] error). A cluster store does both master by master. A hashed key
+/// cannot be turned back into its cache key, so the value stored under one starts with
+/// the cache key (`cachet-key`, its length and its text), which a read checks and strips.
 ///
 /// ```no_run
 /// use cachet::CacheLayer;
@@ -145,7 +144,7 @@ impl RedisStore {
     /// Redis is back even if this failed.
     pub async fn ping(&self) -> Result<(), Error> {
         let cmd = redis::cmd("PING");
-        match self.inner.execute(Op::Ping, &cmd, "").await? {
+        match self.inner.execute(Op::Ping, None, &cmd, "").await? {
             Value::SimpleString(_) | Value::Okay | Value::BulkString(_) => Ok(()),
             _ => Err(self.inner.unexpected(Op::Ping, "")),
         }
@@ -213,7 +212,7 @@ impl Inner {
             // that it cannot, and the cache fails open.
             _ => return Err(Unsupported::new("redis store", "answer this request").into()),
         };
-        let reply = self.execute(op, &cmd, &key).await?;
+        let reply = self.execute(op, None, &cmd, &key).await?;
         let response = match (op, reply) {
             (Op::Get, Value::BulkString(bytes)) => match hashed {
                 None => StoreResponse::Found(Bytes::from(bytes).into()),
@@ -238,88 +237,160 @@ impl Inner {
         Ok(response)
     }
 
-    /// One page of the entries under the namespace (and the scan's prefix): a `SCAN`, then
-    /// one script that reads the page's values and TTLs.
+    /// One page of the entries under the namespace (and the scan's prefix): a `SCAN`,
+    /// then the page's values and TTLs, read by one script (by one per key on a cluster,
+    /// whose keys live in different slots).
+    ///
+    /// On a cluster the listing walks the masters one after the other, in address order;
+    /// its cursor is the master's index, `-`, and that master's `SCAN` cursor.
     async fn scan(&self, scan: &Scan) -> Result<Page, BoxError> {
-        if self.backend.is_cluster() {
-            return Err(Unsupported::new("redis cluster store", "list entries").into());
-        }
         let pattern = self.pattern(scan.get_prefix());
-        let cursor = if scan.cursor().is_start() {
-            "0"
+        let masters = self.masters().await?;
+        let (index, cursor) = if scan.cursor().is_start() {
+            (0, "0")
+        } else if masters.is_empty() {
+            (0, scan.cursor().as_str())
         } else {
-            scan.cursor().as_str()
+            scan.cursor()
+                .as_str()
+                .split_once('-')
+                .and_then(|(index, cursor)| Some((index.parse::<usize>().ok()?, cursor)))
+                .ok_or("invalid cursor for a redis cluster listing")?
         };
+        let node = masters.get(index);
+        if !masters.is_empty() && node.is_none() {
+            return Ok(Page::new(Vec::new(), None));
+        }
+        let node = node.map(|(host, port)| (host.as_str(), *port));
         let (next, keys) = self
-            .scan_keys(Op::Scan, cursor, &pattern, scan.get_limit())
+            .scan_keys(Op::Scan, node, cursor, &pattern, scan.get_limit())
             .await?;
-        let mut items = Vec::with_capacity(keys.len());
-        if !keys.is_empty() {
+
+        let values = if keys.is_empty() {
+            Vec::new()
+        } else if masters.is_empty() {
             let mut cmd = redis::cmd("EVAL");
             cmd.arg(FETCH_SCRIPT).arg(keys.len()).arg(&keys);
-            let Value::Array(values) = self.execute(Op::Scan, &cmd, &pattern).await? else {
-                return Err(self.unexpected(Op::Scan, &pattern).into());
-            };
-            if values.len() != 2 * keys.len() {
-                return Err(self.unexpected(Op::Scan, &pattern).into());
+            match self.execute(Op::Scan, None, &cmd, &pattern).await? {
+                Value::Array(values) => values,
+                _ => return Err(self.unexpected(Op::Scan, &pattern).into()),
             }
-            let mut values = values.into_iter();
-            for redis_key in &keys {
-                let (value, ttl) = (values.next(), values.next());
-                // Gone since the `SCAN`, or not a string (not a cache entry).
-                let Some(Value::BulkString(bytes)) = value else {
-                    continue;
-                };
-                let ttl = match ttl {
-                    Some(Value::Int(millis)) => {
-                        u64::try_from(millis).ok().map(Duration::from_millis)
-                    }
-                    _ => None,
-                };
-                let listed = self.listed(redis_key, bytes).ttl(ttl);
-                if scan.matches(listed.key().as_str()) {
-                    items.push(listed);
+        } else {
+            let mut values = Vec::with_capacity(2 * keys.len());
+            for key in &keys {
+                let mut cmd = redis::cmd("EVAL");
+                cmd.arg(FETCH_SCRIPT).arg(1).arg(key);
+                match self.execute(Op::Scan, None, &cmd, &pattern).await? {
+                    Value::Array(pair) => values.extend(pair),
+                    _ => return Err(self.unexpected(Op::Scan, &pattern).into()),
                 }
             }
+            values
+        };
+        if values.len() != 2 * keys.len() {
+            return Err(self.unexpected(Op::Scan, &pattern).into());
         }
-        let next = (next != "0").then(|| Cursor::new(next));
+        let mut items = Vec::with_capacity(keys.len());
+        let mut values = values.into_iter();
+        for redis_key in &keys {
+            let (value, ttl) = (values.next(), values.next());
+            // Gone since the `SCAN`, or not a string (not a cache entry).
+            let Some(Value::BulkString(bytes)) = value else {
+                continue;
+            };
+            let ttl = match ttl {
+                Some(Value::Int(millis)) => u64::try_from(millis).ok().map(Duration::from_millis),
+                _ => None,
+            };
+            let listed = self.listed(redis_key, bytes).ttl(ttl);
+            if scan.matches(listed.key().as_str()) {
+                items.push(listed);
+            }
+        }
+
+        let next = if masters.is_empty() {
+            (next != "0").then(|| Cursor::new(next))
+        } else if next != "0" {
+            Some(Cursor::new(format!("{index}-{next}")))
+        } else {
+            (index + 1 < masters.len()).then(|| Cursor::new(format!("{}-0", index + 1)))
+        };
         Ok(Page::new(items, next))
     }
 
-    /// Deletes every key under the namespace, a batch at a time.
+    /// Deletes every key under the namespace, a batch at a time (on a cluster, master by
+    /// master, a key at a time, as keys of one batch live in different slots).
     async fn clear(&self) -> Result<(), BoxError> {
-        const WHAT: &str = "clear its entries";
-        if self.backend.is_cluster() {
-            return Err(Unsupported::new("redis cluster store", WHAT).into());
-        }
         if self.namespace.is_empty() {
             // Everything in the database would match.
-            return Err(Unsupported::new("redis store without a namespace", WHAT).into());
+            let what = "clear its entries";
+            return Err(Unsupported::new("redis store without a namespace", what).into());
         }
         let pattern = self.pattern(None);
-        let mut cursor = String::from("0");
-        loop {
-            let (next, keys) = self
-                .scan_keys(Op::Clear, &cursor, &pattern, CLEAR_BATCH)
-                .await?;
-            if !keys.is_empty() {
-                let mut cmd = redis::cmd("UNLINK");
-                cmd.arg(&keys);
-                let Value::Int(_) = self.execute(Op::Clear, &cmd, &pattern).await? else {
-                    return Err(self.unexpected(Op::Clear, &pattern).into());
+        let masters = self.masters().await?;
+        let nodes: Vec<Option<(&str, u16)>> = if masters.is_empty() {
+            vec![None]
+        } else {
+            masters
+                .iter()
+                .map(|(h, p)| Some((h.as_str(), *p)))
+                .collect()
+        };
+        for node in nodes {
+            let mut cursor = String::from("0");
+            loop {
+                let (next, keys) = self
+                    .scan_keys(Op::Clear, node, &cursor, &pattern, CLEAR_BATCH)
+                    .await?;
+                let batches: Vec<&[Vec<u8>]> = if node.is_none() {
+                    vec![&keys[..]]
+                } else {
+                    keys.chunks(1).collect()
                 };
+                for batch in batches.into_iter().filter(|b| !b.is_empty()) {
+                    let mut cmd = redis::cmd("UNLINK");
+                    cmd.arg(batch);
+                    let Value::Int(_) = self.execute(Op::Clear, None, &cmd, &pattern).await? else {
+                        return Err(self.unexpected(Op::Clear, &pattern).into());
+                    };
+                }
+                if next == "0" {
+                    break;
+                }
+                cursor = next;
             }
-            if next == "0" {
-                return Ok(());
-            }
-            cursor = next;
         }
+        Ok(())
     }
 
-    /// `SCAN cursor MATCH pattern COUNT count`: the next cursor and the keys.
+    /// The addresses of a cluster's masters, in order (`CLUSTER NODES`); none on a single
+    /// server.
+    async fn masters(&self) -> Result<Vec<(String, u16)>, Error> {
+        if !self.backend.is_cluster() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = redis::cmd("CLUSTER");
+        cmd.arg("NODES");
+        let text = match self.execute(Op::Scan, None, &cmd, "").await? {
+            Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Value::VerbatimString { text, .. } => text,
+            _ => return Err(self.unexpected(Op::Scan, "")),
+        };
+        let mut masters: Vec<(String, u16)> = text.lines().filter_map(master).collect();
+        masters.sort();
+        masters.dedup();
+        if masters.is_empty() {
+            return Err(self.unexpected(Op::Scan, ""));
+        }
+        Ok(masters)
+    }
+
+    /// `SCAN cursor MATCH pattern COUNT count`, on a cluster's master `node`: the next
+    /// cursor and the keys.
     async fn scan_keys(
         &self,
         op: Op,
+        node: Option<(&str, u16)>,
         cursor: &str,
         pattern: &str,
         count: usize,
@@ -330,7 +401,7 @@ impl Inner {
             .arg(pattern)
             .arg("COUNT")
             .arg(count);
-        let reply = self.execute(op, &cmd, pattern).await?;
+        let reply = self.execute(op, node, &cmd, pattern).await?;
         let Value::Array(mut parts) = reply else {
             return Err(self.unexpected(op, pattern));
         };
@@ -389,14 +460,27 @@ impl Inner {
 
     /// Runs a command within the operation's overall bound, counting and recording any
     /// failure.
-    async fn execute(&self, op: Op, cmd: &Cmd, key: &str) -> Result<Value, Error> {
+    /// On a cluster, `node` sends it to that master instead of the key's.
+    async fn execute(
+        &self,
+        op: Op,
+        node: Option<(&str, u16)>,
+        cmd: &Cmd,
+        key: &str,
+    ) -> Result<Value, Error> {
         let bound = self.bounds.total();
-        let result = match tokio::time::timeout(
-            bound,
-            self.backend.run(op, cmd, self.bounds, &self.metrics),
-        )
-        .await
-        {
+        let run = async {
+            match node {
+                #[cfg(feature = "cluster")]
+                Some(node) => {
+                    self.backend
+                        .run_on(op, cmd, node, self.bounds, &self.metrics)
+                        .await
+                }
+                _ => self.backend.run(op, cmd, self.bounds, &self.metrics).await,
+            }
+        };
+        let result = match tokio::time::timeout(bound, run).await {
             Ok(result) => result,
             Err(_) => Err(Error::timeout(op, Stage::Operation, bound)),
         };
@@ -423,6 +507,21 @@ impl Inner {
             "redis store operation failed; the cache fails open"
         );
     }
+}
+
+/// The address of a master in a line of `CLUSTER NODES`
+/// (`<id> <host:port@cport[,hostname]> <flags> …`), unless it is failing.
+fn master(line: &str) -> Option<(String, u16)> {
+    let mut fields = line.split_whitespace();
+    let (_, address, flags) = (fields.next()?, fields.next()?, fields.next()?);
+    let flags: Vec<&str> = flags.split(',').collect();
+    if !flags.contains(&"master") || flags.iter().any(|f| f.starts_with("fail")) {
+        return None;
+    }
+    let address = address.split(['@', ',']).next()?;
+    let (host, port) = address.rsplit_once(':')?;
+    let port = port.parse().ok().filter(|p| *p != 0)?;
+    (!host.is_empty()).then(|| (host.to_owned(), port))
 }
 
 /// `PX` milliseconds: the TTL rounded up to a whole millisecond, at least 1, at most
@@ -491,6 +590,22 @@ impl fmt::Debug for ResponseFuture {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn masters_are_read_from_cluster_nodes_lines() {
+        let line = "07c3 127.0.0.1:30004@40004,node-4 myself,master - 0 0 1 connected 0-5460";
+        assert_eq!(master(line), Some(("127.0.0.1".to_owned(), 30004)));
+        assert_eq!(
+            master("e7d1 127.0.0.1:30005@40005 slave 07c3 0 0 1 connected"),
+            None
+        );
+        assert_eq!(
+            master("e7d1 127.0.0.1:30006@40006 master,fail - 0 0 1 connected"),
+            None
+        );
+        assert_eq!(master("e7d1 :0@0 master,noaddr - 0 0 1 connected"), None);
+        assert_eq!(master(""), None);
+    }
 
     #[test]
     fn ttls_are_whole_milliseconds_of_at_least_one() {

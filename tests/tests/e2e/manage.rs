@@ -1,7 +1,7 @@
 //! The management API (`cachet::manage::Entries`) over a real `redis-server`, directly
 //! and behind `VerifyLayer`: listing pages through everything, purging a URL sends the
 //! next request to the origin, expiry follows the cache's clock, clearing stays in the
-//! namespace, and a store that cannot list says so.
+//! namespace, a cluster is walked master by master, and a store that cannot list says so.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -334,23 +334,73 @@ async fn a_listing_through_verify_reports_a_tampered_entry_and_lists_the_rest() 
 }
 
 #[tokio::test]
-async fn a_cluster_store_says_it_cannot_list_instead_of_listing_nothing() {
+async fn a_cluster_is_listed_master_by_master_and_cleared_in_its_namespace() {
     let cluster = RedisCluster::start();
     let store = RedisStore::cluster(cluster.urls())
         .build()
         .expect("valid cluster URLs");
-    put(&store, "GET http://example.com/", "v").await;
-    let entries = Entries::new(store);
+    let mut expected = BTreeSet::new();
+    for i in 0..60 {
+        let key = format!("GET http://example.com/{i}");
+        put(&store, &key, "v").await;
+        expected.insert(key);
+    }
+    let long = format!("GET http://example.com/search?q={}", "x".repeat(2_000));
+    put(&store, &long, "long").await;
+    expected.insert(long.clone());
+    let foreign = cluster.node_for("foreign");
+    foreign.query::<()>(redis::cmd("SET").arg("foreign").arg("x"));
+
+    let entries = Entries::new(store.clone());
+    let (keys, pages) = all_keys(&entries, 10).await;
+    assert!(pages >= cluster.nodes().len(), "every master is walked");
+    let listed: BTreeSet<String> = keys.iter().cloned().collect();
+    assert_eq!(listed.len(), keys.len(), "no entry listed twice");
+    assert_eq!(listed, expected);
+    let url = long.strip_prefix("GET ").expect("a GET key");
+    assert_eq!(entries.show(url).await.expect("lists").len(), 1);
+    assert_eq!(
+        entries
+            .delete_url("http://example.com/7")
+            .await
+            .expect("deletes"),
+        1
+    );
+    assert_eq!(entries.stats().await.expect("lists").entries, 60);
+
+    entries.clear().await.expect("clears");
+    for node in cluster.nodes() {
+        assert!(node.scan("cachet:*").is_empty());
+    }
+    assert_eq!(foreign.scan("foreign").len(), 1);
+}
+
+#[tokio::test]
+async fn a_store_that_cannot_list_says_so_instead_of_listing_nothing() {
+    let server = RedisServer::start();
+    let redis = store(&server);
+    put(&redis, "GET http://example.com/", "v").await;
+    // A store of one's own over Redis that knows only get, put and delete.
+    let limited = tower::service_fn(move |request: StoreRequest| {
+        let redis = redis.clone();
+        async move {
+            match request {
+                request @ (StoreRequest::Get(_)
+                | StoreRequest::Put { .. }
+                | StoreRequest::Delete(_)) => redis.oneshot(request).await,
+                _ => Err(cachet::store::Unsupported::new("limited store", "list").into()),
+            }
+        }
+    });
+    let entries = Entries::new(limited);
     let error = entries
         .list(Cursor::start(), 10)
         .await
-        .expect_err("a cluster store cannot list");
+        .expect_err("it cannot list");
     assert!(error.is_unsupported(), "{error:?}");
+    assert_eq!(error.to_string(), "the store cannot list entries");
     let source = std::error::Error::source(&error).map(ToString::to_string);
-    assert_eq!(
-        source.as_deref(),
-        Some("redis cluster store cannot list entries")
-    );
+    assert_eq!(source.as_deref(), Some("limited store cannot list"));
     assert!(
         entries
             .clear()
@@ -358,9 +408,17 @@ async fn a_cluster_store_says_it_cannot_list_instead_of_listing_nothing() {
             .expect_err("nor clear")
             .is_unsupported()
     );
+    assert!(
+        entries
+            .show("http://example.com/")
+            .await
+            .expect_err("nor show")
+            .is_unsupported()
+    );
     let key = CacheKey::from_text("GET http://example.com/");
     entries
         .delete_key(&key)
         .await
         .expect("deleting one key works");
+    assert!(server.scan("cachet:*").is_empty());
 }

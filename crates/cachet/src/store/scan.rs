@@ -251,8 +251,8 @@ impl Page {
 /// ```
 /// use cachet::store::Unsupported;
 ///
-/// let error = Unsupported::new("redis cluster store", "list entries");
-/// assert_eq!(error.to_string(), "redis cluster store cannot list entries");
+/// let error = Unsupported::new("an append-only store", "list entries");
+/// assert_eq!(error.to_string(), "an append-only store cannot list entries");
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Unsupported {
