@@ -24,6 +24,8 @@ pub(crate) enum Op {
     Put,
     Delete,
     Ping,
+    Scan,
+    Clear,
 }
 
 impl Op {
@@ -33,6 +35,8 @@ impl Op {
             Op::Put => "put",
             Op::Delete => "delete",
             Op::Ping => "ping",
+            Op::Scan => "scan",
+            Op::Clear => "clear",
         }
     }
 }

@@ -15,9 +15,40 @@ pub(crate) const HASHED_PREFIX_BYTES: usize = 128;
 /// for a hashed one: the mapping from cache keys to Redis keys is one to one.
 pub(crate) const HASH_MARKER: &str = " #sha256:";
 
+/// What the value of a hashed key starts with: this label, the cache key text's length
+/// (four bytes, big-endian) and the text, then the value. A hashed Redis key cannot be
+/// turned back into its cache key, so a listing reads it from here.
+pub(crate) const KEYED_LABEL: &[u8] = b"cachet-key";
+
+/// Whether the cache key text `text` is stored under a hashed Redis key.
+pub(crate) fn is_hashed(text: &str) -> bool {
+    text.len() > MAX_KEY_BYTES || text.contains(HASH_MARKER)
+}
+
+/// The value stored under a hashed key: the cache key text in front of `value`.
+pub(crate) fn frame(text: &str, value: &[u8]) -> Vec<u8> {
+    let mut framed = Vec::with_capacity(KEYED_LABEL.len() + 4 + text.len() + value.len());
+    framed.extend_from_slice(KEYED_LABEL);
+    // A cache key longer than 4 GiB cannot reach a store.
+    framed.extend_from_slice(&u32::try_from(text.len()).unwrap_or(u32::MAX).to_be_bytes());
+    framed.extend_from_slice(text.as_bytes());
+    framed.extend_from_slice(value);
+    framed
+}
+
+/// The cache key text and the value of a framed value, or `None` when it is not framed.
+pub(crate) fn unframe(framed: &bytes::Bytes) -> Option<(&str, bytes::Bytes)> {
+    let rest = framed.strip_prefix(KEYED_LABEL)?;
+    let (len, rest) = rest.split_first_chunk::<4>()?;
+    let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
+    let (text, value) = rest.split_at_checked(len)?;
+    let text = std::str::from_utf8(text).ok()?;
+    Some((text, framed.slice_ref(value)))
+}
+
 /// The Redis key for the cache key text `text` under `namespace`.
 pub(crate) fn redis_key(namespace: &str, text: &str) -> String {
-    if text.len() <= MAX_KEY_BYTES && !text.contains(HASH_MARKER) {
+    if !is_hashed(text) {
         let mut key = String::with_capacity(namespace.len() + text.len());
         key.push_str(namespace);
         key.push_str(text);
@@ -92,6 +123,17 @@ mod tests {
         let forged = hashed.strip_prefix("n:").expect("namespaced");
         assert!(forged.len() <= MAX_KEY_BYTES);
         assert_ne!(redis_key("n:", forged), hashed);
+    }
+
+    #[test]
+    fn a_framed_value_gives_back_its_key_and_value_and_anything_else_is_not_framed() {
+        let framed = bytes::Bytes::from(frame("GET http://h/long", b"value"));
+        let (text, value) = unframe(&framed).expect("framed");
+        assert_eq!((text, &value[..]), ("GET http://h/long", &b"value"[..]));
+        assert!(unframe(&bytes::Bytes::from_static(b"CACHET")).is_none());
+        for len in 0..framed.len() - 5 {
+            assert!(unframe(&framed.slice(..len)).is_none(), "{len}");
+        }
     }
 
     #[test]

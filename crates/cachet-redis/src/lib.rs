@@ -49,6 +49,7 @@ mod error;
 mod key;
 mod metrics;
 mod pool;
+mod scan;
 mod store;
 
 #[doc = include_str!("../../../docs/redis.md")]

@@ -128,6 +128,55 @@ impl Backend {
         }
     }
 
+    /// Runs one command on the cluster master at `host:port` (for `SCAN`, which walks one
+    /// node's keys), within the bounds of a pool checkout and a reply.
+    #[cfg(feature = "cluster")]
+    pub(crate) async fn run_on(
+        &self,
+        op: Op,
+        cmd: &Cmd,
+        (host, port): (&str, u16),
+        bounds: Bounds,
+        metrics: &RedisMetrics,
+    ) -> Result<Value, Error> {
+        use deadpool_redis::redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+
+        let Self::Cluster(pool) = self else {
+            return self.run(op, cmd, bounds, metrics).await;
+        };
+        let mut connection = pool
+            .get()
+            .await
+            .map_err(|error| pool_error(op, error, bounds))?;
+        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+            host: host.to_owned(),
+            port,
+        });
+        let reply = tokio::time::timeout(
+            bounds.command,
+            connection.route_command(cmd.clone(), routing),
+        )
+        .await;
+        let error = match reply {
+            Ok(Ok(value)) => match value.extract_error() {
+                Ok(value) => return Ok(value),
+                Err(error) => Error::command(op, error),
+            },
+            Ok(Err(error)) => Error::command(op, error),
+            Err(_) => Error::timeout(op, Stage::Command, bounds.command),
+        };
+        if error.discards_connection() {
+            drop(Object::take(connection));
+            metrics.discarded();
+        }
+        Err(error)
+    }
+
+    /// Whether this is a cluster's pool.
+    pub(crate) fn is_cluster(&self) -> bool {
+        !matches!(self, Self::Single(_))
+    }
+
     fn kind(&self) -> &'static str {
         match self {
             Self::Single(_) => "single",

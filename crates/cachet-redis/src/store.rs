@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cachet::store::{StoreRequest, StoreResponse};
+use cachet::store::{StoreRequest, StoreResponse, Unsupported};
 use cachet::{BoxError, CacheKey};
 use deadpool_redis::redis::{self, Cmd, Value};
 use tower::Service;
@@ -38,6 +38,14 @@ use crate::pool::{Backend, Bounds};
 /// comes back.
 ///
 /// Clones share one pool. Building a store does not connect; the first operation does.
+///
+/// The store lists its entries ([`StoreRequest::Scan`]) with `SCAN` under its namespace
+/// and reads them with their remaining TTL in one script per page; it clears
+/// ([`StoreRequest::Clear`]) with `SCAN` and `UNLINK` under its namespace, in batches,
+/// and never touches another key (a store with an empty namespace refuses to clear, with
+/// an [`Unsupported`] error). A cluster store does both master by master. A hashed key
+/// cannot be turned back into its cache key, so the value stored under one starts with
+/// the cache key (`cachet-key`, its length and its text), which a read checks and strips.
 ///
 /// ```no_run
 /// use cachet::CacheLayer;
@@ -136,7 +144,7 @@ impl RedisStore {
     /// Redis is back even if this failed.
     pub async fn ping(&self) -> Result<(), Error> {
         let cmd = redis::cmd("PING");
-        match self.inner.execute(Op::Ping, &cmd, "").await? {
+        match self.inner.execute(Op::Ping, None, &cmd, "").await? {
             Value::SimpleString(_) | Value::Okay | Value::BulkString(_) => Ok(()),
             _ => Err(self.inner.unexpected(Op::Ping, "")),
         }
@@ -145,20 +153,32 @@ impl RedisStore {
 
 impl Inner {
     async fn call(self: Arc<Self>, request: StoreRequest) -> Result<StoreResponse, BoxError> {
+        let mut hashed = None;
         let (op, cmd, key) = match request {
             StoreRequest::Get(key) => {
-                let key = key::redis_key(&self.namespace, key.as_str());
+                let text = key.as_str();
+                if key::is_hashed(text) {
+                    hashed = Some(key.clone());
+                }
+                let key = key::redis_key(&self.namespace, text);
                 let mut cmd = redis::cmd("GET");
                 cmd.arg(&key);
                 (Op::Get, cmd, key)
             }
-            StoreRequest::Put { key, value, ttl } => {
-                let key = key::redis_key(&self.namespace, key.as_str());
+            StoreRequest::Put {
+                key: cache_key,
+                value,
+                ttl,
+            } => {
+                let text = cache_key.as_str();
+                let key = key::redis_key(&self.namespace, text);
                 let mut cmd = redis::cmd("SET");
-                cmd.arg(&key)
-                    .arg(value.bytes().as_ref())
-                    .arg("PX")
-                    .arg(ttl_millis(ttl));
+                if key::is_hashed(text) {
+                    cmd.arg(&key).arg(key::frame(text, value.bytes()));
+                } else {
+                    cmd.arg(&key).arg(value.bytes().as_ref());
+                }
+                cmd.arg("PX").arg(ttl_millis(ttl));
                 (Op::Put, cmd, key)
             }
             StoreRequest::Delete(key) => {
@@ -167,13 +187,32 @@ impl Inner {
                 cmd.arg(&key);
                 (Op::Delete, cmd, key)
             }
-            // `StoreRequest` may grow (scan, clear); until this store learns them it
-            // answers that it cannot, and the cache fails open.
-            _ => return Err("redis store does not support this request".into()),
+            StoreRequest::Scan(scan) => return Ok(StoreResponse::Page(self.scan(&scan).await?)),
+            StoreRequest::Clear => {
+                self.clear().await?;
+                return Ok(StoreResponse::Done);
+            }
+            // `StoreRequest` may grow; until this store learns a new request it answers
+            // that it cannot, and the cache fails open.
+            _ => return Err(Unsupported::new("redis store", "answer this request").into()),
         };
-        let reply = self.execute(op, &cmd, &key).await?;
+        let reply = self.execute(op, None, &cmd, &key).await?;
         let response = match (op, reply) {
-            (Op::Get, Value::BulkString(bytes)) => StoreResponse::Found(Bytes::from(bytes).into()),
+            (Op::Get, Value::BulkString(bytes)) => match hashed {
+                None => StoreResponse::Found(Bytes::from(bytes).into()),
+                Some(cache_key) => {
+                    let framed = Bytes::from(bytes);
+                    match key::unframe(&framed) {
+                        Some((text, value)) if text == cache_key.as_str() => {
+                            StoreResponse::Found(value.into())
+                        }
+                        _ => {
+                            tracing::debug!(key, "a hashed key holds another key's value");
+                            StoreResponse::NotFound
+                        }
+                    }
+                }
+            },
             (Op::Get, Value::Nil) => StoreResponse::NotFound,
             (Op::Put, Value::Okay | Value::SimpleString(_)) => StoreResponse::Done,
             (Op::Delete, Value::Int(_)) => StoreResponse::Done,
@@ -184,14 +223,27 @@ impl Inner {
 
     /// Runs a command within the operation's overall bound, counting and recording any
     /// failure.
-    async fn execute(&self, op: Op, cmd: &Cmd, key: &str) -> Result<Value, Error> {
+    /// On a cluster, `node` sends it to that master instead of the key's.
+    pub(crate) async fn execute(
+        &self,
+        op: Op,
+        node: Option<(&str, u16)>,
+        cmd: &Cmd,
+        key: &str,
+    ) -> Result<Value, Error> {
         let bound = self.bounds.total();
-        let result = match tokio::time::timeout(
-            bound,
-            self.backend.run(op, cmd, self.bounds, &self.metrics),
-        )
-        .await
-        {
+        let run = async {
+            match node {
+                #[cfg(feature = "cluster")]
+                Some(node) => {
+                    self.backend
+                        .run_on(op, cmd, node, self.bounds, &self.metrics)
+                        .await
+                }
+                _ => self.backend.run(op, cmd, self.bounds, &self.metrics).await,
+            }
+        };
+        let result = match tokio::time::timeout(bound, run).await {
             Ok(result) => result,
             Err(_) => Err(Error::timeout(op, Stage::Operation, bound)),
         };
@@ -201,7 +253,7 @@ impl Inner {
         result
     }
 
-    fn unexpected(&self, op: Op, key: &str) -> Error {
+    pub(crate) fn unexpected(&self, op: Op, key: &str) -> Error {
         let error = Error::unexpected_reply(op);
         self.failed(op, key, &error);
         error

@@ -10,6 +10,7 @@
 //! - [`CacheStatus`]: what the cache did, in every response's extensions.
 //! - [`verify`]: signed entries, so a store others can write cannot make the cache
 //!   serve what they wrote.
+//! - [`manage`]: list, show, delete and clear what a cache has stored.
 //! - [`Metrics`]: counts of hits, forwards, store errors and bad signatures.
 //! - [`clock`]: the time source, replaceable in tests.
 //! - [`guide`]: the user guide, from `docs/guide.md`.
@@ -22,6 +23,7 @@ pub mod clock;
 mod entry;
 mod error;
 mod key;
+pub mod manage;
 mod metrics;
 mod policy;
 pub mod store;
@@ -49,6 +51,12 @@ pub mod guide {
 
     #[doc = include_str!("../../../docs/filtering.md")]
     pub mod filtering {}
+
+    #[doc = include_str!("../../../docs/inspection.md")]
+    pub mod inspection {}
+
+    #[doc = include_str!("../../../docs/migrating.md")]
+    pub mod migrating {}
 }
 
 pub use cache::{

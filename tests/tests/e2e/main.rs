@@ -5,6 +5,7 @@ mod controls;
 mod expiry;
 mod filters;
 mod keys;
+mod manage;
 mod proxy;
 mod proxy_redis;
 mod redirects;

@@ -326,6 +326,23 @@ impl<St> CacheLayer<St> {
         self.config.metrics.clone()
     }
 
+    /// A handle to list, show, delete and clear what this cache stores, sharing its
+    /// store, clock, mode and keys, so it judges freshness and finds a URL's entries as
+    /// the cache does. See
+    /// [`manage`](crate::manage).
+    pub fn entries(&self) -> crate::manage::Entries<St>
+    where
+        St: Clone,
+    {
+        crate::manage::Entries::from_parts(
+            self.store.clone(),
+            self.config.mode,
+            self.config.clock.clone(),
+            self.config.targeted.clone(),
+            self.config.keys.clone(),
+        )
+    }
+
     /// The clock used for freshness and `Age`, for tests that move time by hand.
     pub fn clock(mut self, clock: impl Clock) -> Self {
         Arc::make_mut(&mut self.config).clock = Arc::new(clock);

@@ -8,7 +8,7 @@ use quick_cache::sync::Cache;
 use tokio::time::Instant;
 use tower::Service;
 
-use super::{StoreRequest, StoreResponse, Value};
+use super::{Cursor, Listed, Page, Scan, StoreRequest, StoreResponse, Value};
 use crate::{BoxError, CacheKey};
 
 /// What an entry costs beyond its key and value bytes: the cache's slot, the `Arc`s, the
@@ -22,6 +22,10 @@ const ENTRY_OVERHEAD: u64 = 1024;
 /// Built on [`quick_cache`], whose eviction keeps the total weight (key, value and a
 /// per-entry overhead) within the bound at every insert. An entry is forgotten once its
 /// TTL has passed. Clones share one cache.
+///
+/// It can list its entries ([`StoreRequest::Scan`], in key order: the cursor is the last
+/// key of the page before) and clear itself ([`StoreRequest::Clear`]). A listed entry's
+/// size is its value's length in bytes.
 #[derive(Clone)]
 pub struct MemoryStore {
     cache: Arc<Cache<CacheKey, Stored, ByteWeighter>>,
@@ -92,6 +96,36 @@ impl MemoryStore {
             None => StoreResponse::NotFound,
         }
     }
+
+    /// A page of the live entries in key order, after the cursor's key. Each page walks
+    /// the whole cache: listing is for management, not for the request path.
+    fn scan(&self, scan: &Scan) -> StoreResponse {
+        let now = Instant::now();
+        let after = (!scan.cursor().is_start()).then(|| scan.cursor().as_str());
+        let mut live: Vec<(CacheKey, Stored)> = self
+            .cache
+            .iter()
+            .filter(|(key, stored)| {
+                stored.expires > now
+                    && scan.matches(key.as_str())
+                    && after.is_none_or(|after| key.as_str() > after)
+            })
+            .collect();
+        live.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+        let more = live.len() > scan.get_limit();
+        live.truncate(scan.get_limit());
+        let next = more
+            .then(|| live.last().map(|(key, _)| Cursor::new(key.as_str())))
+            .flatten();
+        let items = live
+            .into_iter()
+            .map(|(key, stored)| {
+                let size = stored.value.bytes().len() as u64;
+                Listed::new(key, stored.value, size).ttl(Some(stored.expires - now))
+            })
+            .collect();
+        StoreResponse::Page(Page::new(items, next))
+    }
 }
 
 impl Default for MemoryStore {
@@ -129,6 +163,11 @@ impl Service<StoreRequest> for MemoryStore {
             }
             StoreRequest::Delete(key) => {
                 self.cache.remove(&key);
+                StoreResponse::Done
+            }
+            StoreRequest::Scan(scan) => self.scan(&scan),
+            StoreRequest::Clear => {
+                self.cache.clear();
                 StoreResponse::Done
             }
         };
@@ -188,6 +227,69 @@ mod tests {
             .await
             .expect("memory store never fails");
         assert_eq!(get(&store, "k").await, StoreResponse::NotFound);
+    }
+
+    async fn scan(store: &MemoryStore, scan: Scan) -> Page {
+        match store.clone().oneshot(StoreRequest::Scan(scan)).await {
+            Ok(StoreResponse::Page(page)) => page,
+            other => panic!("a memory store lists: {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_listing_is_paged_in_key_order_complete_and_skips_expired_entries() {
+        let store = MemoryStore::default();
+        for i in 0..25 {
+            put(&store, &format!("k{i:02}"), i, Duration::from_secs(60)).await;
+        }
+        put(&store, "gone", 1, Duration::from_secs(1)).await;
+        tokio::time::advance(Duration::from_secs(1)).await;
+
+        let (mut keys, mut cursor, mut pages) = (Vec::new(), Cursor::start(), 0);
+        loop {
+            let page = scan(&store, Scan::new(cursor).limit(10)).await;
+            pages += 1;
+            assert!(page.items().len() <= 10);
+            for item in page.items() {
+                assert_eq!(
+                    item.size(),
+                    item.value().map_or(0, |v| v.bytes().len() as u64)
+                );
+                assert_eq!(item.remaining_ttl(), Some(Duration::from_secs(59)));
+                keys.push(item.key().to_string());
+            }
+            match page.next() {
+                Some(next) => cursor = next.clone(),
+                None => break,
+            }
+        }
+        assert_eq!(pages, 3);
+        let expected: Vec<String> = (0..25).map(|i| format!("k{i:02}")).collect();
+        assert_eq!(keys, expected);
+    }
+
+    #[tokio::test]
+    async fn a_prefix_narrows_the_listing_and_clear_empties_the_store() {
+        let store = MemoryStore::default();
+        put(&store, "GET http://a/", 1, Duration::from_secs(60)).await;
+        put(
+            &store,
+            "GET http://a/ vary accept=x",
+            1,
+            Duration::from_secs(60),
+        )
+        .await;
+        put(&store, "GET http://b/", 1, Duration::from_secs(60)).await;
+        let page = scan(&store, Scan::new(Cursor::start()).prefix("GET http://a/")).await;
+        assert_eq!(page.items().len(), 2);
+        assert_eq!(page.next(), None);
+
+        store
+            .clone()
+            .oneshot(StoreRequest::Clear)
+            .await
+            .expect("memory store never fails");
+        assert!(store.is_empty());
     }
 
     #[tokio::test]

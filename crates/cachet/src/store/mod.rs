@@ -31,8 +31,14 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! Stores that can list their entries and clear themselves also answer
+//! [`StoreRequest::Scan`] and [`StoreRequest::Clear`], which the
+//! [management handle](crate::manage) builds on; one that cannot answers with an
+//! [`Unsupported`] error.
 
 mod memory;
+mod scan;
 mod tiered;
 mod value;
 
@@ -44,6 +50,7 @@ use std::task::{Context, Poll};
 use tower::{Service, ServiceExt};
 
 pub use memory::MemoryStore;
+pub use scan::{Cursor, Listed, Page, Scan, Unsupported};
 pub use tiered::{ResponseFuture as TieredFuture, Tiered};
 pub use value::Value;
 
@@ -66,6 +73,13 @@ pub enum StoreRequest {
     },
     /// Forget the value under a key.
     Delete(CacheKey),
+    /// List one page of the stored entries, answered with [`StoreResponse::Page`]. A store
+    /// that cannot list answers with an [`Unsupported`] error, never an empty page.
+    Scan(Scan),
+    /// Forget every entry this store holds (for a shared store, every entry under its
+    /// namespace, and nothing else), answered with [`StoreResponse::Done`]. A store that
+    /// cannot answers with an [`Unsupported`] error.
+    Clear,
 }
 
 /// A store's answer.
@@ -76,8 +90,11 @@ pub enum StoreResponse {
     Found(Value),
     /// Nothing is stored under the key of a [`StoreRequest::Get`].
     NotFound,
-    /// A [`StoreRequest::Put`] or [`StoreRequest::Delete`] is done.
+    /// A [`StoreRequest::Put`], [`StoreRequest::Delete`] or [`StoreRequest::Clear`] is
+    /// done.
     Done,
+    /// A page of entries, the answer to a [`StoreRequest::Scan`].
+    Page(Page),
 }
 
 /// A [`Service`] that can serve as a cache's store: cheap to clone, sendable, with a

@@ -23,6 +23,9 @@ use crate::{BoxError, CacheKey};
 /// What another process writes or deletes in the far tier is seen here once the near
 /// copy expires: never later than `near_ttl` (one second by default).
 ///
+/// A listing ([`StoreRequest::Scan`]) comes from the far tier, which holds every entry;
+/// [`StoreRequest::Clear`] clears both tiers.
+///
 /// ```
 /// use std::time::Duration;
 /// use cachet::store::{MemoryStore, Tiered};
@@ -120,6 +123,18 @@ where
                     keep: None,
                 }
             }
+            StoreRequest::Clear => {
+                detach(self.near.clone(), StoreRequest::Clear, near_failed);
+                State::Far {
+                    far: self.far.clone().oneshot(StoreRequest::Clear),
+                    keep: None,
+                }
+            }
+            // Scans, and whatever the protocol learns next, are the far tier's to answer.
+            other => State::Far {
+                far: self.far.clone().oneshot(other),
+                keep: None,
+            },
         };
         ResponseFuture {
             state,
@@ -284,6 +299,29 @@ mod tests {
             found,
             StoreResponse::Found(Value::from(Bytes::from_static(b"v2")))
         );
+    }
+
+    #[tokio::test]
+    async fn listings_come_from_the_far_tier_and_clear_reaches_both() {
+        let (near, far) = (MemoryStore::default(), MemoryStore::default());
+        let tiered = Tiered::new(near.clone(), far.clone());
+        call(&tiered, put("v", 600)).await;
+        call(
+            &far,
+            StoreRequest::Put {
+                key: CacheKey::from_text("GET http://far-only/"),
+                value: Value::from("w"),
+                ttl: Duration::from_secs(600),
+            },
+        )
+        .await;
+        let scan = StoreRequest::Scan(crate::store::Scan::new(crate::store::Cursor::start()));
+        let StoreResponse::Page(page) = call(&tiered, scan).await else {
+            panic!("memory tiers list");
+        };
+        assert_eq!(page.items().len(), 2);
+        call(&tiered, StoreRequest::Clear).await;
+        assert_eq!((near.len(), far.len()), (0, 0));
     }
 
     #[tokio::test]

@@ -9,7 +9,7 @@ use tower::Service;
 
 use super::key::KEY_ID_LEN;
 use super::{BadSignature, Keyring, VerifyLayer};
-use crate::store::{StoreRequest, StoreResponse, Value};
+use crate::store::{Listed, Page, StoreRequest, StoreResponse, Value};
 use crate::{BoxError, CacheKey};
 
 /// The label every signed entry starts with; the MAC covers it, so a tag made for
@@ -27,6 +27,10 @@ const HEADER_LEN: usize = LABEL.len() + 1 + KEY_ID_LEN + 4;
 /// stored cache key must be the one asked for, so an entry copied to another key fails as
 /// surely as a changed byte. A failure is a [`BadSignature`] error. `Verify` knows nothing
 /// of HTTP; it works over any store.
+///
+/// A listing ([`StoreRequest::Scan`]) is verified entry by entry: an entry that fails is
+/// listed with its [`BadSignature`] as its value's error, and the rest of the page is
+/// listed as usual. Other requests (delete, clear) pass through.
 #[derive(Clone, Debug)]
 pub struct Verify<St> {
     inner: St,
@@ -71,18 +75,22 @@ where
         match request {
             StoreRequest::Get(key) => ResponseFuture {
                 inner: self.inner.call(StoreRequest::Get(key.clone())),
-                verify: Some((key, self.keyring.clone())),
+                verify: Check::Found(key, self.keyring.clone()),
+            },
+            StoreRequest::Scan(scan) => ResponseFuture {
+                inner: self.inner.call(StoreRequest::Scan(scan)),
+                verify: Check::Page(self.keyring.clone()),
             },
             StoreRequest::Put { key, value, ttl } => {
                 let value = sign(&self.keyring, &key, value.bytes()).into();
                 ResponseFuture {
                     inner: self.inner.call(StoreRequest::Put { key, value, ttl }),
-                    verify: None,
+                    verify: Check::None,
                 }
             }
             other => ResponseFuture {
                 inner: self.inner.call(other),
-                verify: None,
+                verify: Check::None,
             },
         }
     }
@@ -95,7 +103,17 @@ where
 pub struct ResponseFuture<F> {
     #[pin]
     inner: F,
-    verify: Option<(CacheKey, Keyring)>,
+    verify: Check,
+}
+
+/// What to verify in the inner store's answer.
+#[derive(Debug)]
+enum Check {
+    None,
+    /// The value found under this key.
+    Found(CacheKey, Keyring),
+    /// Every value of a page, each under its own key.
+    Page(Keyring),
 }
 
 impl<F> Future for ResponseFuture<F>
@@ -107,15 +125,37 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let response = ready!(this.inner.poll(cx))?;
-        Poll::Ready(match (response, this.verify.take()) {
-            (StoreResponse::Found(signed), Some((key, keyring))) => {
-                verified(&keyring, &key, &signed)
-                    .map(StoreResponse::Found)
-                    .map_err(|reason| BadSignature::new(key, reason).into())
-            }
-            (response, _) => Ok(response),
-        })
+        Poll::Ready(
+            match (response, std::mem::replace(this.verify, Check::None)) {
+                (StoreResponse::Found(signed), Check::Found(key, keyring)) => {
+                    verified(&keyring, &key, &signed)
+                        .map(StoreResponse::Found)
+                        .map_err(|reason| BadSignature::new(key, reason).into())
+                }
+                (StoreResponse::Page(page), Check::Page(keyring)) => {
+                    Ok(StoreResponse::Page(verified_page(&keyring, page)))
+                }
+                (response, _) => Ok(response),
+            },
+        )
     }
+}
+
+/// A page with every value verified, or replaced by why it failed.
+fn verified_page(keyring: &Keyring, page: Page) -> Page {
+    let (items, next) = page.into_parts();
+    let items = items
+        .into_iter()
+        .map(|item: Listed| {
+            let value = match item.value() {
+                Ok(signed) => verified(keyring, item.key(), signed)
+                    .map_err(|reason| BadSignature::new(item.key().clone(), reason).into()),
+                Err(_) => return item,
+            };
+            item.with_value(value)
+        })
+        .collect();
+    Page::new(items, next)
 }
 
 fn sign(keyring: &Keyring, key: &CacheKey, value: &[u8]) -> Bytes {
@@ -255,6 +295,50 @@ mod tests {
         assert!(verified(&keyring("b"), &key("k1"), &signed).is_err());
         let rotated = keyring("b").with_previous("a").expect("not empty");
         assert!(verified(&rotated, &key("k1"), &signed).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_listing_reports_a_tampered_entry_and_lists_the_rest() {
+        use crate::store::{Cursor, MemoryStore, Scan};
+        use tower::ServiceExt;
+
+        let memory = MemoryStore::default();
+        let signed = Verify::new(memory.clone(), keyring("k"));
+        for (store, text) in [
+            (signed.clone(), "GET http://a/"),
+            (signed.clone(), "GET http://b/"),
+        ] {
+            let put = StoreRequest::Put {
+                key: key(text),
+                value: Value::from("payload"),
+                ttl: std::time::Duration::from_secs(60),
+            };
+            store.oneshot(put).await.expect("memory stores never fail");
+        }
+        // Somebody without the key rewrites one entry.
+        let forged = StoreRequest::Put {
+            key: key("GET http://b/"),
+            value: Value::from("forged"),
+            ttl: std::time::Duration::from_secs(60),
+        };
+        memory
+            .oneshot(forged)
+            .await
+            .expect("memory stores never fail");
+
+        let scan = StoreRequest::Scan(Scan::new(Cursor::start()));
+        let Ok(StoreResponse::Page(page)) = signed.oneshot(scan).await else {
+            panic!("a signed memory store lists");
+        };
+        let [good, bad] = page.items() else {
+            panic!("two entries: {page:?}");
+        };
+        assert_eq!(
+            good.value().map(|v| v.bytes().clone()).ok(),
+            Some(Bytes::from("payload"))
+        );
+        let error = bad.value().expect_err("the forged entry fails");
+        assert!(error.is::<BadSignature>(), "{error}");
     }
 
     proptest! {

@@ -1,0 +1,288 @@
+//! Listing and clearing a [`RedisStore`](crate::RedisStore): `SCAN` under the namespace,
+//! on one server or master by master on a cluster.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use cachet::store::{Cursor, Listed, Page, Scan, Unsupported};
+use cachet::{BoxError, CacheKey};
+use deadpool_redis::redis::{self, Value};
+
+use crate::error::{Error, Op};
+use crate::key;
+use crate::store::Inner;
+
+/// Reads each key's value and remaining TTL (`PTTL` milliseconds); a key that is gone
+/// or holds something other than a string reads as `false`.
+const FETCH_SCRIPT: &str = r"
+local out = {}
+for _, key in ipairs(KEYS) do
+  local value = redis.pcall('GET', key)
+  if type(value) == 'table' and value.err then value = false end
+  out[#out + 1] = value
+  out[#out + 1] = redis.call('PTTL', key)
+end
+return out
+";
+
+/// How many keys a clear deletes per `SCAN` and `UNLINK`.
+const CLEAR_BATCH: usize = 1_000;
+
+impl Inner {
+    /// One page of the entries under the namespace (and the scan's prefix): a `SCAN`,
+    /// then the page's values and TTLs, read by one script (by one per key on a cluster,
+    /// whose keys live in different slots).
+    ///
+    /// On a cluster the listing walks the masters one after the other, in address order;
+    /// its cursor is the master's index, `-`, and that master's `SCAN` cursor.
+    pub(crate) async fn scan(&self, scan: &Scan) -> Result<Page, BoxError> {
+        let pattern = self.pattern(scan.get_prefix());
+        let masters = self.masters().await?;
+        let (index, cursor) = if scan.cursor().is_start() {
+            (0, "0")
+        } else if masters.is_empty() {
+            (0, scan.cursor().as_str())
+        } else {
+            scan.cursor()
+                .as_str()
+                .split_once('-')
+                .and_then(|(index, cursor)| Some((index.parse::<usize>().ok()?, cursor)))
+                .ok_or("invalid cursor for a redis cluster listing")?
+        };
+        let node = masters.get(index);
+        if !masters.is_empty() && node.is_none() {
+            return Ok(Page::new(Vec::new(), None));
+        }
+        let node = node.map(|(host, port)| (host.as_str(), *port));
+        let (next, keys) = self
+            .scan_keys(Op::Scan, node, cursor, &pattern, scan.get_limit())
+            .await?;
+
+        let values = if keys.is_empty() {
+            Vec::new()
+        } else if masters.is_empty() {
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(FETCH_SCRIPT).arg(keys.len()).arg(&keys);
+            match self.execute(Op::Scan, None, &cmd, &pattern).await? {
+                Value::Array(values) => values,
+                _ => return Err(self.unexpected(Op::Scan, &pattern).into()),
+            }
+        } else {
+            let mut values = Vec::with_capacity(2 * keys.len());
+            for key in &keys {
+                let mut cmd = redis::cmd("EVAL");
+                cmd.arg(FETCH_SCRIPT).arg(1).arg(key);
+                match self.execute(Op::Scan, None, &cmd, &pattern).await? {
+                    Value::Array(pair) => values.extend(pair),
+                    _ => return Err(self.unexpected(Op::Scan, &pattern).into()),
+                }
+            }
+            values
+        };
+        if values.len() != 2 * keys.len() {
+            return Err(self.unexpected(Op::Scan, &pattern).into());
+        }
+        let mut items = Vec::with_capacity(keys.len());
+        let mut values = values.into_iter();
+        for redis_key in &keys {
+            let (value, ttl) = (values.next(), values.next());
+            // Gone since the `SCAN`, or not a string (not a cache entry).
+            let Some(Value::BulkString(bytes)) = value else {
+                continue;
+            };
+            let ttl = match ttl {
+                Some(Value::Int(millis)) => u64::try_from(millis).ok().map(Duration::from_millis),
+                _ => None,
+            };
+            let listed = self.listed(redis_key, bytes).ttl(ttl);
+            if scan.matches(listed.key().as_str()) {
+                items.push(listed);
+            }
+        }
+
+        let next = if masters.is_empty() {
+            (next != "0").then(|| Cursor::new(next))
+        } else if next != "0" {
+            Some(Cursor::new(format!("{index}-{next}")))
+        } else {
+            (index + 1 < masters.len()).then(|| Cursor::new(format!("{}-0", index + 1)))
+        };
+        Ok(Page::new(items, next))
+    }
+
+    /// Deletes every key under the namespace, a batch at a time (on a cluster, master by
+    /// master, a key at a time, as keys of one batch live in different slots).
+    pub(crate) async fn clear(&self) -> Result<(), BoxError> {
+        if self.namespace.is_empty() {
+            // Everything in the database would match.
+            let what = "clear its entries";
+            return Err(Unsupported::new("redis store without a namespace", what).into());
+        }
+        let pattern = self.pattern(None);
+        let masters = self.masters().await?;
+        let nodes: Vec<Option<(&str, u16)>> = if masters.is_empty() {
+            vec![None]
+        } else {
+            masters
+                .iter()
+                .map(|(h, p)| Some((h.as_str(), *p)))
+                .collect()
+        };
+        for node in nodes {
+            let mut cursor = String::from("0");
+            loop {
+                let (next, keys) = self
+                    .scan_keys(Op::Clear, node, &cursor, &pattern, CLEAR_BATCH)
+                    .await?;
+                let batches: Vec<&[Vec<u8>]> = if node.is_none() {
+                    vec![&keys[..]]
+                } else {
+                    keys.chunks(1).collect()
+                };
+                for batch in batches.into_iter().filter(|b| !b.is_empty()) {
+                    let mut cmd = redis::cmd("UNLINK");
+                    cmd.arg(batch);
+                    let Value::Int(_) = self.execute(Op::Clear, None, &cmd, &pattern).await? else {
+                        return Err(self.unexpected(Op::Clear, &pattern).into());
+                    };
+                }
+                if next == "0" {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(())
+    }
+
+    /// The addresses of a cluster's masters, in order (`CLUSTER NODES`); none on a single
+    /// server.
+    async fn masters(&self) -> Result<Vec<(String, u16)>, Error> {
+        if !self.backend.is_cluster() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = redis::cmd("CLUSTER");
+        cmd.arg("NODES");
+        let text = match self.execute(Op::Scan, None, &cmd, "").await? {
+            Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Value::VerbatimString { text, .. } => text,
+            _ => return Err(self.unexpected(Op::Scan, "")),
+        };
+        let mut masters: Vec<(String, u16)> = text.lines().filter_map(master).collect();
+        masters.sort();
+        masters.dedup();
+        if masters.is_empty() {
+            return Err(self.unexpected(Op::Scan, ""));
+        }
+        Ok(masters)
+    }
+
+    /// `SCAN cursor MATCH pattern COUNT count`, on a cluster's master `node`: the next
+    /// cursor and the keys.
+    async fn scan_keys(
+        &self,
+        op: Op,
+        node: Option<(&str, u16)>,
+        cursor: &str,
+        pattern: &str,
+        count: usize,
+    ) -> Result<(String, Vec<Vec<u8>>), Error> {
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(count);
+        let reply = self.execute(op, node, &cmd, pattern).await?;
+        let Value::Array(mut parts) = reply else {
+            return Err(self.unexpected(op, pattern));
+        };
+        let (Some(Value::Array(keys)), Some(Value::BulkString(next)), None) =
+            (parts.pop(), parts.pop(), parts.pop())
+        else {
+            return Err(self.unexpected(op, pattern));
+        };
+        let next = String::from_utf8(next).map_err(|_| self.unexpected(op, pattern))?;
+        let keys = keys
+            .into_iter()
+            .map(|key| match key {
+                Value::BulkString(key) => Ok(key),
+                _ => Err(self.unexpected(op, pattern)),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok((next, keys))
+    }
+
+    /// The `MATCH` pattern of the keys under the namespace whose cache keys may start
+    /// with `prefix`: a hashed key keeps only the first bytes of its text readable, so
+    /// the pattern holds no more than those, and the listing checks the whole key.
+    fn pattern(&self, prefix: Option<&str>) -> String {
+        let prefix = prefix.unwrap_or_default();
+        let mut cut = key::HASHED_PREFIX_BYTES.min(prefix.len());
+        while !prefix.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let mut pattern = String::with_capacity(self.namespace.len() + cut + 8);
+        for c in self.namespace.chars().chain(prefix[..cut].chars()) {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push('*');
+        pattern
+    }
+
+    /// A listed entry from its Redis key and stored bytes: the cache key is the Redis
+    /// key without the namespace, or for a hashed key the one framed in the value.
+    fn listed(&self, redis_key: &[u8], bytes: Vec<u8>) -> Listed {
+        let size = bytes.len() as u64;
+        let bytes = Bytes::from(bytes);
+        let rest = redis_key
+            .strip_prefix(self.namespace.as_bytes())
+            .unwrap_or(redis_key);
+        let text = String::from_utf8_lossy(rest);
+        if text.contains(key::HASH_MARKER)
+            && let Some((text, value)) = key::unframe(&bytes)
+        {
+            return Listed::new(CacheKey::from_text(text), value.into(), size);
+        }
+        Listed::new(CacheKey::from_text(text.into_owned()), bytes.into(), size)
+    }
+}
+
+/// The address of a master in a line of `CLUSTER NODES`
+/// (`<id> <host:port@cport[,hostname]> <flags> …`), unless it is failing.
+fn master(line: &str) -> Option<(String, u16)> {
+    let mut fields = line.split_whitespace();
+    let (_, address, flags) = (fields.next()?, fields.next()?, fields.next()?);
+    let flags: Vec<&str> = flags.split(',').collect();
+    if !flags.contains(&"master") || flags.iter().any(|f| f.starts_with("fail")) {
+        return None;
+    }
+    let address = address.split(['@', ',']).next()?;
+    let (host, port) = address.rsplit_once(':')?;
+    let port = port.parse().ok().filter(|p| *p != 0)?;
+    (!host.is_empty()).then(|| (host.to_owned(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masters_are_read_from_cluster_nodes_lines() {
+        let line = "07c3 127.0.0.1:30004@40004,node-4 myself,master - 0 0 1 connected 0-5460";
+        assert_eq!(master(line), Some(("127.0.0.1".to_owned(), 30004)));
+        assert_eq!(
+            master("e7d1 127.0.0.1:30005@40005 slave 07c3 0 0 1 connected"),
+            None
+        );
+        assert_eq!(
+            master("e7d1 127.0.0.1:30006@40006 master,fail - 0 0 1 connected"),
+            None
+        );
+        assert_eq!(master("e7d1 :0@0 master,noaddr - 0 0 1 connected"), None);
+        assert_eq!(master(""), None);
+    }
+}

@@ -1,0 +1,472 @@
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderName, Method, StatusCode, Uri};
+use tower::{Service, ServiceExt};
+
+use super::Error;
+use crate::clock::{Clock, SystemClock};
+use crate::entry::Record;
+use crate::policy::{Mode, ResponseFacts};
+use crate::store::{Cursor, Listed, Page, Scan, StoreRequest, StoreResponse};
+use crate::verify::BadSignature;
+use crate::{BoxError, CacheKey, Keys};
+
+/// How many entries a full walk of the store (for [`Entries::stats`],
+/// [`Entries::delete_expired`] and the URL operations) asks for at a time.
+const WALK_PAGE: usize = 1_000;
+
+/// A handle on what a cache has stored: list, show, delete and clear.
+///
+/// Get one from the cache's layer with [`CacheLayer::entries`](crate::CacheLayer::entries),
+/// which shares its store, clock and mode (shared or private), so an entry is judged fresh
+/// or stale here exactly as the cache judges it; or make one over a store with
+/// [`new`](Self::new). Clones share the store.
+///
+/// Listing needs a store that can list ([`MemoryStore`](crate::MemoryStore), `RedisStore`,
+/// and [`Tiered`](crate::store::Tiered) and [`Verify`](crate::verify::Verify) over them);
+/// over one that cannot, every operation but [`delete_key`](Self::delete_key) fails with
+/// an error whose [`is_unsupported`](Error::is_unsupported) is true.
+///
+/// See [the guide page](crate::guide::inspection) for a walk through.
+#[derive(Clone)]
+pub struct Entries<St> {
+    store: St,
+    mode: Mode,
+    clock: Arc<dyn Clock>,
+    targeted: Option<HeaderName>,
+    keys: Keys,
+}
+
+/// What is stored under one key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EntryKind {
+    /// A stored response.
+    Response,
+    /// The index of a URL whose responses vary: the request headers that select a
+    /// variant. The variants are entries of their own.
+    Variants,
+    /// An entry whose signature did not verify: changed by somebody without the key, or
+    /// signed with a key this cache does not have (only a store behind a
+    /// [`VerifyLayer`](crate::verify::VerifyLayer) reports this).
+    BadSignature,
+    /// Bytes the cache cannot read: another program's, or an entry format this version
+    /// does not know. The cache treats them as a miss.
+    Unreadable,
+}
+
+/// One stored entry, as [`Entries`] describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EntryInfo {
+    /// The cache key, such as `GET https://example.com/a?b=1` or, for one variant of a
+    /// response that varies, `GET https://example.com/a vary accept-language=en`.
+    pub key: CacheKey,
+    /// The request method the entry answers (`GET` or `HEAD`).
+    pub method: Option<Method>,
+    /// The URL the entry is for.
+    pub url: Option<Uri>,
+    /// Whether this is one variant of a response that varies (RFC 9111 §4.1).
+    pub variant: bool,
+    /// What the entry is.
+    pub kind: EntryKind,
+    /// The bytes it takes in the store.
+    pub size: u64,
+    /// How much longer the store keeps it, where the store says.
+    pub ttl: Option<Duration>,
+    /// The stored response's status.
+    pub status: Option<StatusCode>,
+    /// When the stored response arrived from the origin.
+    pub stored_at: Option<SystemTime>,
+    /// Until when the stored response is fresh (RFC 9111 §4.2), in this cache's mode.
+    pub fresh_until: Option<SystemTime>,
+    /// Whether the stored response is past its freshness lifetime now. A stale entry is
+    /// still kept while it can be revalidated or serve `stale-while-revalidate` or
+    /// `stale-if-error`.
+    pub stale: bool,
+}
+
+/// A page of [`EntryInfo`]s, from [`Entries::list`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Listing {
+    /// The entries of this page.
+    pub entries: Vec<EntryInfo>,
+    /// Where the next page starts; `None` when this is the last.
+    pub next: Option<Cursor>,
+}
+
+/// How much a store holds, from [`Entries::stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// How many entries (responses, variant indexes and unreadable ones).
+    pub entries: u64,
+    /// Their total size in the store, in bytes.
+    pub bytes: u64,
+}
+
+impl<St> Entries<St> {
+    /// A handle on `store`, judging freshness as a shared cache on the system clock does.
+    /// [`CacheLayer::entries`](crate::CacheLayer::entries) makes one that matches a cache.
+    pub fn new(store: St) -> Self {
+        Self::from_parts(
+            store,
+            Mode::Shared,
+            Arc::new(SystemClock),
+            None,
+            Keys::new(),
+        )
+    }
+
+    pub(crate) fn from_parts(
+        store: St,
+        mode: Mode,
+        clock: Arc<dyn Clock>,
+        targeted: Option<HeaderName>,
+        keys: Keys,
+    ) -> Self {
+        Self {
+            store,
+            mode,
+            clock,
+            targeted,
+            keys,
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &St {
+        &self.store
+    }
+}
+
+impl<St> Entries<St>
+where
+    St: Service<StoreRequest, Response = StoreResponse, Error = BoxError> + Clone,
+{
+    /// One page of about `limit` entries, from `cursor` ([`Cursor::start`] for the first
+    /// page, then the [`next`](Listing::next) of the page before).
+    ///
+    /// Following the pages to the end lists every entry that was stored throughout; an
+    /// entry stored or deleted meanwhile may or may not be listed. A page may hold fewer
+    /// entries than `limit`, even none, before the end (Redis's `SCAN` works so): the end
+    /// is the page without a `next`.
+    pub async fn list(&self, cursor: Cursor, limit: usize) -> Result<Listing, Error> {
+        let page = self.page(Scan::new(cursor).limit(limit)).await?;
+        let now = self.clock.now();
+        let (items, next) = page.into_parts();
+        Ok(Listing {
+            entries: items.iter().map(|item| self.describe(item, now)).collect(),
+            next,
+        })
+    }
+
+    /// Every entry for `url`, in key order: its GET and HEAD responses, each variant of
+    /// them, and the variant index; empty when nothing is stored for it. The URL is normalised as
+    /// cache keys are (scheme and host in lower case, no default port).
+    ///
+    /// It walks the entries whose keys start with the URL's (in Redis, a `SCAN` with a
+    /// `MATCH` on that prefix).
+    pub async fn show(&self, url: &str) -> Result<Vec<EntryInfo>, Error> {
+        let now = self.clock.now();
+        let found = self.for_url(url).await?;
+        Ok(found.iter().map(|item| self.describe(item, now)).collect())
+    }
+
+    /// Deletes every entry for `url` (GET and HEAD, every variant, the variant index),
+    /// so that the next request for it goes to the origin. Returns how many entries were
+    /// deleted.
+    pub async fn delete_url(&self, url: &str) -> Result<u64, Error> {
+        let found = self.for_url(url).await?;
+        let mut deleted = 0;
+        for item in found {
+            self.delete(item.key().clone()).await?;
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes the entry under `key` (a key as [`list`](Self::list) shows it). This is
+    /// the one operation that works on every store.
+    pub async fn delete_key(&self, key: &CacheKey) -> Result<(), Error> {
+        self.delete(key.clone()).await
+    }
+
+    /// Deletes every stored response that is past its freshness lifetime now, including
+    /// those kept stale for revalidation, `stale-while-revalidate` or `stale-if-error`.
+    /// Fresh entries, variant indexes and entries the cache cannot read are kept. Returns
+    /// how many entries were deleted.
+    pub async fn delete_expired(&self) -> Result<u64, Error> {
+        let mut deleted = 0;
+        let mut cursor = Cursor::start();
+        loop {
+            let page = self.page(Scan::new(cursor).limit(WALK_PAGE)).await?;
+            let now = self.clock.now();
+            let (items, next) = page.into_parts();
+            for item in &items {
+                let info = self.describe(item, now);
+                if info.kind == EntryKind::Response && info.stale {
+                    self.delete(info.key).await?;
+                    deleted += 1;
+                }
+            }
+            match next {
+                Some(next) => cursor = next,
+                None => return Ok(deleted),
+            }
+        }
+    }
+
+    /// Deletes every entry (in a shared store such as Redis, every entry under the
+    /// store's namespace, and nothing else).
+    pub async fn clear(&self) -> Result<(), Error> {
+        const OP: &str = "clear its entries";
+        match self.store.clone().oneshot(StoreRequest::Clear).await {
+            Ok(StoreResponse::Done) => Ok(()),
+            Ok(_) => Err(Error::unsupported(OP)),
+            Err(error) => Err(Error::store(OP, error)),
+        }
+    }
+
+    /// How many entries the store holds, and their total size in bytes. It walks every
+    /// entry.
+    pub async fn stats(&self) -> Result<Stats, Error> {
+        let mut stats = Stats::default();
+        let mut cursor = Cursor::start();
+        loop {
+            let page = self.page(Scan::new(cursor).limit(WALK_PAGE)).await?;
+            for item in page.items() {
+                stats.entries += 1;
+                stats.bytes += item.size();
+            }
+            match page.next() {
+                Some(next) => cursor = next.clone(),
+                None => return Ok(stats),
+            }
+        }
+    }
+
+    async fn page(&self, scan: Scan) -> Result<Page, Error> {
+        const OP: &str = "list entries";
+        match self.store.clone().oneshot(StoreRequest::Scan(scan)).await {
+            Ok(StoreResponse::Page(page)) => Ok(page),
+            Ok(_) => Err(Error::unsupported(OP)),
+            Err(error) => Err(Error::store(OP, error)),
+        }
+    }
+
+    async fn delete(&self, key: CacheKey) -> Result<(), Error> {
+        self.store
+            .clone()
+            .oneshot(StoreRequest::Delete(key))
+            .await
+            .map(drop)
+            .map_err(|error| Error::store("delete an entry", error))
+    }
+
+    /// Every stored entry whose key is the GET or HEAD key of `url`, or a variant of one.
+    async fn for_url(&self, url: &str) -> Result<Vec<Listed>, Error> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|error: http::uri::InvalidUri| Error::invalid_url(Some(error.into())))?;
+        let key = |method| self.keys.key_for_url(&method, &uri);
+        let get = key(Method::GET).ok_or(Error::invalid_url(None))?;
+        let head = key(Method::HEAD).ok_or(Error::invalid_url(None))?;
+        let mut found = Vec::new();
+        for key in [get, head] {
+            let prefix = key.as_str();
+            let mut cursor = Cursor::start();
+            loop {
+                let scan = Scan::new(cursor).limit(WALK_PAGE).prefix(prefix);
+                let (items, next) = self.page(scan).await?.into_parts();
+                found.extend(items.into_iter().filter(|item| {
+                    // `GET http://a/x` is a prefix of `GET http://a/xy` too: keep the key
+                    // itself and its variants, whose suffix starts with a space.
+                    let text = item.key().as_str();
+                    text.strip_prefix(prefix)
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with(' '))
+                }));
+                match next {
+                    Some(next) => cursor = next,
+                    None => break,
+                }
+            }
+        }
+        found.sort_unstable_by(|a, b| a.key().cmp(b.key()));
+        Ok(found)
+    }
+
+    fn describe(&self, item: &Listed, now: SystemTime) -> EntryInfo {
+        let text = item.key().as_str();
+        let mut words = text.splitn(3, ' ');
+        let method = words
+            .next()
+            .and_then(|m| Method::from_bytes(m.as_bytes()).ok());
+        let url = words.next().and_then(|u| u.parse::<Uri>().ok());
+        let variant = words.next().is_some_and(|rest| rest.starts_with("vary"));
+        let mut info = EntryInfo {
+            key: item.key().clone(),
+            method,
+            url,
+            variant,
+            kind: EntryKind::Unreadable,
+            size: item.size(),
+            ttl: item.remaining_ttl(),
+            status: None,
+            stored_at: None,
+            fresh_until: None,
+            stale: false,
+        };
+        let value = match item.value() {
+            Ok(value) => value,
+            Err(error) => {
+                if error.is::<BadSignature>() {
+                    info.kind = EntryKind::BadSignature;
+                }
+                return info;
+            }
+        };
+        match Record::decode(value.bytes()) {
+            Ok(Record::Response(entry)) => {
+                let facts = ResponseFacts::new(
+                    entry.status,
+                    &entry.headers,
+                    self.targeted.as_ref(),
+                    entry.response_time,
+                    entry.configured,
+                );
+                let freshness = facts.freshness(entry.request_time);
+                let lifetime = freshness.lifetime(self.mode);
+                // Fresh until its age, counted as RFC 9111 §4.2.3 does, reaches its
+                // lifetime: the same reckoning as the cache's.
+                let initial_age = freshness.age(entry.response_time);
+                let fresh_until = if lifetime >= initial_age {
+                    entry.response_time.checked_add(lifetime - initial_age)
+                } else {
+                    entry.response_time.checked_sub(initial_age - lifetime)
+                };
+                info.kind = EntryKind::Response;
+                info.status = Some(entry.status);
+                info.stored_at = Some(entry.response_time);
+                info.fresh_until = fresh_until;
+                info.stale = freshness.age(now) >= lifetime;
+            }
+            Ok(Record::Variants(_)) => info.kind = EntryKind::Variants,
+            Err(_) => {}
+        }
+        info
+    }
+}
+
+impl<St: fmt::Debug> fmt::Debug for Entries<St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Entries")
+            .field("store", &self.store)
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tower::service_fn;
+
+    use super::*;
+    use crate::MemoryStore;
+    use crate::store::{Unsupported, Value};
+
+    async fn put(store: &MemoryStore, key: &str) {
+        let request = StoreRequest::Put {
+            key: CacheKey::from_text(key),
+            value: Value::from("not an entry"),
+            ttl: Duration::from_secs(60),
+        };
+        store
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("memory stores never fail");
+    }
+
+    #[tokio::test]
+    async fn a_url_is_its_own_keys_and_variants_not_longer_urls_sharing_its_prefix() {
+        let store = MemoryStore::default();
+        for key in [
+            "GET http://a/x",
+            "GET http://a/x vary accept=y",
+            "HEAD http://a/x",
+            "GET http://a/xy",
+            "GET http://a/x?q",
+        ] {
+            put(&store, key).await;
+        }
+        let entries = Entries::new(store.clone());
+        let shown = entries.show("HTTP://A:80/x").await.expect("memory lists");
+        let keys: Vec<&str> = shown.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "GET http://a/x",
+                "GET http://a/x vary accept=y",
+                "HEAD http://a/x"
+            ]
+        );
+        assert!(shown.iter().all(|e| e.kind == EntryKind::Unreadable));
+        assert!(shown[1].variant && !shown[0].variant);
+        assert_eq!(shown[2].method, Some(Method::HEAD));
+
+        assert_eq!(entries.delete_url("http://a/x").await.expect("deletes"), 3);
+        assert_eq!(store.len(), 2);
+        let stats = entries.stats().await.expect("memory lists");
+        assert_eq!((stats.entries, stats.bytes), (2, 24));
+    }
+
+    #[tokio::test]
+    async fn a_relative_url_is_an_invalid_url() {
+        let entries = Entries::new(MemoryStore::default());
+        let error = entries.show("/x").await.expect_err("no authority");
+        assert!(error.is_invalid_url(), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn a_store_that_cannot_list_says_so_and_never_lists_nothing() {
+        let refuses = service_fn(|request: StoreRequest| async move {
+            match request {
+                StoreRequest::Get(_) => Ok(StoreResponse::NotFound),
+                StoreRequest::Put { .. } | StoreRequest::Delete(_) => Ok(StoreResponse::Done),
+                _ => Err::<_, BoxError>(Unsupported::new("test store", "list").into()),
+            }
+        });
+        let entries = Entries::new(refuses);
+        let error = entries
+            .list(Cursor::start(), 10)
+            .await
+            .expect_err("cannot list");
+        assert!(error.is_unsupported(), "{error:?}");
+        assert_eq!(error.to_string(), "the store cannot list entries");
+        assert!(
+            entries
+                .clear()
+                .await
+                .expect_err("cannot clear")
+                .is_unsupported()
+        );
+        assert!(entries.stats().await.is_err());
+        let key = CacheKey::from_text("GET http://a/");
+        assert!(entries.delete_key(&key).await.is_ok());
+
+        // A store that answers what it does not know with `Done` cannot list either.
+        let ignores =
+            service_fn(|_: StoreRequest| async { Ok::<_, BoxError>(StoreResponse::Done) });
+        let error = Entries::new(ignores)
+            .delete_expired()
+            .await
+            .expect_err("cannot list");
+        assert!(error.is_unsupported(), "{error:?}");
+    }
+}
