@@ -12,6 +12,7 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use http::{HeaderName, Method, StatusCode, Uri};
 
 use crate::UsageError;
+use crate::admin::EntriesCommand;
 use crate::file::{ConfigFile, FileSettings};
 pub use crate::flags::StoreChoice;
 use crate::flags::{Secret, Upstream, parse_timeout};
@@ -28,8 +29,7 @@ use crate::flags::{Secret, Upstream, parse_timeout};
     version,
     about = "A caching HTTP reverse proxy",
     long_about = None,
-    subcommand_negates_reqs = true,
-    args_conflicts_with_subcommands = true
+    subcommand_negates_reqs = true
 )]
 struct Args {
     #[command(subcommand)]
@@ -92,12 +92,23 @@ struct Args {
     /// its Cache-Control for this cache
     #[arg(long)]
     cdn: bool,
+
+    /// Serve the admin endpoints (list, show, purge stored entries) on this address, as
+    /// IP:PORT; off unless given. It has no authentication: keep it on loopback
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Print a new random secret key (64 hex characters) for --secret-key-env
     Keygen,
+    /// Manage the entries of a Redis store, with the store settings given before
+    /// `entries` (flags or --config); for the memory store, use --admin-listen
+    Entries {
+        #[command(subcommand)]
+        command: EntriesCommand,
+    },
 }
 
 /// `--listen`'s default.
@@ -114,6 +125,15 @@ pub enum Invocation {
     Serve(Box<Config>),
     /// Print a new secret key.
     Keygen,
+    /// Run an `entries` command against the configured store. The configuration's
+    /// upstream, which `entries` does not need, is `http://unused.invalid` when none is
+    /// given.
+    Entries {
+        /// The store and cache settings.
+        config: Box<Config>,
+        /// What to do.
+        command: EntriesCommand,
+    },
 }
 
 impl Invocation {
@@ -167,19 +187,25 @@ impl Invocation {
                     )
                 })?
         };
-        let upstream = args
-            .upstream
-            .or_else(|| settings.upstream.clone())
-            .ok_or_else(|| {
-                Args::command().error(
-                    clap::error::ErrorKind::MissingRequiredArgument,
-                    "the following required arguments were not provided: --upstream <URL> \
+        let upstream = args.upstream.or_else(|| settings.upstream.clone());
+        let upstream = match (&args.command, upstream) {
+            (_, Some(upstream)) => Some(upstream),
+            (Some(Command::Entries { .. }), None) => Some(
+                Upstream::parse("http://unused.invalid")
+                    .expect("a constant http URL with a host is a valid upstream"),
+            ),
+            (_, None) => None,
+        };
+        let upstream = upstream.ok_or_else(|| {
+            Args::command().error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "the following required arguments were not provided: --upstream <URL> \
                  (or upstream in the --config file)",
-                )
-            })?;
+            )
+        })?;
         // Each setting: the flag, else the file, else the default.
         let store = &settings.store;
-        Ok(Self::Serve(Box::new(Config {
+        let config = Box::new(Config {
             upstream,
             listen: args.listen.or(settings.listen).unwrap_or(DEFAULT_LISTEN),
             mode: args.mode.or(settings.mode).unwrap_or(Mode::Shared),
@@ -210,7 +236,12 @@ impl Invocation {
                 .unwrap_or(BadSignatureAction::Error),
             cdn: args.cdn || settings.cache.cdn.unwrap_or(false),
             policy: Policy::from_file(settings),
-        })))
+            admin_listen: args.admin_listen.or(settings.admin_listen),
+        });
+        Ok(match args.command {
+            Some(Command::Entries { command }) => Self::Entries { config, command },
+            _ => Self::Serve(config),
+        })
     }
 }
 
@@ -268,6 +299,7 @@ pub struct Config {
     on_bad_signature: BadSignatureAction,
     cdn: bool,
     policy: Policy,
+    admin_listen: Option<SocketAddr>,
 }
 
 /// The cache's expiry, keys and filters, which only the configuration file sets.
@@ -378,10 +410,10 @@ impl Config {
     {
         match Invocation::from_args_and_env(args, env)? {
             Invocation::Serve(config) => Ok(*config),
-            Invocation::Keygen => Err(Args::command()
+            Invocation::Keygen | Invocation::Entries { .. } => Err(Args::command()
                 .error(
                     clap::error::ErrorKind::ArgumentConflict,
-                    "keygen prints a key; it does not configure a proxy",
+                    "keygen and entries are commands of their own; they do not configure a proxy",
                 )
                 .into()),
         }
@@ -431,6 +463,11 @@ impl Config {
             Mode::Private => layer.private(),
         };
         self.policy.apply(layer)
+    }
+
+    /// The admin listener's address (`--admin-listen`), if it is on.
+    pub fn admin_listen(&self) -> Option<SocketAddr> {
+        self.admin_listen
     }
 
     /// Whether `CDN-Cache-Control` replaces `Cache-Control` (`--cdn`).
@@ -742,6 +779,7 @@ mod tests {
         );
         assert_eq!(policy.methods, Some(vec![Method::GET, Method::HEAD]));
         assert_eq!(policy.statuses.as_ref().map(Vec::len), Some(11));
+        assert_eq!(config.admin_listen(), "127.0.0.1:9090".parse().ok());
     }
 
     #[test]

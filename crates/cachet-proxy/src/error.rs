@@ -21,6 +21,7 @@ pub struct Error {
 enum Kind {
     Bind(SocketAddr),
     Tls,
+    Entries,
     Store,
 }
 
@@ -35,6 +36,13 @@ impl Error {
     pub(crate) fn tls(source: impl Into<BoxError>) -> Self {
         Self {
             kind: Kind::Tls,
+            source: Some(source.into()),
+        }
+    }
+
+    pub(crate) fn entries(source: impl Into<BoxError>) -> Self {
+        Self {
+            kind: Kind::Entries,
             source: Some(source.into()),
         }
     }
@@ -60,6 +68,12 @@ impl Error {
     pub fn is_tls(&self) -> bool {
         matches!(self.kind, Kind::Tls)
     }
+
+    /// Whether an `entries` command failed: the store refused it, or it cannot be run
+    /// against this store from outside the proxy.
+    pub fn is_entries(&self) -> bool {
+        matches!(self.kind, Kind::Entries)
+    }
 }
 
 impl fmt::Debug for Error {
@@ -78,6 +92,7 @@ impl fmt::Display for Error {
         match &self.kind {
             Kind::Bind(addr) => write!(f, "cannot listen on {addr}"),
             Kind::Tls => f.write_str("cannot set up TLS for the upstream"),
+            Kind::Entries => f.write_str("cannot manage the stored entries"),
             Kind::Store => f.write_str("cannot set up the cache store"),
         }
     }

@@ -42,6 +42,9 @@ pub(crate) struct FileSettings {
     /// `--mode`.
     #[serde(default, deserialize_with = "text")]
     pub(crate) mode: Option<Mode>,
+    /// `--admin-listen`.
+    #[serde(default, deserialize_with = "text")]
+    pub(crate) admin_listen: Option<SocketAddr>,
     /// `[cache]`: what is stored and how.
     #[serde(default)]
     pub(crate) cache: CacheSection,

@@ -40,6 +40,7 @@
 //!
 //! [cachet]: https://docs.rs/cachet
 
+mod admin;
 mod config;
 mod error;
 mod file;
@@ -48,6 +49,7 @@ mod server;
 mod store;
 mod upstream;
 
+pub use admin::{EntriesCommand, one_line, run_entries};
 pub use config::{BadSignatureAction, Config, Invocation, Mode, StoreChoice};
 pub use error::{Error, UsageError};
 pub use file::ConfigFileError;

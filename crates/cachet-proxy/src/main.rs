@@ -1,11 +1,10 @@
 //! The `cachet-proxy` program: reads the command line, then runs [`cachet_proxy::Proxy`]
 //! until Ctrl-C (or SIGTERM).
 
-use std::error::Error as StdError;
 use std::process::ExitCode;
 
 use cachet::verify::Keyring;
-use cachet_proxy::{Invocation, Proxy, UsageError};
+use cachet_proxy::{Invocation, Proxy, UsageError, one_line, run_entries};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::LevelFilter;
 
@@ -15,6 +14,18 @@ async fn main() -> ExitCode {
         match Invocation::from_args_and_env(std::env::args_os(), |name| std::env::var_os(name)) {
             Ok(Invocation::Serve(config)) => *config,
             Ok(Invocation::Keygen) => return keygen(),
+            Ok(Invocation::Entries { config, command }) => {
+                return match run_entries(&config, &command).await {
+                    Ok(out) => {
+                        print!("{out}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(error) => {
+                        eprintln!("cachet-proxy: {}", one_line(&error));
+                        ExitCode::FAILURE
+                    }
+                };
+            }
             Err(error) => return usage_error(error),
         };
     let filter = EnvFilter::builder()
@@ -55,18 +66,6 @@ fn usage_error(error: UsageError) -> ExitCode {
     }
     eprintln!("cachet-proxy: {}", one_line(&error));
     ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2))
-}
-
-/// An error and its causes, on one line.
-fn one_line(error: &dyn StdError) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text.replace(['\r', '\n'], " ")
 }
 
 /// Completes on Ctrl-C or, on Unix, SIGTERM. A signal that cannot be listened for is

@@ -20,6 +20,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::{Service, ServiceBuilder};
 
+use crate::admin;
 use crate::store::{self, ProxyStore};
 use crate::upstream::{self, Forward, HttpClient, UpstreamBody, describe, reply, strip_hop_by_hop};
 use crate::{Config, Error};
@@ -53,6 +54,7 @@ type ProxyBody = Either<CacheBody<UpstreamBody>, Full<Bytes>>;
 pub struct Proxy {
     listener: TcpListener,
     local_addr: SocketAddr,
+    admin: Option<TcpListener>,
     config: Config,
     client: HttpClient,
     store: ProxyStore,
@@ -78,10 +80,15 @@ impl Proxy {
             .await
             .map_err(|e| Error::bind(addr, e))?;
         let local_addr = listener.local_addr().map_err(|e| Error::bind(addr, e))?;
+        let admin = match config.admin_listen() {
+            Some(addr) => Some(admin::bind(addr).await.map_err(|e| Error::bind(addr, e))?),
+            None => None,
+        };
         let client = upstream::client()?;
         Ok(Self {
             listener,
             local_addr,
+            admin,
             config,
             client,
             store,
@@ -92,6 +99,14 @@ impl Proxy {
     /// system chose.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The admin listener's address (`--admin-listen`), if it is on; with port 0 in the
+    /// configuration, the port the system chose.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
+            .as_ref()
+            .and_then(|admin| admin.local_addr().ok())
     }
 
     /// The configuration the proxy was bound with.
@@ -112,10 +127,20 @@ impl Proxy {
         let Self {
             listener,
             local_addr,
+            admin,
             config,
             client,
             store,
         } = self;
+        // The admin endpoints share the cache's store, keys and clock; they stop with the
+        // proxy.
+        let admin = admin.map(|listener| {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!("admin endpoints on http://{addr}/entries");
+            }
+            let entries = config.cache_layer(store.clone()).entries();
+            tokio::spawn(admin::serve(listener, entries))
+        });
         let service = TowerToHyperService::new(stack(&config, client, store));
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder.http1().timer(TokioTimer::new());
@@ -158,6 +183,9 @@ impl Proxy {
         }
 
         drop(listener);
+        if let Some(admin) = admin {
+            admin.abort();
+        }
         tracing::info!(
             connections = graceful.count(),
             "shutting down; letting requests in flight finish"

@@ -376,3 +376,26 @@ fn a_missing_config_file_is_a_one_line_error_naming_it() {
         "{line}"
     );
 }
+
+#[test]
+fn entries_on_the_memory_store_points_to_the_admin_listener() {
+    let output = run(&["entries", "list"]);
+    assert_eq!(output.status.code(), Some(1));
+    let line = one_line(&output);
+    assert!(
+        line.starts_with("cachet-proxy: cannot manage the stored entries: the memory store")
+            && line.contains("--admin-listen"),
+        "{line}"
+    );
+}
+
+#[test]
+fn entries_without_a_command_is_a_usage_error_and_its_help_lists_them() {
+    assert_eq!(run(&["entries"]).status.code(), Some(2));
+    let help = run(&["entries", "--help"]);
+    assert!(help.status.success());
+    let help = String::from_utf8_lossy(&help.stdout);
+    for command in ["list", "show", "purge", "purge-expired", "clear", "stats"] {
+        assert!(help.contains(command), "{help}");
+    }
+}

@@ -7,6 +7,7 @@ mod filters;
 mod keys;
 mod manage;
 mod proxy;
+mod proxy_manage;
 mod proxy_redis;
 mod redirects;
 mod redis;

@@ -1,0 +1,297 @@
+//! Managing what the proxy stores: the `entries` subcommand (for a Redis store, which
+//! outlives the proxy) and the admin HTTP listener (`--admin-listen`, for any store,
+//! the memory store included). Both run the same [`EntriesCommand`] and print the same
+//! lines.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use cachet::manage::{Entries, EntryInfo, EntryKind, Error as ManageError};
+use cachet::store::{Cursor, Store};
+use clap::Subcommand;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+use crate::{Config, Error, StoreChoice, store};
+
+/// Runs an `entries` command against the store `config` names, as `cachet-proxy entries`
+/// does; returns the lines to print.
+///
+/// # Errors
+///
+/// [`Error::is_entries`] when the store refuses the command, or when it is the memory
+/// store, which lives inside a running proxy (use its admin listener); an error of the
+/// store's own set-up otherwise.
+pub async fn run_entries(config: &Config, command: &EntriesCommand) -> Result<String, Error> {
+    if *config.store() == StoreChoice::Memory {
+        return Err(Error::entries(
+            "the memory store lives inside a running proxy: start it with --admin-listen \
+             ADDR and use http://ADDR/entries",
+        ));
+    }
+    let store = store::build(config).await?;
+    let entries = config.cache_layer(store).entries();
+    command.run(&entries).await.map_err(Error::entries)
+}
+
+/// The most entries `entries list` shows unless `--limit` says otherwise.
+const DEFAULT_LIMIT: usize = 100;
+
+/// What `cachet-proxy entries` (or the admin listener) does.
+#[derive(Clone, Debug, PartialEq, Eq, Subcommand)]
+pub enum EntriesCommand {
+    /// List stored entries, a page at a time: key, kind, status, size, fresh or stale,
+    /// stored at, fresh until; then the cursor of the next page, if any
+    List {
+        /// The most entries to show
+        #[arg(long, default_value_t = DEFAULT_LIMIT)]
+        limit: usize,
+        /// Where to start: the cursor a previous page ended with
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Show what is stored for one URL (GET and HEAD, every variant)
+    Show {
+        /// The URL, as the proxy's clients see it upstream: http://HOST/PATH?QUERY
+        url: String,
+    },
+    /// Delete what is stored for one URL (GET and HEAD, every variant)
+    Purge {
+        /// The URL, as in `show`
+        url: String,
+    },
+    /// Delete every stale entry
+    PurgeExpired,
+    /// Delete every entry under the store's namespace
+    Clear,
+    /// Count the entries and their bytes
+    Stats,
+}
+
+impl EntriesCommand {
+    /// Runs the command over `entries`; returns the lines to print.
+    ///
+    /// # Errors
+    ///
+    /// The store's error, or an invalid URL or cursor, each with a one-line message.
+    pub async fn run<St: Store>(&self, entries: &Entries<St>) -> Result<String, ManageError> {
+        let mut out = String::new();
+        match self {
+            Self::List { limit, cursor } => {
+                let cursor = cursor.as_deref().map_or_else(Cursor::start, Cursor::new);
+                let page = entries.list(cursor, *limit).await?;
+                for entry in &page.entries {
+                    line(&mut out, entry);
+                }
+                if let Some(next) = page.next {
+                    let _ = writeln!(out, "next: {}", next.as_str());
+                }
+            }
+            Self::Show { url } => {
+                let found = entries.show(url).await?;
+                if found.is_empty() {
+                    let _ = writeln!(out, "nothing stored for {url}");
+                }
+                for entry in &found {
+                    line(&mut out, entry);
+                }
+            }
+            Self::Purge { url } => {
+                let deleted = entries.delete_url(url).await?;
+                let _ = writeln!(out, "deleted {deleted} entries for {url}");
+            }
+            Self::PurgeExpired => {
+                let deleted = entries.delete_expired().await?;
+                let _ = writeln!(out, "deleted {deleted} stale entries");
+            }
+            Self::Clear => {
+                entries.clear().await?;
+                let _ = writeln!(out, "cleared");
+            }
+            Self::Stats => {
+                let stats = entries.stats().await?;
+                let _ = writeln!(out, "{} entries, {} bytes", stats.entries, stats.bytes);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// One entry as a tab-separated line: key, kind, status, size, state, stored at, fresh
+/// until (`-` where unknown).
+fn line(out: &mut String, entry: &EntryInfo) {
+    let kind = match entry.kind {
+        EntryKind::Response => "response",
+        EntryKind::Variants => "variants",
+        EntryKind::BadSignature => "bad-signature",
+        _ => "unreadable",
+    };
+    let status = entry
+        .status
+        .map_or_else(|| "-".to_owned(), |s| s.as_u16().to_string());
+    let state = match (entry.kind, entry.stale) {
+        (EntryKind::Response, true) => "stale",
+        (EntryKind::Response, false) => "fresh",
+        _ => "-",
+    };
+    let date = |time: Option<std::time::SystemTime>| {
+        time.map_or_else(|| "-".to_owned(), httpdate::fmt_http_date)
+    };
+    let _ = writeln!(
+        out,
+        "{}\t{kind}\t{status}\t{} bytes\t{state}\tstored {}\tfresh until {}",
+        entry.key,
+        entry.size,
+        date(entry.stored_at),
+        date(entry.fresh_until),
+    );
+}
+
+/// The admin listener: the `entries` commands over HTTP, for a proxy whose store lives in
+/// its own memory.
+///
+/// | request | command |
+/// |---|---|
+/// | `GET /entries?limit=N&cursor=C` | `list` |
+/// | `GET /entries/show?url=URL` | `show` |
+/// | `GET /entries/stats` | `stats` |
+/// | `POST /entries/purge?url=URL` | `purge` |
+/// | `POST /entries/purge-expired` | `purge-expired` |
+/// | `POST /entries/clear` | `clear` |
+///
+/// Answers are `text/plain`, the lines `cachet-proxy entries` prints; a bad request gets
+/// `400` and a failing store `502`, each with a one-line reason.
+pub(crate) async fn serve<St: Store + Sync>(listener: TcpListener, entries: Entries<St>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "admin listener: accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let entries = entries.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                let entries = entries.clone();
+                async move { Ok::<_, std::convert::Infallible>(answer(&request, &entries).await) }
+            });
+            let connection = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(error) = connection {
+                tracing::debug!(%error, "admin connection ended");
+            }
+        });
+    }
+}
+
+/// Binds the admin listener's address; a non-loopback one is allowed (it was asked for)
+/// but logged, since the listener has no authentication.
+pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, std::io::Error> {
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "the admin listener has no authentication and listens beyond loopback");
+    }
+    TcpListener::bind(addr).await
+}
+
+async fn answer<St: Store>(
+    request: &Request<Incoming>,
+    entries: &Entries<St>,
+) -> Response<Full<Bytes>> {
+    let command = match command(request) {
+        Ok(command) => command,
+        Err((status, reason)) => return text(status, reason),
+    };
+    match command.run(entries).await {
+        Ok(out) => text(StatusCode::OK, out),
+        Err(error) if error.is_invalid_url() => text(StatusCode::BAD_REQUEST, format!("{error}\n")),
+        Err(error) if error.is_unsupported() => {
+            text(StatusCode::NOT_IMPLEMENTED, format!("{error}\n"))
+        }
+        Err(error) => text(StatusCode::BAD_GATEWAY, format!("{}\n", one_line(&error))),
+    }
+}
+
+/// The command a request asks for, or the status and reason it is refused with.
+fn command(request: &Request<Incoming>) -> Result<EntriesCommand, (StatusCode, String)> {
+    let query: Vec<(String, String)> =
+        form_urlencoded::parse(request.uri().query().unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+    };
+    let url = || {
+        param("url").ok_or((
+            StatusCode::BAD_REQUEST,
+            "the url query parameter is required\n".to_owned(),
+        ))
+    };
+    let (get, post) = (Method::GET, Method::POST);
+    let command = match (request.uri().path(), request.method()) {
+        ("/entries", m) if *m == get => EntriesCommand::List {
+            limit: match param("limit") {
+                None => DEFAULT_LIMIT,
+                Some(limit) => limit.parse().map_err(|_| {
+                    (
+                        StatusCode::BAD_REQUEST,
+                        format!("invalid limit '{limit}': expected a whole number\n"),
+                    )
+                })?,
+            },
+            cursor: param("cursor"),
+        },
+        ("/entries/show", m) if *m == get => EntriesCommand::Show { url: url()? },
+        ("/entries/stats", m) if *m == get => EntriesCommand::Stats,
+        ("/entries/purge", m) if *m == post => EntriesCommand::Purge { url: url()? },
+        ("/entries/purge-expired", m) if *m == post => EntriesCommand::PurgeExpired,
+        ("/entries/clear", m) if *m == post => EntriesCommand::Clear,
+        (
+            "/entries"
+            | "/entries/show"
+            | "/entries/stats"
+            | "/entries/purge"
+            | "/entries/purge-expired"
+            | "/entries/clear",
+            method,
+        ) => {
+            return Err((
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{method} is not allowed here\n"),
+            ));
+        }
+        (path, _) => return Err((StatusCode::NOT_FOUND, format!("no such endpoint: {path}\n"))),
+    };
+    Ok(command)
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// An error and its causes, on one line.
+pub fn one_line(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let _ = write!(text, ": {cause}");
+        source = cause.source();
+    }
+    text.replace(['\r', '\n'], " ")
+}

@@ -1,0 +1,251 @@
+//! `cachet-proxy` driven by a configuration file: expiry rules, ignored query parameters,
+//! and managing what it stores, with `entries` against Redis and through the admin
+//! listener for the memory store.
+
+use std::io::Write;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use cachet_proxy::{Config, EntriesCommand, Proxy, run_entries};
+use cachet_tests::redis::RedisServer;
+use cachet_tests::{Origin, Reply, read};
+use http::{Method, Request};
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::oneshot;
+
+/// A proxy started from a configuration file, stopped when dropped.
+struct Running {
+    addr: SocketAddr,
+    admin: Option<SocketAddr>,
+    config: Config,
+    client: Client<HttpConnector, Full<Bytes>>,
+    _file: tempfile::NamedTempFile,
+    _stop: oneshot::Sender<()>,
+}
+
+impl Running {
+    async fn start(file_text: &str) -> Self {
+        let mut file = tempfile::NamedTempFile::new().expect("a temporary file");
+        file.write_all(file_text.as_bytes()).expect("written");
+        let path = file.path().to_str().expect("a UTF-8 path").to_owned();
+        let config = Config::from_args(["cachet-proxy", "--config", &path]).expect("valid file");
+        let proxy = Proxy::bind(config.clone()).await.expect("the proxy binds");
+        let (addr, admin) = (proxy.local_addr(), proxy.admin_addr());
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(proxy.serve(async {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            admin,
+            config,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            _file: file,
+            _stop: stop,
+        }
+    }
+
+    /// Sends a request; returns the status, the `Cache-Status` (without `ttl`) and body.
+    async fn send(&self, method: Method, url: String) -> (u16, String, String) {
+        let request = Request::builder()
+            .method(method)
+            .uri(url)
+            .body(Full::new(Bytes::new()))
+            .expect("valid request");
+        let response = self.client.request(request).await.expect("it answers");
+        let status = response.status().as_u16();
+        let cache_status = response
+            .headers()
+            .get("cache-status")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split("; ttl=").next().unwrap_or_default().to_owned())
+            .unwrap_or_default();
+        let body = read(response.into_body())
+            .await
+            .expect("the body completes");
+        (
+            status,
+            cache_status,
+            String::from_utf8_lossy(&body).into_owned(),
+        )
+    }
+
+    async fn get(&self, path: &str) -> String {
+        self.send(Method::GET, format!("http://{}{path}", self.addr))
+            .await
+            .1
+    }
+
+    async fn admin(&self, method: Method, path_and_query: &str) -> (u16, String) {
+        let admin = self.admin.expect("the admin listener is on");
+        let (status, _, body) = self
+            .send(method, format!("http://{admin}{path_and_query}"))
+            .await;
+        (status, body)
+    }
+}
+
+/// An origin that gives no freshness at all: only a rule can make its responses cached.
+async fn origin() -> Origin {
+    Origin::start(|_| Reply::ok("no freshness headers")).await
+}
+
+fn file(origin: &Origin, store: &str) -> String {
+    format!(
+        r#"upstream = "{}"
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+
+[store]
+backend = "{store}"
+redis_namespace = "proxy-manage:"
+
+[[expiry.rules]]
+pattern = "127.0.0.1/cached/"
+expire = "10m"
+
+[keys]
+ignore = ["session"]
+"#,
+        origin.url("")
+    )
+}
+
+#[tokio::test]
+async fn a_config_file_caches_by_rule_ignores_a_parameter_and_entries_purge_it_on_redis() {
+    let origin = origin().await;
+    let redis = RedisServer::start();
+    let proxy = Running::start(&file(&origin, &redis.url())).await;
+
+    // A rule caches a resource that has no freshness headers; an ignored parameter does
+    // not split the cache.
+    assert_eq!(
+        proxy.get("/cached/a?q=1&session=s3cr3t-1").await,
+        "cachet; fwd=miss; stored"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while redis.scan("proxy-manage:*").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the entry was not written"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        proxy.get("/cached/a?q=1&session=s3cr3t-2").await,
+        "cachet; hit"
+    );
+    assert_eq!(origin.requests(), 1);
+    // Without a rule, the same origin's responses are not stored.
+    assert_eq!(proxy.get("/other").await, "cachet; fwd=miss");
+
+    // The ignored parameter is not stored, in keys or values.
+    for key in redis.scan("*") {
+        let value: Vec<u8> = redis.query(redis::cmd("GET").arg(&key));
+        assert!(!key.contains("s3cr3t") && !String::from_utf8_lossy(&value).contains("s3cr3t"));
+    }
+
+    // `cachet-proxy entries list` shows the stored URL; `entries purge URL` removes it.
+    let stored_url = format!("{}/cached/a?q=1", origin.url(""));
+    let listed = run_entries(
+        &proxy.config,
+        &EntriesCommand::List {
+            limit: 100,
+            cursor: None,
+        },
+    )
+    .await
+    .expect("Redis lists");
+    assert!(
+        listed.contains(&format!("GET {stored_url}\tresponse\t200")),
+        "{listed}"
+    );
+    let purged = run_entries(
+        &proxy.config,
+        &EntriesCommand::Purge {
+            url: stored_url.clone(),
+        },
+    )
+    .await
+    .expect("Redis purges");
+    assert_eq!(purged, format!("deleted 1 entries for {stored_url}\n"));
+    assert_eq!(proxy.get("/cached/a?q=1").await, "cachet; fwd=miss; stored");
+    assert_eq!(origin.requests(), 3);
+}
+
+#[tokio::test]
+async fn entries_against_the_memory_store_points_to_the_admin_listener() {
+    let origin = origin().await;
+    let proxy = Running::start(&file(&origin, "memory")).await;
+    let error = run_entries(&proxy.config, &EntriesCommand::Stats)
+        .await
+        .expect_err("the memory store is inside the proxy");
+    assert!(error.is_entries());
+    let message = cachet_proxy::one_line(&error);
+    assert!(message.contains("--admin-listen"), "{message}");
+}
+
+#[tokio::test]
+async fn the_admin_listener_lists_shows_and_purges_a_memory_store() {
+    let origin = origin().await;
+    let proxy = Running::start(&file(&origin, "memory")).await;
+    proxy.get("/cached/b").await;
+    assert_eq!(proxy.get("/cached/b").await, "cachet; hit");
+    let url = format!("{}/cached/b", origin.url(""));
+
+    let (status, listed) = proxy.admin(Method::GET, "/entries").await;
+    assert_eq!(status, 200);
+    assert!(
+        listed.contains(&format!("GET {url}\tresponse\t200")),
+        "{listed}"
+    );
+    let (_, shown) = proxy
+        .admin(Method::GET, &format!("/entries/show?url={url}"))
+        .await;
+    assert!(shown.contains("fresh"), "{shown}");
+    assert_eq!(
+        proxy.admin(Method::GET, "/entries/stats").await,
+        (200, format!("1 entries, {} bytes\n", stats_bytes(&listed)))
+    );
+
+    let (status, purged) = proxy
+        .admin(Method::POST, &format!("/entries/purge?url={url}"))
+        .await;
+    assert_eq!(
+        (status, purged),
+        (200, format!("deleted 1 entries for {url}\n"))
+    );
+    assert_eq!(proxy.get("/cached/b").await, "cachet; fwd=miss; stored");
+    assert_eq!(origin.requests(), 2);
+
+    // Clear empties it; bad requests get a clear answer, not a guess.
+    assert_eq!(proxy.admin(Method::POST, "/entries/clear").await.0, 200);
+    assert_eq!(
+        proxy.admin(Method::GET, "/entries/stats").await,
+        (200, "0 entries, 0 bytes\n".to_owned())
+    );
+    assert_eq!(
+        proxy.admin(Method::GET, "/entries/purge?url=x").await,
+        (405, "GET is not allowed here\n".to_owned())
+    );
+    assert_eq!(
+        proxy.admin(Method::POST, "/entries/purge").await,
+        (400, "the url query parameter is required\n".to_owned())
+    );
+    let (status, _) = proxy
+        .admin(Method::GET, "/entries/show?url=not%20a%20url")
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(proxy.admin(Method::GET, "/nothing").await.0, 404);
+}
+
+/// The bytes of the only entry a listing shows.
+fn stats_bytes(listed: &str) -> u64 {
+    listed
+        .split('\t')
+        .find_map(|field| field.strip_suffix(" bytes")?.parse().ok())
+        .expect("a listing shows sizes")
+}
