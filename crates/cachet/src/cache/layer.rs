@@ -250,8 +250,8 @@ impl<St> CacheLayer<St> {
     /// Another method is cached only when its key strategy gives its request a key: the
     /// [`DefaultKey`](crate::DefaultKey) gives one to a request whose body a
     /// [`BodyKeyLayer`](crate::BodyKeyLayer) in front of the cache read whole, with the
-    /// body's digest in it, and none otherwise. A request of another method that is
-    /// cached does not invalidate; one that is not passes through, and a method left out
+    /// body's digest in it, and none otherwise. A request of another method that has a
+    /// key is cached as a query and does not invalidate; one without passes through, and a method left out
     /// passes through too (an unsafe one still invalidates, RFC 9111 §4.4). See the
     /// [filtering guide](crate::guide::filtering#post).
     pub fn methods(mut self, methods: impl IntoIterator<Item = Method>) -> Self {
