@@ -251,9 +251,9 @@ impl<St> CacheLayer<St> {
     /// [`DefaultKey`](crate::DefaultKey) gives one to a request whose body a
     /// [`BodyKeyLayer`](crate::BodyKeyLayer) in front of the cache read whole, with the
     /// body's digest in it, and none otherwise. A request of another method that has a
-    /// key is cached as a query and does not invalidate; one without passes through, and a method left out
-    /// passes through too (an unsafe one still invalidates, RFC 9111 §4.4). See the
-    /// [filtering guide](crate::guide::filtering#post).
+    /// key is cached as a query and does not invalidate. One without a key, or of a
+    /// method left out, passes through (an unsafe one still invalidates, RFC 9111 §4.4).
+    /// See the [filtering guide](crate::guide::filtering#post).
     pub fn methods(mut self, methods: impl IntoIterator<Item = Method>) -> Self {
         Arc::make_mut(&mut self.config).methods = methods.into_iter().collect();
         self
