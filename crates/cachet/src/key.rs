@@ -1,4 +1,5 @@
-//! Cache keys: the method class plus the absolute URI, and the settings that shape them.
+//! Cache keys: the method class plus the absolute URI (and, for another method, the
+//! request body's digest), and the settings that shape them.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -6,6 +7,8 @@ use std::sync::Arc;
 
 use http::uri::PathAndQuery;
 use http::{Extensions, HeaderMap, HeaderName, HeaderValue, Method, Uri};
+
+use crate::BodyDigest;
 
 /// The key a response is stored under.
 ///
@@ -32,6 +35,31 @@ impl CacheKey {
             Method::HEAD => "HEAD",
             _ => return None,
         };
+        Self::build(class, uri, None)
+    }
+
+    /// The key for a request of any method whose body has this digest: the method, the
+    /// URI as in a GET key, then ` body=` and the digest; `None` for a URI without a
+    /// scheme and authority.
+    ///
+    /// ```
+    /// use cachet::{BodyDigest, CacheKey};
+    ///
+    /// let uri = "https://Search.example/q".parse().unwrap_or_default();
+    /// let key = CacheKey::for_body(&http::Method::POST, &uri, &BodyDigest::of(b""));
+    /// assert_eq!(
+    ///     key.map(|k| k.to_string()).as_deref(),
+    ///     Some("POST https://search.example/q body=sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
+    /// );
+    /// ```
+    pub fn for_body(method: &Method, uri: &Uri, body: &BodyDigest) -> Option<Self> {
+        Self::build(method.as_str(), uri, Some(body))
+    }
+
+    /// `class`, the normalised absolute URI, and the body's digest if there is one.
+    fn build(class: &str, uri: &Uri, body: Option<&BodyDigest>) -> Option<Self> {
+        use std::fmt::Write;
+
         let scheme = uri.scheme_str()?;
         let authority = uri.authority()?;
         let default_port = if scheme.eq_ignore_ascii_case("http") {
@@ -45,8 +73,9 @@ impl CacheKey {
         let path = if path.is_empty() { "/" } else { path };
 
         // Built in one buffer: this runs on every request, hits included.
+        let body_len = if body.is_some() { 77 } else { 0 };
         let mut key = String::with_capacity(
-            class.len() + scheme.len() + authority.as_str().len() + path.len() + 4,
+            class.len() + scheme.len() + authority.as_str().len() + path.len() + 4 + body_len,
         );
         key.push_str(class);
         key.push(' ');
@@ -56,11 +85,14 @@ impl CacheKey {
         key.push_str(authority.host());
         key[start..].make_ascii_lowercase();
         if let Some(port) = authority.port_u16().filter(|p| Some(*p) != default_port) {
-            use std::fmt::Write;
             // Writing to a String cannot fail.
             let _ = write!(key, ":{port}");
         }
         key.push_str(path);
+        if let Some(body) = body {
+            // Writing to a String cannot fail.
+            let _ = write!(key, " body={body}");
+        }
         Some(Self(key.into()))
     }
 
@@ -177,14 +209,23 @@ pub trait KeyStrategy: fmt::Debug + Send + Sync + 'static {
     fn key(&self, request: &RequestHead<'_>) -> Option<CacheKey>;
 }
 
-/// The default [`KeyStrategy`]: [`CacheKey::for_request`], the method class and the
-/// absolute URI.
+/// The default [`KeyStrategy`]: for GET and HEAD, [`CacheKey::for_request`], the method
+/// class and the absolute URI; for another method, [`CacheKey::for_body`] when the
+/// request carries a [`BodyDigest`] (put there by a [`BodyKeyLayer`](crate::BodyKeyLayer)),
+/// and no key without one.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DefaultKey;
 
 impl KeyStrategy for DefaultKey {
     fn key(&self, request: &RequestHead<'_>) -> Option<CacheKey> {
-        CacheKey::for_request(request.method, request.uri)
+        match *request.method {
+            Method::GET | Method::HEAD => CacheKey::for_request(request.method, request.uri),
+            _ => CacheKey::for_body(
+                request.method,
+                request.uri,
+                request.extensions.get::<BodyDigest>()?,
+            ),
+        }
     }
 }
 
@@ -553,6 +594,55 @@ mod tests {
             base.variant(&names, &keys.vary_view(&view, &names))
                 .as_str(),
             "GET https://api.example/ vary authorization=sha256:bffde20413347b7a00e1363de3f97ca6"
+        );
+    }
+
+    /// Recorded, as the GET keys above: a POST keyed by its body.
+    #[test]
+    fn body_keys_are_stable_across_processes_and_versions() {
+        let uri: Uri = "HTTPS://API.example:443/v1/search?page=2&api_key=password"
+            .parse()
+            .expect("valid");
+        let mut extensions = Extensions::new();
+        extensions.insert(BodyDigest::of(br#"{"q":"cats"}"#));
+        let key = Keys::new().key(&Method::POST, &uri, &HeaderMap::new(), &extensions);
+        assert_eq!(
+            key.map(|k| k.to_string()).as_deref(),
+            Some(
+                "POST https://api.example/v1/search?page=2&api_key=sha256:5e884898da28047151d0e56f8dc62927 \
+                 body=sha256:7d8124aa09a99852d88b0066cd3545056a3250a78af161506d3b979dfd68c5ce"
+            )
+        );
+    }
+
+    #[test]
+    fn another_method_has_a_key_only_with_a_body_digest() {
+        let uri: Uri = "http://a/x".parse().expect("valid");
+        let head = |method: &Method, extensions: &Extensions| {
+            DefaultKey.key(&RequestHead {
+                method,
+                uri: &uri,
+                headers: &HeaderMap::new(),
+                extensions,
+            })
+        };
+        assert_eq!(head(&Method::POST, &Extensions::new()), None);
+        let mut one = Extensions::new();
+        one.insert(BodyDigest::of(b"one"));
+        let mut two = Extensions::new();
+        two.insert(BodyDigest::of(b"two"));
+        assert_ne!(head(&Method::POST, &one), head(&Method::POST, &two));
+        assert_ne!(head(&Method::POST, &one), head(&Method::PUT, &one));
+        assert_eq!(
+            head(&Method::POST, &one)
+                .map(|k| k.url().to_owned())
+                .as_deref(),
+            Some("http://a/x")
+        );
+        // GET and HEAD keys do not change with a digest.
+        assert_eq!(
+            head(&Method::GET, &one).map(|k| k.to_string()).as_deref(),
+            Some("GET http://a/x")
         );
     }
 

@@ -7,6 +7,8 @@
 //!
 //! - [`CacheLayer`] / [`Cache`]: the cache itself, shared (the default) or private.
 //! - [`store`]: the store protocol, and [`MemoryStore`], the in-process default.
+//! - [`body_key`]: [`BodyKeyLayer`], which reads request bodies ahead so a POST can be
+//!   cached, keyed by its body.
 //! - [`CacheStatus`]: what the cache did, in every response's extensions.
 //! - [`verify`]: signed entries, so a store others can write cannot make the cache
 //!   serve what they wrote.
@@ -18,6 +20,7 @@
 //! [tower]: https://docs.rs/tower
 //! [hyper]: https://docs.rs/hyper
 
+pub mod body_key;
 mod cache;
 pub mod clock;
 mod entry;
@@ -59,6 +62,7 @@ pub mod guide {
     pub mod migrating {}
 }
 
+pub use body_key::{BodyDigest, BodyKey, BodyKeyLayer, KeyedBody};
 pub use cache::{
     Cache, CacheBody, CacheLayer, CacheMetadata, CacheMode, CacheStatus, Expiry, Filter,
     ForwardReason, OnBadSignature, ResponseFuture, bypass,

@@ -3,14 +3,16 @@
 
 use bytes::Bytes;
 use cachet::{
-    Cache, CacheKey, CacheLayer, CacheStatus, Filter, ForwardReason, MemoryStore, RequestHead,
+    BodyKey, BodyKeyLayer, Cache, CacheKey, CacheLayer, CacheStatus, Filter, ForwardReason,
+    KeyedBody, MemoryStore, RequestHead,
 };
 use cachet_tests::{Origin, Reply, client, get, read};
 use http::{Method, Request, StatusCode};
-use http_body_util::Empty;
+use http_body_util::{Empty, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use tower::{Layer, ServiceExt};
+use hyper_util::rt::TokioExecutor;
+use tower::{Layer, ServiceBuilder, ServiceExt};
 
 type Stack = Cache<Client<HttpConnector, Empty<Bytes>>, MemoryStore>;
 
@@ -129,4 +131,101 @@ async fn a_filter_decides_over_requests_and_responses() {
         CacheStatus::Hit
     );
     assert_eq!(origin.requests(), 5);
+}
+
+type PostStack = BodyKey<Cache<Client<HttpConnector, KeyedBody<Full<Bytes>>>, MemoryStore>>;
+
+async fn post(stack: &PostStack, url: &str, body: Bytes) -> (CacheStatus, Bytes) {
+    let request = Request::post(url)
+        .body(Full::new(body))
+        .expect("test requests are valid");
+    let response = stack
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("the request succeeds");
+    let status = *response
+        .extensions()
+        .get::<CacheStatus>()
+        .expect("every response has a status");
+    let body = read(response.into_body())
+        .await
+        .expect("the body completes");
+    (status, body)
+}
+
+#[tokio::test]
+async fn a_post_is_cached_by_its_body_only_within_the_byte_limit() {
+    // The origin answers with the method and the body length it was sent.
+    let origin = Origin::start(|seen| {
+        let length = seen
+            .headers
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_owned();
+        Reply::ok(format!("{} {length}", seen.method)).header("cache-control", "max-age=60")
+    })
+    .await;
+    let stack = ServiceBuilder::new()
+        .layer(BodyKeyLayer::new().max_bytes(16))
+        .layer(CacheLayer::new(MemoryStore::default()).methods([
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+        ]))
+        .service(Client::builder(TokioExecutor::new()).build_http());
+    let url = origin.url("/search");
+    let cats = Bytes::from_static(br#"{"q":"cats"}"#);
+
+    let first = post(&stack, &url, cats.clone()).await;
+    assert_eq!(
+        first,
+        (
+            CacheStatus::Forwarded {
+                reason: ForwardReason::Miss,
+                stored: true
+            },
+            Bytes::from("POST 12")
+        )
+    );
+    let again = post(&stack, &url, cats.clone()).await;
+    assert_eq!(again, (CacheStatus::Hit, Bytes::from("POST 12")));
+    assert_eq!(origin.requests(), 1);
+    let seen = origin.seen();
+    assert_eq!(seen[0].method, Method::POST);
+    assert_eq!(
+        seen[0].headers.get("content-length").map(|v| v.as_bytes()),
+        Some(&b"12"[..])
+    );
+
+    let dogs = post(&stack, &url, Bytes::from_static(br#"{"q":"dogs"}"#)).await;
+    assert_eq!(
+        dogs.0,
+        CacheStatus::Forwarded {
+            reason: ForwardReason::Miss,
+            stored: true
+        }
+    );
+    assert_eq!(origin.requests(), 2);
+
+    // Past the limit: forwarded whole every time, never stored.
+    let long = Bytes::from(vec![b'x'; 40]);
+    for sent in 3..=4 {
+        let answer = post(&stack, &url, long.clone()).await;
+        assert_eq!(
+            answer,
+            (
+                CacheStatus::Forwarded {
+                    reason: ForwardReason::Method,
+                    stored: false
+                },
+                Bytes::from("POST 40")
+            )
+        );
+        assert_eq!(origin.requests(), sent);
+    }
+    // The short bodies are still answered from the cache.
+    assert_eq!(post(&stack, &url, cats).await.0, CacheStatus::Hit);
+    assert_eq!(origin.requests(), 4);
 }

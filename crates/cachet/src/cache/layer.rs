@@ -247,9 +247,13 @@ impl<St> CacheLayer<St> {
     }
 
     /// The methods whose responses are looked up and stored: GET and HEAD by default.
-    /// Another method is cached only when its key strategy gives its request a key (the
-    /// default gives none); a method left out passes through (an unsafe one still
-    /// invalidates, RFC 9111 §4.4).
+    /// Another method is cached only when its key strategy gives its request a key: the
+    /// [`DefaultKey`](crate::DefaultKey) gives one to a request whose body a
+    /// [`BodyKeyLayer`](crate::BodyKeyLayer) in front of the cache read whole, with the
+    /// body's digest in it, and none otherwise. A request of another method that has a
+    /// key is cached as a query and does not invalidate. One without a key, or of a
+    /// method left out, passes through (an unsafe one still invalidates, RFC 9111 §4.4).
+    /// See the [filtering guide](crate::guide::filtering#post).
     pub fn methods(mut self, methods: impl IntoIterator<Item = Method>) -> Self {
         Arc::make_mut(&mut self.config).methods = methods.into_iter().collect();
         self
