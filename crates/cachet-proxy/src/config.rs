@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cachet::verify::{KeyError, Keyring};
-use cachet::{CacheLayer, Expiry, Keys, MemoryStore, OnBadSignature};
+use cachet::{BodyKeyLayer, CacheLayer, Expiry, Keys, MemoryStore, OnBadSignature};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use http::{HeaderName, Method, StatusCode, Uri};
 
@@ -463,6 +463,20 @@ impl Config {
             Mode::Private => layer.private(),
         };
         self.policy.apply(layer)
+    }
+
+    /// The layer that reads the bodies of the methods cached by their body (those of
+    /// `[filters] methods` other than GET and HEAD) into their keys; with none, it passes
+    /// every body through untouched.
+    pub fn body_key_layer(&self) -> BodyKeyLayer {
+        let by_body = self
+            .policy
+            .methods
+            .iter()
+            .flatten()
+            .filter(|method| **method != Method::GET && **method != Method::HEAD)
+            .cloned();
+        BodyKeyLayer::new().methods(by_body)
     }
 
     /// The admin listener's address (`--admin-listen`), if it is on.

@@ -236,6 +236,7 @@ fn stack(
     ServiceBuilder::new()
         .map_result(finish)
         .map_request(move |request: Request<Incoming>| target.rewrite(request))
+        .layer(config.body_key_layer())
         .layer(cache)
         .service(Forward::new(client, config.upstream_timeout()))
 }

@@ -16,6 +16,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
+use cachet::KeyedBody;
 use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HOST, HeaderName, VIA};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
@@ -120,7 +121,11 @@ fn via(version: Version) -> HeaderValue {
 
 /// The hyper-util client the proxy sends with: HTTP/1.1 and HTTP/2 (by ALPN) over
 /// http or https, rustls with the ring provider and the webpki roots.
-pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, Incoming>;
+pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
+
+/// A request body as it goes upstream: read ahead when a method cached by its body (a
+/// POST, when configured) needs its digest for the key, then replayed whole.
+pub(crate) type RequestBody = KeyedBody<Incoming>;
 
 pub(crate) fn client() -> Result<HttpClient, Error> {
     let mut http = HttpConnector::new();
@@ -168,7 +173,7 @@ impl fmt::Debug for Forward {
     }
 }
 
-impl Service<Request<Incoming>> for Forward {
+impl Service<Request<RequestBody>> for Forward {
     type Response = Response<UpstreamBody>;
     type Error = Infallible;
     type Future = ForwardFuture;
@@ -178,7 +183,7 @@ impl Service<Request<Incoming>> for Forward {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<Incoming>) -> ForwardFuture {
+    fn call(&mut self, request: Request<RequestBody>) -> ForwardFuture {
         if request.method() == Method::CONNECT {
             return ForwardFuture::answer(reply(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -451,7 +456,9 @@ mod tests {
         tokio::spawn(async move {
             let (stream, _) = front.accept().await.expect("accept");
             let service = hyper::service::service_fn(move |request| {
-                forward.clone().oneshot(target.rewrite(request))
+                forward
+                    .clone()
+                    .oneshot(target.rewrite(request).map(KeyedBody::new))
             });
             let io = hyper_util::rt::TokioIo::new(stream);
             let _ = hyper::server::conn::http1::Builder::new()

@@ -50,10 +50,19 @@ impl Running {
 
     /// Sends a request; returns the status, the `Cache-Status` (without `ttl`) and body.
     async fn send(&self, method: Method, url: String) -> (u16, String, String) {
+        self.send_body(method, url, "").await
+    }
+
+    async fn send_body(
+        &self,
+        method: Method,
+        url: String,
+        body: &'static str,
+    ) -> (u16, String, String) {
         let request = Request::builder()
             .method(method)
             .uri(url)
-            .body(Full::new(Bytes::new()))
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
             .expect("valid request");
         let response = self.client.request(request).await.expect("it answers");
         let status = response.status().as_u16();
@@ -248,4 +257,42 @@ fn stats_bytes(listed: &str) -> u64 {
         .split('\t')
         .find_map(|field| field.strip_suffix(" bytes")?.parse().ok())
         .expect("a listing shows sizes")
+}
+
+#[tokio::test]
+async fn posts_listed_in_the_file_are_cached_by_their_body() {
+    let origin = Origin::start(|seen| {
+        let length = seen
+            .headers
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("0")
+            .to_owned();
+        Reply::ok(format!("{} of {length} bytes", seen.method))
+            .header("cache-control", "max-age=60")
+    })
+    .await;
+    let config = format!(
+        "upstream = \"{}\"\nlisten = \"127.0.0.1:0\"\n\n[filters]\nmethods = [\"GET\", \"HEAD\", \"POST\"]\n",
+        origin.url("")
+    );
+    let proxy = Running::start(&config).await;
+    let url = format!("http://{}/search", proxy.addr);
+    let first = proxy
+        .send_body(Method::POST, url.clone(), "{\"q\":\"rust\"}")
+        .await;
+    assert_eq!(
+        (first.1.as_str(), first.2.as_str()),
+        ("cachet; fwd=miss; stored", "POST of 12 bytes")
+    );
+    let again = proxy
+        .send_body(Method::POST, url.clone(), "{\"q\":\"rust\"}")
+        .await;
+    assert_eq!(
+        (again.1.as_str(), again.2.as_str()),
+        ("cachet; hit", "POST of 12 bytes")
+    );
+    let other = proxy.send_body(Method::POST, url, "{\"q\":\"go\"}").await;
+    assert_eq!(other.1, "cachet; fwd=miss; stored");
+    assert_eq!(origin.requests(), 2);
 }

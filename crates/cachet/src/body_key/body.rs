@@ -37,8 +37,9 @@ enum Tail<B: Body> {
 }
 
 impl<B: Body> KeyedBody<B> {
-    /// A body passed through untouched: nothing read ahead.
-    pub(crate) fn new(body: B) -> Self {
+    /// A body passed through untouched, nothing read ahead: for requests that reach a
+    /// service typed for `KeyedBody` without going through [`BodyKeyLayer`](crate::BodyKeyLayer).
+    pub fn new(body: B) -> Self {
         Self::replay(VecDeque::new(), 0, ReadTail::Body(body))
     }
 
