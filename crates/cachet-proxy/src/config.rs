@@ -314,12 +314,23 @@ struct Policy {
     sort_query: bool,
     methods: Option<Vec<Method>>,
     statuses: Option<Vec<StatusCode>>,
+    always_revalidate: bool,
+    read_only: bool,
+    store_set_cookie: Option<bool>,
+    max_stale_if_error: Option<Duration>,
+    coalesce_wait: Option<Option<Duration>>,
 }
 
 impl Policy {
     fn from_file(settings: &FileSettings) -> Self {
         let (expiry, keys, filters) = (&settings.expiry, &settings.keys, &settings.filters);
+        let cache = &settings.cache;
         Self {
+            always_revalidate: cache.always_revalidate.unwrap_or(false),
+            read_only: cache.read_only.unwrap_or(false),
+            store_set_cookie: cache.store_set_cookie,
+            max_stale_if_error: cache.max_stale_if_error.as_ref().map(|span| span.0.0),
+            coalesce_wait: cache.coalesce_wait.as_ref().map(|wait| wait.0.0),
             default_expiry: expiry.default.as_ref().map(|e| e.0),
             rules: expiry
                 .rules
@@ -348,6 +359,18 @@ impl Policy {
     }
 
     fn apply<St>(&self, mut layer: CacheLayer<St>) -> CacheLayer<St> {
+        layer = layer
+            .always_revalidate(self.always_revalidate)
+            .read_only(self.read_only);
+        if let Some(store) = self.store_set_cookie {
+            layer = layer.store_set_cookie(store);
+        }
+        if let Some(max) = self.max_stale_if_error {
+            layer = layer.max_stale_if_error(max);
+        }
+        if let Some(wait) = self.coalesce_wait {
+            layer = layer.coalesce(wait);
+        }
         if let Some(expiry) = self.default_expiry {
             layer = layer.default_expiry(expiry);
         }
@@ -794,6 +817,10 @@ mod tests {
         assert_eq!(policy.methods, Some(vec![Method::GET, Method::HEAD]));
         assert_eq!(policy.statuses.as_ref().map(Vec::len), Some(11));
         assert_eq!(config.admin_listen(), "127.0.0.1:9090".parse().ok());
+        assert!(!policy.always_revalidate && !policy.read_only);
+        assert_eq!(policy.store_set_cookie, Some(false));
+        assert_eq!(policy.max_stale_if_error, Some(Duration::from_secs(86_400)));
+        assert_eq!(policy.coalesce_wait, Some(Some(Duration::from_secs(5))));
     }
 
     #[test]

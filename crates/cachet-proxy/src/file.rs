@@ -19,7 +19,9 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::config::{BadSignatureAction, Mode};
-use crate::flags::{FromText, InvalidSecret, StoreChoice, Upstream, parse_timeout};
+use crate::flags::{
+    CoalesceWait, FromText, InvalidSecret, Span, StoreChoice, Upstream, parse_timeout,
+};
 
 /// The settings of a configuration file, each `None` when the file leaves it out.
 ///
@@ -151,6 +153,17 @@ pub(crate) struct CacheSection {
     pub(crate) max_body_bytes: Option<usize>,
     /// `--cdn`.
     pub(crate) cdn: Option<bool>,
+    /// Revalidate every stored response before serving it.
+    pub(crate) always_revalidate: Option<bool>,
+    /// Serve from the store, never write to it.
+    pub(crate) read_only: Option<bool>,
+    /// Store responses that set cookies (in a shared cache).
+    pub(crate) store_set_cookie: Option<bool>,
+    /// The longest a stale response stands in for a failing upstream.
+    pub(crate) max_stale_if_error: Option<Parsed<Span>>,
+    /// How long a miss waits for a concurrent one for the same key; `"off"` not to
+    /// coalesce.
+    pub(crate) coalesce_wait: Option<Parsed<CoalesceWait>>,
 }
 
 /// `[store]`.

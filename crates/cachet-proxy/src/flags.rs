@@ -290,26 +290,51 @@ impl FromText for Expiry {
     /// or `d` (`90s`, `5m`, `1d`).
     fn from_text(text: &str) -> Result<Self, InvalidExpiry> {
         match text {
-            "never" => return Ok(Expiry::NeverExpire),
-            "do-not-cache" => return Ok(Expiry::DoNotCache),
-            _ => {}
+            "never" => Ok(Expiry::NeverExpire),
+            "do-not-cache" => Ok(Expiry::DoNotCache),
+            _ => span(text).map(Expiry::After).ok_or(InvalidExpiry),
         }
-        let unit_at = text
-            .find(|c: char| !c.is_ascii_digit())
-            .ok_or(InvalidExpiry)?;
-        let (number, unit) = text.split_at(unit_at);
-        let number: u64 = number.parse().map_err(|_| InvalidExpiry)?;
-        let seconds = match unit {
-            "s" => 1,
-            "m" => 60,
-            "h" => 60 * 60,
-            "d" => 24 * 60 * 60,
-            _ => return Err(InvalidExpiry),
-        };
-        let seconds = number.checked_mul(seconds).ok_or(InvalidExpiry)?;
-        Ok(Expiry::After(Duration::from_secs(seconds)))
     }
 }
+
+/// A whole number followed by `s`, `m`, `h` or `d`: `90s`, `5m`, `1d`.
+fn span(text: &str) -> Option<Duration> {
+    let unit_at = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(unit_at);
+    let number: u64 = number.parse().ok()?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 60 * 60,
+        "d" => 24 * 60 * 60,
+        _ => return None,
+    };
+    number.checked_mul(seconds).map(Duration::from_secs)
+}
+
+/// A configured length of time, such as `90s`, `5m` or `1d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Span(pub(crate) Duration);
+
+impl FromText for Span {
+    type Err = InvalidSpan;
+
+    fn from_text(text: &str) -> Result<Self, InvalidSpan> {
+        span(text).map(Span).ok_or(InvalidSpan)
+    }
+}
+
+/// A length of time that is not a whole number with a unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct InvalidSpan;
+
+impl fmt::Display for InvalidSpan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("expected a whole number with a unit: s, m, h or d (such as '90s' or '1d')")
+    }
+}
+
+impl StdError for InvalidSpan {}
 
 /// An expiry that is not `never`, `do-not-cache` or a duration such as `90s`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -392,3 +417,33 @@ impl fmt::Display for InvalidChoice {
 }
 
 impl StdError for InvalidChoice {}
+
+/// How long a miss waits for a concurrent one for the same key: a length of time, or
+/// `off` to send every miss upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CoalesceWait(pub(crate) Option<Duration>);
+
+impl FromText for CoalesceWait {
+    type Err = InvalidCoalesceWait;
+
+    fn from_text(text: &str) -> Result<Self, InvalidCoalesceWait> {
+        match text {
+            "off" => Ok(Self(None)),
+            _ => span(text)
+                .map(|wait| Self(Some(wait)))
+                .ok_or(InvalidCoalesceWait),
+        }
+    }
+}
+
+/// A coalescing wait that is neither `off` nor a length of time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct InvalidCoalesceWait;
+
+impl fmt::Display for InvalidCoalesceWait {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("expected 'off' or a whole number with a unit: s, m, h or d (such as '5s')")
+    }
+}
+
+impl StdError for InvalidCoalesceWait {}
