@@ -13,6 +13,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
+use cachet::clock::Clock;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
@@ -21,6 +22,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 /// An error in a test body.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -92,11 +94,28 @@ pub struct Origin {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
     count: Arc<AtomicUsize>,
+    stop: Arc<watch::Sender<bool>>,
 }
 
 impl Origin {
     /// Starts an origin that answers every request with `reply`.
     pub async fn start(reply: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> Self {
+        Self::launch(None, reply).await
+    }
+
+    /// Starts an origin whose `Date` header comes from `clock` (unless the script sets
+    /// one), so that moving a test's clock moves the origin's time too.
+    pub async fn start_dated(
+        clock: impl Clock,
+        reply: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        Self::launch(Some(Arc::new(clock)), reply).await
+    }
+
+    async fn launch(
+        clock: Option<Arc<dyn Clock>>,
+        reply: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a loopback port is free");
@@ -107,33 +126,55 @@ impl Origin {
             addr,
             seen: Arc::default(),
             count: Arc::default(),
+            stop: Arc::new(watch::channel(false).0),
         };
         let script: Arc<Script> = Arc::new(reply);
         let state = origin.clone();
+        let mut stopped = origin.stop.subscribe();
         tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
+            loop {
+                let stream = tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => stream,
+                        Err(_) => break,
+                    },
+                    _ = stopped.wait_for(|stop| *stop) => break,
+                };
                 let script = script.clone();
                 let state = state.clone();
+                let clock = clock.clone();
                 let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                    let (response, delay) = state.answer(&*script, request);
+                    let (response, delay) = state.answer(&*script, clock.as_deref(), request);
                     async move {
                         tokio::time::sleep(delay).await;
                         Ok::<_, Infallible>(response)
                     }
                 });
+                let mut stopped = stopped.clone();
                 tokio::spawn(async move {
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let connection = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service);
+                    // Dropping the connection closes it.
+                    tokio::select! {
+                        _ = connection => {}
+                        _ = stopped.wait_for(|stop| *stop) => {}
+                    }
                 });
             }
         });
         origin
     }
 
+    /// Stops listening and closes every open connection: from now on the origin cannot
+    /// be reached.
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+
     fn answer(
         &self,
         script: &Script,
+        clock: Option<&dyn Clock>,
         request: Request<Incoming>,
     ) -> (Response<BoxBody<Bytes, BoxError>>, Duration) {
         let seen = Seen {
@@ -173,6 +214,15 @@ impl Origin {
             response
                 .headers_mut()
                 .append(name, value.parse().expect("test header values are valid"));
+        }
+        if let Some(clock) = clock
+            && !response.headers().contains_key("date")
+        {
+            let date = httpdate::fmt_http_date(clock.now());
+            response.headers_mut().insert(
+                "date",
+                date.parse().expect("an HTTP date is a header value"),
+            );
         }
         (response, reply.delay)
     }

@@ -2,10 +2,13 @@
 //! configuration they become.
 
 use std::ffi::OsString;
+use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
+use cachet::clock::{Clock, SystemClock};
 use cachet::verify::{KeyError, Keyring};
 use cachet::{BodyKeyLayer, CacheLayer, Expiry, Keys, MemoryStore, OnBadSignature};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
@@ -237,6 +240,7 @@ impl Invocation {
             cdn: args.cdn || settings.cache.cdn.unwrap_or(false),
             policy: Policy::from_file(settings),
             admin_listen: args.admin_listen.or(settings.admin_listen),
+            clock: SharedClock(Arc::new(SystemClock)),
         });
         Ok(match args.command {
             Some(Command::Entries { command }) => Self::Entries { config, command },
@@ -300,6 +304,23 @@ pub struct Config {
     cdn: bool,
     policy: Policy,
     admin_listen: Option<SocketAddr>,
+    clock: SharedClock,
+}
+
+/// A clock that clones cheaply and prints without its state.
+#[derive(Clone)]
+struct SharedClock(Arc<dyn Clock>);
+
+impl Clock for SharedClock {
+    fn now(&self) -> SystemTime {
+        self.0.now()
+    }
+}
+
+impl fmt::Debug for SharedClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Clock")
+    }
 }
 
 /// The cache's expiry, keys and filters, which only the configuration file sets.
@@ -473,6 +494,7 @@ impl Config {
             BadSignatureAction::Refetch => OnBadSignature::Refetch,
         };
         let layer = CacheLayer::new(store)
+            .clock(self.clock.clone())
             .max_body_bytes(self.max_body_bytes)
             .on_bad_signature(on_bad_signature)
             .cache_status_header(true);
@@ -505,6 +527,16 @@ impl Config {
     /// The admin listener's address (`--admin-listen`), if it is on.
     pub fn admin_listen(&self) -> Option<SocketAddr> {
         self.admin_listen
+    }
+
+    /// Sets the clock freshness and `Age` use; the system clock by default.
+    ///
+    /// No flag sets it: it is for tests and embedders that move time themselves, such as
+    /// with [`ManualClock`](cachet::clock::ManualClock).
+    #[must_use]
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = SharedClock(Arc::new(clock));
+        self
     }
 
     /// Whether `CDN-Cache-Control` replaces `Cache-Control` (`--cdn`).

@@ -32,8 +32,9 @@ pub(crate) enum Step<B> {
     Variant(CacheKey),
     /// Ask the origin, for this reason when it is more than a plain miss.
     Forward(Option<ForwardReason>),
-    /// Not usable as it is, but worth keeping while the origin is asked.
-    Stale(Entry),
+    /// Not usable as it is, but worth keeping while the origin is asked: stale, or fresh
+    /// but refused by the request's directives (the reason says which).
+    Stale(Entry, ForwardReason),
 }
 
 /// Examines a stored record for a request.
@@ -48,7 +49,9 @@ pub(crate) fn examine<St, B>(
             if facts
                 .seen
                 .as_ref()
-                .is_some_and(|seen| entry.response_time < seen.not_before)
+                // An entry stored in the very instant of an invalidation may predate
+                // it: only what is stored after it counts (RFC 9111 §4.4).
+                .is_some_and(|seen| entry.response_time <= seen.not_before)
             {
                 tracing::trace!(key = %facts.key, "stored variant predates an invalidation");
                 return Step::Forward(None);
@@ -87,7 +90,15 @@ fn answer<St, B>(
     let lifetime = freshness.lifetime(config.mode);
     let age = freshness.age(facts.time);
     if !facts.force && !policy::usable(config.mode, &facts.cc, &freshness.cc, lifetime, age) {
-        return Step::Stale(entry.clone());
+        // Fresh by the response's own terms, yet refused: the request's directives
+        // (`max-age`, `min-fresh`, `no-cache`) decided (RFC 9211 §2.2 `fwd=request`).
+        let fresh = age < lifetime && !freshness.cc.no_cache;
+        let reason = if fresh {
+            ForwardReason::Request
+        } else {
+            ForwardReason::Stale
+        };
+        return Step::Stale(entry.clone(), reason);
     }
     tracing::trace!(key = %facts.key, age = age.as_secs(), "hit");
     config.metrics.hit();
@@ -361,7 +372,7 @@ pub(crate) fn revalidated<St: Store, B>(
     facts: &RequestFacts<St>,
     config: &Config,
 ) -> Response<CacheBody<B>> {
-    let now = config.clock.now();
+    let now = write::after_invalidation(config.clock.now(), facts);
     entry.update_headers(&write::end_to_end(not_modified.headers()));
     entry.request_time = facts.time;
     entry.response_time = now;

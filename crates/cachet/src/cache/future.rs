@@ -257,8 +257,8 @@ where
                                 *this.reason = reason;
                             }
                         }
-                        Step::Stale(entry) => {
-                            *this.reason = ForwardReason::Stale;
+                        Step::Stale(entry, reason) => {
+                            *this.reason = reason;
                             let headers = request.headers().clone();
                             // Validators condition a read; on another method (a POST
                             // keyed by its body) they would condition a change.

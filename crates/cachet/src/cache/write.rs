@@ -1,7 +1,7 @@
 //! What the cache writes to its store: responses (under their URI's key or a variant's
 //! key), the variant index of responses that vary, and invalidation markers.
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH, ETAG, HeaderName, LAST_MODIFIED};
@@ -114,7 +114,7 @@ pub(crate) fn recorder<St: Store>(
     if config.read_only {
         return None;
     }
-    let response_time = config.clock.now();
+    let response_time = after_invalidation(config.clock.now(), facts);
     let response = ResponseFacts::new(
         parts.status,
         &parts.headers,
@@ -199,6 +199,17 @@ pub(crate) fn recorder<St: Store>(
             leader.finish(&value);
         }
     })
+}
+
+/// When a response counts as received: now, but always after an invalidation the request
+/// saw, which hides what was stored until its instant inclusive (RFC 9111 §4.4). A
+/// response that arrives in that very instant (clocks have finite resolution) is moved a
+/// millisecond on, since it was fetched after the invalidation was seen.
+pub(crate) fn after_invalidation<St>(now: SystemTime, facts: &RequestFacts<St>) -> SystemTime {
+    match &facts.seen {
+        Some(seen) if now <= seen.not_before => seen.not_before + Duration::from_millis(1),
+        _ => now,
+    }
 }
 
 /// The request headers a response's variants are told apart by: those its `Vary` names,
