@@ -287,6 +287,48 @@ pub fn get(url: &str) -> Request<Empty<Bytes>> {
 }
 
 /// Reads a whole body.
+/// What a service in front of the origin answered, its body read in full.
+#[derive(Debug)]
+pub struct Fetched {
+    /// The response's status code.
+    pub code: u16,
+    /// What the cache did.
+    pub status: cachet::CacheStatus,
+    /// The response's headers.
+    pub headers: HeaderMap,
+    /// The whole body.
+    pub body: Bytes,
+}
+
+/// Sends `request` through a clone of `service`, which must answer and put a
+/// [`CacheStatus`](cachet::CacheStatus) in the response, and reads the body in full.
+pub async fn fetch<S, ReqB, ResB>(service: &S, request: Request<ReqB>) -> Fetched
+where
+    S: tower::Service<Request<ReqB>, Response = Response<ResB>> + Clone,
+    S::Error: std::fmt::Debug,
+    ResB: hyper::body::Body,
+    ResB::Error: std::fmt::Debug,
+{
+    use tower::ServiceExt;
+    let response = service
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("the request succeeds");
+    Fetched {
+        code: response.status().as_u16(),
+        status: *response
+            .extensions()
+            .get::<cachet::CacheStatus>()
+            .expect("every response has a status"),
+        headers: response.headers().clone(),
+        body: read(response.into_body())
+            .await
+            .expect("the body completes"),
+    }
+}
+
+/// Reads a body in full.
 pub async fn read<B>(body: B) -> Result<Bytes, B::Error>
 where
     B: hyper::body::Body,

@@ -27,20 +27,8 @@ async fn fetch(
     cache: &Stack,
     request: Request<Empty<Bytes>>,
 ) -> (CacheStatus, http::HeaderMap, Bytes) {
-    let response = cache
-        .clone()
-        .oneshot(request)
-        .await
-        .expect("the request succeeds");
-    let status = *response
-        .extensions()
-        .get::<CacheStatus>()
-        .expect("every response has a status");
-    let headers = response.headers().clone();
-    let body = read(response.into_body())
-        .await
-        .expect("the body completes");
-    (status, headers, body)
+    let fetched = cachet_tests::fetch(cache, request).await;
+    (fetched.status, fetched.headers, fetched.body)
 }
 
 fn miss(stored: bool) -> CacheStatus {

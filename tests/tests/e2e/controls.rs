@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use cachet::clock::ManualClock;
 use cachet::{Cache, CacheLayer, CacheMode, CacheStatus, ForwardReason, MemoryStore};
-use cachet_tests::{Origin, Reply, client, get, read};
+use cachet_tests::{Origin, Reply, client, fetch, get, read};
 use http::Request;
 use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
@@ -16,20 +16,8 @@ use tower::{Layer, ServiceExt};
 type Stack = Cache<Client<HttpConnector, Empty<Bytes>>, MemoryStore>;
 
 async fn status(cache: &Stack, request: Request<Empty<Bytes>>) -> (u16, CacheStatus) {
-    let response = cache
-        .clone()
-        .oneshot(request)
-        .await
-        .expect("the request succeeds");
-    let code = response.status().as_u16();
-    let status = *response
-        .extensions()
-        .get::<CacheStatus>()
-        .expect("every response has a status");
-    read(response.into_body())
-        .await
-        .expect("the body completes");
-    (code, status)
+    let fetched = fetch(cache, request).await;
+    (fetched.code, fetched.status)
 }
 
 fn with_mode(url: &str, mode: CacheMode) -> Request<Empty<Bytes>> {

@@ -6,31 +6,19 @@ use std::time::Duration;
 use bytes::Bytes;
 use cachet::clock::ManualClock;
 use cachet::{Cache, CacheLayer, CacheStatus, Expiry, ForwardReason, MemoryStore};
-use cachet_tests::{Origin, Reply, client, get, read};
+use cachet_tests::{Origin, Reply, client, fetch, get};
 use http::Request;
 use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use tower::{Layer, ServiceExt};
+use tower::Layer;
 
 type Stack = Cache<Client<HttpConnector, Empty<Bytes>>, MemoryStore>;
 
 const MINUTE: Duration = Duration::from_secs(60);
 
 async fn status(cache: &Stack, request: Request<Empty<Bytes>>) -> CacheStatus {
-    let response = cache
-        .clone()
-        .oneshot(request)
-        .await
-        .expect("the request succeeds");
-    let status = *response
-        .extensions()
-        .get::<CacheStatus>()
-        .expect("every response has a status");
-    read(response.into_body())
-        .await
-        .expect("the body completes");
-    status
+    fetch(cache, request).await.status
 }
 
 /// An origin with an API that forbids caching, a private resource, a short-lived one,

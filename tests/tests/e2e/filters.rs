@@ -6,30 +6,18 @@ use cachet::{
     BodyKey, BodyKeyLayer, Cache, CacheKey, CacheLayer, CacheStatus, Filter, ForwardReason,
     KeyedBody, MemoryStore, RequestHead,
 };
-use cachet_tests::{Origin, Reply, client, get, read};
+use cachet_tests::{Origin, Reply, client, fetch, get};
 use http::{Method, Request, StatusCode};
 use http_body_util::{Empty, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use tower::{Layer, ServiceBuilder, ServiceExt};
+use tower::{Layer, ServiceBuilder};
 
 type Stack = Cache<Client<HttpConnector, Empty<Bytes>>, MemoryStore>;
 
 async fn status(cache: &Stack, request: Request<Empty<Bytes>>) -> CacheStatus {
-    let response = cache
-        .clone()
-        .oneshot(request)
-        .await
-        .expect("the request succeeds");
-    let status = *response
-        .extensions()
-        .get::<CacheStatus>()
-        .expect("every response has a status");
-    read(response.into_body())
-        .await
-        .expect("the body completes");
-    status
+    fetch(cache, request).await.status
 }
 
 /// An origin whose responses are all cacheable for a minute; `/missing` is a 404 and
@@ -139,19 +127,8 @@ async fn post(stack: &PostStack, url: &str, body: Bytes) -> (CacheStatus, Bytes)
     let request = Request::post(url)
         .body(Full::new(body))
         .expect("test requests are valid");
-    let response = stack
-        .clone()
-        .oneshot(request)
-        .await
-        .expect("the request succeeds");
-    let status = *response
-        .extensions()
-        .get::<CacheStatus>()
-        .expect("every response has a status");
-    let body = read(response.into_body())
-        .await
-        .expect("the body completes");
-    (status, body)
+    let fetched = fetch(stack, request).await;
+    (fetched.status, fetched.body)
 }
 
 #[tokio::test]

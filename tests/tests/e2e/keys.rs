@@ -6,13 +6,13 @@ use bytes::Bytes;
 use cachet::{Cache, CacheLayer, CacheStatus, Keys, MemoryStore};
 use cachet_redis::RedisStore;
 use cachet_tests::redis::RedisServer;
-use cachet_tests::{Origin, Reply, client, get, read};
+use cachet_tests::{Origin, Reply, client, fetch, get};
 use http::Request;
 use http::header::ACCEPT_LANGUAGE;
 use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use tower::{Layer, ServiceExt};
+use tower::Layer;
 
 type Stack<St> = Cache<Client<HttpConnector, Empty<Bytes>>, St>;
 
@@ -20,19 +20,8 @@ async fn status<St: cachet::store::Store>(
     cache: &Stack<St>,
     request: Request<Empty<Bytes>>,
 ) -> (CacheStatus, Bytes) {
-    let response = cache
-        .clone()
-        .oneshot(request)
-        .await
-        .expect("the request succeeds");
-    let status = *response
-        .extensions()
-        .get::<CacheStatus>()
-        .expect("every response has a status");
-    let body = read(response.into_body())
-        .await
-        .expect("the body completes");
-    (status, body)
+    let fetched = fetch(cache, request).await;
+    (fetched.status, fetched.body)
 }
 
 /// An origin that echoes the path (not the query, which may hold secrets the tests look
