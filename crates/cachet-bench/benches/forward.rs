@@ -157,7 +157,7 @@ fn miss(c: &mut Criterion) {
                 matches!(
                     status(&response),
                     CacheStatus::Forwarded {
-                        reason: ForwardReason::Miss,
+                        reason: ForwardReason::UriMiss,
                         stored: true,
                         ..
                     }
@@ -232,7 +232,7 @@ fn pass_through(c: &mut Criterion) {
     runtime.block_on(async {
         for (request, expected) in [
             (post(&post_url), ForwardReason::Method),
-            (get(&no_store_url), ForwardReason::Miss),
+            (get(&no_store_url), ForwardReason::UriMiss),
         ] {
             let method = request.method().clone();
             let response = cache.clone().oneshot(request).await.expect("answers");

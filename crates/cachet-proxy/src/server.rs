@@ -359,7 +359,10 @@ mod tests {
         let (first, body) = get(&http1, &format!("http://{addr}/page")).await;
         assert_eq!(first.status(), StatusCode::OK);
         assert_eq!(body, "hello");
-        assert_eq!(first.headers()["cache-status"], "cachet; fwd=miss; stored");
+        assert_eq!(
+            first.headers()["cache-status"],
+            "cachet; fwd=uri-miss; stored"
+        );
         assert_eq!(first.headers()["x-seen-host"], origin.to_string().as_str());
         assert!(
             first.headers().get("x-hop").is_none(),

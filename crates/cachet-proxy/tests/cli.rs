@@ -312,7 +312,7 @@ fn a_config_file_alone_starts_a_proxy_that_caches() {
     let (status, cache_status, body) = get(proxy.addr, "/page");
     assert_eq!(status, "HTTP/1.1 200 OK");
     assert_eq!(body, "hello");
-    assert_eq!(cache_status, "cachet; fwd=miss; stored");
+    assert_eq!(cache_status, "cachet; fwd=uri-miss; stored");
     let (_, cache_status, body) = get(proxy.addr, "/page");
     assert!(
         cache_status.starts_with("cachet; hit; ttl="),

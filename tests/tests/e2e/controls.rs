@@ -166,7 +166,7 @@ async fn a_read_only_cache_serves_but_never_writes() {
     let url = origin.url("/ro");
     assert_eq!(
         status(&reader, get(&url)).await.1,
-        forwarded(ForwardReason::Miss, false)
+        forwarded(ForwardReason::UriMiss, false)
     );
     assert!(store.is_empty());
     status(&writer, get(&url)).await;

@@ -38,7 +38,7 @@ async fn origin() -> Origin {
 
 fn miss() -> CacheStatus {
     CacheStatus::Forwarded {
-        reason: ForwardReason::Miss,
+        reason: ForwardReason::UriMiss,
         stored: true,
     }
 }

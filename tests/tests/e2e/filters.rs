@@ -74,7 +74,7 @@ async fn only_allowed_statuses_are_stored() {
     for _ in 0..2 {
         assert_eq!(
             status(&cache, get(&origin.url("/missing"))).await,
-            not_stored(ForwardReason::Miss)
+            not_stored(ForwardReason::UriMiss)
         );
     }
     status(&cache, get(&origin.url("/ok"))).await;
@@ -110,7 +110,7 @@ async fn a_filter_decides_over_requests_and_responses() {
         );
         assert_eq!(
             status(&cache, get(&origin.url("/debug"))).await,
-            not_stored(ForwardReason::Miss)
+            not_stored(ForwardReason::UriMiss)
         );
     }
     status(&cache, get(&origin.url("/page"))).await;
@@ -160,7 +160,7 @@ async fn a_post_is_cached_by_its_body_only_within_the_byte_limit() {
         first,
         (
             CacheStatus::Forwarded {
-                reason: ForwardReason::Miss,
+                reason: ForwardReason::UriMiss,
                 stored: true
             },
             Bytes::from("POST 12")
@@ -180,7 +180,7 @@ async fn a_post_is_cached_by_its_body_only_within_the_byte_limit() {
     assert_eq!(
         dogs.0,
         CacheStatus::Forwarded {
-            reason: ForwardReason::Miss,
+            reason: ForwardReason::UriMiss,
             stored: true
         }
     );

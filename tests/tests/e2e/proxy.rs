@@ -199,5 +199,8 @@ async fn rfc9213_cdn_cache_control_replaces_cache_control_when_the_proxy_is_a_cd
 
     let plain = RunningProxy::start(&origin, &[]).await;
     plain.get("/cdn").await;
-    assert_eq!(plain.get("/cdn").await.cache_status(), "cachet; fwd=miss");
+    assert_eq!(
+        plain.get("/cdn").await.cache_status(),
+        "cachet; fwd=uri-miss"
+    );
 }

@@ -133,7 +133,7 @@ async fn a_config_file_caches_by_rule_ignores_a_parameter_and_entries_purge_it_o
     // not split the cache.
     assert_eq!(
         proxy.get("/cached/a?q=1&session=s3cr3t-1").await,
-        "cachet; fwd=miss; stored"
+        "cachet; fwd=uri-miss; stored"
     );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     while redis.scan("proxy-manage:*").is_empty() {
@@ -149,7 +149,7 @@ async fn a_config_file_caches_by_rule_ignores_a_parameter_and_entries_purge_it_o
     );
     assert_eq!(origin.requests(), 1);
     // Without a rule, the same origin's responses are not stored.
-    assert_eq!(proxy.get("/other").await, "cachet; fwd=miss");
+    assert_eq!(proxy.get("/other").await, "cachet; fwd=uri-miss");
 
     // The ignored parameter is not stored, in keys or values.
     for key in redis.scan("*") {
@@ -181,7 +181,10 @@ async fn a_config_file_caches_by_rule_ignores_a_parameter_and_entries_purge_it_o
     .await
     .expect("Redis purges");
     assert_eq!(purged, format!("deleted 1 entries for {stored_url}\n"));
-    assert_eq!(proxy.get("/cached/a?q=1").await, "cachet; fwd=miss; stored");
+    assert_eq!(
+        proxy.get("/cached/a?q=1").await,
+        "cachet; fwd=uri-miss; stored"
+    );
     assert_eq!(origin.requests(), 3);
 }
 
@@ -227,7 +230,7 @@ async fn the_admin_listener_lists_shows_and_purges_a_memory_store() {
         (status, purged),
         (200, format!("deleted 1 entries for {url}\n"))
     );
-    assert_eq!(proxy.get("/cached/b").await, "cachet; fwd=miss; stored");
+    assert_eq!(proxy.get("/cached/b").await, "cachet; fwd=uri-miss; stored");
     assert_eq!(origin.requests(), 2);
 
     // Clear empties it; bad requests get a clear answer, not a guess.
@@ -283,7 +286,7 @@ async fn posts_listed_in_the_file_are_cached_by_their_body() {
         .await;
     assert_eq!(
         (first.1.as_str(), first.2.as_str()),
-        ("cachet; fwd=miss; stored", "POST of 12 bytes")
+        ("cachet; fwd=uri-miss; stored", "POST of 12 bytes")
     );
     let again = proxy
         .send_body(Method::POST, url.clone(), "{\"q\":\"rust\"}")
@@ -293,6 +296,6 @@ async fn posts_listed_in_the_file_are_cached_by_their_body() {
         ("cachet; hit", "POST of 12 bytes")
     );
     let other = proxy.send_body(Method::POST, url, "{\"q\":\"go\"}").await;
-    assert_eq!(other.1, "cachet; fwd=miss; stored");
+    assert_eq!(other.1, "cachet; fwd=uri-miss; stored");
     assert_eq!(origin.requests(), 2);
 }

@@ -116,7 +116,7 @@ where
 
 fn stored_miss() -> CacheStatus {
     CacheStatus::Forwarded {
-        reason: ForwardReason::Miss,
+        reason: ForwardReason::UriMiss,
         stored: true,
     }
 }

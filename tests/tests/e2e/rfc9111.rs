@@ -95,7 +95,7 @@ async fn rfc9111_4_2_a_max_age_1_entry_is_refetched_after_expiry(mode: Mode) {
     let first = case.get("/r").await;
     assert_eq!(
         (first.status, first.body.as_ref(), first.cache_status()),
-        (200, b"short".as_slice(), "cachet; fwd=miss; stored")
+        (200, b"short".as_slice(), "cachet; fwd=uri-miss; stored")
     );
     let hit = case.get("/r").await;
     assert_eq!(
@@ -190,7 +190,7 @@ async fn rfc9111_5_3_expires_is_read_in_all_three_date_formats(mode: Mode) {
         let first = case.get_with(path, &[("x-expires", expires)]).await;
         assert_eq!(
             first.cache_status(),
-            "cachet; fwd=miss; stored",
+            "cachet; fwd=uri-miss; stored",
             "{expires}"
         );
     }
@@ -310,8 +310,14 @@ async fn rfc9111_4_1_two_vary_accept_variants_are_both_kept(mode: Mode) {
 
 async fn rfc9111_4_1_vary_star_is_never_stored(mode: Mode) {
     let case = Case::start(mode, |_| fresh_for_a_minute("x").header("vary", "*")).await;
-    assert_eq!(case.get("/star").await.cache_status(), "cachet; fwd=miss");
-    assert_eq!(case.get("/star").await.cache_status(), "cachet; fwd=miss");
+    assert_eq!(
+        case.get("/star").await.cache_status(),
+        "cachet; fwd=uri-miss"
+    );
+    assert_eq!(
+        case.get("/star").await.cache_status(),
+        "cachet; fwd=uri-miss"
+    );
     assert_eq!(case.origin.requests(), 2);
 }
 
@@ -439,7 +445,7 @@ async fn rfc9111_4_4_a_post_invalidates_the_stored_get_and_its_variants(mode: Mo
         let after = case.get_with("/item", &[("accept", variant)]).await;
         assert_eq!(
             (after.body.as_ref(), after.cache_status()),
-            (b"GET answer".as_slice(), "cachet; fwd=miss; stored"),
+            (b"GET answer".as_slice(), "cachet; fwd=uri-miss; stored"),
             "variant {variant} was invalidated"
         );
     }
@@ -469,7 +475,7 @@ async fn rfc9111_4_4_an_invalidation_in_the_same_instant_hides_every_variant(mod
         let after = case.get_with("/item", &[("accept", variant)]).await;
         assert_eq!(
             after.cache_status(),
-            "cachet; fwd=miss; stored",
+            "cachet; fwd=uri-miss; stored",
             "variant {variant} was invalidated"
         );
     }
@@ -494,7 +500,7 @@ async fn rfc9111_4_4_location_and_content_location_of_the_same_origin_are_invali
     for path in ["/other", "/described", "/target", "/gone"] {
         assert_eq!(
             case.get(path).await.cache_status(),
-            "cachet; fwd=miss; stored",
+            "cachet; fwd=uri-miss; stored",
             "{path} was invalidated"
         );
     }
@@ -825,7 +831,7 @@ async fn rfc9111_5_2_2_7_private_responses_are_kept_by_the_private_proxy_only(mo
     case.get("/p").await;
     let second = case.get("/p").await;
     let expected = match mode {
-        Mode::Shared => "cachet; fwd=miss",
+        Mode::Shared => "cachet; fwd=uri-miss",
         Mode::Private => "cachet; hit",
     };
     assert_eq!(
@@ -882,8 +888,8 @@ async fn rfc9111_3_5_authorization_responses_are_shared_only_when_the_origin_all
         case.get_with(path, &auth).await;
         let second = case.get_with(path, &auth).await;
         let expected = match (mode, path) {
-            (Mode::Shared, "/plain") => "cachet; fwd=miss",
-            (Mode::Private, "/s-maxage") => "cachet; fwd=miss",
+            (Mode::Shared, "/plain") => "cachet; fwd=uri-miss",
+            (Mode::Private, "/s-maxage") => "cachet; fwd=uri-miss",
             _ => "cachet; hit",
         };
         assert_eq!(second.cache_status(), expected, "{path}");
@@ -898,7 +904,7 @@ async fn rfc9111_3_set_cookie_responses_are_kept_by_the_private_proxy_only(mode:
     case.get("/c").await;
     let second = case.get("/c").await;
     match mode {
-        Mode::Shared => assert_eq!(second.cache_status(), "cachet; fwd=miss"),
+        Mode::Shared => assert_eq!(second.cache_status(), "cachet; fwd=uri-miss"),
         Mode::Private => {
             assert_eq!(second.cache_status(), "cachet; hit");
             assert_eq!(second.headers["set-cookie"], "id=1");

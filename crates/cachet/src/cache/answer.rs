@@ -54,7 +54,7 @@ pub(crate) fn examine<St, B>(
                 .is_some_and(|seen| entry.response_time <= seen.not_before)
             {
                 tracing::trace!(key = %facts.key, "stored variant predates an invalidation");
-                return Step::Forward(None);
+                return Step::Forward(Some(ForwardReason::UriMiss));
             }
             answer(entry, freshness, facts, request, config)
         }
@@ -64,7 +64,9 @@ pub(crate) fn examine<St, B>(
                 facts.key.variant(&index.names, &view)
             });
             facts.seen = Some(index.clone());
-            variant.map_or(Step::Forward(None), Step::Variant)
+            // An index without names is an invalidation marker: nothing is stored for
+            // the URI.
+            variant.map_or(Step::Forward(Some(ForwardReason::UriMiss)), Step::Variant)
         }
         Stored::Variants(_) => {
             tracing::debug!(key = %facts.key, "a variant key holds an index; ignoring it");

@@ -223,7 +223,11 @@ where
                                 .seen
                                 .as_ref()
                                 .is_some_and(|seen| !seen.names.is_empty());
-                            Step::Forward(varies.then_some(ForwardReason::VaryMiss))
+                            Step::Forward(Some(if varies {
+                                ForwardReason::VaryMiss
+                            } else {
+                                ForwardReason::UriMiss
+                            }))
                         }
                         Err(error) => {
                             if let Some(error) = store_failed(error, facts, this.config) {
@@ -436,8 +440,10 @@ fn coalescible<St>(reason: ForwardReason, facts: &RequestFacts<St>, request: &He
         IF_UNMODIFIED_SINCE,
         IF_RANGE,
     ];
-    matches!(reason, ForwardReason::Miss | ForwardReason::VaryMiss)
-        && !facts.cc.no_cache
+    matches!(
+        reason,
+        ForwardReason::UriMiss | ForwardReason::Miss | ForwardReason::VaryMiss
+    ) && !facts.cc.no_cache
         && !request.contains_key(RANGE)
         && !CONDITIONALS.iter().any(|name| request.contains_key(name))
 }

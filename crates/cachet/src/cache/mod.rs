@@ -22,7 +22,7 @@
 //!
 //! let first = client.clone().oneshot(Request::get("http://example.com/").body(())?).await?;
 //! assert_eq!(first.extensions().get::<CacheStatus>(), Some(&CacheStatus::Forwarded {
-//!     reason: cachet::ForwardReason::Miss,
+//!     reason: cachet::ForwardReason::UriMiss,
 //!     stored: true,
 //! }));
 //! first.into_body().collect().await?; // the entry is stored once the body is read
@@ -66,7 +66,7 @@ pub use service::Cache;
 /// What the cache did with a request; every response carries one in its extensions.
 ///
 /// With [`CacheLayer::cache_status_header`] on, it is also sent as an RFC 9211
-/// `Cache-Status` header, such as `cachet; hit` or `cachet; fwd=miss; stored`.
+/// `Cache-Status` header, such as `cachet; hit` or `cachet; fwd=uri-miss; stored`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CacheStatus {
@@ -130,7 +130,10 @@ pub enum ForwardReason {
     Bypass,
     /// The method is not one the cache answers (POST, PUT, DELETE, …).
     Method,
-    /// Nothing usable was stored for the URI, or the store could not be read.
+    /// Nothing is stored for the URI (RFC 9211 `fwd=uri-miss`).
+    UriMiss,
+    /// Nothing usable was found, and the cache cannot tell more: the store could not be
+    /// read, or what it held could not be decoded (`fwd=miss`).
     Miss,
     /// A response is stored for the URI, but for other values of the headers its `Vary`
     /// names.
@@ -146,6 +149,7 @@ impl ForwardReason {
         match self {
             Self::Bypass => "bypass",
             Self::Method => "method",
+            Self::UriMiss => "uri-miss",
             Self::Miss => "miss",
             Self::VaryMiss => "vary-miss",
             Self::Stale => "stale",
@@ -192,6 +196,7 @@ impl CacheStatus {
             } => match reason {
                 Bypass => "cachet; fwd=bypass; stored",
                 Method => "cachet; fwd=method; stored",
+                UriMiss => "cachet; fwd=uri-miss; stored",
                 Miss => "cachet; fwd=miss; stored",
                 VaryMiss => "cachet; fwd=vary-miss; stored",
                 Stale => "cachet; fwd=stale; stored",
@@ -203,6 +208,7 @@ impl CacheStatus {
             } => match reason {
                 Bypass => "cachet; fwd=bypass",
                 Method => "cachet; fwd=method",
+                UriMiss => "cachet; fwd=uri-miss",
                 Miss => "cachet; fwd=miss",
                 VaryMiss => "cachet; fwd=vary-miss",
                 Stale => "cachet; fwd=stale",
