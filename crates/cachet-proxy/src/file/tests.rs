@@ -1,0 +1,172 @@
+use super::*;
+
+fn parse(text: &str) -> Result<FileSettings, ConfigFileError> {
+    ConfigFile::parse(Path::new("/etc/cachet.toml"), text.to_owned()).map(|file| file.settings)
+}
+
+fn refused(text: &str) -> ConfigFileError {
+    parse(text).expect_err("the file is refused")
+}
+
+#[test]
+fn an_empty_file_sets_nothing() {
+    let settings = parse("").expect("an empty file is valid");
+    assert!(settings.upstream.is_none());
+    assert!(settings.listen.is_none());
+    assert!(settings.store.backend.is_none());
+    assert!(settings.signing.secret_key_env.is_none());
+}
+
+#[test]
+fn a_bad_value_is_placed_at_its_line_and_column_and_named() {
+    let error =
+        refused("upstream = \"http://127.0.0.1:3000\"\n\n[store]\nbackend = \"postgres://db\"\n");
+    assert_eq!(error.line(), Some(4));
+    assert_eq!(error.column(), Some(11));
+    assert_eq!(error.setting(), Some("store.backend"));
+    assert_eq!(
+        error.to_string(),
+        "/etc/cachet.toml:4:11: setting 'store.backend': invalid value 'postgres://db': \
+         expected memory, redis://HOST:PORT/DB or redis+cluster://HOST:PORT,HOST:PORT"
+    );
+}
+
+#[test]
+fn an_upstream_is_refused_as_the_flag_refuses_it() {
+    let error = refused("upstream = \"ftp://example.com\"");
+    assert_eq!(
+        error.to_string(),
+        "/etc/cachet.toml:1:12: setting 'upstream': invalid value 'ftp://example.com': \
+         the scheme must be http or https"
+    );
+}
+
+#[test]
+fn an_unknown_mode_names_the_choices() {
+    let error = refused("# comment\nmode = \"shard\"\n");
+    assert_eq!(
+        error.to_string(),
+        "/etc/cachet.toml:2:8: setting 'mode': invalid value 'shard': \
+         expected 'shared' or 'private'"
+    );
+}
+
+#[test]
+fn a_misspelt_setting_is_refused_where_it_is_written() {
+    let error = refused("upstream = \"http://h\"\n[store]\nmemory_byte = 10\n");
+    assert_eq!((error.line(), error.column()), (Some(3), Some(1)));
+    assert_eq!(error.setting(), Some("store.memory_byte"));
+    let message = error.to_string();
+    assert!(message.contains("unknown field 'memory_byte'"), "{message}");
+    assert!(message.contains("'memory_bytes'"), "{message}");
+
+    let error = refused("mdoe = \"private\"\n");
+    assert_eq!(error.setting(), Some("mdoe"));
+    assert_eq!((error.line(), error.column()), (Some(1), Some(1)));
+}
+
+#[test]
+fn rules_keys_and_filters_are_checked_where_they_are_written() {
+    let error = refused("[[expiry.rules]]\npattern = \"a.test\"\nexpire = \"soon\"\n");
+    assert_eq!((error.line(), error.column()), (Some(3), Some(10)));
+    assert_eq!(error.setting(), Some("expiry.rules.expire"));
+    assert!(
+        error.to_string().contains("invalid value 'soon'"),
+        "{error}"
+    );
+
+    let error = refused("[filters]\nmethods = [\"GET\", \"get\"]\n");
+    // A list's item is placed at the list.
+    assert_eq!((error.line(), error.column()), (Some(2), Some(11)));
+    assert_eq!(error.setting(), Some("filters.methods"));
+    assert!(error.to_string().contains("upper case"), "{error}");
+
+    let error = refused("[filters]\nstatuses = [200, 999]\n");
+    assert_eq!(error.setting(), Some("filters.statuses"));
+    assert!(error.to_string().contains("100 to 599"), "{error}");
+
+    let error = refused("[keys]\nheaders = [\"bad header\"]\n");
+    assert_eq!(error.setting(), Some("keys.headers"));
+
+    let error = refused("[[expiry.rules]]\npattern = \"a.test\"\nexpires = \"1d\"\n");
+    assert_eq!(error.setting(), Some("expiry.rules.expires"));
+}
+
+#[test]
+fn expiries_are_durations_never_or_do_not_cache() {
+    use std::time::Duration;
+    let parse = |text: &str| <Expiry as FromText>::from_text(text);
+    assert_eq!(parse("90s"), Ok(Expiry::After(Duration::from_secs(90))));
+    assert_eq!(parse("5m"), Ok(Expiry::After(Duration::from_secs(300))));
+    assert_eq!(parse("1d"), Ok(Expiry::After(Duration::from_secs(86_400))));
+    assert_eq!(parse("never"), Ok(Expiry::NeverExpire));
+    assert_eq!(parse("do-not-cache"), Ok(Expiry::DoNotCache));
+    for bad in ["", "5", "m", "-5s", "5 s", "5w", "99999999999999999999d"] {
+        assert!(parse(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn a_value_of_the_wrong_type_is_refused_naming_the_type() {
+    let error = refused("[cache]\nmax_body_bytes = \"8 MiB\"\n");
+    assert_eq!((error.line(), error.column()), (Some(2), Some(18)));
+    assert_eq!(error.setting(), Some("cache.max_body_bytes"));
+    assert!(
+        error.to_string().contains("invalid type: string"),
+        "{error}"
+    );
+
+    let error = refused("[signing]\nsecret_key_env = [\"A\", 5]\n");
+    assert_eq!(error.setting(), Some("signing.secret_key_env"));
+    assert_eq!((error.line(), error.column()), (Some(2), Some(24)));
+
+    let error = refused("store = 5\n");
+    assert_eq!(error.setting(), Some("store"));
+}
+
+#[test]
+fn a_timeout_is_a_positive_number_of_seconds() {
+    let settings = parse("upstream_timeout = 0.5").expect("half a second");
+    assert_eq!(
+        settings.upstream_timeout.map(|s| s.0),
+        Some(Duration::from_millis(500))
+    );
+    let settings = parse("upstream_timeout = 2").expect("two seconds");
+    assert_eq!(
+        settings.upstream_timeout.map(|s| s.0),
+        Some(Duration::from_secs(2))
+    );
+    for bad in ["0", "-1", "nan", "inf", "\"30\""] {
+        let error = refused(&format!("upstream_timeout = {bad}"));
+        assert_eq!(error.setting(), Some("upstream_timeout"), "{bad}");
+        assert_eq!(error.line(), Some(1), "{bad}");
+    }
+}
+
+#[test]
+fn a_syntax_error_has_a_place_but_no_setting() {
+    let error = refused("upstream = \"http://h\"\nlisten = \n");
+    assert_eq!(error.line(), Some(2));
+    assert_eq!(error.setting(), None);
+    let message = error.to_string();
+    assert!(message.starts_with("/etc/cachet.toml:2:"), "{message}");
+    assert!(!message.contains('\n'), "{message}");
+}
+
+#[test]
+fn a_missing_file_names_the_path() {
+    let error = ConfigFile::read(Path::new("/nonexistent/cachet.toml")).expect_err("no such file");
+    assert!(error.is_read());
+    assert_eq!(
+        error.to_string(),
+        "cannot read config file /nonexistent/cachet.toml"
+    );
+    assert!(error.source().is_some(), "the I/O error is the source");
+}
+
+#[test]
+fn columns_count_characters() {
+    assert_eq!(line_and_column("a = \"é\"\nb", 9), (2, 1));
+    assert_eq!(line_and_column("é = 1", 3), (1, 3));
+    assert_eq!(line_and_column("", 0), (1, 1));
+}
