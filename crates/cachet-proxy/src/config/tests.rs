@@ -433,3 +433,32 @@ fn the_help_names_the_defaults_that_are_applied() {
         assert!(help.contains(&default), "{default} missing from {help}");
     }
 }
+
+#[test]
+fn entries_takes_the_store_settings_given_before_it_and_needs_no_upstream() {
+    let invocation = Invocation::from_args_and_env(
+        [
+            "cachet-proxy",
+            "--store",
+            "redis://127.0.0.1:6379/0",
+            "--redis-namespace",
+            "edge:",
+            "entries",
+            "purge",
+            "http://origin/a?b=1",
+        ],
+        |_| None,
+    )
+    .expect("a valid entries command");
+    let Invocation::Entries { config, command } = invocation else {
+        panic!("expected an entries command");
+    };
+    assert_eq!(
+        command,
+        EntriesCommand::Purge {
+            url: "http://origin/a?b=1".to_owned()
+        }
+    );
+    assert_eq!(config.redis_namespace(), "edge:");
+    assert!(matches!(config.store(), StoreChoice::Redis(_)));
+}
