@@ -14,8 +14,7 @@ use http_body::Body;
 use pin_project::pin_project;
 use tokio::sync::oneshot;
 use tokio::time::Timeout;
-use tower::util::Oneshot;
-use tower::{Service, ServiceExt};
+use tower::Service;
 
 use super::ForwardReason;
 use super::answer::{
@@ -40,6 +39,8 @@ pub(crate) struct RequestFacts<St> {
     pub(crate) store: St,
     pub(crate) method: Method,
     pub(crate) cc: CacheControl,
+    /// Whether the request carries `If-None-Match` or `If-Modified-Since`.
+    pub(crate) validators: bool,
     pub(crate) time: SystemTime,
     /// The request's headers, captured when it is forwarded (for `Vary` and §3.5).
     pub(crate) headers: HeaderMap,
@@ -120,7 +121,7 @@ where
 {
     Lookup {
         #[pin]
-        lookup: Oneshot<St, StoreRequest>,
+        lookup: StoreCall<St::Future>,
         forward: Option<(S, Request<ReqB>)>,
     },
     /// Waiting for another request's fetch of the same key.
@@ -136,6 +137,42 @@ where
     Done,
 }
 
+/// A read from the store of a request's facts, which that very handle answers: made
+/// ready, then called (a hit clones no store handle).
+#[pin_project(project = StoreCallProj)]
+enum StoreCall<F> {
+    Ready(Option<StoreRequest>),
+    Called(#[pin] F),
+}
+
+impl<F> StoreCall<F> {
+    fn get(key: CacheKey) -> Self {
+        Self::Ready(Some(StoreRequest::Get(key)))
+    }
+}
+
+impl<F: Future<Output = Result<StoreResponse, BoxError>>> StoreCall<F> {
+    fn poll_with<St>(
+        mut self: Pin<&mut Self>,
+        store: &mut St,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<StoreResponse, BoxError>>
+    where
+        St: Service<StoreRequest, Response = StoreResponse, Error = BoxError, Future = F>,
+    {
+        loop {
+            match self.as_mut().project() {
+                StoreCallProj::Ready(request) => {
+                    ready!(store.poll_ready(cx))?;
+                    let request = request.take().expect("a store read is sent once");
+                    self.set(Self::Called(store.call(request)));
+                }
+                StoreCallProj::Called(future) => return future.poll(cx),
+            }
+        }
+    }
+}
+
 impl<S, St, ReqB> ResponseFuture<S, St, ReqB>
 where
     S: Service<Request<ReqB>>,
@@ -147,10 +184,7 @@ where
         facts: RequestFacts<St>,
         config: Arc<Config>,
     ) -> Self {
-        let lookup = facts
-            .store
-            .clone()
-            .oneshot(StoreRequest::Get(facts.key.clone()));
+        let lookup = StoreCall::get(facts.key.clone());
         Self {
             state: State::Lookup {
                 lookup,
@@ -196,10 +230,10 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Lookup { lookup, forward } => {
-                    let found = ready!(lookup.poll(cx));
                     let Plan::Cache(facts) = this.plan else {
                         unreachable!("only cacheable requests are looked up")
                     };
+                    let found = ready!(lookup.poll_with(&mut facts.store, cx));
                     let (mut service, mut request) =
                         forward.take().expect("a lookup forwards at most once");
                     let mut found_value = None;
@@ -245,9 +279,8 @@ where
                             return Poll::Ready(Ok(response));
                         }
                         Step::Variant(variant) => {
-                            let lookup = facts.store.clone().oneshot(StoreRequest::Get(variant));
                             this.state.set(State::Lookup {
-                                lookup,
+                                lookup: StoreCall::get(variant),
                                 forward: Some((service, request)),
                             });
                             continue;
@@ -310,12 +343,8 @@ where
                                 // its join has stored its response: look once more.
                                 *this.leader = Some(leader);
                                 facts.seen = None;
-                                let lookup = facts
-                                    .store
-                                    .clone()
-                                    .oneshot(StoreRequest::Get(facts.key.clone()));
                                 this.state.set(State::Lookup {
-                                    lookup,
+                                    lookup: StoreCall::get(facts.key.clone()),
                                     forward: Some((service, request)),
                                 });
                                 continue;

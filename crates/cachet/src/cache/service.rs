@@ -3,7 +3,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{Method, Request, Response};
+use http::header::{CACHE_CONTROL, IF_MODIFIED_SINCE, IF_NONE_MATCH, PRAGMA};
+use http::{HeaderMap, Method, Request, Response};
 use http_body::Body;
 use tower::Service;
 
@@ -156,11 +157,17 @@ where
                 );
             }
         };
+        let present = Present::scan(request.headers());
         let mut facts = RequestFacts {
             key,
             store: self.store.clone(),
             method: request.method().clone(),
-            cc: CacheControl::parse_request(request.headers()),
+            cc: if present.directives {
+                CacheControl::parse_request(request.headers())
+            } else {
+                CacheControl::default()
+            },
+            validators: present.validators,
             time: config.clock.now(),
             headers: http::HeaderMap::new(),
             seen: None,
@@ -189,6 +196,39 @@ where
         let ready = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, ready);
         ResponseFuture::lookup(ready, request, facts, config)
+    }
+}
+
+/// Which of the request headers a lookup reads are present, found in one pass.
+struct Present {
+    /// `Cache-Control` or `Pragma`.
+    directives: bool,
+    /// `If-None-Match` or `If-Modified-Since`.
+    validators: bool,
+}
+
+impl Present {
+    fn scan(headers: &HeaderMap) -> Self {
+        // Comparing the names of a short map is cheaper than hashing four of them.
+        if headers.keys_len() > 16 {
+            return Self {
+                directives: headers.contains_key(CACHE_CONTROL) || headers.contains_key(PRAGMA),
+                validators: headers.contains_key(IF_NONE_MATCH)
+                    || headers.contains_key(IF_MODIFIED_SINCE),
+            };
+        }
+        let mut present = Self {
+            directives: false,
+            validators: false,
+        };
+        for name in headers.keys() {
+            if *name == CACHE_CONTROL || *name == PRAGMA {
+                present.directives = true;
+            } else if *name == IF_NONE_MATCH || *name == IF_MODIFIED_SINCE {
+                present.validators = true;
+            }
+        }
+        present
     }
 }
 
@@ -257,6 +297,28 @@ mod tests {
             "first"
         );
         assert_pending!(handle.poll_request());
+    }
+
+    #[test]
+    fn the_headers_a_lookup_reads_are_found_in_short_and_long_maps() {
+        use http::{HeaderMap, HeaderName, HeaderValue};
+
+        use super::Present;
+
+        for extra in [0, 40] {
+            let mut headers = HeaderMap::new();
+            for i in 0..extra {
+                let name = HeaderName::try_from(format!("x-filler-{i}")).expect("a valid name");
+                headers.insert(name, HeaderValue::from_static("1"));
+            }
+            let present = Present::scan(&headers);
+            assert!(!present.directives && !present.validators);
+            headers.insert("pragma", HeaderValue::from_static("no-cache"));
+            assert!(Present::scan(&headers).directives);
+            assert!(!Present::scan(&headers).validators);
+            headers.insert("if-modified-since", HeaderValue::from_static("x"));
+            assert!(Present::scan(&headers).validators);
+        }
     }
 
     #[tokio::test]
