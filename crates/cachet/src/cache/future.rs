@@ -240,9 +240,7 @@ where
                     let store_answered = found.is_ok();
                     let step = match found {
                         Ok(StoreResponse::Found(value)) => {
-                            let decoded = stored::decode(&value, this.config);
-                            found_value = Some(value);
-                            match decoded {
+                            let step = match stored::decode(&value, this.config) {
                                 Ok(decoded) => {
                                     examine(&decoded.stored, facts, request.headers(), this.config)
                                 }
@@ -250,7 +248,9 @@ where
                                     tracing::debug!(key = %facts.key, %error, "stored entry is unusable");
                                     Step::Forward(None)
                                 }
-                            }
+                            };
+                            found_value = Some(value);
+                            step
                         }
                         Ok(_) => {
                             let varies = facts
