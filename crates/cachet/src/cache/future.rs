@@ -6,9 +6,6 @@ use std::task::{Context, Poll, ready};
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use http::header::{
-    HeaderName, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE,
-};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
 use pin_project::pin_project;
@@ -41,6 +38,9 @@ pub(crate) struct RequestFacts<St> {
     pub(crate) cc: CacheControl,
     /// Whether the request carries `If-None-Match` or `If-Modified-Since`.
     pub(crate) validators: bool,
+    /// Whether the request carries `Range`, `If-Match`, `If-Unmodified-Since` or
+    /// `If-Range`.
+    pub(crate) conditions: bool,
     pub(crate) time: SystemTime,
     /// The request's headers, captured when it is forwarded (for `Vary` and §3.5).
     pub(crate) headers: HeaderMap,
@@ -334,7 +334,7 @@ where
                     if let Some(wait) = this.config.coalesce_wait
                         && this.leader.is_none()
                         && this.stale.is_none()
-                        && coalescible(*this.reason, facts, request.headers())
+                        && coalescible(*this.reason, facts)
                     {
                         match this.config.inflight.join(&facts.key) {
                             Join::Leader(leader) if !store_answered => *this.leader = Some(leader),
@@ -457,18 +457,11 @@ pub(crate) fn finish<St: Store, B: Body<Data = Bytes>, E: Into<BoxError>>(
 
 /// Whether a forwarded request may wait for a concurrent fetch of the same key instead:
 /// a plain miss, with no conditions or reload of its own.
-fn coalescible<St>(reason: ForwardReason, facts: &RequestFacts<St>, request: &HeaderMap) -> bool {
-    const CONDITIONALS: [HeaderName; 5] = [
-        IF_MATCH,
-        IF_NONE_MATCH,
-        IF_MODIFIED_SINCE,
-        IF_UNMODIFIED_SINCE,
-        IF_RANGE,
-    ];
+fn coalescible<St>(reason: ForwardReason, facts: &RequestFacts<St>) -> bool {
     matches!(reason, ForwardReason::Miss | ForwardReason::VaryMiss)
         && !facts.cc.no_cache
-        && !request.contains_key(RANGE)
-        && !CONDITIONALS.iter().any(|name| request.contains_key(name))
+        && !facts.validators
+        && !facts.conditions
 }
 
 /// Handles a failed store read: the error for the caller when it is a bad signature and

@@ -3,8 +3,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, IF_MODIFIED_SINCE, IF_NONE_MATCH, PRAGMA};
-use http::{HeaderMap, Method, Request, Response};
+use http::header::{
+    CACHE_CONTROL, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE,
+    PRAGMA, RANGE,
+};
+use http::{HeaderMap, HeaderName, Method, Request, Response};
 use http_body::Body;
 use tower::Service;
 
@@ -168,6 +171,7 @@ where
                 CacheControl::default()
             },
             validators: present.validators,
+            conditions: present.conditions,
             time: config.clock.now(),
             headers: http::HeaderMap::new(),
             seen: None,
@@ -205,27 +209,37 @@ struct Present {
     directives: bool,
     /// `If-None-Match` or `If-Modified-Since`.
     validators: bool,
+    /// `Range`, `If-Match`, `If-Unmodified-Since` or `If-Range`.
+    conditions: bool,
 }
 
 impl Present {
     fn scan(headers: &HeaderMap) -> Self {
-        // Comparing the names of a short map is cheaper than hashing four of them.
+        let any = |names: &[HeaderName]| names.iter().any(|name| headers.contains_key(name));
+        // Comparing the names of a short map is cheaper than hashing eight of them.
         if headers.keys_len() > 16 {
             return Self {
-                directives: headers.contains_key(CACHE_CONTROL) || headers.contains_key(PRAGMA),
-                validators: headers.contains_key(IF_NONE_MATCH)
-                    || headers.contains_key(IF_MODIFIED_SINCE),
+                directives: any(&[CACHE_CONTROL, PRAGMA]),
+                validators: any(&[IF_NONE_MATCH, IF_MODIFIED_SINCE]),
+                conditions: any(&[RANGE, IF_MATCH, IF_UNMODIFIED_SINCE, IF_RANGE]),
             };
         }
         let mut present = Self {
             directives: false,
             validators: false,
+            conditions: false,
         };
         for name in headers.keys() {
             if *name == CACHE_CONTROL || *name == PRAGMA {
                 present.directives = true;
             } else if *name == IF_NONE_MATCH || *name == IF_MODIFIED_SINCE {
                 present.validators = true;
+            } else if *name == RANGE
+                || *name == IF_MATCH
+                || *name == IF_UNMODIFIED_SINCE
+                || *name == IF_RANGE
+            {
+                present.conditions = true;
             }
         }
         present
@@ -318,6 +332,9 @@ mod tests {
             assert!(!Present::scan(&headers).validators);
             headers.insert("if-modified-since", HeaderValue::from_static("x"));
             assert!(Present::scan(&headers).validators);
+            assert!(!Present::scan(&headers).conditions);
+            headers.insert("range", HeaderValue::from_static("bytes=0-1"));
+            assert!(Present::scan(&headers).conditions);
         }
     }
 
