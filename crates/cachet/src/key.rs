@@ -61,7 +61,7 @@ impl CacheKey {
         use std::fmt::Write;
 
         let scheme = uri.scheme_str()?;
-        let authority = uri.authority()?;
+        let (host, port) = host_and_port(uri.authority()?.as_str());
         let default_port = if scheme.eq_ignore_ascii_case("http") {
             Some(80)
         } else if scheme.eq_ignore_ascii_case("https") {
@@ -69,29 +69,44 @@ impl CacheKey {
         } else {
             None
         };
+        let port = port.filter(|p| Some(*p) != default_port);
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
         let path = if path.is_empty() { "/" } else { path };
 
-        // Built in one buffer: this runs on every request, hits included.
-        let body_len = if body.is_some() { 77 } else { 0 };
-        let mut key = String::with_capacity(
-            class.len() + scheme.len() + authority.as_str().len() + path.len() + 4 + body_len,
-        );
-        key.push_str(class);
-        key.push(' ');
-        let start = key.len();
-        key.push_str(scheme);
-        key.push_str("://");
-        key.push_str(authority.host());
-        key[start..].make_ascii_lowercase();
-        if let Some(port) = authority.port_u16().filter(|p| Some(*p) != default_port) {
+        // This runs on every request, hits included: the text is put together on the
+        // stack, so that the `Arc<str>` is its one allocation.
+        let body = body.map(|digest| format!(" body={digest}"));
+        let mut text = KeyText::new();
+        text.push(class);
+        text.push(" ");
+        let start = text.len;
+        text.push(scheme);
+        text.push("://");
+        text.push(host);
+        if let Some(lower) = text.bytes.get_mut(start..text.len) {
+            lower.make_ascii_lowercase();
+        }
+        if let Some(port) = port {
+            text.push(":");
+            text.push_u16(port);
+        }
+        text.push(path);
+        if let Some(body) = &body {
+            text.push(body);
+        }
+        if let Some(text) = text.as_str() {
+            return Some(Self(Arc::from(text)));
+        }
+        // Longer than the stack buffer: the same text, built on the heap.
+        let mut key = format!("{class} {scheme}://{host}");
+        key[class.len() + 1..].make_ascii_lowercase();
+        if let Some(port) = port {
             // Writing to a String cannot fail.
             let _ = write!(key, ":{port}");
         }
         key.push_str(path);
-        if let Some(body) = body {
-            // Writing to a String cannot fail.
-            let _ = write!(key, " body={body}");
+        if let Some(body) = &body {
+            key.push_str(body);
         }
         Some(Self(key.into()))
     }
@@ -161,6 +176,85 @@ impl fmt::Display for CacheKey {
 impl fmt::Debug for CacheKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+/// An authority's host (an IPv6 literal with its brackets) and port, read as
+/// [`Authority::host`](http::uri::Authority::host) and
+/// [`Authority::port_u16`](http::uri::Authority::port_u16) read them, in one pass.
+fn host_and_port(authority: &str) -> (&str, Option<u16>) {
+    let host_port = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, rest)| rest);
+    let (host, port) = if host_port.starts_with('[') {
+        match host_port.find(']') {
+            Some(end) => {
+                let (host, rest) = host_port.split_at(end + 1);
+                (host, rest.strip_prefix(':'))
+            }
+            None => (host_port, None),
+        }
+    } else {
+        match host_port.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        }
+    };
+    (host, port.and_then(|port| port.parse().ok()))
+}
+
+/// A key's text on the stack; [`as_str`](Self::as_str) is `None` once it has
+/// overflowed.
+struct KeyText {
+    bytes: [u8; Self::CAPACITY],
+    len: usize,
+    overflowed: bool,
+}
+
+impl KeyText {
+    /// Room for nearly every URL; a longer one is built on the heap instead.
+    const CAPACITY: usize = 256;
+
+    fn new() -> Self {
+        Self {
+            bytes: [0; Self::CAPACITY],
+            len: 0,
+            overflowed: false,
+        }
+    }
+
+    fn push(&mut self, text: &str) {
+        let end = self.len + text.len();
+        match self.bytes.get_mut(self.len..end) {
+            Some(room) if !self.overflowed => {
+                room.copy_from_slice(text.as_bytes());
+                self.len = end;
+            }
+            _ => self.overflowed = true,
+        }
+    }
+
+    fn push_u16(&mut self, mut n: u16) {
+        let mut digits = [0u8; 5];
+        let mut start = digits.len();
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        // ASCII digits are text.
+        self.push(std::str::from_utf8(&digits[start..]).unwrap_or_default());
+    }
+
+    fn as_str(&self) -> Option<&str> {
+        if self.overflowed {
+            return None;
+        }
+        // Whole `str`s were copied in and only ASCII letters changed case.
+        std::str::from_utf8(self.bytes.get(..self.len)?).ok()
     }
 }
 
@@ -530,6 +624,81 @@ mod tests {
             key(Method::GET, "https://a:443/p?q"),
             Some("GET https://a/p?q".to_owned())
         );
+    }
+
+    /// The key as it was built before it was put together on the stack: from `http`'s
+    /// own reading of the authority, in a `String`.
+    fn reference_key(method: &Method, uri: &Uri) -> Option<String> {
+        let class = match *method {
+            Method::GET => "GET",
+            Method::HEAD => "HEAD",
+            _ => return None,
+        };
+        let scheme = uri.scheme_str()?;
+        let authority = uri.authority()?;
+        let default_port = match scheme.to_ascii_lowercase().as_str() {
+            "http" => Some(80),
+            "https" => Some(443),
+            _ => None,
+        };
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let path = if path.is_empty() { "/" } else { path };
+        let mut key = format!("{class} {scheme}://{}", authority.host());
+        key[class.len() + 1..].make_ascii_lowercase();
+        if let Some(port) = authority.port_u16().filter(|p| Some(*p) != default_port) {
+            key.push_str(&format!(":{port}"));
+        }
+        key.push_str(path);
+        Some(key)
+    }
+
+    #[test]
+    fn keys_read_the_authority_as_http_does() {
+        let long = format!("http://a/{}", "x".repeat(400));
+        let uris = [
+            "http://a/",
+            "http://A.Example:8080/p?q=1",
+            "https://user:pass@Host:443/x",
+            "https://user:8080@host/x",
+            "http://user@host:81",
+            "http://[::1]/x",
+            "http://[::1]:8080/x",
+            "http://[FE80::1]:80/x",
+            "HTTP://h:0/",
+            "http://h:65535/",
+            "ftp://h:21/f",
+            "http://h:080/",
+            &long,
+        ];
+        for uri in uris {
+            let parsed: Uri = uri.parse().expect("test URIs are valid");
+            for method in [Method::GET, Method::HEAD] {
+                assert_eq!(
+                    CacheKey::for_request(&method, &parsed).map(|k| k.to_string()),
+                    reference_key(&method, &parsed),
+                    "{uri}"
+                );
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn keys_match_the_reference_for_any_authority(
+            user in proptest::option::of("[a-z:]{0,6}"),
+            host in "[a-zA-Z0-9.-]{1,12}|\\[[0-9a-fA-F:]{2,12}\\]",
+            port in proptest::option::of("[0-9]{0,6}"),
+            path in "(/[a-zA-Z0-9%._~-]{0,40}){0,8}(\\?[a-z=&]{0,20})?",
+        ) {
+            let user = user.map(|u| format!("{u}@")).unwrap_or_default();
+            let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+            if let Ok(uri) = format!("http://{user}{host}{port}{path}").parse::<Uri>() {
+                proptest::prop_assert_eq!(
+                    CacheKey::for_request(&Method::GET, &uri).map(|k| k.to_string()),
+                    reference_key(&Method::GET, &uri)
+                );
+            }
+        }
     }
 
     #[test]

@@ -104,7 +104,8 @@ fn answer<St, B>(
     }
     tracing::trace!(key = %facts.key, age = age.as_secs(), "hit");
     config.metrics.hit();
-    if (facts.method == Method::GET || facts.method == Method::HEAD)
+    if facts.validators
+        && (facts.method == Method::GET || facts.method == Method::HEAD)
         && not_modified(&entry.headers, request)
     {
         let served = Served::new(&facts.key, facts.time, age, lifetime, CacheStatus::Hit);

@@ -6,16 +6,12 @@ use std::task::{Context, Poll, ready};
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use http::header::{
-    HeaderName, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE,
-};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
 use pin_project::pin_project;
 use tokio::sync::oneshot;
 use tokio::time::Timeout;
-use tower::util::Oneshot;
-use tower::{Service, ServiceExt};
+use tower::Service;
 
 use super::ForwardReason;
 use super::answer::{
@@ -40,6 +36,11 @@ pub(crate) struct RequestFacts<St> {
     pub(crate) store: St,
     pub(crate) method: Method,
     pub(crate) cc: CacheControl,
+    /// Whether the request carries `If-None-Match` or `If-Modified-Since`.
+    pub(crate) validators: bool,
+    /// Whether the request carries `Range`, `If-Match`, `If-Unmodified-Since` or
+    /// `If-Range`.
+    pub(crate) conditions: bool,
     pub(crate) time: SystemTime,
     /// The request's headers, captured when it is forwarded (for `Vary` and §3.5).
     pub(crate) headers: HeaderMap,
@@ -120,7 +121,7 @@ where
 {
     Lookup {
         #[pin]
-        lookup: Oneshot<St, StoreRequest>,
+        lookup: StoreCall<St::Future>,
         forward: Option<(S, Request<ReqB>)>,
     },
     /// Waiting for another request's fetch of the same key.
@@ -136,6 +137,42 @@ where
     Done,
 }
 
+/// A read from the store of a request's facts, which that very handle answers: made
+/// ready, then called (a hit clones no store handle).
+#[pin_project(project = StoreCallProj)]
+enum StoreCall<F> {
+    Ready(Option<StoreRequest>),
+    Called(#[pin] F),
+}
+
+impl<F> StoreCall<F> {
+    fn get(key: CacheKey) -> Self {
+        Self::Ready(Some(StoreRequest::Get(key)))
+    }
+}
+
+impl<F: Future<Output = Result<StoreResponse, BoxError>>> StoreCall<F> {
+    fn poll_with<St>(
+        mut self: Pin<&mut Self>,
+        store: &mut St,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<StoreResponse, BoxError>>
+    where
+        St: Service<StoreRequest, Response = StoreResponse, Error = BoxError, Future = F>,
+    {
+        loop {
+            match self.as_mut().project() {
+                StoreCallProj::Ready(request) => {
+                    ready!(store.poll_ready(cx))?;
+                    let request = request.take().expect("a store read is sent once");
+                    self.set(Self::Called(store.call(request)));
+                }
+                StoreCallProj::Called(future) => return future.poll(cx),
+            }
+        }
+    }
+}
+
 impl<S, St, ReqB> ResponseFuture<S, St, ReqB>
 where
     S: Service<Request<ReqB>>,
@@ -147,10 +184,7 @@ where
         facts: RequestFacts<St>,
         config: Arc<Config>,
     ) -> Self {
-        let lookup = facts
-            .store
-            .clone()
-            .oneshot(StoreRequest::Get(facts.key.clone()));
+        let lookup = StoreCall::get(facts.key.clone());
         Self {
             state: State::Lookup {
                 lookup,
@@ -196,19 +230,17 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Lookup { lookup, forward } => {
-                    let found = ready!(lookup.poll(cx));
                     let Plan::Cache(facts) = this.plan else {
                         unreachable!("only cacheable requests are looked up")
                     };
+                    let found = ready!(lookup.poll_with(&mut facts.store, cx));
                     let (mut service, mut request) =
                         forward.take().expect("a lookup forwards at most once");
                     let mut found_value = None;
                     let store_answered = found.is_ok();
                     let step = match found {
                         Ok(StoreResponse::Found(value)) => {
-                            let decoded = stored::decode(&value, this.config);
-                            found_value = Some(value);
-                            match decoded {
+                            let step = match stored::decode(&value, this.config) {
                                 Ok(decoded) => {
                                     examine(&decoded.stored, facts, request.headers(), this.config)
                                 }
@@ -216,7 +248,9 @@ where
                                     tracing::debug!(key = %facts.key, %error, "stored entry is unusable");
                                     Step::Forward(None)
                                 }
-                            }
+                            };
+                            found_value = Some(value);
+                            step
                         }
                         Ok(_) => {
                             let varies = facts
@@ -249,9 +283,8 @@ where
                             return Poll::Ready(Ok(response));
                         }
                         Step::Variant(variant) => {
-                            let lookup = facts.store.clone().oneshot(StoreRequest::Get(variant));
                             this.state.set(State::Lookup {
-                                lookup,
+                                lookup: StoreCall::get(variant),
                                 forward: Some((service, request)),
                             });
                             continue;
@@ -305,7 +338,7 @@ where
                     if let Some(wait) = this.config.coalesce_wait
                         && this.leader.is_none()
                         && this.stale.is_none()
-                        && coalescible(*this.reason, facts, request.headers())
+                        && coalescible(*this.reason, facts)
                     {
                         match this.config.inflight.join(&facts.key) {
                             Join::Leader(leader) if !store_answered => *this.leader = Some(leader),
@@ -314,12 +347,8 @@ where
                                 // its join has stored its response: look once more.
                                 *this.leader = Some(leader);
                                 facts.seen = None;
-                                let lookup = facts
-                                    .store
-                                    .clone()
-                                    .oneshot(StoreRequest::Get(facts.key.clone()));
                                 this.state.set(State::Lookup {
-                                    lookup,
+                                    lookup: StoreCall::get(facts.key.clone()),
                                     forward: Some((service, request)),
                                 });
                                 continue;
@@ -432,20 +461,13 @@ pub(crate) fn finish<St: Store, B: Body<Data = Bytes>, E: Into<BoxError>>(
 
 /// Whether a forwarded request may wait for a concurrent fetch of the same key instead:
 /// a plain miss, with no conditions or reload of its own.
-fn coalescible<St>(reason: ForwardReason, facts: &RequestFacts<St>, request: &HeaderMap) -> bool {
-    const CONDITIONALS: [HeaderName; 5] = [
-        IF_MATCH,
-        IF_NONE_MATCH,
-        IF_MODIFIED_SINCE,
-        IF_UNMODIFIED_SINCE,
-        IF_RANGE,
-    ];
+fn coalescible<St>(reason: ForwardReason, facts: &RequestFacts<St>) -> bool {
     matches!(
         reason,
         ForwardReason::UriMiss | ForwardReason::Miss | ForwardReason::VaryMiss
     ) && !facts.cc.no_cache
-        && !request.contains_key(RANGE)
-        && !CONDITIONALS.iter().any(|name| request.contains_key(name))
+        && !facts.validators
+        && !facts.conditions
 }
 
 /// Handles a failed store read: the error for the caller when it is a bad signature and

@@ -3,7 +3,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{Method, Request, Response};
+use http::header::{
+    CACHE_CONTROL, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE,
+    PRAGMA, RANGE,
+};
+use http::{HeaderMap, HeaderName, Method, Request, Response};
 use http_body::Body;
 use tower::Service;
 
@@ -156,11 +160,18 @@ where
                 );
             }
         };
+        let present = Present::scan(request.headers());
         let mut facts = RequestFacts {
             key,
             store: self.store.clone(),
             method: request.method().clone(),
-            cc: CacheControl::parse_request(request.headers()),
+            cc: if present.directives {
+                CacheControl::parse_request(request.headers())
+            } else {
+                CacheControl::default()
+            },
+            validators: present.validators,
+            conditions: present.conditions,
             time: config.clock.now(),
             headers: http::HeaderMap::new(),
             seen: None,
@@ -189,6 +200,49 @@ where
         let ready = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, ready);
         ResponseFuture::lookup(ready, request, facts, config)
+    }
+}
+
+/// Which of the request headers a lookup reads are present, found in one pass.
+struct Present {
+    /// `Cache-Control` or `Pragma`.
+    directives: bool,
+    /// `If-None-Match` or `If-Modified-Since`.
+    validators: bool,
+    /// `Range`, `If-Match`, `If-Unmodified-Since` or `If-Range`.
+    conditions: bool,
+}
+
+impl Present {
+    fn scan(headers: &HeaderMap) -> Self {
+        let any = |names: &[HeaderName]| names.iter().any(|name| headers.contains_key(name));
+        // Comparing the names of a short map is cheaper than hashing eight of them.
+        if headers.keys_len() > 16 {
+            return Self {
+                directives: any(&[CACHE_CONTROL, PRAGMA]),
+                validators: any(&[IF_NONE_MATCH, IF_MODIFIED_SINCE]),
+                conditions: any(&[RANGE, IF_MATCH, IF_UNMODIFIED_SINCE, IF_RANGE]),
+            };
+        }
+        let mut present = Self {
+            directives: false,
+            validators: false,
+            conditions: false,
+        };
+        for name in headers.keys() {
+            if *name == CACHE_CONTROL || *name == PRAGMA {
+                present.directives = true;
+            } else if *name == IF_NONE_MATCH || *name == IF_MODIFIED_SINCE {
+                present.validators = true;
+            } else if *name == RANGE
+                || *name == IF_MATCH
+                || *name == IF_UNMODIFIED_SINCE
+                || *name == IF_RANGE
+            {
+                present.conditions = true;
+            }
+        }
+        present
     }
 }
 
@@ -257,6 +311,31 @@ mod tests {
             "first"
         );
         assert_pending!(handle.poll_request());
+    }
+
+    #[test]
+    fn the_headers_a_lookup_reads_are_found_in_short_and_long_maps() {
+        use http::{HeaderMap, HeaderName, HeaderValue};
+
+        use super::Present;
+
+        for extra in [0, 40] {
+            let mut headers = HeaderMap::new();
+            for i in 0..extra {
+                let name = HeaderName::try_from(format!("x-filler-{i}")).expect("a valid name");
+                headers.insert(name, HeaderValue::from_static("1"));
+            }
+            let present = Present::scan(&headers);
+            assert!(!present.directives && !present.validators);
+            headers.insert("pragma", HeaderValue::from_static("no-cache"));
+            assert!(Present::scan(&headers).directives);
+            assert!(!Present::scan(&headers).validators);
+            headers.insert("if-modified-since", HeaderValue::from_static("x"));
+            assert!(Present::scan(&headers).validators);
+            assert!(!Present::scan(&headers).conditions);
+            headers.insert("range", HeaderValue::from_static("bytes=0-1"));
+            assert!(Present::scan(&headers).conditions);
+        }
     }
 
     #[tokio::test]

@@ -9,7 +9,7 @@ use http::{HeaderName, HeaderValue};
 use super::layer::Config;
 use crate::entry::{DecodeError, Entry, Record, Variants};
 use crate::policy::{Freshness, ResponseFacts};
-use crate::store::Value;
+use crate::store::{Derived, Value};
 
 /// A decoded record, as kept with its [`Value`].
 #[expect(
@@ -29,10 +29,13 @@ pub(crate) struct Decoded {
 
 /// The decoded record of a value, from the value's slot when it was decoded before for
 /// the same configuration.
-pub(crate) fn decode(value: &Value, config: &Config) -> Result<Arc<Decoded>, DecodeError> {
-    let decoded = value.derive(|bytes| decode_bytes(bytes, config))?;
+pub(crate) fn decode<'v>(
+    value: &'v Value,
+    config: &Config,
+) -> Result<Derived<'v, Decoded>, DecodeError> {
+    let decoded = value.derive_ref(|bytes| decode_bytes(bytes, config))?;
     if decoded.targeted != config.targeted {
-        return decode_bytes(value.bytes(), config).map(Arc::new);
+        return decode_bytes(value.bytes(), config).map(|d| Derived::Alone(Arc::new(d)));
     }
     Ok(decoded)
 }

@@ -52,6 +52,7 @@ use tower::{Service, ServiceExt};
 pub use memory::MemoryStore;
 pub use scan::{Cursor, Listed, Page, Scan, Unsupported};
 pub use tiered::{ResponseFuture as TieredFuture, Tiered};
+pub(crate) use value::Derived;
 pub use value::Value;
 
 use crate::{BoxError, CacheKey};

@@ -67,6 +67,54 @@ impl Value {
         let _ = self.inner.derived.set(derived.clone());
         Ok(derived)
     }
+
+    /// [`derive`](Self::derive), borrowing what the slot keeps instead of counting
+    /// another reference to it (a hit from memory takes no `Arc` for it).
+    pub(crate) fn derive_ref<T, E>(
+        &self,
+        derive: impl FnOnce(&Bytes) -> Result<T, E>,
+    ) -> Result<Derived<'_, T>, E>
+    where
+        T: Any + Send + Sync,
+    {
+        if let Some(derived) = self.inner.derived.get() {
+            return match kept(derived) {
+                Some(derived) => Ok(Derived::Kept(derived)),
+                None => derive(&self.inner.bytes).map(|d| Derived::Alone(Arc::new(d))),
+            };
+        }
+        let fresh = Arc::new(derive(&self.inner.bytes)?);
+        // Another thread may have filled the slot meanwhile; either result is the same.
+        let _ = self.inner.derived.set(fresh.clone());
+        Ok(match self.inner.derived.get().and_then(kept) {
+            Some(kept) => Derived::Kept(kept),
+            None => Derived::Alone(fresh),
+        })
+    }
+}
+
+/// The slot's content as a `T`, if that is what it holds.
+fn kept<T: Any>(derived: &Arc<dyn Any + Send + Sync>) -> Option<&T> {
+    (**derived).downcast_ref::<T>()
+}
+
+/// What [`Value::derive_ref`] made of a value's bytes.
+pub(crate) enum Derived<'a, T> {
+    /// Kept in the value's slot.
+    Kept(&'a T),
+    /// Made for this call alone: the slot holds something else.
+    Alone(Arc<T>),
+}
+
+impl<T> std::ops::Deref for Derived<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        match self {
+            Self::Kept(derived) => derived,
+            Self::Alone(derived) => derived,
+        }
+    }
 }
 
 impl From<Bytes> for Value {
@@ -122,6 +170,21 @@ mod tests {
         assert_eq!(*value.derive(parse).expect("parses"), 1);
         assert_eq!(*clone.derive(parse).expect("parses"), 1);
         assert_eq!(runs.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn derive_ref_borrows_what_the_slot_keeps_and_makes_other_types_alone() {
+        let value = Value::from(&b"7"[..]);
+        let first = value.derive_ref(|b| Ok::<_, ()>(b.len())).expect("derives");
+        assert!(matches!(first, Derived::Kept(&1)));
+        let again = value
+            .derive_ref(|_| Err::<usize, _>("not run: the slot keeps it"))
+            .expect("kept");
+        assert!(matches!(again, Derived::Kept(&1)));
+        assert_eq!(*value.derive::<usize, ()>(|_| Ok(2)).expect("kept"), 1);
+        let other = value.derive_ref(|_| Ok::<_, ()>("other")).expect("derives");
+        assert!(matches!(other, Derived::Alone(_)));
+        assert_eq!(*other, "other");
     }
 
     #[test]

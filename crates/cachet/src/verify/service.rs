@@ -186,7 +186,7 @@ struct Verified {
 /// The inner value of a signed value, verified once per value for a given cache key and
 /// signing key.
 fn verified(keyring: &Keyring, key: &CacheKey, signed: &Value) -> Result<Value, &'static str> {
-    let memo = signed.derive(|bytes| {
+    let memo = signed.derive_ref(|bytes| {
         verify(keyring, key, bytes).map(|(key_id, payload)| Verified {
             key: key.clone(),
             key_id,

@@ -1,0 +1,159 @@
+//! Serves `N` fresh in-memory hits through one contender, for a profiler to watch.
+//!
+//! ```sh
+//! cargo build --release -p cachet-bench --example profile_hit
+//! valgrind --tool=callgrind target/release/examples/profile_hit cachet 1024 100000
+//! valgrind --tool=dhat target/release/examples/profile_hit floor 1024 100000
+//! perf record --call-graph dwarf target/release/examples/profile_hit signed 1024 2000000
+//! ```
+//!
+//! The contender is `floor` (a prebuilt response from `quick_cache`, keyed by cachet's
+//! `CacheKey`, as in `benches/hit.rs`), `cachet` (`CacheLayer` over `MemoryStore`) or
+//! `signed` (`CacheLayer` over `VerifyLayer` over `MemoryStore`); then the body size and
+//! the number of hits. Each request is built, sent, and its body read to the end, as in
+//! the bench; the origin is asked once, to fill the cache, and the run fails if it is
+//! asked again. Subtracting a run of `N` from one of `2N` leaves the cost of `N` hits.
+
+use std::convert::Infallible;
+use std::future::{Ready, ready};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use cachet::verify::{Keyring, VerifyLayer};
+use cachet::{CacheKey, CacheLayer, MemoryStore};
+use cachet_bench::read_body;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::Full;
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+type Req = Request<Full<Bytes>>;
+
+fn request(uri: &str) -> Req {
+    Request::get(uri)
+        .header("user-agent", "bench/1.0")
+        .header("accept", "*/*")
+        .body(Full::default())
+        .expect("the request is valid")
+}
+
+fn origin_response(body: &Bytes) -> Response<Full<Bytes>> {
+    Response::builder()
+        .header("content-type", "application/javascript")
+        .header("cache-control", "public, max-age=3600")
+        .header("etag", "\"abc123\"")
+        .header(
+            "date",
+            httpdate::fmt_http_date(std::time::SystemTime::now()),
+        )
+        .body(Full::new(body.clone()))
+        .expect("the response is valid")
+}
+
+#[derive(Clone)]
+struct Floor {
+    cache: Arc<quick_cache::sync::Cache<CacheKey, (StatusCode, HeaderMap, Bytes)>>,
+}
+
+impl Service<Req> for Floor {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        let key = CacheKey::for_request(request.method(), request.uri())
+            .expect("an absolute URI has a key");
+        let (status, headers, body) = self.cache.get(&key).expect("the floor is prefilled");
+        let mut response = Response::new(Full::new(body));
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        ready(Ok(response))
+    }
+}
+
+async fn hits<S, B>(mut service: S, uri: &str, n: u64, size: usize)
+where
+    S: Service<Req, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: Body,
+    B::Error: std::fmt::Debug,
+{
+    for _ in 0..n {
+        let response = service
+            .ready()
+            .await
+            .expect("the service is ready")
+            .call(request(uri))
+            .await
+            .expect("the request succeeds");
+        let len = read_body(response.into_body())
+            .await
+            .expect("the body reads to its end");
+        assert_eq!(len, size, "the whole body came back");
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let usage = "usage: profile_hit floor|cachet|signed SIZE N";
+    let contender = args.next().expect(usage);
+    let size: usize = args.next().and_then(|s| s.parse().ok()).expect(usage);
+    let n: u64 = args.next().and_then(|s| s.parse().ok()).expect(usage);
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime");
+    let body = Bytes::from(vec![b'x'; size]);
+    let uri = format!("http://origin.example/assets/app.js?size={size}");
+    let calls = Arc::new(AtomicU64::new(0));
+    let origin = {
+        let (body, calls) = (body.clone(), calls.clone());
+        service_fn(move |_: Req| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            ready(Ok::<_, Infallible>(origin_response(&body)))
+        })
+    };
+    runtime.block_on(async {
+        match contender.as_str() {
+            "floor" => {
+                let cache = quick_cache::sync::Cache::new(1024);
+                let (parts, _) = origin_response(&body).into_parts();
+                let key =
+                    CacheKey::for_request(&http::Method::GET, &uri.parse().expect("a valid URI"))
+                        .expect("an absolute URI has a key");
+                cache.insert(key, (parts.status, parts.headers, body.clone()));
+                let floor = Floor {
+                    cache: Arc::new(cache),
+                };
+                hits(floor, &uri, n, size).await;
+            }
+            "cachet" => {
+                let cachet = CacheLayer::new(MemoryStore::default()).layer(origin);
+                hits(cachet.clone(), &uri, 1, size).await;
+                tokio::task::yield_now().await;
+                hits(cachet, &uri, n, size).await;
+            }
+            "signed" => {
+                let keyring = Keyring::new("bench secret").expect("a secret that is not empty");
+                let signed =
+                    CacheLayer::new(VerifyLayer::new(keyring).layer(MemoryStore::default()))
+                        .layer(origin);
+                hits(signed.clone(), &uri, 1, size).await;
+                tokio::task::yield_now().await;
+                hits(signed, &uri, n, size).await;
+            }
+            other => panic!("{usage} (not {other})"),
+        }
+    });
+    assert!(
+        calls.load(Ordering::SeqCst) <= 1,
+        "the origin was asked again: not every request was a hit"
+    );
+}
