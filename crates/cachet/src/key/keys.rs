@@ -1,0 +1,335 @@
+//! The settings that shape keys ([`Keys`]) and the strategy that makes them
+//! ([`KeyStrategy`]).
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use http::uri::PathAndQuery;
+use http::{Extensions, HeaderMap, HeaderName, HeaderValue, Method, Uri};
+
+use super::CacheKey;
+use crate::BodyDigest;
+
+/// What a [`KeyStrategy`] or a [`Filter`](crate::Filter) sees of a request: all of it
+/// but the body.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct RequestHead<'a> {
+    /// The request's method.
+    pub method: &'a Method,
+    /// The request's URI: for a [`KeyStrategy`], with the [`Keys`] settings applied
+    /// (ignored query parameters removed, credentials replaced by digests, the query
+    /// sorted if asked); for a [`Filter`](crate::Filter), as sent.
+    pub uri: &'a Uri,
+    /// The request's headers, as sent.
+    pub headers: &'a HeaderMap,
+    /// The request's extensions.
+    pub extensions: &'a Extensions,
+}
+
+/// How a request becomes the key its response is stored under; replace it with
+/// [`Keys::strategy`]. The default is [`DefaultKey`].
+///
+/// A key must hold everything that tells two responses apart (at least the method class
+/// and the whole URI): requests with the same key share a stored response. Keys are
+/// written to stores, so they should be stable across processes and versions.
+///
+/// ```
+/// use cachet::{CacheKey, DefaultKey, RequestHead, KeyStrategy};
+///
+/// /// Keys on the default, plus the tenant a request is for.
+/// #[derive(Debug)]
+/// struct PerTenant;
+///
+/// impl KeyStrategy for PerTenant {
+///     fn key(&self, request: &RequestHead<'_>) -> Option<CacheKey> {
+///         let key = DefaultKey.key(request)?;
+///         let tenant = request.headers.get("x-tenant")?.to_str().ok()?;
+///         Some(CacheKey::from_text(format!("{key} tenant={tenant}")))
+///     }
+/// }
+/// ```
+pub trait KeyStrategy: fmt::Debug + Send + Sync + 'static {
+    /// The key for a request, or `None` to pass it through uncached. It is also asked,
+    /// with empty headers and extensions, for the keys an unsafe method invalidates.
+    fn key(&self, request: &RequestHead<'_>) -> Option<CacheKey>;
+}
+
+/// The default [`KeyStrategy`]: for GET and HEAD, [`CacheKey::for_request`], the method
+/// class and the absolute URI; for another method, [`CacheKey::for_body`] when the
+/// request carries a [`BodyDigest`] (put there by a [`BodyKeyLayer`](crate::BodyKeyLayer)),
+/// and no key without one.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DefaultKey;
+
+impl KeyStrategy for DefaultKey {
+    fn key(&self, request: &RequestHead<'_>) -> Option<CacheKey> {
+        match *request.method {
+            Method::GET | Method::HEAD => CacheKey::for_request(request.method, request.uri),
+            _ => CacheKey::for_body(
+                request.method,
+                request.uri,
+                request.extensions.get::<BodyDigest>()?,
+            ),
+        }
+    }
+}
+
+/// How a cache keys requests: which query parameters and request headers are ignored,
+/// which are credentials, which request headers select a response, whether the query is
+/// sorted, and the [`KeyStrategy`]. Give it to
+/// [`CacheLayer::keys`](crate::CacheLayer::keys).
+///
+/// - **Ignored** names ([`ignore`](Self::ignore)) are left out of the key entirely, as
+///   query parameters and as request headers a response varies on: requests that differ
+///   only in them share a stored response, and their values are never stored.
+/// - **Credentials** ([`credentials`](Self::credentials), by default
+///   [`DEFAULT_CREDENTIALS`](Self::DEFAULT_CREDENTIALS)) are never stored in the clear:
+///   their values are replaced in keys and entries by a SHA-256 digest, so requests with
+///   different credentials still never share a response, but a store's reader learns no
+///   secret.
+/// - **Headers** ([`headers`](Self::headers)) select a response as if every response
+///   named them in `Vary`.
+///
+/// Names match query parameters and header names without regard to case.
+///
+/// ```
+/// use cachet::{CacheLayer, Keys, MemoryStore};
+///
+/// let layer = CacheLayer::new(MemoryStore::default()).keys(
+///     Keys::new()
+///         .ignore(["utm_source", "utm_campaign"])
+///         .credentials(Keys::DEFAULT_CREDENTIALS.iter().copied().chain(["x-session"]))
+///         .headers([http::header::ACCEPT_LANGUAGE])
+///         .sort_query(true),
+/// );
+/// # let _ = layer;
+/// ```
+#[derive(Clone, Debug)]
+pub struct Keys {
+    ignored: Vec<String>,
+    credentials: Vec<String>,
+    headers: Vec<HeaderName>,
+    sort_query: bool,
+    strategy: Arc<dyn KeyStrategy>,
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Keys {
+    /// The names treated as credentials unless [`credentials`](Self::credentials) says
+    /// otherwise.
+    pub const DEFAULT_CREDENTIALS: &'static [&'static str] = &[
+        "authorization",
+        "proxy-authorization",
+        "x-api-key",
+        "x-auth-token",
+        "access_token",
+        "api_key",
+    ];
+
+    /// The default settings: nothing ignored, [`DEFAULT_CREDENTIALS`](Self::DEFAULT_CREDENTIALS)
+    /// as credentials, the query as sent, and [`DefaultKey`].
+    pub fn new() -> Self {
+        Self {
+            ignored: Vec::new(),
+            credentials: lower(Self::DEFAULT_CREDENTIALS.iter().copied()),
+            headers: Vec::new(),
+            sort_query: false,
+            strategy: Arc::new(DefaultKey),
+        }
+    }
+
+    /// Query parameters and request headers to leave out of the key and never store.
+    ///
+    /// In a shared cache, ignoring a parameter that identifies the user (an API key in
+    /// the query) makes one user's response answer another's request; keep such names
+    /// as [credentials](Self::credentials) instead.
+    pub fn ignore<I, N>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = N>,
+        N: AsRef<str>,
+    {
+        self.ignored.extend(lower(names));
+        self
+    }
+
+    /// Replaces the credential names. To extend the defaults, chain them:
+    /// `Keys::DEFAULT_CREDENTIALS.iter().copied().chain(["x-session"])`.
+    pub fn credentials<I, N>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = N>,
+        N: AsRef<str>,
+    {
+        self.credentials = lower(names);
+        self
+    }
+
+    /// Request headers that select a stored response, as if every response named them in
+    /// `Vary` (a response's own `Vary` still applies).
+    pub fn headers(mut self, names: impl IntoIterator<Item = HeaderName>) -> Self {
+        self.headers.extend(names);
+        self
+    }
+
+    /// Whether query parameters are sorted by name (keeping the order of repeated names),
+    /// so that `?a=1&b=2` and `?b=2&a=1` share a key. Off by default: to the origin they
+    /// are different URIs.
+    pub fn sort_query(mut self, sort: bool) -> Self {
+        self.sort_query = sort;
+        self
+    }
+
+    /// Replaces [`DefaultKey`] with another strategy. It sees the URI with these settings
+    /// applied.
+    pub fn strategy(mut self, strategy: impl KeyStrategy) -> Self {
+        self.strategy = Arc::new(strategy);
+        self
+    }
+
+    /// The key for a request.
+    pub fn key(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        extensions: &Extensions,
+    ) -> Option<CacheKey> {
+        let uri = self.uri(uri);
+        self.strategy.key(&RequestHead {
+            method,
+            uri: &uri,
+            headers,
+            extensions,
+        })
+    }
+
+    /// The key a URI's responses to `method` are stored under, judged without headers or
+    /// extensions: for invalidation and management by URL.
+    pub fn key_for_url(&self, method: &Method, uri: &Uri) -> Option<CacheKey> {
+        self.key(method, uri, &HeaderMap::new(), &Extensions::new())
+    }
+
+    /// The headers every response varies on, besides those its `Vary` names.
+    pub(crate) fn vary_headers(&self) -> &[HeaderName] {
+        &self.headers
+    }
+
+    /// The request headers as variant keys and entries see them: ignored ones left out,
+    /// credentials replaced by their digest. Borrowed when none of `names` needs either.
+    pub(crate) fn vary_view<'h, 'n>(
+        &self,
+        request: &'h HeaderMap,
+        names: impl IntoIterator<Item = &'n HeaderName> + Clone,
+    ) -> Cow<'h, HeaderMap> {
+        let touched = |name: &HeaderName| {
+            request.contains_key(name)
+                && (contains(&self.ignored, name.as_str())
+                    || contains(&self.credentials, name.as_str()))
+        };
+        if !names.clone().into_iter().any(touched) {
+            return Cow::Borrowed(request);
+        }
+        let mut view = request.clone();
+        for name in names.into_iter().filter(|name| touched(name)) {
+            if contains(&self.ignored, name.as_str()) {
+                view.remove(name);
+                continue;
+            }
+            let digests: Vec<HeaderValue> = view
+                .get_all(name)
+                .iter()
+                .filter_map(|value| HeaderValue::from_str(&digest(value.as_bytes())).ok())
+                .collect();
+            view.remove(name);
+            for value in digests {
+                view.append(name, value);
+            }
+        }
+        Cow::Owned(view)
+    }
+
+    /// The URI with ignored parameters removed, credentials digested and the query
+    /// sorted if asked; borrowed when nothing changes.
+    fn uri<'u>(&self, uri: &'u Uri) -> Cow<'u, Uri> {
+        let Some(query) = uri.query() else {
+            return Cow::Borrowed(uri);
+        };
+        let untouched = !self.sort_query
+            && query.split('&').all(|pair| {
+                let name = name_of(pair);
+                !contains(&self.ignored, name) && !contains(&self.credentials, name)
+            });
+        if untouched {
+            return Cow::Borrowed(uri);
+        }
+        let mut pairs: Vec<Cow<'_, str>> = query
+            .split('&')
+            .filter(|pair| !pair.is_empty() && !contains(&self.ignored, name_of(pair)))
+            .map(|pair| match pair.split_once('=') {
+                Some((name, value)) if contains(&self.credentials, name) => {
+                    Cow::Owned(format!("{name}={}", digest(value.as_bytes())))
+                }
+                _ => Cow::Borrowed(pair),
+            })
+            .collect();
+        if self.sort_query {
+            // A stable sort keeps repeated names in the order they were sent.
+            pairs.sort_by(|a, b| name_of(a).cmp(name_of(b)));
+        }
+        let mut path_and_query = uri.path().to_owned();
+        if !pairs.is_empty() {
+            path_and_query.push('?');
+            path_and_query.push_str(&pairs.join("&"));
+        }
+        let mut parts = uri.clone().into_parts();
+        parts.path_and_query = PathAndQuery::try_from(path_and_query).ok();
+        // Rebuilding a valid URI's query cannot fail; if it did, a URI without an
+        // authority has no key, so the request passes through rather than leak a
+        // credential into one.
+        Cow::Owned(
+            Uri::from_parts(parts)
+                .ok()
+                .filter(|u| u.path_and_query().is_some())
+                .unwrap_or_default(),
+        )
+    }
+}
+
+/// A query pair's name: what comes before its `=`.
+fn name_of(pair: &str) -> &str {
+    pair.split_once('=').map_or(pair, |(name, _)| name)
+}
+
+fn lower<I, N>(names: I) -> Vec<String>
+where
+    I: IntoIterator<Item = N>,
+    N: AsRef<str>,
+{
+    names
+        .into_iter()
+        .map(|name| name.as_ref().to_ascii_lowercase())
+        .collect()
+}
+
+fn contains(list: &[String], name: &str) -> bool {
+    list.iter().any(|entry| entry.eq_ignore_ascii_case(name))
+}
+
+/// A credential as keys and entries keep it: `sha256:` and the first 16 bytes of its
+/// SHA-256 in hex, enough to keep users apart without revealing the value.
+pub(super) fn digest(value: &[u8]) -> String {
+    use std::fmt::Write;
+    let hash = ring::digest::digest(&ring::digest::SHA256, value);
+    let mut text = String::from("sha256:");
+    for byte in &hash.as_ref()[..16] {
+        // Writing to a String cannot fail.
+        let _ = write!(text, "{byte:02x}");
+    }
+    text
+}

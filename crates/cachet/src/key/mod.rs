@@ -1,0 +1,264 @@
+//! Cache keys: the method class plus the absolute URI (and, for another method, the
+//! request body's digest), and the settings that shape them.
+
+mod keys;
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderName, Method, Uri};
+
+use crate::BodyDigest;
+
+pub use keys::{DefaultKey, KeyStrategy, Keys, RequestHead};
+
+/// The key a response is stored under.
+///
+/// It is the method class (`GET` or `HEAD`, so a HEAD never fills a GET entry) followed
+/// by the absolute URI: scheme, authority, path and query, with the scheme and host in
+/// lower case and a default port left out, so two origins never share an entry.
+///
+/// ```
+/// use cachet::CacheKey;
+///
+/// let uri = "HTTPS://Example.COM:443/a?b=1".parse().unwrap_or_default();
+/// let key = CacheKey::for_request(&http::Method::GET, &uri);
+/// assert_eq!(key.map(|k| k.to_string()).as_deref(), Some("GET https://example.com/a?b=1"));
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CacheKey(Arc<str>);
+
+impl CacheKey {
+    /// The key for a request, or `None` when the request cannot be cached by key: a method
+    /// other than GET and HEAD, or a URI without a scheme and authority.
+    pub fn for_request(method: &Method, uri: &Uri) -> Option<Self> {
+        let class = match *method {
+            Method::GET => "GET",
+            Method::HEAD => "HEAD",
+            _ => return None,
+        };
+        Self::build(class, uri, None)
+    }
+
+    /// The key for a request of any method whose body has this digest: the method, the
+    /// URI as in a GET key, then ` body=` and the digest; `None` for a URI without a
+    /// scheme and authority.
+    ///
+    /// ```
+    /// use cachet::{BodyDigest, CacheKey};
+    ///
+    /// let uri = "https://Search.example/q".parse().unwrap_or_default();
+    /// let key = CacheKey::for_body(&http::Method::POST, &uri, &BodyDigest::of(b""));
+    /// assert_eq!(
+    ///     key.map(|k| k.to_string()).as_deref(),
+    ///     Some("POST https://search.example/q body=sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
+    /// );
+    /// ```
+    pub fn for_body(method: &Method, uri: &Uri, body: &BodyDigest) -> Option<Self> {
+        Self::build(method.as_str(), uri, Some(body))
+    }
+
+    /// `class`, the normalised absolute URI, and the body's digest if there is one.
+    fn build(class: &str, uri: &Uri, body: Option<&BodyDigest>) -> Option<Self> {
+        use std::fmt::Write;
+
+        let scheme = uri.scheme_str()?;
+        let (host, port) = host_and_port(uri.authority()?.as_str());
+        let default_port = if scheme.eq_ignore_ascii_case("http") {
+            Some(80)
+        } else if scheme.eq_ignore_ascii_case("https") {
+            Some(443)
+        } else {
+            None
+        };
+        let port = port.filter(|p| Some(*p) != default_port);
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let path = if path.is_empty() { "/" } else { path };
+
+        // This runs on every request, hits included: the text is put together on the
+        // stack, so that the `Arc<str>` is its one allocation.
+        let body = body.map(|digest| format!(" body={digest}"));
+        let mut text = KeyText::new();
+        text.push(class);
+        text.push(" ");
+        let start = text.len;
+        text.push(scheme);
+        text.push("://");
+        text.push(host);
+        if let Some(lower) = text.bytes.get_mut(start..text.len) {
+            lower.make_ascii_lowercase();
+        }
+        if let Some(port) = port {
+            text.push(":");
+            text.push_u16(port);
+        }
+        text.push(path);
+        if let Some(body) = &body {
+            text.push(body);
+        }
+        if let Some(text) = text.as_str() {
+            return Some(Self(Arc::from(text)));
+        }
+        // Longer than the stack buffer: the same text, built on the heap.
+        let mut key = format!("{class} {scheme}://{host}");
+        key[class.len() + 1..].make_ascii_lowercase();
+        if let Some(port) = port {
+            // Writing to a String cannot fail.
+            let _ = write!(key, ":{port}");
+        }
+        key.push_str(path);
+        if let Some(body) = &body {
+            key.push_str(body);
+        }
+        Some(Self(key.into()))
+    }
+
+    /// The key of one variant of this URI's responses: the URI's key followed by the
+    /// request's values of the headers the response varies on (RFC 9111 §4.1), each line
+    /// of a header joined with `, `; an absent header is `-`, which no value can equal.
+    pub(crate) fn variant(&self, names: &[HeaderName], request: &HeaderMap) -> Self {
+        let mut key = String::from(self.as_str());
+        key.push_str(" vary");
+        for name in names {
+            key.push(' ');
+            key.push_str(name.as_str());
+            let mut lines = request.get_all(name).iter().peekable();
+            if lines.peek().is_none() {
+                key.push('-');
+                continue;
+            }
+            key.push('=');
+            for (i, line) in lines.enumerate() {
+                if i > 0 {
+                    key.push_str(", ");
+                }
+                // Header values may hold any visible byte; escape what is not text.
+                for &byte in line.as_bytes() {
+                    match byte {
+                        b'%' | b' ' | 0..=0x1f | 0x7f..=0xff => {
+                            key.push_str(&format!("%{byte:02X}"))
+                        }
+                        _ => key.push(char::from(byte)),
+                    }
+                }
+            }
+        }
+        Self(key.into())
+    }
+
+    /// The GET key of the URI a HEAD key names.
+    pub(crate) fn for_get(&self) -> Option<Self> {
+        let uri = self.0.strip_prefix("HEAD ")?;
+        Some(Self(format!("GET {uri}").into()))
+    }
+
+    /// The URL the key names: its text after the method, up to any variant's suffix.
+    pub fn url(&self) -> &str {
+        let rest = self.0.split_once(' ').map_or(&*self.0, |(_, rest)| rest);
+        rest.split(' ').next().unwrap_or(rest)
+    }
+
+    /// A key from its text, for stores and tools that handle keys directly.
+    pub fn from_text(text: impl Into<Arc<str>>) -> Self {
+        Self(text.into())
+    }
+
+    /// The key's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+/// An authority's host (an IPv6 literal with its brackets) and port, read as
+/// [`Authority::host`](http::uri::Authority::host) and
+/// [`Authority::port_u16`](http::uri::Authority::port_u16) read them, in one pass.
+fn host_and_port(authority: &str) -> (&str, Option<u16>) {
+    let host_port = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, rest)| rest);
+    let (host, port) = if host_port.starts_with('[') {
+        match host_port.find(']') {
+            Some(end) => {
+                let (host, rest) = host_port.split_at(end + 1);
+                (host, rest.strip_prefix(':'))
+            }
+            None => (host_port, None),
+        }
+    } else {
+        match host_port.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        }
+    };
+    (host, port.and_then(|port| port.parse().ok()))
+}
+
+/// A key's text on the stack; [`as_str`](Self::as_str) is `None` once it has
+/// overflowed.
+struct KeyText {
+    bytes: [u8; Self::CAPACITY],
+    len: usize,
+    overflowed: bool,
+}
+
+impl KeyText {
+    /// Room for nearly every URL; a longer one is built on the heap instead.
+    const CAPACITY: usize = 256;
+
+    fn new() -> Self {
+        Self {
+            bytes: [0; Self::CAPACITY],
+            len: 0,
+            overflowed: false,
+        }
+    }
+
+    fn push(&mut self, text: &str) {
+        let end = self.len + text.len();
+        match self.bytes.get_mut(self.len..end) {
+            Some(room) if !self.overflowed => {
+                room.copy_from_slice(text.as_bytes());
+                self.len = end;
+            }
+            _ => self.overflowed = true,
+        }
+    }
+
+    fn push_u16(&mut self, mut n: u16) {
+        let mut digits = [0u8; 5];
+        let mut start = digits.len();
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        // ASCII digits are text.
+        self.push(std::str::from_utf8(&digits[start..]).unwrap_or_default());
+    }
+
+    fn as_str(&self) -> Option<&str> {
+        if self.overflowed {
+            return None;
+        }
+        // Whole `str`s were copied in and only ASCII letters changed case.
+        std::str::from_utf8(self.bytes.get(..self.len)?).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests;
