@@ -356,7 +356,7 @@ impl Policy {
             rules: expiry
                 .rules
                 .iter()
-                .map(|rule| (rule.pattern.clone(), rule.expire.0))
+                .map(|rule| (rule.pattern.0.0.clone(), rule.expire.0))
                 .collect(),
             rules_win: expiry.rules_win.unwrap_or(false),
             ignore: keys.ignore.clone().unwrap_or_default(),

@@ -20,7 +20,7 @@ use toml::de::{DeTable, DeValue};
 
 use crate::config::{BadSignatureAction, Mode};
 use crate::flags::{
-    CoalesceWait, FromText, InvalidSecret, Span, StoreChoice, Upstream, parse_timeout,
+    CoalesceWait, FromText, InvalidSecret, Span, StoreChoice, Upstream, UrlPattern, parse_timeout,
 };
 
 /// The settings of a configuration file, each `None` when the file leaves it out.
@@ -85,7 +85,7 @@ pub(crate) struct ExpirySection {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RuleSetting {
     /// A URL pattern, as `CacheLayer::expiry_rule` takes it.
-    pub(crate) pattern: String,
+    pub(crate) pattern: Parsed<UrlPattern>,
     pub(crate) expire: Parsed<Expiry>,
 }
 

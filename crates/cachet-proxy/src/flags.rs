@@ -447,3 +447,36 @@ impl fmt::Display for InvalidCoalesceWait {
 }
 
 impl StdError for InvalidCoalesceWait {}
+
+/// An expiry rule's URL pattern: a host (glob), optionally a scheme before it and a path
+/// after it, with no white space.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UrlPattern(pub(crate) String);
+
+impl FromText for UrlPattern {
+    type Err = InvalidPattern;
+
+    fn from_text(text: &str) -> Result<Self, InvalidPattern> {
+        let host = text.split_once("://").map_or(text, |(_, rest)| rest);
+        let host = host.split('/').next().unwrap_or_default();
+        if host.is_empty() || text.chars().any(char::is_whitespace) {
+            return Err(InvalidPattern);
+        }
+        Ok(Self(text.to_owned()))
+    }
+}
+
+/// A URL pattern without a host, or with white space in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct InvalidPattern;
+
+impl fmt::Display for InvalidPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "expected a host pattern, optionally with a scheme and a path, without spaces \
+             (such as 'api.example.com/v1/' or '*')",
+        )
+    }
+}
+
+impl StdError for InvalidPattern {}

@@ -88,6 +88,16 @@ fn rules_keys_and_filters_are_checked_where_they_are_written() {
     let error = refused("[keys]\nheaders = [\"bad header\"]\n");
     assert_eq!(error.setting(), Some("keys.headers"));
 
+    for pattern in ["", "/path/only", "a.test/with space"] {
+        let text = format!("[[expiry.rules]]\npattern = \"{pattern}\"\nexpire = \"1d\"\n");
+        let error = refused(&text);
+        assert_eq!(error.setting(), Some("expiry.rules.pattern"), "{pattern}");
+        assert!(
+            error.to_string().contains("expected a host pattern"),
+            "{error}"
+        );
+    }
+
     let error = refused("[[expiry.rules]]\npattern = \"a.test\"\nexpires = \"1d\"\n");
     assert_eq!(error.setting(), Some("expiry.rules.expires"));
 }
