@@ -276,7 +276,7 @@ async fn posts_listed_in_the_file_are_cached_by_their_body() {
     })
     .await;
     let config = format!(
-        "upstream = \"{}\"\nlisten = \"127.0.0.1:0\"\n\n[filters]\nmethods = [\"GET\", \"HEAD\", \"POST\"]\n",
+        "upstream = \"{}\"\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\n[filters]\nmethods = [\"GET\", \"HEAD\", \"POST\"]\n",
         origin.url("")
     );
     let proxy = Running::start(&config).await;
@@ -295,7 +295,21 @@ async fn posts_listed_in_the_file_are_cached_by_their_body() {
         (again.1.as_str(), again.2.as_str()),
         ("cachet; hit", "POST of 12 bytes")
     );
-    let other = proxy.send_body(Method::POST, url, "{\"q\":\"go\"}").await;
+    let other = proxy
+        .send_body(Method::POST, url.clone(), "{\"q\":\"go\"}")
+        .await;
     assert_eq!(other.1, "cachet; fwd=uri-miss; stored");
     assert_eq!(origin.requests(), 2);
+
+    // Purging the URL removes what its POSTs stored too.
+    let stored_url = format!("{}/search", origin.url(""));
+    let (status, purged) = proxy
+        .admin(Method::POST, &format!("/entries/purge?url={stored_url}"))
+        .await;
+    assert_eq!(
+        (status, purged),
+        (200, format!("deleted 2 entries for {stored_url}\n"))
+    );
+    let again = proxy.send_body(Method::POST, url, "{\"q\":\"rust\"}").await;
+    assert_eq!(again.1, "cachet; fwd=uri-miss; stored");
 }

@@ -344,6 +344,7 @@ impl<St> CacheLayer<St> {
             self.config.clock.clone(),
             self.config.targeted.clone(),
             self.config.keys.clone(),
+            self.config.methods.clone(),
         )
     }
 

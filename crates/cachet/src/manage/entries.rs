@@ -37,6 +37,8 @@ pub struct Entries<St> {
     clock: Arc<dyn Clock>,
     targeted: Option<HeaderName>,
     keys: Keys,
+    /// The methods the cache stores; those other than GET and HEAD are keyed by body.
+    methods: Vec<Method>,
 }
 
 /// What is stored under one key.
@@ -118,6 +120,7 @@ impl<St> Entries<St> {
             Arc::new(SystemClock),
             None,
             Keys::new(),
+            vec![Method::GET, Method::HEAD],
         )
     }
 
@@ -127,6 +130,7 @@ impl<St> Entries<St> {
         clock: Arc<dyn Clock>,
         targeted: Option<HeaderName>,
         keys: Keys,
+        methods: Vec<Method>,
     ) -> Self {
         Self {
             store,
@@ -134,6 +138,7 @@ impl<St> Entries<St> {
             clock,
             targeted,
             keys,
+            methods,
         }
     }
 
@@ -267,7 +272,8 @@ where
             .map_err(|error| Error::store("delete an entry", error))
     }
 
-    /// Every stored entry whose key is the GET or HEAD key of `url`, or a variant of one.
+    /// Every stored entry whose key is the GET or HEAD key of `url`, or a variant of one,
+    /// or (for another method the cache stores) one of its keys by body.
     async fn for_url(&self, url: &str) -> Result<Vec<Listed>, Error> {
         let uri: Uri = url
             .parse()
@@ -275,9 +281,18 @@ where
         let key = |method| self.keys.key_for_url(&method, &uri);
         let get = key(Method::GET).ok_or(Error::invalid_url(None))?;
         let head = key(Method::HEAD).ok_or(Error::invalid_url(None))?;
+        let by_body = self
+            .methods
+            .iter()
+            .filter(|method| **method != Method::GET && **method != Method::HEAD)
+            .map(|method| format!("{method} {}", get.url()));
+        let prefixes: Vec<String> = [get.as_str().to_owned(), head.as_str().to_owned()]
+            .into_iter()
+            .chain(by_body)
+            .collect();
         let mut found = Vec::new();
-        for key in [get, head] {
-            let prefix = key.as_str();
+        for prefix in &prefixes {
+            let prefix = prefix.as_str();
             let mut cursor = Cursor::start();
             loop {
                 let scan = Scan::new(cursor).limit(WALK_PAGE).prefix(prefix);
