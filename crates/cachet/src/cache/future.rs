@@ -25,7 +25,7 @@ use super::refresh::{self, Claim};
 use super::stored;
 use super::write;
 use crate::entry::{Entry, Variants};
-use crate::policy::{CacheControl, Configured};
+use crate::policy::{Configured, RequestDirectives};
 use crate::store::{Store, StoreRequest, StoreResponse, Value};
 use crate::verify::BadSignature;
 use crate::{BoxError, CacheKey, Error};
@@ -35,7 +35,7 @@ pub(crate) struct RequestFacts<St> {
     pub(crate) key: CacheKey,
     pub(crate) store: St,
     pub(crate) method: Method,
-    pub(crate) cc: CacheControl,
+    pub(crate) cc: RequestDirectives,
     /// Whether the request carries `If-None-Match` or `If-Modified-Since`.
     pub(crate) validators: bool,
     /// Whether the request carries `Range`, `If-Match`, `If-Unmodified-Since` or
@@ -55,10 +55,6 @@ pub(crate) struct RequestFacts<St> {
 }
 
 /// What the cache does with the inner service's response.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "one plan lives in each response future; boxing the facts would allocate per request"
-)]
 pub(crate) enum Plan<St> {
     /// A GET or HEAD: store the response if it may be stored.
     Cache(RequestFacts<St>),
@@ -124,10 +120,11 @@ where
         lookup: StoreCall<St::Future>,
         forward: Option<(S, Request<ReqB>)>,
     },
-    /// Waiting for another request's fetch of the same key.
+    /// Waiting for another request's fetch of the same key. The timer is boxed: a wait
+    /// is rare (it already allocates its channel), and unboxed this variant would be the
+    /// largest, making every future larger to move.
     Wait {
-        #[pin]
-        wait: Timeout<oneshot::Receiver<Value>>,
+        wait: Pin<Box<Timeout<oneshot::Receiver<Value>>>>,
         forward: Option<(S, Request<ReqB>)>,
     },
     Forward {
@@ -356,7 +353,7 @@ where
                             Join::Waiter(receiver) => {
                                 facts.collapsed = true;
                                 this.state.set(State::Wait {
-                                    wait: tokio::time::timeout(wait, receiver),
+                                    wait: Box::pin(tokio::time::timeout(wait, receiver)),
                                     forward: Some((service, request)),
                                 });
                                 continue;
@@ -368,7 +365,7 @@ where
                     this.state.set(State::Forward { future });
                 }
                 StateProj::Wait { wait, forward } => {
-                    let outcome = ready!(wait.poll(cx));
+                    let outcome = ready!(wait.as_mut().poll(cx));
                     let Plan::Cache(facts) = this.plan else {
                         unreachable!("only cacheable requests wait")
                     };

@@ -16,7 +16,7 @@ use super::future::{Plan, RequestFacts, ResponseFuture};
 use super::layer::Config;
 use super::mode::bypassed;
 use super::{CacheBody, CacheLayer, CacheMode, Expiry, ForwardReason};
-use crate::policy::CacheControl;
+use crate::policy::RequestDirectives;
 use crate::store::Store;
 use crate::{BoxError, Error, RequestHead};
 
@@ -166,9 +166,9 @@ where
             store: self.store.clone(),
             method: request.method().clone(),
             cc: if present.directives {
-                CacheControl::parse_request(request.headers())
+                RequestDirectives::parse(request.headers())
             } else {
-                CacheControl::default()
+                RequestDirectives::default()
             },
             validators: present.validators,
             conditions: present.conditions,

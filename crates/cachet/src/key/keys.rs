@@ -260,10 +260,15 @@ impl Keys {
         let Some(query) = uri.query() else {
             return Cow::Borrowed(uri);
         };
+        // Bytes, not `str::split`: this runs on every request with a query, and a byte
+        // scan is a fraction of the cost of a `char` pattern search.
         let untouched = !self.sort_query
-            && query.split('&').all(|pair| {
-                let name = name_of(pair);
-                !contains(&self.ignored, name) && !contains(&self.credentials, name)
+            && query.as_bytes().split(|&b| b == b'&').all(|pair| {
+                let name = pair
+                    .iter()
+                    .position(|&b| b == b'=')
+                    .map_or(pair, |end| &pair[..end]);
+                !contains_bytes(&self.ignored, name) && !contains_bytes(&self.credentials, name)
             });
         if untouched {
             return Cow::Borrowed(uri);
@@ -319,6 +324,11 @@ where
 
 fn contains(list: &[String], name: &str) -> bool {
     list.iter().any(|entry| entry.eq_ignore_ascii_case(name))
+}
+
+fn contains_bytes(list: &[String], name: &[u8]) -> bool {
+    list.iter()
+        .any(|entry| entry.as_bytes().eq_ignore_ascii_case(name))
 }
 
 /// A credential as keys and entries keep it: `sha256:` and the first 16 bytes of its

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use http::header::{AUTHORIZATION, DATE, ETAG, EXPIRES, LAST_MODIFIED, SET_COOKIE};
 use http::{HeaderMap, HeaderName, Method, StatusCode};
 
-pub(crate) use cache_control::CacheControl;
+pub(crate) use cache_control::{CacheControl, RequestDirectives};
 pub(crate) use serve::{current_age, must_revalidate, stale_if_error, usable};
 pub(crate) use vary::{vary_matches, vary_names, vary_value};
 
@@ -238,7 +238,7 @@ impl<'a> ResponseFacts<'a> {
         store_set_cookie: bool,
         method: &Method,
         request: &HeaderMap,
-        request_cc: &CacheControl,
+        request_cc: &RequestDirectives,
     ) -> Result<(), Refusal> {
         if method != Method::GET && method != Method::HEAD {
             return Err(Refusal::Method);
@@ -328,7 +328,7 @@ mod tests {
             configured(&silent, fills).freshness_lifetime(Mode::Shared),
             hour
         );
-        let none = CacheControl::default();
+        let none = RequestDirectives::default();
         let get = |f: &ResponseFacts<'_>| {
             f.storable(Mode::Shared, false, &Method::GET, &HeaderMap::new(), &none)
         };
@@ -349,7 +349,7 @@ mod tests {
             lifetime: hour,
             wins: true,
         });
-        let none = CacheControl::default();
+        let none = RequestDirectives::default();
         let get = |f: &ResponseFacts<'_>| {
             f.storable(Mode::Shared, false, &Method::GET, &HeaderMap::new(), &none)
         };
@@ -396,7 +396,7 @@ mod tests {
                 false,
                 &Method::GET,
                 &HeaderMap::new(),
-                &CacheControl::default()
+                &RequestDirectives::default()
             ),
             Ok(())
         );
@@ -405,7 +405,7 @@ mod tests {
     #[test]
     fn authorization_needs_public_s_maxage_or_must_revalidate_in_shared_mode() {
         let auth = headers(&[("authorization", "Bearer x")]);
-        let none = CacheControl::default();
+        let none = RequestDirectives::default();
         let plain = headers(&[("cache-control", "max-age=60")]);
         assert_eq!(
             facts(&plain).storable(Mode::Shared, false, &Method::GET, &auth, &none),
@@ -443,7 +443,7 @@ mod tests {
                 false,
                 &Method::GET,
                 &HeaderMap::new(),
-                &CacheControl::default()
+                &RequestDirectives::default()
             ),
             Err(Refusal::NoFreshnessOrValidator)
         );
@@ -454,7 +454,7 @@ mod tests {
                 false,
                 &Method::GET,
                 &HeaderMap::new(),
-                &CacheControl::default()
+                &RequestDirectives::default()
             ),
             Ok(())
         );
@@ -479,7 +479,7 @@ mod tests {
 
     #[test]
     fn other_statuses_need_explicit_freshness_and_partial_content_is_never_stored() {
-        let none = CacheControl::default();
+        let none = RequestDirectives::default();
         let with = |status: u16, cc: &'static str| {
             let h = headers(&[("cache-control", cc)]);
             let facts = ResponseFacts {
@@ -527,7 +527,7 @@ mod tests {
                 false,
                 &Method::GET,
                 &HeaderMap::new(),
-                &CacheControl::default()
+                &RequestDirectives::default()
             ),
             Ok(())
         );
@@ -536,7 +536,7 @@ mod tests {
     #[test]
     fn set_cookie_is_stored_only_when_allowed() {
         let h = headers(&[("cache-control", "max-age=60"), ("set-cookie", "a=b")]);
-        let none = CacheControl::default();
+        let none = RequestDirectives::default();
         assert_eq!(
             facts(&h).storable(Mode::Shared, false, &Method::GET, &HeaderMap::new(), &none),
             Err(Refusal::SetCookie)

@@ -6,7 +6,7 @@ use http::HeaderMap;
 use http::header::{AGE, DATE};
 
 use super::cache_control::MAX_DELTA_SECONDS;
-use super::{CacheControl, Mode, http_date};
+use super::{CacheControl, Mode, RequestDirectives, http_date};
 
 /// The current age of a stored response (RFC 9111 §4.2.3).
 pub(crate) fn current_age(
@@ -38,7 +38,7 @@ pub(crate) fn current_age(
 /// validation (RFC 9111 §4.2, and the request directives of §5.2.1).
 pub(crate) fn usable(
     mode: Mode,
-    request_cc: &CacheControl,
+    request_cc: &RequestDirectives,
     response_cc: &CacheControl,
     lifetime: Duration,
     age: Duration,
@@ -56,7 +56,7 @@ pub(crate) fn usable(
     }
     if request_cc
         .max_age
-        .is_some_and(|max| age > Duration::from_secs(max))
+        .is_some_and(|max| age > Duration::from_secs(max.into()))
     {
         return false;
     }
@@ -64,7 +64,7 @@ pub(crate) fn usable(
     if let Some(remaining) = remaining {
         return request_cc
             .min_fresh
-            .is_none_or(|min| remaining >= Duration::from_secs(min));
+            .is_none_or(|min| remaining >= Duration::from_secs(min.into()));
     }
     // Stale: only a request's max-stale allows it, and not past a revalidation duty.
     if must_revalidate(mode, response_cc) {
@@ -72,7 +72,7 @@ pub(crate) fn usable(
     }
     match request_cc.max_stale {
         Some(None) => true,
-        Some(Some(max)) => age - lifetime <= Duration::from_secs(max),
+        Some(Some(max)) => age - lifetime <= Duration::from_secs(max.into()),
         None => false,
     }
 }
@@ -89,7 +89,7 @@ pub(crate) fn must_revalidate(mode: Mode, cc: &CacheControl) -> bool {
 /// never where §4.2.4 forbids serving stale.
 pub(crate) fn stale_if_error(
     mode: Mode,
-    request_cc: &CacheControl,
+    request_cc: &RequestDirectives,
     response_cc: &CacheControl,
     staleness: Duration,
     cap: Duration,
@@ -97,7 +97,10 @@ pub(crate) fn stale_if_error(
     if must_revalidate(mode, response_cc) {
         return false;
     }
-    let window = request_cc.stale_if_error.max(response_cc.stale_if_error);
+    let window = request_cc
+        .stale_if_error
+        .map(u64::from)
+        .max(response_cc.stale_if_error);
     window.is_some_and(|w| staleness <= Duration::from_secs(w).min(cap))
 }
 
@@ -143,18 +146,19 @@ mod tests {
     #[test]
     fn request_directives_limit_what_is_usable() {
         let none = CacheControl::default();
+        let any = RequestDirectives::default();
         let lifetime = Duration::from_secs(60);
         assert!(usable(
             Mode::Shared,
-            &none,
+            &any,
             &none,
             lifetime,
             Duration::from_secs(59)
         ));
-        assert!(!usable(Mode::Shared, &none, &none, lifetime, lifetime));
-        let max_age = CacheControl {
+        assert!(!usable(Mode::Shared, &any, &none, lifetime, lifetime));
+        let max_age = RequestDirectives {
             max_age: Some(10),
-            ..CacheControl::default()
+            ..RequestDirectives::default()
         };
         assert!(!usable(
             Mode::Shared,
@@ -163,9 +167,9 @@ mod tests {
             lifetime,
             Duration::from_secs(11)
         ));
-        let stale_ok = CacheControl {
+        let stale_ok = RequestDirectives {
             max_stale: Some(Some(30)),
-            ..CacheControl::default()
+            ..RequestDirectives::default()
         };
         assert!(usable(
             Mode::Shared,
@@ -197,6 +201,7 @@ mod tests {
     #[test]
     fn stale_if_error_is_bounded_by_window_cap_and_revalidation_duties() {
         let none = CacheControl::default();
+        let any = RequestDirectives::default();
         let sie = CacheControl {
             stale_if_error: Some(60),
             ..CacheControl::default()
@@ -204,21 +209,21 @@ mod tests {
         let day = Duration::from_secs(86_400);
         assert!(stale_if_error(
             Mode::Shared,
-            &none,
+            &any,
             &sie,
             Duration::from_secs(60),
             day
         ));
         assert!(!stale_if_error(
             Mode::Shared,
-            &none,
+            &any,
             &sie,
             Duration::from_secs(61),
             day
         ));
         assert!(!stale_if_error(
             Mode::Shared,
-            &none,
+            &any,
             &sie,
             Duration::from_secs(30),
             Duration::from_secs(10)
@@ -229,14 +234,14 @@ mod tests {
         };
         assert!(!stale_if_error(
             Mode::Shared,
-            &none,
+            &any,
             &must,
             Duration::from_secs(1),
             day
         ));
         assert!(!stale_if_error(
             Mode::Shared,
-            &none,
+            &any,
             &none,
             Duration::from_secs(1),
             day
@@ -245,9 +250,9 @@ mod tests {
 
     #[test]
     fn immutable_survives_a_reload_only_in_a_private_cache() {
-        let reload = CacheControl {
+        let reload = RequestDirectives {
             no_cache: true,
-            ..CacheControl::default()
+            ..RequestDirectives::default()
         };
         let immutable = CacheControl {
             immutable: true,
