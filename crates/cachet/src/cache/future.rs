@@ -120,11 +120,10 @@ where
         lookup: StoreCall<St::Future>,
         forward: Option<(S, Request<ReqB>)>,
     },
-    /// Waiting for another request's fetch of the same key. The timer is boxed: a wait
-    /// is rare (it already allocates its channel), and unboxed this variant would be the
-    /// largest, making every future larger to move.
+    /// Waiting for another request's fetch of the same key.
     Wait {
-        wait: Pin<Box<Timeout<oneshot::Receiver<Value>>>>,
+        #[pin]
+        wait: Timeout<oneshot::Receiver<Value>>,
         forward: Option<(S, Request<ReqB>)>,
     },
     Forward {
@@ -353,7 +352,7 @@ where
                             Join::Waiter(receiver) => {
                                 facts.collapsed = true;
                                 this.state.set(State::Wait {
-                                    wait: Box::pin(tokio::time::timeout(wait, receiver)),
+                                    wait: tokio::time::timeout(wait, receiver),
                                     forward: Some((service, request)),
                                 });
                                 continue;
@@ -365,7 +364,7 @@ where
                     this.state.set(State::Forward { future });
                 }
                 StateProj::Wait { wait, forward } => {
-                    let outcome = ready!(wait.as_mut().poll(cx));
+                    let outcome = ready!(wait.poll(cx));
                     let Plan::Cache(facts) = this.plan else {
                         unreachable!("only cacheable requests wait")
                     };
