@@ -27,46 +27,23 @@
 
 use std::convert::Infallible;
 use std::fmt::Debug;
-use std::future::{Ready, ready};
+use std::future::ready;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cachet::verify::{Keyring, VerifyLayer};
-use cachet::{CacheKey, CacheLayer, MemoryStore};
+use cachet::{CacheLayer, MemoryStore};
+use cachet_bench::hit::{Floor, Req, origin_response, request};
 use cachet_bench::read_body;
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, criterion_group, criterion_main};
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::Response;
 use http_body::Body;
 use http_body_util::Full;
 use tokio::runtime::Runtime;
 use tower::{Layer, Service, ServiceExt, service_fn};
-
-type Req = Request<Full<Bytes>>;
-
-fn request(uri: &str) -> Req {
-    Request::get(uri)
-        .header("user-agent", "bench/1.0")
-        .header("accept", "*/*")
-        .body(Full::default())
-        .expect("the bench request is valid")
-}
-
-fn origin_response(body: &Bytes) -> Response<Full<Bytes>> {
-    Response::builder()
-        .header("content-type", "application/javascript")
-        .header("cache-control", "public, max-age=3600")
-        .header("etag", "\"abc123\"")
-        .header(
-            "date",
-            httpdate::fmt_http_date(std::time::SystemTime::now()),
-        )
-        .body(Full::new(body.clone()))
-        .expect("the bench response is valid")
-}
 
 /// The stand-in for a hyper-util client: answers every request with the origin's
 /// response and counts the calls.
@@ -85,44 +62,6 @@ fn origin(
 
 /// What any in-memory cache must at least do: find a prebuilt response by key in a
 /// concurrent cache and hand back clones of its parts.
-#[derive(Clone)]
-struct Floor {
-    cache: Arc<quick_cache::sync::Cache<CacheKey, (StatusCode, HeaderMap, Bytes)>>,
-}
-
-impl Floor {
-    fn new(uri: &str, body: &Bytes) -> Self {
-        let cache = quick_cache::sync::Cache::new(1024);
-        let (parts, _) = origin_response(body).into_parts();
-        let key = CacheKey::for_request(&http::Method::GET, &uri.parse().expect("a valid URI"))
-            .expect("an absolute URI has a key");
-        cache.insert(key, (parts.status, parts.headers, body.clone()));
-        Self {
-            cache: Arc::new(cache),
-        }
-    }
-}
-
-impl Service<Req> for Floor {
-    type Response = Response<Full<Bytes>>;
-    type Error = Infallible;
-    type Future = Ready<Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Req) -> Self::Future {
-        let key = CacheKey::for_request(request.method(), request.uri())
-            .expect("an absolute URI has a key");
-        let (status, headers, body) = self.cache.get(&key).expect("the floor is prefilled");
-        let mut response = Response::new(Full::new(body));
-        *response.status_mut() = status;
-        *response.headers_mut() = headers;
-        ready(Ok(response))
-    }
-}
-
 /// Sends `n` requests for `uri` through `service`, one after another, reading each body.
 async fn requests<S, B>(mut service: S, uri: Arc<str>, n: u64, size: usize)
 where

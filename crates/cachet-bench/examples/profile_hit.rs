@@ -15,67 +15,18 @@
 //! asked again. Subtracting a run of `N` from one of `2N` leaves the cost of `N` hits.
 
 use std::convert::Infallible;
-use std::future::{Ready, ready};
+use std::future::ready;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use cachet::verify::{Keyring, VerifyLayer};
-use cachet::{CacheKey, CacheLayer, MemoryStore};
+use cachet::{CacheLayer, MemoryStore};
+use cachet_bench::hit::{Floor, Req, origin_response, request};
 use cachet_bench::read_body;
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::Response;
 use http_body::Body;
-use http_body_util::Full;
 use tower::{Layer, Service, ServiceExt, service_fn};
-
-type Req = Request<Full<Bytes>>;
-
-fn request(uri: &str) -> Req {
-    Request::get(uri)
-        .header("user-agent", "bench/1.0")
-        .header("accept", "*/*")
-        .body(Full::default())
-        .expect("the request is valid")
-}
-
-fn origin_response(body: &Bytes) -> Response<Full<Bytes>> {
-    Response::builder()
-        .header("content-type", "application/javascript")
-        .header("cache-control", "public, max-age=3600")
-        .header("etag", "\"abc123\"")
-        .header(
-            "date",
-            httpdate::fmt_http_date(std::time::SystemTime::now()),
-        )
-        .body(Full::new(body.clone()))
-        .expect("the response is valid")
-}
-
-#[derive(Clone)]
-struct Floor {
-    cache: Arc<quick_cache::sync::Cache<CacheKey, (StatusCode, HeaderMap, Bytes)>>,
-}
-
-impl Service<Req> for Floor {
-    type Response = Response<Full<Bytes>>;
-    type Error = Infallible;
-    type Future = Ready<Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Req) -> Self::Future {
-        let key = CacheKey::for_request(request.method(), request.uri())
-            .expect("an absolute URI has a key");
-        let (status, headers, body) = self.cache.get(&key).expect("the floor is prefilled");
-        let mut response = Response::new(Full::new(body));
-        *response.status_mut() = status;
-        *response.headers_mut() = headers;
-        ready(Ok(response))
-    }
-}
 
 async fn hits<S, B>(mut service: S, uri: &str, n: u64, size: usize)
 where
@@ -123,15 +74,7 @@ fn main() {
     runtime.block_on(async {
         match contender.as_str() {
             "floor" => {
-                let cache = quick_cache::sync::Cache::new(1024);
-                let (parts, _) = origin_response(&body).into_parts();
-                let key =
-                    CacheKey::for_request(&http::Method::GET, &uri.parse().expect("a valid URI"))
-                        .expect("an absolute URI has a key");
-                cache.insert(key, (parts.status, parts.headers, body.clone()));
-                let floor = Floor {
-                    cache: Arc::new(cache),
-                };
+                let floor = Floor::new(&uri, &body);
                 hits(floor, &uri, n, size).await;
             }
             "cachet" => {

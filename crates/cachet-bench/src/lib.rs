@@ -16,11 +16,14 @@
 //! ```
 //!
 //! The library itself is only what the benches and `scripts/load.sh` share: [`Origin`],
-//! a small hyper origin server on loopback, and [`read_body`]. The `origin` example runs
+//! a small hyper origin server on loopback, [`read_body`], and in [`hit`] the hit
+//! bench's request, origin response and floor (shared with the `profile_hit` example). The `origin` example runs
 //! the same origin on a fixed address for the load script.
 //!
 //! [http-cache-tower]: https://docs.rs/http-cache-tower
 //! [tower-http-cache]: https://docs.rs/tower-http-cache
+
+pub mod hit;
 
 use std::convert::Infallible;
 use std::io;
