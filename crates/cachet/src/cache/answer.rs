@@ -240,11 +240,7 @@ impl<'a> Served<'a> {
     }
 
     fn metadata(&self, entry: &Entry) -> CacheMetadata {
-        let fresh_until = if self.lifetime >= self.age {
-            self.now + (self.lifetime - self.age)
-        } else {
-            self.now - (self.age - self.lifetime)
-        };
+        let fresh_until = policy::fresh_until(self.now, self.age, self.lifetime);
         CacheMetadata {
             key: Some(self.key.clone()),
             from_cache: true,

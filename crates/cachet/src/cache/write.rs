@@ -187,11 +187,7 @@ pub(crate) fn recorder<St: Store>(
     // Fresh until its age, counted as §4.2.3 does, reaches its lifetime.
     let lifetime = response.freshness_lifetime(config.mode);
     let initial_age = response.freshness(facts.time).age(response_time);
-    let fresh_until = if lifetime >= initial_age {
-        response_time + (lifetime - initial_age)
-    } else {
-        response_time - (initial_age - lifetime)
-    };
+    let fresh_until = policy::fresh_until(response_time, initial_age, lifetime);
     let times = (response_time, fresh_until);
     Recorder::new(times, config.max_body_bytes, expected, move |body| {
         let stored = placement.put(&Entry { body, ..head }, &metrics);

@@ -8,7 +8,7 @@ use tower::{Service, ServiceExt};
 use super::Error;
 use crate::clock::{Clock, SystemClock};
 use crate::entry::Record;
-use crate::policy::{Mode, ResponseFacts};
+use crate::policy::{Mode, ResponseFacts, fresh_until};
 use crate::store::{Cursor, Listed, Page, Scan, StoreRequest, StoreResponse};
 use crate::verify::BadSignature;
 use crate::{BoxError, CacheKey, Keys};
@@ -358,15 +358,11 @@ where
                 // Fresh until its age, counted as RFC 9111 §4.2.3 does, reaches its
                 // lifetime: the same reckoning as the cache's.
                 let initial_age = freshness.age(entry.response_time);
-                let fresh_until = if lifetime >= initial_age {
-                    entry.response_time.checked_add(lifetime - initial_age)
-                } else {
-                    entry.response_time.checked_sub(initial_age - lifetime)
-                };
+                let fresh_until = fresh_until(entry.response_time, initial_age, lifetime);
                 info.kind = EntryKind::Response;
                 info.status = Some(entry.status);
                 info.stored_at = Some(entry.response_time);
-                info.fresh_until = fresh_until;
+                info.fresh_until = Some(fresh_until);
                 info.stale = freshness.age(now) >= lifetime;
             }
             Ok(Record::Variants(_)) => info.kind = EntryKind::Variants,

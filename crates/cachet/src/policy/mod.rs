@@ -287,6 +287,17 @@ impl<'a> ResponseFacts<'a> {
     }
 }
 
+/// When a response that is `age` old at `at` and fresh for `lifetime` stops being fresh
+/// (RFC 9111 §4.2), or `at` where that is past the clock's range.
+pub(crate) fn fresh_until(at: SystemTime, age: Duration, lifetime: Duration) -> SystemTime {
+    let until = if lifetime >= age {
+        at.checked_add(lifetime - age)
+    } else {
+        at.checked_sub(age - lifetime)
+    };
+    until.unwrap_or(at)
+}
+
 pub(crate) fn http_date(headers: &HeaderMap, name: HeaderName) -> Option<SystemTime> {
     httpdate::parse_http_date(headers.get(name)?.to_str().ok()?).ok()
 }
