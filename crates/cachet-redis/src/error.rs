@@ -26,6 +26,8 @@ pub(crate) enum Op {
     Ping,
     Scan,
     Clear,
+    /// Any operation, where the failure comes before knowing which.
+    Any,
 }
 
 impl Op {
@@ -37,6 +39,7 @@ impl Op {
             Op::Ping => "ping",
             Op::Scan => "scan",
             Op::Clear => "clear",
+            Op::Any => "operation",
         }
     }
 }

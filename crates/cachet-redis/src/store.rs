@@ -4,13 +4,14 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
 use cachet::store::{StoreRequest, StoreResponse, Unsupported};
 use cachet::{BoxError, CacheKey};
 use deadpool_redis::redis::{self, Cmd, Value};
+use tokio::task::JoinHandle;
 use tower::Service;
 
 use crate::RedisMetrics;
@@ -305,33 +306,66 @@ impl Service<StoreRequest> for RedisStore {
     }
 
     fn call(&mut self, request: StoreRequest) -> ResponseFuture {
-        ResponseFuture {
-            inner: Box::pin(self.inner.clone().call(request)),
-        }
+        // deadpool's and the Redis client's futures come from `async fn`s and cannot be
+        // named; the operation runs as a task of its own, which this named future waits
+        // for (and stops when dropped).
+        let state = match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => State::Running(runtime.spawn(self.inner.clone().call(request))),
+            Err(_) => State::NoRuntime,
+        };
+        ResponseFuture { state }
     }
 }
 
-/// The response future of [`RedisStore`].
-///
-/// It is boxed: deadpool's and the Redis client's futures come from `async fn`s and
-/// cannot be named. That is one allocation beside a network round trip, and it keeps
-/// this type `Send`, `'static` and free of type parameters.
+/// The response future of [`RedisStore`]: waits for the operation's task.
 #[must_use = "futures do nothing unless polled"]
 pub struct ResponseFuture {
-    inner: Pin<Box<dyn Future<Output = Result<StoreResponse, BoxError>> + Send>>,
+    state: State,
+}
+
+enum State {
+    Running(JoinHandle<Result<StoreResponse, BoxError>>),
+    /// Called outside a Tokio runtime, which the Redis client needs.
+    NoRuntime,
+    Done,
 }
 
 impl Future for ResponseFuture {
     type Output = Result<StoreResponse, BoxError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.inner.as_mut().poll(cx)
+        let output = match &mut self.state {
+            State::Running(task) => match ready!(Pin::new(task).poll(cx)) {
+                Ok(result) => result,
+                Err(_) => Err(Error::pool(Op::Any, "its task panicked or was cancelled").into()),
+            },
+            State::NoRuntime => Err(Error::pool(Op::Any, "it needs a Tokio runtime").into()),
+            State::Done => Err(Error::pool(Op::Any, "polled after it completed").into()),
+        };
+        self.state = State::Done;
+        Poll::Ready(output)
+    }
+}
+
+impl Drop for ResponseFuture {
+    fn drop(&mut self) {
+        // A caller that stops waiting stops the operation, as with any future.
+        if let State::Running(task) = &self.state {
+            task.abort();
+        }
     }
 }
 
 impl fmt::Debug for ResponseFuture {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+        let state = match self.state {
+            State::Running(_) => "running",
+            State::NoRuntime => "no runtime",
+            State::Done => "done",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
     }
 }
 
@@ -346,6 +380,20 @@ mod tests {
         assert_eq!(ttl_millis(Duration::from_micros(1_001)), 2);
         assert_eq!(ttl_millis(Duration::from_secs(60)), 60_000);
         assert_eq!(ttl_millis(Duration::MAX), 1_000_000_000_000);
+    }
+
+    #[test]
+    fn outside_a_tokio_runtime_an_operation_fails_with_a_clear_error() {
+        let mut store = RedisStore::new("redis://127.0.0.1:1").expect("a valid URL");
+        let mut call = store.call(StoreRequest::Get(CacheKey::from_text("GET http://a/")));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let Poll::Ready(Err(error)) = Pin::new(&mut call).poll(&mut cx) else {
+            panic!("an operation outside a runtime fails at once");
+        };
+        assert_eq!(
+            error.to_string(),
+            "redis operation failed: it needs a Tokio runtime"
+        );
     }
 
     fn assert_store<S: cachet::store::Store>() {}
