@@ -322,6 +322,17 @@ mod tests {
         configured(h, None)
     }
 
+    /// Whether a shared cache may store these facts as the answer to a plain GET.
+    fn shared_get(facts: &ResponseFacts<'_>) -> Result<(), Refusal> {
+        facts.storable(
+            Mode::Shared,
+            false,
+            &Method::GET,
+            &HeaderMap::new(),
+            &RequestDirectives::default(),
+        )
+    }
+
     fn configured(h: &HeaderMap, configured: Option<Configured>) -> ResponseFacts<'_> {
         let response_time = UNIX_EPOCH + Duration::from_secs(1_000_000);
         ResponseFacts::new(StatusCode::OK, h, None, response_time, configured)
@@ -339,18 +350,17 @@ mod tests {
             configured(&silent, fills).freshness_lifetime(Mode::Shared),
             hour
         );
-        let none = RequestDirectives::default();
-        let get = |f: &ResponseFacts<'_>| {
-            f.storable(Mode::Shared, false, &Method::GET, &HeaderMap::new(), &none)
-        };
-        assert_eq!(get(&configured(&silent, fills)), Ok(()));
+        assert_eq!(shared_get(&configured(&silent, fills)), Ok(()));
         let explicit = headers(&[("cache-control", "max-age=5")]);
         assert_eq!(
             configured(&explicit, fills).freshness_lifetime(Mode::Shared),
             Duration::from_secs(5)
         );
         let no_store = headers(&[("cache-control", "no-store")]);
-        assert_eq!(get(&configured(&no_store, fills)), Err(Refusal::NoStore));
+        assert_eq!(
+            shared_get(&configured(&no_store, fills)),
+            Err(Refusal::NoStore)
+        );
     }
 
     #[test]
@@ -360,20 +370,19 @@ mod tests {
             lifetime: hour,
             wins: true,
         });
-        let none = RequestDirectives::default();
-        let get = |f: &ResponseFacts<'_>| {
-            f.storable(Mode::Shared, false, &Method::GET, &HeaderMap::new(), &none)
-        };
         let api = headers(&[(
             "cache-control",
             "no-store, no-cache, max-age=0, must-revalidate",
         )]);
         let facts = configured(&api, wins);
-        assert_eq!(get(&facts), Ok(()));
+        assert_eq!(shared_get(&facts), Ok(()));
         assert_eq!(facts.freshness_lifetime(Mode::Shared), hour);
         assert!(!facts.cc.no_cache && !facts.cc.must_revalidate);
         let private = headers(&[("cache-control", "private, no-cache")]);
-        assert_eq!(get(&configured(&private, wins)), Err(Refusal::Private));
+        assert_eq!(
+            shared_get(&configured(&private, wins)),
+            Err(Refusal::Private)
+        );
     }
 
     #[test]
@@ -401,16 +410,7 @@ mod tests {
         );
         let h = headers(&[("expires", "0")]);
         assert_eq!(facts(&h).freshness_lifetime(Mode::Shared), Duration::ZERO);
-        assert_eq!(
-            facts(&h).storable(
-                Mode::Shared,
-                false,
-                &Method::GET,
-                &HeaderMap::new(),
-                &RequestDirectives::default()
-            ),
-            Ok(())
-        );
+        assert_eq!(shared_get(&facts(&h)), Ok(()));
     }
 
     #[test]
@@ -448,27 +448,9 @@ mod tests {
     #[test]
     fn neither_freshness_nor_validator_is_not_stored() {
         let h = headers(&[]);
-        assert_eq!(
-            facts(&h).storable(
-                Mode::Shared,
-                false,
-                &Method::GET,
-                &HeaderMap::new(),
-                &RequestDirectives::default()
-            ),
-            Err(Refusal::NoFreshnessOrValidator)
-        );
+        assert_eq!(shared_get(&facts(&h)), Err(Refusal::NoFreshnessOrValidator));
         let h = headers(&[("etag", "\"v1\"")]);
-        assert_eq!(
-            facts(&h).storable(
-                Mode::Shared,
-                false,
-                &Method::GET,
-                &HeaderMap::new(),
-                &RequestDirectives::default()
-            ),
-            Ok(())
-        );
+        assert_eq!(shared_get(&facts(&h)), Ok(()));
     }
 
     #[test]
@@ -490,14 +472,13 @@ mod tests {
 
     #[test]
     fn other_statuses_need_explicit_freshness_and_partial_content_is_never_stored() {
-        let none = RequestDirectives::default();
         let with = |status: u16, cc: &'static str| {
             let h = headers(&[("cache-control", cc)]);
             let facts = ResponseFacts {
                 status: StatusCode::from_u16(status).expect("valid"),
                 ..facts(&h)
             };
-            facts.storable(Mode::Shared, false, &Method::GET, &HeaderMap::new(), &none)
+            shared_get(&facts)
         };
         assert_eq!(with(302, "max-age=60"), Ok(()));
         assert_eq!(with(500, "public, max-age=60"), Ok(()));
@@ -532,16 +513,7 @@ mod tests {
     #[test]
     fn must_understand_overrides_no_store_for_understood_statuses() {
         let h = headers(&[("cache-control", "no-store, must-understand, max-age=60")]);
-        assert_eq!(
-            facts(&h).storable(
-                Mode::Shared,
-                false,
-                &Method::GET,
-                &HeaderMap::new(),
-                &RequestDirectives::default()
-            ),
-            Ok(())
-        );
+        assert_eq!(shared_get(&facts(&h)), Ok(()));
     }
 
     #[test]
