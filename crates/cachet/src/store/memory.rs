@@ -157,7 +157,12 @@ impl Service<StoreRequest> for MemoryStore {
         let response = match request {
             StoreRequest::Get(key) => self.get(&key),
             StoreRequest::Put { key, value, ttl } => {
-                let expires = Instant::now() + ttl;
+                // Any TTL is accepted: past what the clock can add, the entry is kept
+                // until it is evicted.
+                let now = Instant::now();
+                let expires = now
+                    .checked_add(ttl)
+                    .unwrap_or_else(|| now + crate::Expiry::NEVER);
                 self.cache.insert(key, Stored { value, expires });
                 StoreResponse::Done
             }
@@ -183,6 +188,21 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
+
+    #[tokio::test]
+    async fn a_ttl_past_the_clocks_range_keeps_the_entry_instead_of_panicking() {
+        use tower::ServiceExt;
+        let store = MemoryStore::new(1 << 20);
+        let key = CacheKey::from_text("GET http://a/");
+        let put = StoreRequest::Put {
+            key: key.clone(),
+            value: bytes::Bytes::from_static(b"kept").into(),
+            ttl: Duration::MAX,
+        };
+        store.clone().oneshot(put).await.expect("a put succeeds");
+        let found = store.oneshot(StoreRequest::Get(key)).await;
+        assert!(matches!(found, Ok(StoreResponse::Found(_))));
+    }
 
     async fn put(store: &MemoryStore, key: &str, len: usize, ttl: Duration) {
         let request = StoreRequest::Put {
