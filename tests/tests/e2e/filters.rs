@@ -121,6 +121,41 @@ async fn a_filter_decides_over_requests_and_responses() {
     assert_eq!(origin.requests(), 5);
 }
 
+/// Only GETs are the cache's business.
+#[derive(Debug)]
+struct OnlyGets;
+
+impl Filter for OnlyGets {
+    fn request(&self, request: &RequestHead<'_>) -> bool {
+        request.method == Method::GET
+    }
+}
+
+#[tokio::test]
+async fn rfc9111_4_4_a_request_a_filter_refuses_still_invalidates() {
+    let origin = origin().await;
+    let cache = CacheLayer::new(MemoryStore::default())
+        .filter(OnlyGets)
+        .layer(client());
+    let url = origin.url("/item");
+    status(&cache, get(&url)).await;
+    assert_eq!(status(&cache, get(&url)).await, CacheStatus::Hit);
+    let delete = Request::delete(&url)
+        .body(Empty::new())
+        .expect("test requests are valid");
+    assert_eq!(
+        status(&cache, delete).await,
+        not_stored(ForwardReason::Bypass)
+    );
+    assert_eq!(
+        status(&cache, get(&url)).await,
+        CacheStatus::Forwarded {
+            reason: ForwardReason::UriMiss,
+            stored: true
+        }
+    );
+}
+
 type PostStack = BodyKey<Cache<Client<HttpConnector, KeyedBody<Full<Bytes>>>, MemoryStore>>;
 
 async fn post(stack: &PostStack, url: &str, body: Bytes) -> (CacheStatus, Bytes) {

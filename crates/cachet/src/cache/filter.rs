@@ -30,7 +30,8 @@ use crate::{CacheKey, RequestHead};
 /// ```
 pub trait Filter: fmt::Debug + Send + Sync + 'static {
     /// Whether the cache handles this request at all (its URI as sent). A request it
-    /// does not handle goes to the inner service untouched (`fwd=bypass`).
+    /// does not handle goes to the inner service untouched (`fwd=bypass`); an unsafe
+    /// one still invalidates what is stored for its URI (RFC 9111 §4.4).
     fn request(&self, request: &RequestHead<'_>) -> bool {
         let _ = request;
         true

@@ -113,17 +113,25 @@ where
             .flatten();
         let Some(key) = key else {
             let (reason, plan) = match *request.method() {
-                _ if filtered => (ForwardReason::Bypass, Plan::Pass),
                 Method::GET | Method::HEAD => (ForwardReason::Bypass, Plan::Pass),
                 Method::OPTIONS | Method::TRACE => (ForwardReason::Method, Plan::Pass),
-                _ if request.uri().authority().is_some() => (
-                    ForwardReason::Method,
-                    Plan::Invalidate {
-                        store: self.store.clone(),
-                        uri: request.uri().clone(),
-                    },
-                ),
-                _ => (ForwardReason::Method, Plan::Pass),
+                _ => {
+                    // An unsafe method invalidates whatever a filter says (RFC 9111 §4.4:
+                    // a cache MUST), so a filter cannot leave stale entries behind.
+                    let reason = if filtered {
+                        ForwardReason::Bypass
+                    } else {
+                        ForwardReason::Method
+                    };
+                    let plan = match request.uri().authority() {
+                        Some(_) => Plan::Invalidate {
+                            store: self.store.clone(),
+                            uri: request.uri().clone(),
+                        },
+                        None => Plan::Pass,
+                    };
+                    (reason, plan)
+                }
             };
             tracing::trace!(method = %request.method(), uri = %request.uri(), %reason, "passing through");
             return ResponseFuture::forward(self.inner.call(request), plan, reason, config);
