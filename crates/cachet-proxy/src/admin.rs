@@ -13,9 +13,10 @@ use clap::Subcommand;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 
 use crate::{Config, Error, StoreChoice, store};
 
@@ -42,14 +43,29 @@ pub async fn run_entries(config: &Config, command: &EntriesCommand) -> Result<St
 /// The most entries `entries list` shows unless `--limit` says otherwise.
 const DEFAULT_LIMIT: usize = 100;
 
+/// The most entries one page may ask for: a page is one store operation (for Redis, one
+/// `SCAN` and one script over what it found), so it stays small.
+const MAX_LIMIT: usize = 1000;
+
+/// A page size from outside: a whole number from 1 to [`MAX_LIMIT`].
+fn parse_limit(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(limit @ 1..=MAX_LIMIT) => Ok(limit),
+        _ => Err(format!(
+            "invalid limit '{text}': expected a whole number from 1 to {MAX_LIMIT}"
+        )),
+    }
+}
+
 /// What `cachet-proxy entries` (or the admin listener) does.
 #[derive(Clone, Debug, PartialEq, Eq, Subcommand)]
 pub enum EntriesCommand {
     /// List stored entries, a page at a time: key, kind, status, size, fresh or stale,
     /// stored at, fresh until; then the cursor of the next page, if any
     List {
-        /// The most entries to show
-        #[arg(long, default_value_t = DEFAULT_LIMIT)]
+        /// About how many entries to show (a store may return a few more or fewer), from
+        /// 1 to 1000
+        #[arg(long, default_value_t = DEFAULT_LIMIT, value_parser = parse_limit)]
         limit: usize,
         /// Where to start: the cursor a previous page ended with
         #[arg(long)]
@@ -166,7 +182,15 @@ fn line(out: &mut String, entry: &EntryInfo) {
 ///
 /// Answers are `text/plain`, the lines `cachet-proxy entries` prints; a bad request gets
 /// `400` and a failing store `502`, each with a one-line reason.
+///
+/// It stops with the task that runs it: its connections are tasks of a set that is
+/// dropped, and so aborted, with it.
 pub(crate) async fn serve<St: Store + Sync>(listener: TcpListener, entries: Entries<St>) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // The timer bounds how long a client may take to send its request head.
+    builder.http1().timer(TokioTimer::new());
+    builder.http2().timer(TokioTimer::new());
+    let mut connections = JoinSet::new();
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -176,16 +200,18 @@ pub(crate) async fn serve<St: Store + Sync>(listener: TcpListener, entries: Entr
                 continue;
             }
         };
+        // Forget the connections that have ended.
+        while connections.try_join_next().is_some() {}
         let entries = entries.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let entries = entries.clone();
-                async move { Ok::<_, std::convert::Infallible>(answer(&request, &entries).await) }
-            });
-            let connection = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            if let Err(error) = connection {
+        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+            let entries = entries.clone();
+            async move { Ok::<_, std::convert::Infallible>(answer(&request, &entries).await) }
+        });
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        connections.spawn(async move {
+            if let Err(error) = connection.await {
                 tracing::debug!(%error, "admin connection ended");
             }
         });
@@ -221,6 +247,20 @@ async fn answer<St: Store>(
 
 /// The command a request asks for, or the status and reason it is refused with.
 fn command(request: &Request<Incoming>) -> Result<EntriesCommand, (StatusCode, String)> {
+    // A web page must not drive these endpoints (cross-site request forgery): what a
+    // browser sends from a page carries `Origin` or `Sec-Fetch-Site`; curl and scripts
+    // send neither.
+    let headers = request.headers();
+    let from_a_page = headers.contains_key(http::header::ORIGIN)
+        || headers
+            .get("sec-fetch-site")
+            .is_some_and(|site| site != "none");
+    if from_a_page {
+        return Err((
+            StatusCode::FORBIDDEN,
+            "requests from web pages are refused\n".to_owned(),
+        ));
+    }
     let query: Vec<(String, String)> =
         form_urlencoded::parse(request.uri().query().unwrap_or_default().as_bytes())
             .into_owned()
@@ -242,12 +282,8 @@ fn command(request: &Request<Incoming>) -> Result<EntriesCommand, (StatusCode, S
         ("/entries", m) if *m == get => EntriesCommand::List {
             limit: match param("limit") {
                 None => DEFAULT_LIMIT,
-                Some(limit) => limit.parse().map_err(|_| {
-                    (
-                        StatusCode::BAD_REQUEST,
-                        format!("invalid limit '{limit}': expected a whole number\n"),
-                    )
-                })?,
+                Some(limit) => parse_limit(&limit)
+                    .map_err(|reason| (StatusCode::BAD_REQUEST, format!("{reason}\n")))?,
             },
             cursor: param("cursor"),
         },

@@ -59,9 +59,21 @@ impl Running {
         url: String,
         body: &'static str,
     ) -> (u16, String, String) {
-        let request = Request::builder()
-            .method(method)
-            .uri(url)
+        self.send_with(method, url, body, &[]).await
+    }
+
+    async fn send_with(
+        &self,
+        method: Method,
+        url: String,
+        body: &'static str,
+        headers: &[(&'static str, &'static str)],
+    ) -> (u16, String, String) {
+        let mut request = Request::builder().method(method).uri(url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
             .body(Full::new(Bytes::from_static(body.as_bytes())))
             .expect("valid request");
         let response = self.client.request(request).await.expect("it answers");
@@ -252,6 +264,33 @@ async fn the_admin_listener_lists_shows_and_purges_a_memory_store() {
         .await;
     assert_eq!(status, 400);
     assert_eq!(proxy.admin(Method::GET, "/nothing").await.0, 404);
+    for limit in ["0", "1001", "many"] {
+        let (status, reason) = proxy
+            .admin(Method::GET, &format!("/entries?limit={limit}"))
+            .await;
+        assert_eq!(
+            (status, reason),
+            (
+                400,
+                format!("invalid limit '{limit}': expected a whole number from 1 to 1000\n")
+            )
+        );
+    }
+
+    // A web page cannot drive the endpoints (cross-site request forgery).
+    let admin = proxy.admin.expect("the admin listener is on");
+    let (status, _, reason) = proxy
+        .send_with(
+            Method::POST,
+            format!("http://{admin}/entries/clear"),
+            "",
+            &[("origin", "https://evil.example")],
+        )
+        .await;
+    assert_eq!(
+        (status, reason.as_str()),
+        (403, "requests from web pages are refused\n")
+    );
 }
 
 /// The bytes of the only entry a listing shows.
