@@ -151,6 +151,9 @@ where
                 Some(Ok(frame)) => frame,
             };
             let over = match frame.data_ref() {
+                // An empty data frame carries nothing to replay; keeping it would let a
+                // peer grow the read-ahead without ever reaching the byte limit.
+                Some(data) if data.is_empty() => continue,
                 Some(data) => {
                     self.bytes = self.bytes.saturating_add(data.len() as u64);
                     if let Some(digest) = &mut self.digest {

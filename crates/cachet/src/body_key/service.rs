@@ -150,6 +150,16 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn empty_data_frames_are_not_kept_however_many_come() {
+        let empties = vec![""; 10_000];
+        let mut chunks = empties.clone();
+        chunks.push("abc");
+        let (digest, frames) = through(BodyKeyLayer::new(), post(Script::data(&chunks))).await;
+        assert_eq!(digest, Some(BodyDigest::of(b"abc")));
+        assert_eq!(frames, ["d:abc"]);
+    }
+
+    #[tokio::test]
     async fn a_body_past_the_limit_gets_no_digest_and_is_sent_whole() {
         let small = BodyKeyLayer::new().max_bytes(3);
         let (digest, frames) = through(small, post(Script::data(&["ab", "cd", "ef"]))).await;
