@@ -1,7 +1,10 @@
 //! Filters: which methods and statuses the cache handles, and a user's predicate over the
 //! request and the response.
 
+use std::time::Duration;
+
 use bytes::Bytes;
+use cachet::clock::ManualClock;
 use cachet::{
     BodyKey, BodyKeyLayer, Cache, CacheKey, CacheLayer, CacheStatus, Filter, ForwardReason,
     KeyedBody, MemoryStore, RequestHead,
@@ -119,6 +122,35 @@ async fn a_filter_decides_over_requests_and_responses() {
         CacheStatus::Hit
     );
     assert_eq!(origin.requests(), 5);
+}
+
+#[tokio::test]
+async fn a_304_that_the_filter_refuses_is_served_but_not_stored() {
+    let origin = Origin::start(|seen| {
+        if seen.headers.contains_key("if-none-match") {
+            Reply::ok("")
+                .status(304)
+                .header("cache-control", "max-age=10")
+                .header("x-debug", "1")
+        } else {
+            Reply::ok("x")
+                .header("cache-control", "max-age=10")
+                .header("etag", "\"1\"")
+        }
+    })
+    .await;
+    let clock = ManualClock::new();
+    let cache = CacheLayer::new(MemoryStore::default())
+        .filter(NotAdminNorDebug)
+        .clock(clock.clone())
+        .layer(client());
+    let url = origin.url("/page");
+    status(&cache, get(&url)).await;
+    clock.advance(Duration::from_secs(11));
+    assert_eq!(
+        status(&cache, get(&url)).await,
+        CacheStatus::Revalidated { stored: false }
+    );
 }
 
 /// Only GETs are the cache's business.

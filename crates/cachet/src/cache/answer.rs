@@ -384,18 +384,14 @@ pub(crate) fn revalidated<St: Store, B>(
         now,
         entry.configured,
     );
-    let storable = !config.read_only
-        && stored
-            .storable(
-                config.mode,
-                config.store_set_cookie(),
-                &facts.method,
-                &facts.headers,
-                &facts.cc,
-            )
-            .is_ok();
-    if storable {
-        let ttl = stored.retention(config.mode, config.max_stale_if_error);
+    // The updated entry is judged as a fresh response would be, settings included.
+    let (mut parts, ()) = Response::new(()).into_parts();
+    parts.status = entry.status;
+    parts.version = entry.version;
+    parts.headers = entry.headers.clone();
+    let ttl = write::may_store(&stored, &parts, facts, config);
+    let storable = ttl.is_some();
+    if let Some(ttl) = ttl {
         let names = write::variant_names(&entry.headers, config).unwrap_or_default();
         Placement::new(facts, names, ttl, config).put(&entry, &config.metrics);
     }

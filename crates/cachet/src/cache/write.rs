@@ -111,9 +111,6 @@ pub(crate) fn recorder<St: Store>(
     leader: Option<Leader>,
     config: &Config,
 ) -> Option<Recorder> {
-    if config.read_only {
-        return None;
-    }
     let response_time = after_invalidation(config.clock.now(), facts);
     let response = ResponseFacts::new(
         parts.status,
@@ -122,44 +119,8 @@ pub(crate) fn recorder<St: Store>(
         response_time,
         facts.configured,
     );
-    // Only a request with a key gets here: another method than GET or HEAD has its body
-    // in its key (see `CacheLayer::methods`) and is stored as a GET would be.
-    let method = match facts.method {
-        Method::HEAD => Method::HEAD,
-        _ => Method::GET,
-    };
-    if let Err(refusal) = response.storable(
-        config.mode,
-        config.store_set_cookie(),
-        &method,
-        &facts.headers,
-        &facts.cc,
-    ) {
-        tracing::debug!(key = %facts.key, %refusal, "not storing");
-        return None;
-    }
-    if config
-        .statuses
-        .as_ref()
-        .is_some_and(|allowed| !allowed.contains(&parts.status))
-    {
-        tracing::debug!(key = %facts.key, status = %parts.status, "status not allowed; not storing");
-        return None;
-    }
-    if config
-        .filter
-        .as_ref()
-        .is_some_and(|filter| !filter.response(&facts.key, parts))
-    {
-        tracing::debug!(key = %facts.key, "filtered out; not storing");
-        return None;
-    }
+    let ttl = may_store(&response, parts, facts, config)?;
     let names = variant_names(&parts.headers, config).unwrap_or_default();
-    let ttl = response.retention(config.mode, config.max_stale_if_error);
-    if ttl.is_zero() {
-        tracing::debug!(key = %facts.key, "stale at once and never of use stale; not storing");
-        return None;
-    }
     let head = Entry {
         status: parts.status,
         version: parts.version,
@@ -195,6 +156,58 @@ pub(crate) fn recorder<St: Store>(
             leader.finish(&value);
         }
     })
+}
+
+/// How long to keep a response, or `None` (with the reason logged) when it may not be
+/// stored: by RFC 9111, and by the cache's settings (read-only, statuses, the filter).
+/// Every path that stores a response asks this, so none of them can skip a setting.
+pub(crate) fn may_store<St>(
+    response: &ResponseFacts<'_>,
+    parts: &http::response::Parts,
+    facts: &RequestFacts<St>,
+    config: &Config,
+) -> Option<Duration> {
+    if config.read_only {
+        return None;
+    }
+    // Only a request with a key gets here: another method than GET or HEAD has its body
+    // in its key (see `CacheLayer::methods`) and is stored as a GET would be.
+    let method = match facts.method {
+        Method::HEAD => Method::HEAD,
+        _ => Method::GET,
+    };
+    if let Err(refusal) = response.storable(
+        config.mode,
+        config.store_set_cookie(),
+        &method,
+        &facts.headers,
+        &facts.cc,
+    ) {
+        tracing::debug!(key = %facts.key, %refusal, "not storing");
+        return None;
+    }
+    if config
+        .statuses
+        .as_ref()
+        .is_some_and(|allowed| !allowed.contains(&parts.status))
+    {
+        tracing::debug!(key = %facts.key, status = %parts.status, "status not allowed; not storing");
+        return None;
+    }
+    if config
+        .filter
+        .as_ref()
+        .is_some_and(|filter| !filter.response(&facts.key, parts))
+    {
+        tracing::debug!(key = %facts.key, "filtered out; not storing");
+        return None;
+    }
+    let ttl = response.retention(config.mode, config.max_stale_if_error);
+    if ttl.is_zero() {
+        tracing::debug!(key = %facts.key, "stale at once and never of use stale; not storing");
+        return None;
+    }
+    Some(ttl)
 }
 
 /// When a response counts as received: now, but always after an invalidation the request
