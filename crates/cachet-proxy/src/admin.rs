@@ -18,7 +18,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-use crate::{Config, Error, StoreChoice, store};
+use crate::{Config, Error, StoreChoice, one_line, store};
 
 /// Runs an `entries` command against the store `config` names, as `cachet-proxy entries`
 /// does; returns the lines to print.
@@ -319,15 +319,4 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
         http::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
-}
-
-/// An error and its causes, on one line.
-pub fn one_line(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let _ = write!(text, ": {cause}");
-        source = cause.source();
-    }
-    text.replace(['\r', '\n'], " ")
 }

@@ -49,8 +49,8 @@ mod server;
 mod store;
 mod upstream;
 
-pub use admin::{EntriesCommand, one_line, run_entries};
+pub use admin::{EntriesCommand, run_entries};
 pub use config::{BadSignatureAction, Config, Invocation, Mode, StoreChoice};
-pub use error::{Error, UsageError};
+pub use error::{Error, UsageError, one_line};
 pub use file::ConfigFileError;
 pub use server::Proxy;

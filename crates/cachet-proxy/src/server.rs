@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cachet::{CacheBody, CacheStatus};
+use cachet::{CacheBody, CacheLayer, CacheStatus};
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
@@ -21,8 +21,9 @@ use tokio::net::TcpListener;
 use tower::{Service, ServiceBuilder};
 
 use crate::admin;
+use crate::one_line;
 use crate::store::{self, ProxyStore};
-use crate::upstream::{self, Forward, HttpClient, UpstreamBody, describe, reply, strip_hop_by_hop};
+use crate::upstream::{self, Forward, HttpClient, UpstreamBody, reply, strip_hop_by_hop};
 use crate::{Config, Error};
 
 /// How long to wait after an accept error that is not about one connection (such as
@@ -132,16 +133,16 @@ impl Proxy {
             client,
             store,
         } = self;
+        let cache = config.cache_layer(store);
         // The admin endpoints share the cache's store, keys and clock; they stop with the
         // proxy.
         let admin = admin.map(|listener| {
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!("admin endpoints on http://{addr}/entries");
             }
-            let entries = config.cache_layer(store.clone()).entries();
-            tokio::spawn(admin::serve(listener, entries))
+            tokio::spawn(admin::serve(listener, cache.entries()))
         });
-        let service = TowerToHyperService::new(stack(&config, client, store));
+        let service = TowerToHyperService::new(stack(&config, client, cache));
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder.http1().timer(TokioTimer::new());
         builder.http2().timer(TokioTimer::new());
@@ -222,7 +223,7 @@ fn is_connection_error(error: &io::Error) -> bool {
 fn stack(
     config: &Config,
     client: HttpClient,
-    store: ProxyStore,
+    cache: CacheLayer<ProxyStore>,
 ) -> impl Service<
     Request<Incoming>,
     Response = Response<ProxyBody>,
@@ -231,7 +232,6 @@ fn stack(
 > + Clone
 + Send
 + 'static {
-    let cache = config.cache_layer(store);
     let target = Arc::new(config.target().clone());
     ServiceBuilder::new()
         .map_result(finish)
@@ -249,7 +249,7 @@ fn finish(
     let mut response = match result {
         Ok(response) => response.map(Either::Left),
         Err(error) => {
-            let message = describe(&error);
+            let message = one_line(&error);
             tracing::warn!("{message}");
             reply(StatusCode::BAD_GATEWAY, message).map(Either::Right)
         }

@@ -29,8 +29,8 @@ use pin_project::pin_project;
 use tokio::time::Timeout;
 use tower::Service;
 
-use crate::Error;
 use crate::flags::Upstream;
+use crate::{Error, one_line};
 
 /// The body of a response from [`Forward`]: the upstream's, streaming, or a short one the
 /// proxy wrote itself.
@@ -256,10 +256,10 @@ impl Future for ForwardFuture {
                     Ok(Err(error)) => {
                         let message = if error.is_connect() {
                             // The client's own message only says "client error (Connect)".
-                            let cause = error.source().map_or_else(|| describe(&error), describe);
+                            let cause = error.source().map_or_else(|| one_line(&error), one_line);
                             format!("upstream unreachable: {cause}")
                         } else {
-                            format!("upstream request failed: {}", describe(&error))
+                            format!("upstream request failed: {}", one_line(&error))
                         };
                         tracing::warn!("{message}");
                         reply(StatusCode::BAD_GATEWAY, message).map(Either::Right)
@@ -274,21 +274,6 @@ impl Future for ForwardFuture {
             }
         }
     }
-}
-
-/// An error and its causes on one line, each cause once.
-pub(crate) fn describe(error: &(dyn StdError + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text.replace(['\r', '\n'], " ")
 }
 
 /// A response the proxy writes itself: a status and a one-line `text/plain` reason, never
