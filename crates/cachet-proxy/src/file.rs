@@ -27,9 +27,8 @@ use crate::flags::{
 ///
 /// A new setting is one field here (checked by its flag's parser through
 /// `deserialize_with = "text"` or a `Deserialize` impl) and one line where the
-/// [`Config`](crate::Config) is put together. Settings of the cache's rules, keys and
-/// filters get sections of their own (`[[rules]]`, `[key]`, `[filters]`), and the
-/// address of the admin listener a top-level `admin_listen`.
+/// [`Config`](crate::Config) is put together. The cache's own settings have sections:
+/// `[cache]`, `[expiry]` (with `[[expiry.rules]]`), `[keys]` and `[filters]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileSettings {

@@ -15,6 +15,9 @@ async fn main() -> ExitCode {
             Ok(Invocation::Serve(config)) => *config,
             Ok(Invocation::Keygen) => return keygen(),
             Ok(Invocation::Entries { config, command }) => {
+                // Its logs (a Redis that does not answer) go to stderr, so that stdout
+                // holds the answer alone.
+                init_logs(std::io::stderr);
                 return match run_entries(&config, &command).await {
                     Ok(out) => {
                         print!("{out}");
@@ -28,10 +31,7 @@ async fn main() -> ExitCode {
             }
             Err(error) => return usage_error(error),
         };
-    let filter = EnvFilter::builder()
-        .with_default_directive(LevelFilter::INFO.into())
-        .from_env_lossy();
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    init_logs(std::io::stdout);
 
     let result = async { Proxy::bind(config).await?.serve(shutdown_signal()).await }.await;
     match result {
@@ -41,6 +41,20 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs through `tracing` to `writer`, at `info` unless `RUST_LOG` says otherwise.
+fn init_logs<W>(writer: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let filter = EnvFilter::builder()
+        .with_default_directive(LevelFilter::INFO.into())
+        .from_env_lossy();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .init();
 }
 
 /// Prints a new secret key for `--secret-key-env`.

@@ -3,7 +3,7 @@
 use std::sync::LazyLock;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{
     AGE, CONTENT_LENGTH, ETAG, HeaderName, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
     IF_UNMODIFIED_SINCE, LAST_MODIFIED,
@@ -466,8 +466,13 @@ pub(crate) fn mark<B>(
         let value = status.header_value();
         let value = match ttl {
             Some(ttl) => {
-                let text = format!("{}; ttl={ttl}", String::from_utf8_lossy(value.as_bytes()));
-                HeaderValue::from_str(&text).unwrap_or(value)
+                // One buffer, frozen into the value: a hit allocates once for this.
+                use std::fmt::Write;
+                let mut text = BytesMut::with_capacity(value.len() + 16);
+                text.extend_from_slice(value.as_bytes());
+                // Writing to a BytesMut cannot fail.
+                let _ = write!(text, "; ttl={ttl}");
+                HeaderValue::from_maybe_shared(text.freeze()).unwrap_or(value)
             }
             None => value,
         };

@@ -117,6 +117,8 @@ impl CacheKey {
     /// request's values of the headers the response varies on (RFC 9111 §4.1), each line
     /// of a header joined with `, `; an absent header is `-`, which no value can equal.
     pub(crate) fn variant(&self, names: &[HeaderName], request: &HeaderMap) -> Self {
+        use std::fmt::Write;
+
         let mut key = String::from(self.as_str());
         key.push_str(" vary");
         for name in names {
@@ -136,7 +138,8 @@ impl CacheKey {
                 for &byte in line.as_bytes() {
                     match byte {
                         b'%' | b' ' | 0..=0x1f | 0x7f..=0xff => {
-                            key.push_str(&format!("%{byte:02X}"))
+                            // Writing to a String cannot fail.
+                            let _ = write!(key, "%{byte:02X}");
                         }
                         _ => key.push(char::from(byte)),
                     }
