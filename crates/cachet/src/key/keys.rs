@@ -52,7 +52,11 @@ pub struct RequestHead<'a> {
 /// ```
 pub trait KeyStrategy: fmt::Debug + Send + Sync + 'static {
     /// The key for a request, or `None` to pass it through uncached. It is also asked,
-    /// with empty headers and extensions, for the keys an unsafe method invalidates.
+    /// with empty headers and extensions, for the keys an unsafe method invalidates and
+    /// for those [`Entries`](crate::manage::Entries) finds by URL: entries under a key
+    /// that depends on request headers (such as the tenant below) are not reached that
+    /// way. To keep invalidation whole, select responses by header with
+    /// [`Keys::headers`] instead, which keeps them under the URL's key.
     fn key(&self, request: &RequestHead<'_>) -> Option<CacheKey>;
 }
 
