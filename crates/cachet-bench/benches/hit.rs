@@ -8,6 +8,7 @@
 //! - `floor`: a prebuilt response handed back from `quick_cache` (the concurrent cache
 //!   `MemoryStore` is built on), keyed by cachet's `CacheKey`: a header-map clone and a
 //!   `Bytes` clone;
+//! - `floor_moka`: the same from moka, the floor issue #6 names (the peers' cache);
 //! - `cachet`: `CacheLayer` over `MemoryStore`;
 //! - `cachet_signed`: `CacheLayer` over `VerifyLayer` over `MemoryStore`;
 //! - `http_cache_tower`: http-cache-tower's `HttpCacheLayer` over its `MokaManager`
@@ -187,8 +188,11 @@ fn group(c: &mut Criterion, name: &str, tasks: Tasks) {
         let calls = Arc::new(AtomicU64::new(0));
         let origin = || origin(body.clone(), calls.clone());
 
-        let floor = Floor::new(&uri, &body);
+        let floor = Floor::quick_cache(&uri, &body);
         contender(&mut group, run, "floor", floor, &calls, target);
+
+        let floor = Floor::moka(&uri, &body);
+        contender(&mut group, run, "floor_moka", floor, &calls, target);
 
         let cachet = CacheLayer::new(MemoryStore::default()).layer(origin());
         contender(&mut group, run, "cachet", cachet, &calls, target);

@@ -8,7 +8,7 @@
 //! ```
 //!
 //! The contender is `floor` (a prebuilt response from `quick_cache`, keyed by cachet's
-//! `CacheKey`, as in `benches/hit.rs`), `cachet` (`CacheLayer` over `MemoryStore`) or
+//! `CacheKey`, as in `benches/hit.rs`), `floor_moka` (the same from moka), `cachet` (`CacheLayer` over `MemoryStore`) or
 //! `signed` (`CacheLayer` over `VerifyLayer` over `MemoryStore`); then the body size and
 //! the number of hits. Each request is built, sent, and its body read to the end, as in
 //! the bench; the origin is asked once, to fill the cache, and the run fails if it is
@@ -52,7 +52,7 @@ where
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: profile_hit floor|cachet|signed SIZE N";
+    let usage = "usage: profile_hit floor|floor_moka|cachet|signed SIZE N";
     let contender = args.next().expect(usage);
     let size: usize = args.next().and_then(|s| s.parse().ok()).expect(usage);
     let n: u64 = args.next().and_then(|s| s.parse().ok()).expect(usage);
@@ -74,7 +74,11 @@ fn main() {
     runtime.block_on(async {
         match contender.as_str() {
             "floor" => {
-                let floor = Floor::new(&uri, &body);
+                let floor = Floor::quick_cache(&uri, &body);
+                hits(floor, &uri, n, size).await;
+            }
+            "floor_moka" => {
+                let floor = Floor::moka(&uri, &body);
                 hits(floor, &uri, n, size).await;
             }
             "cachet" => {

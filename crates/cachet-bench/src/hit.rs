@@ -38,25 +38,53 @@ pub fn origin_response(body: &Bytes) -> Response<Full<Bytes>> {
         .expect("the bench response is valid")
 }
 
-/// The floor: a prebuilt response handed back from `quick_cache` by its cache key (the
-/// key built per request as cachet builds it), its body a `Bytes` clone.
+/// A stored response as the floors keep it.
+type Parts = (StatusCode, HeaderMap, Bytes);
+
+/// The floor: a prebuilt response handed back from a concurrent cache by its cache key
+/// (the key built per request as cachet builds it), its body a `Bytes` clone.
+///
+/// Two caches: `quick_cache`, the crate `MemoryStore` is built on (the stricter floor),
+/// and moka, the floor issue #6 names (what the peers are built on).
 #[derive(Clone, Debug)]
 pub struct Floor {
-    cache: Arc<quick_cache::sync::Cache<CacheKey, (StatusCode, HeaderMap, Bytes)>>,
+    map: Map,
+}
+
+#[derive(Clone, Debug)]
+enum Map {
+    QuickCache(Arc<quick_cache::sync::Cache<CacheKey, Parts>>),
+    Moka(moka::sync::Cache<CacheKey, Parts>),
 }
 
 impl Floor {
-    /// A floor holding the origin's response for `uri`.
-    pub fn new(uri: &str, body: &Bytes) -> Self {
+    /// A floor over `quick_cache` holding the origin's response for `uri`.
+    pub fn quick_cache(uri: &str, body: &Bytes) -> Self {
         let cache = quick_cache::sync::Cache::new(1024);
-        let (parts, _) = origin_response(body).into_parts();
-        let key = CacheKey::for_request(&http::Method::GET, &uri.parse().expect("a valid URI"))
-            .expect("an absolute URI has a key");
-        cache.insert(key, (parts.status, parts.headers, body.clone()));
+        let (key, parts) = prebuilt(uri, body);
+        cache.insert(key, parts);
         Self {
-            cache: Arc::new(cache),
+            map: Map::QuickCache(Arc::new(cache)),
         }
     }
+
+    /// A floor over moka holding the origin's response for `uri`.
+    pub fn moka(uri: &str, body: &Bytes) -> Self {
+        let cache = moka::sync::Cache::new(1024);
+        let (key, parts) = prebuilt(uri, body);
+        cache.insert(key, parts);
+        Self {
+            map: Map::Moka(cache),
+        }
+    }
+}
+
+/// The key for a GET of `uri` and the origin's response for it, in parts.
+fn prebuilt(uri: &str, body: &Bytes) -> (CacheKey, Parts) {
+    let (parts, _) = origin_response(body).into_parts();
+    let key = CacheKey::for_request(&http::Method::GET, &uri.parse().expect("a valid URI"))
+        .expect("an absolute URI has a key");
+    (key, (parts.status, parts.headers, body.clone()))
 }
 
 impl Service<Req> for Floor {
@@ -71,7 +99,11 @@ impl Service<Req> for Floor {
     fn call(&mut self, request: Req) -> Self::Future {
         let key = CacheKey::for_request(request.method(), request.uri())
             .expect("an absolute URI has a key");
-        let (status, headers, body) = self.cache.get(&key).expect("the floor is prefilled");
+        let found = match &self.map {
+            Map::QuickCache(cache) => cache.get(&key),
+            Map::Moka(cache) => cache.get(&key),
+        };
+        let (status, headers, body) = found.expect("the floor is prefilled");
         let mut response = Response::new(Full::new(body));
         *response.status_mut() = status;
         *response.headers_mut() = headers;

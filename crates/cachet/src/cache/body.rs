@@ -23,10 +23,12 @@ enum Kind<B> {
     Origin {
         #[pin]
         body: B,
-        recorder: Option<Recorder>,
-        /// The recorder of a body that has ended intact. Its store write waits for the
-        /// next poll or for the body's drop, so the last frame reaches the caller first.
-        complete: Option<Recorder>,
+        /// Boxed: most responses have none, and a hit's response is moved several times
+        /// on its way out, so the body stays small.
+        recorder: Option<Box<Recorder>>,
+        /// Whether the body has ended intact. The recorder's store write then waits for
+        /// the next poll or for the body's drop, so the last frame reaches the caller first.
+        complete: bool,
     },
 }
 
@@ -40,17 +42,13 @@ impl<B> CacheBody<B> {
 }
 
 impl<B: Body<Data = Bytes>> CacheBody<B> {
-    pub(crate) fn origin(body: B, mut recorder: Option<Recorder>) -> Self {
+    pub(crate) fn origin(body: B, recorder: Option<Recorder>) -> Self {
         // A body that is already complete may never be polled (a HEAD, a 204).
-        let complete = if body.is_end_stream() {
-            recorder.take()
-        } else {
-            None
-        };
+        let complete = body.is_end_stream();
         Self {
             kind: Kind::Origin {
                 body,
-                recorder,
+                recorder: recorder.map(Box::new),
                 complete,
             },
         }
@@ -75,8 +73,8 @@ where
                 recorder,
                 complete,
             } => {
-                if let Some(complete) = complete.take() {
-                    complete.finish();
+                if *complete && let Some(recorder) = recorder.take() {
+                    recorder.finish();
                 }
                 let frame = ready!(body.as_mut().poll_frame(cx));
                 match &frame {
@@ -86,9 +84,7 @@ where
                         {
                             *recorder = None;
                         }
-                        if body.is_end_stream() {
-                            *complete = recorder.take();
-                        }
+                        *complete = body.is_end_stream();
                     }
                     // An aborted body is never stored.
                     Some(Err(_)) => *recorder = None,
@@ -123,10 +119,13 @@ where
 #[pinned_drop]
 impl<B> PinnedDrop for CacheBody<B> {
     fn drop(self: Pin<&mut Self>) {
-        if let KindProj::Origin { complete, .. } = self.project().kind.project()
-            && let Some(complete) = complete.take()
+        if let KindProj::Origin {
+            recorder, complete, ..
+        } = self.project().kind.project()
+            && *complete
+            && let Some(recorder) = recorder.take()
         {
-            complete.finish();
+            recorder.finish();
         }
     }
 }

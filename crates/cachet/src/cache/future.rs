@@ -67,7 +67,7 @@ pub(crate) enum Plan<St> {
 /// A stale entry held while the origin is asked: for a 304 to refresh, or to stand in
 /// for a failing origin.
 pub(crate) struct Stale {
-    entry: Entry,
+    entry: Box<Entry>,
     /// Whether the forwarded request carries this entry's validators.
     conditional: bool,
 }
@@ -84,8 +84,8 @@ where
     state: State<S, St, ReqB>,
     plan: Plan<St>,
     reason: ForwardReason,
-    /// Boxed: it is rare, and the future stays small for the hits.
-    stale: Option<Box<Stale>>,
+    /// Its entry is boxed: it is rare, and the future stays small for the hits.
+    stale: Option<Stale>,
     /// This request fetches for others waiting on the same key.
     leader: Option<Leader>,
     config: Arc<Config>,
@@ -225,13 +225,16 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Lookup { lookup, forward } => {
+                StateProj::Lookup {
+                    mut lookup,
+                    forward,
+                } => {
                     let Plan::Cache(facts) = this.plan else {
                         unreachable!("only cacheable requests are looked up")
                     };
-                    let found = ready!(lookup.poll_with(&mut facts.store, cx));
-                    let (mut service, mut request) =
-                        forward.take().expect("a lookup forwards at most once");
+                    let found = ready!(lookup.as_mut().poll_with(&mut facts.store, cx));
+                    // Borrowed, not moved out: a hit drops the request where it lies.
+                    let (_, request) = forward.as_mut().expect("a lookup forwards at most once");
                     let mut found_value = None;
                     let store_answered = found.is_ok();
                     let step = match found {
@@ -279,10 +282,7 @@ where
                             return Poll::Ready(Ok(response));
                         }
                         Step::Variant(variant) => {
-                            this.state.set(State::Lookup {
-                                lookup: StoreCall::get(variant),
-                                forward: Some((service, request)),
-                            });
+                            lookup.set(StoreCall::get(variant));
                             continue;
                         }
                         Step::Forward(reason) => {
@@ -302,13 +302,15 @@ where
                                 stale_while_revalidate(&entry, facts, this.config)
                             {
                                 if let Claim::Started(guard) = claim {
+                                    let (mut service, request) =
+                                        forward.take().expect("a lookup forwards at most once");
                                     let Plan::Cache(mut facts) =
                                         std::mem::replace(this.plan, Plan::Pass)
                                     else {
                                         unreachable!("only cacheable requests are looked up")
                                     };
                                     facts.headers = headers;
-                                    let stale = Box::new(Stale { entry, conditional });
+                                    let stale = Stale { entry, conditional };
                                     refresh::spawn(
                                         service.call(request),
                                         facts,
@@ -321,7 +323,7 @@ where
                                 return Poll::Ready(Ok(response));
                             }
                             original_headers = Some(headers);
-                            *this.stale = Some(Box::new(Stale { entry, conditional }));
+                            *this.stale = Some(Stale { entry, conditional });
                         }
                     }
                     if facts.cc.no_cache {
@@ -343,22 +345,22 @@ where
                                 // its join has stored its response: look once more.
                                 *this.leader = Some(leader);
                                 facts.seen = None;
-                                this.state.set(State::Lookup {
-                                    lookup: StoreCall::get(facts.key.clone()),
-                                    forward: Some((service, request)),
-                                });
+                                lookup.set(StoreCall::get(facts.key.clone()));
                                 continue;
                             }
                             Join::Waiter(receiver) => {
                                 facts.collapsed = true;
+                                let forward = forward.take();
                                 this.state.set(State::Wait {
                                     wait: tokio::time::timeout(wait, receiver),
-                                    forward: Some((service, request)),
+                                    forward,
                                 });
                                 continue;
                             }
                         }
                     }
+                    let (mut service, request) =
+                        forward.take().expect("a lookup forwards at most once");
                     facts.headers = original_headers.unwrap_or_else(|| request.headers().clone());
                     let future = service.call(request);
                     this.state.set(State::Forward { future });
@@ -410,7 +412,7 @@ pub(crate) fn finish<St: Store, B: Body<Data = Bytes>, E: Into<BoxError>>(
     result: Result<Response<B>, E>,
     plan: Plan<St>,
     leader: Option<Leader>,
-    stale: Option<Box<Stale>>,
+    stale: Option<Stale>,
     reason: ForwardReason,
     config: &Config,
 ) -> Result<Response<CacheBody<B>>, Error> {
@@ -418,7 +420,7 @@ pub(crate) fn finish<St: Store, B: Body<Data = Bytes>, E: Into<BoxError>>(
         Ok(response) => response,
         Err(error) => {
             if let (Plan::Cache(facts), Some(stale)) = (&plan, stale)
-                && let Some(response) = stale_on_error(stale.entry, facts, None, config)
+                && let Some(response) = stale_on_error(*stale.entry, facts, None, config)
             {
                 return Ok(response);
             }
@@ -430,10 +432,10 @@ pub(crate) fn finish<St: Store, B: Body<Data = Bytes>, E: Into<BoxError>>(
             let status = response.status();
             if let Some(stale) = stale {
                 if status == StatusCode::NOT_MODIFIED && stale.conditional {
-                    return Ok(revalidated(stale.entry, response, &facts, config));
+                    return Ok(revalidated(*stale.entry, response, &facts, config));
                 }
                 if matches!(status.as_u16(), 500 | 502 | 503 | 504)
-                    && let Some(stale) = stale_on_error(stale.entry, &facts, Some(status), config)
+                    && let Some(stale) = stale_on_error(*stale.entry, &facts, Some(status), config)
                 {
                     return Ok(stale);
                 }

@@ -69,7 +69,7 @@ impl Drop for RefreshGuard {
 pub(crate) fn spawn<F, St, B, E>(
     future: F,
     facts: RequestFacts<St>,
-    stale: Box<Stale>,
+    stale: Stale,
     config: Arc<Config>,
     guard: RefreshGuard,
 ) where
