@@ -440,9 +440,13 @@ pub(crate) fn finish<St: Store, B: Body<Data = Bytes>, E: Into<BoxError>>(
                     return Ok(stale);
                 }
             }
-            if facts.method == Method::HEAD && status == StatusCode::OK {
-                write::freshen_get(&facts, response.headers(), config);
-            }
+            let response = if facts.method == Method::HEAD && status == StatusCode::OK {
+                let (parts, body) = response.into_parts();
+                write::freshen_get(&facts, &parts, config);
+                Response::from_parts(parts, body)
+            } else {
+                response
+            };
             Ok(forwarded(response, Some(facts), leader, reason, config))
         }
         Plan::Invalidate { store, uri } => {

@@ -186,20 +186,7 @@ pub(crate) fn may_store<St>(
         tracing::debug!(key = %facts.key, %refusal, "not storing");
         return None;
     }
-    if config
-        .statuses
-        .as_ref()
-        .is_some_and(|allowed| !allowed.contains(&parts.status))
-    {
-        tracing::debug!(key = %facts.key, status = %parts.status, "status not allowed; not storing");
-        return None;
-    }
-    if config
-        .filter
-        .as_ref()
-        .is_some_and(|filter| !filter.response(&facts.key, parts))
-    {
-        tracing::debug!(key = %facts.key, "filtered out; not storing");
+    if !settings_allow(&facts.key, parts, config) {
         return None;
     }
     let ttl = response.retention(config.mode, config.max_stale_if_error);
@@ -208,6 +195,28 @@ pub(crate) fn may_store<St>(
         return None;
     }
     Some(ttl)
+}
+
+/// Whether the cache's own settings, its statuses and its filter, let a response be
+/// stored under `key`.
+fn settings_allow(key: &CacheKey, parts: &http::response::Parts, config: &Config) -> bool {
+    if config
+        .statuses
+        .as_ref()
+        .is_some_and(|allowed| !allowed.contains(&parts.status))
+    {
+        tracing::debug!(%key, status = %parts.status, "status not allowed; not storing");
+        return false;
+    }
+    if config
+        .filter
+        .as_ref()
+        .is_some_and(|filter| !filter.response(key, parts))
+    {
+        tracing::debug!(%key, "filtered out; not storing");
+        return false;
+    }
+    true
 }
 
 /// When a response counts as received: now, but always after an invalidation the request
@@ -295,15 +304,24 @@ pub(crate) fn end_to_end(headers: &HeaderMap) -> HeaderMap {
 /// §4.3.5), when both describe the same representation: equal entity tags, or equal
 /// `Last-Modified`, or (with neither) equal `Content-Length`. It reads the store, so it
 /// runs on a spawned task; a GET stored as variants is left alone.
-pub(crate) fn freshen_get<St: Store>(facts: &RequestFacts<St>, head: &HeaderMap, config: &Config) {
+pub(crate) fn freshen_get<St: Store>(
+    facts: &RequestFacts<St>,
+    head: &http::response::Parts,
+    config: &Config,
+) {
     let Some(get_key) = facts.key.for_get().filter(|_| !config.read_only) else {
         return;
     };
+    // The HEAD response's headers would be stored: the settings judge it as they would
+    // the GET's.
+    if !settings_allow(&get_key, head, config) {
+        return;
+    }
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
     let store = facts.store.clone();
-    let update = end_to_end(head);
+    let update = end_to_end(&head.headers);
     let (request_time, now) = (facts.time, config.clock.now());
     let (mode, max_stale_if_error) = (config.mode, config.max_stale_if_error);
     let targeted = config.targeted.clone();
