@@ -18,7 +18,7 @@ use crate::UsageError;
 use crate::admin::EntriesCommand;
 use crate::file::{ConfigFile, FileSettings};
 pub use crate::flags::StoreChoice;
-use crate::flags::{Secret, Upstream, parse_timeout};
+use crate::flags::{Secret, Upstream, parse_bytes, parse_timeout};
 
 /// The command line, as clap parses it. Every value is checked by its value parser.
 ///
@@ -58,12 +58,12 @@ struct Args {
 
     /// The most bytes the in-memory store holds, counting keys, entries and overhead
     /// [default: 67108864]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_bytes::<u64>, allow_negative_numbers = true)]
     memory_bytes: Option<u64>,
 
     /// The largest response body that is stored; larger bodies stream through uncached
     /// [default: 8388608]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_bytes::<usize>, allow_negative_numbers = true)]
     max_body_bytes: Option<usize>,
 
     /// How long to wait for the upstream's response head, in seconds (fractions allowed)
@@ -92,9 +92,16 @@ struct Args {
     redis_namespace: Option<String>,
 
     /// Act as a CDN: a response's CDN-Cache-Control (RFC 9213), when present, replaces
-    /// its Cache-Control for this cache
-    #[arg(long)]
-    cdn: bool,
+    /// its Cache-Control for this cache; --cdn=false turns off a --config file's cdn
+    /// [default: false]
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    cdn: Option<bool>,
 
     /// Serve the admin endpoints (list, show, purge stored entries) on this address, as
     /// IP:PORT; off unless given. It has no authentication: keep it on loopback
@@ -237,7 +244,7 @@ impl Invocation {
                 .on_bad_signature
                 .or(settings.signing.on_bad_signature)
                 .unwrap_or(BadSignatureAction::Error),
-            cdn: args.cdn || settings.cache.cdn.unwrap_or(false),
+            cdn: args.cdn.or(settings.cache.cdn).unwrap_or(false),
             policy: Policy::from_file(settings),
             admin_listen: args.admin_listen.or(settings.admin_listen),
             clock: SharedClock(Arc::new(SystemClock)),

@@ -21,6 +21,7 @@ use toml::de::{DeTable, DeValue};
 use crate::config::{BadSignatureAction, Mode};
 use crate::flags::{
     CoalesceWait, FromText, InvalidSecret, Span, StoreChoice, Upstream, UrlPattern, parse_timeout,
+    positive_bytes,
 };
 
 /// The settings of a configuration file, each `None` when the file leaves it out.
@@ -149,6 +150,7 @@ impl<'de> Deserialize<'de> for Status {
 #[serde(deny_unknown_fields)]
 pub(crate) struct CacheSection {
     /// `--max-body-bytes`.
+    #[serde(default, deserialize_with = "bytes")]
     pub(crate) max_body_bytes: Option<usize>,
     /// `--cdn`.
     pub(crate) cdn: Option<bool>,
@@ -173,6 +175,7 @@ pub(crate) struct StoreSection {
     #[serde(default, deserialize_with = "text")]
     pub(crate) backend: Option<StoreChoice>,
     /// `--memory-bytes`.
+    #[serde(default, deserialize_with = "bytes")]
     pub(crate) memory_bytes: Option<u64>,
     /// `--redis-namespace`.
     pub(crate) redis_namespace: Option<String>,
@@ -200,6 +203,18 @@ where
     T::from_text(&text)
         .map(Some)
         .map_err(|error| de::Error::custom(format_args!("invalid value '{text}': {error}")))
+}
+
+/// Reads a byte count, checked as its flag checks it.
+fn bytes<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    let bytes = u64::deserialize(deserializer)?;
+    positive_bytes(bytes)
+        .map(Some)
+        .map_err(|error| de::Error::custom(format_args!("invalid value '{bytes}': {error}")))
 }
 
 /// `upstream_timeout`: a number of seconds, checked as `--upstream-timeout` is.

@@ -234,6 +234,32 @@ pub(crate) fn parse_timeout(text: &str) -> Result<Duration, InvalidTimeout> {
     }
 }
 
+/// Why a byte count (`--memory-bytes`, `--max-body-bytes`) was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct InvalidBytes;
+
+impl fmt::Display for InvalidBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("expected a whole number of bytes greater than 0, such as 1048576")
+    }
+}
+
+impl StdError for InvalidBytes {}
+
+/// A byte count: a bound of 0 would keep nothing, silently.
+pub(crate) fn parse_bytes<T: TryFrom<u64>>(text: &str) -> Result<T, InvalidBytes> {
+    let bytes: u64 = text.trim().parse().map_err(|_| InvalidBytes)?;
+    positive_bytes(bytes)
+}
+
+/// A byte count read as a number (from the configuration file), checked as its flag is.
+pub(crate) fn positive_bytes<T: TryFrom<u64>>(bytes: u64) -> Result<T, InvalidBytes> {
+    if bytes == 0 {
+        return Err(InvalidBytes);
+    }
+    T::try_from(bytes).map_err(|_| InvalidBytes)
+}
+
 /// A value given as text, parsed as its flag parses it: the configuration file reads
 /// its text settings through this.
 pub(crate) trait FromText: Sized {

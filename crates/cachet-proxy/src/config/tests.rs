@@ -165,6 +165,54 @@ fn timeout_must_be_a_positive_number_of_seconds() {
 }
 
 #[test]
+fn byte_bounds_must_be_above_zero() {
+    for flag in ["--memory-bytes", "--max-body-bytes"] {
+        for bad in ["0", "-1", "1.5", "8MiB", ""] {
+            let error = parse(&["--upstream", "http://h", flag, bad]).expect_err(bad);
+            assert_eq!(
+                kind(&error),
+                Some(clap::error::ErrorKind::ValueValidation),
+                "{flag} {bad}"
+            );
+            assert!(
+                message(&error).contains(flag) && message(&error).contains("greater than 0"),
+                "{flag} {bad}: {}",
+                message(&error)
+            );
+        }
+    }
+    let config = parse(&[
+        "--upstream",
+        "http://h",
+        "--memory-bytes",
+        "1",
+        "--max-body-bytes",
+        "1",
+    ])
+    .expect("one byte is a bound");
+    assert_eq!((config.memory_bytes(), config.max_body_bytes()), (1, 1));
+}
+
+#[test]
+fn cdn_false_turns_off_the_files_cdn() {
+    let file = config_file("upstream = \"http://h\"\n[cache]\ncdn = true\n");
+    assert!(with_file(&file, &[], &[]).expect("valid").cdn());
+    assert!(with_file(&file, &["--cdn"], &[]).expect("valid").cdn());
+    assert!(
+        !with_file(&file, &["--cdn=false"], &[])
+            .expect("valid")
+            .cdn()
+    );
+    assert!(
+        parse(&["--upstream", "http://h", "--cdn=true"])
+            .expect("valid")
+            .cdn()
+    );
+    let error = parse(&["--upstream", "http://h", "--cdn=maybe"]).expect_err("not a bool");
+    assert!(message(&error).contains("--cdn"), "{}", message(&error));
+}
+
+#[test]
 fn unknown_flags_and_bad_values_are_refused() {
     let error = parse(&["--upstream", "http://h", "--bogus"]).expect_err("unknown flag");
     assert_eq!(kind(&error), Some(clap::error::ErrorKind::UnknownArgument));

@@ -135,6 +135,20 @@ fn a_value_of_the_wrong_type_is_refused_naming_the_type() {
 }
 
 #[test]
+fn a_byte_bound_of_zero_is_refused_where_it_is_written() {
+    let error = refused("[store]\nmemory_bytes = 0\n");
+    assert_eq!(error.setting(), Some("store.memory_bytes"));
+    assert_eq!(error.line(), Some(2));
+    assert!(error.to_string().contains("greater than 0"), "{error}");
+    let error = refused("[cache]\nmax_body_bytes = 0\n");
+    assert_eq!(error.setting(), Some("cache.max_body_bytes"));
+    let error = refused("[cache]\nmax_body_bytes = -5\n");
+    assert_eq!(error.setting(), Some("cache.max_body_bytes"));
+    let settings = parse("[store]\nmemory_bytes = 1\n").expect("one byte is a bound");
+    assert_eq!(settings.store.memory_bytes, Some(1));
+}
+
+#[test]
 fn a_timeout_is_a_positive_number_of_seconds() {
     let settings = parse("upstream_timeout = 0.5").expect("half a second");
     assert_eq!(
