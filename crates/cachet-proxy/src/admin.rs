@@ -238,6 +238,9 @@ async fn answer<St: Store>(
     match command.run(entries).await {
         Ok(out) => text(StatusCode::OK, out),
         Err(error) if error.is_invalid_url() => text(StatusCode::BAD_REQUEST, format!("{error}\n")),
+        Err(error) if error.is_invalid_cursor() => {
+            text(StatusCode::BAD_REQUEST, format!("{}\n", one_line(&error)))
+        }
         Err(error) if error.is_unsupported() => {
             text(StatusCode::NOT_IMPLEMENTED, format!("{error}\n"))
         }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use cachet::store::{Cursor, Listed, Page, Scan, Unsupported};
+use cachet::store::{Cursor, InvalidCursor, Listed, Page, Scan, Unsupported};
 use cachet::{BoxError, CacheKey};
 use deadpool_redis::redis::{self, Value};
 
@@ -38,16 +38,25 @@ impl Inner {
     pub(crate) async fn scan(&self, scan: &Scan) -> Result<Page, BoxError> {
         let pattern = self.pattern(scan.get_prefix());
         let masters = self.masters().await?;
+        // Redis answers a cursor it did not make with an error of its own; a cursor that
+        // is not one of ours is refused first, as the caller's mistake.
+        let invalid = || InvalidCursor::new(scan.cursor(), "a redis store");
+        let number = |cursor: &str| cursor.parse::<u64>().is_ok();
         let (index, cursor) = if scan.cursor().is_start() {
             (0, "0")
         } else if masters.is_empty() {
-            (0, scan.cursor().as_str())
+            let cursor = scan.cursor().as_str();
+            if !number(cursor) {
+                return Err(invalid().into());
+            }
+            (0, cursor)
         } else {
             scan.cursor()
                 .as_str()
                 .split_once('-')
+                .filter(|(_, cursor)| number(cursor))
                 .and_then(|(index, cursor)| Some((index.parse::<usize>().ok()?, cursor)))
-                .ok_or("invalid cursor for a redis cluster listing")?
+                .ok_or_else(invalid)?
         };
         let node = masters.get(index);
         if !masters.is_empty() && node.is_none() {

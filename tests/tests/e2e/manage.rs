@@ -354,6 +354,13 @@ async fn a_cluster_is_listed_master_by_master_and_cleared_in_its_namespace() {
     let entries = Entries::new(store.clone());
     let (keys, pages) = all_keys(&entries, 10).await;
     assert!(pages >= cluster.nodes().len(), "every master is walked");
+    for bad in ["5", "x-0", "0-abc"] {
+        let error = entries
+            .list(Cursor::new(bad), 10)
+            .await
+            .expect_err("not a cluster cursor");
+        assert!(error.is_invalid_cursor(), "{bad}: {error:?}");
+    }
     let listed: BTreeSet<String> = keys.iter().cloned().collect();
     assert_eq!(listed.len(), keys.len(), "no entry listed twice");
     assert_eq!(listed, expected);
@@ -373,6 +380,30 @@ async fn a_cluster_is_listed_master_by_master_and_cleared_in_its_namespace() {
         assert!(node.scan("cachet:*").is_empty());
     }
     assert_eq!(foreign.scan("foreign").len(), 1);
+}
+
+#[tokio::test]
+async fn a_cursor_redis_did_not_make_is_refused_as_invalid_not_as_a_store_failure() {
+    let server = RedisServer::start();
+    let redis = store(&server);
+    put(&redis, "GET http://example.com/", "v").await;
+    let keyring = Keyring::new("manage secret").expect("a secret that is not empty");
+    let signed = Entries::new(VerifyLayer::new(keyring).layer(redis.clone()));
+    let plain = Entries::new(redis);
+    for bad in ["abc", "-1", "1.5", "0-0"] {
+        for error in [
+            plain.list(Cursor::new(bad), 10).await.expect_err(bad),
+            signed.list(Cursor::new(bad), 10).await.expect_err(bad),
+        ] {
+            assert!(error.is_invalid_cursor(), "{bad}: {error:?}");
+            assert!(!error.is_store(), "{bad}: {error:?}");
+        }
+    }
+    let page = plain
+        .list(Cursor::new("0"), 10)
+        .await
+        .expect("a cursor redis made");
+    assert_eq!(page.entries.len(), 1);
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@ use std::error::Error as StdError;
 use std::fmt;
 
 use crate::BoxError;
-use crate::store::Unsupported;
+use crate::store::{InvalidCursor, Unsupported};
 
 /// Why an [`Entries`](super::Entries) operation failed.
 ///
@@ -21,6 +21,7 @@ enum Kind {
     Unsupported,
     Store,
     InvalidUrl,
+    InvalidCursor,
 }
 
 impl Error {
@@ -32,6 +33,10 @@ impl Error {
         while let Some(error) = cause {
             if error.is::<Unsupported>() {
                 kind = Kind::Unsupported;
+                break;
+            }
+            if error.is::<InvalidCursor>() {
+                kind = Kind::InvalidCursor;
                 break;
             }
             cause = error.source();
@@ -76,6 +81,11 @@ impl Error {
     pub fn is_invalid_url(&self) -> bool {
         self.kind == Kind::InvalidUrl
     }
+
+    /// The cursor is not one the store made (see [`InvalidCursor`]).
+    pub fn is_invalid_cursor(&self) -> bool {
+        self.kind == Kind::InvalidCursor
+    }
 }
 
 impl fmt::Debug for Error {
@@ -97,6 +107,7 @@ impl fmt::Display for Error {
             Kind::Unsupported => write!(f, "the store cannot {op}"),
             Kind::Store => write!(f, "the store failed to {op}"),
             Kind::InvalidUrl => f.write_str("not an absolute url with a scheme and a host"),
+            Kind::InvalidCursor => write!(f, "the store cannot {op} from that cursor"),
         }
     }
 }

@@ -50,7 +50,7 @@ use std::task::{Context, Poll};
 use tower::{Service, ServiceExt};
 
 pub use memory::MemoryStore;
-pub use scan::{Cursor, Listed, Page, Scan, Unsupported};
+pub use scan::{Cursor, InvalidCursor, Listed, Page, Scan, Unsupported};
 pub use tiered::{ResponseFuture as TieredFuture, Tiered};
 pub(crate) use value::Derived;
 pub use value::Value;
@@ -75,7 +75,8 @@ pub enum StoreRequest {
     /// Forget the value under a key.
     Delete(CacheKey),
     /// List one page of the stored entries, answered with [`StoreResponse::Page`]. A store
-    /// that cannot list answers with an [`Unsupported`] error, never an empty page.
+    /// that cannot list answers with an [`Unsupported`] error, never an empty page, and
+    /// one given a cursor it did not make with an [`InvalidCursor`] error.
     Scan(Scan),
     /// Forget every entry this store holds (for a shared store, every entry under its
     /// namespace, and nothing else), answered with [`StoreResponse::Done`]. A store that

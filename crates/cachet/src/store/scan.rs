@@ -284,3 +284,43 @@ impl fmt::Display for Unsupported {
 }
 
 impl StdError for Unsupported {}
+
+/// A [`StoreRequest::Scan`] whose cursor the store did not make: a store answers with
+/// this error, so that a mistyped cursor is told apart from a store that failed.
+///
+/// [`StoreRequest::Scan`]: super::StoreRequest::Scan
+///
+/// ```
+/// use cachet::store::{Cursor, InvalidCursor};
+///
+/// let error = InvalidCursor::new(&Cursor::new("abc"), "a redis store");
+/// assert_eq!(error.to_string(), "abc is not a cursor a redis store made");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidCursor {
+    cursor: Cursor,
+    store: &'static str,
+}
+
+impl InvalidCursor {
+    /// `cursor` is not one `store` made.
+    pub fn new(cursor: &Cursor, store: &'static str) -> Self {
+        Self {
+            cursor: cursor.clone(),
+            store,
+        }
+    }
+
+    /// The cursor refused.
+    pub fn cursor(&self) -> &Cursor {
+        &self.cursor
+    }
+}
+
+impl fmt::Display for InvalidCursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} is not a cursor {} made", self.cursor, self.store)
+    }
+}
+
+impl StdError for InvalidCursor {}
