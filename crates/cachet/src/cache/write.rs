@@ -364,29 +364,38 @@ fn same_representation(stored: &HeaderMap, head: &HeaderMap) -> bool {
 /// Invalidates what is stored for `uri` and for the same-origin `Location` and
 /// `Content-Location` of a response to an unsafe method (RFC 9111 §4.4): a marker under
 /// each URI's GET and HEAD keys hides every entry and variant stored before `now`.
+///
+/// The marker is encoded once and its value shared by every key it is written under.
 pub(crate) fn invalidate<St: Store>(store: &St, uri: &Uri, response: &HeaderMap, config: &Config) {
     let marker = Variants {
         names: Vec::new(),
         not_before: config.clock.now(),
     };
     let value = match marker.encode() {
-        Ok(value) => value,
+        Ok(bytes) => Value::from(bytes),
         Err(error) => return tracing::warn!(%error, "invalidation marker could not be encoded"),
     };
-    let related = [http::header::LOCATION, http::header::CONTENT_LOCATION]
-        .into_iter()
-        .filter_map(|name| same_origin(uri, response.get(name)?.to_str().ok()?));
-    for target in std::iter::once(uri.clone()).chain(related) {
+    let mark = |target: &Uri| {
         for method in [Method::GET, Method::HEAD] {
-            if let Some(key) = config.keys.key_for_url(&method, &target) {
+            if let Some(key) = config.keys.key_for_url(&method, target) {
                 tracing::debug!(%key, "invalidating");
                 let put = StoreRequest::Put {
                     key,
-                    value: value.clone().into(),
+                    value: value.clone(),
                     ttl: INVALIDATION_TTL,
                 };
                 write(store.clone(), put, &config.metrics);
             }
+        }
+    };
+    mark(uri);
+    for name in [http::header::LOCATION, http::header::CONTENT_LOCATION] {
+        if let Some(target) = response
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|reference| same_origin(uri, reference))
+        {
+            mark(&target);
         }
     }
 }
