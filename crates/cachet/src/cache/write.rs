@@ -376,16 +376,14 @@ pub(crate) fn invalidate<St: Store>(store: &St, uri: &Uri, response: &HeaderMap,
         Err(error) => return tracing::warn!(%error, "invalidation marker could not be encoded"),
     };
     let mark = |target: &Uri| {
-        for method in [Method::GET, Method::HEAD] {
-            if let Some(key) = config.keys.key_for_url(&method, target) {
-                tracing::debug!(%key, "invalidating");
-                let put = StoreRequest::Put {
-                    key,
-                    value: value.clone(),
-                    ttl: INVALIDATION_TTL,
-                };
-                write(store.clone(), put, &config.metrics);
-            }
+        for key in config.keys.read_keys_for_url(target).into_iter().flatten() {
+            tracing::debug!(%key, "invalidating");
+            let put = StoreRequest::Put {
+                key,
+                value: value.clone(),
+                ttl: INVALIDATION_TTL,
+            };
+            write(store.clone(), put, &config.metrics);
         }
     };
     mark(uri);
