@@ -10,20 +10,25 @@
 //!   real hyper-util client: a miss (first and last byte), a pass-through (a `POST`, a
 //!   `no-store` response) and a burst of concurrent misses for one key (how many reach
 //!   the origin).
+//! - `benches/pass.rs`: cachet's own cost on a pass-through (a `POST`, a `no-store`
+//!   response), in process, beside the bare stand-in origin.
 //!
 //! ```sh
 //! cargo bench -p cachet-bench -- --warm-up-time 1 --measurement-time 3
 //! ```
 //!
 //! The library itself is only what the benches and `scripts/load.sh` share: [`Origin`],
-//! a small hyper origin server on loopback, [`read_body`], and in [`hit`] the hit
-//! bench's request, origin response and floor (shared with the `profile_hit` example). The `origin` example runs
-//! the same origin on a fixed address for the load script.
+//! a small hyper origin server on loopback, [`read_body`], in [`hit`] the hit bench's
+//! request, origin response and floor (shared with the `profile_hit` example), and in
+//! [`pass`] the pass-through bench's requests and stand-in origin (shared with the
+//! `profile_pass` example). The `origin` example runs the same origin on a fixed address
+//! for the load script.
 //!
 //! [http-cache-tower]: https://docs.rs/http-cache-tower
 //! [tower-http-cache]: https://docs.rs/tower-http-cache
 
 pub mod hit;
+pub mod pass;
 
 use std::convert::Infallible;
 use std::io;

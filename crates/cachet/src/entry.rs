@@ -222,7 +222,8 @@ impl Variants {
             names: List(self.names.iter().map(|n| n.as_str().as_bytes()).collect()),
             not_before_ms: millis(self.not_before),
         };
-        encode(KIND_VARIANTS, &wire, 16 * self.names.len() + 8)
+        // The count and the time as varints: up to 9 bytes each.
+        encode(KIND_VARIANTS, &wire, 16 * self.names.len() + 18)
     }
 }
 

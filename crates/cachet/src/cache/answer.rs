@@ -435,8 +435,8 @@ pub(crate) fn forwarded<St: Store, B: Body<Data = Bytes>>(
     let (parts, body) = response.into_parts();
     let key = facts
         .as_ref()
-        .map(|facts| facts.key.clone())
-        .filter(|_| config.metadata);
+        .filter(|_| config.metadata)
+        .map(|facts| facts.key.clone());
     let recorder = facts.and_then(|facts| write::recorder(&parts, &facts, leader, config));
     let status = CacheStatus::Forwarded {
         reason,

@@ -9,9 +9,14 @@ use tokio::sync::oneshot;
 use crate::CacheKey;
 use crate::store::Value;
 
-/// The keys whose miss is being fetched, with the requests waiting for each.
+/// The keys whose miss is being fetched, with the requests waiting for each. Hashed as
+/// the memory store hashes the same keys (a seeded fast hasher, not SipHash): every miss
+/// joins and leaves this map.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Inflight(Arc<Mutex<HashMap<CacheKey, Vec<oneshot::Sender<Value>>>>>);
+pub(crate) struct Inflight(Arc<Mutex<Fetching>>);
+
+/// Each key being fetched, with the senders of the requests waiting for it.
+type Fetching = HashMap<CacheKey, Vec<oneshot::Sender<Value>>, quick_cache::DefaultHashBuilder>;
 
 /// A request's place in a key's fetch.
 pub(crate) enum Join {

@@ -382,29 +382,36 @@ fn same_representation(stored: &HeaderMap, head: &HeaderMap) -> bool {
 /// Invalidates what is stored for `uri` and for the same-origin `Location` and
 /// `Content-Location` of a response to an unsafe method (RFC 9111 §4.4): a marker under
 /// each URI's GET and HEAD keys hides every entry and variant stored before `now`.
+///
+/// The marker is encoded once and its value shared by every key it is written under.
 pub(crate) fn invalidate<St: Store>(store: &St, uri: &Uri, response: &HeaderMap, config: &Config) {
     let marker = Variants {
         names: Vec::new(),
         not_before: config.clock.now(),
     };
     let value = match marker.encode() {
-        Ok(value) => value,
+        Ok(bytes) => Value::from(bytes),
         Err(error) => return tracing::warn!(%error, "invalidation marker could not be encoded"),
     };
-    let related = [http::header::LOCATION, http::header::CONTENT_LOCATION]
-        .into_iter()
-        .filter_map(|name| same_origin(uri, response.get(name)?.to_str().ok()?));
-    for target in std::iter::once(uri.clone()).chain(related) {
-        for method in [Method::GET, Method::HEAD] {
-            if let Some(key) = config.keys.key_for_url(&method, &target) {
-                tracing::debug!(%key, "invalidating");
-                let put = StoreRequest::Put {
-                    key,
-                    value: value.clone().into(),
-                    ttl: INVALIDATION_TTL,
-                };
-                write(store.clone(), put, &config.metrics);
-            }
+    let mark = |target: &Uri| {
+        for key in config.keys.read_keys_for_url(target).into_iter().flatten() {
+            tracing::debug!(%key, "invalidating");
+            let put = StoreRequest::Put {
+                key,
+                value: value.clone(),
+                ttl: INVALIDATION_TTL,
+            };
+            write(store.clone(), put, &config.metrics);
+        }
+    };
+    mark(uri);
+    for name in [http::header::LOCATION, http::header::CONTENT_LOCATION] {
+        if let Some(target) = response
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|reference| same_origin(uri, reference))
+        {
+            mark(&target);
         }
     }
 }
@@ -444,6 +451,54 @@ fn write_failed(error: &BoxError, metrics: &Metrics) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn rfc9111_4_4_one_marker_goes_under_the_get_and_head_keys_of_each_same_origin_target() {
+        use http::HeaderValue;
+        use http::header::{CONTENT_LOCATION, LOCATION};
+
+        let store = crate::MemoryStore::default();
+        let config = Config::default();
+        let uri: Uri = "http://a.example/orders?x=1".parse().expect("valid");
+        let mut response = HeaderMap::new();
+        response.insert(LOCATION, HeaderValue::from_static("/orders/7"));
+        response.insert(
+            CONTENT_LOCATION,
+            HeaderValue::from_static("http://b.example/elsewhere"),
+        );
+        invalidate(&store, &uri, &response, &config);
+
+        let mut markers = Vec::new();
+        for (key, marked) in [
+            ("GET http://a.example/orders?x=1", true),
+            ("HEAD http://a.example/orders?x=1", true),
+            ("GET http://a.example/orders/7", true),
+            ("HEAD http://a.example/orders/7", true),
+            ("GET http://b.example/elsewhere", false),
+            ("HEAD http://b.example/elsewhere", false),
+        ] {
+            let found = store
+                .clone()
+                .oneshot(StoreRequest::Get(CacheKey::from_text(key)))
+                .await
+                .expect("memory stores never fail");
+            match found {
+                StoreResponse::Found(value) => {
+                    assert!(marked, "{key} is not the same origin's");
+                    let Ok(Record::Variants(marker)) = Record::decode(value.bytes()) else {
+                        panic!("{key} holds an invalidation marker");
+                    };
+                    assert!(marker.names.is_empty(), "a marker names no headers");
+                    markers.push(marker.not_before);
+                }
+                _ => assert!(!marked, "{key} is marked"),
+            }
+        }
+        assert!(
+            markers.windows(2).all(|pair| pair[0] == pair[1]),
+            "every key gets the same marker"
+        );
+    }
 
     #[test]
     fn only_same_origin_locations_are_invalidated() {

@@ -219,6 +219,22 @@ impl Keys {
         self.key(method, uri, &HeaderMap::new(), &Extensions::new())
     }
 
+    /// The keys a URI's GET and HEAD responses are stored under, judged as
+    /// [`key_for_url`](Self::key_for_url) judges them, the URI normalised once for both:
+    /// what an unsafe method invalidates.
+    pub(crate) fn read_keys_for_url(&self, uri: &Uri) -> [Option<CacheKey>; 2] {
+        let uri = self.uri(uri);
+        let (headers, extensions) = (HeaderMap::new(), Extensions::new());
+        [Method::GET, Method::HEAD].map(|method| {
+            self.strategy.key(&RequestHead {
+                method: &method,
+                uri: &uri,
+                headers: &headers,
+                extensions: &extensions,
+            })
+        })
+    }
+
     /// The headers every response varies on, besides those its `Vary` names.
     pub(crate) fn vary_headers(&self) -> &[HeaderName] {
         &self.headers

@@ -81,44 +81,52 @@ impl CacheControl {
     }
 
     fn apply(&mut self, name: &str, value: Option<&str>) {
+        // Lower-cased on the stack: this runs for every directive of every response the
+        // cache sees. A name longer than the buffer is none cachet knows.
+        let mut lower = [0_u8; 24];
+        let Some(lower) = lower.get_mut(..name.len()) else {
+            return;
+        };
+        lower.copy_from_slice(name.as_bytes());
+        lower.make_ascii_lowercase();
         let seconds = || value.map_or(Some(0), delta_seconds);
-        match name.to_ascii_lowercase().as_str() {
+        match &*lower {
             // An invalid value makes the response stale (RFC 9111 §4.2.1), hence 0.
-            "max-age" => first(&mut self.max_age, || seconds().unwrap_or(0)),
-            "s-maxage" => first(&mut self.s_maxage, || seconds().unwrap_or(0)),
-            "min-fresh" => first(&mut self.min_fresh, || seconds().unwrap_or(0)),
+            b"max-age" => first(&mut self.max_age, || seconds().unwrap_or(0)),
+            b"s-maxage" => first(&mut self.s_maxage, || seconds().unwrap_or(0)),
+            b"min-fresh" => first(&mut self.min_fresh, || seconds().unwrap_or(0)),
             // An invalid max-stale is ignored rather than widened to "any staleness".
-            "max-stale" if self.max_stale.is_none() => {
+            b"max-stale" if self.max_stale.is_none() => {
                 self.max_stale = match value {
                     None => Some(None),
                     Some(v) => delta_seconds(v).map(Some),
                 }
             }
-            "no-cache" => match value.map(field_names) {
+            b"no-cache" => match value.map(field_names) {
                 Some(names) if !names.is_empty() => self.no_cache_fields.extend(names),
                 _ => self.no_cache = true,
             },
-            "no-store" => self.no_store = true,
-            "private" => match value.map(field_names) {
+            b"no-store" => self.no_store = true,
+            b"private" => match value.map(field_names) {
                 Some(names) if !names.is_empty() => self.private_fields.extend(names),
                 _ => self.private = true,
             },
-            "must-understand" => self.must_understand = true,
-            "immutable" => self.immutable = true,
-            "stale-if-error" => {
+            b"must-understand" => self.must_understand = true,
+            b"immutable" => self.immutable = true,
+            b"stale-if-error" => {
                 if let Some(s) = value.and_then(delta_seconds) {
                     self.stale_if_error.get_or_insert(s);
                 }
             }
-            "stale-while-revalidate" => {
+            b"stale-while-revalidate" => {
                 if let Some(s) = value.and_then(delta_seconds) {
                     self.stale_while_revalidate.get_or_insert(s);
                 }
             }
-            "public" => self.public = true,
-            "must-revalidate" => self.must_revalidate = true,
-            "proxy-revalidate" => self.proxy_revalidate = true,
-            "only-if-cached" => self.only_if_cached = true,
+            b"public" => self.public = true,
+            b"must-revalidate" => self.must_revalidate = true,
+            b"proxy-revalidate" => self.proxy_revalidate = true,
+            b"only-if-cached" => self.only_if_cached = true,
             _ => {}
         }
     }
@@ -250,6 +258,24 @@ mod tests {
         let parsed = cc(&["Max-Age=\"60\", PUBLIC"]);
         assert_eq!(parsed.max_age, Some(60));
         assert!(parsed.public);
+    }
+
+    #[test]
+    fn unknown_directives_of_any_length_are_ignored() {
+        let parsed = cc(&[
+            "x-a-directive-name-longer-than-any-known-one=1, STALE-WHILE-REVALIDATE=30, \
+             max-ag=5, max-agex=6, max-age=7",
+        ]);
+        assert_eq!(parsed.stale_while_revalidate, Some(30));
+        assert_eq!(parsed.max_age, Some(7));
+        assert_eq!(
+            parsed,
+            CacheControl {
+                stale_while_revalidate: Some(30),
+                max_age: Some(7),
+                ..CacheControl::default()
+            }
+        );
     }
 
     #[test]

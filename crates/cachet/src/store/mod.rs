@@ -123,8 +123,11 @@ impl<T> Store for T where
 /// Runs a store request to its end without anyone waiting for it: at once when the store
 /// answers at once (as memory does), else on a spawned Tokio task (skipped, with a
 /// warning, outside a Tokio runtime). A failure goes to `failed`.
+///
+/// A store that is ready is called directly; only its future is boxed, for a task to
+/// finish it if it does not complete at once.
 pub(crate) fn detach<St>(
-    store: St,
+    mut store: St,
     request: StoreRequest,
     failed: impl FnOnce(BoxError) + Send + 'static,
 ) where
@@ -132,20 +135,91 @@ pub(crate) fn detach<St>(
         + Send
         + 'static,
 {
-    let mut call = Box::pin(store.oneshot(request));
     let mut cx = Context::from_waker(std::task::Waker::noop());
+    match store.poll_ready(&mut cx) {
+        Poll::Ready(Ok(())) => {}
+        Poll::Ready(Err(error)) => return failed(error),
+        // Not ready: a task waits for it with a waker that works.
+        Poll::Pending => return spawn(store.oneshot(request), failed),
+    }
+    let mut call = Box::pin(store.call(request));
     match call.as_mut().poll(&mut cx) {
         Poll::Ready(Ok(_)) => {}
         Poll::Ready(Err(error)) => failed(error),
-        Poll::Pending => match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    if let Err(error) = call.await {
-                        failed(error);
-                    }
-                });
-            }
-            Err(_) => tracing::warn!("a store write needs a Tokio runtime to finish; skipped"),
-        },
+        Poll::Pending => spawn(call, failed),
+    }
+}
+
+/// Finishes a store request on a spawned Tokio task (see [`detach`]).
+fn spawn<F>(call: F, failed: impl FnOnce(BoxError) + Send + 'static)
+where
+    F: Future<Output = Result<StoreResponse, BoxError>> + Send + 'static,
+{
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(async move {
+                if let Err(error) = call.await {
+                    failed(error);
+                }
+            });
+        }
+        Err(_) => tracing::warn!("a store write needs a Tokio runtime to finish; skipped"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tower_test::mock;
+
+    use super::*;
+
+    fn delete() -> StoreRequest {
+        StoreRequest::Delete(CacheKey::from_text("GET http://a.example/"))
+    }
+
+    #[tokio::test]
+    async fn a_detached_write_waits_for_a_store_that_is_not_ready() {
+        let (store, mut handle) = mock::pair::<StoreRequest, StoreResponse>();
+        handle.allow(0);
+        let failures = Arc::new(AtomicUsize::new(0));
+        let counted = failures.clone();
+        detach(store, delete(), move |_| {
+            counted.fetch_add(1, Ordering::SeqCst);
+        });
+        handle.allow(1);
+        let (request, send) = handle.next_request().await.expect("the write goes on");
+        assert!(matches!(request, StoreRequest::Delete(_)));
+        send.send_response(StoreResponse::Done);
+        tokio::task::yield_now().await;
+        assert_eq!(failures.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_detached_write_that_fails_later_is_reported() {
+        let (store, mut handle) = mock::pair::<StoreRequest, StoreResponse>();
+        handle.allow(1);
+        let (report, reported) = tokio::sync::oneshot::channel();
+        detach(store, delete(), move |error| {
+            let _ = report.send(error.to_string());
+        });
+        let (_, send) = handle.next_request().await.expect("the write is sent");
+        send.send_error("store down");
+        let error = reported.await.expect("the failure is reported");
+        assert_eq!(error, "store down");
+    }
+
+    #[test]
+    fn a_store_that_fails_at_once_is_reported_at_once() {
+        let (store, mut handle) = mock::pair::<StoreRequest, StoreResponse>();
+        handle.send_error("refused");
+        let failures = Arc::new(AtomicUsize::new(0));
+        let counted = failures.clone();
+        detach(store, delete(), move |_| {
+            counted.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(failures.load(Ordering::SeqCst), 1);
     }
 }
