@@ -2,6 +2,7 @@
 //! others wait for its stored response.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::oneshot;
@@ -13,7 +14,16 @@ use crate::store::Value;
 /// the memory store hashes the same keys (a seeded fast hasher, not SipHash): every miss
 /// joins and leaves this map.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Inflight(Arc<Mutex<Fetching>>);
+pub(crate) struct Inflight(Arc<Shared>);
+
+#[derive(Debug, Default)]
+struct Shared {
+    fetching: Mutex<Fetching>,
+    /// How many fetches have finished with a stored entry: a request that saw the same
+    /// count before its store lookup and when it joins knows that no fetch stored
+    /// anything in between, and needs no second lookup.
+    finished: AtomicU64,
+}
 
 /// Each key being fetched, with the senders of the requests waiting for it.
 type Fetching = HashMap<CacheKey, Vec<oneshot::Sender<Value>>, quick_cache::DefaultHashBuilder>;
@@ -35,8 +45,13 @@ pub(crate) struct Leader {
 }
 
 impl Inflight {
+    /// The count of finished fetches, to compare before a lookup and at the join.
+    pub(crate) fn finished(&self) -> u64 {
+        self.0.finished.load(Ordering::Acquire)
+    }
+
     pub(crate) fn join(&self, key: &CacheKey) -> Join {
-        let mut fetching = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut fetching = self.fetching();
         if let Some(waiters) = fetching.get_mut(key) {
             let (send, receive) = oneshot::channel();
             waiters.push(send);
@@ -49,8 +64,14 @@ impl Inflight {
     }
 
     fn release(&self, key: &CacheKey) -> Vec<oneshot::Sender<Value>> {
-        let mut fetching = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        fetching.remove(key).unwrap_or_default()
+        self.fetching().remove(key).unwrap_or_default()
+    }
+
+    fn fetching(&self) -> std::sync::MutexGuard<'_, Fetching> {
+        self.0
+            .fetching
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -58,6 +79,7 @@ impl Leader {
     /// Hands the stored entry to every waiter.
     pub(crate) fn finish(mut self, value: &Value) {
         if let Some((inflight, key)) = self.claim.take() {
+            inflight.0.finished.fetch_add(1, Ordering::Release);
             for waiter in inflight.release(&key) {
                 // A waiter that gave up has dropped its receiver; nothing to do for it.
                 let _ = waiter.send(value.clone());

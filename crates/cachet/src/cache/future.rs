@@ -88,6 +88,8 @@ where
     stale: Option<Stale>,
     /// This request fetches for others waiting on the same key.
     leader: Option<Leader>,
+    /// How many coalesced fetches had finished before the lookup (see `Inflight`).
+    finished_before: u64,
     config: Arc<Config>,
 }
 
@@ -190,6 +192,7 @@ where
             reason: ForwardReason::Miss,
             stale: None,
             leader: None,
+            finished_before: config.inflight.finished(),
             config,
         }
     }
@@ -206,6 +209,7 @@ where
             reason,
             stale: None,
             leader: None,
+            finished_before: 0,
             config,
         }
     }
@@ -339,10 +343,15 @@ where
                         && coalescible(*this.reason, facts)
                     {
                         match this.config.inflight.join(&facts.key) {
-                            Join::Leader(leader) if !store_answered => *this.leader = Some(leader),
+                            Join::Leader(leader)
+                                if !store_answered
+                                    || this.config.inflight.finished() == *this.finished_before =>
+                            {
+                                *this.leader = Some(leader);
+                            }
                             Join::Leader(leader) => {
                                 // A fetch that finished between this request's lookup and
-                                // its join has stored its response: look once more.
+                                // its join may have stored its response: look once more.
                                 *this.leader = Some(leader);
                                 facts.seen = None;
                                 lookup.set(StoreCall::get(facts.key.clone()));

@@ -262,7 +262,16 @@ mod tests {
     use tokio_test::{assert_pending, assert_ready_ok};
     use tower_test::mock;
 
-    use crate::{CacheLayer, CacheStatus, MemoryStore};
+    use std::future::Future;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+    use std::task::{Context, Poll};
+
+    use tokio::sync::Semaphore;
+    use tower::Service;
+
+    use crate::store::{StoreRequest, StoreResponse};
+    use crate::{BoxError, CacheLayer, CacheStatus, MemoryStore};
 
     type Handle = mock::Handle<Request<()>, Response<Full<Bytes>>>;
 
@@ -319,6 +328,100 @@ mod tests {
             "first"
         );
         assert_pending!(handle.poll_request());
+    }
+
+    /// A memory store whose next GET, once armed, reads at once but answers only when
+    /// released: a stand-in for a remote store's round trip.
+    #[derive(Clone)]
+    struct Gated {
+        memory: MemoryStore,
+        armed: Arc<AtomicBool>,
+        release: Arc<Semaphore>,
+        gets: Arc<AtomicUsize>,
+    }
+
+    impl Gated {
+        fn new() -> Self {
+            Self {
+                memory: MemoryStore::default(),
+                armed: Arc::new(AtomicBool::new(false)),
+                release: Arc::new(Semaphore::new(0)),
+                gets: Arc::new(AtomicUsize::new(0)),
+            }
+        }
+    }
+
+    impl Service<StoreRequest> for Gated {
+        type Response = StoreResponse;
+        type Error = BoxError;
+        type Future =
+            std::pin::Pin<Box<dyn Future<Output = Result<StoreResponse, BoxError>> + Send>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, request: StoreRequest) -> Self::Future {
+            let get = matches!(request, StoreRequest::Get(_));
+            if get {
+                self.gets.fetch_add(1, SeqCst);
+            }
+            let hold = get && self.armed.swap(false, SeqCst);
+            let answer = self.memory.call(request);
+            let release = self.release.clone();
+            Box::pin(async move {
+                let answer = answer.await;
+                if hold {
+                    release.acquire().await.expect("never closed").forget();
+                }
+                answer
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_miss_that_read_the_store_before_a_fetch_finished_looks_again_and_hits() {
+        let store = Gated::new();
+        let (mut cache, mut handle) = mock::spawn_layer(CacheLayer::new(store.clone()));
+        handle.allow(2);
+
+        // The leader's miss reaches the origin.
+        assert_ready_ok!(cache.poll_ready());
+        let mut leader = tokio_test::task::spawn(cache.call(get("http://example.com/r")));
+        assert_pending!(leader.poll());
+        let (_, send) = handle.next_request().await.expect("the leader fetches");
+
+        // A second request reads the store (nothing yet) and is held before it joins.
+        store.armed.store(true, SeqCst);
+        assert_ready_ok!(cache.poll_ready());
+        let mut late = tokio_test::task::spawn(cache.call(get("http://example.com/r")));
+        assert_pending!(late.poll());
+
+        // The leader's fetch finishes and is stored; then the held read answers NotFound.
+        send.send_response(fresh("shared"));
+        let body = leader.await.expect("the leader's miss").into_body();
+        body.collect().await.expect("the body completes");
+        store.release.add_permits(1);
+        // Its second look answers at once: a hit, without a wait or a second fetch.
+        let response = assert_ready_ok!(late.poll());
+        assert_eq!(
+            response.extensions().get::<CacheStatus>(),
+            Some(&CacheStatus::Hit)
+        );
+        assert_pending!(handle.poll_request());
+    }
+
+    #[tokio::test]
+    async fn a_miss_reads_the_store_once_when_no_fetch_finished_meanwhile() {
+        let store = Gated::new();
+        let (mut cache, mut handle) = mock::spawn_layer(CacheLayer::new(store.clone()));
+        handle.allow(1);
+        assert_ready_ok!(cache.poll_ready());
+        let miss = cache.call(get("http://example.com/once"));
+        let ((), response) = tokio::join!(answer(&mut handle, fresh("once")), miss);
+        assert!(response.is_ok());
+        // A remote store would pay a second round trip for nothing.
+        assert_eq!(store.gets.load(SeqCst), 1);
     }
 
     #[test]
