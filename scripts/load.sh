@@ -15,7 +15,9 @@
 # only 127.0.0.1; stops everything it started and removes its files on any exit.
 #
 # Settings (environment): DURATION (wrk -d, default 10s), THREADS (wrk -t, 2),
-# CONNECTIONS (wrk -c, 32), ORIGIN_PORT (18080), PROXY_PORT (18081), NGINX_PORT (18082).
+# CONNECTIONS (wrk -c, 32), ORIGIN_PORT (18080), PROXY_PORT (18081), NGINX_PORT (18082),
+# PROXY_BIN (a cachet-proxy binary to run instead of building this tree's, to compare two
+# builds under the same conditions).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/sbin:/sbin"
@@ -87,11 +89,15 @@ for port in "$ORIGIN_PORT" "$PROXY_PORT" "$NGINX_PORT"; do
 done
 
 # --- builds --------------------------------------------------------------------------------
-say "building cachet-proxy and the origin (release)"
-cargo build --release --quiet -p cachet-proxy --bin cachet-proxy
-cargo build --release --quiet -p cachet-bench --example origin
 TARGET=${CARGO_TARGET_DIR:-target}
-PROXY_BIN=$TARGET/release/cachet-proxy
+if [ -z "${PROXY_BIN:-}" ]; then
+    say "building cachet-proxy (release)"
+    cargo build --release --quiet -p cachet-proxy --bin cachet-proxy
+    PROXY_BIN=$TARGET/release/cachet-proxy
+fi
+[ -x "$PROXY_BIN" ] || die "PROXY_BIN=$PROXY_BIN is not an executable"
+say "building the origin (release)"
+cargo build --release --quiet -p cachet-bench --example origin
 ORIGIN_BIN=$TARGET/release/examples/origin
 
 # --- servers -------------------------------------------------------------------------------
@@ -199,6 +205,7 @@ commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [ -n "$(git status --porcelain -- crates/cachet crates/cachet-redis crates/cachet-proxy 2>/dev/null)" ]; then
     commit="$commit (with uncommitted changes in crates/cachet, cachet-redis or cachet-proxy)"
 fi
+[ "$PROXY_BIN" = "$TARGET/release/cachet-proxy" ] || commit="PROXY_BIN=$PROXY_BIN"
 printf '\ncachet-proxy at %s; %s; %s; %s cores\n' "$commit" \
     "$(nginx -v 2>&1 | sed 's/^nginx version: //')" "$(wrk -v 2>&1 | head -n1 | awk '{print $1, $2}')" "$(nproc)"
 printf 'wrk -t%s -c%s -d%s --latency, loopback, cache hits (origin asked %d times during the load)\n' \
