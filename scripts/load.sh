@@ -6,14 +6,18 @@
 # max-age=3600`), cachet-proxy (release build, in-memory store) and nginx with
 # proxy_cache (scripts/nginx-cache.conf) in front of it, warms both caches, checks that
 # both answer hits, then runs wrk against each for a 1 KiB and a 100 KiB body and prints
-# requests per second and latency percentiles side by side. Finally checks that the
-# origin saw no request during the load (every measured request was a hit).
+# requests per second, latency percentiles and each server's CPU time per request (user
+# and system time of all its threads or worker processes over the run, divided by the
+# requests wrk completed) side by side. Finally checks that the origin saw no request
+# during the load (every measured request was a hit).
 #
 # Installs wrk and nginx from Debian's packages when missing (apt-get, as root). Binds
 # only 127.0.0.1; stops everything it started and removes its files on any exit.
 #
 # Settings (environment): DURATION (wrk -d, default 10s), THREADS (wrk -t, 2),
-# CONNECTIONS (wrk -c, 32), ORIGIN_PORT (18080), PROXY_PORT (18081), NGINX_PORT (18082).
+# CONNECTIONS (wrk -c, 32), ORIGIN_PORT (18080), PROXY_PORT (18081), NGINX_PORT (18082),
+# PROXY_BIN (a cachet-proxy binary to run instead of building this tree's, to compare two
+# builds under the same conditions).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/sbin:/sbin"
@@ -85,11 +89,15 @@ for port in "$ORIGIN_PORT" "$PROXY_PORT" "$NGINX_PORT"; do
 done
 
 # --- builds --------------------------------------------------------------------------------
-say "building cachet-proxy and the origin (release)"
-cargo build --release --quiet -p cachet-proxy --bin cachet-proxy
-cargo build --release --quiet -p cachet-bench --example origin
 TARGET=${CARGO_TARGET_DIR:-target}
-PROXY_BIN=$TARGET/release/cachet-proxy
+if [ -z "${PROXY_BIN:-}" ]; then
+    say "building cachet-proxy (release)"
+    cargo build --release --quiet -p cachet-proxy --bin cachet-proxy
+    PROXY_BIN=$TARGET/release/cachet-proxy
+fi
+[ -x "$PROXY_BIN" ] || die "PROXY_BIN=$PROXY_BIN is not an executable"
+say "building the origin (release)"
+cargo build --release --quiet -p cachet-bench --example origin
 ORIGIN_BIN=$TARGET/release/examples/origin
 
 # --- servers -------------------------------------------------------------------------------
@@ -128,6 +136,21 @@ nginx -p "$WORK" -e "$WORK/nginx-error.log" -c "$WORK/nginx.conf" -g 'daemon off
     >"$WORK/nginx.log" 2>&1 &
 PIDS+=($!)
 wait_for_port nginx "$!" "$NGINX_PORT"
+declare -A SERVER_PID=([cachet-proxy]=${PIDS[1]} [nginx]=${PIDS[2]})
+
+# CPU time (user + system, in clock ticks) used so far by a server: the process with all
+# its threads, and its child processes (nginx's workers).
+TICKS_PER_SECOND=$(getconf CLK_TCK)
+cpu_ticks() { # pid
+    local pid total=0 stat
+    for pid in "$1" $(pgrep -P "$1" || true); do
+        stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+        stat=${stat##*) } # the fields after the command name, which may hold spaces
+        read -r -a fields <<<"$stat"
+        total=$((total + fields[11] + fields[12])) # utime, stime
+    done
+    echo "$total"
+}
 
 # --- warm-up: both caches answer hits -------------------------------------------------------
 declare -A PORT=([cachet-proxy]=$PROXY_PORT [nginx]=$NGINX_PORT)
@@ -149,21 +172,28 @@ done
 origin_before=$(curl -fsS --max-time 5 "http://127.0.0.1:$ORIGIN_PORT/requests")
 
 # --- load ------------------------------------------------------------------------------------
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 declare -A RESULT
 for size in "${SIZES[@]}"; do
     for server in "${SERVERS[@]}"; do
         url="http://127.0.0.1:${PORT[$server]}/bytes/$size"
         say "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency $url ($server)"
         out="$WORK/wrk-$server-$size.txt"
+        ticks_before=$(cpu_ticks "${SERVER_PID[$server]}")
         timeout 300 wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$url" >"$out"
-        RESULT[$server,$size]=$(awk '
+        ticks=$(($(cpu_ticks "${SERVER_PID[$server]}") - ticks_before))
+        RESULT[$server,$size]=$(awk -v ticks="$ticks" -v hz="$TICKS_PER_SECOND" '
             /Latency Distribution/ { dist = 1; next }
             dist && $1 ~ /%$/ { p[$1] = $2; next }
             { dist = 0 }
+            /requests in/ { requests = $1 }
             /^Requests\/sec:/ { rps = $2 }
             /Non-2xx or 3xx responses:/ { bad += $NF }
             /Socket errors:/ { gsub(",", ""); bad += $4 + $6 + $8 + $10 }
-            END { printf "%.0f %s %s %s %s %d", rps, p["50%"], p["75%"], p["90%"], p["99%"], bad }
+            END {
+                cpu = requests > 0 ? sprintf("%.2f", ticks * 1e6 / hz / requests) : "-"
+                printf "%.0f %s %s %s %s %d %s", rps, p["50%"], p["75%"], p["90%"], p["99%"], bad, cpu
+            }
         ' "$out")
         sleep 1
     done
@@ -175,16 +205,19 @@ commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [ -n "$(git status --porcelain -- crates/cachet crates/cachet-redis crates/cachet-proxy 2>/dev/null)" ]; then
     commit="$commit (with uncommitted changes in crates/cachet, cachet-redis or cachet-proxy)"
 fi
+[ "$PROXY_BIN" = "$TARGET/release/cachet-proxy" ] || commit="PROXY_BIN=$PROXY_BIN"
 printf '\ncachet-proxy at %s; %s; %s; %s cores\n' "$commit" \
     "$(nginx -v 2>&1 | sed 's/^nginx version: //')" "$(wrk -v 2>&1 | head -n1 | awk '{print $1, $2}')" "$(nproc)"
-printf 'wrk -t%s -c%s -d%s --latency, loopback, cache hits (origin asked %d times during the load)\n\n' \
+printf 'wrk -t%s -c%s -d%s --latency, loopback, cache hits (origin asked %d times during the load)\n' \
     "$THREADS" "$CONNECTIONS" "$DURATION" "$((origin_after - origin_before - 1))"
-printf '%-8s %-13s %12s %10s %10s %10s %10s %8s\n' body server requests/s p50 p75 p90 p99 errors
+printf 'load average before and after: %s / %s; CPU us = the server'"'"'s CPU time per request, in microseconds\n\n' \
+    "$LOAD_BEFORE" "$(cut -d' ' -f1-3 /proc/loadavg)"
+printf '%-8s %-13s %12s %10s %10s %10s %10s %8s %8s\n' body server requests/s p50 p75 p90 p99 errors "CPU us"
 for size in "${SIZES[@]}"; do
     label=$([ "$size" -ge 1024 ] && echo "$((size / 1024)) KiB" || echo "$size B")
     for server in "${SERVERS[@]}"; do
-        read -r rps p50 p75 p90 p99 bad <<<"${RESULT[$server,$size]}"
-        printf '%-8s %-13s %12s %10s %10s %10s %10s %8s\n' "$label" "$server" "$rps" "$p50" "$p75" "$p90" "$p99" "$bad"
+        read -r rps p50 p75 p90 p99 bad cpu <<<"${RESULT[$server,$size]}"
+        printf '%-8s %-13s %12s %10s %10s %10s %10s %8s %8s\n' "$label" "$server" "$rps" "$p50" "$p75" "$p90" "$p99" "$bad" "$cpu"
     done
 done
 

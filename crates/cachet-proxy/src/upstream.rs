@@ -18,6 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use cachet::KeyedBody;
 use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HOST, HeaderName, VIA};
+use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
@@ -49,9 +50,30 @@ static HOP_BY_HOP: [HeaderName; 8] = [
     http::header::PROXY_AUTHORIZATION,
 ];
 
+/// Whether `name` is one of [`HOP_BY_HOP`]: a match on the text, which the lengths of
+/// the common headers (`host`, `content-type`, ...) settle without comparing bytes.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+    )
+}
+
 /// Removes the hop-by-hop headers: `Connection`, the headers it lists, and the fixed set
 /// of RFC 9110 §7.6.1.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of them: one pass over the names spares the hashing of a
+    // removal per name.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
@@ -79,17 +101,7 @@ impl Upstream {
         let received = request.version();
         tracing::debug!(method = %request.method(), uri = %request.uri(), version = ?received, "request");
 
-        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-        // `OPTIONS *` and an authority-form target have no path of their own.
-        let path = if path.starts_with('/') { path } else { "/" };
-        let mut target = String::with_capacity(self.base_path.len() + path.len());
-        target.push_str(&self.base_path);
-        target.push_str(path);
-        let uri = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(target)
-            .build();
+        let uri = self.target(request.uri().path_and_query());
         *request.uri_mut() = match uri {
             Ok(uri) => uri,
             // Not expected: both halves are valid. A target without an authority is
@@ -107,16 +119,49 @@ impl Upstream {
         *request.version_mut() = Version::HTTP_11;
         request
     }
+
+    /// The upstream URI for a request's path and query: the base path joined to them.
+    fn target(&self, path: Option<&PathAndQuery>) -> Result<Uri, http::Error> {
+        let path = match path {
+            // `OPTIONS *` and an authority-form target have no path of their own.
+            Some(path) if path.as_str().starts_with('/') => Some(path),
+            _ => None,
+        };
+        let path_and_query = match path {
+            // Without a base path the request's own path and query go as they are, with
+            // no copy and no second parse.
+            Some(path) if self.base_path.is_empty() => path.clone(),
+            None if self.base_path.is_empty() => PathAndQuery::from_static("/"),
+            path => {
+                let path = path.map_or("/", PathAndQuery::as_str);
+                let mut target = String::with_capacity(self.base_path.len() + path.len());
+                target.push_str(&self.base_path);
+                target.push_str(path);
+                PathAndQuery::try_from(target)?
+            }
+        };
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(path_and_query);
+        Ok(Uri::from_parts(parts)?)
+    }
 }
 
 fn via(version: Version) -> HeaderValue {
-    HeaderValue::from_static(match version {
-        Version::HTTP_09 => "0.9 cachet",
-        Version::HTTP_10 => "1.0 cachet",
-        Version::HTTP_2 => "2 cachet",
-        Version::HTTP_3 => "3 cachet",
-        _ => "1.1 cachet",
-    })
+    // Constants: `from_static` checks its text each time it runs.
+    const VIA_09: HeaderValue = HeaderValue::from_static("0.9 cachet");
+    const VIA_10: HeaderValue = HeaderValue::from_static("1.0 cachet");
+    const VIA_11: HeaderValue = HeaderValue::from_static("1.1 cachet");
+    const VIA_2: HeaderValue = HeaderValue::from_static("2 cachet");
+    const VIA_3: HeaderValue = HeaderValue::from_static("3 cachet");
+    match version {
+        Version::HTTP_09 => VIA_09,
+        Version::HTTP_10 => VIA_10,
+        Version::HTTP_2 => VIA_2,
+        Version::HTTP_3 => VIA_3,
+        _ => VIA_11,
+    }
 }
 
 /// The hyper-util client the proxy sends with: HTTP/1.1 and HTTP/2 (by ALPN) over
@@ -345,6 +390,30 @@ mod tests {
     }
 
     #[test]
+    fn the_quick_check_knows_every_hop_by_hop_name() {
+        for name in &HOP_BY_HOP {
+            assert!(is_hop_by_hop(name), "{name}");
+        }
+        for name in [
+            "host",
+            "content-type",
+            "cache-control",
+            "via",
+            "trailer",
+            "x-te",
+        ] {
+            assert!(!is_hop_by_hop(&HeaderName::from_static(name)), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_connection_header_alone_still_strips_what_it_lists() {
+        let mut map = headers(&[("x-session", "abc"), ("connection", "X-Session")]);
+        strip_hop_by_hop(&mut map);
+        assert!(map.is_empty(), "{map:?}");
+    }
+
+    #[test]
     fn connection_with_garbage_tokens_does_not_panic() {
         let mut map = headers(&[("connection", ", ,bad name,\t,close"), ("close", "x")]);
         map.append(
@@ -376,6 +445,13 @@ mod tests {
                 "http://origin/api/p?q",
             ),
             ("http://origin/api", "*", "http://origin/api/"),
+            ("http://origin", "*", "http://origin/"),
+            ("http://origin", "http://elsewhere:9", "http://origin/"),
+            (
+                "http://origin",
+                "http://elsewhere:9/p?q=%20",
+                "http://origin/p?q=%20",
+            ),
         ];
         for (base, target, expected) in cases {
             let request = Request::builder()
