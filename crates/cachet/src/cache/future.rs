@@ -176,6 +176,8 @@ where
     S: Service<Request<ReqB>>,
     St: Store,
 {
+    // Inlined into `Cache::call`, so the future is built where it is returned, not copied.
+    #[inline]
     pub(crate) fn lookup(
         service: S,
         request: Request<ReqB>,
@@ -183,6 +185,7 @@ where
         config: Arc<Config>,
     ) -> Self {
         let lookup = StoreCall::get(facts.key.clone());
+        let finished_before = config.inflight.finished();
         Self {
             state: State::Lookup {
                 lookup,
@@ -192,7 +195,7 @@ where
             reason: ForwardReason::Miss,
             stale: None,
             leader: None,
-            finished_before: config.inflight.finished(),
+            finished_before,
             config,
         }
     }
