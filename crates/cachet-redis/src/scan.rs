@@ -59,6 +59,8 @@ impl Inner {
                 .ok_or_else(invalid)?
         };
         let node = masters.get(index);
+        // Past the last master: the cluster has fewer masters than when the listing
+        // began, and the listing is over.
         if !masters.is_empty() && node.is_none() {
             return Ok(Page::new(Vec::new(), None));
         }

@@ -312,17 +312,27 @@ pub(crate) fn freshen_get<St: Store>(
     let Some(get_key) = facts.key.for_get().filter(|_| !config.read_only) else {
         return;
     };
-    // The HEAD response's headers would be stored: the settings judge it as they would
-    // the GET's.
-    if !settings_allow(&get_key, head, config) {
+    let now = config.clock.now();
+    let response = ResponseFacts::new(
+        head.status,
+        &head.headers,
+        config.targeted.as_ref(),
+        now,
+        facts.configured,
+    );
+    // Its headers would be stored with the GET's entry, so the HEAD response is judged as
+    // any response to store is: a shared cache keeps no `Set-Cookie`, nothing `private`
+    // or `no-store`, no answer to `Authorization` it may not store (RFC 9111 §3, §3.5),
+    // and the statuses and the filter have their say.
+    if may_store(&response, head, facts, config).is_none() {
         return;
     }
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
     let store = facts.store.clone();
-    let update = end_to_end(&head.headers);
-    let (request_time, now) = (facts.time, config.clock.now());
+    let update = storable_headers(&head.headers, &response.cc, config);
+    let request_time = facts.time;
     let (mode, max_stale_if_error) = (config.mode, config.max_stale_if_error);
     let targeted = config.targeted.clone();
     let metrics = config.metrics.clone();
