@@ -401,6 +401,42 @@ async fn a_stale_entry_is_revalidated_and_a_304_refreshes_it_rfc_9111_4_3() {
 }
 
 #[tokio::test]
+async fn rfc9111_5_2_2_7_a_field_a_304_keeps_private_is_served_once_and_never_stored() {
+    let origin = Origin::start(|seen| {
+        if seen.headers.contains_key("if-none-match") {
+            Reply::ok("")
+                .status(304)
+                .header("cache-control", "max-age=60, private=\"x-user\"")
+                .header("x-user", "alice")
+        } else {
+            Reply::ok("page")
+                .header("cache-control", "max-age=10")
+                .header("etag", "\"v1\"")
+        }
+    })
+    .await;
+    let clock = ManualClock::new();
+    let cache = stack(CacheLayer::new(MemoryStore::default()).clock(clock.clone()));
+    fetch(&cache, get(&origin.url("/p"))).await;
+    clock.advance(Duration::from_secs(11));
+    let (status, headers, _) = fetch(&cache, get(&origin.url("/p"))).await;
+    assert_eq!(status, CacheStatus::Revalidated { stored: true });
+    assert_eq!(
+        headers["x-user"], "alice",
+        "the revalidating client gets it"
+    );
+    let (status, headers, body) = fetch(&cache, get(&origin.url("/p"))).await;
+    assert_eq!(
+        (status, body.as_ref()),
+        (CacheStatus::Hit, b"page".as_slice())
+    );
+    assert!(
+        !headers.contains_key("x-user"),
+        "a shared cache stores no field `private` names"
+    );
+}
+
+#[tokio::test]
 async fn a_client_conditional_request_is_not_answered_with_the_caches_304() {
     let origin = Origin::start(|seen| {
         if seen.headers.contains_key("if-none-match") {

@@ -407,7 +407,13 @@ pub(crate) fn revalidated<St: Store, B>(
     let storable = ttl.is_some();
     if let Some(ttl) = ttl {
         let names = write::variant_names(&entry.headers, config).unwrap_or_default();
-        Placement::new(facts, names, ttl, config).put(&entry, &config.metrics);
+        // Fields the `Cache-Control` names in `no-cache=` or (shared) `private=` reach
+        // this client but are not stored (RFC 9111 §5.2.2.4, §5.2.2.7).
+        let kept = Entry {
+            headers: write::storable_headers(&entry.headers, &stored.cc, config),
+            ..entry.clone()
+        };
+        Placement::new(facts, names, ttl, config).put(&kept, &config.metrics);
     }
     tracing::trace!(key = %facts.key, "revalidated");
     let freshness = stored.freshness(entry.request_time);
