@@ -19,10 +19,20 @@ pub(crate) struct Inflight(Arc<Shared>);
 #[derive(Debug, Default)]
 struct Shared {
     fetching: Mutex<Fetching>,
-    /// How many fetches have finished with a stored entry: a request that saw the same
-    /// count before its store lookup and when it joins knows that no fetch stored
-    /// anything in between, and needs no second lookup.
-    finished: AtomicU64,
+    /// How many fetches have finished with a stored entry, counted in shards by key: a
+    /// request that saw the same count for its key's shard before its store lookup and
+    /// when it joins knows that no fetch of its key stored anything in between, and needs
+    /// no second lookup. Shards keep a busy cache's other keys from forcing one.
+    finished: [AtomicU64; SHARDS],
+}
+
+const SHARDS: usize = 32;
+
+/// A key's shard of the finished counts: from its length and last byte, which tell most
+/// URLs apart for nothing; keys that share a shard only cost each other a second look.
+fn shard(key: &CacheKey) -> usize {
+    let text = key.as_str().as_bytes();
+    (text.len().wrapping_mul(31) + usize::from(text.last().copied().unwrap_or(0))) % SHARDS
 }
 
 /// Each key being fetched, with the senders of the requests waiting for it.
@@ -45,9 +55,10 @@ pub(crate) struct Leader {
 }
 
 impl Inflight {
-    /// The count of finished fetches, to compare before a lookup and at the join.
-    pub(crate) fn finished(&self) -> u64 {
-        self.0.finished.load(Ordering::Acquire)
+    /// The count of finished fetches in `key`'s shard, to compare before a lookup and at
+    /// the join.
+    pub(crate) fn finished(&self, key: &CacheKey) -> u64 {
+        self.0.finished[shard(key)].load(Ordering::Acquire)
     }
 
     pub(crate) fn join(&self, key: &CacheKey) -> Join {
@@ -79,7 +90,7 @@ impl Leader {
     /// Hands the stored entry to every waiter.
     pub(crate) fn finish(mut self, value: &Value) {
         if let Some((inflight, key)) = self.claim.take() {
-            inflight.0.finished.fetch_add(1, Ordering::Release);
+            inflight.0.finished[shard(&key)].fetch_add(1, Ordering::Release);
             for waiter in inflight.release(&key) {
                 // A waiter that gave up has dropped its receiver; nothing to do for it.
                 let _ = waiter.send(value.clone());
@@ -120,6 +131,23 @@ mod tests {
             matches!(inflight.join(&key()), Join::Leader(_)),
             "the key is free again"
         );
+    }
+
+    #[test]
+    fn a_finished_fetch_counts_for_its_key_not_for_a_key_in_another_shard() {
+        let inflight = Inflight::default();
+        let other = CacheKey::from_text("GET http://a/longer-path");
+        assert_ne!(shard(&key()), shard(&other));
+        let (mine, theirs) = (inflight.finished(&key()), inflight.finished(&other));
+        let Join::Leader(leader) = inflight.join(&key()) else {
+            panic!("the first joins as leader")
+        };
+        leader.finish(&Value::from("entry"));
+        assert_eq!(inflight.finished(&key()), mine + 1);
+        assert_eq!(inflight.finished(&other), theirs);
+        // A fetch that stored nothing counts for no one.
+        drop(inflight.join(&key()));
+        assert_eq!(inflight.finished(&key()), mine + 1);
     }
 
     #[tokio::test]

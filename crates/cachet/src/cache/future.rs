@@ -185,7 +185,7 @@ where
         config: Arc<Config>,
     ) -> Self {
         let lookup = StoreCall::get(facts.key.clone());
-        let finished_before = config.inflight.finished();
+        let finished_before = config.inflight.finished(&facts.key);
         Self {
             state: State::Lookup {
                 lookup,
@@ -348,7 +348,8 @@ where
                         match this.config.inflight.join(&facts.key) {
                             Join::Leader(leader)
                                 if !store_answered
-                                    || this.config.inflight.finished() == *this.finished_before =>
+                                    || this.config.inflight.finished(&facts.key)
+                                        == *this.finished_before =>
                             {
                                 *this.leader = Some(leader);
                             }
