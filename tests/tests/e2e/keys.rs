@@ -8,7 +8,7 @@ use cachet_redis::RedisStore;
 use cachet_tests::redis::RedisServer;
 use cachet_tests::{Origin, Reply, client, fetch, get};
 use http::Request;
-use http::header::ACCEPT_LANGUAGE;
+use http::header::{ACCEPT_LANGUAGE, HeaderName};
 use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -151,4 +151,36 @@ async fn a_sorted_query_shares_one_entry_across_parameter_orders() {
     let (again, _) = status(&cache, get(&origin.url("/s?a=1&b=2"))).await;
     assert_eq!(again, CacheStatus::Hit);
     assert_eq!(origin.requests(), 1);
+}
+
+#[tokio::test]
+async fn an_entry_stored_without_a_selecting_header_is_not_served_by_a_cache_that_selects_by_it() {
+    let origin = Origin::start(|seen| {
+        let tenant = seen
+            .headers
+            .get("x-tenant")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none")
+            .to_owned();
+        Reply::ok(format!("for {tenant}")).header("cache-control", "max-age=60")
+    })
+    .await;
+    // Two configurations sharing one store, as during a rolling deploy.
+    let store = MemoryStore::default();
+    let plain = CacheLayer::new(store.clone()).layer(client());
+    let selecting = CacheLayer::new(store)
+        .keys(Keys::new().headers([HeaderName::from_static("x-tenant")]))
+        .layer(client());
+    let url = origin.url("/r");
+    let tenant = |name: &'static str| {
+        Request::get(&url)
+            .header("x-tenant", name)
+            .body(Empty::<Bytes>::new())
+            .expect("valid")
+    };
+    fetch(&plain, tenant("a")).await;
+    assert_eq!(fetch(&plain, tenant("b")).await.status, CacheStatus::Hit);
+    let other = fetch(&selecting, tenant("b")).await;
+    assert_ne!(other.status, CacheStatus::Hit);
+    assert_eq!(other.body, "for b");
 }

@@ -87,7 +87,11 @@ fn answer<St, B>(
     let view = config
         .keys
         .vary_view(request, entry.vary.iter().map(|(name, _)| name));
-    if !policy::vary_matches(&entry.vary, &view) {
+    // An entry stored without a header this cache's `Keys::headers` select by (by a cache
+    // configured otherwise, sharing the store) cannot tell requests apart by it.
+    let selects = |name: &HeaderName| entry.vary.iter().any(|(stored, _)| stored == name);
+    if !policy::vary_matches(&entry.vary, &view) || !config.keys.vary_headers().iter().all(selects)
+    {
         return Step::Forward(Some(ForwardReason::VaryMiss));
     }
     let lifetime = freshness.lifetime(config.mode);
@@ -409,8 +413,11 @@ pub(crate) fn revalidated<St: Store, B>(
         let names = write::variant_names(&entry.headers, config).unwrap_or_default();
         // Fields the `Cache-Control` names in `no-cache=` or (shared) `private=` reach
         // this client but are not stored (RFC 9111 §5.2.2.4, §5.2.2.7).
+        // The 304 may vary where the stored response did not: the entry keeps this
+        // request's values of the headers it now varies on, as a fresh one would.
         let kept = Entry {
             headers: write::storable_headers(&entry.headers, &stored.cc, config),
+            vary: write::vary_values(&names, &config.keys.vary_view(&facts.headers, &names)),
             ..entry.clone()
         };
         Placement::new(facts, names, ttl, config).put(&kept, &config.metrics);

@@ -424,6 +424,73 @@ mod tests {
         assert_eq!(store.gets.load(SeqCst), 1);
     }
 
+    #[tokio::test]
+    async fn a_304_that_starts_to_vary_stores_the_variant_with_this_requests_values() {
+        use crate::CacheKey;
+        use crate::clock::ManualClock;
+        use crate::entry::Record;
+        use http::header::COOKIE;
+        use tower::ServiceExt;
+
+        let store = MemoryStore::default();
+        let clock = ManualClock::new();
+        let layer = CacheLayer::new(store.clone()).clock(clock.clone());
+        let (mut cache, mut handle) = mock::spawn_layer(layer);
+        let alice = || {
+            Request::get("http://example.com/x")
+                .header(COOKIE, "a")
+                .body(())
+                .expect("test requests are valid")
+        };
+        handle.allow(2);
+        assert_ready_ok!(cache.poll_ready());
+        let first = Response::builder()
+            .header("cache-control", "max-age=1")
+            .header("etag", "\"v\"")
+            .body(Full::new(Bytes::from_static(b"page")))
+            .expect("valid");
+        let miss = cache.call(alice());
+        let ((), response) = tokio::join!(answer(&mut handle, first), miss);
+        let body = response.expect("a miss").into_body().collect().await;
+        assert!(body.is_ok());
+
+        clock.advance(std::time::Duration::from_secs(2));
+        assert_ready_ok!(cache.poll_ready());
+        let not_modified = Response::builder()
+            .status(304)
+            .header("cache-control", "max-age=60")
+            .header("vary", "cookie")
+            .header("etag", "\"v\"")
+            .body(Full::new(Bytes::new()))
+            .expect("valid");
+        let revalidation = cache.call(alice());
+        let ((), response) = tokio::join!(answer(&mut handle, not_modified), revalidation);
+        assert_eq!(
+            response
+                .expect("revalidated")
+                .extensions()
+                .get::<CacheStatus>(),
+            Some(&CacheStatus::Revalidated { stored: true })
+        );
+
+        let mut cookie_a = http::HeaderMap::new();
+        cookie_a.insert(COOKIE, http::HeaderValue::from_static("a"));
+        let uri: http::Uri = "http://example.com/x".parse().expect("valid");
+        let key = CacheKey::for_request(&http::Method::GET, &uri)
+            .expect("an absolute URI")
+            .variant(&[COOKIE], &cookie_a);
+        let Ok(StoreResponse::Found(value)) = store.oneshot(StoreRequest::Get(key)).await else {
+            panic!("the variant is stored under this request's cookie")
+        };
+        let Ok(Record::Response(entry)) = Record::decode(value.bytes()) else {
+            panic!("a response entry")
+        };
+        assert_eq!(
+            entry.vary,
+            vec![(COOKIE, Some(http::HeaderValue::from_static("a")))]
+        );
+    }
+
     #[test]
     fn the_headers_a_lookup_reads_are_found_in_short_and_long_maps() {
         use http::{HeaderMap, HeaderName, HeaderValue};
