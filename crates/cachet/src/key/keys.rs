@@ -90,9 +90,11 @@ impl KeyStrategy for DefaultKey {
 ///   only in them share a stored response, and their values are never stored.
 /// - **Credentials** ([`credentials`](Self::credentials), by default
 ///   [`DEFAULT_CREDENTIALS`](Self::DEFAULT_CREDENTIALS)) are never stored in the clear:
-///   their values are replaced in keys and entries by a SHA-256 digest, so requests with
-///   different credentials still never share a response, but a store's reader learns no
-///   secret.
+///   their values are replaced in keys and entries by a SHA-256 digest, so a store's
+///   reader learns no secret. A query credential splits the key; a credential header
+///   splits responses where it selects them (a response's `Vary`, or
+///   [`headers`](Self::headers)): name an API key header there when the origin does not
+///   send `Vary` for it.
 /// - **Headers** ([`headers`](Self::headers)) select a response as if every response
 ///   named them in `Vary`.
 ///
