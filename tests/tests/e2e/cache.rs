@@ -175,6 +175,23 @@ async fn no_store_on_the_response_or_the_request_is_honoured() {
 }
 
 #[tokio::test]
+async fn a_cache_control_whose_quote_never_closes_is_not_stored_by_a_shared_cache() {
+    let origin = Origin::start(|seen| match seen.path.as_str() {
+        "/broken" => Reply::ok("x").header("cache-control", "max-age=300, x=\"oops, private"),
+        // Without its `Cache-Control`, `Last-Modified` would make it storable.
+        _ => Reply::ok("x")
+            .header("cache-control", "private, ext=\"é\"")
+            .header("last-modified", "Mon, 02 Jan 2006 15:04:05 GMT"),
+    })
+    .await;
+    let cache = shared();
+    for path in ["/outside-ascii", "/broken"] {
+        let (status, _, _) = fetch(&cache, get(&origin.url(path))).await;
+        assert_eq!(status, miss(false), "{path}");
+    }
+}
+
+#[tokio::test]
 async fn private_responses_are_kept_only_by_a_private_cache() {
     let origin =
         Origin::start(|_| Reply::ok("mine").header("cache-control", "private, max-age=60")).await;

@@ -33,6 +33,9 @@ pub(crate) struct CacheControl {
     pub(crate) immutable: bool,
     pub(crate) stale_if_error: Option<u64>,
     pub(crate) stale_while_revalidate: Option<u64>,
+    /// A line ended inside a quoted string, so what followed the quote (perhaps
+    /// `private` or `no-store`) cannot be told apart: a response with it is not stored.
+    pub(crate) unreadable: bool,
 }
 
 impl CacheControl {
@@ -53,9 +56,11 @@ impl CacheControl {
     fn parse_field(headers: &HeaderMap, field: &HeaderName) -> Self {
         let mut cc = Self::default();
         for line in headers.get_all(field) {
-            // A value that is not text cannot carry directives cachet knows.
-            let Ok(line) = line.to_str() else { continue };
-            for (name, value) in directives(line) {
+            // Bytes outside ASCII can only sit in a quoted value or an unknown directive:
+            // read them as text too, so that the directives around them still count.
+            let line = String::from_utf8_lossy(line.as_bytes());
+            cc.unreadable |= !quotes_closed(&line);
+            for (name, value) in directives(&line) {
                 cc.apply(name, value);
             }
         }
@@ -216,6 +221,20 @@ fn directives(line: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
     })
 }
 
+/// Whether every quoted string in a line is closed.
+fn quotes_closed(line: &str) -> bool {
+    let (mut quoted, mut escaped) = (false, false);
+    for c in line.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            _ => {}
+        }
+    }
+    !quoted
+}
+
 fn split_outside_quotes(line: &str) -> impl Iterator<Item = &str> {
     let mut rest = Some(line);
     std::iter::from_fn(move || {
@@ -251,6 +270,24 @@ mod tests {
             headers.append(CACHE_CONTROL, HeaderValue::from_static(line));
         }
         CacheControl::parse(&headers)
+    }
+
+    #[test]
+    fn directives_beside_bytes_outside_ascii_still_count() {
+        let mut headers = HeaderMap::new();
+        let line = HeaderValue::from_bytes("private, ext=\"é\", max-age=60".as_bytes())
+            .expect("obs-text is a valid header value");
+        headers.insert(CACHE_CONTROL, line);
+        let parsed = CacheControl::parse(&headers);
+        assert!(parsed.private && !parsed.unreadable);
+        assert_eq!(parsed.max_age, Some(60));
+    }
+
+    #[test]
+    fn a_line_that_ends_inside_a_quote_is_unreadable() {
+        assert!(cc(&["max-age=300, x=\"oops, private"]).unreadable);
+        assert!(cc(&["public", "x=\"a\\\""]).unreadable);
+        assert!(!cc(&["x=\"a, \\\"b\\\"\", private"]).unreadable);
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub(crate) enum Refusal {
     SetCookie,
     VaryStar,
     NoFreshnessOrValidator,
+    Unreadable,
 }
 
 impl fmt::Display for Refusal {
@@ -57,6 +58,7 @@ impl fmt::Display for Refusal {
             Self::SetCookie => "Set-Cookie, and storing it is off",
             Self::VaryStar => "Vary: *",
             Self::NoFreshnessOrValidator => "no explicit freshness and no validator",
+            Self::Unreadable => "its cache-control ends inside a quoted string",
         })
     }
 }
@@ -259,6 +261,10 @@ impl<'a> ResponseFacts<'a> {
         // `must-understand` asks; it then overrides `no-store` (RFC 9111 §5.2.2.3).
         if (self.cc.no_store && !self.cc.must_understand) || request_cc.no_store {
             return Err(Refusal::NoStore);
+        }
+        // What a broken quote hid may have forbidden storing: fail closed.
+        if self.cc.unreadable {
+            return Err(Refusal::Unreadable);
         }
         if mode == Mode::Shared {
             if self.cc.private {
