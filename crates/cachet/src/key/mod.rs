@@ -16,7 +16,8 @@ pub use keys::{DefaultKey, KeyStrategy, Keys, RequestHead};
 ///
 /// It is the method class (`GET` or `HEAD`, so a HEAD never fills a GET entry) followed
 /// by the absolute URI: scheme, authority, path and query, with the scheme and host in
-/// lower case and a default port left out, so two origins never share an entry.
+/// lower case and a default port left out, so two origins never share an entry. A URI
+/// with user information or a port that is not a number has none.
 ///
 /// ```
 /// use cachet::CacheKey;
@@ -63,7 +64,7 @@ impl CacheKey {
         use std::fmt::Write;
 
         let scheme = uri.scheme_str()?;
-        let (host, port) = host_and_port(uri.authority()?.as_str());
+        let (host, port) = host_and_port(uri.authority()?.as_str())?;
         let default_port = if scheme.eq_ignore_ascii_case("http") {
             Some(80)
         } else if scheme.eq_ignore_ascii_case("https") {
@@ -186,16 +187,18 @@ impl fmt::Debug for CacheKey {
 
 /// An authority's host (an IPv6 literal with its brackets) and port, read as
 /// [`Authority::host`](http::uri::Authority::host) and
-/// [`Authority::port_u16`](http::uri::Authority::port_u16) read them, in one pass.
+/// [`Authority::port_u16`](http::uri::Authority::port_u16) read them, in one pass; `None`
+/// (no key: the request passes through) for user information or a port that is not a
+/// number, which a key would otherwise drop, so that `http://h:x/` or `http://u@h/`
+/// would share `http://h/`'s entries.
 ///
 /// The scans are over bytes (every delimiter is ASCII, so each position found is a char
 /// boundary): a `char` pattern search costs several times as much on every request.
-fn host_and_port(authority: &str) -> (&str, Option<u16>) {
-    let start = authority
-        .bytes()
-        .rposition(|b| b == b'@')
-        .map_or(0, |at| at + 1);
-    let host_port = &authority[start..];
+fn host_and_port(authority: &str) -> Option<(&str, Option<u16>)> {
+    if authority.bytes().any(|b| b == b'@') {
+        return None;
+    }
+    let host_port = authority;
     let (host, port) = if host_port.starts_with('[') {
         match host_port.find(']') {
             Some(end) => {
@@ -210,7 +213,10 @@ fn host_and_port(authority: &str) -> (&str, Option<u16>) {
             None => (host_port, None),
         }
     };
-    (host, port.and_then(|port| port.parse().ok()))
+    match port.filter(|port| !port.is_empty()) {
+        Some(port) => Some((host, Some(port.parse().ok()?))),
+        None => Some((host, None)),
+    }
 }
 
 /// A key's text on the stack; [`as_str`](Self::as_str) is `None` once it has

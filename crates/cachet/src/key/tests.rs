@@ -56,6 +56,16 @@ fn reference_key(method: &Method, uri: &Uri) -> Option<String> {
     };
     let scheme = uri.scheme_str()?;
     let authority = uri.authority()?;
+    // User information, or a port that is not a number, gives no key.
+    let text = authority.as_str();
+    let port_text = if text.starts_with('[') {
+        text.split_once("]:").map(|(_, port)| port)
+    } else {
+        text.split_once(':').map(|(_, port)| port)
+    };
+    if text.contains('@') || port_text.is_some_and(|p| !p.is_empty() && p.parse::<u16>().is_err()) {
+        return None;
+    }
     let default_port = match scheme.to_ascii_lowercase().as_str() {
         "http" => Some(80),
         "https" => Some(443),
@@ -70,6 +80,23 @@ fn reference_key(method: &Method, uri: &Uri) -> Option<String> {
     }
     key.push_str(path);
     Some(key)
+}
+
+#[test]
+fn user_information_or_a_port_that_is_not_a_number_gives_no_key() {
+    for uri in [
+        "http://user@host/",
+        "https://user:pass@host:443/x",
+        "http://host:99999/",
+        "http://host:80a/",
+        "http://[::1]:x/",
+    ] {
+        assert_eq!(key(Method::GET, uri), None, "{uri}");
+    }
+    assert_eq!(
+        key(Method::GET, "http://host:/p"),
+        Some("GET http://host/p".to_owned())
+    );
 }
 
 #[test]
