@@ -225,6 +225,40 @@ async fn rfc9111_3_a_head_response_that_sets_a_cookie_does_not_freshen_the_share
     assert_eq!(origin.requests(), 2);
 }
 
+#[tokio::test]
+async fn rfc9111_4_3_5_a_head_response_that_varies_leaves_the_plain_stored_get_alone() {
+    let origin = Origin::start(|seen| {
+        let reply = Reply::ok("x").header("etag", "\"1\"");
+        if seen.method == Method::HEAD {
+            reply
+                .header("cache-control", "max-age=600")
+                .header("vary", "accept-language")
+        } else {
+            reply.header("cache-control", "max-age=10")
+        }
+    })
+    .await;
+    let clock = ManualClock::new();
+    let cache = CacheLayer::new(MemoryStore::default())
+        .clock(clock.clone())
+        .layer(client());
+    let url = origin.url("/page");
+    status(&cache, get(&url)).await;
+    clock.advance(Duration::from_secs(20));
+    let head = Request::head(&url).body(Empty::new()).expect("valid");
+    status(&cache, head).await;
+    // A freshening would run on a task of this (current-thread) runtime at the first wait.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let cached_only = Request::get(&url)
+        .header("cache-control", "only-if-cached")
+        .body(Empty::new())
+        .expect("valid");
+    assert_eq!(
+        fetch(&cache, cached_only).await.code,
+        StatusCode::GATEWAY_TIMEOUT
+    );
+}
+
 /// Only GETs are the cache's business.
 #[derive(Debug)]
 struct OnlyGets;

@@ -327,6 +327,11 @@ pub(crate) fn freshen_get<St: Store>(
     if may_store(&response, head, facts, config).is_none() {
         return;
     }
+    // A HEAD response that varies describes variants, not the one GET response stored
+    // for the URI: it leaves that alone.
+    if !policy::vary_names(&head.headers).is_some_and(|names| names.is_empty()) {
+        return;
+    }
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
