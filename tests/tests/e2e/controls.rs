@@ -215,3 +215,43 @@ async fn metadata_says_where_a_response_came_from_and_until_when_it_is_fresh() {
     let revalidated = metadata(&cache.oneshot(get(&url)).await.expect("revalidated"));
     assert!(revalidated.from_cache && revalidated.revalidated);
 }
+
+#[tokio::test]
+async fn rfc9111_4_4_a_reload_after_an_invalidation_does_not_bring_back_older_variants() {
+    let origin = Origin::start(|seen| {
+        let language = seen
+            .headers
+            .get("accept-language")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none")
+            .to_owned();
+        Reply::ok(format!("in {language}"))
+            .header("cache-control", "max-age=600")
+            .header("vary", "accept-language")
+    })
+    .await;
+    let clock = ManualClock::new();
+    let cache = CacheLayer::new(MemoryStore::default())
+        .clock(clock.clone())
+        .layer(client());
+    let url = origin.url("/page");
+    let in_language = |language: &'static str| {
+        let mut request = get(&url);
+        request
+            .headers_mut()
+            .insert("accept-language", language.parse().expect("valid"));
+        request
+    };
+    status(&cache, in_language("en")).await;
+    assert_eq!(status(&cache, in_language("en")).await.1, CacheStatus::Hit);
+    clock.advance(Duration::from_secs(1));
+    let post = Request::post(&url).body(Empty::new()).expect("valid");
+    status(&cache, post).await;
+    clock.advance(Duration::from_secs(1));
+    let mut reload = in_language("fr");
+    reload.extensions_mut().insert(CacheMode::Reload);
+    status(&cache, reload).await;
+    // The English variant was stored before the POST invalidated the URI.
+    assert_ne!(status(&cache, in_language("en")).await.1, CacheStatus::Hit);
+    assert_eq!(status(&cache, in_language("fr")).await.1, CacheStatus::Hit);
+}

@@ -16,6 +16,7 @@ use super::future::{Plan, RequestFacts, ResponseFuture};
 use super::layer::Config;
 use super::mode::bypassed;
 use super::{CacheBody, CacheLayer, CacheMode, Expiry, ForwardReason};
+use crate::entry::Variants;
 use crate::policy::RequestDirectives;
 use crate::store::Store;
 use crate::{BoxError, Error, RequestHead};
@@ -190,6 +191,13 @@ where
         match mode {
             CacheMode::Reload => {
                 facts.headers = request.headers().clone();
+                // It looks nothing up, so it saw no index: what it stores counts as after
+                // whatever was stored before it began, as if an invalidation had been seen
+                // (an index it writes must not bring back variants an invalidation hid).
+                facts.seen = Some(Variants {
+                    names: Vec::new(),
+                    not_before: facts.time,
+                });
                 let future = self.inner.call(request);
                 return ResponseFuture::forward(
                     future,
