@@ -153,110 +153,68 @@ async fn a_304_that_the_filter_refuses_is_served_but_not_stored() {
     );
 }
 
-#[tokio::test]
-async fn rfc9111_4_3_5_a_head_response_the_filter_refuses_does_not_freshen_the_stored_get() {
-    let origin = Origin::start(|seen| {
+/// Stores a GET (fresh for 10 s, with an `ETag`), lets it go stale, sends a HEAD that the
+/// origin answers fresh for 600 s with `head` headers as well, and returns the stored GET
+/// as `only-if-cached` then finds it: a `504` when the HEAD did not freshen it.
+async fn after_a_head(
+    layer: CacheLayer<MemoryStore>,
+    head: &'static [(&'static str, &'static str)],
+) -> cachet_tests::Fetched {
+    let origin = Origin::start(move |seen| {
         let reply = Reply::ok("x").header("etag", "\"1\"");
         if seen.method == Method::HEAD {
-            reply
-                .header("cache-control", "max-age=600")
-                .header("x-debug", "1")
+            head.iter().fold(
+                reply.header("cache-control", "max-age=600"),
+                |reply, &(name, value)| reply.header(name, value),
+            )
         } else {
             reply.header("cache-control", "max-age=10")
         }
     })
     .await;
     let clock = ManualClock::new();
-    let cache = CacheLayer::new(MemoryStore::default())
-        .filter(NotAdminNorDebug)
-        .clock(clock.clone())
-        .layer(client());
+    let cache = layer.clock(clock.clone()).layer(client());
     let url = origin.url("/page");
     status(&cache, get(&url)).await;
     clock.advance(Duration::from_secs(20));
     let head = Request::head(&url).body(Empty::new()).expect("valid");
     status(&cache, head).await;
-    // A freshening would run on a task of this (current-thread) runtime at the first
-    // wait; after one, the stored GET must still be stale.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let cached_only = Request::get(&url)
-        .header("cache-control", "only-if-cached")
-        .body(Empty::new())
-        .expect("valid");
-    assert_eq!(
-        fetch(&cache, cached_only).await.code,
-        StatusCode::GATEWAY_TIMEOUT
-    );
-    assert_eq!(origin.requests(), 2);
-}
-
-#[tokio::test]
-async fn rfc9111_3_a_head_response_that_sets_a_cookie_does_not_freshen_the_shared_get() {
-    let origin = Origin::start(|seen| {
-        let reply = Reply::ok("x").header("etag", "\"1\"");
-        if seen.method == Method::HEAD {
-            reply
-                .header("cache-control", "max-age=600")
-                .header("set-cookie", "session=secret")
-        } else {
-            reply.header("cache-control", "max-age=10")
-        }
-    })
-    .await;
-    let clock = ManualClock::new();
-    let cache = CacheLayer::new(MemoryStore::default())
-        .clock(clock.clone())
-        .layer(client());
-    let url = origin.url("/page");
-    status(&cache, get(&url)).await;
-    clock.advance(Duration::from_secs(20));
-    let head = Request::head(&url).body(Empty::new()).expect("valid");
-    status(&cache, head).await;
-    // A freshening would run on a task of this (current-thread) runtime at the first
-    // wait: had it run, the GET would be fresh again and carry the cookie to everyone.
+    // A freshening runs on a task of this (current-thread) runtime at the first wait.
     tokio::time::sleep(Duration::from_millis(50)).await;
     let cached_only = Request::get(&url)
         .header("cache-control", "only-if-cached")
         .body(Empty::new())
         .expect("valid");
     let answer = fetch(&cache, cached_only).await;
-    assert_eq!(answer.code, StatusCode::GATEWAY_TIMEOUT);
-    assert!(!answer.headers.contains_key("set-cookie"));
-    assert_eq!(origin.requests(), 2);
+    assert_eq!(
+        origin.requests(),
+        2,
+        "only the GET and the HEAD reach the origin"
+    );
+    answer
 }
 
 #[tokio::test]
-async fn rfc9111_4_3_5_a_head_response_that_varies_leaves_the_plain_stored_get_alone() {
-    let origin = Origin::start(|seen| {
-        let reply = Reply::ok("x").header("etag", "\"1\"");
-        if seen.method == Method::HEAD {
-            reply
-                .header("cache-control", "max-age=600")
-                .header("vary", "accept-language")
-        } else {
-            reply.header("cache-control", "max-age=10")
-        }
-    })
-    .await;
-    let clock = ManualClock::new();
-    let cache = CacheLayer::new(MemoryStore::default())
-        .clock(clock.clone())
-        .layer(client());
-    let url = origin.url("/page");
-    status(&cache, get(&url)).await;
-    clock.advance(Duration::from_secs(20));
-    let head = Request::head(&url).body(Empty::new()).expect("valid");
-    status(&cache, head).await;
-    // A freshening would run on a task of this (current-thread) runtime at the first wait.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let cached_only = Request::get(&url)
-        .header("cache-control", "only-if-cached")
-        .body(Empty::new())
-        .expect("valid");
+async fn rfc9111_4_3_5_a_head_response_freshens_the_stored_get_unless_it_may_not_be_stored() {
+    let layer = || CacheLayer::new(MemoryStore::default());
+    // The control: a HEAD response that may be stored freshens the GET in time to be seen.
+    let freshened = after_a_head(layer(), &[("x-head", "1")]).await;
+    assert_eq!(freshened.code, StatusCode::OK);
+    assert_eq!(freshened.headers["x-head"], "1");
+
+    let refused = after_a_head(layer().filter(NotAdminNorDebug), &[("x-debug", "1")]).await;
     assert_eq!(
-        fetch(&cache, cached_only).await.code,
-        StatusCode::GATEWAY_TIMEOUT
+        refused.code,
+        StatusCode::GATEWAY_TIMEOUT,
+        "the filter refuses it"
     );
+    // In a shared cache, one that sets a cookie would carry it to everyone.
+    let cookie = after_a_head(layer(), &[("set-cookie", "session=secret")]).await;
+    assert_eq!(cookie.code, StatusCode::GATEWAY_TIMEOUT);
+    assert!(!cookie.headers.contains_key("set-cookie"));
+    // One that varies describes variants, not the plain GET stored.
+    let varies = after_a_head(layer(), &[("vary", "accept-language")]).await;
+    assert_eq!(varies.code, StatusCode::GATEWAY_TIMEOUT);
 }
 
 /// Only GETs are the cache's business.
