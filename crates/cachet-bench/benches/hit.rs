@@ -37,14 +37,14 @@ use bytes::Bytes;
 use cachet::verify::{Keyring, VerifyLayer};
 use cachet::{CacheLayer, MemoryStore};
 use cachet_bench::hit::{Floor, Req, origin_response, request};
-use cachet_bench::read_body;
+use cachet_bench::send;
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, criterion_group, criterion_main};
 use http::Response;
 use http_body::Body;
 use http_body_util::Full;
 use tokio::runtime::Runtime;
-use tower::{Layer, Service, ServiceExt, service_fn};
+use tower::{Layer, Service, service_fn};
 
 /// The stand-in for a hyper-util client: answers every request with the origin's
 /// response and counts the calls.
@@ -61,8 +61,6 @@ fn origin(
     })
 }
 
-/// What any in-memory cache must at least do: find a prebuilt response by key in a
-/// concurrent cache and hand back clones of its parts.
 /// Sends `n` requests for `uri` through `service`, one after another, reading each body.
 async fn requests<S, B>(mut service: S, uri: Arc<str>, n: u64, size: usize)
 where
@@ -71,19 +69,7 @@ where
     B: Body,
     B::Error: Debug,
 {
-    for _ in 0..n {
-        let response = service
-            .ready()
-            .await
-            .expect("the service is ready")
-            .call(request(&uri))
-            .await
-            .expect("the request succeeds");
-        let len = read_body(response.into_body())
-            .await
-            .expect("the body reads to its end");
-        assert_eq!(len, size, "the whole body came back");
-    }
+    send(&mut service, n, size, || request(&uri)).await;
 }
 
 #[derive(Clone, Copy)]

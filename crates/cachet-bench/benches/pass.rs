@@ -30,7 +30,7 @@ use std::time::Instant;
 use cachet::{CacheLayer, CacheStatus, MemoryStore};
 use cachet_bench::hit::Req;
 use cachet_bench::pass::{Kind, SIZE, origin};
-use cachet_bench::read_body;
+use cachet_bench::{read_body, send};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use http::Response;
 use http_body::Body;
@@ -44,19 +44,7 @@ where
     B: Body,
     B::Error: Debug,
 {
-    for _ in 0..n {
-        let response = service
-            .ready()
-            .await
-            .expect("the service is ready")
-            .call(kind.request())
-            .await
-            .expect("the request succeeds");
-        let len = read_body(response.into_body())
-            .await
-            .expect("the body reads to its end");
-        assert_eq!(len, SIZE, "the whole body came back");
-    }
+    send(service, n, SIZE, || kind.request()).await;
 }
 
 fn pass_through(c: &mut Criterion) {

@@ -23,10 +23,10 @@ use bytes::Bytes;
 use cachet::verify::{Keyring, VerifyLayer};
 use cachet::{CacheLayer, MemoryStore};
 use cachet_bench::hit::{Floor, Req, origin_response, request};
-use cachet_bench::read_body;
+use cachet_bench::send;
 use http::Response;
 use http_body::Body;
-use tower::{Layer, Service, ServiceExt, service_fn};
+use tower::{Layer, Service, service_fn};
 
 async fn hits<S, B>(mut service: S, uri: &str, n: u64, size: usize)
 where
@@ -35,19 +35,7 @@ where
     B: Body,
     B::Error: std::fmt::Debug,
 {
-    for _ in 0..n {
-        let response = service
-            .ready()
-            .await
-            .expect("the service is ready")
-            .call(request(uri))
-            .await
-            .expect("the request succeeds");
-        let len = read_body(response.into_body())
-            .await
-            .expect("the body reads to its end");
-        assert_eq!(len, size, "the whole body came back");
-    }
+    send(&mut service, n, size, || request(uri)).await;
 }
 
 fn main() {

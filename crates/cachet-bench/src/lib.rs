@@ -227,3 +227,35 @@ pub async fn read_body<B: Body>(body: B) -> Result<usize, B::Error> {
     }
     Ok(len)
 }
+
+/// Sends `n` requests made by `request` through `service`, one after another, reading
+/// each body to its end and checking that it is `size` bytes long: the loop every bench
+/// and profiling example measures.
+///
+/// # Panics
+///
+/// If the service or a body fails, or a body is not `size` bytes long: a bench must not
+/// measure anything else.
+pub async fn send<S, B>(service: &mut S, n: u64, size: usize, mut request: impl FnMut() -> hit::Req)
+where
+    S: tower::Service<hit::Req, Response = http::Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: Body,
+    B::Error: std::fmt::Debug,
+{
+    use tower::ServiceExt;
+
+    for _ in 0..n {
+        let response = service
+            .ready()
+            .await
+            .expect("the service is ready")
+            .call(request())
+            .await
+            .expect("the request succeeds");
+        let len = read_body(response.into_body())
+            .await
+            .expect("the body reads to its end");
+        assert_eq!(len, size, "the whole body came back");
+    }
+}
