@@ -153,23 +153,26 @@ async fn a_304_that_the_filter_refuses_is_served_but_not_stored() {
     );
 }
 
-/// Stores a GET (fresh for 10 s, with an `ETag`), lets it go stale, sends a HEAD that the
-/// origin answers fresh for 600 s with `head` headers as well, and returns the stored GET
-/// as `only-if-cached` then finds it: a `504` when the HEAD did not freshen it.
+/// Stores a GET (fresh for 10 s, with an `ETag`, and `on_get` headers), lets it go stale,
+/// sends a HEAD that the origin answers fresh for 600 s with `on_head` headers as well,
+/// and returns the stored GET as `only-if-cached` then finds it: a `504` when the HEAD did
+/// not freshen it.
 async fn after_a_head(
     layer: CacheLayer<MemoryStore>,
-    head: &'static [(&'static str, &'static str)],
+    on_get: &'static [(&'static str, &'static str)],
+    on_head: &'static [(&'static str, &'static str)],
 ) -> cachet_tests::Fetched {
     let origin = Origin::start(move |seen| {
         let reply = Reply::ok("x").header("etag", "\"1\"");
-        if seen.method == Method::HEAD {
-            head.iter().fold(
-                reply.header("cache-control", "max-age=600"),
-                |reply, &(name, value)| reply.header(name, value),
-            )
+        let (cache_control, extra) = if seen.method == Method::HEAD {
+            ("max-age=600", on_head)
         } else {
-            reply.header("cache-control", "max-age=10")
-        }
+            ("max-age=10", on_get)
+        };
+        extra.iter().fold(
+            reply.header("cache-control", cache_control),
+            |reply, &(name, value)| reply.header(name, value),
+        )
     })
     .await;
     let clock = ManualClock::new();
@@ -198,23 +201,32 @@ async fn after_a_head(
 async fn rfc9111_4_3_5_a_head_response_freshens_the_stored_get_unless_it_may_not_be_stored() {
     let layer = || CacheLayer::new(MemoryStore::default());
     // The control: a HEAD response that may be stored freshens the GET in time to be seen.
-    let freshened = after_a_head(layer(), &[("x-head", "1")]).await;
+    let freshened = after_a_head(layer(), &[], &[("x-head", "1")]).await;
     assert_eq!(freshened.code, StatusCode::OK);
     assert_eq!(freshened.headers["x-head"], "1");
 
-    let refused = after_a_head(layer().filter(NotAdminNorDebug), &[("x-debug", "1")]).await;
+    let refused = after_a_head(layer().filter(NotAdminNorDebug), &[], &[("x-debug", "1")]).await;
     assert_eq!(
         refused.code,
         StatusCode::GATEWAY_TIMEOUT,
         "the filter refuses it"
     );
     // In a shared cache, one that sets a cookie would carry it to everyone.
-    let cookie = after_a_head(layer(), &[("set-cookie", "session=secret")]).await;
+    let cookie = after_a_head(layer(), &[], &[("set-cookie", "session=secret")]).await;
     assert_eq!(cookie.code, StatusCode::GATEWAY_TIMEOUT);
     assert!(!cookie.headers.contains_key("set-cookie"));
     // One that varies describes variants, not the plain GET stored.
-    let varies = after_a_head(layer(), &[("vary", "accept-language")]).await;
+    let varies = after_a_head(layer(), &[], &[("vary", "accept-language")]).await;
     assert_eq!(varies.code, StatusCode::GATEWAY_TIMEOUT);
+    // One whose `Cache-Control` keeps a stored field private: the freshened entry drops it.
+    let private = after_a_head(
+        layer(),
+        &[("x-user", "alice")],
+        &[("cache-control", "max-age=600, private=\"x-user\"")],
+    )
+    .await;
+    assert_eq!(private.code, StatusCode::OK);
+    assert!(!private.headers.contains_key("x-user"));
 }
 
 /// Only GETs are the cache's business.

@@ -262,15 +262,21 @@ pub(crate) fn storable_headers(
     config: &Config,
 ) -> HeaderMap {
     let mut kept = end_to_end(headers);
+    withhold_fields(&mut kept, cc, config.mode);
+    kept
+}
+
+/// Removes the fields `cc` names in `no-cache="…"` and, in a shared cache,
+/// `private="…"`.
+fn withhold_fields(headers: &mut HeaderMap, cc: &CacheControl, mode: policy::Mode) {
     for name in &cc.no_cache_fields {
-        kept.remove(name);
+        headers.remove(name);
     }
-    if config.mode == policy::Mode::Shared {
+    if mode == policy::Mode::Shared {
         for name in &cc.private_fields {
-            kept.remove(name);
+            headers.remove(name);
         }
     }
-    kept
 }
 
 /// A message's headers without the hop-by-hop ones and those `Connection` names.
@@ -356,6 +362,10 @@ pub(crate) fn freshen_get<St: Store>(
             return;
         }
         entry.update_headers(&update);
+        // The HEAD's `Cache-Control` now stands for the entry's, and may name fields the
+        // stored headers hold.
+        let merged = CacheControl::parse_response(&entry.headers, targeted.as_ref());
+        withhold_fields(&mut entry.headers, &merged, mode);
         entry.request_time = request_time;
         entry.response_time = now;
         let freshened = ResponseFacts::new(
