@@ -120,6 +120,51 @@ async fn credentials_keep_users_apart_but_are_stored_only_as_digests() {
 }
 
 #[tokio::test]
+async fn rfc9111_3_5_a_credential_header_keeps_a_shared_cache_from_sharing_what_does_not_vary_on_it()
+ {
+    // `/plain` does not vary on the key; `/public` says it may be shared; `/varies` varies.
+    let origin = Origin::start(|seen| {
+        let reply = Reply::ok(seen.path.clone());
+        match seen.path.as_str() {
+            "/public" => reply.header("cache-control", "public, max-age=60"),
+            "/varies" => reply
+                .header("cache-control", "max-age=60")
+                .header("vary", "x-api-key"),
+            _ => reply.header("cache-control", "max-age=60"),
+        }
+    })
+    .await;
+    let shared = CacheLayer::new(MemoryStore::default()).layer(client());
+    let private = CacheLayer::new(MemoryStore::default())
+        .private()
+        .layer(client());
+    let key = |path: &str, value: &'static str| with_header(&origin.url(path), "x-api-key", value);
+    let stored = |status| matches!(status, CacheStatus::Forwarded { stored: true, .. });
+
+    assert!(!stored(status(&shared, key("/plain", "a")).await.0));
+    assert_ne!(
+        status(&shared, key("/plain", "b")).await.0,
+        CacheStatus::Hit
+    );
+    assert!(stored(status(&shared, key("/public", "a")).await.0));
+    assert_eq!(
+        status(&shared, key("/public", "b")).await.0,
+        CacheStatus::Hit
+    );
+    assert!(stored(status(&shared, key("/varies", "a")).await.0));
+    assert_ne!(
+        status(&shared, key("/varies", "b")).await.0,
+        CacheStatus::Hit
+    );
+    assert_eq!(
+        status(&shared, key("/varies", "a")).await.0,
+        CacheStatus::Hit
+    );
+    // A private cache serves one user: it stores what a shared one may not.
+    assert!(stored(status(&private, key("/plain", "a")).await.0));
+}
+
+#[tokio::test]
 async fn configured_headers_select_a_response_as_vary_would() {
     let origin = origin().await;
     let cache = CacheLayer::new(MemoryStore::default())

@@ -186,6 +186,18 @@ pub(crate) fn may_store<St>(
         tracing::debug!(key = %facts.key, %refusal, "not storing");
         return None;
     }
+    // RFC 9111 §3.5 keeps a shared cache from storing an answer to `Authorization` that
+    // does not say it may be shared; every credential header is held to that, unless the
+    // response's variants are told apart by it (each credential then has its own).
+    let shareable =
+        response.cc.public || response.cc.s_maxage.is_some() || response.cc.must_revalidate;
+    if config.mode == policy::Mode::Shared && !shareable {
+        let selected = variant_names(&parts.headers, config).unwrap_or_default();
+        if let Some(name) = config.keys.unselected_credential(&facts.headers, &selected) {
+            tracing::debug!(key = %facts.key, credential = %name, "the response does not vary on a credential the request carries; not storing");
+            return None;
+        }
+    }
     if !settings_allow(&facts.key, parts, config) {
         return None;
     }

@@ -91,10 +91,10 @@ impl KeyStrategy for DefaultKey {
 /// - **Credentials** ([`credentials`](Self::credentials), by default
 ///   [`DEFAULT_CREDENTIALS`](Self::DEFAULT_CREDENTIALS)) are never stored in the clear:
 ///   their values are replaced in keys and entries by a SHA-256 digest, so a store's
-///   reader learns no secret. A query credential splits the key; a credential header
-///   splits responses where it selects them (a response's `Vary`, or
-///   [`headers`](Self::headers)): name an API key header there when the origin does not
-///   send `Vary` for it.
+///   reader learns no secret. A query credential splits the key. A shared cache stores
+///   a response to a request with a credential header only if the response varies on
+///   it (its `Vary`, or [`headers`](Self::headers)) or says it may be shared (`public`,
+///   `s-maxage`, `must-revalidate`), as RFC 9111 §3.5 has it for `Authorization`.
 /// - **Headers** ([`headers`](Self::headers)) select a response as if every response
 ///   named them in `Vary`.
 ///
@@ -240,6 +240,19 @@ impl Keys {
     /// The headers every response varies on, besides those its `Vary` names.
     pub(crate) fn vary_headers(&self) -> &[HeaderName] {
         &self.headers
+    }
+
+    /// A credential header the request carries that `selected` (the names a response's
+    /// variants are told apart by) leaves out: a response stored for it would be shared
+    /// between credentials.
+    pub(crate) fn unselected_credential<'r>(
+        &self,
+        request: &'r HeaderMap,
+        selected: &[HeaderName],
+    ) -> Option<&'r HeaderName> {
+        request
+            .keys()
+            .find(|name| contains(&self.credentials, name.as_str()) && !selected.contains(name))
     }
 
     /// The request headers as variant keys and entries see them: ignored ones left out,
