@@ -271,11 +271,12 @@ mod tests {
     use tower_test::mock;
 
     use std::future::Future;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
-    use std::task::{Context, Poll};
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Poll, ready};
 
-    use tokio::sync::Semaphore;
+    use tokio::sync::oneshot;
     use tower::Service;
 
     use crate::store::{StoreRequest, StoreResponse};
@@ -338,13 +339,12 @@ mod tests {
         assert_pending!(handle.poll_request());
     }
 
-    /// A memory store whose next GET, once armed, reads at once but answers only when
-    /// released: a stand-in for a remote store's round trip.
+    /// A memory store whose next GET, once armed with a gate, reads at once but answers
+    /// only when the gate opens: a stand-in for a remote store's round trip.
     #[derive(Clone)]
     struct Gated {
         memory: MemoryStore,
-        armed: Arc<AtomicBool>,
-        release: Arc<Semaphore>,
+        gate: Arc<Mutex<Option<oneshot::Receiver<()>>>>,
         gets: Arc<AtomicUsize>,
     }
 
@@ -352,18 +352,42 @@ mod tests {
         fn new() -> Self {
             Self {
                 memory: MemoryStore::default(),
-                armed: Arc::new(AtomicBool::new(false)),
-                release: Arc::new(Semaphore::new(0)),
+                gate: Arc::default(),
                 gets: Arc::new(AtomicUsize::new(0)),
             }
+        }
+
+        /// Holds the next GET's answer until the returned sender sends.
+        fn arm(&self) -> oneshot::Sender<()> {
+            let (open, gate) = oneshot::channel();
+            *self.gate.lock().expect("not poisoned") = Some(gate);
+            open
+        }
+    }
+
+    /// A GET's answer, read at once, and the gate it waits for, if any.
+    struct GatedFuture {
+        answer: Option<Result<StoreResponse, BoxError>>,
+        gate: Option<oneshot::Receiver<()>>,
+    }
+
+    impl Future for GatedFuture {
+        type Output = Result<StoreResponse, BoxError>;
+
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+            if let Some(gate) = self.gate.as_mut() {
+                // A dropped sender opens the gate as well.
+                let _ = ready!(Pin::new(gate).poll(cx));
+                self.gate = None;
+            }
+            Poll::Ready(self.answer.take().expect("polled after completion"))
         }
     }
 
     impl Service<StoreRequest> for Gated {
         type Response = StoreResponse;
         type Error = BoxError;
-        type Future =
-            std::pin::Pin<Box<dyn Future<Output = Result<StoreResponse, BoxError>> + Send>>;
+        type Future = GatedFuture;
 
         fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
             Poll::Ready(Ok(()))
@@ -371,19 +395,17 @@ mod tests {
 
         fn call(&mut self, request: StoreRequest) -> Self::Future {
             let get = matches!(request, StoreRequest::Get(_));
-            if get {
+            let gate = if get {
                 self.gets.fetch_add(1, SeqCst);
+                self.gate.lock().expect("not poisoned").take()
+            } else {
+                None
+            };
+            let answer = self.memory.call(request).into_inner();
+            GatedFuture {
+                answer: Some(answer),
+                gate,
             }
-            let hold = get && self.armed.swap(false, SeqCst);
-            let answer = self.memory.call(request);
-            let release = self.release.clone();
-            Box::pin(async move {
-                let answer = answer.await;
-                if hold {
-                    release.acquire().await.expect("never closed").forget();
-                }
-                answer
-            })
         }
     }
 
@@ -400,7 +422,7 @@ mod tests {
         let (_, send) = handle.next_request().await.expect("the leader fetches");
 
         // A second request reads the store (nothing yet) and is held before it joins.
-        store.armed.store(true, SeqCst);
+        let open = store.arm();
         assert_ready_ok!(cache.poll_ready());
         let mut late = tokio_test::task::spawn(cache.call(get("http://example.com/r")));
         assert_pending!(late.poll());
@@ -409,7 +431,7 @@ mod tests {
         send.send_response(fresh("shared"));
         let body = leader.await.expect("the leader's miss").into_body();
         body.collect().await.expect("the body completes");
-        store.release.add_permits(1);
+        open.send(()).expect("the held read waits for it");
         // Its second look answers at once: a hit, without a wait or a second fetch.
         let response = assert_ready_ok!(late.poll());
         assert_eq!(
