@@ -134,13 +134,7 @@ pub(crate) fn freshness(
     now: SystemTime,
     config: &Config,
 ) -> (Duration, Duration, CacheControl) {
-    let stored = ResponseFacts::new(
-        entry.status,
-        &entry.headers,
-        config.targeted.as_ref(),
-        entry.response_time,
-        entry.configured,
-    );
+    let stored = ResponseFacts::of_entry(entry, config.targeted.as_ref());
     let freshness = stored.freshness(entry.request_time);
     (
         freshness.lifetime(config.mode),
@@ -395,13 +389,7 @@ pub(crate) fn revalidated<St: Store, B>(
     entry.response_time = now;
 
     config.metrics.forward(true);
-    let stored = ResponseFacts::new(
-        entry.status,
-        &entry.headers,
-        config.targeted.as_ref(),
-        now,
-        entry.configured,
-    );
+    let stored = ResponseFacts::of_entry(&entry, config.targeted.as_ref());
     // The updated entry is judged as a fresh response would be, settings included.
     let (mut parts, ()) = Response::new(()).into_parts();
     parts.status = entry.status;
@@ -411,10 +399,10 @@ pub(crate) fn revalidated<St: Store, B>(
     let storable = ttl.is_some();
     if let Some(ttl) = ttl {
         let names = write::variant_names(&entry.headers, config).unwrap_or_default();
-        // Fields the `Cache-Control` names in `no-cache=` or (shared) `private=` reach
-        // this client but are not stored (RFC 9111 §5.2.2.4, §5.2.2.7).
-        // The 304 may vary where the stored response did not: the entry keeps this
-        // request's values of the headers it now varies on, as a fresh one would.
+        // What is stored is what a fresh response would store: without the fields the
+        // `Cache-Control` names in `no-cache=` or (shared) `private=`, which reach this
+        // client only (RFC 9111 §5.2.2.4, §5.2.2.7), and with this request's values of
+        // the headers the response now varies on.
         let kept = Entry {
             headers: write::storable_headers(&entry.headers, &stored.cc, config),
             vary: write::vary_values(&names, &config.keys.vary_view(&facts.headers, &names)),

@@ -43,13 +43,7 @@ pub(crate) fn decode<'v>(
 fn decode_bytes(bytes: &bytes::Bytes, config: &Config) -> Result<Decoded, DecodeError> {
     let stored = match Record::decode(bytes)? {
         Record::Response(mut entry) => {
-            let facts = ResponseFacts::new(
-                entry.status,
-                &entry.headers,
-                config.targeted.as_ref(),
-                entry.response_time,
-                entry.configured,
-            );
+            let facts = ResponseFacts::of_entry(&entry, config.targeted.as_ref());
             let freshness = facts.freshness(entry.request_time);
             // Serving sets `Age`; with a slot for it already in the map, setting it on a
             // clone replaces a value instead of growing the map.

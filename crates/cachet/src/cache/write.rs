@@ -380,13 +380,7 @@ pub(crate) fn freshen_get<St: Store>(
         withhold_fields(&mut entry.headers, &merged, mode);
         entry.request_time = request_time;
         entry.response_time = now;
-        let freshened = ResponseFacts::new(
-            entry.status,
-            &entry.headers,
-            targeted.as_ref(),
-            now,
-            entry.configured,
-        );
+        let freshened = ResponseFacts::of_entry(&entry, targeted.as_ref());
         let ttl = freshened.retention(mode, max_stale_if_error);
         if let Ok(bytes) = entry.encode() {
             tracing::trace!(key = %get_key, "freshened from a HEAD response");

@@ -346,13 +346,7 @@ where
         };
         match Record::decode(value.bytes()) {
             Ok(Record::Response(entry)) => {
-                let facts = ResponseFacts::new(
-                    entry.status,
-                    &entry.headers,
-                    self.targeted.as_ref(),
-                    entry.response_time,
-                    entry.configured,
-                );
+                let facts = ResponseFacts::of_entry(&entry, self.targeted.as_ref());
                 let freshness = facts.freshness(entry.request_time);
                 let lifetime = freshness.lifetime(self.mode);
                 // Fresh until its age, counted as RFC 9111 §4.2.3 does, reaches its

@@ -120,6 +120,17 @@ impl Freshness {
 }
 
 impl<'a> ResponseFacts<'a> {
+    /// The facts of a stored entry, as of when it was received.
+    pub(crate) fn of_entry(entry: &'a crate::entry::Entry, targeted: Option<&HeaderName>) -> Self {
+        Self::new(
+            entry.status,
+            &entry.headers,
+            targeted,
+            entry.response_time,
+            entry.configured,
+        )
+    }
+
     /// The facts of a response with these headers, received at `response_time`; `targeted`
     /// is the cache's targeted cache-control field (RFC 9213), if it has one.
     pub(crate) fn new(
