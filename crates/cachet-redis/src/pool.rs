@@ -157,13 +157,9 @@ impl Backend {
             connection.route_command(cmd.clone(), routing),
         )
         .await;
-        let error = match reply {
-            Ok(Ok(value)) => match value.extract_error() {
-                Ok(value) => return Ok(value),
-                Err(error) => Error::command(op, error),
-            },
-            Ok(Err(error)) => Error::command(op, error),
-            Err(_) => Error::timeout(op, Stage::Command, bounds.command),
+        let error = match answer(op, reply, bounds) {
+            Ok(value) => return Ok(value),
+            Err(error) => error,
         };
         if error.discards_connection() {
             drop(Object::take(connection));
@@ -239,13 +235,9 @@ where
             .map_err(|error| pool_error(op, error, bounds))?;
         let reused = Object::metrics(&connection).recycle_count > 0;
         let reply = tokio::time::timeout(bounds.command, connection.req_packed_command(cmd)).await;
-        let error = match reply {
-            Ok(Ok(value)) => match value.extract_error() {
-                Ok(value) => return Ok(value),
-                Err(error) => Error::command(op, error),
-            },
-            Ok(Err(error)) => Error::command(op, error),
-            Err(_) => Error::timeout(op, Stage::Command, bounds.command),
+        let error = match answer(op, reply, bounds) {
+            Ok(value) => return Ok(value),
+            Err(error) => error,
         };
         if !error.discards_connection() {
             return Err(error);
@@ -282,5 +274,21 @@ fn pool_error(op: Op, error: PoolError<RedisError>, bounds: Bounds) -> Error {
         PoolError::Closed => Error::pool(op, "the connection pool is closed"),
         PoolError::NoRuntimeSpecified => Error::pool(op, "the connection pool has no runtime"),
         PoolError::PostCreateHook(_) => Error::pool(op, "a connection hook failed"),
+    }
+}
+
+/// A command's reply within its bound: its value, or the error it met (Redis's own error
+/// reply included).
+fn answer(
+    op: Op,
+    reply: Result<Result<Value, RedisError>, tokio::time::error::Elapsed>,
+    bounds: Bounds,
+) -> Result<Value, Error> {
+    match reply {
+        Ok(Ok(value)) => value
+            .extract_error()
+            .map_err(|error| Error::command(op, error)),
+        Ok(Err(error)) => Err(Error::command(op, error)),
+        Err(_) => Err(Error::timeout(op, Stage::Command, bounds.command)),
     }
 }
