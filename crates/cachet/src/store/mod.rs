@@ -76,7 +76,7 @@ pub enum StoreRequest {
     Delete(CacheKey),
     /// List one page of the stored entries, answered with [`StoreResponse::Page`]. A store
     /// that cannot list answers with an [`Unsupported`] error, never an empty page, and
-    /// one given a cursor it did not make with an [`InvalidCursor`] error.
+    /// one given a cursor it cannot read with an [`InvalidCursor`] error.
     Scan(Scan),
     /// Forget every entry this store holds (for a shared store, every entry under its
     /// namespace, and nothing else), answered with [`StoreResponse::Done`]. A store that
