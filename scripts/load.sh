@@ -14,16 +14,24 @@
 # Installs wrk and nginx from Debian's packages when missing (apt-get, as root). Binds
 # only 127.0.0.1; stops everything it started and removes its files on any exit.
 #
-# Settings (environment): DURATION (wrk -d, default 10s), THREADS (wrk -t, 2),
-# CONNECTIONS (wrk -c, 32), ORIGIN_PORT (18080), PROXY_PORT (18081), NGINX_PORT (18082),
-# PROXY_BIN (a cachet-proxy binary to run instead of building this tree's, to compare two
-# builds under the same conditions).
+# Cores: by default (CORES=split, on two cores or more) wrk runs on the first half of the
+# cores and the servers on the other half (taskset), each server with one worker per core
+# of its half (cachet-proxy's Tokio worker threads, nginx's worker processes), so that the
+# load generator and the server under test do not take turns on the same cores; both
+# servers get the same cores and the same number of workers. CORES=shared runs everything
+# on all cores, each server with one worker per core and wrk with two threads.
+#
+# Settings (environment): DURATION (wrk -d, default 10s), CORES (split or shared),
+# THREADS (wrk -t; default one per core wrk runs on, 2 when shared), CONNECTIONS (wrk -c,
+# 32), ORIGIN_PORT (18080), PROXY_PORT (18081), NGINX_PORT (18082), PROXY_BIN (a
+# cachet-proxy binary to run instead of building this tree's, to compare two builds under
+# the same conditions).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/sbin:/sbin"
 
 DURATION=${DURATION:-10s}
-THREADS=${THREADS:-2}
+CORES=${CORES:-split}
 CONNECTIONS=${CONNECTIONS:-32}
 ORIGIN_PORT=${ORIGIN_PORT:-18080}
 PROXY_PORT=${PROXY_PORT:-18081}
@@ -82,6 +90,32 @@ if [ ${#missing[@]} -gt 0 ]; then
     [ -n "$policy_rc" ] && rm -f "$policy_rc"
 fi
 
+# --- cores ----------------------------------------------------------------------------------
+cpu_range() { # first last: a CPU list for taskset
+    if [ "$1" -eq "$2" ]; then echo "$1"; else echo "$1-$2"; fi
+}
+ncpu=$(nproc)
+case "$CORES" in
+split)
+    [ "$ncpu" -ge 2 ] || die "CORES=split needs two cores or more; this machine has $ncpu (use CORES=shared)"
+    command -v taskset >/dev/null 2>&1 || die "CORES=split needs taskset (Debian: util-linux)"
+    load_cores=$((ncpu / 2))
+    WORKERS=$((ncpu - load_cores))
+    LOAD_CPUS=$(cpu_range 0 $((load_cores - 1)))
+    SERVER_CPUS=$(cpu_range "$load_cores" $((ncpu - 1)))
+    THREADS=${THREADS:-$load_cores}
+    ON_LOAD_CPUS=(taskset -c "$LOAD_CPUS")
+    ON_SERVER_CPUS=(taskset -c "$SERVER_CPUS")
+    ;;
+shared)
+    WORKERS=$ncpu
+    THREADS=${THREADS:-2}
+    ON_LOAD_CPUS=()
+    ON_SERVER_CPUS=()
+    ;;
+*) die "CORES must be split or shared, not '$CORES'" ;;
+esac
+
 for port in "$ORIGIN_PORT" "$PROXY_PORT" "$NGINX_PORT"; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
         die "port $port on 127.0.0.1 is taken; choose others with ORIGIN_PORT, PROXY_PORT, NGINX_PORT"
@@ -121,7 +155,7 @@ wait_for_port() { # name pid port
 PIDS+=($!)
 wait_for_port origin "$!" "$ORIGIN_PORT"
 
-RUST_LOG=warn "$PROXY_BIN" --upstream "http://127.0.0.1:$ORIGIN_PORT" \
+RUST_LOG=warn TOKIO_WORKER_THREADS=$WORKERS "${ON_SERVER_CPUS[@]}" "$PROXY_BIN" --upstream "http://127.0.0.1:$ORIGIN_PORT" \
     --listen "127.0.0.1:$PROXY_PORT" >"$WORK/cachet-proxy.log" 2>&1 &
 PIDS+=($!)
 wait_for_port cachet-proxy "$!" "$PROXY_PORT"
@@ -130,9 +164,9 @@ wait_for_port cachet-proxy "$!" "$PROXY_PORT"
 # they can write to the temporary directories.
 sed -e "s|@WORK@|$WORK|g" -e "s|@CACHE@|$CACHE|g" \
     -e "s|@ORIGIN_PORT@|$ORIGIN_PORT|g" -e "s|@NGINX_PORT@|$NGINX_PORT|g" \
-    -e "s|@USER@|$(id -un) $(id -gn)|g" \
+    -e "s|@USER@|$(id -un) $(id -gn)|g" -e "s|@WORKERS@|$WORKERS|g" \
     scripts/nginx-cache.conf >"$WORK/nginx.conf"
-nginx -p "$WORK" -e "$WORK/nginx-error.log" -c "$WORK/nginx.conf" -g 'daemon off;' \
+"${ON_SERVER_CPUS[@]}" nginx -p "$WORK" -e "$WORK/nginx-error.log" -c "$WORK/nginx.conf" -g 'daemon off;' \
     >"$WORK/nginx.log" 2>&1 &
 PIDS+=($!)
 wait_for_port nginx "$!" "$NGINX_PORT"
@@ -180,19 +214,20 @@ for size in "${SIZES[@]}"; do
         say "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency $url ($server)"
         out="$WORK/wrk-$server-$size.txt"
         ticks_before=$(cpu_ticks "${SERVER_PID[$server]}")
-        timeout 300 wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$url" >"$out"
+        timeout 300 "${ON_LOAD_CPUS[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$url" >"$out"
         ticks=$(($(cpu_ticks "${SERVER_PID[$server]}") - ticks_before))
         RESULT[$server,$size]=$(awk -v ticks="$ticks" -v hz="$TICKS_PER_SECOND" '
             /Latency Distribution/ { dist = 1; next }
             dist && $1 ~ /%$/ { p[$1] = $2; next }
             { dist = 0 }
-            /requests in/ { requests = $1 }
+            /requests in/ { requests = $1; seconds = $4 + 0 }
             /^Requests\/sec:/ { rps = $2 }
             /Non-2xx or 3xx responses:/ { bad += $NF }
             /Socket errors:/ { gsub(",", ""); bad += $4 + $6 + $8 + $10 }
             END {
                 cpu = requests > 0 ? sprintf("%.2f", ticks * 1e6 / hz / requests) : "-"
-                printf "%.0f %s %s %s %s %d %s", rps, p["50%"], p["75%"], p["90%"], p["99%"], bad, cpu
+                cores = seconds > 0 ? sprintf("%.2f", ticks / hz / seconds) : "-"
+                printf "%.0f %s %s %s %s %d %s %s", rps, p["50%"], p["75%"], p["90%"], p["99%"], bad, cpu, cores
             }
         ' "$out")
         sleep 1
@@ -210,14 +245,19 @@ printf '\ncachet-proxy at %s; %s; %s; %s cores\n' "$commit" \
     "$(nginx -v 2>&1 | sed 's/^nginx version: //')" "$(wrk -v 2>&1 | head -n1 | awk '{print $1, $2}')" "$(nproc)"
 printf 'wrk -t%s -c%s -d%s --latency, loopback, cache hits (origin asked %d times during the load)\n' \
     "$THREADS" "$CONNECTIONS" "$DURATION" "$((origin_after - origin_before - 1))"
-printf 'load average before and after: %s / %s; CPU us = the server'"'"'s CPU time per request, in microseconds\n\n' \
-    "$LOAD_BEFORE" "$(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-8s %-13s %12s %10s %10s %10s %10s %8s %8s\n' body server requests/s p50 p75 p90 p99 errors "CPU us"
+if [ "$CORES" = split ]; then
+    printf 'cores split: wrk on CPU %s; each server on CPU %s, workers: %s\n' "$LOAD_CPUS" "$SERVER_CPUS" "$WORKERS"
+else
+    printf 'cores shared by wrk and the servers; workers per server: %s\n' "$WORKERS"
+fi
+printf 'load average before and after: %s / %s\n' "$LOAD_BEFORE" "$(cut -d' ' -f1-3 /proc/loadavg)"
+printf 'CPU us = the server'"'"'s CPU time per request, in microseconds; cores = its CPU time over the run'"'"'s wall time\n\n'
+printf '%-8s %-13s %12s %10s %10s %10s %10s %8s %8s %6s\n' body server requests/s p50 p75 p90 p99 errors "CPU us" cores
 for size in "${SIZES[@]}"; do
     label=$([ "$size" -ge 1024 ] && echo "$((size / 1024)) KiB" || echo "$size B")
     for server in "${SERVERS[@]}"; do
-        read -r rps p50 p75 p90 p99 bad cpu <<<"${RESULT[$server,$size]}"
-        printf '%-8s %-13s %12s %10s %10s %10s %10s %8s %8s\n' "$label" "$server" "$rps" "$p50" "$p75" "$p90" "$p99" "$bad" "$cpu"
+        read -r rps p50 p75 p90 p99 bad cpu cores <<<"${RESULT[$server,$size]}"
+        printf '%-8s %-13s %12s %10s %10s %10s %10s %8s %8s %6s\n' "$label" "$server" "$rps" "$p50" "$p75" "$p90" "$p99" "$bad" "$cpu" "$cores"
     done
 done
 
