@@ -56,11 +56,12 @@ impl CacheControl {
     fn parse_field(headers: &HeaderMap, field: &HeaderName) -> Self {
         let mut cc = Self::default();
         for line in headers.get_all(field) {
-            // Bytes outside ASCII can only sit in a quoted value or an unknown directive:
-            // read them as text too, so that the directives around them still count.
-            let line = String::from_utf8_lossy(line.as_bytes());
-            cc.unreadable |= !quotes_closed(&line);
-            for (name, value) in directives(&line) {
+            // Read as bytes: every name and delimiter cachet looks for is ASCII, and bytes
+            // outside it (in a quoted value or an unknown directive) never equal one, so
+            // the directives around them still count.
+            let line = line.as_bytes();
+            cc.unreadable |= !quotes_closed(line);
+            for (name, value) in directives(line) {
                 cc.apply(name, value);
             }
         }
@@ -76,23 +77,22 @@ impl CacheControl {
         let no_cache = headers
             .get_all(PRAGMA)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(directives)
-            .any(|(name, _)| name.eq_ignore_ascii_case("no-cache"));
+            .flat_map(|line| directives(line.as_bytes()))
+            .any(|(name, _)| name.eq_ignore_ascii_case(b"no-cache"));
         Self {
             no_cache,
             ..Self::default()
         }
     }
 
-    fn apply(&mut self, name: &str, value: Option<&str>) {
+    fn apply(&mut self, name: &[u8], value: Option<&[u8]>) {
         // Lower-cased on the stack: this runs for every directive of every response the
         // cache sees. A name longer than the buffer is none cachet knows.
         let mut lower = [0_u8; 24];
         let Some(lower) = lower.get_mut(..name.len()) else {
             return;
         };
-        lower.copy_from_slice(name.as_bytes());
+        lower.copy_from_slice(name);
         lower.make_ascii_lowercase();
         let seconds = || value.map_or(Some(0), delta_seconds);
         match &*lower {
@@ -177,9 +177,9 @@ impl From<&CacheControl> for RequestDirectives {
 }
 
 /// The field names of a quoted list such as `no-cache="Set-Cookie, X-Token"`.
-fn field_names(list: &str) -> Vec<HeaderName> {
-    list.split(',')
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+fn field_names(list: &[u8]) -> Vec<HeaderName> {
+    list.split(|&b| b == b',')
+        .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok())
         .collect()
 }
 
@@ -190,31 +190,31 @@ fn first(slot: &mut Option<u64>, value: impl FnOnce() -> u64) {
 }
 
 /// Parses delta-seconds: digits only, saturating at [`MAX_DELTA_SECONDS`].
-fn delta_seconds(text: &str) -> Option<u64> {
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+fn delta_seconds(text: &[u8]) -> Option<u64> {
+    if text.is_empty() || !text.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    Some(
-        text.parse::<u64>()
-            .map_or(MAX_DELTA_SECONDS, |n| n.min(MAX_DELTA_SECONDS)),
-    )
+    let seconds = text.iter().fold(0_u64, |n, digit| {
+        n.saturating_mul(10).saturating_add(u64::from(digit - b'0'))
+    });
+    Some(seconds.min(MAX_DELTA_SECONDS))
 }
 
 /// Splits a header line into `(name, value)` directives, honouring quoted strings.
-fn directives(line: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
+fn directives(line: &[u8]) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
     split_outside_quotes(line).filter_map(|part| {
-        let part = part.trim();
+        let part = part.trim_ascii();
         if part.is_empty() {
             return None;
         }
-        Some(match part.split_once('=') {
-            Some((name, value)) => {
-                let value = value.trim();
+        Some(match part.iter().position(|&b| b == b'=') {
+            Some(at) => {
+                let (name, value) = (&part[..at], part[at + 1..].trim_ascii());
                 let value = value
-                    .strip_prefix('"')
-                    .and_then(|v| v.strip_suffix('"'))
+                    .strip_prefix(b"\"")
+                    .and_then(|v| v.strip_suffix(b"\""))
                     .unwrap_or(value);
-                (name.trim(), Some(value))
+                (name.trim_ascii(), Some(value))
             }
             None => (part, None),
         })
@@ -222,31 +222,31 @@ fn directives(line: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
 }
 
 /// Whether every quoted string in a line is closed.
-fn quotes_closed(line: &str) -> bool {
+fn quotes_closed(line: &[u8]) -> bool {
     let (mut quoted, mut escaped) = (false, false);
-    for c in line.chars() {
-        match c {
+    for &b in line {
+        match b {
             _ if escaped => escaped = false,
-            '\\' if quoted => escaped = true,
-            '"' => quoted = !quoted,
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
             _ => {}
         }
     }
     !quoted
 }
 
-fn split_outside_quotes(line: &str) -> impl Iterator<Item = &str> {
+fn split_outside_quotes(line: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut rest = Some(line);
     std::iter::from_fn(move || {
         let text = rest?;
         let mut quoted = false;
         let mut escaped = false;
-        for (i, c) in text.char_indices() {
-            match c {
+        for (i, &b) in text.iter().enumerate() {
+            match b {
                 _ if escaped => escaped = false,
-                '\\' if quoted => escaped = true,
-                '"' => quoted = !quoted,
-                ',' if !quoted => {
+                b'\\' if quoted => escaped = true,
+                b'"' => quoted = !quoted,
+                b',' if !quoted => {
                     rest = Some(&text[i + 1..]);
                     return Some(&text[..i]);
                 }
@@ -281,6 +281,17 @@ mod tests {
         let parsed = CacheControl::parse(&headers);
         assert!(parsed.private && !parsed.unreadable);
         assert_eq!(parsed.max_age, Some(60));
+    }
+
+    #[test]
+    fn directives_beside_bytes_that_are_not_text_still_count() {
+        let mut headers = HeaderMap::new();
+        let line = HeaderValue::from_bytes(b"ext=\"\xff\xfe\", no-store, max-age=\xc3")
+            .expect("obs-text is a valid header value");
+        headers.insert(CACHE_CONTROL, line);
+        let parsed = CacheControl::parse(&headers);
+        assert!(parsed.no_store && !parsed.unreadable);
+        assert_eq!(parsed.max_age, Some(0), "an invalid max-age is stale");
     }
 
     #[test]
