@@ -14,6 +14,7 @@ use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bincode::de::{BorrowDecode, BorrowDecoder};
+use bincode::enc::write::Writer;
 use bincode::enc::{Encode, Encoder};
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -109,7 +110,38 @@ struct Wire<'a> {
     configured: Option<(u64, bool)>,
     headers: List<(&'a [u8], &'a [u8])>,
     vary: List<(&'a [u8], Option<&'a [u8]>)>,
-    body: &'a [u8],
+    body: WireBody<'a>,
+}
+
+/// A body on the wire, encoded as one byte string: from the chunks it arrived in (each
+/// copied once, straight into the encoding), and decoded as one slice of the input.
+enum WireBody<'a> {
+    Chunks(&'a [Bytes]),
+    Slice(&'a [u8]),
+}
+
+impl Encode for WireBody<'_> {
+    fn encode<E: Encoder>(&self, encoder: &mut E) -> Result<(), bincode::error::EncodeError> {
+        match self {
+            Self::Slice(bytes) => bytes.encode(encoder),
+            // What bincode writes for a `&[u8]`: the length, then the bytes.
+            Self::Chunks(chunks) => {
+                let len: usize = chunks.iter().map(Bytes::len).sum();
+                (len as u64).encode(encoder)?;
+                chunks
+                    .iter()
+                    .try_for_each(|chunk| encoder.writer().write(chunk))
+            }
+        }
+    }
+}
+
+impl<'de, C> BorrowDecode<'de, C> for WireBody<'de> {
+    fn borrow_decode<D: BorrowDecoder<'de, Context = C>>(
+        decoder: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        <&'de [u8]>::borrow_decode(decoder).map(Self::Slice)
+    }
 }
 
 /// A length-prefixed list that, unlike bincode's `Vec`, does not reserve what its length
@@ -230,6 +262,16 @@ impl Variants {
 impl Entry {
     /// Encodes the entry with its prefix; fails only past the codec's 4 GiB limit.
     pub(crate) fn encode(&self) -> Result<Bytes, bincode::error::EncodeError> {
+        self.encode_with_body(std::slice::from_ref(&self.body))
+    }
+
+    /// Encodes the entry's head with `body`, the chunks a body arrived in, as its body
+    /// (the entry's own `body` is not read): the chunks are copied into the encoding and
+    /// nowhere else.
+    pub(crate) fn encode_with_body(
+        &self,
+        body: &[Bytes],
+    ) -> Result<Bytes, bincode::error::EncodeError> {
         let wire = Wire {
             status: self.status.as_u16(),
             version: version_byte(self.version),
@@ -256,14 +298,15 @@ impl Entry {
                     })
                     .collect(),
             ),
-            body: &self.body,
+            body: WireBody::Chunks(body),
         };
         let headers_len: usize = self
             .headers
             .iter()
             .map(|(n, v)| n.as_str().len() + v.len() + 4)
             .sum();
-        encode(KIND_RESPONSE, &wire, 32 + headers_len + self.body.len())
+        let body_len: usize = body.iter().map(Bytes::len).sum();
+        encode(KIND_RESPONSE, &wire, 32 + headers_len + body_len)
     }
 
     /// Decodes an entry, borrowing its body and header values from `input`.
@@ -288,6 +331,11 @@ impl Entry {
     }
 
     fn from_wire(input: &Bytes, wire: Wire<'_>) -> Result<Self, DecodeError> {
+        let body = match wire.body {
+            WireBody::Slice(body) => input.slice_ref(body),
+            // Not made by decoding, which reads one slice of the input.
+            WireBody::Chunks(_) => return Err(DecodeError::Malformed("body")),
+        };
         // Room for the `Age` and `Cache-Status` a hit adds, so serving never grows the map.
         let mut headers = HeaderMap::with_capacity(wire.headers.0.len() + 2);
         for (name, value) in wire.headers.0 {
@@ -317,7 +365,7 @@ impl Entry {
                 lifetime: Duration::from_millis(ms),
                 wins,
             }),
-            body: input.slice_ref(wire.body),
+            body,
         })
     }
 }
@@ -360,6 +408,32 @@ mod tests {
             }),
             body: Bytes::from_static(b"hello, world"),
         }
+    }
+
+    #[test]
+    fn a_body_in_chunks_encodes_as_the_whole_body_does() {
+        let entry = sample();
+        // Long enough that its length takes a multi-byte varint.
+        let body = Bytes::from(vec![b'x'; 70_000]);
+        let chunks = [
+            body.slice(..1),
+            body.slice(1..1),
+            body.slice(1..65_536),
+            body.slice(65_536..),
+        ];
+        let whole = Entry {
+            body: body.clone(),
+            ..entry.clone()
+        };
+        let head = Entry {
+            body: Bytes::from_static(b"not read"),
+            ..entry
+        };
+        let encoded = head.encode_with_body(&chunks).expect("encodes");
+        assert_eq!(encoded, whole.encode().expect("encodes"));
+        assert_eq!(Entry::decode(&encoded).expect("decodes"), whole);
+        let empty = head.encode_with_body(&[]).expect("encodes");
+        assert_eq!(Entry::decode(&empty).expect("decodes").body, Bytes::new());
     }
 
     #[test]

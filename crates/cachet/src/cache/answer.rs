@@ -408,7 +408,11 @@ pub(crate) fn revalidated<St: Store, B>(
             vary: write::vary_values(&names, &config.keys.vary_view(&facts.headers, &names)),
             ..entry.clone()
         };
-        Placement::new(facts, names, ttl, config).put(&kept, &config.metrics);
+        Placement::new(facts, names, ttl, config).put(
+            &kept,
+            std::slice::from_ref(&kept.body),
+            &config.metrics,
+        );
     }
     tracing::trace!(key = %facts.key, "revalidated");
     let freshness = stored.freshness(entry.request_time);

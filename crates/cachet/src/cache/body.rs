@@ -3,7 +3,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::SystemTime;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project::{pin_project, pinned_drop};
 
@@ -145,7 +145,7 @@ impl<B> fmt::Debug for CacheBody<B> {
     }
 }
 
-/// Keeps a copy of a streaming body, up to a cap, and hands the complete body to
+/// Keeps a streaming body's chunks (shared, not copied), up to a cap, and hands them to
 /// `commit` once the stream ends intact.
 pub(crate) struct Recorder {
     /// When the response arrived, and until when it is fresh, for the metadata.
@@ -155,7 +155,7 @@ pub(crate) struct Recorder {
     len: usize,
     max: usize,
     expected: Option<u64>,
-    commit: Box<dyn FnOnce(Bytes) + Send>,
+    commit: Box<dyn FnOnce(Vec<Bytes>) + Send>,
 }
 
 impl Recorder {
@@ -165,7 +165,7 @@ impl Recorder {
         (stored_at, fresh_until): (SystemTime, SystemTime),
         max: usize,
         expected: Option<u64>,
-        commit: impl FnOnce(Bytes) + Send + 'static,
+        commit: impl FnOnce(Vec<Bytes>) + Send + 'static,
     ) -> Option<Self> {
         if expected.is_some_and(|len| len > max as u64) {
             tracing::debug!(
@@ -214,18 +214,7 @@ impl Recorder {
             );
             return;
         }
-        let body = match self.chunks.len() {
-            0 => Bytes::new(),
-            1 => self.chunks.into_iter().next().unwrap_or_default(),
-            _ => {
-                let mut body = BytesMut::with_capacity(self.len);
-                self.chunks
-                    .iter()
-                    .for_each(|chunk| body.extend_from_slice(chunk));
-                body.freeze()
-            }
-        };
-        (self.commit)(body);
+        (self.commit)(self.chunks);
     }
 }
 

@@ -64,9 +64,9 @@ impl<St: Store> Placement<St> {
         }
     }
 
-    /// Writes the entry (and the index); returns the entry's value, `None` if it could
-    /// not be encoded.
-    pub(crate) fn put(self, entry: &Entry, metrics: &Metrics) -> Option<Value> {
+    /// Writes the entry, with `body` as its body (the entry's own is not read), and the
+    /// index; returns the entry's value, `None` if it could not be encoded.
+    pub(crate) fn put(self, entry: &Entry, body: &[Bytes], metrics: &Metrics) -> Option<Value> {
         if let Some((key, index)) = self.index {
             match index.encode() {
                 Ok(value) => write(
@@ -84,7 +84,7 @@ impl<St: Store> Placement<St> {
                 }
             }
         }
-        match entry.encode() {
+        match entry.encode_with_body(body) {
             Ok(bytes) => {
                 let value = Value::from(bytes);
                 let put = StoreRequest::Put {
@@ -151,7 +151,7 @@ pub(crate) fn recorder<St: Store>(
     let fresh_until = policy::fresh_until(response_time, initial_age, lifetime);
     let times = (response_time, fresh_until);
     Recorder::new(times, config.max_body_bytes, expected, move |body| {
-        let stored = placement.put(&Entry { body, ..head }, &metrics);
+        let stored = placement.put(&head, &body, &metrics);
         if let (Some(leader), Some(value)) = (leader, stored) {
             leader.finish(&value);
         }
