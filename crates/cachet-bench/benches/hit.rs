@@ -11,6 +11,9 @@
 //! - `floor_moka`: the same from moka, the floor issue #6 names (the peers' cache);
 //! - `cachet`: `CacheLayer` over `MemoryStore`;
 //! - `cachet_signed`: `CacheLayer` over `VerifyLayer` over `MemoryStore`;
+//! - `cachet_tiered`: `CacheLayer` over `Tiered<MemoryStore, Verify<MemoryStore>>`, the
+//!   memory tier in front of a signed far tier (memory standing in for Redis): a repeated
+//!   hit comes from the memory tier, neither verified nor decoded again;
 //! - `http_cache_tower`: http-cache-tower's `HttpCacheLayer` over its `MokaManager`
 //!   (its in-memory manager), default options;
 //! - `tower_http_cache`: tower-http-cache's `CacheLayer` over its `InMemoryBackend`
@@ -34,6 +37,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use cachet::store::Tiered;
 use cachet::verify::{Keyring, VerifyLayer};
 use cachet::{CacheLayer, MemoryStore};
 use cachet_bench::hit::{Floor, Req, origin_response, request};
@@ -187,6 +191,13 @@ fn group(c: &mut Criterion, name: &str, tasks: Tasks) {
         let signed = CacheLayer::new(VerifyLayer::new(keyring).layer(MemoryStore::default()))
             .layer(origin());
         contender(&mut group, run, "cachet_signed", signed, &calls, target);
+
+        // Signed as a shared store is: the far tier (here memory standing in for Redis)
+        // verified, the near tier in front of it keeping what crossed.
+        let keyring = Keyring::new("bench secret").expect("a secret that is not empty");
+        let far = VerifyLayer::new(keyring).layer(MemoryStore::default());
+        let tiered = CacheLayer::new(Tiered::new(MemoryStore::default(), far)).layer(origin());
+        contender(&mut group, run, "cachet_tiered", tiered, &calls, target);
 
         let manager = http_cache::MokaManager::default();
         let peer = http_cache_tower::HttpCacheLayer::new(manager).layer(origin());

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
+use cachet::store::Tiered;
 use cachet::verify::{Keyring, VerifyLayer};
 use cachet::{CacheLayer, MemoryStore};
 use cachet_bench::hit::{Floor, Req, origin_response, request};
@@ -40,7 +41,7 @@ where
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: profile_hit floor|floor_moka|cachet|signed SIZE N";
+    let usage = "usage: profile_hit floor|floor_moka|cachet|signed|tiered SIZE N";
     let contender = args.next().expect(usage);
     let size: usize = args.next().and_then(|s| s.parse().ok()).expect(usage);
     let n: u64 = args.next().and_then(|s| s.parse().ok()).expect(usage);
@@ -83,6 +84,15 @@ fn main() {
                 hits(signed.clone(), &uri, 1, size).await;
                 tokio::task::yield_now().await;
                 hits(signed, &uri, n, size).await;
+            }
+            "tiered" => {
+                let keyring = Keyring::new("bench secret").expect("a secret that is not empty");
+                let far = VerifyLayer::new(keyring).layer(MemoryStore::default());
+                let tiered =
+                    CacheLayer::new(Tiered::new(MemoryStore::default(), far)).layer(origin);
+                hits(tiered.clone(), &uri, 1, size).await;
+                tokio::task::yield_now().await;
+                hits(tiered, &uri, n, size).await;
             }
             other => panic!("{usage} (not {other})"),
         }

@@ -1,6 +1,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -37,9 +38,15 @@ use crate::{BoxError, CacheKey};
 /// ```
 #[derive(Clone)]
 pub struct Tiered<Near, Far> {
+    /// Behind one `Arc`: a get takes one reference for a promotion it may need, instead of
+    /// cloning both tiers' handles.
+    tiers: Arc<Tiers<Near, Far>>,
+    near_ttl: Duration,
+}
+
+struct Tiers<Near, Far> {
     near: Near,
     far: Far,
-    near_ttl: Duration,
 }
 
 impl<Near, Far> Tiered<Near, Far> {
@@ -49,8 +56,7 @@ impl<Near, Far> Tiered<Near, Far> {
     /// `near` in front of `far`.
     pub fn new(near: Near, far: Far) -> Self {
         Self {
-            near,
-            far,
+            tiers: Arc::new(Tiers { near, far }),
             near_ttl: Self::DEFAULT_NEAR_TTL,
         }
     }
@@ -67,8 +73,8 @@ impl<Near, Far> Tiered<Near, Far> {
 impl<Near: fmt::Debug, Far: fmt::Debug> fmt::Debug for Tiered<Near, Far> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Tiered")
-            .field("near", &self.near)
-            .field("far", &self.far)
+            .field("near", &self.tiers.near)
+            .field("far", &self.tiers.far)
             .field("near_ttl", &self.near_ttl)
             .finish()
     }
@@ -92,47 +98,41 @@ where
     }
 
     fn call(&mut self, request: StoreRequest) -> Self::Future {
+        let Tiers { near, far } = &*self.tiers;
         let state = match request {
             StoreRequest::Get(key) => State::Near {
-                near: self.near.clone().oneshot(StoreRequest::Get(key.clone())),
-                promote: Some((key, self.far.clone(), self.near.clone())),
+                near: near.clone().oneshot(StoreRequest::Get(key.clone())),
+                promote: Some((key, self.tiers.clone())),
             },
             StoreRequest::Put { key, value, ttl } => {
-                let near = StoreRequest::Put {
+                let put = StoreRequest::Put {
                     key: key.clone(),
                     value: value.clone(),
                     ttl: ttl.min(self.near_ttl),
                 };
-                detach(self.near.clone(), near, near_failed);
+                detach(near.clone(), put, near_failed);
                 State::Far {
-                    far: self
-                        .far
-                        .clone()
-                        .oneshot(StoreRequest::Put { key, value, ttl }),
+                    far: far.clone().oneshot(StoreRequest::Put { key, value, ttl }),
                     keep: None,
                 }
             }
             StoreRequest::Delete(key) => {
-                detach(
-                    self.near.clone(),
-                    StoreRequest::Delete(key.clone()),
-                    near_failed,
-                );
+                detach(near.clone(), StoreRequest::Delete(key.clone()), near_failed);
                 State::Far {
-                    far: self.far.clone().oneshot(StoreRequest::Delete(key)),
+                    far: far.clone().oneshot(StoreRequest::Delete(key)),
                     keep: None,
                 }
             }
             StoreRequest::Clear => {
-                detach(self.near.clone(), StoreRequest::Clear, near_failed);
+                detach(near.clone(), StoreRequest::Clear, near_failed);
                 State::Far {
-                    far: self.far.clone().oneshot(StoreRequest::Clear),
+                    far: far.clone().oneshot(StoreRequest::Clear),
                     keep: None,
                 }
             }
             // Scans, and whatever the protocol learns next, are the far tier's to answer.
             other => State::Far {
-                far: self.far.clone().oneshot(other),
+                far: far.clone().oneshot(other),
                 keep: None,
             },
         };
@@ -169,7 +169,8 @@ where
     Near {
         #[pin]
         near: Oneshot<Near, StoreRequest>,
-        promote: Option<(CacheKey, Far, Near)>,
+        /// The key and both tiers, for a near miss.
+        promote: Option<(CacheKey, Arc<Tiers<Near, Far>>)>,
     },
     Far {
         #[pin]
@@ -182,9 +183,10 @@ where
 impl<Near, Far> Future for ResponseFuture<Near, Far>
 where
     Near: Service<StoreRequest, Response = StoreResponse, Error = BoxError, Future: Send + 'static>
+        + Clone
         + Send
         + 'static,
-    Far: Service<StoreRequest, Response = StoreResponse, Error = BoxError>,
+    Far: Service<StoreRequest, Response = StoreResponse, Error = BoxError> + Clone,
 {
     type Output = Result<StoreResponse, BoxError>;
 
@@ -197,12 +199,11 @@ where
                     if let Ok(found @ StoreResponse::Found(_)) = found {
                         return Poll::Ready(Ok(found));
                     }
-                    let (key, far, near) =
-                        promote.take().expect("a near miss asks the far tier once");
-                    let far = far.oneshot(StoreRequest::Get(key.clone()));
+                    let (key, tiers) = promote.take().expect("a near miss asks the far tier once");
+                    let far = tiers.far.clone().oneshot(StoreRequest::Get(key.clone()));
                     this.state.set(State::Far {
                         far,
-                        keep: Some((key, near)),
+                        keep: Some((key, tiers.near.clone())),
                     });
                 }
                 StateProj::Far { far, keep } => {
