@@ -36,8 +36,10 @@ use crate::{BoxError, CacheKey};
 /// let store = Tiered::new(MemoryStore::new(64 << 20), far).near_ttl(Duration::from_millis(500));
 /// # let _ = store;
 /// ```
-#[derive(Clone)]
 pub struct Tiered<Near, Far> {
+    /// The near tier's handle that gets are sent to, once `poll_ready` readied it.
+    near: Near,
+    near_ready: bool,
     /// Behind one `Arc`: a get takes one reference for a promotion it may need, instead of
     /// cloning both tiers' handles.
     tiers: Arc<Tiers<Near, Far>>,
@@ -54,8 +56,13 @@ impl<Near, Far> Tiered<Near, Far> {
     pub const DEFAULT_NEAR_TTL: Duration = Duration::from_secs(1);
 
     /// `near` in front of `far`.
-    pub fn new(near: Near, far: Far) -> Self {
+    pub fn new(near: Near, far: Far) -> Self
+    where
+        Near: Clone,
+    {
         Self {
+            near: near.clone(),
+            near_ready: false,
             tiers: Arc::new(Tiers { near, far }),
             near_ttl: Self::DEFAULT_NEAR_TTL,
         }
@@ -67,6 +74,18 @@ impl<Near, Far> Tiered<Near, Far> {
     pub fn near_ttl(mut self, ttl: Duration) -> Self {
         self.near_ttl = ttl;
         self
+    }
+}
+
+impl<Near: Clone, Far> Clone for Tiered<Near, Far> {
+    fn clone(&self) -> Self {
+        Self {
+            // A clone's handle is readied on its own.
+            near: self.near.clone(),
+            near_ready: false,
+            tiers: self.tiers.clone(),
+            near_ttl: self.near_ttl,
+        }
     }
 }
 
@@ -92,17 +111,31 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<Near, Far>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        // Each call works on its own clones, readied as it goes.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // Gets go to the near handle readied here; every other request works on clones,
+        // readied as it goes. A near tier that fails leaves gets to the far tier.
+        if !self.near_ready {
+            self.near_ready = match ready!(self.near.poll_ready(cx)) {
+                Ok(()) => true,
+                Err(error) => {
+                    tracing::debug!(%error, "near tier not ready; the far tier answers");
+                    false
+                }
+            };
+        }
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: StoreRequest) -> Self::Future {
         let Tiers { near, far } = &*self.tiers;
         let state = match request {
-            StoreRequest::Get(key) => State::Near {
-                near: near.clone().oneshot(StoreRequest::Get(key.clone())),
+            StoreRequest::Get(key) if std::mem::take(&mut self.near_ready) => State::Near {
+                near: self.near.call(StoreRequest::Get(key.clone())),
                 promote: Some((key, self.tiers.clone())),
+            },
+            StoreRequest::Get(key) => State::Far {
+                far: far.clone().oneshot(StoreRequest::Get(key.clone())),
+                keep: Some((key, near.clone())),
             },
             StoreRequest::Put { key, value, ttl } => {
                 let put = StoreRequest::Put {
@@ -168,7 +201,7 @@ where
 {
     Near {
         #[pin]
-        near: Oneshot<Near, StoreRequest>,
+        near: Near::Future,
         /// The key and both tiers, for a near miss.
         promote: Option<(CacheKey, Arc<Tiers<Near, Far>>)>,
     },
@@ -323,6 +356,27 @@ mod tests {
         assert_eq!(page.items().len(), 2);
         call(&tiered, StoreRequest::Clear).await;
         assert_eq!((near.len(), far.len()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_near_tier_that_fails_leaves_gets_to_the_far_tier() {
+        let (near, mut handle) = tower_test::mock::pair::<StoreRequest, StoreResponse>();
+        let far = MemoryStore::default();
+        call(&far, put("v", 600)).await;
+        let mut tiered = Tiered::new(near, far);
+        handle.send_error("near tier down");
+        let found = tiered
+            .ready()
+            .await
+            .expect("the far tier answers for it")
+            .call(StoreRequest::Get(key()))
+            .await
+            .expect("a far hit");
+        assert_eq!(found, StoreResponse::Found(Value::from("v")));
+        // The far hit is offered to the near tier, which is no longer failing.
+        let (request, send) = handle.next_request().await.expect("a promotion");
+        assert!(matches!(request, StoreRequest::Put { .. }));
+        send.send_response(StoreResponse::Done);
     }
 
     #[tokio::test]
