@@ -1,7 +1,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -27,6 +27,9 @@ use crate::{BoxError, CacheKey};
 /// A listing ([`StoreRequest::Scan`]) comes from the far tier, which holds every entry;
 /// [`StoreRequest::Clear`] clears both tiers.
 ///
+/// `Tiered` is ready when its near tier is (gets go to the near handle it readied; a near
+/// tier that fails to get ready leaves them to the far tier).
+///
 /// ```
 /// use std::time::Duration;
 /// use cachet::store::{MemoryStore, Tiered};
@@ -40,9 +43,11 @@ pub struct Tiered<Near, Far> {
     /// The near tier's handle that gets are sent to, once `poll_ready` readied it.
     near: Near,
     near_ready: bool,
-    /// Behind one `Arc`: a get takes one reference for a promotion it may need, instead of
-    /// cloning both tiers' handles.
-    tiers: Arc<Tiers<Near, Far>>,
+    far: Far,
+    /// Both tiers again, for the promotion a get may need: one reference taken per get
+    /// instead of two handles cloned. The lock, taken only on a near miss, keeps the
+    /// `Arc` sendable for tiers that are `Send` but not `Sync`.
+    promote: Arc<Mutex<Tiers<Near, Far>>>,
     near_ttl: Duration,
 }
 
@@ -59,11 +64,16 @@ impl<Near, Far> Tiered<Near, Far> {
     pub fn new(near: Near, far: Far) -> Self
     where
         Near: Clone,
+        Far: Clone,
     {
         Self {
-            near: near.clone(),
+            promote: Arc::new(Mutex::new(Tiers {
+                near: near.clone(),
+                far: far.clone(),
+            })),
+            near,
             near_ready: false,
-            tiers: Arc::new(Tiers { near, far }),
+            far,
             near_ttl: Self::DEFAULT_NEAR_TTL,
         }
     }
@@ -77,13 +87,14 @@ impl<Near, Far> Tiered<Near, Far> {
     }
 }
 
-impl<Near: Clone, Far> Clone for Tiered<Near, Far> {
+impl<Near: Clone, Far: Clone> Clone for Tiered<Near, Far> {
     fn clone(&self) -> Self {
         Self {
             // A clone's handle is readied on its own.
             near: self.near.clone(),
             near_ready: false,
-            tiers: self.tiers.clone(),
+            far: self.far.clone(),
+            promote: self.promote.clone(),
             near_ttl: self.near_ttl,
         }
     }
@@ -92,8 +103,8 @@ impl<Near: Clone, Far> Clone for Tiered<Near, Far> {
 impl<Near: fmt::Debug, Far: fmt::Debug> fmt::Debug for Tiered<Near, Far> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Tiered")
-            .field("near", &self.tiers.near)
-            .field("far", &self.tiers.far)
+            .field("near", &self.near)
+            .field("far", &self.far)
             .field("near_ttl", &self.near_ttl)
             .finish()
     }
@@ -127,11 +138,11 @@ where
     }
 
     fn call(&mut self, request: StoreRequest) -> Self::Future {
-        let Tiers { near, far } = &*self.tiers;
+        let (near, far) = (&self.near, &self.far);
         let state = match request {
             StoreRequest::Get(key) if std::mem::take(&mut self.near_ready) => State::Near {
                 near: self.near.call(StoreRequest::Get(key.clone())),
-                promote: Some((key, self.tiers.clone())),
+                promote: Some((key, self.promote.clone())),
             },
             StoreRequest::Get(key) => State::Far {
                 far: far.clone().oneshot(StoreRequest::Get(key.clone())),
@@ -203,7 +214,7 @@ where
         #[pin]
         near: Near::Future,
         /// The key and both tiers, for a near miss.
-        promote: Option<(CacheKey, Arc<Tiers<Near, Far>>)>,
+        promote: Option<(CacheKey, Arc<Mutex<Tiers<Near, Far>>>)>,
     },
     Far {
         #[pin]
@@ -233,10 +244,15 @@ where
                         return Poll::Ready(Ok(found));
                     }
                     let (key, tiers) = promote.take().expect("a near miss asks the far tier once");
-                    let far = tiers.far.clone().oneshot(StoreRequest::Get(key.clone()));
+                    let (far, near) = {
+                        // Cloning handles cannot leave them half-changed: a poisoned
+                        // lock still holds good ones.
+                        let tiers = tiers.lock().unwrap_or_else(PoisonError::into_inner);
+                        (tiers.far.clone(), tiers.near.clone())
+                    };
                     this.state.set(State::Far {
-                        far,
-                        keep: Some((key, tiers.near.clone())),
+                        far: far.oneshot(StoreRequest::Get(key.clone())),
+                        keep: Some((key, near)),
                     });
                 }
                 StateProj::Far { far, keep } => {
@@ -356,6 +372,13 @@ mod tests {
         assert_eq!(page.items().len(), 2);
         call(&tiered, StoreRequest::Clear).await;
         assert_eq!((near.len(), far.len()), (0, 0));
+    }
+
+    #[test]
+    fn tiers_that_are_send_but_not_sync_make_a_store() {
+        fn store<S: crate::store::Store>(_: &S) {}
+        let far = tower::util::BoxCloneService::new(MemoryStore::default());
+        store(&Tiered::new(MemoryStore::default(), far));
     }
 
     #[tokio::test]
