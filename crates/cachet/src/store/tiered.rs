@@ -47,7 +47,7 @@ pub struct Tiered<Near, Far> {
     /// Both tiers again, for the promotion a get may need: one reference taken per get
     /// instead of two handles cloned. The lock, taken only on a near miss, keeps the
     /// `Arc` sendable for tiers that are `Send` but not `Sync`.
-    promote: Arc<Mutex<Tiers<Near, Far>>>,
+    promote: SharedTiers<Near, Far>,
     near_ttl: Duration,
 }
 
@@ -55,6 +55,9 @@ struct Tiers<Near, Far> {
     near: Near,
     far: Far,
 }
+
+/// Both tiers' handles, shared for promotions (see [`Tiered`]'s `promote`).
+type SharedTiers<Near, Far> = Arc<Mutex<Tiers<Near, Far>>>;
 
 impl<Near, Far> Tiered<Near, Far> {
     /// The default bound on how long the near tier keeps an entry: one second.
@@ -214,7 +217,7 @@ where
         #[pin]
         near: Near::Future,
         /// The key and both tiers, for a near miss.
-        promote: Option<(CacheKey, Arc<Mutex<Tiers<Near, Far>>>)>,
+        promote: Option<(CacheKey, SharedTiers<Near, Far>)>,
     },
     Far {
         #[pin]
