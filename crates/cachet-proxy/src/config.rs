@@ -18,7 +18,7 @@ use crate::UsageError;
 use crate::admin::EntriesCommand;
 use crate::file::{ConfigFile, FileSettings};
 pub use crate::flags::StoreChoice;
-use crate::flags::{Secret, Upstream, parse_bytes, parse_timeout};
+use crate::flags::{MemoryTier, Secret, Upstream, parse_bytes, parse_timeout};
 
 /// The command line, as clap parses it. Every value is checked by its value parser.
 ///
@@ -90,6 +90,13 @@ struct Args {
     /// The prefix of every key cachet writes to Redis [default: cachet:]
     #[arg(long, value_name = "PREFIX")]
     redis_namespace: Option<String>,
+
+    /// With a Redis store, keep what is read from Redis in memory (up to --memory-bytes)
+    /// for this long, such as 1s, so that repeated hits skip Redis; a write or purge made
+    /// through another proxy is then seen here that much later. off: every hit asks Redis
+    /// [default: off]
+    #[arg(long, value_name = "SPAN", value_parser = MemoryTier::parse)]
+    memory_tier: Option<MemoryTier>,
 
     /// Act as a CDN: a response's CDN-Cache-Control (RFC 9213), when present, replaces
     /// its Cache-Control for this cache; --cdn=false turns off a --config file's cdn
@@ -215,6 +222,23 @@ impl Invocation {
         })?;
         // Each setting: the flag, else the file, else the default.
         let store = &settings.store;
+        let backend = args
+            .store
+            .or_else(|| store.backend.clone())
+            .unwrap_or(StoreChoice::Memory);
+        let memory_tier = args
+            .memory_tier
+            .or(store.memory_tier.as_ref().map(|tier| tier.0))
+            .and_then(|tier| tier.0);
+        if memory_tier.is_some() && backend == StoreChoice::Memory {
+            return Err(Args::command()
+                .error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    "--memory-tier (or [store] memory_tier) keeps Redis hits in memory; \
+                     the store is memory already: leave it out or set it to off",
+                )
+                .into());
+        }
         let config = Box::new(Config {
             upstream,
             listen: args.listen.or(settings.listen).unwrap_or(DEFAULT_LISTEN),
@@ -232,10 +256,8 @@ impl Invocation {
                 .or(settings.upstream_timeout.map(|seconds| seconds.0))
                 .unwrap_or(DEFAULT_UPSTREAM_TIMEOUT),
             secrets,
-            store: args
-                .store
-                .or_else(|| store.backend.clone())
-                .unwrap_or(StoreChoice::Memory),
+            store: backend,
+            memory_tier,
             redis_namespace: args
                 .redis_namespace
                 .or_else(|| store.redis_namespace.clone())
@@ -306,6 +328,7 @@ pub struct Config {
     upstream_timeout: Duration,
     secrets: Vec<Secret>,
     store: StoreChoice,
+    memory_tier: Option<Duration>,
     redis_namespace: String,
     on_bad_signature: BadSignatureAction,
     cdn: bool,
@@ -487,6 +510,12 @@ impl Config {
     /// Where entries live (`--store`).
     pub fn store(&self) -> &StoreChoice {
         &self.store
+    }
+
+    /// How long a memory tier in front of Redis keeps what it read (`--memory-tier`), or
+    /// `None` for no tier (the default).
+    pub fn memory_tier(&self) -> Option<Duration> {
+        self.memory_tier
     }
 
     /// The prefix of cachet's Redis keys (`--redis-namespace`).

@@ -20,8 +20,8 @@ use toml::de::{DeTable, DeValue};
 
 use crate::config::{BadSignatureAction, Mode};
 use crate::flags::{
-    CoalesceWait, FromText, InvalidSecret, Span, StoreChoice, Upstream, UrlPattern, parse_timeout,
-    positive_bytes,
+    CoalesceWait, FromText, InvalidSecret, MemoryTier, Span, StoreChoice, Upstream, UrlPattern,
+    parse_timeout, positive_bytes,
 };
 
 /// The settings of a configuration file, each `None` when the file leaves it out.
@@ -179,6 +179,8 @@ pub(crate) struct StoreSection {
     pub(crate) memory_bytes: Option<u64>,
     /// `--redis-namespace`.
     pub(crate) redis_namespace: Option<String>,
+    /// `--memory-tier`: `off`, or how long a memory tier keeps what it read from Redis.
+    pub(crate) memory_tier: Option<Parsed<MemoryTier>>,
 }
 
 /// `[signing]`.

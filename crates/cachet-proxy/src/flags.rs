@@ -474,6 +474,46 @@ impl fmt::Display for InvalidCoalesceWait {
 
 impl StdError for InvalidCoalesceWait {}
 
+/// How long the memory tier in front of Redis keeps what it read (`--memory-tier`): a
+/// length of time above zero, or `off` for no tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MemoryTier(pub(crate) Option<Duration>);
+
+impl MemoryTier {
+    pub(crate) fn parse(text: &str) -> Result<Self, InvalidMemoryTier> {
+        match text {
+            "off" => Ok(Self(None)),
+            // A tier that keeps nothing for no time would be a tier in name only.
+            _ => span(text)
+                .filter(|keep| !keep.is_zero())
+                .map(|keep| Self(Some(keep)))
+                .ok_or(InvalidMemoryTier),
+        }
+    }
+}
+
+impl FromText for MemoryTier {
+    type Err = InvalidMemoryTier;
+
+    fn from_text(text: &str) -> Result<Self, InvalidMemoryTier> {
+        Self::parse(text)
+    }
+}
+
+/// A memory tier that is neither `off` nor a length of time above zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct InvalidMemoryTier;
+
+impl fmt::Display for InvalidMemoryTier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "expected 'off' or a whole number above 0 with a unit: s, m, h or d (such as '1s')",
+        )
+    }
+}
+
+impl StdError for InvalidMemoryTier {}
+
 /// An expiry rule's URL pattern: a host (glob), optionally a scheme before it and a path
 /// after it, with no white space.
 #[derive(Debug, Clone, PartialEq, Eq)]

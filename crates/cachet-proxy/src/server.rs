@@ -411,10 +411,10 @@ mod tests {
         let config = Config::from_args(args).expect("config");
         let inner = MemoryStore::default();
         let keyring = Keyring::new("proxy test key").expect("not empty");
-        let store = tower::util::Either::Right(Verify::new(
+        let store = tower::util::Either::Left(tower::util::Either::Right(Verify::new(
             tower::util::Either::Left(inner.clone()),
             keyring,
-        ));
+        )));
         let proxy = Proxy::bind_with(config, store).await.expect("bind");
         let addr = proxy.local_addr();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

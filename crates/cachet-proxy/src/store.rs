@@ -1,6 +1,7 @@
 //! The store the proxy's cache keeps entries in, chosen on the command line.
 
 use cachet::MemoryStore;
+use cachet::store::Tiered;
 use cachet::verify::Verify;
 use cachet_redis::RedisStore;
 use tower::util::Either;
@@ -11,7 +12,11 @@ use crate::{Config, Error, StoreChoice};
 pub(crate) type Backend = Either<MemoryStore, RedisStore>;
 
 /// The backend, signed when `--secret-key-env` is given.
-pub(crate) type ProxyStore = Either<Backend, Verify<Backend>>;
+pub(crate) type Signed = Either<Backend, Verify<Backend>>;
+
+/// The store, with a memory tier in front when `--memory-tier` is given (for Redis): what
+/// crosses from Redis is verified and decoded once, then served from memory.
+pub(crate) type ProxyStore = Either<Signed, Tiered<MemoryStore, Signed>>;
 
 pub(crate) async fn build(config: &Config) -> Result<ProxyStore, Error> {
     let backend = match config.store() {
@@ -23,9 +28,16 @@ pub(crate) async fn build(config: &Config) -> Result<ProxyStore, Error> {
             Either::Right(redis(RedisStore::cluster(urls.iter().cloned()), config).await?)
         }
     };
-    Ok(match config.keyring().map_err(Error::store)? {
+    let signed = match config.keyring().map_err(Error::store)? {
         Some(keyring) => Either::Right(Verify::new(backend, keyring)),
         None => Either::Left(backend),
+    };
+    Ok(match config.memory_tier() {
+        Some(keep) => {
+            let near = MemoryStore::new(config.memory_bytes());
+            Either::Right(Tiered::new(near, signed).near_ttl(keep))
+        }
+        None => Either::Left(signed),
     })
 }
 

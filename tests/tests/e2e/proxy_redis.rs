@@ -223,3 +223,47 @@ async fn two_proxies_on_a_redis_cluster_share_hits() {
     }
     assert_eq!(origin.requests(), 6);
 }
+
+/// Waits (boundedly) until Redis holds `count` entries under the default namespace: a
+/// proxy writes an entry after the response it came with.
+async fn entries_in_redis(redis: &RedisServer, count: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while redis.scan("cachet:*").len() < count {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the entry never reached Redis"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn with_a_memory_tier_a_repeated_hit_needs_no_redis() {
+    let redis = RedisServer::start();
+    let origin = origin().await;
+    let store = redis.url();
+    let tiered = RunningProxy::start(&origin, &["--store", &store, "--memory-tier", "60s"]).await;
+    let plain = RunningProxy::start(&origin, &["--store", &store]).await;
+    assert_eq!(
+        tiered.get("/hot").await.cache_status(),
+        "cachet; fwd=uri-miss; stored"
+    );
+    // Written through to Redis, where the proxy without a tier finds it.
+    entries_in_redis(&redis, 1).await;
+    assert_eq!(plain.get("/hot").await.cache_status(), "cachet; hit");
+
+    redis.pause();
+    let from_memory = tiered.get("/hot").await;
+    let without_tier = plain.get("/hot").await;
+    redis.resume();
+    assert_eq!(
+        (from_memory.cache_status(), from_memory.body.as_ref()),
+        ("cachet; hit", b"genuine".as_slice())
+    );
+    assert_ne!(
+        without_tier.cache_status(),
+        "cachet; hit",
+        "without a tier, a hit needs Redis"
+    );
+    assert_eq!(without_tier.body.as_ref(), b"genuine", "it fails open");
+}

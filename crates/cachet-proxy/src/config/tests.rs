@@ -194,6 +194,48 @@ fn byte_bounds_must_be_above_zero() {
 }
 
 #[test]
+fn a_memory_tier_goes_in_front_of_redis_only() {
+    let redis = [
+        "--upstream",
+        "http://h",
+        "--store",
+        "redis://127.0.0.1:6379/0",
+    ];
+    let tiered = parse(&[&redis[..], &["--memory-tier", "2s"]].concat()).expect("valid");
+    assert_eq!(tiered.memory_tier(), Some(Duration::from_secs(2)));
+    assert_eq!(
+        parse(&redis).expect("valid").memory_tier(),
+        None,
+        "off by default"
+    );
+    let off = parse(&["--upstream", "http://h", "--memory-tier", "off"]).expect("off is off");
+    assert_eq!(off.memory_tier(), None);
+
+    let error = parse(&["--upstream", "http://h", "--memory-tier", "1s"])
+        .expect_err("the memory store needs no memory tier");
+    assert_eq!(kind(&error), Some(clap::error::ErrorKind::ArgumentConflict));
+    assert!(message(&error).contains("--memory-tier"), "{error}");
+    assert!(
+        message(&error).contains("in memory; the store is memory"),
+        "{error}"
+    );
+    for bad in ["0s", "1", "fast", "-1s", "1.5s"] {
+        let flag = format!("--memory-tier={bad}");
+        let error = parse(&[&redis[..], &[flag.as_str()]].concat()).expect_err(bad);
+        assert_eq!(
+            kind(&error),
+            Some(clap::error::ErrorKind::ValueValidation),
+            "{bad}"
+        );
+        let message = message(&error);
+        assert!(
+            message.contains("--memory-tier") && message.contains("'off' or a whole number"),
+            "{bad}: {message}"
+        );
+    }
+}
+
+#[test]
 fn cdn_false_turns_off_the_files_cdn() {
     let file = config_file("upstream = \"http://h\"\n[cache]\ncdn = true\n");
     assert!(with_file(&file, &[], &[]).expect("valid").cdn());
@@ -272,6 +314,7 @@ fn the_documented_example_file_sets_every_setting() {
     assert_eq!(config.store(), &StoreChoice::Memory);
     assert_eq!(config.memory_bytes(), MemoryStore::DEFAULT_MAX_BYTES);
     assert_eq!(config.redis_namespace(), DEFAULT_REDIS_NAMESPACE);
+    assert_eq!(config.memory_tier(), None);
     assert_eq!(config.secrets.len(), 2);
     assert_eq!(config.secrets[0].value, "first secret");
     assert_eq!(config.on_bad_signature(), BadSignatureAction::Error);
@@ -335,6 +378,7 @@ fn every_setting_is_read_from_the_file() {
         backend = "redis+cluster://10.0.0.1:7000,10.0.0.2:7000"
         memory_bytes = 1024
         redis_namespace = "edge:"
+        memory_tier = "30s"
         [signing]
         secret_key_env = ["KEY"]
         on_bad_signature = "refetch"
@@ -359,6 +403,7 @@ fn every_setting_is_read_from_the_file() {
     );
     assert_eq!(config.memory_bytes(), 1024);
     assert_eq!(config.redis_namespace(), "edge:");
+    assert_eq!(config.memory_tier(), Some(Duration::from_secs(30)));
     assert_eq!(config.secrets.len(), 1);
     assert_eq!(config.on_bad_signature(), BadSignatureAction::Refetch);
 }
@@ -477,6 +522,7 @@ fn the_help_names_the_defaults_that_are_applied() {
         "[default: shared]".to_owned(),
         "[default: error]".to_owned(),
         "[default: memory]".to_owned(),
+        "[default: off]".to_owned(),
     ] {
         assert!(help.contains(&default), "{default} missing from {help}");
     }

@@ -149,6 +149,19 @@ fn a_byte_bound_of_zero_is_refused_where_it_is_written() {
 }
 
 #[test]
+fn a_memory_tier_that_keeps_nothing_is_refused_where_it_is_written() {
+    let error = refused("[store]\nbackend = \"redis://h/0\"\nmemory_tier = \"0s\"\n");
+    assert_eq!(error.setting(), Some("store.memory_tier"));
+    assert_eq!(error.line(), Some(3));
+    assert!(error.to_string().contains("above 0"), "{error}");
+    let settings = parse("[store]\nmemory_tier = \"2m\"\n").expect("two minutes");
+    assert_eq!(
+        settings.store.memory_tier.map(|tier| tier.0),
+        Some(MemoryTier(Some(Duration::from_secs(120))))
+    );
+}
+
+#[test]
 fn a_timeout_is_a_positive_number_of_seconds() {
     let settings = parse("upstream_timeout = 0.5").expect("half a second");
     assert_eq!(
