@@ -33,8 +33,9 @@ pub(crate) struct CacheControl {
     pub(crate) immutable: bool,
     pub(crate) stale_if_error: Option<u64>,
     pub(crate) stale_while_revalidate: Option<u64>,
-    /// A line ended inside a quoted string, so what followed the quote (perhaps
-    /// `private` or `no-store`) cannot be told apart: a response with it is not stored.
+    /// A line ended inside a quoted string, or a directive's name holds bytes outside
+    /// ASCII, so a directive such as `private` or `no-store` may be there unseen: a
+    /// response with it is not stored.
     pub(crate) unreadable: bool,
 }
 
@@ -62,6 +63,10 @@ impl CacheControl {
             let line = line.as_bytes();
             cc.unreadable |= !quotes_closed(line);
             for (name, value) in directives(line) {
+                // Only SP and HTAB are white space here (RFC 9110 §5.6.3); a name with
+                // other bytes around it (`no-store` and a no-break space) may be meant
+                // as one cachet would act on, so the line cannot be trusted to be read.
+                cc.unreadable |= !name.is_ascii();
                 cc.apply(name, value);
             }
         }
@@ -292,6 +297,40 @@ mod tests {
         let parsed = CacheControl::parse(&headers);
         assert!(parsed.no_store && !parsed.unreadable);
         assert_eq!(parsed.max_age, Some(0), "an invalid max-age is stale");
+    }
+
+    #[test]
+    fn a_name_with_bytes_outside_ascii_is_unreadable() {
+        let parse = |line: &str| {
+            let mut headers = HeaderMap::new();
+            let value = HeaderValue::from_bytes(line.as_bytes()).expect("obs-text is valid");
+            headers.insert(CACHE_CONTROL, value);
+            CacheControl::parse(&headers)
+        };
+        for line in [
+            "no-store\u{a0}",
+            "\u{a0}private",
+            "max-age=60, pub\u{3000}lic",
+        ] {
+            assert!(parse(line).unreadable, "{line:?}");
+        }
+        assert!(
+            !parse("max-age=60, x=\"\u{a0}\"").unreadable,
+            "inside a quoted value"
+        );
+        assert_eq!(
+            parse("max-age=60\u{a0}").max_age,
+            Some(0),
+            "an invalid value is stale"
+        );
+    }
+
+    #[test]
+    fn pragma_no_cache_counts_beside_bytes_that_are_not_text() {
+        let mut headers = HeaderMap::new();
+        let line = HeaderValue::from_bytes(b"no-cache, x=\xff").expect("obs-text is valid");
+        headers.insert(PRAGMA, line);
+        assert!(CacheControl::parse_request(&headers).no_cache);
     }
 
     #[test]

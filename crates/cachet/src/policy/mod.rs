@@ -58,7 +58,10 @@ impl fmt::Display for Refusal {
             Self::SetCookie => "Set-Cookie, and storing it is off",
             Self::VaryStar => "Vary: *",
             Self::NoFreshnessOrValidator => "no explicit freshness and no validator",
-            Self::Unreadable => "its cache-control ends inside a quoted string",
+            Self::Unreadable => {
+                "its cache-control cannot be read whole (a quoted string left open, or a \
+                 directive name with bytes outside ASCII)"
+            }
         })
     }
 }
