@@ -4,8 +4,8 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{
-    CACHE_CONTROL, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE,
-    PRAGMA, RANGE,
+    CACHE_CONTROL, CONTENT_LENGTH, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
+    IF_UNMODIFIED_SINCE, PRAGMA, RANGE, TRANSFER_ENCODING,
 };
 use http::{HeaderMap, HeaderName, Method, Request, Response};
 use http_body::Body;
@@ -170,6 +170,18 @@ where
             }
         };
         let present = Present::scan(request.headers());
+        if present.content && matches!(*request.method(), Method::GET | Method::HEAD) {
+            // Content on a GET has no defined meaning (RFC 9110 §9.3.1), yet an origin may
+            // answer by it; the key leaves it out, so neither a stored response nor this
+            // one may stand for the other.
+            tracing::trace!(%key, "a GET or HEAD with content; passing through");
+            return ResponseFuture::forward(
+                self.inner.call(request),
+                Plan::Pass,
+                ForwardReason::Bypass,
+                config,
+            );
+        }
         let mut facts = RequestFacts {
             key,
             store: self.store.clone(),
@@ -227,24 +239,40 @@ struct Present {
     validators: bool,
     /// `Range`, `If-Match`, `If-Unmodified-Since` or `If-Range`.
     conditions: bool,
+    /// Content announced: `Transfer-Encoding`, or a `Content-Length` other than 0.
+    content: bool,
 }
 
 impl Present {
     fn scan(headers: &HeaderMap) -> Self {
         let any = |names: &[HeaderName]| names.iter().any(|name| headers.contains_key(name));
         // Comparing the names of a short map is cheaper than hashing eight of them.
+        let content = |length: bool, encoded: bool| {
+            encoded
+                || length
+                    && headers
+                        .get_all(CONTENT_LENGTH)
+                        .iter()
+                        .any(|value| value.as_bytes() != b"0")
+        };
         if headers.keys_len() > 16 {
             return Self {
                 directives: any(&[CACHE_CONTROL, PRAGMA]),
                 validators: any(&[IF_NONE_MATCH, IF_MODIFIED_SINCE]),
                 conditions: any(&[RANGE, IF_MATCH, IF_UNMODIFIED_SINCE, IF_RANGE]),
+                content: content(
+                    headers.contains_key(CONTENT_LENGTH),
+                    headers.contains_key(TRANSFER_ENCODING),
+                ),
             };
         }
         let mut present = Self {
             directives: false,
             validators: false,
             conditions: false,
+            content: false,
         };
+        let (mut length, mut encoded) = (false, false);
         for name in headers.keys() {
             if *name == CACHE_CONTROL || *name == PRAGMA {
                 present.directives = true;
@@ -256,8 +284,13 @@ impl Present {
                 || *name == IF_RANGE
             {
                 present.conditions = true;
+            } else if *name == CONTENT_LENGTH {
+                length = true;
+            } else if *name == TRANSFER_ENCODING {
+                encoded = true;
             }
         }
+        present.content = content(length, encoded);
         present
     }
 }
@@ -301,6 +334,53 @@ mod tests {
             .await
             .expect("the inner service is called");
         send.send_response(response);
+    }
+
+    #[tokio::test]
+    async fn a_get_with_content_neither_hits_nor_is_stored() {
+        let (mut cache, mut handle) = mock::spawn_layer(CacheLayer::new(MemoryStore::default()));
+        let with_content = |announced: (&str, &str)| {
+            Request::get("http://example.com/search")
+                .header(announced.0, announced.1)
+                .body(())
+                .expect("test requests are valid")
+        };
+        handle.allow(1);
+        assert_ready_ok!(cache.poll_ready());
+        let miss = cache.call(get("http://example.com/search"));
+        let ((), response) = tokio::join!(answer(&mut handle, fresh("plain")), miss);
+        let body = response.expect("a miss").into_body().collect().await;
+        assert_eq!(body.expect("completes").to_bytes(), "plain");
+
+        for announced in [("content-length", "5"), ("transfer-encoding", "chunked")] {
+            handle.allow(1);
+            assert_ready_ok!(cache.poll_ready());
+            let call = cache.call(with_content(announced));
+            let ((), response) = tokio::join!(answer(&mut handle, fresh("by content")), call);
+            let response = response.expect("passed through");
+            assert_eq!(
+                response.extensions().get::<CacheStatus>(),
+                Some(&CacheStatus::Forwarded {
+                    reason: crate::ForwardReason::Bypass,
+                    stored: false
+                }),
+                "{announced:?}"
+            );
+        }
+        // What was stored for the plain GET is still what it gets; `Content-Length: 0`
+        // announces nothing.
+        handle.allow(1);
+        assert_ready_ok!(cache.poll_ready());
+        let hit = cache
+            .call(with_content(("content-length", "0")))
+            .await
+            .expect("a hit");
+        assert_eq!(
+            hit.extensions().get::<CacheStatus>(),
+            Some(&CacheStatus::Hit)
+        );
+        let body = hit.into_body().collect().await;
+        assert_eq!(body.expect("completes").to_bytes(), "plain");
     }
 
     #[tokio::test]
