@@ -101,14 +101,24 @@ impl Upstream {
         let received = request.version();
         tracing::debug!(method = %request.method(), uri = %request.uri(), version = ?received, "request");
 
-        let uri = self.target(request.uri().path_and_query());
-        *request.uri_mut() = match uri {
-            Ok(uri) => uri,
-            // Not expected: both halves are valid. A target without an authority is
-            // refused by `Forward` and never looked up by the cache.
-            Err(error) => {
-                tracing::debug!(%error, "request target cannot be joined to the upstream");
-                Uri::from_static("/")
+        // A target without an authority is refused by `Forward` (400) and never looked
+        // up by the cache.
+        let refused = Uri::from_static("/");
+        let path = request.uri().path_and_query();
+        *request.uri_mut() = if path.is_some_and(|path| has_dot_segment(path.path())) {
+            // `..` would climb out of the base path at an origin that resolves it, and
+            // the same resource would sit under two keys. Clients resolve dot segments
+            // before sending (RFC 3986 §5.2.4); one that did not is refused.
+            tracing::debug!("request target has a dot segment; refused");
+            refused
+        } else {
+            match self.target(path) {
+                Ok(uri) => uri,
+                // Not expected: both halves are valid.
+                Err(error) => {
+                    tracing::debug!(%error, "request target cannot be joined to the upstream");
+                    refused
+                }
             }
         };
 
@@ -146,6 +156,23 @@ impl Upstream {
         parts.path_and_query = Some(path_and_query);
         Ok(Uri::from_parts(parts)?)
     }
+}
+
+/// Whether a path has a `.` or `..` segment, written out or percent-encoded (`%2e`).
+fn has_dot_segment(path: &str) -> bool {
+    path.split('/').any(|segment| {
+        let mut rest = segment.as_bytes();
+        let mut dots = 0;
+        while !rest.is_empty() && dots <= 2 {
+            rest = match rest {
+                [b'.', tail @ ..] => tail,
+                [b'%', b'2', e, tail @ ..] if e.eq_ignore_ascii_case(&b'e') => tail,
+                _ => return false,
+            };
+            dots += 1;
+        }
+        (1..=2).contains(&dots) && rest.is_empty()
+    })
 }
 
 fn via(version: Version) -> HeaderValue {
@@ -460,6 +487,37 @@ mod tests {
                 .expect("a valid request");
             let request = upstream(base).rewrite(request);
             assert_eq!(request.uri().to_string(), expected, "{base} + {target}");
+        }
+    }
+
+    #[test]
+    fn a_target_with_a_dot_segment_is_refused() {
+        for target in [
+            "/../secret",
+            "/a/./b",
+            "/a/..",
+            "/a/%2e%2e/b",
+            "/%2E",
+            "/a/.%2E/b?x=1",
+        ] {
+            let request = Request::builder().uri(target).body(()).expect("valid");
+            let request = upstream("http://origin/api").rewrite(request);
+            assert_eq!(request.uri().authority(), None, "{target}");
+        }
+        for target in [
+            "/a..b/",
+            "/.well-known/x",
+            "/a/.../b",
+            "/%2ea",
+            "/a/b?x=/../",
+        ] {
+            let request = Request::builder().uri(target).body(()).expect("valid");
+            let request = upstream("http://origin/api").rewrite(request);
+            assert_eq!(
+                request.uri().to_string(),
+                format!("http://origin/api{target}"),
+                "{target}"
+            );
         }
     }
 
