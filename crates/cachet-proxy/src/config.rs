@@ -110,6 +110,19 @@ struct Args {
     )]
     cdn: Option<bool>,
 
+    /// Keep the Forwarded and X-Forwarded-* headers requests arrive with, for a load
+    /// balancer in front that sets them and overwrites what clients send; otherwise they
+    /// are removed before a request goes upstream, as the cache key leaves them out.
+    /// Either way the client's address is added to X-Forwarded-For [default: false]
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    trust_forwarded: Option<bool>,
+
     /// Serve the admin endpoints (list, show, purge stored entries) on this address, as
     /// IP:PORT; off unless given. It has no authentication: keep it on loopback
     #[arg(long, value_name = "ADDR")]
@@ -267,6 +280,10 @@ impl Invocation {
                 .or(settings.signing.on_bad_signature)
                 .unwrap_or(BadSignatureAction::Error),
             cdn: args.cdn.or(settings.cache.cdn).unwrap_or(false),
+            trust_forwarded: args
+                .trust_forwarded
+                .or(settings.trust_forwarded)
+                .unwrap_or(false),
             policy: Policy::from_file(settings),
             admin_listen: args.admin_listen.or(settings.admin_listen),
             clock: SharedClock(Arc::new(SystemClock)),
@@ -332,6 +349,7 @@ pub struct Config {
     redis_namespace: String,
     on_bad_signature: BadSignatureAction,
     cdn: bool,
+    trust_forwarded: bool,
     policy: Policy,
     admin_listen: Option<SocketAddr>,
     clock: SharedClock,
@@ -573,6 +591,12 @@ impl Config {
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = SharedClock(Arc::new(clock));
         self
+    }
+
+    /// Whether the `Forwarded` and `X-Forwarded-*` headers requests arrive with are kept
+    /// (`--trust-forwarded`); by default they are removed before a request goes upstream.
+    pub fn trust_forwarded(&self) -> bool {
+        self.trust_forwarded
     }
 
     /// Whether `CDN-Cache-Control` replaces `Cache-Control` (`--cdn`).

@@ -47,6 +47,8 @@ pub(crate) struct FileSettings {
     /// `--admin-listen`.
     #[serde(default, deserialize_with = "text")]
     pub(crate) admin_listen: Option<SocketAddr>,
+    /// `--trust-forwarded`.
+    pub(crate) trust_forwarded: Option<bool>,
     /// `[cache]`: what is stored and how.
     #[serde(default)]
     pub(crate) cache: CacheSection,

@@ -142,7 +142,7 @@ impl Proxy {
             }
             tokio::spawn(admin::serve(listener, cache.entries()))
         });
-        let service = TowerToHyperService::new(stack(&config, client, cache));
+        let forward = Forward::new(client, config.upstream_timeout(), config.trust_forwarded());
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder.http1().timer(TokioTimer::new());
         builder.http2().timer(TokioTimer::new());
@@ -174,7 +174,10 @@ impl Proxy {
             if let Err(error) = stream.set_nodelay(true) {
                 tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
             }
-            let connection = builder.serve_connection(TokioIo::new(stream), service.clone());
+            // A stack per connection: what goes upstream says which client it came from.
+            let service = stack(&config, forward.for_client(peer.ip()), cache.clone());
+            let service = TowerToHyperService::new(service);
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
             let connection = graceful.watch(connection.into_owned());
             tokio::spawn(async move {
                 if let Err(error) = connection.await {
@@ -222,7 +225,7 @@ fn is_connection_error(error: &io::Error) -> bool {
 /// [`Forward`] never fails: every error a call meets becomes a response.
 fn stack(
     config: &Config,
-    client: HttpClient,
+    forward: Forward,
     cache: CacheLayer<ProxyStore>,
 ) -> impl Service<
     Request<Incoming>,
@@ -238,7 +241,7 @@ fn stack(
         .map_request(move |request: Request<Incoming>| target.rewrite(request))
         .layer(config.body_key_layer())
         .layer(cache)
-        .service(Forward::new(client, config.upstream_timeout()))
+        .service(forward)
 }
 
 /// Turns what the cache answered into the response sent downstream: hop-by-hop headers

@@ -10,6 +10,7 @@ use std::convert::Infallible;
 use std::error::Error as StdError;
 use std::fmt;
 use std::future::{Future, Ready, ready};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -191,6 +192,52 @@ fn via(version: Version) -> HeaderValue {
     }
 }
 
+/// The headers that say where a request came from: set by a proxy, and by a client too
+/// if nothing in front overwrites them.
+const FORWARDED: [HeaderName; 6] = [
+    HeaderName::from_static("forwarded"),
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-forwarded-proto"),
+];
+
+/// Sets where a request going upstream came from. Unless `trusted` (a load balancer in
+/// front sets these headers and overwrites what clients send), the `Forwarded` and
+/// `X-Forwarded-*` headers it arrived with are removed: the cache key leaves them out, so
+/// a client could otherwise have a response built for values it chose stored for
+/// everyone. Then the client's address joins `X-Forwarded-For`, and `X-Forwarded-Proto`
+/// says `http` (what the proxy listens with) unless a trusted one is there.
+pub(crate) fn set_forwarded(headers: &mut HeaderMap, client: Option<IpAddr>, trusted: bool) {
+    const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+    const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    if !trusted && headers.keys().any(|name| FORWARDED.contains(name)) {
+        for name in &FORWARDED {
+            headers.remove(name);
+        }
+    }
+    if let Some(client) = client {
+        // One line, as `X-Forwarded-For` is read: the earlier hops first.
+        let mut chain = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(", ");
+        if !chain.is_empty() {
+            chain.push_str(", ");
+        }
+        chain.push_str(&client.to_string());
+        if let Ok(value) = HeaderValue::from_str(&chain) {
+            headers.insert(X_FORWARDED_FOR, value);
+        }
+    }
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
+}
+
 /// The hyper-util client the proxy sends with: HTTP/1.1 and HTTP/2 (by ALPN) over
 /// http or https, rustls with the ring provider and the webpki roots.
 pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
@@ -216,23 +263,40 @@ pub(crate) fn client() -> Result<HttpClient, Error> {
         .build(https))
 }
 
-/// The service below the cache: sends a request upstream, bounding the wait for the
-/// response head, and never fails: it answers `502 Bad Gateway` when the upstream cannot
-/// be reached or fails, and `504 Gateway Timeout` when it is too slow.
+/// The service below the cache: sends a request upstream (saying where it came from, see
+/// [`set_forwarded`]), bounding the wait for the response head, and never fails: it
+/// answers `502 Bad Gateway` when the upstream cannot be reached or fails, and `504
+/// Gateway Timeout` when it is too slow. One per client connection: a hit, which never
+/// gets here, pays nothing for the forwarding headers.
 #[derive(Clone)]
 pub(crate) struct Forward {
     inner: Arc<ForwardInner>,
+    client: Option<IpAddr>,
 }
 
 struct ForwardInner {
     client: HttpClient,
     timeout: Duration,
+    trust_forwarded: bool,
 }
 
 impl Forward {
-    pub(crate) fn new(client: HttpClient, timeout: Duration) -> Self {
+    pub(crate) fn new(client: HttpClient, timeout: Duration, trust_forwarded: bool) -> Self {
         Self {
-            inner: Arc::new(ForwardInner { client, timeout }),
+            inner: Arc::new(ForwardInner {
+                client,
+                timeout,
+                trust_forwarded,
+            }),
+            client: None,
+        }
+    }
+
+    /// The same, for the connection of a client at `address`.
+    pub(crate) fn for_client(&self, address: IpAddr) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            client: Some(address),
         }
     }
 }
@@ -255,7 +319,7 @@ impl Service<Request<RequestBody>> for Forward {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<RequestBody>) -> ForwardFuture {
+    fn call(&mut self, mut request: Request<RequestBody>) -> ForwardFuture {
         if request.method() == Method::CONNECT {
             return ForwardFuture::answer(reply(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -265,6 +329,11 @@ impl Service<Request<RequestBody>> for Forward {
         if request.uri().authority().is_none() {
             return ForwardFuture::answer(reply(StatusCode::BAD_REQUEST, "bad request target"));
         }
+        set_forwarded(
+            request.headers_mut(),
+            self.client,
+            self.inner.trust_forwarded,
+        );
         let timeout = self.inner.timeout;
         let call = tokio::time::timeout(timeout, self.inner.client.request(request));
         ForwardFuture {
@@ -491,6 +560,38 @@ mod tests {
     }
 
     #[test]
+    fn forwarding_headers_are_replaced_unless_trusted() {
+        let client = Some(IpAddr::from([192, 0, 2, 7]));
+        let arrived = headers(&[
+            ("forwarded", "for=1.2.3.4"),
+            ("x-forwarded-for", "198.51.100.1"),
+            ("x-forwarded-for", "198.51.100.2"),
+            ("x-forwarded-host", "evil.example"),
+            ("x-forwarded-proto", "https"),
+            ("accept", "*/*"),
+        ]);
+        let mut untrusted = arrived.clone();
+        set_forwarded(&mut untrusted, client, false);
+        assert_eq!(
+            untrusted,
+            headers(&[
+                ("accept", "*/*"),
+                ("x-forwarded-for", "192.0.2.7"),
+                ("x-forwarded-proto", "http"),
+            ])
+        );
+        let mut trusted = arrived.clone();
+        set_forwarded(&mut trusted, client, true);
+        assert_eq!(
+            trusted["x-forwarded-for"],
+            "198.51.100.1, 198.51.100.2, 192.0.2.7"
+        );
+        assert_eq!(trusted["x-forwarded-proto"], "https");
+        assert_eq!(trusted["x-forwarded-host"], "evil.example");
+        assert_eq!(trusted.get_all("x-forwarded-for").iter().count(), 1);
+    }
+
+    #[test]
     fn a_target_with_a_dot_segment_is_refused() {
         for target in [
             "/../secret",
@@ -566,7 +667,7 @@ mod tests {
     async fn forward_to(addr: SocketAddr, timeout: Duration) -> (StatusCode, String) {
         // `Incoming` cannot be made by hand, so the request goes through a real server
         // whose only job is to hand it to `Forward`.
-        let forward = Forward::new(client().expect("the TLS client builds"), timeout);
+        let forward = Forward::new(client().expect("the TLS client builds"), timeout, false);
         let target = upstream(&format!("http://{addr}"));
         let front = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

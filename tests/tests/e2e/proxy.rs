@@ -204,3 +204,52 @@ async fn rfc9213_cdn_cache_control_replaces_cache_control_when_the_proxy_is_a_cd
         "cachet; fwd=uri-miss"
     );
 }
+
+/// An origin that builds its page from `X-Forwarded-Host`, as many frameworks build links.
+async fn forwarded_host_origin() -> Origin {
+    Origin::start(|seen| {
+        let host = seen
+            .headers
+            .get("x-forwarded-host")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none");
+        Reply::ok(format!("links to {host}")).header("cache-control", "max-age=600")
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_clients_forwarding_headers_never_reach_the_upstream_unless_trusted() {
+    let origin = forwarded_host_origin().await;
+    let proxy = RunningProxy::start(&origin, &[]).await;
+    let spoofed = [
+        ("x-forwarded-host", "evil.example"),
+        ("x-forwarded-proto", "gopher"),
+        ("x-forwarded-for", "203.0.113.9"),
+        ("forwarded", "host=evil.example"),
+    ];
+    let first = proxy.send(Method::GET, "/page", &spoofed).await;
+    assert_eq!(first.body.as_ref(), b"links to none");
+    let seen = &origin.seen()[0];
+    assert!(!seen.headers.contains_key("forwarded"));
+    assert_eq!(
+        seen.headers["x-forwarded-for"], "127.0.0.1",
+        "the client, not its claim"
+    );
+    assert_eq!(seen.headers["x-forwarded-proto"], "http");
+    // What was stored is what every client gets: nothing the first one chose.
+    let hit = proxy.get("/page").await;
+    assert_eq!(
+        (hit.cache_status(), hit.body.as_ref()),
+        ("cachet; hit", b"links to none".as_slice())
+    );
+
+    // Behind a load balancer that sets them, they are kept, and the client is added.
+    let origin = forwarded_host_origin().await;
+    let proxy = RunningProxy::start(&origin, &["--trust-forwarded"]).await;
+    let answer = proxy.send(Method::GET, "/page", &spoofed).await;
+    assert_eq!(answer.body.as_ref(), b"links to evil.example");
+    let seen = &origin.seen()[0];
+    assert_eq!(seen.headers["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(seen.headers["x-forwarded-proto"], "gopher");
+}

@@ -236,6 +236,17 @@ fn a_memory_tier_goes_in_front_of_redis_only() {
 }
 
 #[test]
+fn trust_forwarded_is_off_unless_asked_and_a_flag_overrides_the_file() {
+    assert!(!upstream("http://h").expect("valid").trust_forwarded());
+    let on = parse(&["--upstream", "http://h", "--trust-forwarded"]).expect("valid");
+    assert!(on.trust_forwarded());
+    let file = config_file("upstream = \"http://h\"\ntrust_forwarded = true\n");
+    assert!(with_file(&file, &[], &[]).expect("valid").trust_forwarded());
+    let off = with_file(&file, &["--trust-forwarded=false"], &[]).expect("valid");
+    assert!(!off.trust_forwarded());
+}
+
+#[test]
 fn cdn_false_turns_off_the_files_cdn() {
     let file = config_file("upstream = \"http://h\"\n[cache]\ncdn = true\n");
     assert!(with_file(&file, &[], &[]).expect("valid").cdn());
@@ -315,6 +326,7 @@ fn the_documented_example_file_sets_every_setting() {
     assert_eq!(config.memory_bytes(), MemoryStore::DEFAULT_MAX_BYTES);
     assert_eq!(config.redis_namespace(), DEFAULT_REDIS_NAMESPACE);
     assert_eq!(config.memory_tier(), None);
+    assert!(!config.trust_forwarded());
     assert_eq!(config.secrets.len(), 2);
     assert_eq!(config.secrets[0].value, "first secret");
     assert_eq!(config.on_bad_signature(), BadSignatureAction::Error);
@@ -371,6 +383,7 @@ fn every_setting_is_read_from_the_file() {
         upstream_timeout = 0.25
         listen = "127.0.0.1:0"
         mode = "private"
+        trust_forwarded = true
         [cache]
         max_body_bytes = 10
         cdn = true
@@ -394,6 +407,7 @@ fn every_setting_is_read_from_the_file() {
     assert_eq!(config.mode(), Mode::Private);
     assert_eq!(config.max_body_bytes(), 10);
     assert!(config.cdn());
+    assert!(config.trust_forwarded());
     assert_eq!(
         config.store(),
         &StoreChoice::Cluster(vec![
