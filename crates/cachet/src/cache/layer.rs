@@ -1,5 +1,6 @@
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use http::{HeaderName, Method, StatusCode};
@@ -43,6 +44,9 @@ pub(crate) struct Config {
     /// `None`: every status RFC 9111 allows.
     pub(crate) statuses: Option<Vec<StatusCode>>,
     pub(crate) filter: Option<Arc<dyn Filter>>,
+    /// Whether a service made by this layer warned that expiry rules win in a shared
+    /// cache: once is enough for a program that makes one per connection.
+    pub(crate) warned_rules_win: Arc<AtomicBool>,
 }
 
 impl Config {
@@ -80,6 +84,7 @@ impl Default for Config {
             refreshing: Refreshing::default(),
             coalesce_wait: Some(CacheLayer::<()>::DEFAULT_COALESCE_WAIT),
             inflight: Inflight::default(),
+            warned_rules_win: Arc::default(),
             always_revalidate: false,
             read_only: false,
             metadata: false,
@@ -368,7 +373,10 @@ impl<S, St: Clone> Layer<S> for CacheLayer<St> {
     type Service = Cache<S, St>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        if self.config.expiry.rules_win && self.config.mode == Mode::Shared {
+        if self.config.expiry.rules_win
+            && self.config.mode == Mode::Shared
+            && !self.config.warned_rules_win.swap(true, Ordering::Relaxed)
+        {
             tracing::warn!(
                 "expiry rules win over response headers in a shared cache: responses the \
                  origin marked no-store or no-cache are served to every user"
