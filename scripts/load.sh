@@ -14,7 +14,7 @@
 # Installs wrk and nginx from Debian's packages when missing (apt-get, as root). Binds
 # only 127.0.0.1; stops everything it started and removes its files on any exit.
 #
-# Cores: by default (CORES=split, on two cores or more) wrk runs on the first half of the
+# Cores: by default (CORES=split, with two CPUs or more) wrk runs on the first half of the
 # cores and the servers on the other half (taskset), each server with one worker per core
 # of its half (cachet-proxy's Tokio worker threads, nginx's worker processes), so that the
 # load generator and the server under test do not take turns on the same cores; both
@@ -31,7 +31,7 @@ cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/sbin:/sbin"
 
 DURATION=${DURATION:-10s}
-CORES=${CORES:-split}
+CORES=${CORES:-}
 CONNECTIONS=${CONNECTIONS:-32}
 ORIGIN_PORT=${ORIGIN_PORT:-18080}
 PROXY_PORT=${PROXY_PORT:-18081}
@@ -91,18 +91,31 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # --- cores ----------------------------------------------------------------------------------
-cpu_range() { # first last: a CPU list for taskset
-    if [ "$1" -eq "$2" ]; then echo "$1"; else echo "$1-$2"; fi
+# The CPUs this script may use (its affinity, or a container's cpuset), one per line:
+# Cpus_allowed_list reads like 0-3 or 0,2,5-7.
+allowed_cpus() {
+    local list range
+    list=$(awk '/^Cpus_allowed_list:/ { print $2 }' /proc/self/status)
+    IFS=, read -r -a ranges <<<"$list"
+    for range in "${ranges[@]}"; do
+        if [[ $range == *-* ]]; then seq "${range%-*}" "${range#*-}"; else echo "$range"; fi
+    done
 }
-ncpu=$(nproc)
+mapfile -t CPUS < <(allowed_cpus)
+ncpu=${#CPUS[@]}
+[ "$ncpu" -ge 1 ] || die "cannot read the CPUs this process may use from /proc/self/status"
+if [ -z "$CORES" ]; then
+    CORES=$([ "$ncpu" -ge 2 ] && echo split || echo shared)
+fi
+join_cpus() { local IFS=,; echo "$*"; }
 case "$CORES" in
 split)
-    [ "$ncpu" -ge 2 ] || die "CORES=split needs two cores or more; this machine has $ncpu (use CORES=shared)"
+    [ "$ncpu" -ge 2 ] || die "CORES=split needs two CPUs or more; this process may use $ncpu (use CORES=shared)"
     command -v taskset >/dev/null 2>&1 || die "CORES=split needs taskset (Debian: util-linux)"
     load_cores=$((ncpu / 2))
     WORKERS=$((ncpu - load_cores))
-    LOAD_CPUS=$(cpu_range 0 $((load_cores - 1)))
-    SERVER_CPUS=$(cpu_range "$load_cores" $((ncpu - 1)))
+    LOAD_CPUS=$(join_cpus "${CPUS[@]:0:load_cores}")
+    SERVER_CPUS=$(join_cpus "${CPUS[@]:load_cores}")
     THREADS=${THREADS:-$load_cores}
     ON_LOAD_CPUS=(taskset -c "$LOAD_CPUS")
     ON_SERVER_CPUS=(taskset -c "$SERVER_CPUS")
@@ -220,7 +233,12 @@ for size in "${SIZES[@]}"; do
             /Latency Distribution/ { dist = 1; next }
             dist && $1 ~ /%$/ { p[$1] = $2; next }
             { dist = 0 }
-            /requests in/ { requests = $1; seconds = $4 + 0 }
+            # wrk writes the run time with a unit: 10.00s, 1.00m, 1.00h (or us, ms).
+            /requests in/ {
+                requests = $1
+                t = $4; sub(",", "", t); n = t + 0
+                seconds = t ~ /us$/ ? n / 1e6 : t ~ /ms$/ ? n / 1e3 : t ~ /m$/ ? n * 60 : t ~ /h$/ ? n * 3600 : n
+            }
             /^Requests\/sec:/ { rps = $2 }
             /Non-2xx or 3xx responses:/ { bad += $NF }
             /Socket errors:/ { gsub(",", ""); bad += $4 + $6 + $8 + $10 }
