@@ -205,7 +205,16 @@ fn encode<T: Encode>(
     out.put_u8(kind);
     let mut writer = out.writer();
     bincode::encode_into_std_write(wire, &mut writer, config())?;
-    Ok(writer.into_inner().freeze())
+    let out = writer.into_inner();
+    // The limit binds only decoding: past it, an entry would be written but never read.
+    if out.len() - PREFIX_LEN > LIMIT {
+        return Err(too_large());
+    }
+    Ok(out.freeze())
+}
+
+fn too_large() -> bincode::error::EncodeError {
+    bincode::error::EncodeError::Other("entry is larger than the codec's 4 GiB limit")
 }
 
 fn decode<'a, T: BorrowDecode<'a, ()>>(payload: &'a [u8]) -> Result<T, DecodeError> {
@@ -260,7 +269,8 @@ impl Variants {
 }
 
 impl Entry {
-    /// Encodes the entry with its prefix; fails only past the codec's 4 GiB limit.
+    /// Encodes the entry with its prefix; fails only past the codec's 4 GiB limit, which
+    /// it checks (bincode checks it only when decoding).
     pub(crate) fn encode(&self) -> Result<Bytes, bincode::error::EncodeError> {
         self.encode_with_body(std::slice::from_ref(&self.body))
     }
@@ -306,6 +316,9 @@ impl Entry {
             .map(|(n, v)| n.as_str().len() + v.len() + 4)
             .sum();
         let body_len: usize = body.iter().map(Bytes::len).sum();
+        if body_len > LIMIT {
+            return Err(too_large());
+        }
         encode(KIND_RESPONSE, &wire, 32 + headers_len + body_len)
     }
 
@@ -434,6 +447,17 @@ mod tests {
         assert_eq!(Entry::decode(&encoded).expect("decodes"), whole);
         let empty = head.encode_with_body(&[]).expect("encodes");
         assert_eq!(Entry::decode(&empty).expect("decodes").body, Bytes::new());
+    }
+
+    #[test]
+    fn a_body_past_the_codecs_limit_is_refused_not_written() {
+        // 4 GiB and one MiB, as chunks sharing one buffer: nothing that large is made.
+        let mib = Bytes::from(vec![0; 1 << 20]);
+        let chunks = vec![mib; (1 << 12) + 1];
+        let error = sample()
+            .encode_with_body(&chunks)
+            .expect_err("no entry decodes past 4 GiB");
+        assert!(error.to_string().contains("4 GiB"), "{error}");
     }
 
     #[test]
