@@ -34,6 +34,8 @@ pub struct Reply {
     headers: Vec<(&'static str, String)>,
     body: Bytes,
     fail_after_body: bool,
+    /// Sent as this many frames, without `Content-Length` (chunked), when set.
+    frames: Option<usize>,
     delay: Duration,
 }
 
@@ -45,6 +47,7 @@ impl Reply {
             headers: Vec::new(),
             body: body.into(),
             fail_after_body: false,
+            frames: None,
             delay: Duration::ZERO,
         }
     }
@@ -64,6 +67,13 @@ impl Reply {
     /// Waits this long before answering (a slow origin).
     pub fn delay(mut self, delay: Duration) -> Self {
         self.delay = delay;
+        self
+    }
+
+    /// Sends the body in `frames` frames of unequal sizes, without `Content-Length`
+    /// (HTTP/1.1 chunked).
+    pub fn in_frames(mut self, frames: usize) -> Self {
+        self.frames = Some(frames.max(1));
         self
     }
 
@@ -198,6 +208,8 @@ impl Origin {
                 pause: Box::pin(tokio::time::sleep(Duration::from_millis(20))),
             }
             .boxed()
+        } else if let Some(frames) = reply.frames {
+            FramedBody::new(&reply.body, frames).boxed()
         } else {
             Full::new(reply.body.clone())
                 .map_err(|e| match e {})
@@ -271,6 +283,41 @@ impl hyper::body::Body for AbortingBody {
         }
         ready!(self.pause.as_mut().poll(cx));
         Poll::Ready(Some(Err("origin aborted the body".into())))
+    }
+}
+
+/// A body sent frame by frame, its length unknown to the receiver.
+struct FramedBody {
+    frames: std::collections::VecDeque<Bytes>,
+}
+
+impl FramedBody {
+    /// `body` cut into `count` frames, each about twice the size of the one before.
+    fn new(body: &Bytes, count: usize) -> Self {
+        let mut frames = std::collections::VecDeque::new();
+        let mut rest = body.clone();
+        for index in 0..count {
+            let remaining = count - index;
+            let size = if remaining == 1 {
+                rest.len()
+            } else {
+                (rest.len() >> remaining).max(1).min(rest.len())
+            };
+            frames.push_back(rest.split_to(size));
+        }
+        Self { frames }
+    }
+}
+
+impl hyper::body::Body for FramedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Poll::Ready(self.frames.pop_front().map(|data| Ok(Frame::data(data))))
     }
 }
 

@@ -261,6 +261,42 @@ async fn post_passes_straight_through() {
 }
 
 #[tokio::test]
+async fn a_body_that_streams_in_frames_is_stored_and_served_byte_for_byte() {
+    let len = 300 * 1024;
+    let body = Bytes::from((0..len).map(|i| (i * 7 % 251) as u8).collect::<Vec<u8>>());
+    let sent = body.clone();
+    let origin = Origin::start(move |seen| {
+        let reply = Reply::ok(sent.clone()).header("cache-control", "max-age=60");
+        // Chunked, without a length, or with one (read in as many pieces as arrive).
+        if seen.path.starts_with("/framed") {
+            reply.in_frames(9)
+        } else {
+            reply
+        }
+    })
+    .await;
+    // The cap is exactly the body's length: it is kept.
+    let cache = stack(CacheLayer::new(MemoryStore::default()).max_body_bytes(len));
+    for path in ["/framed", "/sized"] {
+        let (status, _, received) = fetch(&cache, get(&origin.url(path))).await;
+        assert_eq!((status, received.len()), (miss(true), len), "{path}");
+        let (status, _, received) = fetch(&cache, get(&origin.url(path))).await;
+        assert_eq!(status, CacheStatus::Hit, "{path}");
+        assert!(received == body, "{path}: the stored body is the one sent");
+    }
+    // One byte under it, a body without a length is found too long as it streams.
+    let cache = stack(CacheLayer::new(MemoryStore::default()).max_body_bytes(len - 1));
+    let (status, _, received) = fetch(&cache, get(&origin.url("/framed-again"))).await;
+    assert_eq!(
+        (status, received.len()),
+        (miss(true), len),
+        "stored is claimed up front"
+    );
+    let (status, _, _) = fetch(&cache, get(&origin.url("/framed-again"))).await;
+    assert_ne!(status, CacheStatus::Hit, "but nothing past the cap is kept");
+}
+
+#[tokio::test]
 async fn a_body_over_the_cap_is_served_whole_and_not_stored() {
     let big = Bytes::from(vec![b'b'; 10_000]);
     let body = big.clone();
