@@ -66,8 +66,9 @@ struct Args {
     #[arg(long, value_name = "N", value_parser = parse_bytes::<usize>, allow_negative_numbers = true)]
     max_body_bytes: Option<usize>,
 
-    /// How long to wait for the upstream's response head, in seconds (fractions allowed)
-    /// [default: 30]
+    /// How long to wait for the upstream's response head, in seconds (fractions allowed),
+    /// counted from the start of the request: a request body that is slow to arrive from
+    /// the client counts too [default: 30]
     #[arg(long, value_name = "SECONDS", value_parser = parse_timeout, allow_negative_numbers = true)]
     upstream_timeout: Option<Duration>,
 

@@ -406,7 +406,12 @@ impl Future for ForwardFuture {
                         reply(StatusCode::BAD_GATEWAY, message).map(Either::Right)
                     }
                     Err(_elapsed) => {
-                        let message = format!("upstream timed out after {timeout:?}");
+                        // The clock runs from the request's start: a client that is slow
+                        // to send its body uses it up too.
+                        let message = format!(
+                            "no response head from the upstream within {timeout:?} of \
+                             sending the request"
+                        );
                         tracing::warn!("{message}");
                         reply(StatusCode::GATEWAY_TIMEOUT, message).map(Either::Right)
                     }
@@ -738,6 +743,9 @@ mod tests {
         });
         let (status, body) = forward_to(addr, Duration::from_millis(200)).await;
         assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
-        assert_eq!(body, "upstream timed out after 200ms\n");
+        assert_eq!(
+            body,
+            "no response head from the upstream within 200ms of sending the request\n"
+        );
     }
 }
