@@ -106,7 +106,16 @@ impl Upstream {
         // up by the cache.
         let refused = Uri::from_static("/");
         let path = request.uri().path_and_query();
-        *request.uri_mut() = if path.is_some_and(|path| has_dot_segment(path.path())) {
+        // An HTTP/1.1 request names its host once (RFC 9112 §3.2: a server MUST answer
+        // 400 to none or more); HTTP/2 names it in the target.
+        let hosts = request.headers().get_all(HOST).iter().count();
+        *request.uri_mut() = if received == Version::HTTP_11 && hosts != 1 {
+            tracing::debug!(
+                hosts,
+                "an HTTP/1.1 request without exactly one Host; refused"
+            );
+            refused
+        } else if path.is_some_and(|path| has_dot_segment(path.path())) {
             // `..` would climb out of the base path at an origin that resolves it, and
             // the same resource would sit under two keys. Clients resolve dot segments
             // before sending (RFC 3986 §5.2.4); one that did not is refused.
@@ -557,6 +566,7 @@ mod tests {
         for (base, target, expected) in cases {
             let request = Request::builder()
                 .uri(target)
+                .header(HOST, "proxy")
                 .body(())
                 .expect("a valid request");
             let request = upstream(base).rewrite(request);
@@ -597,6 +607,31 @@ mod tests {
     }
 
     #[test]
+    fn an_http_1_1_request_without_exactly_one_host_is_refused() {
+        let with_hosts = |hosts: &[&str], version| {
+            let mut request = Request::builder().uri("/page").version(version);
+            for host in hosts {
+                request = request.header(HOST, *host);
+            }
+            upstream("http://origin").rewrite(request.body(()).expect("valid"))
+        };
+        for hosts in [&[][..], &["a", "b"]] {
+            let request = with_hosts(hosts, Version::HTTP_11);
+            assert_eq!(request.uri().authority(), None, "{hosts:?}");
+        }
+        let one = with_hosts(&["proxy"], Version::HTTP_11);
+        assert_eq!(one.uri().to_string(), "http://origin/page");
+        for version in [Version::HTTP_10, Version::HTTP_2] {
+            let request = with_hosts(&[], version);
+            assert_eq!(
+                request.uri().to_string(),
+                "http://origin/page",
+                "{version:?}"
+            );
+        }
+    }
+
+    #[test]
     fn a_target_with_a_dot_segment_is_refused() {
         for target in [
             "/../secret",
@@ -606,7 +641,11 @@ mod tests {
             "/%2E",
             "/a/.%2E/b?x=1",
         ] {
-            let request = Request::builder().uri(target).body(()).expect("valid");
+            let request = Request::builder()
+                .uri(target)
+                .header(HOST, "proxy")
+                .body(())
+                .expect("valid");
             let request = upstream("http://origin/api").rewrite(request);
             assert_eq!(request.uri().authority(), None, "{target}");
         }
@@ -617,7 +656,11 @@ mod tests {
             "/%2ea",
             "/a/b?x=/../",
         ] {
-            let request = Request::builder().uri(target).body(()).expect("valid");
+            let request = Request::builder()
+                .uri(target)
+                .header(HOST, "proxy")
+                .body(())
+                .expect("valid");
             let request = upstream("http://origin/api").rewrite(request);
             assert_eq!(
                 request.uri().to_string(),
