@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cachet::{CacheBody, CacheLayer, CacheStatus};
-use http::{Request, Response, StatusCode, Version};
+use cachet::{CacheBody, CacheLayer, CacheMode, CacheStatus};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::Body as _;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -238,10 +239,21 @@ fn stack(
     let target = Arc::new(config.target().clone());
     ServiceBuilder::new()
         .map_result(finish)
-        .map_request(move |request: Request<Incoming>| target.rewrite(request))
+        .map_request(move |request: Request<Incoming>| target.rewrite(pass_with_content(request)))
         .layer(config.body_key_layer())
         .layer(cache)
         .service(forward)
+}
+
+/// Marks a GET or HEAD that carries content to pass the cache by: its answer may depend on
+/// content the key leaves out. The body says so whatever the headers do (a chunked body,
+/// HTTP/2 DATA frames, or a `Content-Length` that `Connection` names and the rewrite
+/// removes).
+fn pass_with_content(mut request: Request<Incoming>) -> Request<Incoming> {
+    if matches!(*request.method(), Method::GET | Method::HEAD) && !request.body().is_end_stream() {
+        request.extensions_mut().insert(CacheMode::NoStore);
+    }
+    request
 }
 
 /// Turns what the cache answered into the response sent downstream: hop-by-hop headers

@@ -106,14 +106,17 @@ impl Upstream {
         // up by the cache.
         let refused = Uri::from_static("/");
         let path = request.uri().path_and_query();
-        // An HTTP/1.1 request names its host once (RFC 9112 §3.2: a server MUST answer
-        // 400 to none or more); HTTP/2 names it in the target.
-        let hosts = request.headers().get_all(HOST).iter().count();
-        *request.uri_mut() = if received == Version::HTTP_11 && hosts != 1 {
-            tracing::debug!(
-                hosts,
-                "an HTTP/1.1 request without exactly one Host; refused"
-            );
+        // RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without a Host,
+        // and to any with more than one or with one that is not a host (HTTP/2 names the
+        // host in its target).
+        let mut hosts = request.headers().get_all(HOST).iter();
+        let bad_host = match (hosts.next(), hosts.next()) {
+            (None, _) => received == Version::HTTP_11,
+            (Some(host), None) => !is_host(host.as_bytes()),
+            (Some(_), Some(_)) => true,
+        };
+        *request.uri_mut() = if bad_host {
+            tracing::debug!("a request with a bad, missing or second Host; refused");
             refused
         } else if path.is_some_and(|path| has_dot_segment(path.path())) {
             // `..` would climb out of the base path at an origin that resolves it, and
@@ -168,9 +171,34 @@ impl Upstream {
     }
 }
 
-/// Whether a path has a `.` or `..` segment, written out or percent-encoded (`%2e`).
+/// Whether a `Host` value is a host and optional port (RFC 3986 §3.2.2: a name, an IP
+/// address or an IP literal in brackets), or empty: what it may hold, checked byte by
+/// byte.
+fn is_host(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%:[]".contains(&b))
+}
+
+/// Whether a path has a `.` or `..` segment, written out or percent-encoded (`%2e`), with
+/// parameters after it (`..;x`, which some servers read as `..`), or between separators
+/// that some origins also take for `/`: `\`, `%2f`, `%5c`.
 fn has_dot_segment(path: &str) -> bool {
+    // Most paths have neither a backslash nor an escape: no copy for them.
+    if path.contains(['\\', '%']) {
+        let path = ["%2f", "%2F", "%5c", "%5C", "\\"]
+            .iter()
+            .fold(path.to_owned(), |path, separator| {
+                path.replace(separator, "/")
+            });
+        return has_dot_segment_between_slashes(&path);
+    }
+    has_dot_segment_between_slashes(path)
+}
+
+fn has_dot_segment_between_slashes(path: &str) -> bool {
     path.split('/').any(|segment| {
+        let segment = segment.split(';').next().unwrap_or_default();
         let mut rest = segment.as_bytes();
         let mut dots = 0;
         while !rest.is_empty() && dots <= 2 {
@@ -201,28 +229,34 @@ fn via(version: Version) -> HeaderValue {
     }
 }
 
-/// The headers that say where a request came from: set by a proxy, and by a client too
-/// if nothing in front overwrites them.
-const FORWARDED: [HeaderName; 6] = [
-    HeaderName::from_static("forwarded"),
-    HeaderName::from_static("x-forwarded-for"),
-    HeaderName::from_static("x-forwarded-host"),
-    HeaderName::from_static("x-forwarded-port"),
-    HeaderName::from_static("x-forwarded-prefix"),
-    HeaderName::from_static("x-forwarded-proto"),
-];
+/// Whether a header says where a request came from, or what it first asked for: set by a
+/// proxy, and by a client too if nothing in front overwrites it. `Forwarded`, every
+/// `X-Forwarded-*`, and the other names frameworks read that way.
+fn is_forwarded(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    name.starts_with("x-forwarded-")
+        || matches!(
+            name,
+            "forwarded" | "x-real-ip" | "x-original-url" | "x-rewrite-url" | "x-original-host"
+        )
+}
 
 /// Sets where a request going upstream came from. Unless `trusted` (a load balancer in
-/// front sets these headers and overwrites what clients send), the `Forwarded` and
-/// `X-Forwarded-*` headers it arrived with are removed: the cache key leaves them out, so
+/// front sets these headers and overwrites what clients send), the headers of that kind
+/// it arrived with ([`is_forwarded`]) are removed: the cache key leaves them out, so
 /// a client could otherwise have a response built for values it chose stored for
 /// everyone. Then the client's address joins `X-Forwarded-For`, and `X-Forwarded-Proto`
 /// says `http` (what the proxy listens with) unless a trusted one is there.
 pub(crate) fn set_forwarded(headers: &mut HeaderMap, client: Option<IpAddr>, trusted: bool) {
     const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
     const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-    if !trusted && headers.keys().any(|name| FORWARDED.contains(name)) {
-        for name in &FORWARDED {
+    if !trusted && headers.keys().any(is_forwarded) {
+        let names: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| is_forwarded(n))
+            .cloned()
+            .collect();
+        for name in names {
             headers.remove(name);
         }
     }
@@ -336,7 +370,10 @@ impl Service<Request<RequestBody>> for Forward {
             ));
         }
         if request.uri().authority().is_none() {
-            return ForwardFuture::answer(reply(StatusCode::BAD_REQUEST, "bad request target"));
+            return ForwardFuture::answer(reply(
+                StatusCode::BAD_REQUEST,
+                "bad request: its target, or its Host",
+            ));
         }
         set_forwarded(
             request.headers_mut(),
@@ -583,6 +620,9 @@ mod tests {
             ("x-forwarded-for", "198.51.100.2"),
             ("x-forwarded-host", "evil.example"),
             ("x-forwarded-proto", "https"),
+            ("x-forwarded-scheme", "http"),
+            ("x-real-ip", "1.2.3.4"),
+            ("x-original-url", "/admin"),
             ("accept", "*/*"),
         ]);
         let mut untrusted = arrived.clone();
@@ -615,12 +655,16 @@ mod tests {
             }
             upstream("http://origin").rewrite(request.body(()).expect("valid"))
         };
-        for hosts in [&[][..], &["a", "b"]] {
+        for hosts in [&[][..], &["a", "b"], &["a/b"], &["a b"], &["user@a"]] {
             let request = with_hosts(hosts, Version::HTTP_11);
             assert_eq!(request.uri().authority(), None, "{hosts:?}");
         }
-        let one = with_hosts(&["proxy"], Version::HTTP_11);
-        assert_eq!(one.uri().to_string(), "http://origin/page");
+        let two = with_hosts(&["a", "b"], Version::HTTP_10);
+        assert_eq!(two.uri().authority(), None, "more than one in any version");
+        for host in ["proxy", "proxy.example:8080", "[::1]:80", "10.0.0.1", ""] {
+            let one = with_hosts(&[host], Version::HTTP_11);
+            assert_eq!(one.uri().to_string(), "http://origin/page", "{host:?}");
+        }
         for version in [Version::HTTP_10, Version::HTTP_2] {
             let request = with_hosts(&[], version);
             assert_eq!(
@@ -640,6 +684,10 @@ mod tests {
             "/a/%2e%2e/b",
             "/%2E",
             "/a/.%2E/b?x=1",
+            "/a/..;/b",
+            "/a/..%2fb",
+            "/a/..%5Cb",
+            "/a/..\\b",
         ] {
             let request = Request::builder()
                 .uri(target)
@@ -655,6 +703,8 @@ mod tests {
             "/a/.../b",
             "/%2ea",
             "/a/b?x=/../",
+            "/projects/group%2Fname",
+            "/a;v=1/b",
         ] {
             let request = Request::builder()
                 .uri(target)

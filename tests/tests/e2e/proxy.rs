@@ -253,3 +253,63 @@ async fn a_clients_forwarding_headers_never_reach_the_upstream_unless_trusted() 
     assert_eq!(seen.headers["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
     assert_eq!(seen.headers["x-forwarded-proto"], "gopher");
 }
+
+/// Sends raw bytes to the proxy on a connection of their own and returns the answer's
+/// `Cache-Status` (the request asks to close the connection).
+async fn raw_cache_status(proxy: &RunningProxy, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr)
+        .await
+        .expect("the proxy accepts");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("the request is sent");
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the proxy answers and closes")
+    .expect("the answer is read");
+    let answer = String::from_utf8_lossy(&answer).to_lowercase();
+    answer
+        .lines()
+        .find_map(|line| line.strip_prefix("cache-status: "))
+        .unwrap_or("")
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_get_with_a_body_passes_the_cache_by_however_its_length_is_told() {
+    let origin = Origin::start(|_| Reply::ok("built").header("cache-control", "max-age=600")).await;
+    let proxy = RunningProxy::start(&origin, &[]).await;
+    let requests = [
+        (
+            "/chunked",
+            "GET /chunked HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\
+             Transfer-Encoding: chunked\r\n\r\n4\r\nEVIL\r\n0\r\n\r\n",
+        ),
+        // `Connection` names the length, so the rewrite's hop-by-hop removal drops it
+        // before the cache could see it; the body still goes upstream.
+        (
+            "/hidden",
+            "GET /hidden HTTP/1.1\r\nHost: p\r\nConnection: close, content-length\r\n\
+             Content-Length: 4\r\n\r\nEVIL",
+        ),
+    ];
+    for (path, request) in requests {
+        assert_eq!(
+            raw_cache_status(&proxy, request).await,
+            "cachet; fwd=bypass",
+            "{path}"
+        );
+        assert_eq!(
+            proxy.get(path).await.cache_status(),
+            "cachet; fwd=uri-miss; stored",
+            "{path}: nothing was stored for the request with a body"
+        );
+    }
+}
