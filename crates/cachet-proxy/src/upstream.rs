@@ -375,6 +375,9 @@ impl Service<Request<RequestBody>> for Forward {
                 "bad request: its target, or its Host",
             ));
         }
+        if let Some(answer) = max_forwards(&mut request) {
+            return ForwardFuture::answer(answer);
+        }
         set_forwarded(
             request.headers_mut(),
             self.client,
@@ -470,6 +473,54 @@ impl Future for ForwardFuture {
 
 /// A response the proxy writes itself: a status and a one-line `text/plain` reason, never
 /// stored by anyone.
+/// `Max-Forwards` on a TRACE or OPTIONS (RFC 9110 §7.6.2): at 0 the proxy answers as the
+/// final recipient (OPTIONS with an empty 200, TRACE with the request it would have
+/// forwarded, credentials left out); above 0 it counts one down. Any other request, or
+/// a value that is not a number, goes on as it is.
+fn max_forwards<B>(request: &mut Request<B>) -> Option<Response<Full<Bytes>>> {
+    const MAX_FORWARDS: HeaderName = HeaderName::from_static("max-forwards");
+    if !matches!(*request.method(), Method::OPTIONS | Method::TRACE) {
+        return None;
+    }
+    let left: u64 = request
+        .headers()
+        .get(&MAX_FORWARDS)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    if left > 0 {
+        request
+            .headers_mut()
+            .insert(MAX_FORWARDS, HeaderValue::from(left - 1));
+        return None;
+    }
+    let mut response = Response::new(Full::new(Bytes::new()));
+    if request.method() == Method::TRACE {
+        let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        let mut message = format!("TRACE {target} HTTP/1.1\r\n");
+        for (name, value) in request.headers() {
+            let secret = matches!(
+                name.as_str(),
+                "authorization" | "proxy-authorization" | "cookie"
+            );
+            if let (false, Ok(value)) = (secret, value.to_str()) {
+                message.push_str(&format!("{name}: {value}\r\n"));
+            }
+        }
+        message.push_str("\r\n");
+        *response.body_mut() = Full::new(Bytes::from(message));
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("message/http"));
+    }
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Some(response)
+}
+
 pub(crate) fn reply(status: StatusCode, message: impl fmt::Display) -> Response<Full<Bytes>> {
     let mut body = message.to_string().replace(['\r', '\n'], " ");
     body.push('\n');
@@ -749,6 +800,53 @@ mod tests {
             h.get("accept").map(HeaderValue::as_bytes),
             Some(&b"text/html"[..])
         );
+    }
+
+    #[test]
+    fn max_forwards_at_zero_is_answered_here_and_counted_down_above_rfc_9110_7_6_2() {
+        let request = |method: Method, left: &str| {
+            Request::builder()
+                .method(method)
+                .uri("http://origin/x")
+                .header("max-forwards", left)
+                .header("accept", "*/*")
+                .header("authorization", "Bearer secret")
+                .body(())
+                .expect("valid")
+        };
+        let mut options = request(Method::OPTIONS, "2");
+        assert!(max_forwards(&mut options).is_none());
+        assert_eq!(options.headers()["max-forwards"], "1");
+
+        let answer = max_forwards(&mut request(Method::OPTIONS, "0")).expect("answered here");
+        assert_eq!(answer.status(), StatusCode::OK);
+        let trace = max_forwards(&mut request(Method::TRACE, "0")).expect("answered here");
+        assert_eq!(trace.headers()[CONTENT_TYPE], "message/http");
+        let body = body_text(trace);
+        assert!(body.starts_with("TRACE /x HTTP/1.1\r\n"), "{body}");
+        assert!(
+            body.contains("accept: */*\r\n") && !body.contains("secret"),
+            "{body}"
+        );
+
+        for (method, left) in [(Method::GET, "0"), (Method::OPTIONS, "many")] {
+            let mut other = request(method, left);
+            assert!(max_forwards(&mut other).is_none());
+            assert_eq!(other.headers()["max-forwards"], left, "left as it is");
+        }
+    }
+
+    /// The text of a `Full` body, which is ready at once.
+    fn body_text(response: Response<Full<Bytes>>) -> String {
+        use http_body::Body;
+        let mut body = std::pin::pin!(response.into_body());
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match body.as_mut().poll_frame(&mut cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                String::from_utf8_lossy(&frame.into_data().expect("data")).into_owned()
+            }
+            _ => String::new(),
+        }
     }
 
     #[test]

@@ -313,3 +313,23 @@ async fn a_get_with_a_body_passes_the_cache_by_however_its_length_is_told() {
         );
     }
 }
+
+#[tokio::test]
+async fn options_with_max_forwards_zero_is_answered_by_the_proxy_rfc_9110_7_6_2() {
+    let origin = Origin::start(|_| Reply::ok("origin")).await;
+    let proxy = RunningProxy::start(&origin, &[]).await;
+    let here = proxy
+        .send(Method::OPTIONS, "/r", &[("max-forwards", "0")])
+        .await;
+    assert_eq!((here.status, here.body.as_ref()), (200, b"".as_slice()));
+    assert_eq!(origin.requests(), 0, "not forwarded");
+    let there = proxy
+        .send(Method::OPTIONS, "/r", &[("max-forwards", "3")])
+        .await;
+    assert_eq!(there.body.as_ref(), b"origin");
+    assert_eq!(
+        origin.seen()[0].headers["max-forwards"],
+        "2",
+        "counted down"
+    );
+}
