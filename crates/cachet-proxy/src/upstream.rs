@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cachet::KeyedBody;
-use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HOST, HeaderName, VIA};
+use http::header::{ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HOST, HeaderName, VIA};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
@@ -364,10 +364,14 @@ impl Service<Request<RequestBody>> for Forward {
 
     fn call(&mut self, mut request: Request<RequestBody>) -> ForwardFuture {
         if request.method() == Method::CONNECT {
-            return ForwardFuture::answer(reply(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "CONNECT is not supported",
-            ));
+            let mut refused = reply(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported");
+            // A 405 names what is allowed (RFC 9110 §15.5.6): every other method is
+            // forwarded.
+            refused.headers_mut().insert(
+                ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH"),
+            );
+            return ForwardFuture::answer(refused);
         }
         if request.uri().authority().is_none() {
             return ForwardFuture::answer(reply(

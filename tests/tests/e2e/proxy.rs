@@ -257,6 +257,18 @@ async fn a_clients_forwarding_headers_never_reach_the_upstream_unless_trusted() 
 /// Sends raw bytes to the proxy on a connection of their own and returns the answer's
 /// `Cache-Status` (the request asks to close the connection).
 async fn raw_cache_status(proxy: &RunningProxy, request: &str) -> String {
+    raw_answer(proxy, request)
+        .await
+        .lines()
+        .find_map(|line| line.strip_prefix("cache-status: "))
+        .unwrap_or("")
+        .trim()
+        .to_owned()
+}
+
+/// Sends raw bytes to the proxy on a connection of their own and returns the whole
+/// answer, in lower case (the request asks to close the connection).
+async fn raw_answer(proxy: &RunningProxy, request: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(proxy.addr)
         .await
@@ -273,13 +285,24 @@ async fn raw_cache_status(proxy: &RunningProxy, request: &str) -> String {
     .await
     .expect("the proxy answers and closes")
     .expect("the answer is read");
-    let answer = String::from_utf8_lossy(&answer).to_lowercase();
-    answer
-        .lines()
-        .find_map(|line| line.strip_prefix("cache-status: "))
-        .unwrap_or("")
-        .trim()
-        .to_owned()
+    String::from_utf8_lossy(&answer).to_lowercase()
+}
+
+#[tokio::test]
+async fn connect_is_refused_with_what_is_allowed_rfc_9110_15_5_6() {
+    let origin = Origin::start(|_| Reply::ok("origin")).await;
+    let proxy = RunningProxy::start(&origin, &[]).await;
+    let answer = raw_answer(
+        &proxy,
+        "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("http/1.1 405"), "{answer}");
+    assert!(
+        answer.contains("\r\nallow: get, head, post, put, delete, options, trace, patch\r\n"),
+        "{answer}"
+    );
+    assert_eq!(origin.requests(), 0);
 }
 
 #[tokio::test]
