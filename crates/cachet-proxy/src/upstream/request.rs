@@ -1,0 +1,625 @@
+//! What a request becomes on its way upstream: the target joined to the upstream's base
+//! path, `Host`, `Via`, no hop-by-hop headers, the forwarding headers, and what is
+//! refused or answered here instead (a bad `Host`, a dot segment, `Max-Forwards: 0`).
+
+use std::net::IpAddr;
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HOST, HeaderName, VIA};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
+use http_body_util::Full;
+
+use crate::flags::Upstream;
+
+/// The headers that describe one connection, not the message (RFC 9110 §7.6.1), besides
+/// those `Connection` lists. `TE` goes too, even as `te: trailers`.
+static HOP_BY_HOP: [HeaderName; 8] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    http::header::TE,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
+    http::header::PROXY_AUTHENTICATE,
+    http::header::PROXY_AUTHORIZATION,
+];
+
+/// Whether `name` is one of [`HOP_BY_HOP`]: a match on the text, which the lengths of
+/// the common headers (`host`, `content-type`, ...) settle without comparing bytes.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+    )
+}
+
+/// Removes the hop-by-hop headers: `Connection`, the headers it lists, and the fixed set
+/// of RFC 9110 §7.6.1.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of them: one pass over the names spares the hashing of a
+    // removal per name.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
+    let listed: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+impl Upstream {
+    /// Rewrites a request received by the proxy into the request sent upstream.
+    ///
+    /// The target becomes the upstream's scheme and authority with the base path joined
+    /// to the request's path and query (a request in absolute form keeps only its path and
+    /// query: the proxy never forwards anywhere but its upstream). `Host` becomes the
+    /// upstream authority, hop-by-hop headers go, a `Via` is added (RFC 9110 §7.6.3) and
+    /// the version is left to the client's connection.
+    pub(crate) fn rewrite<B>(&self, mut request: Request<B>) -> Request<B> {
+        let received = request.version();
+        tracing::debug!(method = %request.method(), uri = %request.uri(), version = ?received, "request");
+
+        // A target without an authority is refused by `Forward` (400) and never looked
+        // up by the cache.
+        let refused = Uri::from_static("/");
+        let path = request.uri().path_and_query();
+        // RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without a Host,
+        // and to any with more than one or with one that is not a host (HTTP/2 names the
+        // host in its target).
+        let mut hosts = request.headers().get_all(HOST).iter();
+        let bad_host = match (hosts.next(), hosts.next()) {
+            (None, _) => received == Version::HTTP_11,
+            (Some(host), None) => !is_host(host.as_bytes()),
+            (Some(_), Some(_)) => true,
+        };
+        *request.uri_mut() = if bad_host {
+            tracing::debug!("a request with a bad, missing or second Host; refused");
+            refused
+        } else if path.is_some_and(|path| has_dot_segment(path.path())) {
+            // `..` would climb out of the base path at an origin that resolves it, and
+            // the same resource would sit under two keys. Clients resolve dot segments
+            // before sending (RFC 3986 §5.2.4); one that did not is refused.
+            tracing::debug!("request target has a dot segment; refused");
+            refused
+        } else {
+            match self.target(path) {
+                Ok(uri) => uri,
+                // Not expected: both halves are valid.
+                Err(error) => {
+                    tracing::debug!(%error, "request target cannot be joined to the upstream");
+                    refused
+                }
+            }
+        };
+
+        let headers = request.headers_mut();
+        strip_hop_by_hop(headers);
+        headers.insert(HOST, self.host.clone());
+        headers.append(VIA, via(received));
+        *request.version_mut() = Version::HTTP_11;
+        request
+    }
+
+    /// The upstream URI for a request's path and query: the base path joined to them.
+    fn target(&self, path: Option<&PathAndQuery>) -> Result<Uri, http::Error> {
+        let path = match path {
+            // `OPTIONS *` and an authority-form target have no path of their own.
+            Some(path) if path.as_str().starts_with('/') => Some(path),
+            _ => None,
+        };
+        let path_and_query = match path {
+            // Without a base path the request's own path and query go as they are, with
+            // no copy and no second parse.
+            Some(path) if self.base_path.is_empty() => path.clone(),
+            None if self.base_path.is_empty() => PathAndQuery::from_static("/"),
+            path => {
+                let path = path.map_or("/", PathAndQuery::as_str);
+                let mut target = String::with_capacity(self.base_path.len() + path.len());
+                target.push_str(&self.base_path);
+                target.push_str(path);
+                PathAndQuery::try_from(target)?
+            }
+        };
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(path_and_query);
+        Ok(Uri::from_parts(parts)?)
+    }
+}
+
+/// Whether a `Host` value is a host and optional port (RFC 3986 §3.2.2: a name, an IP
+/// address or an IP literal in brackets), or empty: what it may hold, checked byte by
+/// byte.
+fn is_host(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%:[]".contains(&b))
+}
+
+/// Whether a path has a `.` or `..` segment, written out or percent-encoded (`%2e`), with
+/// parameters after it (`..;x`, which some servers read as `..`), or between separators
+/// that some origins also take for `/`: `\`, `%2f`, `%5c`.
+fn has_dot_segment(path: &str) -> bool {
+    // Runs on every request, hits included: one pass over the bytes, no copy.
+    let mut rest = path.as_bytes();
+    loop {
+        let Some((at, len)) = separator(rest) else {
+            return is_dot_segment(rest);
+        };
+        if is_dot_segment(&rest[..at]) {
+            return true;
+        }
+        rest = &rest[at + len..];
+    }
+}
+
+/// Where the first separator of a path starts, and its length: `/`, `\`, `%2f`, `%5c`.
+fn separator(path: &[u8]) -> Option<(usize, usize)> {
+    path.iter().enumerate().find_map(|(at, &b)| match b {
+        b'/' | b'\\' => Some((at, 1)),
+        b'%' => match path.get(at + 1..at + 3) {
+            Some([b'2', f]) if f.eq_ignore_ascii_case(&b'f') => Some((at, 3)),
+            Some([b'5', c]) if c.eq_ignore_ascii_case(&b'c') => Some((at, 3)),
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
+/// Whether a segment is `.` or `..` (each dot perhaps `%2e`), parameters after `;` aside.
+fn is_dot_segment(segment: &[u8]) -> bool {
+    let mut rest = segment.split(|&b| b == b';').next().unwrap_or_default();
+    let mut dots = 0;
+    while !rest.is_empty() && dots <= 2 {
+        rest = match rest {
+            [b'.', tail @ ..] => tail,
+            [b'%', b'2', e, tail @ ..] if e.eq_ignore_ascii_case(&b'e') => tail,
+            _ => return false,
+        };
+        dots += 1;
+    }
+    (1..=2).contains(&dots) && rest.is_empty()
+}
+
+fn via(version: Version) -> HeaderValue {
+    // Constants: `from_static` checks its text each time it runs.
+    const VIA_09: HeaderValue = HeaderValue::from_static("0.9 cachet");
+    const VIA_10: HeaderValue = HeaderValue::from_static("1.0 cachet");
+    const VIA_11: HeaderValue = HeaderValue::from_static("1.1 cachet");
+    const VIA_2: HeaderValue = HeaderValue::from_static("2 cachet");
+    const VIA_3: HeaderValue = HeaderValue::from_static("3 cachet");
+    match version {
+        Version::HTTP_09 => VIA_09,
+        Version::HTTP_10 => VIA_10,
+        Version::HTTP_2 => VIA_2,
+        Version::HTTP_3 => VIA_3,
+        _ => VIA_11,
+    }
+}
+
+/// Whether a header says where a request came from, or what it first asked for: set by a
+/// proxy, and by a client too if nothing in front overwrites it. `Forwarded`, every
+/// `X-Forwarded-*`, and the other names frameworks read that way.
+fn is_forwarded(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    name.starts_with("x-forwarded-")
+        || matches!(
+            name,
+            "forwarded" | "x-real-ip" | "x-original-url" | "x-rewrite-url" | "x-original-host"
+        )
+}
+
+/// Sets where a request going upstream came from. Unless `trusted` (a load balancer in
+/// front sets these headers and overwrites what clients send), the headers of that kind
+/// it arrived with ([`is_forwarded`]) are removed: the cache key leaves them out, so
+/// a client could otherwise have a response built for values it chose stored for
+/// everyone. Then the client's address joins `X-Forwarded-For`, and `X-Forwarded-Proto`
+/// says `http` (what the proxy listens with) unless a trusted one is there.
+pub(super) fn set_forwarded(headers: &mut HeaderMap, client: Option<IpAddr>, trusted: bool) {
+    const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+    const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    if !trusted && headers.keys().any(is_forwarded) {
+        let names: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| is_forwarded(n))
+            .cloned()
+            .collect();
+        for name in names {
+            headers.remove(name);
+        }
+    }
+    if let Some(client) = client {
+        // One line, as `X-Forwarded-For` is read: the earlier hops first.
+        let mut chain = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(", ");
+        if !chain.is_empty() {
+            chain.push_str(", ");
+        }
+        chain.push_str(&client.to_string());
+        if let Ok(value) = HeaderValue::from_str(&chain) {
+            headers.insert(X_FORWARDED_FOR, value);
+        }
+    }
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
+}
+
+/// `Max-Forwards` on a TRACE or OPTIONS (RFC 9110 §7.6.2): at 0 the proxy answers as the
+/// final recipient (OPTIONS with an empty 200, TRACE with the request it would have
+/// forwarded, credentials left out); above 0 it counts one down. Any other request, or
+/// a value that is not a number, goes on as it is.
+pub(super) fn max_forwards<B>(request: &mut Request<B>) -> Option<Response<Full<Bytes>>> {
+    const MAX_FORWARDS: HeaderName = HeaderName::from_static("max-forwards");
+    if !matches!(*request.method(), Method::OPTIONS | Method::TRACE) {
+        return None;
+    }
+    let left: u64 = request
+        .headers()
+        .get(&MAX_FORWARDS)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    if left > 0 {
+        request
+            .headers_mut()
+            .insert(MAX_FORWARDS, HeaderValue::from(left - 1));
+        return None;
+    }
+    let mut response = Response::new(Full::new(Bytes::new()));
+    if request.method() == Method::TRACE {
+        let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        let mut message = format!("TRACE {target} HTTP/1.1\r\n");
+        for (name, value) in request.headers() {
+            let secret = matches!(
+                name.as_str(),
+                "authorization" | "proxy-authorization" | "cookie"
+            );
+            if let (false, Ok(value)) = (secret, value.to_str()) {
+                message.push_str(&format!("{name}: {value}\r\n"));
+            }
+        }
+        message.push_str("\r\n");
+        *response.body_mut() = Full::new(Bytes::from(message));
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("message/http"));
+    }
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Some(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::{Context, Poll};
+
+    use http::StatusCode;
+
+    use super::*;
+
+    fn upstream(url: &str) -> Upstream {
+        Upstream::parse(url).expect("a valid upstream")
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).expect("a valid name"),
+                HeaderValue::from_str(value).expect("a valid value"),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed_rfc_9110_7_6_1() {
+        let mut map = headers(&[
+            ("connection", "keep-alive, X-Session"),
+            ("connection", "x-other"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-authenticate", "Basic"),
+            ("proxy-authorization", "Basic Zm9vOmJhcg=="),
+            ("x-session", "abc"),
+            ("x-other", "1"),
+            ("content-type", "text/html"),
+            ("cache-control", "max-age=60"),
+            ("authorization", "Bearer t"),
+            ("trailer", "x-checksum"),
+        ]);
+        strip_hop_by_hop(&mut map);
+        let mut left: Vec<&str> = map.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(
+            left,
+            ["authorization", "cache-control", "content-type", "trailer"]
+        );
+    }
+
+    #[test]
+    fn the_quick_check_knows_every_hop_by_hop_name() {
+        for name in &HOP_BY_HOP {
+            assert!(is_hop_by_hop(name), "{name}");
+        }
+        for name in [
+            "host",
+            "content-type",
+            "cache-control",
+            "via",
+            "trailer",
+            "x-te",
+        ] {
+            assert!(!is_hop_by_hop(&HeaderName::from_static(name)), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_connection_header_alone_still_strips_what_it_lists() {
+        let mut map = headers(&[("x-session", "abc"), ("connection", "X-Session")]);
+        strip_hop_by_hop(&mut map);
+        assert!(map.is_empty(), "{map:?}");
+    }
+
+    #[test]
+    fn connection_with_garbage_tokens_does_not_panic() {
+        let mut map = headers(&[("connection", ", ,bad name,\t,close"), ("close", "x")]);
+        map.append(
+            CONNECTION,
+            HeaderValue::from_bytes(b"\xff\xfe").expect("opaque bytes are a valid value"),
+        );
+        strip_hop_by_hop(&mut map);
+        assert!(map.is_empty(), "{map:?}");
+    }
+
+    #[test]
+    fn rewrite_targets_the_upstream_with_the_base_path() {
+        let cases = [
+            (
+                "http://origin:3000",
+                "/a/b?x=1",
+                "http://origin:3000/a/b?x=1",
+            ),
+            ("http://origin:3000/", "/", "http://origin:3000/"),
+            (
+                "https://origin/api",
+                "/users?page=2",
+                "https://origin/api/users?page=2",
+            ),
+            ("https://origin/api/", "/", "https://origin/api/"),
+            (
+                "http://origin/api",
+                "http://elsewhere:9/p?q",
+                "http://origin/api/p?q",
+            ),
+            ("http://origin/api", "*", "http://origin/api/"),
+            ("http://origin", "*", "http://origin/"),
+            ("http://origin", "http://elsewhere:9", "http://origin/"),
+            (
+                "http://origin",
+                "http://elsewhere:9/p?q=%20",
+                "http://origin/p?q=%20",
+            ),
+        ];
+        for (base, target, expected) in cases {
+            let request = Request::builder()
+                .uri(target)
+                .header(HOST, "proxy")
+                .body(())
+                .expect("a valid request");
+            let request = upstream(base).rewrite(request);
+            assert_eq!(request.uri().to_string(), expected, "{base} + {target}");
+        }
+    }
+
+    #[test]
+    fn forwarding_headers_are_replaced_unless_trusted() {
+        let client = Some(IpAddr::from([192, 0, 2, 7]));
+        let arrived = headers(&[
+            ("forwarded", "for=1.2.3.4"),
+            ("x-forwarded-for", "198.51.100.1"),
+            ("x-forwarded-for", "198.51.100.2"),
+            ("x-forwarded-host", "evil.example"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-scheme", "http"),
+            ("x-real-ip", "1.2.3.4"),
+            ("x-original-url", "/admin"),
+            ("accept", "*/*"),
+        ]);
+        let mut untrusted = arrived.clone();
+        set_forwarded(&mut untrusted, client, false);
+        assert_eq!(
+            untrusted,
+            headers(&[
+                ("accept", "*/*"),
+                ("x-forwarded-for", "192.0.2.7"),
+                ("x-forwarded-proto", "http"),
+            ])
+        );
+        let mut trusted = arrived.clone();
+        set_forwarded(&mut trusted, client, true);
+        assert_eq!(
+            trusted["x-forwarded-for"],
+            "198.51.100.1, 198.51.100.2, 192.0.2.7"
+        );
+        assert_eq!(trusted["x-forwarded-proto"], "https");
+        assert_eq!(trusted["x-forwarded-host"], "evil.example");
+        assert_eq!(trusted.get_all("x-forwarded-for").iter().count(), 1);
+    }
+
+    #[test]
+    fn an_http_1_1_request_without_exactly_one_host_is_refused() {
+        let with_hosts = |hosts: &[&str], version| {
+            let mut request = Request::builder().uri("/page").version(version);
+            for host in hosts {
+                request = request.header(HOST, *host);
+            }
+            upstream("http://origin").rewrite(request.body(()).expect("valid"))
+        };
+        for hosts in [&[][..], &["a", "b"], &["a/b"], &["a b"], &["user@a"]] {
+            let request = with_hosts(hosts, Version::HTTP_11);
+            assert_eq!(request.uri().authority(), None, "{hosts:?}");
+        }
+        let two = with_hosts(&["a", "b"], Version::HTTP_10);
+        assert_eq!(two.uri().authority(), None, "more than one in any version");
+        for host in ["proxy", "proxy.example:8080", "[::1]:80", "10.0.0.1", ""] {
+            let one = with_hosts(&[host], Version::HTTP_11);
+            assert_eq!(one.uri().to_string(), "http://origin/page", "{host:?}");
+        }
+        for version in [Version::HTTP_10, Version::HTTP_2] {
+            let request = with_hosts(&[], version);
+            assert_eq!(
+                request.uri().to_string(),
+                "http://origin/page",
+                "{version:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_target_with_a_dot_segment_is_refused() {
+        for target in [
+            "/../secret",
+            "/a/./b",
+            "/a/..",
+            "/a/%2e%2e/b",
+            "/%2E",
+            "/a/.%2E/b?x=1",
+            "/a/..;/b",
+            "/a/..%2fb",
+            "/a/..%5Cb",
+            "/a/..\\b",
+        ] {
+            assert_eq!(rewritten(target).authority(), None, "{target}");
+        }
+        for target in [
+            "/a..b/",
+            "/.well-known/x",
+            "/a/.../b",
+            "/%2ea",
+            "/a/b?x=/../",
+            "/projects/group%2Fname",
+            "/a;v=1/b",
+        ] {
+            let uri = rewritten(target).to_string();
+            assert_eq!(uri, format!("http://origin/api{target}"), "{target}");
+        }
+    }
+
+    /// The URI a GET of `target` goes upstream with, under the base path `/api`.
+    fn rewritten(target: &str) -> Uri {
+        let request = Request::builder()
+            .uri(target)
+            .header(HOST, "proxy")
+            .body(())
+            .expect("valid");
+        upstream("http://origin/api").rewrite(request).uri().clone()
+    }
+
+    #[test]
+    fn rewrite_sets_host_via_and_version_and_strips_hop_by_hop() {
+        let mut request = Request::builder()
+            .uri("/page")
+            .version(Version::HTTP_2)
+            .header("host", "proxy.example")
+            .header("connection", "x-hop")
+            .header("x-hop", "1")
+            .header("te", "trailers")
+            .header("via", "1.1 client-side")
+            .header("accept", "text/html")
+            .body(())
+            .expect("a valid request");
+        request = upstream("http://origin.example:8080/base").rewrite(request);
+        assert_eq!(request.version(), Version::HTTP_11);
+        let h = request.headers();
+        assert_eq!(
+            h.get_all(HOST).iter().collect::<Vec<_>>(),
+            ["origin.example:8080"]
+        );
+        assert_eq!(
+            h.get_all(VIA).iter().collect::<Vec<_>>(),
+            ["1.1 client-side", "2 cachet"]
+        );
+        assert!(h.get("x-hop").is_none() && h.get("te").is_none() && h.get("connection").is_none());
+        assert_eq!(
+            h.get("accept").map(HeaderValue::as_bytes),
+            Some(&b"text/html"[..])
+        );
+    }
+
+    #[test]
+    fn max_forwards_at_zero_is_answered_here_and_counted_down_above_rfc_9110_7_6_2() {
+        let request = |method: Method, left: &str| {
+            Request::builder()
+                .method(method)
+                .uri("http://origin/x")
+                .header("max-forwards", left)
+                .header("accept", "*/*")
+                .header("authorization", "Bearer secret")
+                .body(())
+                .expect("valid")
+        };
+        let mut options = request(Method::OPTIONS, "2");
+        assert!(max_forwards(&mut options).is_none());
+        assert_eq!(options.headers()["max-forwards"], "1");
+
+        let answer = max_forwards(&mut request(Method::OPTIONS, "0")).expect("answered here");
+        assert_eq!(answer.status(), StatusCode::OK);
+        let trace = max_forwards(&mut request(Method::TRACE, "0")).expect("answered here");
+        assert_eq!(trace.headers()[CONTENT_TYPE], "message/http");
+        let body = body_text(trace);
+        assert!(body.starts_with("TRACE /x HTTP/1.1\r\n"), "{body}");
+        assert!(
+            body.contains("accept: */*\r\n") && !body.contains("secret"),
+            "{body}"
+        );
+
+        for (method, left) in [(Method::GET, "0"), (Method::OPTIONS, "many")] {
+            let mut other = request(method, left);
+            assert!(max_forwards(&mut other).is_none());
+            assert_eq!(other.headers()["max-forwards"], left, "left as it is");
+        }
+    }
+
+    /// The text of a `Full` body, which is ready at once.
+    fn body_text(response: Response<Full<Bytes>>) -> String {
+        use http_body::Body;
+        let mut body = std::pin::pin!(response.into_body());
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match body.as_mut().poll_frame(&mut cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                String::from_utf8_lossy(&frame.into_data().expect("data")).into_owned()
+            }
+            _ => String::new(),
+        }
+    }
+}
