@@ -1,300 +1,29 @@
-//! The command line, the configuration file it may name, and the validated
-//! configuration they become.
+//! The validated configuration that the command line ([`command_line`]) and the
+//! configuration file it may name become.
 
 use std::ffi::OsString;
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::path::PathBuf;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use cachet::clock::{Clock, SystemClock};
+use cachet::clock::Clock;
 use cachet::verify::{KeyError, Keyring};
-use cachet::{BodyKeyLayer, CacheLayer, Expiry, Keys, MemoryStore, OnBadSignature};
-use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use cachet::{BodyKeyLayer, CacheLayer, Expiry, Keys, OnBadSignature};
+use clap::{CommandFactory, ValueEnum};
 use http::{HeaderName, Method, StatusCode, Uri};
 
 use crate::UsageError;
-use crate::admin::EntriesCommand;
-use crate::file::{ConfigFile, FileSettings};
+use crate::file::FileSettings;
 pub use crate::flags::StoreChoice;
-use crate::flags::{MemoryTier, Secret, Upstream, parse_bytes, parse_timeout};
+use crate::flags::{Secret, Upstream};
 
-/// The command line, as clap parses it. Every value is checked by its value parser.
-///
-/// No flag has a clap default, so that a flag left out does not hide the configuration
-/// file's value: each is `None` (or empty, or `false`) unless given, and the defaults are
-/// applied last, in [`Invocation::from_args_and_env`]. The help text names them; a test
-/// keeps it true.
-#[derive(Debug, Parser)]
-#[command(
-    name = "cachet-proxy",
-    version,
-    about = "A caching HTTP reverse proxy",
-    long_about = None,
-    subcommand_negates_reqs = true
-)]
-struct Args {
-    #[command(subcommand)]
-    command: Option<Command>,
+mod command_line;
 
-    /// Read settings from this TOML file; flags given as well override it
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-
-    /// The origin to forward to: an http:// or https:// URL with a host, and optionally a
-    /// port and a base path that is put before every request's path (required, here or
-    /// in the --config file)
-    #[arg(long, value_name = "URL", value_parser = Upstream::parse)]
-    upstream: Option<Upstream>,
-
-    /// The address to listen on, as IP:PORT [default: 127.0.0.1:8080]
-    #[arg(long, value_name = "ADDR")]
-    listen: Option<SocketAddr>,
-
-    /// Whether the cache serves many users (shared) or one (private) [default: shared]
-    #[arg(long, value_enum)]
-    mode: Option<Mode>,
-
-    /// The most bytes the in-memory store holds, counting keys, entries and overhead
-    /// [default: 67108864]
-    #[arg(long, value_name = "N", value_parser = parse_bytes::<u64>, allow_negative_numbers = true)]
-    memory_bytes: Option<u64>,
-
-    /// The largest response body that is stored; larger bodies stream through uncached
-    /// [default: 8388608]
-    #[arg(long, value_name = "N", value_parser = parse_bytes::<usize>, allow_negative_numbers = true)]
-    max_body_bytes: Option<usize>,
-
-    /// How long to wait for the upstream's response head, in seconds (fractions allowed),
-    /// counted from the start of the request: a request body that is slow to arrive from
-    /// the client counts too [default: 30]
-    #[arg(long, value_name = "SECONDS", value_parser = parse_timeout, allow_negative_numbers = true)]
-    upstream_timeout: Option<Duration>,
-
-    /// Sign and verify cache entries with the secret key in this environment variable;
-    /// give it again for more keys: the first signs, all verify (key rotation)
-    #[arg(long, value_name = "NAME")]
-    secret_key_env: Vec<String>,
-
-    /// What to do with a stored entry whose signature does not verify: answer 502 (error)
-    /// or delete it and ask the upstream (refetch) [default: error]
-    #[arg(long, value_enum, value_name = "ACTION")]
-    on_bad_signature: Option<BadSignatureAction>,
-
-    /// Where entries live: memory, redis://HOST:PORT/DB for one Redis shared by many
-    /// proxies, or redis+cluster://HOST:PORT,HOST:PORT,... for a Redis Cluster
-    /// [default: memory]
-    #[arg(long, value_name = "STORE", value_parser = StoreChoice::parse)]
-    store: Option<StoreChoice>,
-
-    /// The prefix of every key cachet writes to Redis [default: cachet:]
-    #[arg(long, value_name = "PREFIX")]
-    redis_namespace: Option<String>,
-
-    /// With a Redis store, keep what is read from Redis in memory (up to --memory-bytes)
-    /// for this long, such as 1s, so that repeated hits skip Redis; a write or purge made
-    /// through another proxy is then seen here that much later. off: every hit asks Redis
-    /// [default: off]
-    #[arg(long, value_name = "SPAN", value_parser = MemoryTier::parse)]
-    memory_tier: Option<MemoryTier>,
-
-    /// Act as a CDN: a response's CDN-Cache-Control (RFC 9213), when present, replaces
-    /// its Cache-Control for this cache; --cdn=false turns off a --config file's cdn
-    /// [default: false]
-    #[arg(
-        long,
-        value_name = "BOOL",
-        num_args = 0..=1,
-        require_equals = true,
-        default_missing_value = "true"
-    )]
-    cdn: Option<bool>,
-
-    /// Keep the Forwarded and X-Forwarded-* headers requests arrive with, for a load
-    /// balancer in front that sets them and overwrites what clients send; otherwise they
-    /// are removed before a request goes upstream, as the cache key leaves them out.
-    /// Either way the client's address is added to X-Forwarded-For [default: false]
-    #[arg(
-        long,
-        value_name = "BOOL",
-        num_args = 0..=1,
-        require_equals = true,
-        default_missing_value = "true"
-    )]
-    trust_forwarded: Option<bool>,
-
-    /// Serve the admin endpoints (list, show, purge stored entries) on this address, as
-    /// IP:PORT; off unless given. It has no authentication: keep it on loopback
-    #[arg(long, value_name = "ADDR")]
-    admin_listen: Option<SocketAddr>,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Print a new random secret key (64 hex characters) for --secret-key-env
-    Keygen,
-    /// Manage the entries of a Redis store, with the store settings given before
-    /// `entries` (flags or --config); for the memory store, use --admin-listen
-    Entries {
-        #[command(subcommand)]
-        command: EntriesCommand,
-    },
-}
-
-/// `--listen`'s default.
-const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
-/// `--upstream-timeout`'s default.
-const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
-/// `--redis-namespace`'s default.
-const DEFAULT_REDIS_NAMESPACE: &str = "cachet:";
-
-/// What the command line asks for.
-#[derive(Debug)]
-pub enum Invocation {
-    /// Run the proxy.
-    Serve(Box<Config>),
-    /// Print a new secret key.
-    Keygen,
-    /// Run an `entries` command against the configured store. The configuration's
-    /// upstream, which `entries` does not need, is `http://unused.invalid` when none is
-    /// given.
-    Entries {
-        /// The store and cache settings.
-        config: Box<Config>,
-        /// What to do.
-        command: EntriesCommand,
-    },
-}
-
-impl Invocation {
-    /// Parses a command line (the first item is the program name), reading the
-    /// configuration file that `--config` names and the variables that
-    /// `--secret-key-env` names through `env`, usually `std::env::var_os`.
-    ///
-    /// A flag that is given overrides the file; a setting in neither gets its default.
-    ///
-    /// # Errors
-    ///
-    /// As [`Config::from_args`]; also when a named variable is unset, empty or not UTF-8.
-    pub fn from_args_and_env<I, T>(
-        args: I,
-        env: impl Fn(&str) -> Option<OsString>,
-    ) -> Result<Self, UsageError>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<OsString> + Clone,
-    {
-        let args = Args::try_parse_from(args)?;
-        if let Some(Command::Keygen) = args.command {
-            return Ok(Self::Keygen);
-        }
-        let file = args.config.as_deref().map(ConfigFile::read).transpose()?;
-        let empty = FileSettings::default();
-        let settings = file.as_ref().map_or(&empty, |file| &file.settings);
-
-        let secrets = if args.secret_key_env.is_empty() {
-            match (&file, &settings.signing.secret_key_env) {
-                (Some(file), Some(names)) => names
-                    .get_ref()
-                    .iter()
-                    .map(|name| Secret::read(name, &env))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|invalid| file.secret_error(names.span(), invalid))?,
-                _ => Vec::new(),
-            }
-        } else {
-            args.secret_key_env
-                .iter()
-                .map(|name| Secret::read(name, &env))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|invalid| {
-                    Args::command().error(
-                        clap::error::ErrorKind::ValueValidation,
-                        format!(
-                            "invalid value '{}' for '--secret-key-env <NAME>': {invalid}",
-                            invalid.name()
-                        ),
-                    )
-                })?
-        };
-        let upstream = args.upstream.or_else(|| settings.upstream.clone());
-        let upstream = match (&args.command, upstream) {
-            (_, Some(upstream)) => Some(upstream),
-            (Some(Command::Entries { .. }), None) => Some(
-                Upstream::parse("http://unused.invalid")
-                    .expect("a constant http URL with a host is a valid upstream"),
-            ),
-            (_, None) => None,
-        };
-        let upstream = upstream.ok_or_else(|| {
-            Args::command().error(
-                clap::error::ErrorKind::MissingRequiredArgument,
-                "the following required arguments were not provided: --upstream <URL> \
-                 (or upstream in the --config file)",
-            )
-        })?;
-        // Each setting: the flag, else the file, else the default.
-        let store = &settings.store;
-        let backend = args
-            .store
-            .or_else(|| store.backend.clone())
-            .unwrap_or(StoreChoice::Memory);
-        let memory_tier = args
-            .memory_tier
-            .or(store.memory_tier.as_ref().map(|tier| tier.0))
-            .and_then(|tier| tier.0);
-        if memory_tier.is_some() && backend == StoreChoice::Memory {
-            return Err(Args::command()
-                .error(
-                    clap::error::ErrorKind::ArgumentConflict,
-                    "--memory-tier (or [store] memory_tier) keeps Redis hits in memory; \
-                     the store is memory already: leave it out or set it to off",
-                )
-                .into());
-        }
-        let config = Box::new(Config {
-            upstream,
-            listen: args.listen.or(settings.listen).unwrap_or(DEFAULT_LISTEN),
-            mode: args.mode.or(settings.mode).unwrap_or(Mode::Shared),
-            memory_bytes: args
-                .memory_bytes
-                .or(store.memory_bytes)
-                .unwrap_or(MemoryStore::DEFAULT_MAX_BYTES),
-            max_body_bytes: args
-                .max_body_bytes
-                .or(settings.cache.max_body_bytes)
-                .unwrap_or(CacheLayer::<()>::DEFAULT_MAX_BODY_BYTES),
-            upstream_timeout: args
-                .upstream_timeout
-                .or(settings.upstream_timeout.map(|seconds| seconds.0))
-                .unwrap_or(DEFAULT_UPSTREAM_TIMEOUT),
-            secrets,
-            store: backend,
-            memory_tier,
-            redis_namespace: args
-                .redis_namespace
-                .or_else(|| store.redis_namespace.clone())
-                .unwrap_or_else(|| DEFAULT_REDIS_NAMESPACE.to_owned()),
-            on_bad_signature: args
-                .on_bad_signature
-                .or(settings.signing.on_bad_signature)
-                .unwrap_or(BadSignatureAction::Error),
-            cdn: args.cdn.or(settings.cache.cdn).unwrap_or(false),
-            trust_forwarded: args
-                .trust_forwarded
-                .or(settings.trust_forwarded)
-                .unwrap_or(false),
-            policy: Policy::from_file(settings),
-            admin_listen: args.admin_listen.or(settings.admin_listen),
-            clock: SharedClock(Arc::new(SystemClock)),
-        });
-        Ok(match args.command {
-            Some(Command::Entries { command }) => Self::Entries { config, command },
-            _ => Self::Serve(config),
-        })
-    }
-}
+use command_line::Args;
+pub use command_line::Invocation;
+#[cfg(test)]
+use command_line::{DEFAULT_LISTEN, DEFAULT_REDIS_NAMESPACE, DEFAULT_UPSTREAM_TIMEOUT};
 
 /// What the proxy does with a stored entry whose signature does not verify.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -626,7 +355,7 @@ impl Config {
     }
 
     /// The bound of the in-memory store, in bytes (`--memory-bytes`, default
-    /// [`MemoryStore::DEFAULT_MAX_BYTES`]).
+    /// [`MemoryStore::DEFAULT_MAX_BYTES`](cachet::MemoryStore::DEFAULT_MAX_BYTES)).
     pub fn memory_bytes(&self) -> u64 {
         self.memory_bytes
     }

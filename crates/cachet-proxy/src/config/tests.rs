@@ -1,5 +1,8 @@
+use cachet::MemoryStore;
+
 use super::*;
 use crate::ConfigFileError;
+use crate::admin::EntriesCommand;
 
 fn parse(extra: &[&str]) -> Result<Config, UsageError> {
     Config::from_args(["cachet-proxy"].iter().chain(extra))
