@@ -20,6 +20,7 @@ use super::answer::{
 };
 use super::body::CacheBody;
 use super::coalesce::{Join, Leader};
+use super::handle::StoreHandle;
 use super::layer::{Config, OnBadSignature};
 use super::refresh::{self, Claim};
 use super::stored;
@@ -33,7 +34,7 @@ use crate::{BoxError, CacheKey, Error};
 /// What the cache knows of a request it may answer or store a response for.
 pub(crate) struct RequestFacts<St> {
     pub(crate) key: CacheKey,
-    pub(crate) store: St,
+    pub(crate) store: StoreHandle<St>,
     pub(crate) method: Method,
     pub(crate) cc: RequestDirectives,
     /// Whether the request carries `If-None-Match` or `If-Modified-Since`.
@@ -135,16 +136,19 @@ where
     Done,
 }
 
-/// A read from the store of a request's facts, which that very handle answers: made
-/// ready, then called (a hit clones no store handle).
+/// A read from the store of a request's facts.
 #[pin_project(project = StoreCallProj)]
-enum StoreCall<F> {
+pub(crate) enum StoreCall<F> {
+    /// To send on the request's own handle, once that is ready.
     Ready(Option<StoreRequest>),
+    /// Sent.
     Called(#[pin] F),
+    /// Not sent: the store failed to get ready for it.
+    Failed(Option<BoxError>),
 }
 
 impl<F> StoreCall<F> {
-    fn get(key: CacheKey) -> Self {
+    pub(crate) fn get(key: CacheKey) -> Self {
         Self::Ready(Some(StoreRequest::Get(key)))
     }
 }
@@ -152,20 +156,25 @@ impl<F> StoreCall<F> {
 impl<F: Future<Output = Result<StoreResponse, BoxError>>> StoreCall<F> {
     fn poll_with<St>(
         mut self: Pin<&mut Self>,
-        store: &mut St,
+        store: &mut StoreHandle<St>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<StoreResponse, BoxError>>
     where
-        St: Service<StoreRequest, Response = StoreResponse, Error = BoxError, Future = F>,
+        St: Service<StoreRequest, Response = StoreResponse, Error = BoxError, Future = F> + Clone,
     {
         loop {
             match self.as_mut().project() {
                 StoreCallProj::Ready(request) => {
+                    let store = store.own();
                     ready!(store.poll_ready(cx))?;
                     let request = request.take().expect("a store read is sent once");
                     self.set(Self::Called(store.call(request)));
                 }
                 StoreCallProj::Called(future) => return future.poll(cx),
+                StoreCallProj::Failed(error) => {
+                    let error = error.take().expect("a store failure is reported once");
+                    return Poll::Ready(Err(error));
+                }
             }
         }
     }
@@ -182,10 +191,10 @@ where
         service: S,
         request: Request<ReqB>,
         facts: RequestFacts<St>,
+        lookup: StoreCall<St::Future>,
+        finished_before: u64,
         config: Arc<Config>,
     ) -> Self {
-        let lookup = StoreCall::get(facts.key.clone());
-        let finished_before = config.inflight.finished(&facts.key);
         Self {
             state: State::Lookup {
                 lookup,
@@ -507,7 +516,7 @@ fn store_failed<St: Store>(
         return None;
     }
     write::write(
-        facts.store.clone(),
+        facts.store.cloned(),
         StoreRequest::Delete(bad.key().clone()),
         &config.metrics,
     );

@@ -40,6 +40,7 @@ mod coalesce;
 mod expiry;
 mod filter;
 mod future;
+mod handle;
 mod layer;
 mod mode;
 mod refresh;

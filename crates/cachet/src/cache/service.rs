@@ -1,6 +1,6 @@
 use std::fmt;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::header::{
@@ -12,13 +12,14 @@ use http_body::Body;
 use tower::Service;
 
 use super::expiry::Decision;
-use super::future::{Plan, RequestFacts, ResponseFuture};
+use super::future::{Plan, RequestFacts, ResponseFuture, StoreCall};
+use super::handle::{Spare, StoreHandle};
 use super::layer::Config;
 use super::mode::bypassed;
 use super::{CacheBody, CacheLayer, CacheMode, Expiry, ForwardReason};
 use crate::entry::Variants;
 use crate::policy::RequestDirectives;
-use crate::store::Store;
+use crate::store::{Store, StoreRequest};
 use crate::{BoxError, Error, RequestHead};
 
 /// An HTTP cache in front of the service `S`, keeping entries in the store `St`.
@@ -27,11 +28,30 @@ use crate::{BoxError, Error, RequestHead};
 /// response is returned without calling `S`. Anything else goes to `S`, and a storable
 /// response is recorded as its body streams to the caller, then written to the store in
 /// the background.
-#[derive(Clone)]
+///
+/// It is ready when both the inner service and the store are: a lookup goes out from
+/// `call` on the store handle `poll_ready` readied (a store that fails to get ready fails
+/// the lookup, and the request goes to the inner service). Each clone keeps its own
+/// handles, so a hit touches no reference count that the requests of other clones touch;
+/// clone it per task or connection, as tower services are, rather than per request.
 pub struct Cache<S, St> {
     inner: S,
+    /// The handle lookups are sent on, from `call`, once `poll_ready` has readied it.
     store: St,
+    /// What `poll_ready` got from the store; taken by the lookup it readied the store for.
+    store_ready: Option<Result<(), BoxError>>,
+    /// This clone's spare store handle, shared with its requests (see [`StoreHandle`]);
+    /// made by the first lookup, so a clone that looks nothing up makes none.
+    spare: Option<Spare<St>>,
     config: Arc<Config>,
+}
+
+impl<S: Clone, St: Clone> Clone for Cache<S, St> {
+    fn clone(&self) -> Self {
+        // A clone's store handle is readied on its own, and its spare is its own: the
+        // requests of different clones (tasks, connections) share no reference count.
+        Self::from_parts(self.inner.clone(), self.store.clone(), self.config.clone())
+    }
 }
 
 impl<S, St> Cache<S, St> {
@@ -44,6 +64,8 @@ impl<S, St> Cache<S, St> {
         Self {
             inner,
             store,
+            store_ready: None,
+            spare: None,
             config,
         }
     }
@@ -93,7 +115,13 @@ where
     type Future = ResponseFuture<S, St, ReqB>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.inner.poll_ready(cx).map_err(Error::upstream)
+        ready!(self.inner.poll_ready(cx)).map_err(Error::upstream)?;
+        if self.store_ready.is_none() {
+            // The lookup that `call` sends waits here for the store; a store that fails
+            // to get ready fails that lookup, and the cache asks the origin.
+            self.store_ready = Some(ready!(self.store.poll_ready(cx)));
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: Request<ReqB>) -> Self::Future {
@@ -182,9 +210,12 @@ where
                 config,
             );
         }
+        let spare = self
+            .spare
+            .get_or_insert_with(|| Arc::new(Mutex::new(self.store.clone())));
         let mut facts = RequestFacts {
             key,
-            store: self.store.clone(),
+            store: StoreHandle::new(spare.clone()),
             method: request.method().clone(),
             cc: if present.directives {
                 RequestDirectives::parse(request.headers())
@@ -223,11 +254,22 @@ where
             _ if config.always_revalidate => facts.cc.no_cache = true,
             _ => {}
         }
+        // Read before the lookup is answered: a fetch of the key that finishes after it
+        // makes a coalescing leader look again.
+        let finished_before = config.inflight.finished(&facts.key);
+        let lookup = match self.store_ready.take() {
+            Some(Ok(())) => {
+                StoreCall::Called(self.store.call(StoreRequest::Get(facts.key.clone())))
+            }
+            Some(Err(error)) => StoreCall::Failed(Some(error)),
+            // Called without `poll_ready` readying the store: the request readies its own.
+            None => StoreCall::get(facts.key.clone()),
+        };
         // The service that `poll_ready` readied goes into the future; this handle keeps a
         // fresh clone that will be readied before the next call.
         let ready = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, ready);
-        ResponseFuture::lookup(ready, request, facts, config)
+        ResponseFuture::lookup(ready, request, facts, lookup, finished_before, config)
     }
 }
 

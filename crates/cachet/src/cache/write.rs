@@ -44,7 +44,7 @@ impl<St: Store> Placement<St> {
     ) -> Self {
         if names.is_empty() {
             return Self {
-                store: facts.store.clone(),
+                store: facts.store.cloned(),
                 key: facts.key.clone(),
                 index: None,
                 ttl,
@@ -55,7 +55,7 @@ impl<St: Store> Placement<St> {
             .as_ref()
             .map_or(UNIX_EPOCH, |seen| seen.not_before);
         Self {
-            store: facts.store.clone(),
+            store: facts.store.cloned(),
             key: facts
                 .key
                 .variant(&names, &config.keys.vary_view(&facts.headers, &names)),
@@ -353,7 +353,7 @@ pub(crate) fn freshen_get<St: Store>(
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
-    let store = facts.store.clone();
+    let store = facts.store.cloned();
     let update = storable_headers(&head.headers, &response.cc, config);
     let request_time = facts.time;
     let (mode, max_stale_if_error) = (config.mode, config.max_stale_if_error);

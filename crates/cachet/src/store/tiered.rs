@@ -45,9 +45,10 @@ pub struct Tiered<Near, Far> {
     near_ready: bool,
     far: Far,
     /// Both tiers again, for the promotion a get may need: one reference taken per get
-    /// instead of two handles cloned. The lock, taken only on a near miss, keeps the
-    /// `Arc` sendable for tiers that are `Send` but not `Sync`.
-    promote: SharedTiers<Near, Far>,
+    /// instead of two handles cloned. Made by this handle's first get and never shared
+    /// with a clone, so gets on other cores touch other counts. The lock, taken only on a
+    /// near miss, keeps the `Arc` sendable for tiers that are `Send` but not `Sync`.
+    promote: Option<SharedTiers<Near, Far>>,
     near_ttl: Duration,
 }
 
@@ -64,16 +65,9 @@ impl<Near, Far> Tiered<Near, Far> {
     pub const DEFAULT_NEAR_TTL: Duration = Duration::from_secs(1);
 
     /// `near` in front of `far`.
-    pub fn new(near: Near, far: Far) -> Self
-    where
-        Near: Clone,
-        Far: Clone,
-    {
+    pub fn new(near: Near, far: Far) -> Self {
         Self {
-            promote: Arc::new(Mutex::new(Tiers {
-                near: near.clone(),
-                far: far.clone(),
-            })),
+            promote: None,
             near,
             near_ready: false,
             far,
@@ -97,7 +91,7 @@ impl<Near: Clone, Far: Clone> Clone for Tiered<Near, Far> {
             near: self.near.clone(),
             near_ready: false,
             far: self.far.clone(),
-            promote: self.promote.clone(),
+            promote: None,
             near_ttl: self.near_ttl,
         }
     }
@@ -143,10 +137,18 @@ where
     fn call(&mut self, request: StoreRequest) -> Self::Future {
         let (near, far) = (&self.near, &self.far);
         let state = match request {
-            StoreRequest::Get(key) if std::mem::take(&mut self.near_ready) => State::Near {
-                near: self.near.call(StoreRequest::Get(key.clone())),
-                promote: Some((key, self.promote.clone())),
-            },
+            StoreRequest::Get(key) if std::mem::take(&mut self.near_ready) => {
+                let tiers = self.promote.get_or_insert_with(|| {
+                    Arc::new(Mutex::new(Tiers {
+                        near: near.clone(),
+                        far: far.clone(),
+                    }))
+                });
+                State::Near {
+                    promote: Some((key.clone(), tiers.clone())),
+                    near: self.near.call(StoreRequest::Get(key)),
+                }
+            }
             StoreRequest::Get(key) => State::Far {
                 far: far.clone().oneshot(StoreRequest::Get(key.clone())),
                 keep: Some((key, near.clone())),

@@ -75,7 +75,7 @@ impl SigningKey {
 /// ```
 #[derive(Clone)]
 pub struct Keyring {
-    keys: Arc<[SigningKey]>,
+    pub(super) keys: Arc<[SigningKey]>,
 }
 
 impl Keyring {
@@ -107,6 +107,14 @@ impl Keyring {
         let mut keys = self.keys.to_vec();
         keys.push(SigningKey::derive(secret.as_ref())?);
         Ok(Self { keys: keys.into() })
+    }
+
+    /// The same keys in a keyring of its own, whose reference count no other clone
+    /// touches (see [`Verify`](super::Verify)'s `Clone`).
+    pub(crate) fn unshared(&self) -> Self {
+        Self {
+            keys: self.keys.iter().cloned().collect(),
+        }
     }
 
     /// How many secrets the keyring holds.

@@ -31,10 +31,22 @@ const HEADER_LEN: usize = LABEL.len() + 1 + KEY_ID_LEN + 4;
 /// A listing ([`StoreRequest::Scan`]) is verified entry by entry: an entry that fails is
 /// listed with its [`BadSignature`] as its value's error, and the rest of the page is
 /// listed as usual. Other requests (delete, clear) pass through.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Verify<St> {
     inner: St,
     keyring: Keyring,
+}
+
+impl<St: Clone> Clone for Verify<St> {
+    fn clone(&self) -> Self {
+        // Every get takes a reference to the keyring for its future. A clone of its own
+        // keeps that count off the lines the clones on other cores write (a cache clones
+        // its store once per clone of itself, not per request).
+        Self {
+            inner: self.inner.clone(),
+            keyring: self.keyring.unshared(),
+        }
+    }
 }
 
 impl<St> Verify<St> {
@@ -282,6 +294,29 @@ mod tests {
         assert!(verify(&keyring("new"), &key("k"), &old).is_err());
         let fresh = sign(&rotated, &key("k"), b"payload");
         assert!(verify(&keyring("new"), &key("k"), &fresh).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_clone_has_a_keyring_of_its_own_that_verifies_what_the_original_signs() {
+        use tower::ServiceExt;
+
+        let original = Verify::new(crate::MemoryStore::default(), keyring("k"));
+        let clone = original.clone();
+        assert!(!std::sync::Arc::ptr_eq(
+            &original.keyring.keys,
+            &clone.keyring.keys
+        ));
+        let put = StoreRequest::Put {
+            key: key("k1"),
+            value: Value::from("payload"),
+            ttl: std::time::Duration::from_secs(60),
+        };
+        original.oneshot(put).await.expect("stored");
+        let found = clone.oneshot(StoreRequest::Get(key("k1"))).await;
+        assert_eq!(
+            found.expect("verified"),
+            StoreResponse::Found(Value::from("payload"))
+        );
     }
 
     #[test]

@@ -343,3 +343,118 @@ async fn readiness_follows_the_inner_service() {
     assert!(response.is_ok());
     assert_pending!(cache.poll_ready());
 }
+
+type StoreHandle = mock::Handle<StoreRequest, StoreResponse>;
+
+/// Answers the next store request with `response`, returning the request.
+async fn store_answers(store: &mut StoreHandle, response: StoreResponse) -> StoreRequest {
+    let (request, send) = store.next_request().await.expect("the store is asked");
+    send.send_response(response);
+    request
+}
+
+#[tokio::test]
+async fn readiness_waits_for_the_store_and_the_lookup_goes_out_on_the_handle_readied() {
+    let (store, mut store_handle) = mock::pair::<StoreRequest, StoreResponse>();
+    let (mut cache, mut handle) = mock::spawn_layer(CacheLayer::new(store));
+    handle.allow(1);
+    store_handle.allow(0);
+    assert_pending!(cache.poll_ready());
+    // The mock panics if a handle that was never made ready is called.
+    store_handle.allow(1);
+    assert_ready_ok!(cache.poll_ready());
+    let miss = cache.call(get("http://example.com/s"));
+    let (request, (), response) = tokio::join!(
+        store_answers(&mut store_handle, StoreResponse::NotFound),
+        answer(&mut handle, fresh("s")),
+        miss
+    );
+    assert!(matches!(request, StoreRequest::Get(_)));
+    assert!(response.is_ok());
+}
+
+#[tokio::test]
+async fn a_store_that_fails_to_get_ready_sends_the_lookup_to_the_origin() {
+    let (store, mut store_handle) = mock::pair::<StoreRequest, StoreResponse>();
+    let layer = CacheLayer::new(store);
+    let metrics = layer.metrics();
+    let (mut cache, mut handle) = mock::spawn_layer(layer);
+    handle.allow(1);
+    store_handle.send_error("store down");
+    assert_ready_ok!(cache.poll_ready());
+    let miss = cache.call(get("http://example.com/down"));
+    let ((), response) = tokio::join!(answer(&mut handle, fresh("origin")), miss);
+    let response = response.expect("the cache fails open");
+    assert!(matches!(
+        response.extensions().get::<CacheStatus>(),
+        Some(CacheStatus::Forwarded {
+            reason: crate::ForwardReason::Miss,
+            ..
+        })
+    ));
+    assert_eq!(metrics.store_errors(), 1);
+}
+
+/// A memory store that counts its clones.
+#[derive(Debug)]
+struct Counted {
+    memory: MemoryStore,
+    clones: Arc<AtomicUsize>,
+}
+
+impl Clone for Counted {
+    fn clone(&self) -> Self {
+        self.clones.fetch_add(1, SeqCst);
+        Self {
+            memory: self.memory.clone(),
+            clones: self.clones.clone(),
+        }
+    }
+}
+
+impl Service<StoreRequest> for Counted {
+    type Response = StoreResponse;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<StoreResponse, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.memory.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: StoreRequest) -> Self::Future {
+        self.memory.call(request)
+    }
+}
+
+#[tokio::test]
+async fn a_hit_clones_no_store_handle() {
+    let clones = Arc::new(AtomicUsize::new(0));
+    let store = Counted {
+        memory: MemoryStore::default(),
+        clones: clones.clone(),
+    };
+    let (mut cache, mut handle) = mock::spawn_layer(CacheLayer::new(store));
+    handle.allow(1);
+    assert_ready_ok!(cache.poll_ready());
+    let miss = cache.call(get("http://example.com/h"));
+    let ((), response) = tokio::join!(answer(&mut handle, fresh("h")), miss);
+    let body = response.expect("a miss").into_body();
+    body.collect().await.expect("the body completes");
+
+    // Store handles are cloned on a clone's first lookup and for writes, never per hit:
+    // on more than one core, a count every request bumps is a line they fight over.
+    let before = clones.load(SeqCst);
+    handle.allow(1);
+    for _ in 0..3 {
+        assert_ready_ok!(cache.poll_ready());
+        let response = cache
+            .call(get("http://example.com/h"))
+            .await
+            .expect("a hit");
+        assert_eq!(
+            response.extensions().get::<CacheStatus>(),
+            Some(&CacheStatus::Hit)
+        );
+    }
+    assert_eq!(clones.load(SeqCst), before);
+}
