@@ -6,7 +6,7 @@ use std::task::{Context, Poll, ready};
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use http::{Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
 use pin_project::pin_project;
 use tokio::sync::oneshot;
@@ -21,6 +21,7 @@ use super::answer::{
 use super::body::CacheBody;
 use super::coalesce::{Join, Leader};
 use super::handle::StoreHandle;
+use super::kept::KeptHeaders;
 use super::layer::{Config, OnBadSignature};
 use super::refresh::{self, Claim};
 use super::stored;
@@ -42,9 +43,11 @@ pub(crate) struct RequestFacts<St> {
     /// Whether the request carries `Range`, `If-Match`, `If-Unmodified-Since` or
     /// `If-Range`.
     pub(crate) conditions: bool,
+    /// Whether the request carries `Authorization` (RFC 9111 §3.5).
+    pub(crate) authorization: bool,
     pub(crate) time: SystemTime,
-    /// The request's headers, captured when it is forwarded (for `Vary` and §3.5).
-    pub(crate) headers: HeaderMap,
+    /// The request's headers, kept when it is forwarded (for `Vary` and §3.5).
+    pub(crate) headers: KeptHeaders,
     /// The variant index found under the URI's key, if any.
     pub(crate) seen: Option<Variants>,
     /// Whether this request waited for another's fetch (its answer is `Collapsed`).
@@ -308,7 +311,7 @@ where
                         }
                         Step::Stale(entry, reason) => {
                             *this.reason = reason;
-                            let headers = request.headers().clone();
+                            let headers = KeptHeaders::new(request.headers());
                             // Validators condition a read; on another method (a POST
                             // keyed by its body) they would condition a change.
                             let readable = matches!(*request.method(), Method::GET | Method::HEAD);
@@ -383,7 +386,8 @@ where
                     }
                     let (mut service, request) =
                         forward.take().expect("a lookup forwards at most once");
-                    facts.headers = original_headers.unwrap_or_else(|| request.headers().clone());
+                    facts.headers =
+                        original_headers.unwrap_or_else(|| KeptHeaders::new(request.headers()));
                     let future = service.call(request);
                     this.state.set(State::Forward { future });
                 }
@@ -404,7 +408,7 @@ where
                     }
                     tracing::trace!(key = %facts.key, "the fetch waited for gave nothing to share; asking the origin");
                     facts.collapsed = false;
-                    facts.headers = request.headers().clone();
+                    facts.headers = KeptHeaders::new(request.headers());
                     let future = service.call(request);
                     this.state.set(State::Forward { future });
                 }

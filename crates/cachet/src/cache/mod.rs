@@ -41,6 +41,7 @@ mod expiry;
 mod filter;
 mod future;
 mod handle;
+mod kept;
 mod layer;
 mod mode;
 mod refresh;

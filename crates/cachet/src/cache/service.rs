@@ -4,8 +4,8 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::header::{
-    CACHE_CONTROL, CONTENT_LENGTH, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
-    IF_UNMODIFIED_SINCE, PRAGMA, RANGE, TRANSFER_ENCODING,
+    AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH,
+    IF_RANGE, IF_UNMODIFIED_SINCE, PRAGMA, RANGE, TRANSFER_ENCODING,
 };
 use http::{HeaderMap, HeaderName, Method, Request, Response};
 use http_body::Body;
@@ -14,6 +14,7 @@ use tower::Service;
 use super::expiry::Decision;
 use super::future::{Plan, RequestFacts, ResponseFuture, StoreCall};
 use super::handle::{Spare, StoreHandle};
+use super::kept::KeptHeaders;
 use super::layer::Config;
 use super::mode::bypassed;
 use super::{CacheBody, CacheLayer, CacheMode, Expiry, ForwardReason};
@@ -224,8 +225,9 @@ where
             },
             validators: present.validators,
             conditions: present.conditions,
+            authorization: present.authorization,
             time: config.clock.now(),
-            headers: http::HeaderMap::new(),
+            headers: KeptHeaders::default(),
             seen: None,
             collapsed: false,
             force: matches!(mode, CacheMode::ForceCache | CacheMode::OnlyIfCached),
@@ -233,7 +235,7 @@ where
         };
         match mode {
             CacheMode::Reload => {
-                facts.headers = request.headers().clone();
+                facts.headers = KeptHeaders::new(request.headers());
                 // It looks nothing up, so it saw no index: what it stores counts as after
                 // whatever was stored before it began, as if an invalidation had been seen
                 // (an index it writes must not bring back variants an invalidation hid).
@@ -283,6 +285,8 @@ struct Present {
     conditions: bool,
     /// Content announced: `Transfer-Encoding`, or a `Content-Length` other than 0.
     content: bool,
+    /// `Authorization`.
+    authorization: bool,
 }
 
 impl Present {
@@ -306,6 +310,7 @@ impl Present {
                     headers.contains_key(CONTENT_LENGTH),
                     headers.contains_key(TRANSFER_ENCODING),
                 ),
+                authorization: headers.contains_key(AUTHORIZATION),
             };
         }
         let mut present = Self {
@@ -313,6 +318,7 @@ impl Present {
             validators: false,
             conditions: false,
             content: false,
+            authorization: false,
         };
         let (mut length, mut encoded) = (false, false);
         for name in headers.keys() {
@@ -330,6 +336,8 @@ impl Present {
                 length = true;
             } else if *name == TRANSFER_ENCODING {
                 encoded = true;
+            } else if *name == AUTHORIZATION {
+                present.authorization = true;
             }
         }
         present.content = content(length, encoded);

@@ -38,6 +38,7 @@ impl<St: Store> Placement<St> {
     /// under the URI's key; writers that saw the same index write the same one back.
     pub(crate) fn new(
         facts: &RequestFacts<St>,
+        request: &HeaderMap,
         names: Vec<HeaderName>,
         ttl: Duration,
         config: &Config,
@@ -58,7 +59,7 @@ impl<St: Store> Placement<St> {
             store: facts.store.cloned(),
             key: facts
                 .key
-                .variant(&names, &config.keys.vary_view(&facts.headers, &names)),
+                .variant(&names, &config.keys.vary_view(request, &names)),
             index: Some((facts.key.clone(), Variants { names, not_before })),
             ttl,
         }
@@ -121,17 +122,18 @@ pub(crate) fn recorder<St: Store>(
     );
     let ttl = may_store(&response, parts, facts, config)?;
     let names = variant_names(&parts.headers, config).unwrap_or_default();
+    let request = request_headers(facts, &names);
     let head = Entry {
         status: parts.status,
         version: parts.version,
         headers: storable_headers(&parts.headers, &response.cc, config),
-        vary: vary_values(&names, &config.keys.vary_view(&facts.headers, &names)),
+        vary: vary_values(&names, &config.keys.vary_view(&request, &names)),
         request_time: facts.time,
         response_time,
         configured: facts.configured,
         body: Bytes::new(),
     };
-    let placement = Placement::new(facts, names, ttl, config);
+    let placement = Placement::new(facts, &request, names, ttl, config);
     // A HEAD response's Content-Length describes the GET body it stands for.
     let expected = (facts.method != Method::HEAD)
         .then(|| {
@@ -158,6 +160,15 @@ pub(crate) fn recorder<St: Store>(
     })
 }
 
+/// The request's headers as a map, for a response stored as a variant of `names`; an
+/// empty map, which costs nothing, when it varies on none.
+pub(crate) fn request_headers<St>(facts: &RequestFacts<St>, names: &[HeaderName]) -> HeaderMap {
+    if names.is_empty() {
+        return HeaderMap::new();
+    }
+    facts.headers.to_map()
+}
+
 /// How long to keep a response, or `None` (with the reason logged) when it may not be
 /// stored: by RFC 9111, and by the cache's settings (read-only, statuses, the filter).
 /// Every path that stores a response asks this, so none of them can skip a setting.
@@ -180,7 +191,7 @@ pub(crate) fn may_store<St>(
         config.mode,
         config.store_set_cookie(),
         &method,
-        &facts.headers,
+        facts.authorization,
         &facts.cc,
     ) {
         tracing::debug!(key = %facts.key, %refusal, "not storing");
@@ -193,7 +204,10 @@ pub(crate) fn may_store<St>(
         response.cc.public || response.cc.s_maxage.is_some() || response.cc.must_revalidate;
     if config.mode == policy::Mode::Shared && !shareable {
         let selected = variant_names(&parts.headers, config).unwrap_or_default();
-        if let Some(name) = config.keys.unselected_credential(&facts.headers, &selected) {
+        if let Some(name) = config
+            .keys
+            .unselected_credential(facts.headers.names(), &selected)
+        {
             tracing::debug!(key = %facts.key, credential = %name, "the response does not vary on a credential the request carries; not storing");
             return None;
         }

@@ -247,12 +247,17 @@ impl Keys {
     /// between credentials.
     pub(crate) fn unselected_credential<'r>(
         &self,
-        request: &'r HeaderMap,
+        request: impl IntoIterator<Item = &'r [u8]>,
         selected: &[HeaderName],
-    ) -> Option<&'r HeaderName> {
+    ) -> Option<&'r str> {
         request
-            .keys()
-            .find(|name| contains(&self.credentials, name.as_str()) && !selected.contains(name))
+            .into_iter()
+            // Header names are ASCII; anything else is no name listed here.
+            .filter_map(|name| std::str::from_utf8(name).ok())
+            .find(|name| {
+                contains(&self.credentials, name)
+                    && !selected.iter().any(|selected| selected.as_str() == *name)
+            })
     }
 
     /// The request headers as variant keys and entries see them: ignored ones left out,

@@ -324,6 +324,9 @@ fn the_headers_a_lookup_reads_are_found_in_short_and_long_maps() {
         assert!(!Present::scan(&headers).conditions);
         headers.insert("range", HeaderValue::from_static("bytes=0-1"));
         assert!(Present::scan(&headers).conditions);
+        assert!(!Present::scan(&headers).authorization);
+        headers.insert("authorization", HeaderValue::from_static("Bearer x"));
+        assert!(Present::scan(&headers).authorization);
     }
 }
 
