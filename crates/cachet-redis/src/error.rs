@@ -22,6 +22,7 @@ pub struct Error {
 pub(crate) enum Op {
     Get,
     Put,
+    Replace,
     Delete,
     Ping,
     Scan,
@@ -35,6 +36,7 @@ impl Op {
         match self {
             Op::Get => "get",
             Op::Put => "put",
+            Op::Replace => "replace",
             Op::Delete => "delete",
             Op::Ping => "ping",
             Op::Scan => "scan",

@@ -13,7 +13,7 @@ use super::future::RequestFacts;
 use super::layer::Config;
 use crate::entry::{Entry, Record, Variants};
 use crate::policy::{self, CacheControl, ResponseFacts};
-use crate::store::{Store, StoreRequest, StoreResponse, Value, detach};
+use crate::store::{Store, StoreRequest, StoreResponse, Unsupported, Value, detach};
 use crate::{BoxError, CacheKey, Metrics};
 use tower::ServiceExt;
 
@@ -441,12 +441,7 @@ pub(crate) fn invalidate<St: Store>(store: &St, uri: &Uri, response: &HeaderMap,
     let mark = |target: &Uri| {
         for key in config.keys.read_keys_for_url(target).into_iter().flatten() {
             tracing::debug!(%key, "invalidating");
-            let put = StoreRequest::Put {
-                key,
-                value: value.clone(),
-                ttl: INVALIDATION_TTL,
-            };
-            write(store.clone(), put, &config.metrics);
+            mark_stored(store, key, value.clone(), &config.metrics);
         }
     };
     mark(uri);
@@ -459,6 +454,40 @@ pub(crate) fn invalidate<St: Store>(store: &St, uri: &Uri, response: &HeaderMap,
             mark(&target);
         }
     }
+}
+
+/// Puts an invalidation marker under `key` if anything is stored there
+/// ([`StoreRequest::Replace`]), or in any case for a store that cannot tell.
+fn mark_stored<St: Store>(store: &St, key: CacheKey, marker: Value, metrics: &Metrics) {
+    let replace = StoreRequest::Replace {
+        key: key.clone(),
+        value: marker.clone(),
+        ttl: INVALIDATION_TTL,
+    };
+    let (fallback, metrics) = (store.clone(), metrics.clone());
+    detach(store.clone(), replace, move |error| {
+        if !is_unsupported(&*error) {
+            return write_failed(&error, &metrics);
+        }
+        let put = StoreRequest::Put {
+            key,
+            value: marker,
+            ttl: INVALIDATION_TTL,
+        };
+        write(fallback, put, &metrics);
+    });
+}
+
+/// Whether a store error, or one it wraps, says the store cannot answer the request.
+fn is_unsupported(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if error.is::<Unsupported>() {
+            return true;
+        }
+        next = error.source();
+    }
+    false
 }
 
 /// `reference` resolved against `base`, if it has the same scheme and authority.
@@ -511,28 +540,37 @@ mod tests {
             CONTENT_LOCATION,
             HeaderValue::from_static("http://b.example/elsewhere"),
         );
-        invalidate(&store, &uri, &response, &config);
-
-        let mut markers = Vec::new();
-        for (key, marked) in [
+        let targets = [
             ("GET http://a.example/orders?x=1", true),
             ("HEAD http://a.example/orders?x=1", true),
             ("GET http://a.example/orders/7", true),
             ("HEAD http://a.example/orders/7", true),
             ("GET http://b.example/elsewhere", false),
             ("HEAD http://b.example/elsewhere", false),
-        ] {
+        ];
+        for (key, _) in targets {
+            let put = StoreRequest::Put {
+                key: CacheKey::from_text(key),
+                value: Value::from("stored"),
+                ttl: Duration::from_secs(60),
+            };
+            store.clone().oneshot(put).await.expect("stored");
+        }
+        invalidate(&store, &uri, &response, &config);
+
+        let mut markers = Vec::new();
+        for (key, marked) in targets {
             let found = store
                 .clone()
                 .oneshot(StoreRequest::Get(CacheKey::from_text(key)))
                 .await
                 .expect("memory stores never fail");
-            match found {
-                StoreResponse::Found(value) => {
+            let StoreResponse::Found(value) = found else {
+                panic!("{key} still holds a value");
+            };
+            match Record::decode(value.bytes()) {
+                Ok(Record::Variants(marker)) => {
                     assert!(marked, "{key} is not the same origin's");
-                    let Ok(Record::Variants(marker)) = Record::decode(value.bytes()) else {
-                        panic!("{key} holds an invalidation marker");
-                    };
                     assert!(marker.names.is_empty(), "a marker names no headers");
                     markers.push(marker.not_before);
                 }
@@ -542,6 +580,57 @@ mod tests {
         assert!(
             markers.windows(2).all(|pair| pair[0] == pair[1]),
             "every key gets the same marker"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_invalidation_marks_only_keys_that_hold_something() {
+        let store = crate::MemoryStore::default();
+        let uri: Uri = "http://a.example/never-cached".parse().expect("valid");
+        invalidate(&store, &uri, &HeaderMap::new(), &Config::default());
+        // Unsafe requests to URLs that were never cached leave no markers to crowd out
+        // what is cached.
+        assert_eq!(store.len(), 0);
+    }
+
+    /// A memory store that cannot replace.
+    #[derive(Clone)]
+    struct NoReplace(crate::MemoryStore);
+
+    impl tower::Service<StoreRequest> for NoReplace {
+        type Response = StoreResponse;
+        type Error = BoxError;
+        type Future = std::future::Ready<Result<StoreResponse, BoxError>>;
+
+        fn poll_ready(
+            &mut self,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), BoxError>> {
+            self.0.poll_ready(cx)
+        }
+
+        fn call(&mut self, request: StoreRequest) -> Self::Future {
+            match request {
+                StoreRequest::Replace { .. } => {
+                    std::future::ready(Err(Unsupported::new("this store", "replace").into()))
+                }
+                other => self.0.call(other),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_that_cannot_replace_gets_the_markers_as_puts() {
+        let memory = crate::MemoryStore::default();
+        let config = Config::default();
+        let metrics = config.metrics.clone();
+        let uri: Uri = "http://a.example/orders".parse().expect("valid");
+        invalidate(&NoReplace(memory.clone()), &uri, &HeaderMap::new(), &config);
+        assert_eq!(memory.len(), 2, "the GET and HEAD keys are marked");
+        assert_eq!(
+            metrics.store_errors(),
+            0,
+            "an unsupported replace is no failure"
         );
     }
 

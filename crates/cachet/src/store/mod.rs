@@ -72,6 +72,21 @@ pub enum StoreRequest {
         /// How long the store should keep it.
         ttl: Duration,
     },
+    /// Store a value under a key as [`Put`](Self::Put) does, but only if a value is
+    /// stored under it now; answered with [`StoreResponse::Done`] either way.
+    ///
+    /// An invalidation writes its marker so: where something is stored, to hide it, and
+    /// nowhere else, so that unsafe requests to URLs that were never cached fill no store
+    /// with markers. A store that cannot tell answers with an [`Unsupported`] error; the
+    /// cache then writes a `Put`.
+    Replace {
+        /// Where to store it.
+        key: CacheKey,
+        /// The encoded entry.
+        value: Value,
+        /// How long the store should keep it.
+        ttl: Duration,
+    },
     /// Forget the value under a key.
     Delete(CacheKey),
     /// List one page of the stored entries, answered with [`StoreResponse::Page`]. A store
@@ -92,8 +107,8 @@ pub enum StoreResponse {
     Found(Value),
     /// Nothing is stored under the key of a [`StoreRequest::Get`].
     NotFound,
-    /// A [`StoreRequest::Put`], [`StoreRequest::Delete`] or [`StoreRequest::Clear`] is
-    /// done.
+    /// A [`StoreRequest::Put`], [`StoreRequest::Replace`], [`StoreRequest::Delete`] or
+    /// [`StoreRequest::Clear`] is done.
     Done,
     /// A page of entries, the answer to a [`StoreRequest::Scan`].
     Page(Page),

@@ -95,15 +95,23 @@ where
             },
             StoreRequest::Put { key, value, ttl } => {
                 let value = sign(&self.keyring, &key, value.bytes()).into();
-                ResponseFuture {
-                    inner: self.inner.call(StoreRequest::Put { key, value, ttl }),
-                    verify: Check::None,
-                }
+                self.pass(StoreRequest::Put { key, value, ttl })
             }
-            other => ResponseFuture {
-                inner: self.inner.call(other),
-                verify: Check::None,
-            },
+            StoreRequest::Replace { key, value, ttl } => {
+                let value = sign(&self.keyring, &key, value.bytes()).into();
+                self.pass(StoreRequest::Replace { key, value, ttl })
+            }
+            other => self.pass(other),
+        }
+    }
+}
+
+impl<St: Service<StoreRequest>> Verify<St> {
+    /// Sends `request` on with nothing to verify in the answer.
+    fn pass(&mut self, request: StoreRequest) -> ResponseFuture<St::Future> {
+        ResponseFuture {
+            inner: self.inner.call(request),
+            verify: Check::None,
         }
     }
 }
@@ -311,11 +319,24 @@ mod tests {
             value: Value::from("payload"),
             ttl: std::time::Duration::from_secs(60),
         };
-        original.oneshot(put).await.expect("stored");
-        let found = clone.oneshot(StoreRequest::Get(key("k1"))).await;
+        original.clone().oneshot(put).await.expect("stored");
+        let found = clone.clone().oneshot(StoreRequest::Get(key("k1"))).await;
         assert_eq!(
             found.expect("verified"),
             StoreResponse::Found(Value::from("payload"))
+        );
+
+        // A replace is signed as a put is.
+        let replace = StoreRequest::Replace {
+            key: key("k1"),
+            value: Value::from("marker"),
+            ttl: std::time::Duration::from_secs(60),
+        };
+        original.oneshot(replace).await.expect("replaced");
+        let found = clone.oneshot(StoreRequest::Get(key("k1"))).await;
+        assert_eq!(
+            found.expect("verified"),
+            StoreResponse::Found(Value::from("marker"))
         );
     }
 
