@@ -28,6 +28,7 @@ mod error;
 mod key;
 pub mod manage;
 mod metrics;
+mod per_clone;
 mod policy;
 pub mod store;
 pub mod verify;

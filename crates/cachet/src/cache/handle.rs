@@ -2,20 +2,19 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-/// A [`Cache`](super::Cache) clone's spare store handle, shared with the requests that
-/// clone serves. The lock makes it sendable for stores that are `Send` but not `Sync`;
-/// it is taken only to clone the handle.
+/// A spare store handle that a [`Cache`](super::Cache) hands to its requests (shared by
+/// its clones, or a long-lived clone's own: see `PerClone`). The lock makes it sendable
+/// for stores that are `Send` but not `Sync`; it is taken only to clone the handle.
 pub(crate) type Spare<St> = Arc<Mutex<St>>;
 
 /// A request's way to its store, for whatever follows the first lookup (a variant's
-/// lookup, a second look, a write): the spare of the `Cache` clone it came through, from
-/// which a handle of its own is cloned when it needs one.
+/// lookup, a second look, a write): a spare, from which a handle of its own is cloned when
+/// it needs one.
 ///
-/// The first lookup is sent on the `Cache`'s own handle, readied in `poll_ready`, so a hit
-/// clones no store: the one reference count it takes is on this `Cache` clone's spare,
-/// which the requests of other clones (other tasks, other cores) do not touch. Cloning a
-/// store bumps counts that every clone shares (a `Verify`'s keyring, a `Tiered`'s
-/// tiers), and on two cores those lines bounce between them on every hit.
+/// The first lookup goes out on the `Cache`'s own handle when `poll_ready` found it ready,
+/// so a hit clones no store: it takes one reference count, on the spare. Cloning a store
+/// instead takes every count the store's parts hold (a `Verify`'s keyring, a `Tiered`'s
+/// tiers), on lines that every clone writes.
 pub(crate) struct StoreHandle<St> {
     spare: Spare<St>,
     own: Option<St>,

@@ -19,6 +19,7 @@ use super::layer::Config;
 use super::mode::bypassed;
 use super::{CacheBody, CacheLayer, CacheMode, Expiry, ForwardReason};
 use crate::entry::Variants;
+use crate::per_clone::PerClone;
 use crate::policy::RequestDirectives;
 use crate::store::{Store, StoreRequest};
 use crate::{BoxError, Error, RequestHead};
@@ -30,44 +31,58 @@ use crate::{BoxError, Error, RequestHead};
 /// response is recorded as its body streams to the caller, then written to the store in
 /// the background.
 ///
-/// It is ready when both the inner service and the store are: a lookup goes out from
-/// `call` on the store handle `poll_ready` readied (a store that fails to get ready fails
-/// the lookup, and the request goes to the inner service). Each clone keeps its own
-/// handles, so a hit touches no reference count that the requests of other clones touch;
-/// clone it per task or connection, as tower services are, rather than per request.
+/// It is ready when the inner service is. `poll_ready` also asks the store, so that a
+/// lookup goes out from `call` on a handle that is ready; a store that is not ready yet
+/// holds back no request (a lookup then waits for a handle of its own), and a handle made
+/// ready for a request that looks nothing up is let go, with whatever it reserved.
+///
+/// A clone kept per task or connection hands its requests handles of its own from its
+/// second request on (see `PerClone`), so that hits on several cores do not count
+/// references on shared lines; a clone made per request costs what sharing costs.
 pub struct Cache<S, St> {
     inner: S,
-    /// The handle lookups are sent on, from `call`, once `poll_ready` has readied it.
+    /// The handle a lookup goes out on, from `call`, when `poll_ready` found it ready.
     store: St,
-    /// What `poll_ready` got from the store; taken by the lookup it readied the store for.
-    store_ready: Option<Result<(), BoxError>>,
-    /// This clone's spare store handle, shared with its requests (see [`StoreHandle`]);
-    /// made by the first lookup, so a clone that looks nothing up makes none.
-    spare: Option<Spare<St>>,
-    config: Arc<Config>,
+    /// What `poll_ready` found of `store` since the last call; `None` if not asked.
+    readiness: Option<Poll<Result<(), BoxError>>>,
+    /// The store handle a request's future keeps for what follows its lookup (see
+    /// [`StoreHandle`]).
+    spare: PerClone<Spare<St>>,
+    config: PerClone<Arc<Config>>,
 }
 
 impl<S: Clone, St: Clone> Clone for Cache<S, St> {
     fn clone(&self) -> Self {
-        // A clone's store handle is readied on its own, and its spare is its own: the
-        // requests of different clones (tasks, connections) share no reference count.
-        Self::from_parts(self.inner.clone(), self.store.clone(), self.config.clone())
+        Self {
+            inner: self.inner.clone(),
+            // A clone's handle is made ready on its own.
+            store: self.store.clone(),
+            readiness: None,
+            spare: self.spare.clone(),
+            config: self.config.clone(),
+        }
     }
 }
 
 impl<S, St> Cache<S, St> {
     /// A shared cache with the default configuration; see [`CacheLayer`] to configure it.
-    pub fn new(inner: S, store: St) -> Self {
+    pub fn new(inner: S, store: St) -> Self
+    where
+        St: Clone,
+    {
         Self::from_parts(inner, store, Arc::new(Config::default()))
     }
 
-    pub(crate) fn from_parts(inner: S, store: St, config: Arc<Config>) -> Self {
+    pub(crate) fn from_parts(inner: S, store: St, config: Arc<Config>) -> Self
+    where
+        St: Clone,
+    {
         Self {
             inner,
+            spare: PerClone::new(Arc::new(Mutex::new(store.clone()))),
             store,
-            store_ready: None,
-            spare: None,
-            config,
+            readiness: None,
+            config: PerClone::new(config),
         }
     }
 
@@ -97,7 +112,7 @@ impl<S: fmt::Debug, St: fmt::Debug> fmt::Debug for Cache<S, St> {
         f.debug_struct("Cache")
             .field("inner", &self.inner)
             .field("store", &self.store)
-            .field("config", &self.config)
+            .field("config", self.config.shared())
             .finish()
     }
 }
@@ -117,16 +132,34 @@ where
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         ready!(self.inner.poll_ready(cx)).map_err(Error::upstream)?;
-        if self.store_ready.is_none() {
-            // The lookup that `call` sends waits here for the store; a store that fails
-            // to get ready fails that lookup, and the cache asks the origin.
-            self.store_ready = Some(ready!(self.store.poll_ready(cx)));
+        if matches!(self.readiness, None | Some(Poll::Pending)) {
+            self.readiness = Some(self.store.poll_ready(cx));
         }
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: Request<ReqB>) -> Self::Future {
-        let config = self.config.clone();
+        let future = self.dispatch(request);
+        if self.readiness.take().is_some() {
+            // Made ready for a lookup this request did not make: a fresh handle instead,
+            // so that whatever the store reserved for it (a permit, a slot) is not held
+            // until the next request.
+            self.store = self.store.clone();
+        }
+        future
+    }
+}
+
+impl<S: Clone, St: Store> Cache<S, St> {
+    /// What `call` does; a lookup takes the store's readiness.
+    fn dispatch<ReqB, ResB>(&mut self, request: Request<ReqB>) -> ResponseFuture<S, St, ReqB>
+    where
+        S: Service<Request<ReqB>, Response = Response<ResB>>,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError> + 'static,
+        ResB: Body<Data = Bytes> + Send + 'static,
+    {
+        let config = self.config.get(|shared| Arc::new(Config::clone(shared)));
         let head = RequestHead {
             method: request.method(),
             uri: request.uri(),
@@ -211,12 +244,11 @@ where
                 config,
             );
         }
-        let spare = self
-            .spare
-            .get_or_insert_with(|| Arc::new(Mutex::new(self.store.clone())));
+        let store = &self.store;
+        let spare = self.spare.get(|_| Arc::new(Mutex::new(store.clone())));
         let mut facts = RequestFacts {
             key,
-            store: StoreHandle::new(spare.clone()),
+            store: StoreHandle::new(spare),
             method: request.method().clone(),
             cc: if present.directives {
                 RequestDirectives::parse(request.headers())
@@ -259,12 +291,20 @@ where
         // Read before the lookup is answered: a fetch of the key that finishes after it
         // makes a coalescing leader look again.
         let finished_before = config.inflight.finished(&facts.key);
-        let lookup = match self.store_ready.take() {
-            Some(Ok(())) => {
+        let lookup = match self.readiness.take() {
+            Some(Poll::Ready(Ok(()))) => {
                 StoreCall::Called(self.store.call(StoreRequest::Get(facts.key.clone())))
             }
-            Some(Err(error)) => StoreCall::Failed(Some(error)),
-            // Called without `poll_ready` readying the store: the request readies its own.
+            Some(Poll::Ready(Err(error))) => {
+                // A handle that failed is not asked again.
+                self.store = self.store.clone();
+                StoreCall::Failed(Some(error))
+            }
+            Some(Poll::Pending) => {
+                self.store = self.store.clone();
+                StoreCall::get(facts.key.clone())
+            }
+            // Called without `poll_ready`: the request readies a handle of its own.
             None => StoreCall::get(facts.key.clone()),
         };
         // The service that `poll_ready` readied goes into the future; this handle keeps a

@@ -10,6 +10,7 @@ use tower::util::Oneshot;
 use tower::{Service, ServiceExt};
 
 use super::{StoreRequest, StoreResponse, Value, detach};
+use crate::per_clone::PerClone;
 use crate::{BoxError, CacheKey};
 
 /// Two stores as one: a near tier (memory) in front of a far one (Redis), so a repeated
@@ -45,10 +46,10 @@ pub struct Tiered<Near, Far> {
     near_ready: bool,
     far: Far,
     /// Both tiers again, for the promotion a get may need: one reference taken per get
-    /// instead of two handles cloned. Made by this handle's first get and never shared
-    /// with a clone, so gets on other cores touch other counts. The lock, taken only on a
-    /// near miss, keeps the `Arc` sendable for tiers that are `Send` but not `Sync`.
-    promote: Option<SharedTiers<Near, Far>>,
+    /// instead of two handles cloned (a long-lived clone's own from its second get). The
+    /// lock, taken only on a near miss, keeps the `Arc` sendable for tiers that are `Send`
+    /// but not `Sync`.
+    promote: PerClone<SharedTiers<Near, Far>>,
     near_ttl: Duration,
 }
 
@@ -60,14 +61,25 @@ struct Tiers<Near, Far> {
 /// Both tiers' handles, shared for promotions (see [`Tiered`]'s `promote`).
 type SharedTiers<Near, Far> = Arc<Mutex<Tiers<Near, Far>>>;
 
+fn shared_tiers<Near: Clone, Far: Clone>(near: &Near, far: &Far) -> SharedTiers<Near, Far> {
+    Arc::new(Mutex::new(Tiers {
+        near: near.clone(),
+        far: far.clone(),
+    }))
+}
+
 impl<Near, Far> Tiered<Near, Far> {
     /// The default bound on how long the near tier keeps an entry: one second.
     pub const DEFAULT_NEAR_TTL: Duration = Duration::from_secs(1);
 
     /// `near` in front of `far`.
-    pub fn new(near: Near, far: Far) -> Self {
+    pub fn new(near: Near, far: Far) -> Self
+    where
+        Near: Clone,
+        Far: Clone,
+    {
         Self {
-            promote: None,
+            promote: PerClone::new(shared_tiers(&near, &far)),
             near,
             near_ready: false,
             far,
@@ -91,7 +103,7 @@ impl<Near: Clone, Far: Clone> Clone for Tiered<Near, Far> {
             near: self.near.clone(),
             near_ready: false,
             far: self.far.clone(),
-            promote: None,
+            promote: self.promote.clone(),
             near_ttl: self.near_ttl,
         }
     }
@@ -138,14 +150,9 @@ where
         let (near, far) = (&self.near, &self.far);
         let state = match request {
             StoreRequest::Get(key) if std::mem::take(&mut self.near_ready) => {
-                let tiers = self.promote.get_or_insert_with(|| {
-                    Arc::new(Mutex::new(Tiers {
-                        near: near.clone(),
-                        far: far.clone(),
-                    }))
-                });
+                let tiers = self.promote.get(|_| shared_tiers(near, far));
                 State::Near {
-                    promote: Some((key.clone(), tiers.clone())),
+                    promote: Some((key.clone(), tiers)),
                     near: self.near.call(StoreRequest::Get(key)),
                 }
             }

@@ -75,7 +75,7 @@ impl SigningKey {
 /// ```
 #[derive(Clone)]
 pub struct Keyring {
-    pub(super) keys: Arc<[SigningKey]>,
+    keys: Arc<[SigningKey]>,
 }
 
 impl Keyring {
@@ -110,7 +110,7 @@ impl Keyring {
     }
 
     /// The same keys in a keyring of its own, whose reference count no other clone
-    /// touches (see [`Verify`](super::Verify)'s `Clone`).
+    /// touches (see [`Verify`](super::Verify)).
     pub(crate) fn unshared(&self) -> Self {
         Self {
             keys: self.keys.iter().cloned().collect(),

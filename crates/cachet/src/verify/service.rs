@@ -9,6 +9,7 @@ use tower::Service;
 
 use super::key::KEY_ID_LEN;
 use super::{BadSignature, Keyring, VerifyLayer};
+use crate::per_clone::PerClone;
 use crate::store::{Listed, Page, StoreRequest, StoreResponse, Value};
 use crate::{BoxError, CacheKey};
 
@@ -31,28 +32,21 @@ const HEADER_LEN: usize = LABEL.len() + 1 + KEY_ID_LEN + 4;
 /// A listing ([`StoreRequest::Scan`]) is verified entry by entry: an entry that fails is
 /// listed with its [`BadSignature`] as its value's error, and the rest of the page is
 /// listed as usual. Other requests (delete, clear) pass through.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Verify<St> {
     inner: St,
-    keyring: Keyring,
-}
-
-impl<St: Clone> Clone for Verify<St> {
-    fn clone(&self) -> Self {
-        // Every get takes a reference to the keyring for its future. A clone of its own
-        // keeps that count off the lines the clones on other cores write (a cache clones
-        // its store once per clone of itself, not per request).
-        Self {
-            inner: self.inner.clone(),
-            keyring: self.keyring.unshared(),
-        }
-    }
+    /// Every get hands its future a reference to the keyring; a long-lived clone hands
+    /// out references to a copy of its own.
+    keyring: PerClone<Keyring>,
 }
 
 impl<St> Verify<St> {
     /// Wraps `inner`, signing and verifying with `keyring`.
     pub fn new(inner: St, keyring: Keyring) -> Self {
-        Self { inner, keyring }
+        Self {
+            inner,
+            keyring: PerClone::new(keyring),
+        }
     }
 
     /// A [`VerifyLayer`] with `keyring`.
@@ -87,18 +81,18 @@ where
         match request {
             StoreRequest::Get(key) => ResponseFuture {
                 inner: self.inner.call(StoreRequest::Get(key.clone())),
-                verify: Check::Found(key, self.keyring.clone()),
+                verify: Check::Found(key, self.keyring.get(Keyring::unshared)),
             },
             StoreRequest::Scan(scan) => ResponseFuture {
                 inner: self.inner.call(StoreRequest::Scan(scan)),
-                verify: Check::Page(self.keyring.clone()),
+                verify: Check::Page(self.keyring.shared().clone()),
             },
             StoreRequest::Put { key, value, ttl } => {
-                let value = sign(&self.keyring, &key, value.bytes()).into();
+                let value = sign(self.keyring.shared(), &key, value.bytes()).into();
                 self.pass(StoreRequest::Put { key, value, ttl })
             }
             StoreRequest::Replace { key, value, ttl } => {
-                let value = sign(&self.keyring, &key, value.bytes()).into();
+                let value = sign(self.keyring.shared(), &key, value.bytes()).into();
                 self.pass(StoreRequest::Replace { key, value, ttl })
             }
             other => self.pass(other),
@@ -305,26 +299,27 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_clone_has_a_keyring_of_its_own_that_verifies_what_the_original_signs() {
+    async fn a_clone_and_its_own_keyring_verify_what_the_original_signs() {
         use tower::ServiceExt;
 
         let original = Verify::new(crate::MemoryStore::default(), keyring("k"));
         let clone = original.clone();
-        assert!(!std::sync::Arc::ptr_eq(
-            &original.keyring.keys,
-            &clone.keyring.keys
-        ));
         let put = StoreRequest::Put {
             key: key("k1"),
             value: Value::from("payload"),
             ttl: std::time::Duration::from_secs(60),
         };
         original.clone().oneshot(put).await.expect("stored");
-        let found = clone.clone().oneshot(StoreRequest::Get(key("k1"))).await;
-        assert_eq!(
-            found.expect("verified"),
-            StoreResponse::Found(Value::from("payload"))
-        );
+        // The second get on a handle uses its own copy of the keyring.
+        let mut handle = clone.clone();
+        for _ in 0..3 {
+            let found = handle.ready().await.expect("ready");
+            let found = found.call(StoreRequest::Get(key("k1"))).await;
+            assert_eq!(
+                found.expect("verified"),
+                StoreResponse::Found(Value::from("payload"))
+            );
+        }
 
         // A replace is signed as a put is.
         let replace = StoreRequest::Replace {

@@ -349,21 +349,25 @@ async fn readiness_follows_the_inner_service() {
 
 type StoreHandle = mock::Handle<StoreRequest, StoreResponse>;
 
-/// Answers the next store request with `response`, returning the request.
+/// Answers the next store read with `response`, returning it; writes before it (a POST's
+/// invalidation) are answered `Done`.
 async fn store_answers(store: &mut StoreHandle, response: StoreResponse) -> StoreRequest {
-    let (request, send) = store.next_request().await.expect("the store is asked");
-    send.send_response(response);
-    request
+    loop {
+        let (request, send) = store.next_request().await.expect("the store is asked");
+        if matches!(request, StoreRequest::Get(_)) {
+            send.send_response(response);
+            return request;
+        }
+        send.send_response(StoreResponse::Done);
+    }
 }
 
 #[tokio::test]
-async fn readiness_waits_for_the_store_and_the_lookup_goes_out_on_the_handle_readied() {
+async fn a_lookup_goes_out_on_the_handle_poll_ready_readied() {
     let (store, mut store_handle) = mock::pair::<StoreRequest, StoreResponse>();
     let (mut cache, mut handle) = mock::spawn_layer(CacheLayer::new(store));
     handle.allow(1);
-    store_handle.allow(0);
-    assert_pending!(cache.poll_ready());
-    // The mock panics if a handle that was never made ready is called.
+    // One send allowed: the mock panics if a handle that was not made ready is called.
     store_handle.allow(1);
     assert_ready_ok!(cache.poll_ready());
     let miss = cache.call(get("http://example.com/s"));
@@ -374,6 +378,138 @@ async fn readiness_waits_for_the_store_and_the_lookup_goes_out_on_the_handle_rea
     );
     assert!(matches!(request, StoreRequest::Get(_)));
     assert!(response.is_ok());
+}
+
+#[tokio::test]
+async fn a_store_that_is_not_ready_holds_back_no_request() {
+    let (store, mut store_handle) = mock::pair::<StoreRequest, StoreResponse>();
+    let (mut cache, mut handle) = mock::spawn_layer(CacheLayer::new(store));
+    handle.allow(2);
+    store_handle.allow(0);
+    // A POST looks nothing up: it goes on while the store is not ready.
+    assert_ready_ok!(cache.poll_ready());
+    let post = Request::post("http://example.com/p")
+        .body(())
+        .expect("a valid request");
+    let post = cache.call(post);
+    let ((), response) = tokio::join!(answer(&mut handle, fresh("posted")), post);
+    assert!(response.is_ok());
+
+    // A GET waits in its own future for a handle of its own, then looks up.
+    assert_ready_ok!(cache.poll_ready());
+    let mut lookup = tokio_test::task::spawn(cache.call(get("http://example.com/g")));
+    assert_pending!(lookup.poll());
+    store_handle.allow(1);
+    let ((), request, ()) = tokio::join!(
+        async {
+            let response = lookup.await.expect("answered by the origin");
+            assert!(matches!(
+                response.extensions().get::<CacheStatus>(),
+                Some(CacheStatus::Forwarded { .. })
+            ));
+        },
+        store_answers(&mut store_handle, StoreResponse::NotFound),
+        answer(&mut handle, fresh("g"))
+    );
+    assert!(matches!(request, StoreRequest::Get(_)));
+}
+
+/// A memory store whose readiness reserves one of a count of slots until its call, or
+/// until the handle is dropped, as a concurrency limit's permit does.
+struct Reserving {
+    memory: MemoryStore,
+    reserved: Arc<AtomicUsize>,
+    holds: bool,
+}
+
+impl Clone for Reserving {
+    fn clone(&self) -> Self {
+        Self {
+            memory: self.memory.clone(),
+            reserved: self.reserved.clone(),
+            holds: false,
+        }
+    }
+}
+
+impl Drop for Reserving {
+    fn drop(&mut self) {
+        if self.holds {
+            self.reserved.fetch_sub(1, SeqCst);
+        }
+    }
+}
+
+impl Service<StoreRequest> for Reserving {
+    type Response = StoreResponse;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<StoreResponse, BoxError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if !std::mem::replace(&mut self.holds, true) {
+            self.reserved.fetch_add(1, SeqCst);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: StoreRequest) -> Self::Future {
+        if std::mem::take(&mut self.holds) {
+            self.reserved.fetch_sub(1, SeqCst);
+        }
+        self.memory.call(request)
+    }
+}
+
+#[tokio::test]
+async fn a_store_made_ready_for_a_request_that_looks_nothing_up_is_let_go() {
+    let reserved = Arc::new(AtomicUsize::new(0));
+    let store = Reserving {
+        memory: MemoryStore::default(),
+        reserved: reserved.clone(),
+        holds: false,
+    };
+    let (mut cache, mut handle) = mock::spawn_layer(CacheLayer::new(store));
+    handle.allow(1);
+    assert_ready_ok!(cache.poll_ready());
+    assert_eq!(reserved.load(SeqCst), 1, "made ready for a lookup");
+    let post = Request::post("http://example.com/p")
+        .body(())
+        .expect("a valid request");
+    let post = cache.call(post);
+    // Kept until the next request, a connection left idle would hold the slot.
+    assert_eq!(reserved.load(SeqCst), 0);
+    let ((), response) = tokio::join!(answer(&mut handle, fresh("posted")), post);
+    assert!(response.is_ok());
+}
+
+#[tokio::test]
+async fn a_store_error_counts_only_for_the_lookup_it_was_found_for() {
+    let (store, mut store_handle) = mock::pair::<StoreRequest, StoreResponse>();
+    let layer = CacheLayer::new(store);
+    let metrics = layer.metrics();
+    let (mut cache, mut handle) = mock::spawn_layer(layer);
+    handle.allow(2);
+    store_handle.send_error("a blip");
+    assert_ready_ok!(cache.poll_ready());
+    let post = Request::post("http://example.com/p")
+        .body(())
+        .expect("a valid request");
+    let post = cache.call(post);
+    let ((), response) = tokio::join!(answer(&mut handle, fresh("posted")), post);
+    assert!(response.is_ok());
+
+    // The store is fine again: the next lookup reads it, with no error from before.
+    store_handle.allow(1);
+    assert_ready_ok!(cache.poll_ready());
+    let miss = cache.call(get("http://example.com/g"));
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        store_answers(&mut store_handle, StoreResponse::NotFound),
+    );
+    let (read, (), response) = tokio::join!(read, answer(&mut handle, fresh("g")), miss);
+    assert!(read.is_ok(), "the lookup reads the store");
+    assert!(response.is_ok());
+    assert_eq!(metrics.store_errors(), 0);
 }
 
 #[tokio::test]
@@ -444,10 +580,15 @@ async fn a_hit_clones_no_store_handle() {
     let body = response.expect("a miss").into_body();
     body.collect().await.expect("the body completes");
 
-    // Store handles are cloned on a clone's first lookup and for writes, never per hit:
-    // on more than one core, a count every request bumps is a line they fight over.
-    let before = clones.load(SeqCst);
+    // From a clone's second request on, a hit clones no store handle: on more than one
+    // core, a count every request bumps is a line they fight over.
     handle.allow(1);
+    assert_ready_ok!(cache.poll_ready());
+    cache
+        .call(get("http://example.com/h"))
+        .await
+        .expect("a hit");
+    let before = clones.load(SeqCst);
     for _ in 0..3 {
         assert_ready_ok!(cache.poll_ready());
         let response = cache
