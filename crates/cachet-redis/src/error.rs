@@ -22,7 +22,6 @@ pub struct Error {
 pub(crate) enum Op {
     Get,
     Put,
-    Replace,
     Delete,
     Ping,
     Scan,
@@ -36,7 +35,6 @@ impl Op {
         match self {
             Op::Get => "get",
             Op::Put => "put",
-            Op::Replace => "replace",
             Op::Delete => "delete",
             Op::Ping => "ping",
             Op::Scan => "scan",

@@ -8,7 +8,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cachet::store::{StoreRequest, StoreResponse, Unsupported, Value as StoredValue};
+use cachet::store::{StoreRequest, StoreResponse, Unsupported};
 use cachet::{BoxError, CacheKey};
 use deadpool_redis::redis::{self, Cmd, Value};
 use tokio::task::JoinHandle;
@@ -23,8 +23,8 @@ use crate::pool::{Backend, Bounds};
 /// A cachet [`Store`](cachet::store::Store) in Redis or a Redis Cluster, shared by every
 /// process and machine that points at it.
 ///
-/// Entries are written with `SET key value PX ttl` (with `XX` for a
-/// [`Replace`](StoreRequest::Replace)) and read with `GET`, one round trip each, under keys that stay readable in `redis-cli`: the namespace (by default
+/// Entries are written with `SET key value PX ttl` and read with `GET`, one round trip
+/// each, under keys that stay readable in `redis-cli`: the namespace (by default
 /// `cachet:`) and the cache key, such as `cachet:GET https://example.com/a?b=1`. A cache
 /// key longer than [`MAX_KEY_BYTES`](Self::MAX_KEY_BYTES) is stored under its first
 /// [`HASHED_PREFIX_BYTES`](Self::HASHED_PREFIX_BYTES) bytes, ` #sha256:` and the SHA-256
@@ -166,15 +166,21 @@ impl Inner {
                 cmd.arg(&key);
                 (Op::Get, cmd, key)
             }
-            StoreRequest::Put { key, value, ttl } => {
-                let (cmd, key) = self.set(&key, &value, ttl);
+            StoreRequest::Put {
+                key: cache_key,
+                value,
+                ttl,
+            } => {
+                let text = cache_key.as_str();
+                let key = key::redis_key(&self.namespace, text);
+                let mut cmd = redis::cmd("SET");
+                if key::is_hashed(text) {
+                    cmd.arg(&key).arg(key::frame(text, value.bytes()));
+                } else {
+                    cmd.arg(&key).arg(value.bytes().as_ref());
+                }
+                cmd.arg("PX").arg(ttl_millis(ttl));
                 (Op::Put, cmd, key)
-            }
-            StoreRequest::Replace { key, value, ttl } => {
-                let (mut cmd, key) = self.set(&key, &value, ttl);
-                // Only where a value is stored now.
-                cmd.arg("XX");
-                (Op::Replace, cmd, key)
             }
             StoreRequest::Delete(key) => {
                 let key = key::redis_key(&self.namespace, key.as_str());
@@ -210,26 +216,10 @@ impl Inner {
             },
             (Op::Get, Value::Nil) => StoreResponse::NotFound,
             (Op::Put, Value::Okay | Value::SimpleString(_)) => StoreResponse::Done,
-            // `XX` answers nil when nothing was stored, which is what was asked.
-            (Op::Replace, Value::Okay | Value::SimpleString(_) | Value::Nil) => StoreResponse::Done,
             (Op::Delete, Value::Int(_)) => StoreResponse::Done,
             _ => return Err(self.unexpected(op, &key).into()),
         };
         Ok(response)
-    }
-
-    /// `SET` of `value` under `cache_key` for `ttl`, and the Redis key it goes under.
-    fn set(&self, cache_key: &CacheKey, value: &StoredValue, ttl: Duration) -> (Cmd, String) {
-        let text = cache_key.as_str();
-        let key = key::redis_key(&self.namespace, text);
-        let mut cmd = redis::cmd("SET");
-        if key::is_hashed(text) {
-            cmd.arg(&key).arg(key::frame(text, value.bytes()));
-        } else {
-            cmd.arg(&key).arg(value.bytes().as_ref());
-        }
-        cmd.arg("PX").arg(ttl_millis(ttl));
-        (cmd, key)
     }
 
     /// Runs a command within the operation's overall bound, counting and recording any

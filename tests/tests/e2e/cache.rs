@@ -612,3 +612,76 @@ async fn a_failing_fetch_never_strands_its_waiters() {
         "the waiters asked the origin themselves"
     );
 }
+
+/// A `GET` for `url` with `Accept-Language: language`.
+fn in_language(url: &str, language: &str) -> Request<Empty<Bytes>> {
+    Request::get(url)
+        .header("accept-language", language)
+        .body(Empty::new())
+        .expect("a valid request")
+}
+
+#[tokio::test]
+async fn rfc9111_4_4_variants_outliving_their_index_stay_hidden_after_an_invalidation() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use cachet::CacheKey;
+    use cachet::store::StoreRequest;
+
+    let version = Arc::new(AtomicUsize::new(1));
+    let current = version.clone();
+    let origin = Origin::start(move |seen| {
+        let language = seen
+            .headers
+            .get("accept-language")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("-");
+        let body = format!("{language} v{}", current.load(Ordering::SeqCst));
+        Reply::ok(body)
+            .header("cache-control", "max-age=600")
+            .header("vary", "accept-language")
+    })
+    .await;
+    let clock = ManualClock::new();
+    let store = MemoryStore::default();
+    let cache = stack(CacheLayer::new(store.clone()).clock(clock.clone()));
+    let url = origin.url("/v");
+    for language in ["en", "fr"] {
+        fetch(&cache, in_language(&url, language)).await;
+        clock.advance(Duration::from_secs(1));
+    }
+    let (status, _, body) = fetch(&cache, in_language(&url, "fr")).await;
+    assert_eq!(
+        (status, body.as_ref()),
+        (CacheStatus::Hit, b"fr v1".as_slice())
+    );
+
+    // The index goes (expired or evicted) while the variants stay; then a POST changes
+    // the resource. With nothing under the URI's key, the invalidation marks nothing.
+    let uri: http::Uri = url.parse().expect("a valid URL");
+    let index = CacheKey::for_request(&http::Method::GET, &uri).expect("a GET has a key");
+    store
+        .clone()
+        .oneshot(StoreRequest::Delete(index))
+        .await
+        .expect("deleted");
+    let held = store.len();
+    version.store(2, Ordering::SeqCst);
+    clock.advance(Duration::from_secs(1));
+    let post = Request::post(&url)
+        .body(Empty::new())
+        .expect("a valid request");
+    fetch(&cache, post).await;
+    assert_eq!(store.len(), held, "no marker where nothing was stored");
+
+    clock.advance(Duration::from_secs(1));
+    for language in ["en", "fr"] {
+        let (_, _, body) = fetch(&cache, in_language(&url, language)).await;
+        assert_eq!(
+            body,
+            format!("{language} v2"),
+            "{language} is not served from before the POST"
+        );
+    }
+}

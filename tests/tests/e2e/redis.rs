@@ -174,31 +174,6 @@ async fn store_suite<'a>(store: &RedisStore, node_for: impl Fn(&str) -> &'a Redi
     assert_eq!(lookup(store, &k).await, StoreResponse::NotFound);
     assert!(!exists(node_for(&redis_key), &redis_key));
 
-    // A replace (`SET … XX`) writes only where a value is stored.
-    let replace = |key: &CacheKey, value: &'static str| StoreRequest::Replace {
-        key: key.clone(),
-        value: value.into(),
-        ttl: Duration::from_secs(30),
-    };
-    let replaced = call(store, replace(&k, "marker")).await;
-    assert_eq!(replaced.expect("redis answers"), StoreResponse::Done);
-    assert!(
-        !exists(node_for(&redis_key), &redis_key),
-        "nothing to replace"
-    );
-    let replaced = call(store, replace(&big_key, "marker")).await;
-    assert_eq!(replaced.expect("redis answers"), StoreResponse::Done);
-    assert_eq!(
-        lookup(store, &big_key).await,
-        StoreResponse::Found("marker".into())
-    );
-    let big_redis_key = store.redis_key(&big_key);
-    let pttl: i64 = node_for(&big_redis_key).query(redis::cmd("PTTL").arg(&big_redis_key));
-    assert!(
-        (1..=30_000).contains(&pttl),
-        "replaced with PX 30000, PTTL {pttl}"
-    );
-
     // A TTL under a millisecond is still an expiry (PX 1), never a key kept forever.
     let brief = key("GET http://example.com/brief");
     put(store, &brief, "x", Duration::from_micros(10)).await;

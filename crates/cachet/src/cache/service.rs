@@ -33,8 +33,9 @@ use crate::{BoxError, Error, RequestHead};
 ///
 /// It is ready when the inner service is. `poll_ready` also asks the store, so that a
 /// lookup goes out from `call` on a handle that is ready; a store that is not ready yet
-/// holds back no request (a lookup then waits for a handle of its own), and a handle made
-/// ready for a request that looks nothing up is let go, with whatever it reserved.
+/// holds back no request that looks nothing up (a lookup waits in its future for a handle
+/// of its own, as long as the store keeps it waiting), and a handle made ready for a
+/// request that looks nothing up is let go, with whatever it reserved.
 ///
 /// A clone kept per task or connection hands its requests handles of its own from its
 /// second request on (see `PerClone`), so that hits on several cores do not count

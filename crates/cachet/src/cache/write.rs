@@ -13,7 +13,7 @@ use super::future::RequestFacts;
 use super::layer::Config;
 use crate::entry::{Entry, Record, Variants};
 use crate::policy::{self, CacheControl, ResponseFacts};
-use crate::store::{Store, StoreRequest, StoreResponse, Unsupported, Value, detach};
+use crate::store::{Store, StoreRequest, StoreResponse, Value, detach, detach_task};
 use crate::{BoxError, CacheKey, Metrics};
 use tower::ServiceExt;
 
@@ -426,7 +426,10 @@ fn same_representation(stored: &HeaderMap, head: &HeaderMap) -> bool {
 
 /// Invalidates what is stored for `uri` and for the same-origin `Location` and
 /// `Content-Location` of a response to an unsafe method (RFC 9111 §4.4): a marker under
-/// each URI's GET and HEAD keys hides every entry and variant stored before `now`.
+/// each URI's GET and HEAD keys that hold something hides every entry and variant stored
+/// before `now`. Where a key holds nothing, variants an expired or evicted index left
+/// behind stay hidden all the same: a lookup that finds nothing under the URI's key counts
+/// only what is stored from its own start on.
 ///
 /// The marker is encoded once and its value shared by every key it is written under.
 pub(crate) fn invalidate<St: Store>(store: &St, uri: &Uri, response: &HeaderMap, config: &Config) {
@@ -438,56 +441,41 @@ pub(crate) fn invalidate<St: Store>(store: &St, uri: &Uri, response: &HeaderMap,
         Ok(bytes) => Value::from(bytes),
         Err(error) => return tracing::warn!(%error, "invalidation marker could not be encoded"),
     };
-    let mark = |target: &Uri| {
-        for key in config.keys.read_keys_for_url(target).into_iter().flatten() {
-            tracing::debug!(%key, "invalidating");
-            mark_stored(store, key, value.clone(), &config.metrics);
-        }
-    };
-    mark(uri);
+    let mut keys = Vec::with_capacity(2);
+    keys.extend(config.keys.read_keys_for_url(uri).into_iter().flatten());
     for name in [http::header::LOCATION, http::header::CONTENT_LOCATION] {
         if let Some(target) = response
             .get(name)
             .and_then(|value| value.to_str().ok())
             .and_then(|reference| same_origin(uri, reference))
         {
-            mark(&target);
+            keys.extend(config.keys.read_keys_for_url(&target).into_iter().flatten());
         }
     }
+    let (store, metrics) = (store.clone(), config.metrics.clone());
+    detach_task(mark_stored(store, keys, value, metrics));
 }
 
-/// Puts an invalidation marker under `key` if anything is stored there
-/// ([`StoreRequest::Replace`]), or in any case for a store that cannot tell.
-fn mark_stored<St: Store>(store: &St, key: CacheKey, marker: Value, metrics: &Metrics) {
-    let replace = StoreRequest::Replace {
-        key: key.clone(),
-        value: marker.clone(),
-        ttl: INVALIDATION_TTL,
-    };
-    let (fallback, metrics) = (store.clone(), metrics.clone());
-    detach(store.clone(), replace, move |error| {
-        if !is_unsupported(&*error) {
-            return write_failed(&error, &metrics);
+/// Puts the invalidation marker under each key where something is stored (an entry, an
+/// index, or bytes that fail to verify): a marker where nothing is stored would hide
+/// nothing, and unsafe requests to URLs never cached (an API's POSTs) would fill the store
+/// with day-long markers that crowd out what is cached.
+async fn mark_stored<St: Store>(store: St, keys: Vec<CacheKey>, marker: Value, metrics: Metrics) {
+    for key in keys {
+        let found = store.clone().oneshot(StoreRequest::Get(key.clone())).await;
+        if matches!(found, Ok(StoreResponse::NotFound)) {
+            continue;
         }
+        tracing::debug!(%key, "invalidating");
         let put = StoreRequest::Put {
             key,
-            value: marker,
+            value: marker.clone(),
             ttl: INVALIDATION_TTL,
         };
-        write(fallback, put, &metrics);
-    });
-}
-
-/// Whether a store error, or one it wraps, says the store cannot answer the request.
-fn is_unsupported(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut next = Some(error);
-    while let Some(error) = next {
-        if error.is::<Unsupported>() {
-            return true;
+        if let Err(error) = store.clone().oneshot(put).await {
+            write_failed(&error, &metrics);
         }
-        next = error.source();
     }
-    false
 }
 
 /// `reference` resolved against `base`, if it has the same scheme and authority.
@@ -591,47 +579,6 @@ mod tests {
         // Unsafe requests to URLs that were never cached leave no markers to crowd out
         // what is cached.
         assert_eq!(store.len(), 0);
-    }
-
-    /// A memory store that cannot replace.
-    #[derive(Clone)]
-    struct NoReplace(crate::MemoryStore);
-
-    impl tower::Service<StoreRequest> for NoReplace {
-        type Response = StoreResponse;
-        type Error = BoxError;
-        type Future = std::future::Ready<Result<StoreResponse, BoxError>>;
-
-        fn poll_ready(
-            &mut self,
-            cx: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Result<(), BoxError>> {
-            self.0.poll_ready(cx)
-        }
-
-        fn call(&mut self, request: StoreRequest) -> Self::Future {
-            match request {
-                StoreRequest::Replace { .. } => {
-                    std::future::ready(Err(Unsupported::new("this store", "replace").into()))
-                }
-                other => self.0.call(other),
-            }
-        }
-    }
-
-    #[tokio::test]
-    async fn a_store_that_cannot_replace_gets_the_markers_as_puts() {
-        let memory = crate::MemoryStore::default();
-        let config = Config::default();
-        let metrics = config.metrics.clone();
-        let uri: Uri = "http://a.example/orders".parse().expect("valid");
-        invalidate(&NoReplace(memory.clone()), &uri, &HeaderMap::new(), &config);
-        assert_eq!(memory.len(), 2, "the GET and HEAD keys are marked");
-        assert_eq!(
-            metrics.store_errors(),
-            0,
-            "an unsupported replace is no failure"
-        );
     }
 
     #[test]

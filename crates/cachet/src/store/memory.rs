@@ -173,12 +173,6 @@ impl Service<StoreRequest> for MemoryStore {
                 self.cache.insert(key, Stored::new(value, ttl));
                 StoreResponse::Done
             }
-            StoreRequest::Replace { key, value, ttl } => {
-                // Refused when nothing is stored under the key, which is what is asked;
-                // a replaced entry keeps its place in the eviction order.
-                let _ = self.cache.replace(key, Stored::new(value, ttl), true);
-                StoreResponse::Done
-            }
             StoreRequest::Delete(key) => {
                 self.cache.remove(&key);
                 StoreResponse::Done
@@ -201,36 +195,6 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-
-    #[tokio::test]
-    async fn a_replace_writes_only_over_a_stored_value() {
-        let store = MemoryStore::new(1 << 20);
-        let key = CacheKey::from_text("GET http://a/");
-        let replace = |value: &'static str| StoreRequest::Replace {
-            key: key.clone(),
-            value: Value::from(value),
-            ttl: Duration::from_secs(60),
-        };
-        let done = store.clone().oneshot(replace("marker")).await;
-        assert_eq!(done.expect("memory answers"), StoreResponse::Done);
-        assert_eq!(store.len(), 0);
-        let put = StoreRequest::Put {
-            key: key.clone(),
-            value: Value::from("entry"),
-            ttl: Duration::from_secs(60),
-        };
-        store.clone().oneshot(put).await.expect("stored");
-        store
-            .clone()
-            .oneshot(replace("marker"))
-            .await
-            .expect("replaced");
-        let found = store.clone().oneshot(StoreRequest::Get(key.clone())).await;
-        assert_eq!(
-            found.expect("memory answers"),
-            StoreResponse::Found(Value::from("marker"))
-        );
-    }
 
     #[tokio::test]
     async fn a_ttl_past_the_clocks_range_keeps_the_entry_instead_of_panicking() {

@@ -72,21 +72,6 @@ pub enum StoreRequest {
         /// How long the store should keep it.
         ttl: Duration,
     },
-    /// Store a value under a key as [`Put`](Self::Put) does, but only if a value is
-    /// stored under it now; answered with [`StoreResponse::Done`] either way.
-    ///
-    /// An invalidation writes its marker so: where something is stored, to hide it, and
-    /// nowhere else, so that unsafe requests to URLs that were never cached fill no store
-    /// with markers. A store that cannot tell answers with an [`Unsupported`] error; the
-    /// cache then writes a `Put`.
-    Replace {
-        /// Where to store it.
-        key: CacheKey,
-        /// The encoded entry.
-        value: Value,
-        /// How long the store should keep it.
-        ttl: Duration,
-    },
     /// Forget the value under a key.
     Delete(CacheKey),
     /// List one page of the stored entries, answered with [`StoreResponse::Page`]. A store
@@ -107,8 +92,8 @@ pub enum StoreResponse {
     Found(Value),
     /// Nothing is stored under the key of a [`StoreRequest::Get`].
     NotFound,
-    /// A [`StoreRequest::Put`], [`StoreRequest::Replace`], [`StoreRequest::Delete`] or
-    /// [`StoreRequest::Clear`] is done.
+    /// A [`StoreRequest::Put`], [`StoreRequest::Delete`] or [`StoreRequest::Clear`] is
+    /// done.
     Done,
     /// A page of entries, the answer to a [`StoreRequest::Scan`].
     Page(Page),
@@ -170,13 +155,27 @@ fn spawn<F>(call: F, failed: impl FnOnce(BoxError) + Send + 'static)
 where
     F: Future<Output = Result<StoreResponse, BoxError>> + Send + 'static,
 {
+    spawn_task(async move {
+        if let Err(error) = call.await {
+            failed(error);
+        }
+    });
+}
+
+/// Runs store work that nobody waits for, as [`detach`] runs one request: at once when
+/// it completes at once, else on a spawned Tokio task.
+pub(crate) fn detach_task(task: impl Future<Output = ()> + Send + 'static) {
+    let mut task = Box::pin(task);
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    if task.as_mut().poll(&mut cx).is_pending() {
+        spawn_task(task);
+    }
+}
+
+fn spawn_task(task: impl Future<Output = ()> + Send + 'static) {
     match tokio::runtime::Handle::try_current() {
         Ok(runtime) => {
-            runtime.spawn(async move {
-                if let Err(error) = call.await {
-                    failed(error);
-                }
-            });
+            runtime.spawn(task);
         }
         Err(_) => tracing::warn!("a store write needs a Tokio runtime to finish; skipped"),
     }

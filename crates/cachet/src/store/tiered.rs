@@ -172,20 +172,6 @@ where
                     keep: None,
                 }
             }
-            StoreRequest::Replace { key, value, ttl } => {
-                let replace = StoreRequest::Replace {
-                    key: key.clone(),
-                    value: value.clone(),
-                    ttl: ttl.min(self.near_ttl),
-                };
-                detach(near.clone(), replace, near_failed);
-                State::Far {
-                    far: far
-                        .clone()
-                        .oneshot(StoreRequest::Replace { key, value, ttl }),
-                    keep: None,
-                }
-            }
             StoreRequest::Delete(key) => {
                 detach(near.clone(), StoreRequest::Delete(key.clone()), near_failed);
                 State::Far {
@@ -426,32 +412,6 @@ mod tests {
         let (request, send) = handle.next_request().await.expect("a promotion");
         assert!(matches!(request, StoreRequest::Put { .. }));
         send.send_response(StoreResponse::Done);
-    }
-
-    #[tokio::test]
-    async fn a_replace_reaches_each_tier_that_holds_the_key() {
-        let (near, far) = (MemoryStore::default(), MemoryStore::default());
-        let tiered = Tiered::new(near.clone(), far.clone());
-        let replace = || StoreRequest::Replace {
-            key: key(),
-            value: Value::from("marker"),
-            ttl: Duration::from_secs(600),
-        };
-        call(&tiered, replace()).await;
-        assert_eq!((near.len(), far.len()), (0, 0), "nothing to replace");
-        call(&far, put("v", 600)).await;
-        call(&tiered, replace()).await;
-        assert_eq!((near.len(), far.len()), (0, 1));
-        assert_eq!(
-            call(&far, StoreRequest::Get(key())).await,
-            StoreResponse::Found(Value::from("marker"))
-        );
-        call(&near, put("v", 600)).await;
-        call(&tiered, replace()).await;
-        assert_eq!(
-            call(&near, StoreRequest::Get(key())).await,
-            StoreResponse::Found(Value::from("marker"))
-        );
     }
 
     #[tokio::test]

@@ -91,10 +91,6 @@ where
                 let value = sign(self.keyring.shared(), &key, value.bytes()).into();
                 self.pass(StoreRequest::Put { key, value, ttl })
             }
-            StoreRequest::Replace { key, value, ttl } => {
-                let value = sign(self.keyring.shared(), &key, value.bytes()).into();
-                self.pass(StoreRequest::Replace { key, value, ttl })
-            }
             other => self.pass(other),
         }
     }
@@ -309,9 +305,9 @@ mod tests {
             value: Value::from("payload"),
             ttl: std::time::Duration::from_secs(60),
         };
-        original.clone().oneshot(put).await.expect("stored");
+        original.oneshot(put).await.expect("stored");
         // The second get on a handle uses its own copy of the keyring.
-        let mut handle = clone.clone();
+        let mut handle = clone;
         for _ in 0..3 {
             let found = handle.ready().await.expect("ready");
             let found = found.call(StoreRequest::Get(key("k1"))).await;
@@ -320,19 +316,6 @@ mod tests {
                 StoreResponse::Found(Value::from("payload"))
             );
         }
-
-        // A replace is signed as a put is.
-        let replace = StoreRequest::Replace {
-            key: key("k1"),
-            value: Value::from("marker"),
-            ttl: std::time::Duration::from_secs(60),
-        };
-        original.oneshot(replace).await.expect("replaced");
-        let found = clone.oneshot(StoreRequest::Get(key("k1"))).await;
-        assert_eq!(
-            found.expect("verified"),
-            StoreResponse::Found(Value::from("marker"))
-        );
     }
 
     #[test]

@@ -386,13 +386,13 @@ async fn a_store_that_is_not_ready_holds_back_no_request() {
     let (mut cache, mut handle) = mock::spawn_layer(CacheLayer::new(store));
     handle.allow(2);
     store_handle.allow(0);
-    // A POST looks nothing up: it goes on while the store is not ready.
+    // An OPTIONS looks nothing up: it goes on while the store is not ready.
     assert_ready_ok!(cache.poll_ready());
-    let post = Request::post("http://example.com/p")
+    let options = Request::options("http://example.com/p")
         .body(())
         .expect("a valid request");
-    let post = cache.call(post);
-    let ((), response) = tokio::join!(answer(&mut handle, fresh("posted")), post);
+    let options = cache.call(options);
+    let ((), response) = tokio::join!(answer(&mut handle, fresh("answered")), options);
     assert!(response.is_ok());
 
     // A GET waits in its own future for a handle of its own, then looks up.
@@ -472,13 +472,13 @@ async fn a_store_made_ready_for_a_request_that_looks_nothing_up_is_let_go() {
     handle.allow(1);
     assert_ready_ok!(cache.poll_ready());
     assert_eq!(reserved.load(SeqCst), 1, "made ready for a lookup");
-    let post = Request::post("http://example.com/p")
+    let options = Request::options("http://example.com/p")
         .body(())
         .expect("a valid request");
-    let post = cache.call(post);
+    let options = cache.call(options);
     // Kept until the next request, a connection left idle would hold the slot.
     assert_eq!(reserved.load(SeqCst), 0);
-    let ((), response) = tokio::join!(answer(&mut handle, fresh("posted")), post);
+    let ((), response) = tokio::join!(answer(&mut handle, fresh("answered")), options);
     assert!(response.is_ok());
 }
 
@@ -491,11 +491,11 @@ async fn a_store_error_counts_only_for_the_lookup_it_was_found_for() {
     handle.allow(2);
     store_handle.send_error("a blip");
     assert_ready_ok!(cache.poll_ready());
-    let post = Request::post("http://example.com/p")
+    let options = Request::options("http://example.com/p")
         .body(())
         .expect("a valid request");
-    let post = cache.call(post);
-    let ((), response) = tokio::join!(answer(&mut handle, fresh("posted")), post);
+    let options = cache.call(options);
+    let ((), response) = tokio::join!(answer(&mut handle, fresh("answered")), options);
     assert!(response.is_ok());
 
     // The store is fine again: the next lookup reads it, with no error from before.
