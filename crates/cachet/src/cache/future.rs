@@ -3,7 +3,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, Uri};
@@ -275,22 +275,6 @@ where
                                 .seen
                                 .as_ref()
                                 .is_some_and(|seen| !seen.names.is_empty());
-                            if facts.seen.is_none() {
-                                // Nothing under the URI's key: no index, and so no marker
-                                // either (one is written only over something stored). Any
-                                // variants left behind by an index that expired or was
-                                // evicted may predate an invalidation: an index this
-                                // request writes shows only what was stored since a
-                                // millisecond before it began (the resolution entries
-                                // keep times in, so that what it stores itself counts).
-                                facts.seen = Some(Variants {
-                                    names: Vec::new(),
-                                    not_before: facts
-                                        .time
-                                        .checked_sub(Duration::from_millis(1))
-                                        .unwrap_or(UNIX_EPOCH),
-                                });
-                            }
                             Step::Forward(Some(if varies {
                                 ForwardReason::VaryMiss
                             } else {

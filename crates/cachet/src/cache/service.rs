@@ -38,8 +38,8 @@ use crate::{BoxError, Error, RequestHead};
 /// request that looks nothing up is let go, with whatever it reserved.
 ///
 /// A clone kept per task or connection hands its requests handles of its own from its
-/// second request on (see `PerClone`), so that hits on several cores do not count
-/// references on shared lines; a clone made per request costs what sharing costs.
+/// second request on, so that hits on several cores do not count references on lines
+/// they share; a clone made per request costs what sharing costs.
 pub struct Cache<S, St> {
     inner: S,
     /// The handle a lookup goes out on, from `call`, when `poll_ready` found it ready.

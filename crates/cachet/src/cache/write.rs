@@ -51,10 +51,20 @@ impl<St: Store> Placement<St> {
                 ttl,
             };
         }
-        let not_before = facts
-            .seen
-            .as_ref()
-            .map_or(UNIX_EPOCH, |seen| seen.not_before);
+        // A request that saw no index found nothing under the URI's key, and so no marker
+        // either (one is written only over something stored): variants left behind by an
+        // index that expired or was evicted may predate an invalidation. The index it
+        // writes shows only what was received from a millisecond before it began (the
+        // resolution entries keep times in), which its own response always was.
+        let not_before = facts.seen.as_ref().map_or_else(
+            || {
+                facts
+                    .time
+                    .checked_sub(Duration::from_millis(1))
+                    .unwrap_or(UNIX_EPOCH)
+            },
+            |seen| seen.not_before,
+        );
         Self {
             store: facts.store.cloned(),
             key: facts

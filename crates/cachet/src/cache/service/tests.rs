@@ -602,3 +602,39 @@ async fn a_hit_clones_no_store_handle() {
     }
     assert_eq!(clones.load(SeqCst), before);
 }
+
+#[tokio::test]
+async fn a_request_that_joins_after_the_response_arrived_still_shares_it() {
+    use crate::clock::ManualClock;
+
+    let clock = ManualClock::new();
+    let layer = CacheLayer::new(MemoryStore::default()).clock(clock.clone());
+    let (mut cache, mut handle) = mock::spawn_layer(layer);
+    handle.allow(1);
+    assert_ready_ok!(cache.poll_ready());
+    let leader = cache.call(get("http://example.com/slow-body"));
+    let ((), leader) = tokio::join!(answer(&mut handle, fresh("shared")), leader);
+    let leader = leader.expect("the leader's miss");
+
+    // The response has arrived, its body not yet: the fetch is still in flight when a
+    // request that began later joins it.
+    clock.advance(std::time::Duration::from_secs(1));
+    handle.allow(1);
+    assert_ready_ok!(cache.poll_ready());
+    let mut waiter = tokio_test::task::spawn(cache.call(get("http://example.com/slow-body")));
+    assert_pending!(waiter.poll());
+    leader
+        .into_body()
+        .collect()
+        .await
+        .expect("the body completes");
+    let response = tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+        .await
+        .expect("answered from the shared fetch, not sent to the origin")
+        .expect("the waiter's answer");
+    assert_eq!(
+        response.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Collapsed)
+    );
+    assert_pending!(handle.poll_request(), "the origin was asked once");
+}
