@@ -658,7 +658,7 @@ async fn rfc9111_4_4_variants_outliving_their_index_stay_hidden_after_an_invalid
     );
 
     // The index goes (expired or evicted) while the variants stay; then a POST changes
-    // the resource. With nothing under the URI's key, the invalidation marks nothing.
+    // the resource. Its marker goes under the URI's key all the same, and hides them.
     let uri: http::Uri = url.parse().expect("a valid URL");
     let index = CacheKey::for_request(&http::Method::GET, &uri).expect("a GET has a key");
     store
@@ -666,14 +666,12 @@ async fn rfc9111_4_4_variants_outliving_their_index_stay_hidden_after_an_invalid
         .oneshot(StoreRequest::Delete(index))
         .await
         .expect("deleted");
-    let held = store.len();
     version.store(2, Ordering::SeqCst);
     clock.advance(Duration::from_secs(1));
     let post = Request::post(&url)
         .body(Empty::new())
         .expect("a valid request");
     fetch(&cache, post).await;
-    assert_eq!(store.len(), held, "no marker where nothing was stored");
 
     clock.advance(Duration::from_secs(1));
     for language in ["en", "fr"] {

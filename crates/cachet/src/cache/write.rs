@@ -13,7 +13,7 @@ use super::future::RequestFacts;
 use super::layer::Config;
 use crate::entry::{Entry, Record, Variants};
 use crate::policy::{self, CacheControl, ResponseFacts};
-use crate::store::{Store, StoreRequest, StoreResponse, Value, detach, detach_task};
+use crate::store::{Store, StoreRequest, StoreResponse, Value, detach};
 use crate::{BoxError, CacheKey, Metrics};
 use tower::ServiceExt;
 
@@ -51,20 +51,10 @@ impl<St: Store> Placement<St> {
                 ttl,
             };
         }
-        // A request that saw no index found nothing under the URI's key, and so no marker
-        // either (one is written only over something stored): variants left behind by an
-        // index that expired or was evicted may predate an invalidation. The index it
-        // writes shows only what was received from a millisecond before it began (the
-        // resolution entries keep times in), which its own response always was.
-        let not_before = facts.seen.as_ref().map_or_else(
-            || {
-                facts
-                    .time
-                    .checked_sub(Duration::from_millis(1))
-                    .unwrap_or(UNIX_EPOCH)
-            },
-            |seen| seen.not_before,
-        );
+        let not_before = facts
+            .seen
+            .as_ref()
+            .map_or(UNIX_EPOCH, |seen| seen.not_before);
         Self {
             store: facts.store.cloned(),
             key: facts
@@ -436,10 +426,7 @@ fn same_representation(stored: &HeaderMap, head: &HeaderMap) -> bool {
 
 /// Invalidates what is stored for `uri` and for the same-origin `Location` and
 /// `Content-Location` of a response to an unsafe method (RFC 9111 §4.4): a marker under
-/// each URI's GET and HEAD keys that hold something hides every entry and variant stored
-/// before `now`. Where a key holds nothing, variants an expired or evicted index left
-/// behind stay hidden all the same: a lookup that finds nothing under the URI's key counts
-/// only what is stored from its own start on.
+/// each URI's GET and HEAD keys hides every entry and variant stored before `now`.
 ///
 /// The marker is encoded once and its value shared by every key it is written under.
 pub(crate) fn invalidate<St: Store>(store: &St, uri: &Uri, response: &HeaderMap, config: &Config) {
@@ -451,39 +438,25 @@ pub(crate) fn invalidate<St: Store>(store: &St, uri: &Uri, response: &HeaderMap,
         Ok(bytes) => Value::from(bytes),
         Err(error) => return tracing::warn!(%error, "invalidation marker could not be encoded"),
     };
-    let mut keys = Vec::with_capacity(2);
-    keys.extend(config.keys.read_keys_for_url(uri).into_iter().flatten());
+    let mark = |target: &Uri| {
+        for key in config.keys.read_keys_for_url(target).into_iter().flatten() {
+            tracing::debug!(%key, "invalidating");
+            let put = StoreRequest::Put {
+                key,
+                value: value.clone(),
+                ttl: INVALIDATION_TTL,
+            };
+            write(store.clone(), put, &config.metrics);
+        }
+    };
+    mark(uri);
     for name in [http::header::LOCATION, http::header::CONTENT_LOCATION] {
         if let Some(target) = response
             .get(name)
             .and_then(|value| value.to_str().ok())
             .and_then(|reference| same_origin(uri, reference))
         {
-            keys.extend(config.keys.read_keys_for_url(&target).into_iter().flatten());
-        }
-    }
-    let (store, metrics) = (store.clone(), config.metrics.clone());
-    detach_task(mark_stored(store, keys, value, metrics));
-}
-
-/// Puts the invalidation marker under each key where something is stored (an entry, an
-/// index, or bytes that fail to verify): a marker where nothing is stored would hide
-/// nothing, and unsafe requests to URLs never cached (an API's POSTs) would fill the store
-/// with day-long markers that crowd out what is cached.
-async fn mark_stored<St: Store>(store: St, keys: Vec<CacheKey>, marker: Value, metrics: Metrics) {
-    for key in keys {
-        let found = store.clone().oneshot(StoreRequest::Get(key.clone())).await;
-        if matches!(found, Ok(StoreResponse::NotFound)) {
-            continue;
-        }
-        tracing::debug!(%key, "invalidating");
-        let put = StoreRequest::Put {
-            key,
-            value: marker.clone(),
-            ttl: INVALIDATION_TTL,
-        };
-        if let Err(error) = store.clone().oneshot(put).await {
-            write_failed(&error, &metrics);
+            mark(&target);
         }
     }
 }
@@ -579,16 +552,6 @@ mod tests {
             markers.windows(2).all(|pair| pair[0] == pair[1]),
             "every key gets the same marker"
         );
-    }
-
-    #[tokio::test]
-    async fn an_invalidation_marks_only_keys_that_hold_something() {
-        let store = crate::MemoryStore::default();
-        let uri: Uri = "http://a.example/never-cached".parse().expect("valid");
-        invalidate(&store, &uri, &HeaderMap::new(), &Config::default());
-        // Unsafe requests to URLs that were never cached leave no markers to crowd out
-        // what is cached.
-        assert_eq!(store.len(), 0);
     }
 
     #[test]

@@ -155,27 +155,13 @@ fn spawn<F>(call: F, failed: impl FnOnce(BoxError) + Send + 'static)
 where
     F: Future<Output = Result<StoreResponse, BoxError>> + Send + 'static,
 {
-    spawn_task(async move {
-        if let Err(error) = call.await {
-            failed(error);
-        }
-    });
-}
-
-/// Runs store work that nobody waits for, as [`detach`] runs one request: at once when
-/// it completes at once, else on a spawned Tokio task.
-pub(crate) fn detach_task(task: impl Future<Output = ()> + Send + 'static) {
-    let mut task = Box::pin(task);
-    let mut cx = Context::from_waker(std::task::Waker::noop());
-    if task.as_mut().poll(&mut cx).is_pending() {
-        spawn_task(task);
-    }
-}
-
-fn spawn_task(task: impl Future<Output = ()> + Send + 'static) {
     match tokio::runtime::Handle::try_current() {
         Ok(runtime) => {
-            runtime.spawn(task);
+            runtime.spawn(async move {
+                if let Err(error) = call.await {
+                    failed(error);
+                }
+            });
         }
         Err(_) => tracing::warn!("a store write needs a Tokio runtime to finish; skipped"),
     }
