@@ -414,25 +414,30 @@ async fn a_store_that_is_not_ready_holds_back_no_request() {
     assert!(matches!(request, StoreRequest::Get(_)));
 }
 
-/// A memory store whose readiness reserves one of a count of slots until its call, or
-/// until the handle is dropped, as a concurrency limit's permit does.
-struct Reserving {
+/// A memory store that counts its clones, and whose readiness reserves one of a count
+/// of slots until its call, or until the handle is dropped, as a concurrency limit's
+/// permit does.
+#[derive(Default)]
+struct Watched {
     memory: MemoryStore,
+    clones: Arc<AtomicUsize>,
     reserved: Arc<AtomicUsize>,
     holds: bool,
 }
 
-impl Clone for Reserving {
+impl Clone for Watched {
     fn clone(&self) -> Self {
+        self.clones.fetch_add(1, SeqCst);
         Self {
             memory: self.memory.clone(),
+            clones: self.clones.clone(),
             reserved: self.reserved.clone(),
             holds: false,
         }
     }
 }
 
-impl Drop for Reserving {
+impl Drop for Watched {
     fn drop(&mut self) {
         if self.holds {
             self.reserved.fetch_sub(1, SeqCst);
@@ -440,7 +445,7 @@ impl Drop for Reserving {
     }
 }
 
-impl Service<StoreRequest> for Reserving {
+impl Service<StoreRequest> for Watched {
     type Response = StoreResponse;
     type Error = BoxError;
     type Future = std::future::Ready<Result<StoreResponse, BoxError>>;
@@ -462,12 +467,8 @@ impl Service<StoreRequest> for Reserving {
 
 #[tokio::test]
 async fn a_store_made_ready_for_a_request_that_looks_nothing_up_is_let_go() {
-    let reserved = Arc::new(AtomicUsize::new(0));
-    let store = Reserving {
-        memory: MemoryStore::default(),
-        reserved: reserved.clone(),
-        holds: false,
-    };
+    let store = Watched::default();
+    let reserved = store.reserved.clone();
     let (mut cache, mut handle) = mock::spawn_layer(CacheLayer::new(store));
     handle.allow(1);
     assert_ready_ok!(cache.poll_ready());
@@ -534,44 +535,10 @@ async fn a_store_that_fails_to_get_ready_sends_the_lookup_to_the_origin() {
     assert_eq!(metrics.store_errors(), 1);
 }
 
-/// A memory store that counts its clones.
-#[derive(Debug)]
-struct Counted {
-    memory: MemoryStore,
-    clones: Arc<AtomicUsize>,
-}
-
-impl Clone for Counted {
-    fn clone(&self) -> Self {
-        self.clones.fetch_add(1, SeqCst);
-        Self {
-            memory: self.memory.clone(),
-            clones: self.clones.clone(),
-        }
-    }
-}
-
-impl Service<StoreRequest> for Counted {
-    type Response = StoreResponse;
-    type Error = BoxError;
-    type Future = std::future::Ready<Result<StoreResponse, BoxError>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.memory.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: StoreRequest) -> Self::Future {
-        self.memory.call(request)
-    }
-}
-
 #[tokio::test]
 async fn a_hit_clones_no_store_handle() {
-    let clones = Arc::new(AtomicUsize::new(0));
-    let store = Counted {
-        memory: MemoryStore::default(),
-        clones: clones.clone(),
-    };
+    let store = Watched::default();
+    let clones = store.clones.clone();
     let (mut cache, mut handle) = mock::spawn_layer(CacheLayer::new(store));
     handle.allow(1);
     assert_ready_ok!(cache.poll_ready());
