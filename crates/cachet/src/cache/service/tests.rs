@@ -380,6 +380,20 @@ async fn a_lookup_goes_out_on_the_handle_poll_ready_readied() {
     assert!(response.is_ok());
 }
 
+/// Sends an OPTIONS, which looks nothing up, through a cache made ready, and answers it.
+async fn options_answered<S>(cache: &mut mock::Spawn<S>, handle: &mut Handle)
+where
+    S: Service<Request<()>>,
+    S::Error: std::fmt::Debug,
+{
+    let options = Request::options("http://example.com/p")
+        .body(())
+        .expect("a valid request");
+    let options = cache.call(options);
+    let ((), response) = tokio::join!(answer(handle, fresh("answered")), options);
+    response.expect("the OPTIONS is answered");
+}
+
 #[tokio::test]
 async fn a_store_that_is_not_ready_holds_back_no_request() {
     let (store, mut store_handle) = mock::pair::<StoreRequest, StoreResponse>();
@@ -388,12 +402,7 @@ async fn a_store_that_is_not_ready_holds_back_no_request() {
     store_handle.allow(0);
     // An OPTIONS looks nothing up: it goes on while the store is not ready.
     assert_ready_ok!(cache.poll_ready());
-    let options = Request::options("http://example.com/p")
-        .body(())
-        .expect("a valid request");
-    let options = cache.call(options);
-    let ((), response) = tokio::join!(answer(&mut handle, fresh("answered")), options);
-    assert!(response.is_ok());
+    options_answered(&mut cache, &mut handle).await;
 
     // A GET waits in its own future for a handle of its own, then looks up.
     assert_ready_ok!(cache.poll_ready());
@@ -483,21 +492,30 @@ async fn a_store_made_ready_for_a_request_that_looks_nothing_up_is_let_go() {
     assert!(response.is_ok());
 }
 
-#[tokio::test]
-async fn a_store_error_counts_only_for_the_lookup_it_was_found_for() {
+type MockCache = crate::Cache<
+    mock::Mock<Request<()>, Response<Full<Bytes>>>,
+    mock::Mock<StoreRequest, StoreResponse>,
+>;
+
+/// A cache over a mock store whose next readiness fails with `error`: the cache, the
+/// inner service's and the store's handles, and the cache's metrics.
+fn over_a_failing_store(
+    error: &'static str,
+) -> (mock::Spawn<MockCache>, Handle, StoreHandle, crate::Metrics) {
     let (store, mut store_handle) = mock::pair::<StoreRequest, StoreResponse>();
     let layer = CacheLayer::new(store);
     let metrics = layer.metrics();
-    let (mut cache, mut handle) = mock::spawn_layer(layer);
+    let (cache, handle) = mock::spawn_layer::<Request<()>, Response<Full<Bytes>>, _>(layer);
+    store_handle.send_error(error);
+    (cache, handle, store_handle, metrics)
+}
+
+#[tokio::test]
+async fn a_store_error_counts_only_for_the_lookup_it_was_found_for() {
+    let (mut cache, mut handle, mut store_handle, metrics) = over_a_failing_store("a blip");
     handle.allow(2);
-    store_handle.send_error("a blip");
     assert_ready_ok!(cache.poll_ready());
-    let options = Request::options("http://example.com/p")
-        .body(())
-        .expect("a valid request");
-    let options = cache.call(options);
-    let ((), response) = tokio::join!(answer(&mut handle, fresh("answered")), options);
-    assert!(response.is_ok());
+    options_answered(&mut cache, &mut handle).await;
 
     // The store is fine again: the next lookup reads it, with no error from before.
     store_handle.allow(1);
@@ -515,12 +533,8 @@ async fn a_store_error_counts_only_for_the_lookup_it_was_found_for() {
 
 #[tokio::test]
 async fn a_store_that_fails_to_get_ready_sends_the_lookup_to_the_origin() {
-    let (store, mut store_handle) = mock::pair::<StoreRequest, StoreResponse>();
-    let layer = CacheLayer::new(store);
-    let metrics = layer.metrics();
-    let (mut cache, mut handle) = mock::spawn_layer(layer);
+    let (mut cache, mut handle, _store_handle, metrics) = over_a_failing_store("store down");
     handle.allow(1);
-    store_handle.send_error("store down");
     assert_ready_ok!(cache.poll_ready());
     let miss = cache.call(get("http://example.com/down"));
     let ((), response) = tokio::join!(answer(&mut handle, fresh("origin")), miss);
