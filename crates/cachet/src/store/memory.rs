@@ -2,7 +2,6 @@ use std::fmt;
 use std::future::{Ready, ready};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;
@@ -36,18 +35,6 @@ pub struct MemoryStore {
 struct Stored {
     value: Value,
     expires: Instant,
-}
-
-impl Stored {
-    fn new(value: Value, ttl: Duration) -> Self {
-        // Any TTL is accepted: past what the clock can add, the entry is kept until it
-        // is evicted.
-        let now = Instant::now();
-        let expires = now
-            .checked_add(ttl)
-            .unwrap_or_else(|| now + crate::Expiry::NEVER);
-        Self { value, expires }
-    }
 }
 
 #[derive(Clone)]
@@ -170,7 +157,13 @@ impl Service<StoreRequest> for MemoryStore {
         let response = match request {
             StoreRequest::Get(key) => self.get(&key),
             StoreRequest::Put { key, value, ttl } => {
-                self.cache.insert(key, Stored::new(value, ttl));
+                // Any TTL is accepted: past what the clock can add, the entry is kept
+                // until it is evicted.
+                let now = Instant::now();
+                let expires = now
+                    .checked_add(ttl)
+                    .unwrap_or_else(|| now + crate::Expiry::NEVER);
+                self.cache.insert(key, Stored { value, expires });
                 StoreResponse::Done
             }
             StoreRequest::Delete(key) => {
