@@ -1,0 +1,305 @@
+use std::task::{Context, Poll};
+
+use http::StatusCode;
+
+use super::*;
+
+fn upstream(url: &str) -> Upstream {
+    Upstream::parse(url).expect("a valid upstream")
+}
+
+fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (name, value) in pairs {
+        map.append(
+            HeaderName::from_bytes(name.as_bytes()).expect("a valid name"),
+            HeaderValue::from_str(value).expect("a valid value"),
+        );
+    }
+    map
+}
+
+#[test]
+fn hop_by_hop_headers_are_removed_rfc_9110_7_6_1() {
+    let mut map = headers(&[
+        ("connection", "keep-alive, X-Session"),
+        ("connection", "x-other"),
+        ("keep-alive", "timeout=5"),
+        ("proxy-connection", "keep-alive"),
+        ("te", "trailers"),
+        ("transfer-encoding", "chunked"),
+        ("upgrade", "websocket"),
+        ("proxy-authenticate", "Basic"),
+        ("proxy-authorization", "Basic Zm9vOmJhcg=="),
+        ("x-session", "abc"),
+        ("x-other", "1"),
+        ("content-type", "text/html"),
+        ("cache-control", "max-age=60"),
+        ("authorization", "Bearer t"),
+        ("trailer", "x-checksum"),
+    ]);
+    strip_hop_by_hop(&mut map);
+    let mut left: Vec<&str> = map.keys().map(HeaderName::as_str).collect();
+    left.sort_unstable();
+    assert_eq!(
+        left,
+        ["authorization", "cache-control", "content-type", "trailer"]
+    );
+}
+
+#[test]
+fn the_quick_check_knows_every_hop_by_hop_name() {
+    for name in &HOP_BY_HOP {
+        assert!(is_hop_by_hop(name), "{name}");
+    }
+    for name in [
+        "host",
+        "content-type",
+        "cache-control",
+        "via",
+        "trailer",
+        "x-te",
+    ] {
+        assert!(!is_hop_by_hop(&HeaderName::from_static(name)), "{name}");
+    }
+}
+
+#[test]
+fn a_connection_header_alone_still_strips_what_it_lists() {
+    let mut map = headers(&[("x-session", "abc"), ("connection", "X-Session")]);
+    strip_hop_by_hop(&mut map);
+    assert!(map.is_empty(), "{map:?}");
+}
+
+#[test]
+fn connection_with_garbage_tokens_does_not_panic() {
+    let mut map = headers(&[("connection", ", ,bad name,\t,close"), ("close", "x")]);
+    map.append(
+        CONNECTION,
+        HeaderValue::from_bytes(b"\xff\xfe").expect("opaque bytes are a valid value"),
+    );
+    strip_hop_by_hop(&mut map);
+    assert!(map.is_empty(), "{map:?}");
+}
+
+#[test]
+fn rewrite_targets_the_upstream_with_the_base_path() {
+    let cases = [
+        (
+            "http://origin:3000",
+            "/a/b?x=1",
+            "http://origin:3000/a/b?x=1",
+        ),
+        ("http://origin:3000/", "/", "http://origin:3000/"),
+        (
+            "https://origin/api",
+            "/users?page=2",
+            "https://origin/api/users?page=2",
+        ),
+        ("https://origin/api/", "/", "https://origin/api/"),
+        (
+            "http://origin/api",
+            "http://elsewhere:9/p?q",
+            "http://origin/api/p?q",
+        ),
+        ("http://origin/api", "*", "http://origin/api/"),
+        ("http://origin", "*", "http://origin/"),
+        ("http://origin", "http://elsewhere:9", "http://origin/"),
+        (
+            "http://origin",
+            "http://elsewhere:9/p?q=%20",
+            "http://origin/p?q=%20",
+        ),
+    ];
+    for (base, target, expected) in cases {
+        let request = Request::builder()
+            .uri(target)
+            .header(HOST, "proxy")
+            .body(())
+            .expect("a valid request");
+        let request = upstream(base).rewrite(request);
+        assert_eq!(request.uri().to_string(), expected, "{base} + {target}");
+    }
+}
+
+#[test]
+fn forwarding_headers_are_replaced_unless_trusted() {
+    let client = Some(IpAddr::from([192, 0, 2, 7]));
+    let arrived = headers(&[
+        ("forwarded", "for=1.2.3.4"),
+        ("x-forwarded-for", "198.51.100.1"),
+        ("x-forwarded-for", "198.51.100.2"),
+        ("x-forwarded-host", "evil.example"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-scheme", "http"),
+        ("x-real-ip", "1.2.3.4"),
+        ("x-original-url", "/admin"),
+        ("accept", "*/*"),
+    ]);
+    let mut untrusted = arrived.clone();
+    set_forwarded(&mut untrusted, client, false);
+    assert_eq!(
+        untrusted,
+        headers(&[
+            ("accept", "*/*"),
+            ("x-forwarded-for", "192.0.2.7"),
+            ("x-forwarded-proto", "http"),
+        ])
+    );
+    let mut trusted = arrived.clone();
+    set_forwarded(&mut trusted, client, true);
+    assert_eq!(
+        trusted["x-forwarded-for"],
+        "198.51.100.1, 198.51.100.2, 192.0.2.7"
+    );
+    assert_eq!(trusted["x-forwarded-proto"], "https");
+    assert_eq!(trusted["x-forwarded-host"], "evil.example");
+    assert_eq!(trusted.get_all("x-forwarded-for").iter().count(), 1);
+}
+
+#[test]
+fn an_http_1_1_request_without_exactly_one_host_is_refused() {
+    let with_hosts = |hosts: &[&str], version| {
+        let mut request = Request::builder().uri("/page").version(version);
+        for host in hosts {
+            request = request.header(HOST, *host);
+        }
+        upstream("http://origin").rewrite(request.body(()).expect("valid"))
+    };
+    for hosts in [&[][..], &["a", "b"], &["a/b"], &["a b"], &["user@a"]] {
+        let request = with_hosts(hosts, Version::HTTP_11);
+        assert_eq!(request.uri().authority(), None, "{hosts:?}");
+    }
+    let two = with_hosts(&["a", "b"], Version::HTTP_10);
+    assert_eq!(two.uri().authority(), None, "more than one in any version");
+    for host in ["proxy", "proxy.example:8080", "[::1]:80", "10.0.0.1", ""] {
+        let one = with_hosts(&[host], Version::HTTP_11);
+        assert_eq!(one.uri().to_string(), "http://origin/page", "{host:?}");
+    }
+    for version in [Version::HTTP_10, Version::HTTP_2] {
+        let request = with_hosts(&[], version);
+        assert_eq!(
+            request.uri().to_string(),
+            "http://origin/page",
+            "{version:?}"
+        );
+    }
+}
+
+#[test]
+fn a_target_with_a_dot_segment_is_refused() {
+    for target in [
+        "/../secret",
+        "/a/./b",
+        "/a/..",
+        "/a/%2e%2e/b",
+        "/%2E",
+        "/a/.%2E/b?x=1",
+        "/a/..;/b",
+        "/a/..%2fb",
+        "/a/..%5Cb",
+        "/a/..\\b",
+    ] {
+        assert_eq!(rewritten(target).authority(), None, "{target}");
+    }
+    for target in [
+        "/a..b/",
+        "/.well-known/x",
+        "/a/.../b",
+        "/%2ea",
+        "/a/b?x=/../",
+        "/projects/group%2Fname",
+        "/a;v=1/b",
+    ] {
+        let uri = rewritten(target).to_string();
+        assert_eq!(uri, format!("http://origin/api{target}"), "{target}");
+    }
+}
+
+/// The URI a GET of `target` goes upstream with, under the base path `/api`.
+fn rewritten(target: &str) -> Uri {
+    let request = Request::builder()
+        .uri(target)
+        .header(HOST, "proxy")
+        .body(())
+        .expect("valid");
+    upstream("http://origin/api").rewrite(request).uri().clone()
+}
+
+#[test]
+fn rewrite_sets_host_via_and_version_and_strips_hop_by_hop() {
+    let mut request = Request::builder()
+        .uri("/page")
+        .version(Version::HTTP_2)
+        .header("host", "proxy.example")
+        .header("connection", "x-hop")
+        .header("x-hop", "1")
+        .header("te", "trailers")
+        .header("via", "1.1 client-side")
+        .header("accept", "text/html")
+        .body(())
+        .expect("a valid request");
+    request = upstream("http://origin.example:8080/base").rewrite(request);
+    assert_eq!(request.version(), Version::HTTP_11);
+    let h = request.headers();
+    assert_eq!(
+        h.get_all(HOST).iter().collect::<Vec<_>>(),
+        ["origin.example:8080"]
+    );
+    assert_eq!(
+        h.get_all(VIA).iter().collect::<Vec<_>>(),
+        ["1.1 client-side", "2 cachet"]
+    );
+    assert!(h.get("x-hop").is_none() && h.get("te").is_none() && h.get("connection").is_none());
+    assert_eq!(
+        h.get("accept").map(HeaderValue::as_bytes),
+        Some(&b"text/html"[..])
+    );
+}
+
+#[test]
+fn max_forwards_at_zero_is_answered_here_and_counted_down_above_rfc_9110_7_6_2() {
+    let request = |method: Method, left: &str| {
+        Request::builder()
+            .method(method)
+            .uri("http://origin/x")
+            .header("max-forwards", left)
+            .header("accept", "*/*")
+            .header("authorization", "Bearer secret")
+            .body(())
+            .expect("valid")
+    };
+    let mut options = request(Method::OPTIONS, "2");
+    assert!(max_forwards(&mut options).is_none());
+    assert_eq!(options.headers()["max-forwards"], "1");
+
+    let answer = max_forwards(&mut request(Method::OPTIONS, "0")).expect("answered here");
+    assert_eq!(answer.status(), StatusCode::OK);
+    let trace = max_forwards(&mut request(Method::TRACE, "0")).expect("answered here");
+    assert_eq!(trace.headers()[CONTENT_TYPE], "message/http");
+    let body = body_text(trace);
+    assert!(body.starts_with("TRACE /x HTTP/1.1\r\n"), "{body}");
+    assert!(
+        body.contains("accept: */*\r\n") && !body.contains("secret"),
+        "{body}"
+    );
+
+    for (method, left) in [(Method::GET, "0"), (Method::OPTIONS, "many")] {
+        let mut other = request(method, left);
+        assert!(max_forwards(&mut other).is_none());
+        assert_eq!(other.headers()["max-forwards"], left, "left as it is");
+    }
+}
+
+/// The text of a `Full` body, which is ready at once.
+fn body_text(response: Response<Full<Bytes>>) -> String {
+    use http_body::Body;
+    let mut body = std::pin::pin!(response.into_body());
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match body.as_mut().poll_frame(&mut cx) {
+        Poll::Ready(Some(Ok(frame))) => {
+            String::from_utf8_lossy(&frame.into_data().expect("data")).into_owned()
+        }
+        _ => String::new(),
+    }
+}
