@@ -400,16 +400,17 @@ pub(crate) fn revalidated<St: Store, B>(
     if let Some(ttl) = ttl {
         let names = write::variant_names(&entry.headers, config).unwrap_or_default();
         let request = write::request_headers(facts, &names);
+        let view = config.keys.vary_view(&request, &names);
         // What is stored is what a fresh response would store: without the fields the
         // `Cache-Control` names in `no-cache=` or (shared) `private=`, which reach this
         // client only (RFC 9111 §5.2.2.4, §5.2.2.7), and with this request's values of
         // the headers the response now varies on.
         let kept = Entry {
             headers: write::storable_headers(&entry.headers, &stored.cc, config),
-            vary: write::vary_values(&names, &config.keys.vary_view(&request, &names)),
+            vary: write::vary_values(&names, &view),
             ..entry.clone()
         };
-        Placement::new(facts, &request, names, ttl, config).put(
+        Placement::new(facts, &view, names, ttl).put(
             &kept,
             std::slice::from_ref(&kept.body),
             &config.metrics,

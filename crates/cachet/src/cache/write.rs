@@ -34,14 +34,14 @@ pub(crate) struct Placement<St> {
 }
 
 impl<St: Store> Placement<St> {
-    /// A response that varies on `names` goes under its variant's key, with the index
+    /// A response that varies on `names` goes under its variant's key (from `view`, the
+    /// request's headers as [`Keys::vary_view`](crate::Keys) shows them), with the index
     /// under the URI's key; writers that saw the same index write the same one back.
     pub(crate) fn new(
         facts: &RequestFacts<St>,
-        request: &HeaderMap,
+        view: &HeaderMap,
         names: Vec<HeaderName>,
         ttl: Duration,
-        config: &Config,
     ) -> Self {
         if names.is_empty() {
             return Self {
@@ -57,9 +57,7 @@ impl<St: Store> Placement<St> {
             .map_or(UNIX_EPOCH, |seen| seen.not_before);
         Self {
             store: facts.store.cloned(),
-            key: facts
-                .key
-                .variant(&names, &config.keys.vary_view(request, &names)),
+            key: facts.key.variant(&names, view),
             index: Some((facts.key.clone(), Variants { names, not_before })),
             ttl,
         }
@@ -123,17 +121,18 @@ pub(crate) fn recorder<St: Store>(
     let ttl = may_store(&response, parts, facts, config)?;
     let names = variant_names(&parts.headers, config).unwrap_or_default();
     let request = request_headers(facts, &names);
+    let view = config.keys.vary_view(&request, &names);
     let head = Entry {
         status: parts.status,
         version: parts.version,
         headers: storable_headers(&parts.headers, &response.cc, config),
-        vary: vary_values(&names, &config.keys.vary_view(&request, &names)),
+        vary: vary_values(&names, &view),
         request_time: facts.time,
         response_time,
         configured: facts.configured,
         body: Bytes::new(),
     };
-    let placement = Placement::new(facts, &request, names, ttl, config);
+    let placement = Placement::new(facts, &view, names, ttl);
     // A HEAD response's Content-Length describes the GET body it stands for.
     let expected = (facts.method != Method::HEAD)
         .then(|| {
