@@ -142,16 +142,21 @@ where
     fn call(&mut self, request: Request<ReqB>) -> Self::Future {
         let future = self.dispatch(request);
         if self.readiness.take().is_some() {
-            // Made ready for a lookup this request did not make: a fresh handle instead,
-            // so that whatever the store reserved for it (a permit, a slot) is not held
-            // until the next request.
-            self.store = self.store.clone();
+            // Made ready for a lookup this request did not make.
+            self.let_go_of_store();
         }
         future
     }
 }
 
 impl<S: Clone, St: Store> Cache<S, St> {
+    /// Swaps the store handle `poll_ready` asked, and did not call, for a fresh clone: so
+    /// that whatever the store reserved for it (a permit, a slot) is not held until the
+    /// next request, and a handle that failed is not asked again.
+    fn let_go_of_store(&mut self) {
+        self.store = self.store.clone();
+    }
+
     /// What `call` does; a lookup takes the store's readiness.
     fn dispatch<ReqB, ResB>(&mut self, request: Request<ReqB>) -> ResponseFuture<S, St, ReqB>
     where
@@ -297,12 +302,11 @@ impl<S: Clone, St: Store> Cache<S, St> {
                 StoreCall::Called(self.store.call(StoreRequest::Get(facts.key.clone())))
             }
             Some(Poll::Ready(Err(error))) => {
-                // A handle that failed is not asked again.
-                self.store = self.store.clone();
+                self.let_go_of_store();
                 StoreCall::Failed(Some(error))
             }
             Some(Poll::Pending) => {
-                self.store = self.store.clone();
+                self.let_go_of_store();
                 StoreCall::get(facts.key.clone())
             }
             // Called without `poll_ready`: the request readies a handle of its own.
