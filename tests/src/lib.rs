@@ -301,7 +301,13 @@ impl FramedBody {
             let size = if remaining == 1 {
                 rest.len()
             } else {
-                (rest.len() >> remaining).max(1).min(rest.len())
+                // Past the width of `usize`, as with any count too large, one byte.
+                u32::try_from(remaining)
+                    .ok()
+                    .and_then(|shift| rest.len().checked_shr(shift))
+                    .unwrap_or(0)
+                    .max(1)
+                    .min(rest.len())
             };
             frames.push_back(rest.split_to(size));
         }

@@ -260,8 +260,8 @@ impl Config {
         &self.store
     }
 
-    /// How long a memory tier in front of Redis keeps what it read (`--memory-tier`), or
-    /// `None` for no tier (the default).
+    /// How long a memory tier in front of Redis keeps what it read or wrote
+    /// (`--memory-tier`), or `None` for no tier (the default).
     pub fn memory_tier(&self) -> Option<Duration> {
         self.memory_tier
     }
@@ -323,7 +323,8 @@ impl Config {
         self
     }
 
-    /// Whether the `Forwarded` and `X-Forwarded-*` headers requests arrive with are kept
+    /// Whether the `Forwarded`, `X-Forwarded-*`, `X-Real-IP`, `X-Original-URL`,
+    /// `X-Rewrite-URL` and `X-Original-Host` headers requests arrive with are kept
     /// (`--trust-forwarded`); by default they are removed before a request goes upstream.
     pub fn trust_forwarded(&self) -> bool {
         self.trust_forwarded

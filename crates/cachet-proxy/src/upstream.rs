@@ -74,7 +74,8 @@ pub(crate) fn client() -> Result<HttpClient, Error> {
 #[derive(Clone)]
 pub(crate) struct Forward {
     inner: Arc<ForwardInner>,
-    client: Option<IpAddr>,
+    /// The client's address, for `X-Forwarded-For`: made once per connection.
+    client: Option<HeaderValue>,
 }
 
 struct ForwardInner {
@@ -99,7 +100,7 @@ impl Forward {
     pub(crate) fn for_client(&self, address: IpAddr) -> Self {
         Self {
             inner: self.inner.clone(),
-            client: Some(address),
+            client: request::client_address(address),
         }
     }
 }
@@ -144,7 +145,7 @@ impl Service<Request<RequestBody>> for Forward {
         }
         set_forwarded(
             request.headers_mut(),
-            self.client,
+            self.client.as_ref(),
             self.inner.trust_forwarded,
         );
         let timeout = self.inner.timeout;

@@ -89,10 +89,10 @@ pub(super) struct Args {
     #[arg(long, value_name = "PREFIX")]
     redis_namespace: Option<String>,
 
-    /// With a Redis store, keep what is read from Redis in memory (up to --memory-bytes)
-    /// for this long, such as 1s, so that repeated hits skip Redis; a write or purge made
-    /// through another proxy is then seen here that much later. off: every hit asks Redis
-    /// [default: off]
+    /// With a Redis store, keep entries read from or written to Redis in memory (up to
+    /// --memory-bytes) for this long, such as 1s, so that repeated hits skip Redis; a
+    /// write or purge made through another proxy is then seen here that much later. off:
+    /// every hit asks Redis [default: off]
     #[arg(long, value_name = "SPAN", value_parser = MemoryTier::parse)]
     memory_tier: Option<MemoryTier>,
 
@@ -108,10 +108,11 @@ pub(super) struct Args {
     )]
     cdn: Option<bool>,
 
-    /// Keep the Forwarded and X-Forwarded-* headers requests arrive with, for a load
-    /// balancer in front that sets them and overwrites what clients send; otherwise they
-    /// are removed before a request goes upstream, as the cache key leaves them out.
-    /// Either way the client's address is added to X-Forwarded-For [default: false]
+    /// Keep the Forwarded, X-Forwarded-*, X-Real-IP and X-Original-* headers requests
+    /// arrive with, for a load balancer in front that sets them and overwrites what
+    /// clients send; otherwise they are removed before a request goes upstream, as the
+    /// cache key leaves them out. Either way the client's address is added to
+    /// X-Forwarded-For [default: false]
     #[arg(
         long,
         value_name = "BOOL",

@@ -233,7 +233,7 @@ fn is_forwarded(name: &HeaderName) -> bool {
 /// a client could otherwise have a response built for values it chose stored for
 /// everyone. Then the client's address joins `X-Forwarded-For`, and `X-Forwarded-Proto`
 /// says `http` (what the proxy listens with) unless a trusted one is there.
-pub(super) fn set_forwarded(headers: &mut HeaderMap, client: Option<IpAddr>, trusted: bool) {
+pub(super) fn set_forwarded(headers: &mut HeaderMap, client: Option<&HeaderValue>, trusted: bool) {
     const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
     const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
     if !trusted && headers.keys().any(is_forwarded) {
@@ -247,24 +247,33 @@ pub(super) fn set_forwarded(headers: &mut HeaderMap, client: Option<IpAddr>, tru
         }
     }
     if let Some(client) = client {
-        // One line, as `X-Forwarded-For` is read: the earlier hops first.
-        let mut chain = headers
-            .get_all(&X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .collect::<Vec<_>>()
-            .join(", ");
-        if !chain.is_empty() {
-            chain.push_str(", ");
-        }
-        chain.push_str(&client.to_string());
-        if let Ok(value) = HeaderValue::from_str(&chain) {
+        let value = if headers.contains_key(&X_FORWARDED_FOR) {
+            // One line, as `X-Forwarded-For` is read: the earlier hops first.
+            let mut chain = Vec::new();
+            for hop in headers.get_all(&X_FORWARDED_FOR).iter().chain([client]) {
+                if !chain.is_empty() {
+                    chain.extend_from_slice(b", ");
+                }
+                chain.extend_from_slice(hop.as_bytes());
+            }
+            HeaderValue::from_bytes(&chain).ok()
+        } else {
+            // No hops before this one (the rule, unless trusted): the connection's value.
+            Some(client.clone())
+        };
+        if let Some(value) = value {
             headers.insert(X_FORWARDED_FOR, value);
         }
     }
     if !headers.contains_key(&X_FORWARDED_PROTO) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
+}
+
+/// A client's address as `X-Forwarded-For` gives it: an IPv4 client of a dual-stack
+/// listener (`::ffff:192.0.2.7`) as the IPv4 address origins expect.
+pub(super) fn client_address(address: IpAddr) -> Option<HeaderValue> {
+    HeaderValue::try_from(address.to_canonical().to_string()).ok()
 }
 
 /// `Max-Forwards` on a TRACE or OPTIONS (RFC 9110 §7.6.2): at 0 the proxy answers as the

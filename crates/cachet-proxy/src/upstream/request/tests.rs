@@ -123,8 +123,17 @@ fn rewrite_targets_the_upstream_with_the_base_path() {
 }
 
 #[test]
+fn an_ipv4_client_of_a_dual_stack_listener_is_forwarded_as_ipv4() {
+    let mapped: IpAddr = "::ffff:192.0.2.7".parse().expect("an address");
+    assert_eq!(client_address(mapped).expect("a value"), "192.0.2.7");
+    let v6: IpAddr = "2001:db8::1".parse().expect("an address");
+    assert_eq!(client_address(v6).expect("a value"), "2001:db8::1");
+}
+
+#[test]
 fn forwarding_headers_are_replaced_unless_trusted() {
-    let client = Some(IpAddr::from([192, 0, 2, 7]));
+    let client = client_address(IpAddr::from([192, 0, 2, 7]));
+    let client = client.as_ref();
     let arrived = headers(&[
         ("forwarded", "for=1.2.3.4"),
         ("x-forwarded-for", "198.51.100.1"),
