@@ -328,6 +328,10 @@ fn span(text: &str) -> Option<Duration> {
     let unit_at = text.find(|c: char| !c.is_ascii_digit())?;
     let (number, unit) = text.split_at(unit_at);
     let number: u64 = number.parse().ok()?;
+    if unit == "ms" {
+        // A memory tier or a coalescing wait may well be shorter than a second.
+        return Some(Duration::from_millis(number));
+    }
     let seconds = match unit {
         "s" => 1,
         "m" => 60,
@@ -356,7 +360,7 @@ pub(crate) struct InvalidSpan;
 
 impl fmt::Display for InvalidSpan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("expected a whole number with a unit: s, m, h or d (such as '90s' or '1d')")
+        f.write_str("expected a whole number with a unit: ms, s, m, h or d (such as '90s' or '1d')")
     }
 }
 
@@ -369,7 +373,7 @@ pub(crate) struct InvalidExpiry;
 impl fmt::Display for InvalidExpiry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(
-            "expected 'never', 'do-not-cache', or a whole number with a unit: s, m, h or d \
+            "expected 'never', 'do-not-cache', or a whole number with a unit: ms, s, m, h or d \
              (such as '90s' or '1d')",
         )
     }
@@ -468,7 +472,7 @@ pub(crate) struct InvalidCoalesceWait;
 
 impl fmt::Display for InvalidCoalesceWait {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("expected 'off' or a whole number with a unit: s, m, h or d (such as '5s')")
+        f.write_str("expected 'off' or a whole number with a unit: ms, s, m, h or d (such as '5s')")
     }
 }
 
@@ -507,7 +511,7 @@ pub(crate) struct InvalidMemoryTier;
 impl fmt::Display for InvalidMemoryTier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(
-            "expected 'off' or a whole number above 0 with a unit: s, m, h or d (such as '1s')",
+            "expected 'off' or a whole number above 0 with a unit: ms, s, m, h or d (such as '1s')",
         )
     }
 }

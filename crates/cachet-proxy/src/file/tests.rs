@@ -107,6 +107,10 @@ fn expiries_are_durations_never_or_do_not_cache() {
     use std::time::Duration;
     let parse = |text: &str| <Expiry as FromText>::from_text(text);
     assert_eq!(parse("90s"), Ok(Expiry::After(Duration::from_secs(90))));
+    assert_eq!(
+        parse("250ms"),
+        Ok(Expiry::After(Duration::from_millis(250)))
+    );
     assert_eq!(parse("5m"), Ok(Expiry::After(Duration::from_secs(300))));
     assert_eq!(parse("1d"), Ok(Expiry::After(Duration::from_secs(86_400))));
     assert_eq!(parse("never"), Ok(Expiry::NeverExpire));
@@ -158,6 +162,11 @@ fn a_memory_tier_that_keeps_nothing_is_refused_where_it_is_written() {
     assert_eq!(
         settings.store.memory_tier.map(|tier| tier.0),
         Some(MemoryTier(Some(Duration::from_secs(120))))
+    );
+    let settings = parse("[store]\nmemory_tier = \"500ms\"\n").expect("half a second");
+    assert_eq!(
+        settings.store.memory_tier.map(|tier| tier.0),
+        Some(MemoryTier(Some(Duration::from_millis(500))))
     );
 }
 
