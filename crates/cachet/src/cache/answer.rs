@@ -433,7 +433,7 @@ pub(crate) fn revalidated<St: Store, B>(
 /// stored.
 pub(crate) fn forwarded<St: Store, B: Body<Data = Bytes>>(
     response: Response<B>,
-    facts: Option<RequestFacts<St>>,
+    facts: Option<&RequestFacts<St>>,
     leader: Option<Leader>,
     reason: ForwardReason,
     config: &Config,
@@ -441,10 +441,9 @@ pub(crate) fn forwarded<St: Store, B: Body<Data = Bytes>>(
     config.metrics.forward(reason == ForwardReason::Stale);
     let (parts, body) = response.into_parts();
     let key = facts
-        .as_ref()
         .filter(|_| config.metadata)
         .map(|facts| facts.key.clone());
-    let recorder = facts.and_then(|facts| write::recorder(&parts, &facts, leader, config));
+    let recorder = facts.and_then(|facts| write::recorder(&parts, facts, leader, config));
     let status = CacheStatus::Forwarded {
         reason,
         stored: recorder.is_some(),

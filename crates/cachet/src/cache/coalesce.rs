@@ -2,6 +2,7 @@
 //! others wait for its stored response.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -62,16 +63,20 @@ impl Inflight {
     }
 
     pub(crate) fn join(&self, key: &CacheKey) -> Join {
-        let mut fetching = self.fetching();
-        if let Some(waiters) = fetching.get_mut(key) {
-            let (send, receive) = oneshot::channel();
-            waiters.push(send);
-            return Join::Waiter(receive);
+        // One hash and probe for both outcomes: every miss comes here.
+        match self.fetching().entry(key.clone()) {
+            Entry::Occupied(mut waiters) => {
+                let (send, receive) = oneshot::channel();
+                waiters.get_mut().push(send);
+                Join::Waiter(receive)
+            }
+            Entry::Vacant(vacant) => {
+                vacant.insert(Vec::new());
+                Join::Leader(Leader {
+                    claim: Some((self.clone(), key.clone())),
+                })
+            }
         }
-        fetching.insert(key.clone(), Vec::new());
-        Join::Leader(Leader {
-            claim: Some((self.clone(), key.clone())),
-        })
     }
 
     fn release(&self, key: &CacheKey) -> Vec<oneshot::Sender<Value>> {

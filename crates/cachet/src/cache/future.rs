@@ -126,10 +126,10 @@ where
         lookup: StoreCall<St::Future>,
         forward: Option<(S, Request<ReqB>)>,
     },
-    /// Waiting for another request's fetch of the same key.
+    /// Waiting for another request's fetch of the same key. Boxed: a timer is large,
+    /// and only a waiter pays for its room.
     Wait {
-        #[pin]
-        wait: Timeout<oneshot::Receiver<Value>>,
+        wait: Pin<Box<Timeout<oneshot::Receiver<Value>>>>,
         forward: Option<(S, Request<ReqB>)>,
     },
     Forward {
@@ -377,7 +377,7 @@ where
                                 facts.collapsed = true;
                                 let forward = forward.take();
                                 this.state.set(State::Wait {
-                                    wait: tokio::time::timeout(wait, receiver),
+                                    wait: Box::pin(tokio::time::timeout(wait, receiver)),
                                     forward,
                                 });
                                 continue;
@@ -392,7 +392,7 @@ where
                     this.state.set(State::Forward { future });
                 }
                 StateProj::Wait { wait, forward } => {
-                    let outcome = ready!(wait.poll(cx));
+                    let outcome = ready!(wait.as_mut().poll(cx));
                     let Plan::Cache(facts) = this.plan else {
                         unreachable!("only cacheable requests wait")
                     };
@@ -415,10 +415,10 @@ where
                 StateProj::Forward { future } => {
                     let result = ready!(future.poll(cx));
                     this.state.set(State::Done);
-                    let plan = std::mem::replace(this.plan, Plan::Pass);
+                    // Borrowed: the plan is dropped with the future, not moved again.
                     return Poll::Ready(finish(
                         result,
-                        plan,
+                        this.plan,
                         this.leader.take(),
                         this.stale.take(),
                         *this.reason,
@@ -436,7 +436,7 @@ where
 /// otherwise records the response for the store if it may be stored.
 pub(crate) fn finish<St: Store, B: Body<Data = Bytes>, E: Into<BoxError>>(
     result: Result<Response<B>, E>,
-    plan: Plan<St>,
+    plan: &Plan<St>,
     leader: Option<Leader>,
     stale: Option<Stale>,
     reason: ForwardReason,
@@ -445,7 +445,7 @@ pub(crate) fn finish<St: Store, B: Body<Data = Bytes>, E: Into<BoxError>>(
     let response = match result {
         Ok(response) => response,
         Err(error) => {
-            if let (Plan::Cache(facts), Some(stale)) = (&plan, stale)
+            if let (Plan::Cache(facts), Some(stale)) = (plan, stale)
                 && let Some(response) = stale_on_error(*stale.entry, facts, None, config)
             {
                 return Ok(response);
@@ -458,17 +458,17 @@ pub(crate) fn finish<St: Store, B: Body<Data = Bytes>, E: Into<BoxError>>(
             let status = response.status();
             if let Some(stale) = stale {
                 if status == StatusCode::NOT_MODIFIED && stale.conditional {
-                    return Ok(revalidated(*stale.entry, response, &facts, config));
+                    return Ok(revalidated(*stale.entry, response, facts, config));
                 }
                 if matches!(status.as_u16(), 500 | 502 | 503 | 504)
-                    && let Some(stale) = stale_on_error(*stale.entry, &facts, Some(status), config)
+                    && let Some(stale) = stale_on_error(*stale.entry, facts, Some(status), config)
                 {
                     return Ok(stale);
                 }
             }
             let response = if facts.method == Method::HEAD && status == StatusCode::OK {
                 let (parts, body) = response.into_parts();
-                write::freshen_get(&facts, &parts, config);
+                write::freshen_get(facts, &parts, config);
                 Response::from_parts(parts, body)
             } else {
                 response
@@ -479,7 +479,7 @@ pub(crate) fn finish<St: Store, B: Body<Data = Bytes>, E: Into<BoxError>>(
             if !config.read_only
                 && (response.status().is_success() || response.status().is_redirection())
             {
-                write::invalidate(&store, &uri, response.headers(), config);
+                write::invalidate(store, uri, response.headers(), config);
             }
             Ok(forwarded::<St, B>(response, None, None, reason, config))
         }

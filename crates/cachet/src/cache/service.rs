@@ -140,16 +140,29 @@ where
     }
 
     fn call(&mut self, request: Request<ReqB>) -> Self::Future {
-        let future = self.dispatch(request);
-        if self.readiness.take().is_some() {
-            // Made ready for a lookup this request did not make.
-            self.let_go_of_store();
-        }
-        future
+        self.dispatch(request)
     }
 }
 
 impl<S: Clone, St: Store> Cache<S, St> {
+    /// Forwards a request that looks nothing up, letting go of a store handle made ready
+    /// for a lookup it does not make.
+    fn pass<ReqB>(
+        &mut self,
+        request: Request<ReqB>,
+        plan: Plan<St>,
+        reason: ForwardReason,
+        config: Arc<Config>,
+    ) -> ResponseFuture<S, St, ReqB>
+    where
+        S: Service<Request<ReqB>>,
+    {
+        if self.readiness.take().is_some() {
+            self.let_go_of_store();
+        }
+        ResponseFuture::forward(self.inner.call(request), plan, reason, config)
+    }
+
     /// Swaps the store handle `poll_ready` asked, and did not call, for a fresh clone: so
     /// that whatever the store reserved for it (a permit, a slot) is not held until the
     /// next request, and a handle that failed is not asked again.
@@ -157,7 +170,10 @@ impl<S: Clone, St: Store> Cache<S, St> {
         self.store = self.store.clone();
     }
 
-    /// What `call` does; a lookup takes the store's readiness.
+    /// What `call` does; a lookup takes the store's readiness, and a request that looks
+    /// nothing up goes through [`pass`](Self::pass).
+    // Inlined, so that the future is built where `call` returns it, not copied there.
+    #[inline]
     fn dispatch<ReqB, ResB>(&mut self, request: Request<ReqB>) -> ResponseFuture<S, St, ReqB>
     where
         S: Service<Request<ReqB>, Response = Response<ResB>>,
@@ -203,7 +219,7 @@ impl<S: Clone, St: Store> Cache<S, St> {
                 }
             };
             tracing::trace!(method = %request.method(), uri = %request.uri(), %reason, "passing through");
-            return ResponseFuture::forward(self.inner.call(request), plan, reason, config);
+            return self.pass(request, plan, reason, config);
         };
 
         let mode = if bypassed() {
@@ -217,24 +233,14 @@ impl<S: Clone, St: Store> Cache<S, St> {
         };
         if mode == CacheMode::NoStore {
             tracing::trace!(%key, "bypassed for this request");
-            return ResponseFuture::forward(
-                self.inner.call(request),
-                Plan::Pass,
-                ForwardReason::Bypass,
-                config,
-            );
+            return self.pass(request, Plan::Pass, ForwardReason::Bypass, config);
         }
         let own = request.extensions().get::<Expiry>().copied();
         let configured = match config.expiry.decide(&key, own) {
             Decision::Cache(configured) => configured,
             Decision::DoNotCache => {
                 tracing::trace!(%key, "expiry says do not cache");
-                return ResponseFuture::forward(
-                    self.inner.call(request),
-                    Plan::Pass,
-                    ForwardReason::Bypass,
-                    config,
-                );
+                return self.pass(request, Plan::Pass, ForwardReason::Bypass, config);
             }
         };
         let present = Present::scan(request.headers());
@@ -243,12 +249,7 @@ impl<S: Clone, St: Store> Cache<S, St> {
             // answer by it; the key leaves it out, so neither a stored response nor this
             // one may stand for the other.
             tracing::trace!(%key, "a GET or HEAD with content; passing through");
-            return ResponseFuture::forward(
-                self.inner.call(request),
-                Plan::Pass,
-                ForwardReason::Bypass,
-                config,
-            );
+            return self.pass(request, Plan::Pass, ForwardReason::Bypass, config);
         }
         let store = &self.store;
         let spare = self.spare.get(|_| Arc::new(Mutex::new(store.clone())));
@@ -281,13 +282,7 @@ impl<S: Clone, St: Store> Cache<S, St> {
                     names: Vec::new(),
                     not_before: facts.time,
                 });
-                let future = self.inner.call(request);
-                return ResponseFuture::forward(
-                    future,
-                    Plan::Cache(facts),
-                    ForwardReason::Request,
-                    config,
-                );
+                return self.pass(request, Plan::Cache(facts), ForwardReason::Request, config);
             }
             CacheMode::NoCache => facts.cc.no_cache = true,
             CacheMode::OnlyIfCached => facts.cc.only_if_cached = true,

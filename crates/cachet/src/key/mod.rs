@@ -3,6 +3,7 @@
 
 mod keys;
 
+use std::cell::RefCell;
 use std::fmt;
 use std::sync::Arc;
 
@@ -76,42 +77,33 @@ impl CacheKey {
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
         let path = if path.is_empty() { "/" } else { path };
 
-        // This runs on every request, hits included: the text is put together on the
-        // stack, so that the `Arc<str>` is its one allocation.
-        let body = body.map(|digest| format!(" body={digest}"));
-        let mut text = KeyText::new();
-        text.push(class);
-        text.push(" ");
-        let start = text.len;
-        text.push(scheme);
-        text.push("://");
-        text.push(host);
-        if let Some(lower) = text.bytes.get_mut(start..text.len) {
-            lower.make_ascii_lowercase();
-        }
-        if let Some(port) = port {
-            text.push(":");
-            text.push_u16(port);
-        }
-        text.push(path);
-        if let Some(body) = &body {
-            text.push(body);
-        }
-        if let Some(text) = text.as_str() {
-            return Some(Self(Arc::from(text)));
-        }
-        // Longer than the stack buffer: the same text, built on the heap.
-        let mut key = format!("{class} {scheme}://{host}");
-        key[class.len() + 1..].make_ascii_lowercase();
-        if let Some(port) = port {
-            // Writing to a String cannot fail.
-            let _ = write!(key, ":{port}");
-        }
-        key.push_str(path);
-        if let Some(body) = &body {
-            key.push_str(body);
-        }
-        Some(Self(key.into()))
+        // This runs on every request, hits included: the text is put together in this
+        // thread's buffer, so that the `Arc<str>` is its one allocation.
+        KEY_TEXT.with_borrow_mut(|text| {
+            text.clear();
+            text.push_str(class);
+            text.push(' ');
+            let start = text.len();
+            text.push_str(scheme);
+            text.push_str("://");
+            text.push_str(host);
+            text[start..].make_ascii_lowercase();
+            if let Some(port) = port {
+                text.push(':');
+                push_decimal(text, port);
+            }
+            text.push_str(path);
+            if let Some(body) = body {
+                // Writing to a String cannot fail.
+                let _ = write!(text, " body={body}");
+            }
+            let key = Self(Arc::from(text.as_str()));
+            if text.capacity() > KEY_TEXT_KEPT {
+                // A rare long URL does not keep its room.
+                *text = String::new();
+            }
+            Some(key)
+        })
     }
 
     /// The key of one variant of this URI's responses: the URI's key followed by the
@@ -219,59 +211,29 @@ fn host_and_port(authority: &str) -> Option<(&str, Option<u16>)> {
     }
 }
 
-/// A key's text on the stack; [`as_str`](Self::as_str) is `None` once it has
-/// overflowed.
-struct KeyText {
-    bytes: [u8; Self::CAPACITY],
-    len: usize,
-    overflowed: bool,
+thread_local! {
+    /// The buffer [`CacheKey::build`] puts a key's text together in, reused from key to
+    /// key.
+    static KEY_TEXT: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
-impl KeyText {
-    /// Room for nearly every URL; a longer one is built on the heap instead.
-    const CAPACITY: usize = 256;
+/// The most room [`KEY_TEXT`] keeps between keys.
+const KEY_TEXT_KEPT: usize = 4096;
 
-    fn new() -> Self {
-        Self {
-            bytes: [0; Self::CAPACITY],
-            len: 0,
-            overflowed: false,
+/// Writes `n` in decimal: a port, which is on the key of every request to it, without
+/// the formatting machinery.
+fn push_decimal(text: &mut String, mut n: u16) {
+    let mut digits = [0u8; 5];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
         }
     }
-
-    fn push(&mut self, text: &str) {
-        let end = self.len + text.len();
-        match self.bytes.get_mut(self.len..end) {
-            Some(room) if !self.overflowed => {
-                room.copy_from_slice(text.as_bytes());
-                self.len = end;
-            }
-            _ => self.overflowed = true,
-        }
-    }
-
-    fn push_u16(&mut self, mut n: u16) {
-        let mut digits = [0u8; 5];
-        let mut start = digits.len();
-        loop {
-            start -= 1;
-            digits[start] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        // ASCII digits are text.
-        self.push(std::str::from_utf8(&digits[start..]).unwrap_or_default());
-    }
-
-    fn as_str(&self) -> Option<&str> {
-        if self.overflowed {
-            return None;
-        }
-        // Whole `str`s were copied in and only ASCII letters changed case.
-        std::str::from_utf8(self.bytes.get(..self.len)?).ok()
-    }
+    text.extend(digits[start..].iter().map(|&digit| char::from(digit)));
 }
 
 #[cfg(test)]

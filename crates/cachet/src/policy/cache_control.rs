@@ -61,7 +61,7 @@ impl CacheControl {
             // outside it (in a quoted value or an unknown directive) never equal one, so
             // the directives around them still count.
             let line = line.as_bytes();
-            cc.unreadable |= !quotes_closed(line);
+            cc.unreadable |= line.contains(&b'"') && !quotes_closed(line);
             for (name, value) in directives(line) {
                 // Only SP and HTAB are white space here (RFC 9110 §5.6.3); a name with
                 // other bytes around it (`no-store` and a no-break space) may be meant
@@ -241,26 +241,43 @@ fn quotes_closed(line: &[u8]) -> bool {
 }
 
 fn split_outside_quotes(line: &[u8]) -> impl Iterator<Item = &[u8]> {
+    // Without a quote every comma separates, found by a plain scan: most lines.
+    let plain = !line.contains(&b'"');
     let mut rest = Some(line);
     std::iter::from_fn(move || {
         let text = rest?;
-        let mut quoted = false;
-        let mut escaped = false;
-        for (i, &b) in text.iter().enumerate() {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' if quoted => escaped = true,
-                b'"' => quoted = !quoted,
-                b',' if !quoted => {
-                    rest = Some(&text[i + 1..]);
-                    return Some(&text[..i]);
-                }
-                _ => {}
+        let comma = if plain {
+            text.iter().position(|&b| b == b',')
+        } else {
+            comma_outside_quotes(text)
+        };
+        match comma {
+            Some(i) => {
+                rest = Some(&text[i + 1..]);
+                Some(&text[..i])
+            }
+            None => {
+                rest = None;
+                Some(text)
             }
         }
-        rest = None;
-        Some(text)
     })
+}
+
+/// Where the first comma outside a quoted string is.
+fn comma_outside_quotes(text: &[u8]) -> Option<usize> {
+    let mut quoted = false;
+    let mut escaped = false;
+    for (i, &b) in text.iter().enumerate() {
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
+            b',' if !quoted => return Some(i),
+            _ => {}
+        }
+    }
+    None
 }
 
 #[cfg(test)]

@@ -261,13 +261,14 @@ impl<'a> ResponseFacts<'a> {
         }
         // Final statuses are stored when heuristically cacheable, or with explicit
         // freshness or `public` (RFC 9111 §3). Partial content is never combined (§3.3),
-        // and a 304 is not a response to store.
-        let explicitly_cacheable = self.cc.public || self.explicit_freshness(mode).is_some();
+        // and a 304 is not a response to store. Freshness is read only where the status
+        // does not decide.
+        let explicitly_cacheable = || self.cc.public || self.explicit_freshness(mode).is_some();
         let status = self.status.as_u16();
         if status < 200
             || status == 206
             || status == 304
-            || !(heuristically_cacheable(self.status) || explicitly_cacheable)
+            || !(heuristically_cacheable(self.status) || explicitly_cacheable())
         {
             return Err(Refusal::Status);
         }
