@@ -92,10 +92,24 @@ impl Inflight {
 }
 
 impl Leader {
-    /// Hands the stored entry to every waiter.
-    pub(crate) fn finish(mut self, value: &Value) {
+    /// Hands the entry this fetch stored to every waiter, and counts the fetch as
+    /// finished.
+    pub(crate) fn finish(self, value: &Value) {
+        self.hand_over(value, true);
+    }
+
+    /// Hands an entry another fetch stored (found on a second look) to every waiter. That
+    /// fetch was counted; this one stored nothing, so it is not, and sends no request
+    /// that joins later to a second look.
+    pub(crate) fn share(self, value: &Value) {
+        self.hand_over(value, false);
+    }
+
+    fn hand_over(mut self, value: &Value, stored: bool) {
         if let Some((inflight, key)) = self.claim.take() {
-            inflight.0.finished[shard(&key)].fetch_add(1, Ordering::Release);
+            if stored {
+                inflight.0.finished[shard(&key)].fetch_add(1, Ordering::Release);
+            }
             for waiter in inflight.release(&key) {
                 // A waiter that gave up has dropped its receiver; nothing to do for it.
                 let _ = waiter.send(value.clone());
@@ -153,6 +167,19 @@ mod tests {
         // A fetch that stored nothing counts for no one.
         drop(inflight.join(&key()));
         assert_eq!(inflight.finished(&key()), mine + 1);
+        // Nor does one that shares what another stored, though its waiters get it.
+        let Join::Leader(leader) = inflight.join(&key()) else {
+            panic!("the key is free again")
+        };
+        let Join::Waiter(mut waiter) = inflight.join(&key()) else {
+            panic!("the second waits")
+        };
+        leader.share(&Value::from("entry"));
+        assert_eq!(inflight.finished(&key()), mine + 1);
+        assert_eq!(
+            waiter.try_recv().expect("shared at once"),
+            Value::from("entry")
+        );
     }
 
     #[tokio::test]

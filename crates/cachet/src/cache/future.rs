@@ -295,7 +295,7 @@ where
                             // A leader that found the entry on its second look shares it.
                             if let (Some(leader), Some(value)) = (this.leader.take(), &found_value)
                             {
-                                leader.finish(value);
+                                leader.share(value);
                             }
                             this.state.set(State::Done);
                             return Poll::Ready(Ok(response));
