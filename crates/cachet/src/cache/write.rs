@@ -13,7 +13,7 @@ use super::future::RequestFacts;
 use super::layer::Config;
 use crate::entry::{Entry, Record, Variants};
 use crate::policy::{self, CacheControl, ResponseFacts};
-use crate::store::{Store, StoreRequest, StoreResponse, Value, detach};
+use crate::store::{Store, StoreRequest, StoreResponse, Value, detach, detach_all};
 use crate::{BoxError, CacheKey, Metrics};
 use tower::ServiceExt;
 
@@ -66,40 +66,66 @@ impl<St: Store> Placement<St> {
     /// Writes the entry, with `body` as its body (the entry's own is not read), and the
     /// index; returns the entry's value, `None` if it could not be encoded.
     pub(crate) fn put(self, entry: &Entry, body: &[Bytes], metrics: &Metrics) -> Option<Value> {
-        if let Some((key, index)) = self.index {
-            match index.encode() {
-                Ok(value) => write(
-                    self.store.clone(),
-                    StoreRequest::Put {
-                        key,
-                        value: value.into(),
-                        ttl: self.ttl.max(MIN_INDEX_TTL),
-                    },
-                    metrics,
-                ),
-                Err(error) => {
-                    tracing::warn!(%error, "variant index could not be encoded; not storing");
-                    return None;
-                }
-            }
-        }
-        match entry.encode_with_body(body) {
-            Ok(bytes) => {
-                let value = Value::from(bytes);
-                let put = StoreRequest::Put {
-                    key: self.key,
-                    value: value.clone(),
-                    ttl: self.ttl,
-                };
-                write(self.store, put, metrics);
-                Some(value)
-            }
+        let value = match entry.encode_with_body(body) {
+            Ok(bytes) => Value::from(bytes),
             Err(error) => {
                 tracing::warn!(key = %self.key, %error, "entry could not be encoded; not storing");
-                None
+                return None;
+            }
+        };
+        let put = StoreRequest::Put {
+            key: self.key,
+            value: value.clone(),
+            ttl: self.ttl,
+        };
+        match self.index {
+            None => write(self.store, put, metrics),
+            Some((key, index)) => {
+                let ttl = self.ttl.max(MIN_INDEX_TTL);
+                write_variant(self.store, (key, index, ttl), put, metrics);
             }
         }
+        Some(value)
     }
+}
+
+/// Writes a variant's index, then the variant (`put`). The index goes back as the request
+/// saw it when it looked the URI up, unless an invalidation marker or a newer index was
+/// written while its response was fetched: that one's time then holds, so that variants
+/// from before it stay hidden instead of coming back with the index written over it.
+/// It costs one store read for each variant stored; a marker written between that read
+/// and the write is still lost.
+fn write_variant<St: Store>(
+    store: St,
+    (key, mut index, ttl): (CacheKey, Variants, Duration),
+    put: StoreRequest,
+    metrics: &Metrics,
+) {
+    let metrics = metrics.clone();
+    detach_all(async move {
+        match store.clone().oneshot(StoreRequest::Get(key.clone())).await {
+            Ok(StoreResponse::Found(value)) => {
+                if let Ok(Record::Variants(current)) = Record::decode(value.bytes()) {
+                    index.not_before = index.not_before.max(current.not_before);
+                }
+            }
+            Ok(_) => {}
+            // Written as seen: the write is likely to fail the same way, and says so.
+            Err(error) => tracing::debug!(%key, %error, "variant index could not be read again"),
+        }
+        let value = match index.encode() {
+            Ok(bytes) => Value::from(bytes),
+            Err(error) => {
+                return tracing::warn!(%error, "variant index could not be encoded; not storing");
+            }
+        };
+        let index = StoreRequest::Put { key, value, ttl };
+        for request in [index, put] {
+            if let Err(error) = store.clone().oneshot(request).await {
+                return write_failed(&error, &metrics);
+            }
+        }
+    });
 }
 
 /// A recorder for a storable response from the origin, or `None` (with the reason

@@ -150,19 +150,33 @@ pub(crate) fn detach<St>(
     }
 }
 
+/// Runs store requests that follow one another and that no one waits for, as [`detach`]
+/// runs one: as far as they go at once (to the end, for a store that answers at once),
+/// the rest on a spawned Tokio task.
+pub(crate) fn detach_all(requests: impl Future<Output = ()> + Send + 'static) {
+    let mut requests = Box::pin(requests);
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    if requests.as_mut().poll(&mut cx).is_pending() {
+        in_background(requests);
+    }
+}
+
 /// Finishes a store request on a spawned Tokio task (see [`detach`]).
 fn spawn<F>(call: F, failed: impl FnOnce(BoxError) + Send + 'static)
 where
     F: Future<Output = Result<StoreResponse, BoxError>> + Send + 'static,
 {
-    match tokio::runtime::Handle::try_current() {
-        Ok(runtime) => {
-            runtime.spawn(async move {
-                if let Err(error) = call.await {
-                    failed(error);
-                }
-            });
+    in_background(async move {
+        if let Err(error) = call.await {
+            failed(error);
         }
+    });
+}
+
+/// Runs `task` on a spawned Tokio task; outside a Tokio runtime, skips it with a warning.
+fn in_background(task: impl Future<Output = ()> + Send + 'static) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn(task)),
         Err(_) => tracing::warn!("a store write needs a Tokio runtime to finish; skipped"),
     }
 }
