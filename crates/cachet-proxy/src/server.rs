@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cachet::{CacheBody, CacheLayer, CacheMode, CacheStatus};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
@@ -266,7 +266,18 @@ fn finish(
         Err(error) => {
             let message = one_line(&error);
             tracing::warn!("{message}");
-            reply(StatusCode::BAD_GATEWAY, message).map(Either::Right)
+            let mut refused = reply(StatusCode::BAD_GATEWAY, message);
+            // As every answer does, it says what the cache did: here, what stopped it.
+            let detail = if error.is_bad_signature() {
+                "cachet; detail=bad-signature"
+            } else {
+                "cachet; detail=error"
+            };
+            refused.headers_mut().insert(
+                HeaderName::from_static("cache-status"),
+                HeaderValue::from_static(detail),
+            );
+            refused.map(Either::Right)
         }
     };
     strip_hop_by_hop(response.headers_mut());
@@ -464,6 +475,7 @@ mod tests {
         tamper(&inner, origin, "/signed").await;
         let (refused, body) = get(&client, &format!("http://{addr}/signed")).await;
         assert_eq!(refused.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(status_of(&refused), "cachet; detail=bad-signature");
         let body = String::from_utf8_lossy(&body);
         assert!(body.contains("failed signature verification"), "{body}");
         assert!(!body.contains("proxy test key"));

@@ -28,10 +28,21 @@ struct Running {
 
 impl Running {
     async fn start(file_text: &str) -> Self {
+        Self::start_with_env(file_text, &[]).await
+    }
+
+    /// Starts a proxy whose file names environment variables, read from `env`.
+    async fn start_with_env(file_text: &str, env: &[(&str, &str)]) -> Self {
         let mut file = tempfile::NamedTempFile::new().expect("a temporary file");
         file.write_all(file_text.as_bytes()).expect("written");
         let path = file.path().to_str().expect("a UTF-8 path").to_owned();
-        let config = Config::from_args(["cachet-proxy", "--config", &path]).expect("valid file");
+        let lookup = |name: &str| {
+            env.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| (*v).into())
+        };
+        let config = Config::from_args_and_env(["cachet-proxy", "--config", &path], lookup)
+            .expect("valid file");
         let proxy = Proxy::bind(config.clone()).await.expect("the proxy binds");
         let (addr, admin) = (proxy.local_addr(), proxy.admin_addr());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -198,6 +209,56 @@ async fn a_config_file_caches_by_rule_ignores_a_parameter_and_entries_purge_it_o
         "cachet; fwd=uri-miss; stored"
     );
     assert_eq!(origin.requests(), 3);
+}
+
+#[tokio::test]
+async fn the_example_files_rules_match_under_its_upstreams_base_path() {
+    let origin = origin().await;
+    // The file as shipped, in front of this origin's `/api`, its listeners on free ports.
+    let mut example = include_str!("../../../docs/cachet-proxy.example.toml").to_owned();
+    for (shipped, here) in [
+        ("http://127.0.0.1:8000/api", origin.url("/api")),
+        ("127.0.0.1:8080", "127.0.0.1:0".to_owned()),
+        ("127.0.0.1:9090", "127.0.0.1:0".to_owned()),
+    ] {
+        assert!(example.contains(shipped), "the example has {shipped}");
+        example = example.replace(shipped, &here);
+    }
+    let keys = [
+        ("CACHET_KEY", "3f1c0ffee0d1e5c0ffee3f1c0ffee0d1"),
+        ("CACHET_OLD_KEY", "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0"),
+    ];
+    let proxy = Running::start_with_env(&example, &keys).await;
+    // The origin gives no freshness: the rules decide, then the file's default.
+    for (path, first, second) in [
+        (
+            "/static/app.js",
+            "cachet; fwd=uri-miss; stored",
+            "cachet; hit",
+        ),
+        ("/live/feed", "cachet; fwd=bypass", "cachet; fwd=bypass"),
+        ("/other", "cachet; fwd=uri-miss; stored", "cachet; hit"),
+    ] {
+        assert_eq!(proxy.get(path).await, first, "{path}");
+        assert_eq!(proxy.get(path).await, second, "{path}");
+    }
+    let ttl = |path: &'static str| {
+        let proxy = &proxy;
+        async move {
+            let url = format!("http://{}{path}", proxy.addr);
+            let request = Request::get(url)
+                .body(Full::new(Bytes::new()))
+                .expect("valid");
+            let response = proxy.client.request(request).await.expect("it answers");
+            let status = response.headers().get("cache-status").cloned();
+            status.and_then(|v| v.to_str().ok()?.split("; ttl=").nth(1)?.parse::<u64>().ok())
+        }
+    };
+    assert!(
+        ttl("/static/app.js").await > Some(3_600),
+        "a day by its rule"
+    );
+    assert!(ttl("/other").await <= Some(300), "five minutes by default");
 }
 
 #[tokio::test]

@@ -342,10 +342,10 @@ fn the_documented_example_file_sets_every_setting() {
         policy.rules,
         [
             (
-                "127.0.0.1/static/".to_owned(),
+                "127.0.0.1/api/static/".to_owned(),
                 Expiry::After(Duration::from_secs(86_400))
             ),
-            ("127.0.0.1/live/".to_owned(), Expiry::DoNotCache),
+            ("127.0.0.1/api/live/".to_owned(), Expiry::DoNotCache),
         ]
     );
     assert!(!policy.rules_win && !policy.sort_query);

@@ -184,12 +184,21 @@ where
     /// Deletes every entry for `url` (GET and HEAD, every variant, the variant index),
     /// so that the next request for it goes to the origin. Returns how many entries were
     /// deleted.
+    ///
+    /// The URL's GET and HEAD keys are deleted even when the listing does not show them:
+    /// a store in front of another (a [`Tiered`](crate::store::Tiered) memory tier, whose
+    /// listing is the far tier's) may still hold what the listed store has lost.
     pub async fn delete_url(&self, url: &str) -> Result<u64, Error> {
         let found = self.for_url(url).await?;
         let mut deleted = 0;
-        for item in found {
+        for item in &found {
             self.delete(item.key().clone()).await?;
             deleted += 1;
+        }
+        for key in self.url_keys(url)? {
+            if !found.iter().any(|item| *item.key() == key) {
+                self.delete(key).await?;
+            }
         }
         Ok(deleted)
     }
@@ -274,13 +283,19 @@ where
 
     /// Every stored entry whose key is the GET or HEAD key of `url`, or a variant of one,
     /// or (for another method the cache stores) one of its keys by body.
-    async fn for_url(&self, url: &str) -> Result<Vec<Listed>, Error> {
+    /// The keys of `url`'s GET and HEAD responses (or of their variant index).
+    fn url_keys(&self, url: &str) -> Result<[CacheKey; 2], Error> {
         let uri: Uri = url
             .parse()
             .map_err(|error: http::uri::InvalidUri| Error::invalid_url(Some(error.into())))?;
         let key = |method| self.keys.key_for_url(&method, &uri);
         let get = key(Method::GET).ok_or(Error::invalid_url(None))?;
         let head = key(Method::HEAD).ok_or(Error::invalid_url(None))?;
+        Ok([get, head])
+    }
+
+    async fn for_url(&self, url: &str) -> Result<Vec<Listed>, Error> {
+        let [get, head] = self.url_keys(url)?;
         let by_body = self
             .methods
             .iter()
@@ -396,6 +411,27 @@ mod tests {
             .oneshot(request)
             .await
             .expect("memory stores never fail");
+    }
+
+    #[tokio::test]
+    async fn a_purge_reaches_a_memory_tier_that_holds_what_the_far_tier_lost() {
+        let (near, far) = (MemoryStore::default(), MemoryStore::default());
+        for store in [&near, &far] {
+            put(store, "GET http://a/x").await;
+            put(store, "HEAD http://a/x").await;
+        }
+        // The far tier (say, Redis) evicted the GET; the memory tier still holds it.
+        far.clone()
+            .oneshot(StoreRequest::Delete(CacheKey::from_text("GET http://a/x")))
+            .await
+            .expect("memory stores never fail");
+        let entries = Entries::new(crate::store::Tiered::new(near.clone(), far.clone()));
+        assert_eq!(entries.delete_url("http://a/x").await.expect("deletes"), 1);
+        assert_eq!(
+            (near.len(), far.len()),
+            (0, 0),
+            "nothing is left in either tier"
+        );
     }
 
     #[tokio::test]
