@@ -79,7 +79,7 @@ impl CacheKey {
 
         // This runs on every request, hits included: the text is put together in this
         // thread's buffer, so that the `Arc<str>` is its one allocation.
-        KEY_TEXT.with_borrow_mut(|text| {
+        let make = |text: &mut String| {
             text.clear();
             text.push_str(class);
             text.push(' ');
@@ -102,8 +102,14 @@ impl CacheKey {
                 // A rare long URL does not keep its room.
                 *text = String::new();
             }
-            Some(key)
-        })
+            key
+        };
+        let key = KEY_TEXT
+            .try_with(|text| make(&mut text.borrow_mut()))
+            // The thread's buffer is gone while it exits (a key made by another
+            // thread-local's destructor): a buffer of its own.
+            .unwrap_or_else(|_| make(&mut String::new()));
+        Some(key)
     }
 
     /// The key of one variant of this URI's responses: the URI's key followed by the

@@ -335,3 +335,31 @@ fn unsafe_methods_and_relative_uris_have_no_key() {
     assert_eq!(key(Method::POST, "http://a/x"), None);
     assert_eq!(key(Method::GET, "/x"), None);
 }
+
+#[test]
+fn a_key_made_while_its_thread_exits_is_made_all_the_same() {
+    use std::sync::mpsc;
+
+    /// Makes a key when dropped, as another thread-local's destructor might.
+    struct KeyOnDrop(mpsc::Sender<Option<String>>);
+
+    impl Drop for KeyOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.send(key(Method::GET, "http://a/x"));
+        }
+    }
+
+    thread_local! {
+        static ON_EXIT: RefCell<Option<KeyOnDrop>> = const { RefCell::new(None) };
+    }
+    let (send, receive) = mpsc::channel();
+    std::thread::spawn(move || {
+        // Set before the key buffer is first used, so torn down after it.
+        ON_EXIT.with_borrow_mut(|slot| *slot = Some(KeyOnDrop(send)));
+        assert!(key(Method::GET, "http://a/").is_some());
+    })
+    .join()
+    .expect("the thread exits cleanly");
+    let made = receive.recv().expect("the destructor ran");
+    assert_eq!(made.as_deref(), Some("GET http://a/x"));
+}
