@@ -195,7 +195,7 @@ fn first(slot: &mut Option<u64>, value: impl FnOnce() -> u64) {
 }
 
 /// Parses delta-seconds: digits only, saturating at [`MAX_DELTA_SECONDS`].
-fn delta_seconds(text: &[u8]) -> Option<u64> {
+pub(crate) fn delta_seconds(text: &[u8]) -> Option<u64> {
     if text.is_empty() || !text.iter().all(u8::is_ascii_digit) {
         return None;
     }

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 use http::HeaderMap;
 use http::header::{AGE, DATE};
 
-use super::cache_control::MAX_DELTA_SECONDS;
+use super::cache_control::delta_seconds;
 use super::{CacheControl, Mode, RequestDirectives, http_date};
 
 /// The current age of a stored response (RFC 9111 §4.2.3).
@@ -19,11 +19,10 @@ pub(crate) fn current_age(
     let age_value = headers
         .get(AGE)
         .and_then(|v| v.to_str().ok())
-        // A list-valued Age counts by its first member; an invalid one is ignored (§5.1).
-        .and_then(|v| v.split(',').next()?.trim().parse::<u64>().ok())
-        .map_or(Duration::ZERO, |s| {
-            Duration::from_secs(s.min(MAX_DELTA_SECONDS))
-        });
+        // A list-valued Age counts by its first member; an invalid one is ignored (§5.1),
+        // and one too large to hold is the greatest (§1.2.2), not invalid.
+        .and_then(|v| delta_seconds(v.split(',').next()?.trim().as_bytes()))
+        .map_or(Duration::ZERO, Duration::from_secs);
     let apparent_age = response_time.duration_since(date).unwrap_or_default();
     let response_delay = response_time
         .duration_since(request_time)
@@ -114,9 +113,17 @@ mod tests {
     use crate::policy::tests::headers;
 
     #[test]
-    fn an_invalid_age_is_ignored_and_a_list_counts_by_its_first_member() {
+    fn an_invalid_age_is_ignored_a_list_counts_by_its_first_member_and_overflow_is_the_most() {
         let t = |s| UNIX_EPOCH + Duration::from_secs(s);
-        for (age, expected) in [("-5", 0), ("x", 0), ("7, 9", 7)] {
+        let most = 2_147_483_648;
+        for (age, expected) in [
+            ("-5", 0),
+            ("x", 0),
+            ("7, 9", 7),
+            ("18446744073709551615", most),
+            ("18446744073709551616", most),
+            ("99999999999999999999999999", most),
+        ] {
             let mut h = HeaderMap::new();
             h.insert(AGE, HeaderValue::from_static(age));
             assert_eq!(
