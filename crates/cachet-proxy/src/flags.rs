@@ -162,6 +162,16 @@ impl Upstream {
         if authority.as_str().contains('@') {
             return Err(InvalidUpstream::UserInfo);
         }
+        // `http::Uri` takes any digits for a port, and a client then connects to the
+        // scheme's default port instead.
+        let port = authority
+            .as_str()
+            .get(authority.host().len()..)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .filter(|port| !port.is_empty());
+        if port.is_some_and(|port| !port.parse::<u16>().is_ok_and(|port| port > 0)) {
+            return Err(InvalidUpstream::Port);
+        }
         if uri.query().is_some() {
             return Err(InvalidUpstream::Query);
         }
@@ -197,6 +207,7 @@ pub(crate) enum InvalidUpstream {
     UserInfo,
     Query,
     Fragment,
+    Port,
 }
 
 impl fmt::Display for InvalidUpstream {
@@ -208,6 +219,7 @@ impl fmt::Display for InvalidUpstream {
             Self::UserInfo => "the URL must not contain user information",
             Self::Query => "the URL must not have a query; give a base path only",
             Self::Fragment => "the URL must not have a fragment",
+            Self::Port => "the port must be a number from 1 to 65535",
         })
     }
 }

@@ -8,6 +8,7 @@
 
 mod request;
 
+pub(crate) use request::Refused;
 pub(crate) use request::strip_hop_by_hop;
 use request::{max_forwards, set_forwarded};
 
@@ -23,7 +24,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cachet::KeyedBody;
-use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE};
+use http::header::{ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
@@ -134,11 +135,8 @@ impl Service<Request<RequestBody>> for Forward {
             );
             return ForwardFuture::answer(refused);
         }
-        if request.uri().authority().is_none() {
-            return ForwardFuture::answer(reply(
-                StatusCode::BAD_REQUEST,
-                "bad request: its target, or its Host",
-            ));
+        if let Some(refused) = request.extensions().get::<Refused>() {
+            return ForwardFuture::answer(reply(refused.status, refused.reason));
         }
         if let Some(answer) = max_forwards(&mut request) {
             return ForwardFuture::answer(answer);
@@ -207,7 +205,21 @@ impl Future for ForwardFuture {
             StateProj::Answer { response } => response.poll(cx),
             StateProj::Call { call, timeout } => {
                 let response = match ready!(call.poll(cx)) {
-                    Ok(Ok(response)) => response.map(Either::Left),
+                    // The proxy takes `Upgrade` off every request: a switch was not asked for.
+                    Ok(Ok(response)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                        let message = "the upstream switched protocols, which was not asked";
+                        tracing::warn!("{message}");
+                        reply(StatusCode::BAD_GATEWAY, message).map(Either::Right)
+                    }
+                    Ok(Ok(mut response)) => {
+                        // Framed by its transfer coding, which goes as hop-by-hop: a
+                        // `Content-Length` beside it MUST go too (RFC 9112 §6.3), or the
+                        // client would read the body short.
+                        if response.headers().contains_key(TRANSFER_ENCODING) {
+                            response.headers_mut().remove(CONTENT_LENGTH);
+                        }
+                        response.map(Either::Left)
+                    }
                     Ok(Err(error)) => {
                         let message = if error.is_connect() {
                             // The client's own message only says "client error (Connect)".

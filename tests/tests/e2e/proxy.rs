@@ -50,11 +50,19 @@ impl RunningProxy {
         env: &[(&str, &str)],
         clock: Option<ManualClock>,
     ) -> Self {
-        let upstream = origin.url("");
+        Self::launch_for(&origin.url(""), extra, env, clock).await
+    }
+
+    async fn launch_for(
+        upstream: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        clock: Option<ManualClock>,
+    ) -> Self {
         let mut args = vec![
             "cachet-proxy",
             "--upstream",
-            upstream.as_str(),
+            upstream,
             "--listen",
             "127.0.0.1:0",
         ];
@@ -355,4 +363,128 @@ async fn options_with_max_forwards_zero_is_answered_by_the_proxy_rfc_9110_7_6_2(
         "2",
         "counted down"
     );
+}
+
+/// An upstream that answers every request with the same bytes, written as they are (a
+/// response hyper's server would not write), and keeps each request's first line.
+struct RawOrigin {
+    addr: SocketAddr,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl RawOrigin {
+    async fn start(answer: &'static str) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port is free");
+        let addr = listener.local_addr().expect("bound");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = lines.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut head = Vec::new();
+                let mut byte = [0; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match stream.read(&mut byte).await {
+                        Ok(1) => head.push(byte[0]),
+                        _ => break,
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let line = head.lines().next().unwrap_or_default().to_owned();
+                seen.lock().expect("not poisoned").push(line);
+                let _ = stream.write_all(answer.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            }
+        });
+        Self { addr, lines }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().expect("not poisoned").clone()
+    }
+
+    async fn proxy(&self) -> RunningProxy {
+        RunningProxy::launch_for(&format!("http://{}", self.addr), &[], &[], None).await
+    }
+}
+
+#[tokio::test]
+async fn a_body_framed_by_both_length_and_chunks_reaches_the_client_whole_rfc_9112_6_3() {
+    let origin = RawOrigin::start(
+        "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\
+         Connection: close\r\n\r\n6\r\nhello!\r\n0\r\n\r\n",
+    )
+    .await;
+    let proxy = origin.proxy().await;
+    let answer = proxy.get("/both").await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.body, "hello!", "the chunks frame it, not the length");
+}
+
+#[tokio::test]
+async fn a_switch_of_protocols_nobody_asked_for_is_a_bad_gateway() {
+    let origin = RawOrigin::start(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+    )
+    .await;
+    let proxy = origin.proxy().await;
+    let answer = proxy.get("/plain").await;
+    assert_eq!(answer.status, 502);
+    let body = String::from_utf8_lossy(&answer.body);
+    assert!(body.contains("switched protocols"), "{body}");
+}
+
+#[tokio::test]
+async fn requests_the_proxy_cannot_forward_as_they_came_are_refused_saying_why() {
+    let origin = RawOrigin::start("HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n").await;
+    let proxy = origin.proxy().await;
+    let options = raw_answer(
+        &proxy,
+        "OPTIONS * HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(options.starts_with("http/1.1 204"), "{options}");
+    assert_eq!(
+        origin.lines(),
+        ["OPTIONS * HTTP/1.1"],
+        "asterisk form goes on as it is"
+    );
+    for (request, status, reason) in [
+        (
+            "GET * HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n",
+            "400",
+            "the target * is only for options",
+        ),
+        (
+            "GET p:80 HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n",
+            "400",
+            "a host:port target is only for connect",
+        ),
+        (
+            "GET /a/../b HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n",
+            "400",
+            "dot segment",
+        ),
+        (
+            "GET /a HTTP/1.1\r\nConnection: close\r\n\r\n",
+            "400",
+            "needs a host",
+        ),
+        (
+            "POST /a HTTP/1.1\r\nHost: p\r\nTransfer-Encoding: gzip, chunked\r\n\
+             Connection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            "501",
+            "transfer coding other than chunked",
+        ),
+    ] {
+        let answer = raw_answer(&proxy, request).await;
+        assert!(
+            answer.starts_with(&format!("http/1.1 {status}")),
+            "{request}: {answer}"
+        );
+        assert!(answer.contains(reason), "{request}: {answer}");
+    }
+    assert_eq!(origin.lines().len(), 1, "none of them reached the upstream");
 }

@@ -113,8 +113,25 @@ fn upstream_scheme_must_be_http_or_https() {
 }
 
 #[test]
-fn upstream_query_fragment_and_user_info_are_refused() {
+fn upstream_query_fragment_user_info_and_a_port_out_of_range_are_refused() {
+    for good in [
+        "http://a:1",
+        "http://a:65535",
+        "http://[::1]",
+        "http://[::1]:8080",
+    ] {
+        assert!(upstream(good).is_ok(), "{good}");
+    }
     let cases = [
+        (
+            "http://127.0.0.1:99999",
+            "port must be a number from 1 to 65535",
+        ),
+        ("http://a:0/api", "port must be a number from 1 to 65535"),
+        (
+            "http://[::1]:65536",
+            "port must be a number from 1 to 65535",
+        ),
         ("http://example.com/?a=1", "must not have a query"),
         ("http://example.com/#top", "must not have a fragment"),
         (

@@ -5,9 +5,11 @@
 use std::net::IpAddr;
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HOST, HeaderName, VIA};
+use http::header::{
+    CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HOST, HeaderName, TRANSFER_ENCODING, VIA,
+};
 use http::uri::PathAndQuery;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::Full;
 
 use crate::flags::Upstream;
@@ -64,48 +66,54 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Why the proxy answers a request itself instead of forwarding it. The rewrite finds the
+/// fault and puts this on the request, whose target it leaves without an authority, so
+/// that the cache looks nothing up; [`Forward`](super::Forward) answers it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Refused {
+    pub(crate) status: StatusCode,
+    /// One line that says what was wrong.
+    pub(crate) reason: &'static str,
+}
+
+impl Refused {
+    const fn bad(reason: &'static str) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            reason,
+        }
+    }
+}
+
 impl Upstream {
     /// Rewrites a request received by the proxy into the request sent upstream.
     ///
     /// The target becomes the upstream's scheme and authority with the base path joined
     /// to the request's path and query (a request in absolute form keeps only its path and
-    /// query: the proxy never forwards anywhere but its upstream). `Host` becomes the
-    /// upstream authority, hop-by-hop headers go, a `Via` is added (RFC 9110 §7.6.3) and
-    /// the version is left to the client's connection.
+    /// query: the proxy never forwards anywhere but its upstream); `OPTIONS *` stays `*`.
+    /// `Host` becomes the upstream authority, hop-by-hop headers go, a `Via` is added (RFC
+    /// 9110 §7.6.3) and the version is left to the client's connection. A request the
+    /// proxy cannot forward as it came is marked [`Refused`].
     pub(crate) fn rewrite<B>(&self, mut request: Request<B>) -> Request<B> {
         let received = request.version();
         tracing::debug!(method = %request.method(), uri = %request.uri(), version = ?received, "request");
 
-        // A target without an authority is refused by `Forward` (400) and never looked
-        // up by the cache.
-        let refused = Uri::from_static("/");
-        let path = request.uri().path_and_query();
-        // RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without a Host,
-        // and to any with more than one or with one that is not a host (HTTP/2 names the
-        // host in its target).
-        let mut hosts = request.headers().get_all(HOST).iter();
-        let bad_host = match (hosts.next(), hosts.next()) {
-            (None, _) => received == Version::HTTP_11,
-            (Some(host), None) => !is_host(host.as_bytes()),
-            (Some(_), Some(_)) => true,
-        };
-        *request.uri_mut() = if bad_host {
-            tracing::debug!("a request with a bad, missing or second Host; refused");
-            refused
-        } else if path.is_some_and(|path| has_dot_segment(path.path())) {
-            // `..` would climb out of the base path at an origin that resolves it, and
-            // the same resource would sit under two keys. Clients resolve dot segments
-            // before sending (RFC 3986 §5.2.4); one that did not is refused.
-            tracing::debug!("request target has a dot segment; refused");
-            refused
-        } else {
-            match self.target(path) {
-                Ok(uri) => uri,
-                // Not expected: both halves are valid.
-                Err(error) => {
-                    tracing::debug!(%error, "request target cannot be joined to the upstream");
-                    refused
-                }
+        let target = refusal(&request).map_or_else(
+            || {
+                self.target(request.method(), request.uri())
+                    // Not expected: both halves are valid.
+                    .map_err(|_| {
+                        Refused::bad("bad request: its target cannot be joined to the upstream's")
+                    })
+            },
+            Err,
+        );
+        *request.uri_mut() = match target {
+            Ok(uri) => uri,
+            Err(refused) => {
+                tracing::debug!(reason = refused.reason, "refused");
+                request.extensions_mut().insert(refused);
+                Uri::from_static("/")
             }
         };
 
@@ -117,22 +125,26 @@ impl Upstream {
         request
     }
 
-    /// The upstream URI for a request's path and query: the base path joined to them.
-    fn target(&self, path: Option<&PathAndQuery>) -> Result<Uri, http::Error> {
-        let path = match path {
-            // `OPTIONS *` and an authority-form target have no path of their own.
-            Some(path) if path.as_str().starts_with('/') => Some(path),
-            _ => None,
-        };
-        let path_and_query = match path {
+    /// The upstream URI for a request's target: the base path joined to its path and query
+    /// (`/` for an absolute-form target without a path), or `*` for `OPTIONS *`.
+    fn target(&self, method: &Method, uri: &Uri) -> Result<Uri, http::Error> {
+        let path = match uri.path_and_query() {
+            // Asterisk form (RFC 9112 §3.2.4): the server as a whole, whatever its base path.
+            Some(path) if path.as_str() == "*" && *method == Method::OPTIONS => path.clone(),
             // Without a base path the request's own path and query go as they are, with
             // no copy and no second parse.
-            Some(path) if self.base_path.is_empty() => path.clone(),
-            None if self.base_path.is_empty() => PathAndQuery::from_static("/"),
+            Some(path) if self.base_path.is_empty() && path.as_str().starts_with('/') => {
+                path.clone()
+            }
             path => {
-                let path = path.map_or("/", PathAndQuery::as_str);
-                let mut target = String::with_capacity(self.base_path.len() + path.len());
+                let path = path.map_or("", PathAndQuery::as_str);
+                let mut target = String::with_capacity(self.base_path.len() + path.len() + 1);
                 target.push_str(&self.base_path);
+                // An absolute-form target with an empty path has the path `/` (RFC 9112
+                // §3.2.1), its query kept.
+                if !path.starts_with('/') {
+                    target.push('/');
+                }
                 target.push_str(path);
                 PathAndQuery::try_from(target)?
             }
@@ -140,9 +152,65 @@ impl Upstream {
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(self.scheme.clone());
         parts.authority = Some(self.authority.clone());
-        parts.path_and_query = Some(path_and_query);
+        parts.path_and_query = Some(path);
         Ok(Uri::from_parts(parts)?)
     }
+}
+
+/// What is wrong with a request the proxy will not forward, if anything: its `Host`, its
+/// target, or a transfer coding it cannot pass on.
+fn refusal<B>(request: &Request<B>) -> Option<Refused> {
+    // RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without a Host, and
+    // to any with more than one or with one that is not a host (HTTP/2 names the host in
+    // its target).
+    let mut hosts = request.headers().get_all(HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (None, _) if request.version() == Version::HTTP_11 => {
+            return Some(Refused::bad(
+                "bad request: an HTTP/1.1 request needs a Host",
+            ));
+        }
+        (Some(host), None) if !is_host(host.as_bytes()) => {
+            return Some(Refused::bad("bad request: its Host is not a host and port"));
+        }
+        (Some(_), Some(_)) => return Some(Refused::bad("bad request: it has more than one Host")),
+        _ => {}
+    }
+    let uri = request.uri();
+    if uri.scheme().is_none() && uri.authority().is_some() && request.method() != Method::CONNECT {
+        // Authority form (RFC 9112 §3.2.3) names no resource: it is for CONNECT alone.
+        return Some(Refused::bad(
+            "bad request: a host:port target is only for CONNECT",
+        ));
+    }
+    if uri.path() == "*" && request.method() != Method::OPTIONS {
+        return Some(Refused::bad(
+            "bad request: the target * is only for OPTIONS",
+        ));
+    }
+    if has_dot_segment(uri.path()) {
+        // `..` would climb out of the base path at an origin that resolves it, and the
+        // same resource would sit under two keys. Clients resolve dot segments before
+        // sending (RFC 3986 §5.2.4); one that did not is refused.
+        return Some(Refused::bad(
+            "bad request: its path has a dot segment (. or ..)",
+        ));
+    }
+    // The connection's server decoded `chunked`; any other coding would be lost when the
+    // body is sent on (RFC 9112 §6.1).
+    let coded = request
+        .headers()
+        .get_all(TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .any(|coding| !coding.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+    if coded {
+        return Some(Refused {
+            status: StatusCode::NOT_IMPLEMENTED,
+            reason: "not implemented: a request body in a transfer coding other than chunked",
+        });
+    }
+    None
 }
 
 /// Whether a `Host` value is a host and optional port (RFC 3986 §3.2.2: a name, an IP

@@ -102,9 +102,17 @@ fn rewrite_targets_the_upstream_with_the_base_path() {
             "http://elsewhere:9/p?q",
             "http://origin/api/p?q",
         ),
-        ("http://origin/api", "*", "http://origin/api/"),
-        ("http://origin", "*", "http://origin/"),
         ("http://origin", "http://elsewhere:9", "http://origin/"),
+        (
+            "http://origin",
+            "http://elsewhere?a=1",
+            "http://origin/?a=1",
+        ),
+        (
+            "http://origin/api",
+            "http://elsewhere?a=1",
+            "http://origin/api/?a=1",
+        ),
         (
             "http://origin",
             "http://elsewhere:9/p?q=%20",
@@ -166,6 +174,81 @@ fn forwarding_headers_are_replaced_unless_trusted() {
     assert_eq!(trusted.get_all("x-forwarded-for").iter().count(), 1);
 }
 
+/// What the proxy says of a request it refuses: `None` when it forwards it.
+fn refused<B>(request: &Request<B>) -> Option<Refused> {
+    let refused = request.extensions().get::<Refused>().copied();
+    assert_eq!(
+        refused.is_some(),
+        request.uri().authority().is_none(),
+        "a refused request goes to no upstream, and only a refused one"
+    );
+    refused
+}
+
+#[test]
+fn a_target_in_asterisk_or_authority_form_is_only_for_options_or_connect_rfc_9112_3_2() {
+    let send = |method: Method, target: &str| {
+        let request = Request::builder()
+            .method(method)
+            .uri(target)
+            .header(HOST, "proxy")
+            .body(())
+            .expect("a valid request");
+        upstream("http://origin/api").rewrite(request)
+    };
+    let options = send(Method::OPTIONS, "*");
+    assert_eq!(refused(&options), None);
+    assert_eq!(
+        options.uri().path_and_query().map(|p| p.as_str()),
+        Some("*")
+    );
+    assert_eq!(
+        options.uri().authority().map(|a| a.as_str()),
+        Some("origin")
+    );
+    for (method, target, reason) in [
+        (Method::GET, "*", "the target * is only for OPTIONS"),
+        (Method::HEAD, "*", "the target * is only for OPTIONS"),
+        (
+            Method::GET,
+            "origin:80",
+            "a host:port target is only for CONNECT",
+        ),
+        (
+            Method::OPTIONS,
+            "origin:80",
+            "a host:port target is only for CONNECT",
+        ),
+    ] {
+        let request = send(method.clone(), target);
+        let refusal = refused(&request).expect("refused");
+        assert_eq!(refusal.status, StatusCode::BAD_REQUEST, "{method} {target}");
+        assert!(
+            refusal.reason.contains(reason),
+            "{method} {target}: {refusal:?}"
+        );
+    }
+}
+
+#[test]
+fn a_request_in_a_transfer_coding_other_than_chunked_is_not_implemented_rfc_9112_6_1() {
+    let send = |coding: &str| {
+        let request = Request::post("/upload")
+            .header(HOST, "proxy")
+            .header("transfer-encoding", coding)
+            .body(())
+            .expect("a valid request");
+        upstream("http://origin").rewrite(request)
+    };
+    assert_eq!(refused(&send("chunked")), None);
+    assert_eq!(refused(&send("Chunked")), None);
+    for coding in ["gzip, chunked", "gzip", "chunked, identity"] {
+        let refusal = refused(&send(coding)).expect("refused");
+        assert_eq!(refusal.status, StatusCode::NOT_IMPLEMENTED, "{coding}");
+        assert!(refusal.reason.contains("transfer coding"), "{coding}");
+    }
+}
+
 #[test]
 fn an_http_1_1_request_without_exactly_one_host_is_refused() {
     let with_hosts = |hosts: &[&str], version| {
@@ -175,9 +258,16 @@ fn an_http_1_1_request_without_exactly_one_host_is_refused() {
         }
         upstream("http://origin").rewrite(request.body(()).expect("valid"))
     };
-    for hosts in [&[][..], &["a", "b"], &["a/b"], &["a b"], &["user@a"]] {
+    for (hosts, reason) in [
+        (&[][..], "needs a Host"),
+        (&["a", "b"], "more than one Host"),
+        (&["a/b"], "not a host and port"),
+        (&["a b"], "not a host and port"),
+        (&["user@a"], "not a host and port"),
+    ] {
         let request = with_hosts(hosts, Version::HTTP_11);
-        assert_eq!(request.uri().authority(), None, "{hosts:?}");
+        let refusal = refused(&request).expect("refused");
+        assert!(refusal.reason.contains(reason), "{hosts:?}: {refusal:?}");
     }
     let two = with_hosts(&["a", "b"], Version::HTTP_10);
     assert_eq!(two.uri().authority(), None, "more than one in any version");
@@ -210,6 +300,10 @@ fn a_target_with_a_dot_segment_is_refused() {
         "/a/..\\b",
     ] {
         assert_eq!(rewritten(target).authority(), None, "{target}");
+        let request = Request::get(target).header(HOST, "proxy").body(());
+        let request = upstream("http://origin").rewrite(request.expect("valid"));
+        let refusal = refused(&request).expect("refused");
+        assert!(refusal.reason.contains("dot segment"), "{target}");
     }
     for target in [
         "/a..b/",
