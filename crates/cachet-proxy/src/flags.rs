@@ -401,8 +401,15 @@ impl FromText for Method {
         if text.is_empty() || text.bytes().any(|b| !b.is_ascii_uppercase()) {
             return Err(InvalidName("a method in upper case, such as GET or POST"));
         }
-        Method::from_bytes(text.as_bytes())
-            .map_err(|_| InvalidName("a method in upper case, such as GET or POST"))
+        let method = Method::from_bytes(text.as_bytes())
+            .map_err(|_| InvalidName("a method in upper case, such as GET or POST"))?;
+        if cachet::UNCACHEABLE_METHODS.contains(&method) {
+            return Err(InvalidName(
+                "a method whose responses can be cached, such as GET, HEAD or POST \
+                 (those of PUT, DELETE, PATCH, CONNECT, OPTIONS and TRACE never are)",
+            ));
+        }
+        Ok(method)
     }
 }
 

@@ -66,7 +66,7 @@ pub mod guide {
 pub use body_key::{BodyDigest, BodyKey, BodyKeyLayer, KeyedBody};
 pub use cache::{
     Cache, CacheBody, CacheLayer, CacheMetadata, CacheMode, CacheStatus, Expiry, Filter,
-    ForwardReason, OnBadSignature, ResponseFuture, bypass,
+    ForwardReason, OnBadSignature, ResponseFuture, UNCACHEABLE_METHODS, bypass,
 };
 pub use error::{BoxError, Error};
 pub use key::{CacheKey, DefaultKey, KeyStrategy, Keys, RequestHead};

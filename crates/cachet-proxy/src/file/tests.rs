@@ -81,9 +81,17 @@ fn rules_keys_and_filters_are_checked_where_they_are_written() {
     assert_eq!(error.setting(), Some("filters.methods"));
     assert!(error.to_string().contains("upper case"), "{error}");
 
-    let error = refused("[filters]\nstatuses = [200, 999]\n");
-    assert_eq!(error.setting(), Some("filters.statuses"));
-    assert!(error.to_string().contains("100 to 599"), "{error}");
+    for never in ["PUT", "DELETE", "PATCH", "CONNECT", "OPTIONS", "TRACE"] {
+        let error = refused(&format!("[filters]\nmethods = [\"GET\", \"{never}\"]\n"));
+        assert_eq!(error.setting(), Some("filters.methods"), "{never}");
+        assert!(error.to_string().contains("never are"), "{never}: {error}");
+    }
+
+    for never in [999, 101, 206, 304] {
+        let error = refused(&format!("[filters]\nstatuses = [200, {never}]\n"));
+        assert_eq!(error.setting(), Some("filters.statuses"), "{never}");
+        assert!(error.to_string().contains("200 to 599"), "{never}: {error}");
+    }
 
     let error = refused("[keys]\nheaders = [\"bad header\"]\n");
     assert_eq!(error.setting(), Some("keys.headers"));

@@ -15,6 +15,20 @@ use crate::clock::{Clock, SystemClock};
 use crate::policy::Mode;
 use crate::{Keys, Metrics};
 
+/// Methods whose responses a cache never reuses: a response to PUT, DELETE or PATCH
+/// describes a change, not the resource (RFC 9110 §9.3.4, §9.3.5; RFC 5789), and those
+/// of CONNECT, OPTIONS and TRACE are not cacheable (§9.3.6 to §9.3.8). An unsafe one
+/// must invalidate what is stored instead (RFC 9111 §4.4).
+/// [`CacheLayer::methods`] leaves them out.
+pub const UNCACHEABLE_METHODS: [Method; 6] = [
+    Method::PUT,
+    Method::DELETE,
+    Method::PATCH,
+    Method::CONNECT,
+    Method::OPTIONS,
+    Method::TRACE,
+];
+
 /// Configuration shared by a layer and every service it makes.
 #[derive(Clone)]
 pub(crate) struct Config {
@@ -258,9 +272,16 @@ impl<St> CacheLayer<St> {
     /// body's digest in it, and none otherwise. A request of another method that has a
     /// key is cached as a query and does not invalidate. One without a key, or of a
     /// method left out, passes through (an unsafe one still invalidates, RFC 9111 §4.4).
-    /// See the [filtering guide](crate::guide::filtering#post).
+    /// The [`UNCACHEABLE_METHODS`](crate::UNCACHEABLE_METHODS) are left out, with a
+    /// warning. See the [filtering guide](crate::guide::filtering#post).
     pub fn methods(mut self, methods: impl IntoIterator<Item = Method>) -> Self {
-        Arc::make_mut(&mut self.config).methods = methods.into_iter().collect();
+        let (methods, never): (Vec<Method>, Vec<Method>) = methods
+            .into_iter()
+            .partition(|method| !UNCACHEABLE_METHODS.contains(method));
+        for method in never {
+            tracing::warn!(%method, "not cached: its responses are not reusable (RFC 9110 §9.3)");
+        }
+        Arc::make_mut(&mut self.config).methods = methods;
         self
     }
 
@@ -383,5 +404,23 @@ impl<S, St: Clone> Layer<S> for CacheLayer<St> {
             );
         }
         Cache::from_parts(inner, self.store.clone(), self.config.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemoryStore;
+
+    #[test]
+    fn methods_leave_out_those_whose_responses_are_never_cached() {
+        let layer = CacheLayer::new(MemoryStore::default()).methods([
+            Method::GET,
+            Method::PUT,
+            Method::POST,
+            Method::DELETE,
+            Method::OPTIONS,
+        ]);
+        assert_eq!(layer.config.methods, [Method::GET, Method::POST]);
     }
 }

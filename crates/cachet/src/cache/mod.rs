@@ -61,7 +61,7 @@ pub use body::CacheBody;
 pub use expiry::Expiry;
 pub use filter::Filter;
 pub use future::ResponseFuture;
-pub use layer::{CacheLayer, OnBadSignature};
+pub use layer::{CacheLayer, OnBadSignature, UNCACHEABLE_METHODS};
 pub use mode::{CacheMode, bypass};
 pub use service::Cache;
 
