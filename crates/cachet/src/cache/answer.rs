@@ -376,17 +376,26 @@ pub(crate) fn make_conditional(entry: &Entry, request: &mut HeaderMap) -> bool {
 }
 
 /// Serves a stale entry that the origin confirmed with `304 Not Modified`, its headers
-/// updated from the 304 (RFC 9111 §3.2, §4.3.4), and stores the updated entry.
+/// updated from the 304 (RFC 9111 §3.2, §4.3.4), and stores the updated entry. A 304 that
+/// names another representation than the entry's updates nothing: the entry is served
+/// as it was stored, and not stored again.
 pub(crate) fn revalidated<St: Store, B>(
     mut entry: Entry,
     not_modified: Response<B>,
     facts: &RequestFacts<St>,
     config: &Config,
 ) -> Response<CacheBody<B>> {
-    let now = write::after_invalidation(config.clock.now(), facts);
-    entry.update_headers(&write::end_to_end(not_modified.headers()));
-    entry.request_time = facts.time;
-    entry.response_time = now;
+    let identified = identifies(&entry.headers, not_modified.headers());
+    let now = if identified {
+        let now = write::after_invalidation(config.clock.now(), facts);
+        entry.update_headers(&write::end_to_end(not_modified.headers()));
+        entry.request_time = facts.time;
+        entry.response_time = now;
+        now
+    } else {
+        tracing::debug!(key = %facts.key, "the 304 names another representation; not updating");
+        config.clock.now()
+    };
 
     config.metrics.forward(true);
     let stored = ResponseFacts::of_entry(&entry, config.targeted.as_ref());
@@ -395,7 +404,7 @@ pub(crate) fn revalidated<St: Store, B>(
     parts.status = entry.status;
     parts.version = entry.version;
     parts.headers = entry.headers.clone();
-    let ttl = write::may_store(&stored, &parts, facts, config);
+    let ttl = write::may_store(&stored, &parts, facts, config).filter(|_| identified);
     let storable = ttl.is_some();
     if let Some(ttl) = ttl {
         let names = write::variant_names(&entry.headers, config).unwrap_or_default();
@@ -427,6 +436,27 @@ pub(crate) fn revalidated<St: Store, B>(
         status,
     );
     respond(&entry, served, config)
+}
+
+/// Whether a `304` identifies the stored response with these headers for update (RFC 9111
+/// §4.3.4): a strong entity tag in it must be the entry's own, a weak one must match the
+/// entry's weakly, and a `Last-Modified` must be the entry's; a 304 with neither stands
+/// for the one entry the request was made conditional on.
+fn identifies(entry: &HeaderMap, not_modified: &HeaderMap) -> bool {
+    let etag_matches = match (not_modified.get(ETAG), entry.get(ETAG)) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(new), Some(old)) => match new.as_bytes().strip_prefix(b"W/") {
+            // Weak comparison (RFC 9110 §8.8.3.2): the opaque tags alone.
+            Some(tag) => tag == old.as_bytes().strip_prefix(b"W/").unwrap_or(old.as_bytes()),
+            None => new == old,
+        },
+    };
+    let modified_matches = match (not_modified.get(LAST_MODIFIED), entry.get(LAST_MODIFIED)) {
+        (None, _) => true,
+        (Some(new), old) => old == Some(new),
+    };
+    etag_matches && modified_matches
 }
 
 /// Wraps a response from the inner service, recording it for the store if it may be
@@ -506,4 +536,51 @@ pub(crate) fn mark<B>(
 /// Whole seconds, as a signed number for `ttl` arithmetic.
 fn secs(duration: Duration) -> i64 {
     i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(name, value)| {
+                (
+                    HeaderName::from_static(name),
+                    HeaderValue::from_static(value),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rfc9111_4_3_4_a_304_identifies_the_entry_by_its_validators() {
+        let cases = [
+            (&[("etag", "\"a\"")][..], &[("etag", "\"a\"")][..], true),
+            (&[("etag", "\"a\"")], &[("etag", "\"b\"")], false),
+            (&[("etag", "W/\"a\"")], &[("etag", "W/\"a\"")], true),
+            (&[("etag", "\"a\"")], &[("etag", "W/\"a\"")], true),
+            (&[("etag", "W/\"a\"")], &[("etag", "\"a\"")], false),
+            (&[], &[("etag", "\"a\"")], false),
+            (&[("etag", "\"a\"")], &[], true),
+            (
+                &[("last-modified", "Sun, 01 Nov 2026 00:00:00 GMT")],
+                &[("last-modified", "Mon, 02 Nov 2026 00:00:00 GMT")],
+                false,
+            ),
+            (
+                &[("last-modified", "Sun, 01 Nov 2026 00:00:00 GMT")],
+                &[("last-modified", "Sun, 01 Nov 2026 00:00:00 GMT")],
+                true,
+            ),
+        ];
+        for (entry, not_modified, expected) in cases {
+            assert_eq!(
+                identifies(&headers(entry), &headers(not_modified)),
+                expected,
+                "{entry:?} by {not_modified:?}"
+            );
+        }
+    }
 }

@@ -2,25 +2,34 @@
 
 use super::*;
 
-pub(super) async fn rfc9111_4_3_a_stale_entry_is_revalidated_and_the_304_serves_the_stored_body(
-    mode: Mode,
-) {
-    let case = Case::start(mode, |seen| {
+/// An origin whose "stored body" (`ETag: "v1"`) is fresh for a second, and which answers
+/// a request made conditional on it `304`, fresh for a minute, with `etag` if given.
+fn revalidating(etag: Option<&'static str>) -> impl Fn(&Seen) -> Reply + Send + Sync + 'static {
+    move |seen| {
         if seen
             .headers
             .get("if-none-match")
             .is_some_and(|v| v == "\"v1\"")
         {
-            Reply::ok("")
+            let not_modified = Reply::ok("")
                 .status(304)
-                .header("cache-control", "max-age=60")
+                .header("cache-control", "max-age=60");
+            match etag {
+                Some(etag) => not_modified.header("etag", etag),
+                None => not_modified,
+            }
         } else {
             Reply::ok("stored body")
                 .header("cache-control", "max-age=1")
                 .header("etag", "\"v1\"")
         }
-    })
-    .await;
+    }
+}
+
+pub(super) async fn rfc9111_4_3_a_stale_entry_is_revalidated_and_the_304_serves_the_stored_body(
+    mode: Mode,
+) {
+    let case = Case::start(mode, revalidating(None)).await;
     case.get("/etag").await;
     case.advance(5);
     let revalidated = case.get("/etag").await;
@@ -41,6 +50,32 @@ pub(super) async fn rfc9111_4_3_a_stale_entry_is_revalidated_and_the_304_serves_
         "the 304 made the entry fresh again"
     );
     assert_eq!(case.origin.requests(), 2);
+}
+
+pub(super) async fn rfc9111_4_3_4_a_304_naming_another_representation_updates_nothing(mode: Mode) {
+    // Its 304 contradicts itself: "not modified", yet another entity tag.
+    let case = Case::start(mode, revalidating(Some("\"v2\""))).await;
+    case.get("/etag").await;
+    case.advance(5);
+    let answered = case.get("/etag").await;
+    assert_eq!(
+        (answered.status, answered.body.as_ref()),
+        (200, b"stored body".as_slice())
+    );
+    assert_eq!(answered.cache_status(), "cachet; fwd=stale; fwd-status=304");
+    assert_eq!(
+        answered.headers["etag"], "\"v1\"",
+        "the stored headers, not the 304's"
+    );
+    assert_eq!(answered.headers["cache-control"], "max-age=1");
+    case.advance(1);
+    let again = case.get("/etag").await;
+    assert_eq!(
+        again.cache_status(),
+        "cachet; fwd=stale; fwd-status=304",
+        "still stale: the 304 did not freshen it"
+    );
+    assert_eq!(case.origin.requests(), 3);
 }
 
 pub(super) async fn rfc9111_4_3_2_a_clients_matching_validator_gets_304_from_a_fresh_entry(
