@@ -367,8 +367,8 @@ impl Config {
         self.max_body_bytes
     }
 
-    /// How long to wait for the upstream's response head (`--upstream-timeout`, default
-    /// 30 seconds); always more than zero.
+    /// How long to wait for the upstream's response head, and for each next part of its
+    /// body (`--upstream-timeout`, default 30 seconds); always more than zero.
     pub fn upstream_timeout(&self) -> Duration {
         self.upstream_timeout
     }

@@ -6,8 +6,10 @@
 //! request with a hyper-util client and answers `502` or `504` itself when the upstream
 //! cannot, so the cache sees those as ordinary (uncacheable) responses.
 
+mod idle;
 mod request;
 
+use idle::IdleLimit;
 pub(crate) use request::Refused;
 pub(crate) use request::strip_hop_by_hop;
 use request::{max_forwards, set_forwarded};
@@ -38,9 +40,9 @@ use tower::Service;
 
 use crate::{Error, one_line};
 
-/// The body of a response from [`Forward`]: the upstream's, streaming, or a short one the
-/// proxy wrote itself.
-pub(crate) type UpstreamBody = Either<Incoming, Full<Bytes>>;
+/// The body of a response from [`Forward`]: the upstream's, streaming (failed if it
+/// stalls), or a short one the proxy wrote itself.
+pub(crate) type UpstreamBody = Either<IdleLimit<Incoming>, Full<Bytes>>;
 
 /// The hyper-util client the proxy sends with: HTTP/1.1 and HTTP/2 (by ALPN) over
 /// http or https, rustls with the ring provider and the webpki roots.
@@ -218,7 +220,7 @@ impl Future for ForwardFuture {
                         if response.headers().contains_key(TRANSFER_ENCODING) {
                             response.headers_mut().remove(CONTENT_LENGTH);
                         }
-                        response.map(Either::Left)
+                        response.map(|body| Either::Left(IdleLimit::new(body, *timeout)))
                     }
                     Ok(Err(error)) => {
                         let message = if error.is_connect() {

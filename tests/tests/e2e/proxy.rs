@@ -2,6 +2,7 @@
 //! (`rfc9111.rs`) runs through, and what only a proxy does (RFC 9110 §7.6, RFC 9213).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::Bytes;
 use cachet::clock::ManualClock;
@@ -374,6 +375,11 @@ struct RawOrigin {
 
 impl RawOrigin {
     async fn start(answer: &'static str) -> Self {
+        Self::start_then(answer, Duration::ZERO).await
+    }
+
+    /// Keeps each connection open, silent, for `stall` after its answer.
+    async fn start_then(answer: &'static str, stall: Duration) -> Self {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -383,19 +389,24 @@ impl RawOrigin {
         let seen = lines.clone();
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
-                let mut head = Vec::new();
-                let mut byte = [0; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    match stream.read(&mut byte).await {
-                        Ok(1) => head.push(byte[0]),
-                        _ => break,
+                let seen = seen.clone();
+                // A connection of its own: one that stalls holds up no other.
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match stream.read(&mut byte).await {
+                            Ok(1) => head.push(byte[0]),
+                            _ => break,
+                        }
                     }
-                }
-                let head = String::from_utf8_lossy(&head).into_owned();
-                let line = head.lines().next().unwrap_or_default().to_owned();
-                seen.lock().expect("not poisoned").push(line);
-                let _ = stream.write_all(answer.as_bytes()).await;
-                let _ = stream.shutdown().await;
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    let line = head.lines().next().unwrap_or_default().to_owned();
+                    seen.lock().expect("not poisoned").push(line);
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                    tokio::time::sleep(stall).await;
+                    let _ = stream.shutdown().await;
+                });
             }
         });
         Self { addr, lines }
@@ -406,8 +417,38 @@ impl RawOrigin {
     }
 
     async fn proxy(&self) -> RunningProxy {
-        RunningProxy::launch_for(&format!("http://{}", self.addr), &[], &[], None).await
+        self.proxy_with(&[]).await
     }
+
+    async fn proxy_with(&self, extra: &[&str]) -> RunningProxy {
+        RunningProxy::launch_for(&format!("http://{}", self.addr), extra, &[], None).await
+    }
+}
+
+#[tokio::test]
+async fn an_upstream_that_stalls_in_its_body_holds_no_client_and_fills_no_entry() {
+    // Five bytes of a hundred, then silence for a minute.
+    let origin = RawOrigin::start_then(
+        "HTTP/1.1 200 OK\r\nContent-Length: 100\r\nCache-Control: max-age=60\r\n\r\nhello",
+        Duration::from_secs(60),
+    )
+    .await;
+    let proxy = origin.proxy_with(&["--upstream-timeout", "0.3"]).await;
+    let request = "GET /stall HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n";
+    // `raw_answer` waits five seconds at most for the proxy to close the connection.
+    let answer = raw_answer(&proxy, request).await;
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+    assert!(
+        answer.ends_with("hello"),
+        "cut short after what came: {answer}"
+    );
+    let again = raw_answer(&proxy, request).await;
+    assert!(again.starts_with("http/1.1 200"), "{again}");
+    assert!(
+        again.contains("cache-status: cachet; fwd=uri-miss"),
+        "{again}"
+    );
+    assert_eq!(origin.lines().len(), 2, "nothing was stored");
 }
 
 #[tokio::test]

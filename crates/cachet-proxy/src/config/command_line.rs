@@ -64,8 +64,8 @@ pub(super) struct Args {
     max_body_bytes: Option<usize>,
 
     /// How long to wait for the upstream's response head, in seconds (fractions allowed),
-    /// counted from the start of the request: a request body that is slow to arrive from
-    /// the client counts too [default: 30]
+    /// counted from the start of the request (a request body that is slow to arrive from
+    /// the client counts too), and for each next part of its body [default: 30]
     #[arg(long, value_name = "SECONDS", value_parser = parse_timeout, allow_negative_numbers = true)]
     upstream_timeout: Option<Duration>,
 
