@@ -35,7 +35,7 @@ pub async fn run_entries(config: &Config, command: &EntriesCommand) -> Result<St
              ADDR and use http://ADDR/entries",
         ));
     }
-    let store = store::build(config).await?;
+    let store = store::build(config, store::Purpose::Command).await?;
     let entries = config.cache_layer(store).entries();
     command.run(&entries).await.map_err(Error::entries)
 }

@@ -71,7 +71,7 @@ impl Proxy {
     /// it is in use; [`Error::is_bind`]), or when the TLS client cannot be set up
     /// ([`Error::is_tls`]).
     pub async fn bind(config: Config) -> Result<Proxy, Error> {
-        let store = store::build(&config).await?;
+        let store = store::build(&config, store::Purpose::Serving).await?;
         Self::bind_with(config, store).await
     }
 

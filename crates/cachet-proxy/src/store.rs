@@ -18,14 +18,24 @@ pub(crate) type Signed = Either<Backend, Verify<Backend>>;
 /// crosses from Redis is verified and decoded once, then served from memory.
 pub(crate) type ProxyStore = Either<Signed, Tiered<MemoryStore, Signed>>;
 
-pub(crate) async fn build(config: &Config) -> Result<ProxyStore, Error> {
+/// What a store is built for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    /// A proxy that serves with it: a Redis that does not answer yet is logged, and
+    /// requests go to the upstream until it does.
+    Serving,
+    /// One `entries` command, whose own request reports a Redis that does not answer.
+    Command,
+}
+
+pub(crate) async fn build(config: &Config, purpose: Purpose) -> Result<ProxyStore, Error> {
     let backend = match config.store() {
         StoreChoice::Memory => Either::Left(MemoryStore::new(config.memory_bytes())),
         StoreChoice::Redis(url) => {
-            Either::Right(redis(RedisStore::builder(url.as_str()), config).await?)
+            Either::Right(redis(RedisStore::builder(url.as_str()), config, purpose).await?)
         }
         StoreChoice::Cluster(urls) => {
-            Either::Right(redis(RedisStore::cluster(urls.iter().cloned()), config).await?)
+            Either::Right(redis(RedisStore::cluster(urls.iter().cloned()), config, purpose).await?)
         }
     };
     let signed = match config.keyring().map_err(Error::store)? {
@@ -41,17 +51,20 @@ pub(crate) async fn build(config: &Config) -> Result<ProxyStore, Error> {
     })
 }
 
-/// Builds the Redis store; an unreachable Redis is logged, not fatal: the cache fails
-/// open until it comes back.
+/// Builds the Redis store; an unreachable Redis is not fatal: a serving proxy logs it,
+/// and its cache fails open until Redis comes back.
 async fn redis(
     builder: cachet_redis::RedisStoreBuilder,
     config: &Config,
+    purpose: Purpose,
 ) -> Result<RedisStore, Error> {
     let store = builder
         .namespace(config.redis_namespace())
         .build()
         .map_err(Error::store)?;
-    if let Err(error) = store.ping().await {
+    if purpose == Purpose::Serving
+        && let Err(error) = store.ping().await
+    {
         tracing::warn!(%error, "Redis does not answer yet; serving from the upstream until it does");
     }
     Ok(store)
