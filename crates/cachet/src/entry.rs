@@ -77,6 +77,11 @@ struct VariantsWire<'a> {
     not_before_ms: u64,
 }
 
+/// The most header fields a stored response may have: more than any real response has,
+/// and far below where a header map refuses to grow (some 24,000), so that no stored
+/// value, and no origin, can make reading an entry fail that way.
+pub(crate) const MAX_HEADER_FIELDS: usize = 1_000;
+
 /// Why bytes from a store are not an entry. Every case is a cache miss.
 #[derive(Debug)]
 pub(crate) enum DecodeError {
@@ -339,7 +344,11 @@ impl Entry {
             self.headers.remove(name);
         }
         for (name, value) in newer.iter().filter(|(name, _)| updated(name)) {
-            self.headers.append(name, value.clone());
+            // A map past its limit keeps what it has; an entry with more fields than
+            // `MAX_HEADER_FIELDS` is not read back anyway.
+            if self.headers.try_append(name, value.clone()).is_err() {
+                break;
+            }
         }
     }
 
@@ -349,6 +358,11 @@ impl Entry {
             // Not made by decoding, which reads one slice of the input.
             WireBody::Chunks(_) => return Err(DecodeError::Malformed("body")),
         };
+        if wire.headers.0.len() > MAX_HEADER_FIELDS {
+            return Err(DecodeError::Malformed(
+                "more header fields than an entry may have",
+            ));
+        }
         // Room for the `Age` and `Cache-Status` a hit adds, so serving never grows the map.
         let mut headers = HeaderMap::with_capacity(wire.headers.0.len() + 2);
         for (name, value) in wire.headers.0 {
@@ -421,6 +435,33 @@ mod tests {
             }),
             body: Bytes::from_static(b"hello, world"),
         }
+    }
+
+    #[test]
+    fn an_entry_with_more_header_fields_than_allowed_is_refused_not_a_panic() {
+        for fields in [MAX_HEADER_FIELDS + 1, 30_000] {
+            let mut entry = sample();
+            for _ in 0..fields {
+                entry.headers.append("x-a", HeaderValue::from_static("1"));
+            }
+            let bytes = entry.encode().expect("encodes");
+            assert!(
+                matches!(Record::decode(&bytes), Err(DecodeError::Malformed(_))),
+                "{fields}"
+            );
+        }
+        let mut entry = sample();
+        while entry.headers.len() < MAX_HEADER_FIELDS {
+            entry.headers.append("x-a", HeaderValue::from_static("1"));
+        }
+        let bytes = entry.encode().expect("encodes");
+        assert!(matches!(Record::decode(&bytes), Ok(Record::Response(_))));
+        // A 304 can add no more than a map holds.
+        let mut huge = HeaderMap::new();
+        for _ in 0..30_000 {
+            huge.append("x-b", HeaderValue::from_static("2"));
+        }
+        entry.update_headers(&huge);
     }
 
     #[test]

@@ -237,6 +237,10 @@ pub(crate) fn may_store<St>(
             return None;
         }
     }
+    if parts.headers.len() > crate::entry::MAX_HEADER_FIELDS {
+        tracing::debug!(key = %facts.key, "more header fields than an entry may have; not storing");
+        return None;
+    }
     if !settings_allow(&facts.key, parts, config) {
         return None;
     }

@@ -367,3 +367,34 @@ async fn a_request_that_joins_after_the_response_arrived_still_shares_it() {
 }
 
 mod readiness;
+
+#[tokio::test]
+async fn a_response_with_more_header_fields_than_an_entry_may_have_is_passed_on_unstored() {
+    use tower::{Layer, ServiceExt};
+
+    let origin = tower::service_fn(|_: Request<()>| async {
+        let mut response = fresh("many");
+        for _ in 0..30_000 {
+            response
+                .headers_mut()
+                .append("x-a", http::HeaderValue::from_static("1"));
+        }
+        Ok::<_, std::convert::Infallible>(response)
+    });
+    let cache = CacheLayer::new(MemoryStore::default()).layer(origin);
+    for _ in 0..2 {
+        let response = cache
+            .clone()
+            .oneshot(get("http://example.com/many"))
+            .await
+            .expect("answered");
+        assert_eq!(
+            response.extensions().get::<CacheStatus>(),
+            Some(&CacheStatus::Forwarded {
+                reason: crate::ForwardReason::UriMiss,
+                stored: false
+            })
+        );
+        assert_eq!(response.headers().get_all("x-a").iter().count(), 30_000);
+    }
+}
