@@ -71,7 +71,7 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// The most connections the pool opens (default 16). Each carries one command at a
+    /// The most connections the pool opens (default 16; 1 to 10,000). Each carries one command at a
     /// time; an operation that finds them all busy waits for one, up to the
     /// [`wait_timeout`](Self::wait_timeout).
     pub fn max_connections(mut self, max: usize) -> Self {
@@ -99,20 +99,27 @@ impl RedisStoreBuilder {
     }
 
     /// Checks the configuration and makes the store. It does not connect: the first
-    /// operation does, so a store built while Redis is down works once Redis is up.
+    /// operation does, so a store built while Redis is down works once Redis is up. Each
+    /// timeout must be more than zero and at most an hour.
     pub fn build(self) -> Result<RedisStore, BuildError> {
-        if self.max_connections == 0 {
-            return Err(BuildError::new(
-                "max_connections must be at least 1".to_owned(),
-            ));
+        // Bounds past which a setting is a mistake, not a choice: a pool's slots are
+        // allocated up front, and an operation's time is the sum of its bounds.
+        const MAX_CONNECTIONS: usize = 10_000;
+        const MAX_BOUND: Duration = Duration::from_secs(60 * 60);
+        if !(1..=MAX_CONNECTIONS).contains(&self.max_connections) {
+            return Err(BuildError::new(format!(
+                "max_connections must be from 1 to {MAX_CONNECTIONS}"
+            )));
         }
         for (name, bound) in [
             ("wait_timeout", self.bounds.wait),
             ("connect_timeout", self.bounds.connect),
             ("command_timeout", self.bounds.command),
         ] {
-            if bound.is_zero() {
-                return Err(BuildError::new(format!("{name} must be more than zero")));
+            if bound.is_zero() || bound > MAX_BOUND {
+                return Err(BuildError::new(format!(
+                    "{name} must be more than zero and at most an hour"
+                )));
             }
         }
         let pool_error = |error: deadpool::managed::BuildError| {
@@ -251,11 +258,34 @@ mod tests {
     }
 
     #[test]
-    fn zero_bounds_and_pools_are_refused() {
+    fn bounds_and_pools_out_of_range_are_refused() {
         let message = error(RedisStore::builder("redis://h").command_timeout(Duration::ZERO));
-        assert_eq!(message, "command_timeout must be more than zero");
-        let message = error(RedisStore::builder("redis://h").max_connections(0));
-        assert_eq!(message, "max_connections must be at least 1");
+        assert_eq!(
+            message,
+            "command_timeout must be more than zero and at most an hour"
+        );
+        let message = error(RedisStore::builder("redis://h").command_timeout(Duration::MAX));
+        assert_eq!(
+            message,
+            "command_timeout must be more than zero and at most an hour"
+        );
+        let message = error(RedisStore::builder("redis://h").wait_timeout(Duration::MAX));
+        assert_eq!(
+            message,
+            "wait_timeout must be more than zero and at most an hour"
+        );
+        for pool in [0, 10_001, 1 << 40, usize::MAX] {
+            let message = error(RedisStore::builder("redis://h").max_connections(pool));
+            assert_eq!(message, "max_connections must be from 1 to 10000", "{pool}");
+        }
+        let store = RedisStore::builder("redis://h")
+            .max_connections(10_000)
+            .wait_timeout(Duration::from_secs(3600))
+            .connect_timeout(Duration::from_secs(3600))
+            .command_timeout(Duration::from_secs(3600))
+            .build()
+            .expect("the greatest settings build");
+        assert_eq!(store.max_operation_time(), Duration::from_secs(3 * 3600));
     }
 
     #[cfg(feature = "cluster")]
