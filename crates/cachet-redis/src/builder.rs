@@ -71,8 +71,8 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// The most connections the pool opens (default 16; 1 to 10,000). Each carries one command at a
-    /// time; an operation that finds them all busy waits for one, up to the
+    /// The most connections the pool opens (default 16; 1 to 10,000). Each carries one
+    /// command at a time; an operation that finds them all busy waits for one, up to the
     /// [`wait_timeout`](Self::wait_timeout).
     pub fn max_connections(mut self, max: usize) -> Self {
         self.max_connections = max;
