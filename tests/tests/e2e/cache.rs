@@ -727,3 +727,38 @@ async fn rfc9111_4_4_variants_outliving_their_index_stay_hidden_after_an_invalid
         );
     }
 }
+
+#[tokio::test]
+async fn rfc9111_5_2_2_7_a_shared_cache_serves_nothing_private_a_private_cache_stored_beside_it() {
+    let origin = Origin::start(|seen| match seen.path.as_str() {
+        "/mine" => Reply::ok("alice's account").header("cache-control", "private, max-age=600"),
+        _ => Reply::ok("public page")
+            .header("cache-control", "private=\"x-user\", max-age=600")
+            .header("x-user", "alice"),
+    })
+    .await;
+    let store = MemoryStore::default();
+    let private = stack(CacheLayer::new(store.clone()).private());
+    let shared = stack(CacheLayer::new(store));
+    for path in ["/mine", "/page"] {
+        let url = origin.url(path);
+        fetch(&private, get(&url)).await;
+        let (status, _, _) = fetch(&private, get(&url)).await;
+        assert_eq!(
+            status,
+            CacheStatus::Hit,
+            "{path}: the private cache keeps it"
+        );
+        let (status, _, _) = fetch(&shared, get(&url)).await;
+        assert_ne!(
+            status,
+            CacheStatus::Hit,
+            "{path}: not from the private cache's entry"
+        );
+    }
+    assert_eq!(
+        origin.requests(),
+        4,
+        "the shared cache asked the origin for each"
+    );
+}

@@ -57,6 +57,20 @@ pub(crate) fn examine<St, B>(
                 tracing::trace!(key = %facts.key, "stored variant predates an invalidation");
                 return Step::Forward(Some(ForwardReason::UriMiss));
             }
+            let private = |cc: &CacheControl| {
+                cc.private
+                    || cc
+                        .private_fields
+                        .iter()
+                        .any(|name| entry.headers.contains_key(name))
+            };
+            if config.mode == policy::Mode::Shared && private(&freshness.cc) {
+                // Stored by a private cache that shares the store, or copied from one: a
+                // shared cache serves no `private` response, nor the fields `private=`
+                // names, which it would have left out (RFC 9111 §5.2.2.7).
+                tracing::debug!(key = %facts.key, "a private response in a shared cache; not serving it");
+                return Step::Forward(None);
+            }
             answer(entry, freshness, facts, request, config)
         }
         Stored::Variants(index) if facts.seen.is_none() => {
