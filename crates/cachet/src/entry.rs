@@ -82,6 +82,10 @@ struct VariantsWire<'a> {
 /// value, and no origin, can make reading an entry fail that way.
 pub(crate) const MAX_HEADER_FIELDS: usize = 1_000;
 
+/// The most header names a response may vary on and still be stored: more than any real
+/// `Vary` lists, and few enough that a variant's key stays the size of its request.
+pub(crate) const MAX_VARIANT_NAMES: usize = 64;
+
 /// Why bytes from a store are not an entry. Every case is a cache miss.
 #[derive(Debug)]
 pub(crate) enum DecodeError {
@@ -246,13 +250,24 @@ impl Record {
             KIND_RESPONSE => Entry::from_wire(input, decode(payload)?).map(Self::Response),
             KIND_VARIANTS => {
                 let wire: VariantsWire<'_> = decode(payload)?;
+                // A variant's key holds the request's value of each name: a name twice, or
+                // thousands of them, would make it as large as whoever wrote the index
+                // chose. The cache writes each name once, and no more than it stores.
+                let mut names = Vec::with_capacity(wire.names.0.len().min(MAX_VARIANT_NAMES));
+                for name in wire.names.0 {
+                    let name = header_name(name)?;
+                    if names.contains(&name) {
+                        return Err(DecodeError::Malformed("a name twice in a variant index"));
+                    }
+                    if names.len() == MAX_VARIANT_NAMES {
+                        return Err(DecodeError::Malformed(
+                            "more names than a variant index may have",
+                        ));
+                    }
+                    names.push(name);
+                }
                 Ok(Self::Variants(Variants {
-                    names: wire
-                        .names
-                        .0
-                        .into_iter()
-                        .map(header_name)
-                        .collect::<Result<_, _>>()?,
+                    names,
                     not_before: UNIX_EPOCH + Duration::from_millis(wire.not_before_ms),
                 }))
             }
@@ -435,6 +450,32 @@ mod tests {
             }),
             body: Bytes::from_static(b"hello, world"),
         }
+    }
+
+    #[test]
+    fn a_variant_index_with_a_name_twice_or_too_many_names_is_refused() {
+        let index = |names: Vec<String>| {
+            let names = names
+                .iter()
+                .map(|name| HeaderName::from_bytes(name.as_bytes()).expect("a name"))
+                .collect();
+            let index = Variants {
+                names,
+                not_before: UNIX_EPOCH,
+            };
+            Record::decode(&index.encode().expect("encodes"))
+        };
+        let many = |n: usize| (0..n).map(|i| format!("x-{i}")).collect::<Vec<_>>();
+        assert!(matches!(
+            index(many(MAX_VARIANT_NAMES)),
+            Ok(Record::Variants(_))
+        ));
+        assert!(matches!(
+            index(many(MAX_VARIANT_NAMES + 1)),
+            Err(DecodeError::Malformed(_))
+        ));
+        let twice = vec!["cookie".to_owned(); 100_000];
+        assert!(matches!(index(twice), Err(DecodeError::Malformed(_))));
     }
 
     #[test]

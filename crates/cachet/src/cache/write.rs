@@ -241,6 +241,12 @@ pub(crate) fn may_store<St>(
         tracing::debug!(key = %facts.key, "more header fields than an entry may have; not storing");
         return None;
     }
+    if variant_names(&parts.headers, config)
+        .is_some_and(|names| names.len() > crate::entry::MAX_VARIANT_NAMES)
+    {
+        tracing::debug!(key = %facts.key, "varies on more headers than an index may name; not storing");
+        return None;
+    }
     if !settings_allow(&facts.key, parts, config) {
         return None;
     }

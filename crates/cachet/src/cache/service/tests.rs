@@ -398,3 +398,33 @@ async fn a_response_with_more_header_fields_than_an_entry_may_have_is_passed_on_
         assert_eq!(response.headers().get_all("x-a").iter().count(), 30_000);
     }
 }
+
+#[tokio::test]
+async fn a_response_that_varies_on_more_headers_than_an_index_may_name_is_passed_on_unstored() {
+    use tower::{Layer, ServiceExt};
+
+    let vary: Vec<String> = (0..=crate::entry::MAX_VARIANT_NAMES)
+        .map(|i| format!("x-{i}"))
+        .collect();
+    let vary = vary.join(", ");
+    let origin = tower::service_fn(move |_: Request<()>| {
+        let mut response = fresh("varied");
+        response.headers_mut().insert(
+            "vary",
+            http::HeaderValue::from_str(&vary).expect("a valid value"),
+        );
+        async move { Ok::<_, std::convert::Infallible>(response) }
+    });
+    let cache = CacheLayer::new(MemoryStore::default()).layer(origin);
+    let response = cache
+        .oneshot(get("http://example.com/varied"))
+        .await
+        .expect("answered");
+    assert_eq!(
+        response.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Forwarded {
+            reason: crate::ForwardReason::UriMiss,
+            stored: false
+        })
+    );
+}
