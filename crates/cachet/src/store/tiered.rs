@@ -1,6 +1,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -23,7 +24,9 @@ use crate::{BoxError, CacheKey};
 /// near: compose as `Tiered<MemoryStore, Verify<RedisStore>>`.
 ///
 /// What another process writes or deletes in the far tier is seen here once the near
-/// copy expires: never later than `near_ttl` (one second by default).
+/// copy expires: never later than `near_ttl` (one second by default). What this store
+/// writes or deletes is seen at once: a far read that was under way when a key of its
+/// kind was written here is not kept near.
 ///
 /// A listing ([`StoreRequest::Scan`]) comes from the far tier, which holds every entry;
 /// [`StoreRequest::Clear`] clears both tiers.
@@ -50,22 +53,83 @@ pub struct Tiered<Near, Far> {
     /// lock, taken only on a near miss, keeps the `Arc` sendable for tiers that are `Send`
     /// but not `Sync`.
     promote: PerClone<SharedTiers<Near, Far>>,
+    /// Writes and deletes made through this store and its clones, counted by key.
+    writes: Arc<Writes>,
     near_ttl: Duration,
 }
 
 struct Tiers<Near, Far> {
     near: Near,
     far: Far,
+    writes: Arc<Writes>,
 }
 
 /// Both tiers' handles, shared for promotions (see [`Tiered`]'s `promote`).
 type SharedTiers<Near, Far> = Arc<Mutex<Tiers<Near, Far>>>;
 
-fn shared_tiers<Near: Clone, Far: Clone>(near: &Near, far: &Far) -> SharedTiers<Near, Far> {
+fn shared_tiers<Near: Clone, Far: Clone>(
+    near: &Near,
+    far: &Far,
+    writes: &Arc<Writes>,
+) -> SharedTiers<Near, Far> {
     Arc::new(Mutex::new(Tiers {
         near: near.clone(),
         far: far.clone(),
+        writes: writes.clone(),
     }))
+}
+
+/// How many writes and deletes have gone through a store, counted in shards by key: a far
+/// read that sees its key's count change before it ends may have read what a write made
+/// stale (an invalidation marker written meanwhile, say), so it keeps nothing near.
+/// Keys that share a shard only cost each other a promotion.
+#[derive(Debug, Default)]
+struct Writes([AtomicU64; Writes::SHARDS]);
+
+impl Writes {
+    const SHARDS: usize = 32;
+
+    fn shard(key: &CacheKey) -> usize {
+        let text = key.as_str().as_bytes();
+        (text.len().wrapping_mul(31) + usize::from(text.last().copied().unwrap_or(0)))
+            % Self::SHARDS
+    }
+
+    fn count(&self, key: &CacheKey) -> u64 {
+        self.0[Self::shard(key)].load(Ordering::Acquire)
+    }
+
+    fn wrote(&self, key: &CacheKey) {
+        self.0[Self::shard(key)].fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn wrote_all(&self) {
+        for count in &self.0 {
+            count.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// A far read's promotion: where to keep what it finds, unless its key was written
+/// while it read.
+struct Keep<Near> {
+    key: CacheKey,
+    near: Near,
+    writes: Arc<Writes>,
+    /// The key's count of writes when the read began.
+    before: u64,
+}
+
+impl<Near> Keep<Near> {
+    fn new(key: CacheKey, near: Near, writes: Arc<Writes>) -> Self {
+        let before = writes.count(&key);
+        Self {
+            key,
+            near,
+            writes,
+            before,
+        }
+    }
 }
 
 impl<Near, Far> Tiered<Near, Far> {
@@ -78,8 +142,10 @@ impl<Near, Far> Tiered<Near, Far> {
         Near: Clone,
         Far: Clone,
     {
+        let writes = Arc::default();
         Self {
-            promote: PerClone::new(shared_tiers(&near, &far)),
+            promote: PerClone::new(shared_tiers(&near, &far, &writes)),
+            writes,
             near,
             near_ready: false,
             far,
@@ -104,6 +170,7 @@ impl<Near: Clone, Far: Clone> Clone for Tiered<Near, Far> {
             near_ready: false,
             far: self.far.clone(),
             promote: self.promote.clone(),
+            writes: self.writes.clone(),
             near_ttl: self.near_ttl,
         }
     }
@@ -147,20 +214,21 @@ where
     }
 
     fn call(&mut self, request: StoreRequest) -> Self::Future {
-        let (near, far) = (&self.near, &self.far);
+        let (near, far, writes) = (&self.near, &self.far, &self.writes);
         let state = match request {
             StoreRequest::Get(key) if std::mem::take(&mut self.near_ready) => {
-                let tiers = self.promote.get(|_| shared_tiers(near, far));
+                let tiers = self.promote.get(|_| shared_tiers(near, far, writes));
                 State::Near {
                     promote: Some((key.clone(), tiers)),
                     near: self.near.call(StoreRequest::Get(key)),
                 }
             }
             StoreRequest::Get(key) => State::Far {
-                far: far.clone().oneshot(StoreRequest::Get(key.clone())),
-                keep: Some((key, near.clone())),
+                keep: Some(Keep::new(key.clone(), near.clone(), writes.clone())),
+                far: far.clone().oneshot(StoreRequest::Get(key)),
             },
             StoreRequest::Put { key, value, ttl } => {
+                writes.wrote(&key);
                 let put = StoreRequest::Put {
                     key: key.clone(),
                     value: value.clone(),
@@ -173,6 +241,7 @@ where
                 }
             }
             StoreRequest::Delete(key) => {
+                writes.wrote(&key);
                 detach(near.clone(), StoreRequest::Delete(key.clone()), near_failed);
                 State::Far {
                     far: far.clone().oneshot(StoreRequest::Delete(key)),
@@ -180,6 +249,7 @@ where
                 }
             }
             StoreRequest::Clear => {
+                writes.wrote_all();
                 detach(near.clone(), StoreRequest::Clear, near_failed);
                 State::Far {
                     far: far.clone().oneshot(StoreRequest::Clear),
@@ -232,7 +302,7 @@ where
         #[pin]
         far: Oneshot<Far, StoreRequest>,
         /// Where to keep what the far tier finds.
-        keep: Option<(CacheKey, Near)>,
+        keep: Option<Keep<Near>>,
     },
 }
 
@@ -256,28 +326,28 @@ where
                         return Poll::Ready(Ok(found));
                     }
                     let (key, tiers) = promote.take().expect("a near miss asks the far tier once");
-                    let (far, near) = {
+                    let (far, near, writes) = {
                         // Cloning handles cannot leave them half-changed: a poisoned
                         // lock still holds good ones.
                         let tiers = tiers.lock().unwrap_or_else(PoisonError::into_inner);
-                        (tiers.far.clone(), tiers.near.clone())
+                        (tiers.far.clone(), tiers.near.clone(), tiers.writes.clone())
                     };
                     this.state.set(State::Far {
-                        far: far.oneshot(StoreRequest::Get(key.clone())),
-                        keep: Some((key, near)),
+                        keep: Some(Keep::new(key.clone(), near, writes)),
+                        far: far.oneshot(StoreRequest::Get(key)),
                     });
                 }
                 StateProj::Far { far, keep } => {
                     let result = ready!(far.poll(cx));
-                    if let (Ok(StoreResponse::Found(value)), Some((key, near))) =
-                        (&result, keep.take())
+                    if let (Ok(StoreResponse::Found(value)), Some(keep)) = (&result, keep.take())
+                        && keep.writes.count(&keep.key) == keep.before
                     {
-                        let keep = StoreRequest::Put {
-                            key,
+                        let put = StoreRequest::Put {
+                            key: keep.key,
                             value: Value::clone(value),
                             ttl: *this.near_ttl,
                         };
-                        detach(near, keep, near_failed);
+                        detach(keep.near, put, near_failed);
                     }
                     return Poll::Ready(result);
                 }
@@ -412,6 +482,42 @@ mod tests {
         let (request, send) = handle.next_request().await.expect("a promotion");
         assert!(matches!(request, StoreRequest::Put { .. }));
         send.send_response(StoreResponse::Done);
+    }
+
+    #[tokio::test]
+    async fn a_far_read_under_way_when_its_key_is_written_here_keeps_nothing_near() {
+        let near = MemoryStore::default();
+        let (far, mut handle) = tower_test::mock::pair::<StoreRequest, StoreResponse>();
+        let tiered = Tiered::new(near.clone(), far);
+        // A read that misses near and waits on the far tier...
+        let read = tokio::spawn(tiered.clone().oneshot(StoreRequest::Get(key())));
+        let (request, answer_read) = handle.next_request().await.expect("a far read");
+        assert!(matches!(request, StoreRequest::Get(_)));
+        // ...while a write (an invalidation marker, say) goes through this store.
+        let write = tokio::spawn(tiered.clone().oneshot(put("new", 600)));
+        let (request, answer_write) = handle.next_request().await.expect("a far write");
+        assert!(matches!(request, StoreRequest::Put { .. }));
+        answer_write.send_response(StoreResponse::Done);
+        write.await.expect("runs").expect("written");
+        // The read ends with what was there before the write.
+        answer_read.send_response(StoreResponse::Found(Value::from("old")));
+        let found = read.await.expect("runs").expect("read");
+        assert_eq!(found, StoreResponse::Found(Value::from("old")));
+        assert_eq!(
+            call(&near, StoreRequest::Get(key())).await,
+            StoreResponse::Found(Value::from("new")),
+            "the near tier keeps the write, not the older read"
+        );
+        // A later read that nothing overtook is kept near as before.
+        let read = tokio::spawn(
+            tiered
+                .clone()
+                .oneshot(StoreRequest::Get(CacheKey::from_text("GET http://b/"))),
+        );
+        let (_, answer_read) = handle.next_request().await.expect("a far read");
+        answer_read.send_response(StoreResponse::Found(Value::from("b")));
+        read.await.expect("runs").expect("read");
+        assert_eq!(near.len(), 2);
     }
 
     #[tokio::test]
