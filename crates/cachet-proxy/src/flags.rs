@@ -232,7 +232,7 @@ pub(crate) struct InvalidTimeout;
 
 impl fmt::Display for InvalidTimeout {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("expected a number of seconds greater than 0, such as 30 or 0.5")
+        f.write_str("expected a number of seconds greater than 0 and at most a day (86400), such as 30 or 0.5")
     }
 }
 
@@ -240,8 +240,10 @@ impl StdError for InvalidTimeout {}
 
 pub(crate) fn parse_timeout(text: &str) -> Result<Duration, InvalidTimeout> {
     let seconds: f64 = text.trim().parse().map_err(|_| InvalidTimeout)?;
+    // Past a day a wait is a mistake, not a choice, and timers cannot reach every span.
+    const MAX: Duration = Duration::from_secs(24 * 60 * 60);
     match Duration::try_from_secs_f64(seconds) {
-        Ok(timeout) if !timeout.is_zero() => Ok(timeout),
+        Ok(timeout) if !timeout.is_zero() && timeout <= MAX => Ok(timeout),
         _ => Err(InvalidTimeout),
     }
 }

@@ -65,7 +65,8 @@ pub(super) struct Args {
 
     /// How long to wait for the upstream's response head, in seconds (fractions allowed),
     /// counted from the start of the request (a request body that is slow to arrive from
-    /// the client counts too), and for each next part of its body [default: 30]
+    /// the client counts too), and for each next part of its body; up to a day
+    /// [default: 30]
     #[arg(long, value_name = "SECONDS", value_parser = parse_timeout, allow_negative_numbers = true)]
     upstream_timeout: Option<Duration>,
 

@@ -165,8 +165,10 @@ fn base_path_loses_its_trailing_slash() {
 }
 
 #[test]
-fn timeout_must_be_a_positive_number_of_seconds() {
-    for bad in ["0", "0.0", "-1", "NaN", "inf", "soon", ""] {
+fn timeout_must_be_a_positive_number_of_seconds_up_to_a_day() {
+    for bad in [
+        "0", "0.0", "-1", "NaN", "inf", "soon", "", "86400.5", "1e19",
+    ] {
         let error = parse(&["--upstream", "http://h", "--upstream-timeout", bad]).expect_err(bad);
         assert_eq!(
             kind(&error),
@@ -182,6 +184,9 @@ fn timeout_must_be_a_positive_number_of_seconds() {
     let config =
         parse(&["--upstream", "http://h", "--upstream-timeout", "0.001"]).expect("1 ms is allowed");
     assert_eq!(config.upstream_timeout(), Duration::from_millis(1));
+    let config = parse(&["--upstream", "http://h", "--upstream-timeout", "86400"])
+        .expect("a day is allowed");
+    assert_eq!(config.upstream_timeout(), Duration::from_secs(86_400));
 }
 
 #[test]

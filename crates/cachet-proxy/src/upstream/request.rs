@@ -203,7 +203,9 @@ fn refusal<B>(request: &Request<B>) -> Option<Refused> {
         .get_all(TRANSFER_ENCODING)
         .iter()
         .flat_map(|value| value.as_bytes().split(|&b| b == b','))
-        .any(|coding| !coding.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        .map(<[u8]>::trim_ascii)
+        // Empty list elements count for nothing (RFC 9110 §5.6.1).
+        .any(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case(b"chunked"));
     if coded {
         return Some(Refused {
             status: StatusCode::NOT_IMPLEMENTED,

@@ -453,24 +453,24 @@ pub(crate) fn revalidated<St: Store, B>(
 }
 
 /// Whether a `304` identifies the stored response with these headers for update (RFC 9111
-/// §4.3.4): a strong entity tag in it must be the entry's own, a weak one must match the
-/// entry's weakly, and a `Last-Modified` must be the entry's; a 304 with neither stands
-/// for the one entry the request was made conditional on.
+/// §4.3.4): by its entity tag when it has one (a strong tag must be the entry's own, a
+/// weak one must match the entry's weakly), else by its `Last-Modified`, which must be
+/// the entry's; a 304 with neither stands for the one entry the request was made
+/// conditional on.
 fn identifies(entry: &HeaderMap, not_modified: &HeaderMap) -> bool {
-    let etag_matches = match (not_modified.get(ETAG), entry.get(ETAG)) {
-        (None, _) => true,
-        (Some(_), None) => false,
-        (Some(new), Some(old)) => match new.as_bytes().strip_prefix(b"W/") {
+    if let Some(new) = not_modified.get(ETAG) {
+        let Some(old) = entry.get(ETAG) else {
+            return false;
+        };
+        return match new.as_bytes().strip_prefix(b"W/") {
             // Weak comparison (RFC 9110 §8.8.3.2): the opaque tags alone.
             Some(tag) => tag == old.as_bytes().strip_prefix(b"W/").unwrap_or(old.as_bytes()),
             None => new == old,
-        },
-    };
-    let modified_matches = match (not_modified.get(LAST_MODIFIED), entry.get(LAST_MODIFIED)) {
-        (None, _) => true,
-        (Some(new), old) => old == Some(new),
-    };
-    etag_matches && modified_matches
+        };
+    }
+    not_modified
+        .get(LAST_MODIFIED)
+        .is_none_or(|new| entry.get(LAST_MODIFIED) == Some(new))
 }
 
 /// Wraps a response from the inner service, recording it for the store if it may be
@@ -586,6 +586,19 @@ mod tests {
             (
                 &[("last-modified", "Sun, 01 Nov 2026 00:00:00 GMT")],
                 &[("last-modified", "Sun, 01 Nov 2026 00:00:00 GMT")],
+                true,
+            ),
+            // The entity tag decides where there is one: origins behind a balancer
+            // often disagree on the date.
+            (
+                &[
+                    ("etag", "\"a\""),
+                    ("last-modified", "Sun, 01 Nov 2026 00:00:00 GMT"),
+                ],
+                &[
+                    ("etag", "\"a\""),
+                    ("last-modified", "Mon, 02 Nov 2026 00:00:00 GMT"),
+                ],
                 true,
             ),
         ];

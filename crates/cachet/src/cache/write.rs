@@ -78,27 +78,25 @@ impl<St: Store> Placement<St> {
             value: value.clone(),
             ttl: self.ttl,
         };
-        match self.index {
-            None => write(self.store, put, metrics),
-            Some((key, index)) => {
-                let ttl = self.ttl.max(MIN_INDEX_TTL);
-                write_variant(self.store, (key, index, ttl), put, metrics);
-            }
+        // The variant goes at once, as a plain entry does; under its own key it is found
+        // only through an index that names it, whose time also decides whether it counts.
+        write(self.store.clone(), put, metrics);
+        if let Some((key, index)) = self.index {
+            let ttl = self.ttl.max(MIN_INDEX_TTL);
+            write_index(self.store, (key, index, ttl), metrics);
         }
         Some(value)
     }
 }
 
-/// Writes a variant's index, then the variant (`put`). The index goes back as the request
-/// saw it when it looked the URI up, unless an invalidation marker or a newer index was
-/// written while its response was fetched: that one's time then holds, so that variants
-/// from before it stay hidden instead of coming back with the index written over it.
-/// It costs one store read for each variant stored; a marker written between that read
-/// and the write is still lost.
-fn write_variant<St: Store>(
+/// Writes a variant index. It goes back as the request saw it when it looked the URI up,
+/// unless an invalidation marker or a newer index was written while its response was
+/// fetched: that one's time then holds, so that variants from before it stay hidden
+/// instead of coming back with the index written over it. It costs one store read for
+/// each variant stored; a marker written between that read and the write is still lost.
+fn write_index<St: Store>(
     store: St,
     (key, mut index, ttl): (CacheKey, Variants, Duration),
-    put: StoreRequest,
     metrics: &Metrics,
 ) {
     let metrics = metrics.clone();
@@ -119,11 +117,9 @@ fn write_variant<St: Store>(
                 return tracing::warn!(%error, "variant index could not be encoded; not storing");
             }
         };
-        let index = StoreRequest::Put { key, value, ttl };
-        for request in [index, put] {
-            if let Err(error) = store.clone().oneshot(request).await {
-                return write_failed(&error, &metrics);
-            }
+        let put = StoreRequest::Put { key, value, ttl };
+        if let Err(error) = store.oneshot(put).await {
+            write_failed(&error, &metrics);
         }
     });
 }
