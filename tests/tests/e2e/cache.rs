@@ -732,6 +732,7 @@ async fn rfc9111_4_4_variants_outliving_their_index_stay_hidden_after_an_invalid
 async fn rfc9111_5_2_2_7_a_shared_cache_serves_nothing_private_a_private_cache_stored_beside_it() {
     let origin = Origin::start(|seen| match seen.path.as_str() {
         "/mine" => Reply::ok("alice's account").header("cache-control", "private, max-age=600"),
+        "/aged" => Reply::ok("shared").header("cache-control", "private=\"age\", max-age=600"),
         _ => Reply::ok("public page")
             .header("cache-control", "private=\"x-user\", max-age=600")
             .header("x-user", "alice"),
@@ -761,4 +762,10 @@ async fn rfc9111_5_2_2_7_a_shared_cache_serves_nothing_private_a_private_cache_s
         4,
         "the shared cache asked the origin for each"
     );
+    // What the shared cache stored itself, without the fields `private=` names, it serves
+    // (`Age` among them: every entry gets one to be served with).
+    let url = origin.url("/aged");
+    fetch(&shared, get(&url)).await;
+    let (status, _, _) = fetch(&shared, get(&url)).await;
+    assert_eq!(status, CacheStatus::Hit);
 }

@@ -57,12 +57,13 @@ pub(crate) fn examine<St, B>(
                 tracing::trace!(key = %facts.key, "stored variant predates an invalidation");
                 return Step::Forward(Some(ForwardReason::UriMiss));
             }
+            // `Age` is in every decoded entry, put there for serving.
             let private = |cc: &CacheControl| {
                 cc.private
                     || cc
                         .private_fields
                         .iter()
-                        .any(|name| entry.headers.contains_key(name))
+                        .any(|name| *name != AGE && entry.headers.contains_key(name))
             };
             if config.mode == policy::Mode::Shared && private(&freshness.cc) {
                 // Stored by a private cache that shares the store, or copied from one: a

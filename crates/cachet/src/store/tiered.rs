@@ -79,12 +79,16 @@ fn shared_tiers<Near: Clone, Far: Clone>(
     }))
 }
 
-/// How many writes and deletes have gone through a store, counted in shards by key: a far
-/// read that sees its key's count change before it ends may have read what a write made
-/// stale (an invalidation marker written meanwhile, say), so it keeps nothing near.
-/// Keys that share a shard only cost each other a promotion.
+/// The writes and deletes that go through a store, in shards by key: how many were sent,
+/// and how many the far tier has not answered yet. A far read that sees its key's shard
+/// sent a write while it read, or still waiting on one when it ends, may have read what a
+/// write replaced (an invalidation marker written meanwhile, say), so it keeps nothing
+/// near. Keys that share a shard only cost each other a promotion.
 #[derive(Debug, Default)]
-struct Writes([AtomicU64; Writes::SHARDS]);
+struct Writes {
+    sent: [AtomicU64; Writes::SHARDS],
+    pending: [AtomicU64; Writes::SHARDS],
+}
 
 impl Writes {
     const SHARDS: usize = 32;
@@ -95,17 +99,50 @@ impl Writes {
             % Self::SHARDS
     }
 
-    fn count(&self, key: &CacheKey) -> u64 {
-        self.0[Self::shard(key)].load(Ordering::Acquire)
+    /// The shards a write of `key` touches: its own, or all of them for a clear.
+    fn shards(key: Option<&CacheKey>) -> std::ops::Range<usize> {
+        key.map_or(0..Self::SHARDS, |key| {
+            let shard = Self::shard(key);
+            shard..shard + 1
+        })
     }
 
-    fn wrote(&self, key: &CacheKey) {
-        self.0[Self::shard(key)].fetch_add(1, Ordering::AcqRel);
+    fn sent(&self, key: &CacheKey) -> u64 {
+        self.sent[Self::shard(key)].load(Ordering::Acquire)
     }
 
-    fn wrote_all(&self) {
-        for count in &self.0 {
-            count.fetch_add(1, Ordering::AcqRel);
+    /// Whether a read of `key` that began when `sent` writes had been sent may be kept.
+    fn unchanged_since(&self, key: &CacheKey, sent: u64) -> bool {
+        let shard = Self::shard(key);
+        self.pending[shard].load(Ordering::Acquire) == 0
+            && self.sent[shard].load(Ordering::Acquire) == sent
+    }
+}
+
+/// A write under way to the far tier: counted as pending until it is answered or dropped.
+struct Writing {
+    writes: Arc<Writes>,
+    key: Option<CacheKey>,
+}
+
+impl Writing {
+    /// Counts a write of `key` (`None`: every key) as sent and pending.
+    fn start(writes: &Arc<Writes>, key: Option<CacheKey>) -> Self {
+        for shard in Writes::shards(key.as_ref()) {
+            writes.sent[shard].fetch_add(1, Ordering::AcqRel);
+            writes.pending[shard].fetch_add(1, Ordering::AcqRel);
+        }
+        Self {
+            writes: writes.clone(),
+            key,
+        }
+    }
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        for shard in Writes::shards(self.key.as_ref()) {
+            self.writes.pending[shard].fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
@@ -116,18 +153,18 @@ struct Keep<Near> {
     key: CacheKey,
     near: Near,
     writes: Arc<Writes>,
-    /// The key's count of writes when the read began.
-    before: u64,
+    /// How many writes of the key's shard had been sent when the read began.
+    sent: u64,
 }
 
 impl<Near> Keep<Near> {
     fn new(key: CacheKey, near: Near, writes: Arc<Writes>) -> Self {
-        let before = writes.count(&key);
+        let sent = writes.sent(&key);
         Self {
             key,
             near,
             writes,
-            before,
+            sent,
         }
     }
 }
@@ -226,9 +263,10 @@ where
             StoreRequest::Get(key) => State::Far {
                 keep: Some(Keep::new(key.clone(), near.clone(), writes.clone())),
                 far: far.clone().oneshot(StoreRequest::Get(key)),
+                written: None,
             },
             StoreRequest::Put { key, value, ttl } => {
-                writes.wrote(&key);
+                let writing = Writing::start(writes, Some(key.clone()));
                 let put = StoreRequest::Put {
                     key: key.clone(),
                     value: value.clone(),
@@ -236,22 +274,25 @@ where
                 };
                 detach(near.clone(), put, near_failed);
                 State::Far {
+                    written: Some(writing),
                     far: far.clone().oneshot(StoreRequest::Put { key, value, ttl }),
                     keep: None,
                 }
             }
             StoreRequest::Delete(key) => {
-                writes.wrote(&key);
+                let writing = Writing::start(writes, Some(key.clone()));
                 detach(near.clone(), StoreRequest::Delete(key.clone()), near_failed);
                 State::Far {
+                    written: Some(writing),
                     far: far.clone().oneshot(StoreRequest::Delete(key)),
                     keep: None,
                 }
             }
             StoreRequest::Clear => {
-                writes.wrote_all();
+                let writing = Writing::start(writes, None);
                 detach(near.clone(), StoreRequest::Clear, near_failed);
                 State::Far {
+                    written: Some(writing),
                     far: far.clone().oneshot(StoreRequest::Clear),
                     keep: None,
                 }
@@ -260,6 +301,7 @@ where
             other => State::Far {
                 far: far.clone().oneshot(other),
                 keep: None,
+                written: None,
             },
         };
         ResponseFuture {
@@ -303,6 +345,8 @@ where
         far: Oneshot<Far, StoreRequest>,
         /// Where to keep what the far tier finds.
         keep: Option<Keep<Near>>,
+        /// A write under way, pending until the far tier answers it.
+        written: Option<Writing>,
     },
 }
 
@@ -335,12 +379,14 @@ where
                     this.state.set(State::Far {
                         keep: Some(Keep::new(key.clone(), near, writes)),
                         far: far.oneshot(StoreRequest::Get(key)),
+                        written: None,
                     });
                 }
-                StateProj::Far { far, keep } => {
+                StateProj::Far { far, keep, written } => {
                     let result = ready!(far.poll(cx));
+                    drop(written.take());
                     if let (Ok(StoreResponse::Found(value)), Some(keep)) = (&result, keep.take())
-                        && keep.writes.count(&keep.key) == keep.before
+                        && keep.writes.unchanged_since(&keep.key, keep.sent)
                     {
                         let put = StoreRequest::Put {
                             key: keep.key,
@@ -518,6 +564,35 @@ mod tests {
         answer_read.send_response(StoreResponse::Found(Value::from("b")));
         read.await.expect("runs").expect("read");
         assert_eq!(near.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_far_read_that_ends_while_a_delete_is_under_way_keeps_nothing_near() {
+        let near = MemoryStore::default();
+        let (far, mut handle) = tower_test::mock::pair::<StoreRequest, StoreResponse>();
+        let tiered = Tiered::new(near.clone(), far);
+        // A purge: gone from the near tier at once, the far tier not answered yet...
+        let delete = tokio::spawn(tiered.clone().oneshot(StoreRequest::Delete(key())));
+        let (request, answer_delete) = handle.next_request().await.expect("a far delete");
+        assert!(matches!(request, StoreRequest::Delete(_)));
+        // ...when a read misses near and the far tier answers it with what it still had.
+        let read = tokio::spawn(tiered.clone().oneshot(StoreRequest::Get(key())));
+        let (_, answer_read) = handle.next_request().await.expect("a far read");
+        answer_read.send_response(StoreResponse::Found(Value::from("old")));
+        read.await.expect("runs").expect("read");
+        answer_delete.send_response(StoreResponse::Done);
+        delete.await.expect("runs").expect("deleted");
+        assert_eq!(
+            call(&near, StoreRequest::Get(key())).await,
+            StoreResponse::NotFound,
+            "the purge is not undone near"
+        );
+        // Once nothing is pending, reads are kept near again.
+        let read = tokio::spawn(tiered.clone().oneshot(StoreRequest::Get(key())));
+        let (_, answer_read) = handle.next_request().await.expect("a far read");
+        answer_read.send_response(StoreResponse::Found(Value::from("new")));
+        read.await.expect("runs").expect("read");
+        assert_eq!(near.len(), 1);
     }
 
     #[tokio::test]
