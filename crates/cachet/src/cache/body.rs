@@ -147,6 +147,10 @@ impl<B> fmt::Debug for CacheBody<B> {
 
 /// Keeps a streaming body's chunks (shared, not copied), up to a cap, and hands them to
 /// `commit` once the stream ends intact.
+/// The most pieces a recorded body may come in: a body of the default cap's size in 128
+/// bytes each, far more than an origin's frames, few enough to keep the bookkeeping small.
+const MAX_CHUNKS: usize = 1 << 16;
+
 pub(crate) struct Recorder {
     /// When the response arrived, and until when it is fresh, for the metadata.
     stored_at: SystemTime,
@@ -194,8 +198,16 @@ impl Recorder {
         self.fresh_until
     }
 
-    /// Records a chunk; `false` once the body has passed the cap.
+    /// Records a chunk; `false` once the body has passed the cap, or come in more pieces
+    /// than [`MAX_CHUNKS`] (each kept piece costs its own room, whatever its size).
     fn record(&mut self, data: &Bytes) -> bool {
+        if data.is_empty() {
+            return true;
+        }
+        if self.chunks.len() == MAX_CHUNKS {
+            tracing::debug!(pieces = MAX_CHUNKS, "body in too many pieces; not storing");
+            return false;
+        }
         self.len += data.len();
         if self.len > self.max {
             tracing::debug!(max = self.max, "body grew past the cap; not storing");

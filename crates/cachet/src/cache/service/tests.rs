@@ -428,3 +428,70 @@ async fn a_response_that_varies_on_more_headers_than_an_index_may_name_is_passed
         })
     );
 }
+
+/// A body of `count` frames, each `frame`.
+struct Frames {
+    count: usize,
+    frame: Bytes,
+}
+
+impl http_body::Body for Frames {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        if self.count == 0 {
+            return Poll::Ready(None);
+        }
+        self.count -= 1;
+        Poll::Ready(Some(Ok(http_body::Frame::data(self.frame.clone()))))
+    }
+}
+
+#[tokio::test]
+async fn empty_frames_cost_a_recording_nothing_and_a_body_in_too_many_pieces_is_not_stored() {
+    use tower::{Layer, ServiceExt};
+
+    let origin = tower::service_fn(|request: Request<()>| async move {
+        let frames = match request.uri().path() {
+            // Two million empty frames, then the body.
+            "/empty" => Frames {
+                count: 2_000_000,
+                frame: Bytes::new(),
+            },
+            _ => Frames {
+                count: 70_000,
+                frame: Bytes::from_static(b"x"),
+            },
+        };
+        let response = Response::builder()
+            .header("cache-control", "max-age=60")
+            .body(frames)
+            .expect("valid");
+        Ok::<_, std::convert::Infallible>(response)
+    });
+    let cache = CacheLayer::new(MemoryStore::default()).layer(origin);
+    let status = |path: &'static str| {
+        let cache = cache.clone();
+        async move {
+            let response = cache
+                .oneshot(get(&format!("http://example.com{path}")))
+                .await
+                .expect("answered");
+            let status = response.extensions().get::<CacheStatus>().copied();
+            response.into_body().collect().await.expect("read whole");
+            status
+        }
+    };
+    status("/empty").await;
+    assert_eq!(status("/empty").await, Some(CacheStatus::Hit));
+    status("/pieces").await;
+    assert_ne!(
+        status("/pieces").await,
+        Some(CacheStatus::Hit),
+        "70,000 pieces are more than a recording keeps"
+    );
+}
