@@ -155,7 +155,8 @@ impl Keys {
     ///
     /// In a shared cache, ignoring a parameter that identifies the user (an API key in
     /// the query) makes one user's response answer another's request; keep such names
-    /// as [credentials](Self::credentials) instead.
+    /// as [credentials](Self::credentials) instead. A name that is also a credential is
+    /// treated as one, not ignored.
     pub fn ignore<I, N>(mut self, names: I) -> Self
     where
         I: IntoIterator<Item = N>,
@@ -269,15 +270,14 @@ impl Keys {
     ) -> Cow<'h, HeaderMap> {
         let touched = |name: &HeaderName| {
             request.contains_key(name)
-                && (contains(&self.ignored, name.as_str())
-                    || contains(&self.credentials, name.as_str()))
+                && (self.ignores(name.as_str()) || contains(&self.credentials, name.as_str()))
         };
         if !names.clone().into_iter().any(touched) {
             return Cow::Borrowed(request);
         }
         let mut view = request.clone();
         for name in names.into_iter().filter(|name| touched(name)) {
-            if contains(&self.ignored, name.as_str()) {
+            if self.ignores(name.as_str()) {
                 view.remove(name);
                 continue;
             }
@@ -294,6 +294,12 @@ impl Keys {
         Cow::Owned(view)
     }
 
+    /// Whether `name` is left out: ignored, and not a credential (whose value must keep
+    /// users apart, so it is digested instead).
+    fn ignores(&self, name: &str) -> bool {
+        contains(&self.ignored, name) && !contains(&self.credentials, name)
+    }
+
     /// The URI with ignored parameters removed, credentials digested and the query
     /// sorted if asked; borrowed when nothing changes.
     fn uri<'u>(&self, uri: &'u Uri) -> Cow<'u, Uri> {
@@ -308,6 +314,7 @@ impl Keys {
                     .iter()
                     .position(|&b| b == b'=')
                     .map_or(pair, |end| &pair[..end]);
+                // A credential name is never ignored, so one check covers both lists.
                 !contains_bytes(&self.ignored, name) && !contains_bytes(&self.credentials, name)
             });
         if untouched {
@@ -315,7 +322,7 @@ impl Keys {
         }
         let mut pairs: Vec<Cow<'_, str>> = query
             .split('&')
-            .filter(|pair| !pair.is_empty() && !contains(&self.ignored, name_of(pair)))
+            .filter(|pair| !pair.is_empty() && !self.ignores(name_of(pair)))
             .map(|pair| match pair.split_once('=') {
                 Some((name, value)) if contains(&self.credentials, name) => {
                     Cow::Owned(format!("{name}={}", digest(value.as_bytes())))

@@ -294,6 +294,22 @@ fn ignored_names_do_not_split_the_key_and_credentials_do() {
     let replaced = Keys::new().credentials(["token"]);
     assert!(keyed(&replaced, "http://a/x?api_key=one").contains("api_key=one"));
     assert!(!keyed(&replaced, "http://a/x?token=one").contains("one"));
+    // Ignoring a credential still keeps users apart: it is digested, not left out.
+    let both = Keys::new().ignore(["API_KEY", "session"]);
+    assert_ne!(
+        keyed(&both, "http://a/x?api_key=alice"),
+        keyed(&both, "http://a/x?api_key=bob")
+    );
+    assert!(!keyed(&both, "http://a/x?api_key=alice").contains("alice"));
+    let mut request = HeaderMap::new();
+    request.insert("authorization", HeaderValue::from_static("Bearer alice"));
+    let names = [http::header::AUTHORIZATION];
+    let view = Keys::new()
+        .ignore(["authorization"])
+        .vary_view(&request, &names)
+        .into_owned();
+    let digested = view.get("authorization").map(|v| v.as_bytes().to_vec());
+    assert_eq!(digested, Some(digest(b"Bearer alice").into_bytes()));
 }
 
 #[test]
