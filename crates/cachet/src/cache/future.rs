@@ -107,6 +107,7 @@ where
             State::Lookup { .. } => "lookup",
             State::Wait { .. } => "wait",
             State::Forward { .. } => "forward",
+            State::OnlyIfCached => "only-if-cached",
             State::Done => "done",
         };
         f.debug_struct("ResponseFuture")
@@ -136,6 +137,8 @@ where
         #[pin]
         future: S::Future,
     },
+    /// Answered `504` without asking the origin: nothing is stored for the request.
+    OnlyIfCached,
     Done,
 }
 
@@ -208,6 +211,19 @@ where
             stale: None,
             leader: None,
             finished_before,
+            config,
+        }
+    }
+
+    /// A request that wants only what is stored, and has nothing stored for it.
+    pub(crate) fn only_if_cached(config: Arc<Config>) -> Self {
+        Self {
+            state: State::OnlyIfCached,
+            plan: Plan::Pass,
+            reason: ForwardReason::Bypass,
+            stale: None,
+            leader: None,
+            finished_before: 0,
             config,
         }
     }
@@ -424,6 +440,10 @@ where
                         *this.reason,
                         this.config,
                     ));
+                }
+                StateProj::OnlyIfCached => {
+                    this.state.set(State::Done);
+                    return Poll::Ready(Ok(only_if_cached_miss(this.config)));
                 }
                 StateProj::Done => panic!("ResponseFuture polled after completion"),
             }

@@ -160,6 +160,12 @@ impl<S: Clone, St: Store> Cache<S, St> {
         if self.readiness.take().is_some() {
             self.let_go_of_store();
         }
+        // Whatever passes the cache has nothing stored for it: a request for stored
+        // responses only gets the `504` a miss gets, without asking the origin.
+        if !bypassed() && request.extensions().get::<CacheMode>() == Some(&CacheMode::OnlyIfCached)
+        {
+            return ResponseFuture::only_if_cached(config);
+        }
         ResponseFuture::forward(self.inner.call(request), plan, reason, config)
     }
 

@@ -495,3 +495,47 @@ async fn empty_frames_cost_a_recording_nothing_and_a_body_in_too_many_pieces_is_
         "70,000 pieces are more than a recording keeps"
     );
 }
+
+#[tokio::test]
+async fn only_if_cached_never_asks_the_origin_even_for_a_request_the_cache_passes() {
+    use tower::{Layer, ServiceExt};
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let origin = tower::service_fn(move |_: Request<()>| {
+        counted.fetch_add(1, SeqCst);
+        async { Ok::<_, std::convert::Infallible>(fresh("origin")) }
+    });
+    let only_if_cached = |uri: &str| {
+        let mut request = get(uri);
+        request
+            .extensions_mut()
+            .insert(crate::CacheMode::OnlyIfCached);
+        request
+    };
+    let layers = [
+        CacheLayer::new(MemoryStore::default()),
+        CacheLayer::new(MemoryStore::default()).methods([]),
+    ];
+    for layer in layers {
+        let cache = layer.layer(origin.clone());
+        for uri in ["/relative", "http://user@a.example/x", "http://a.example/x"] {
+            let response = cache
+                .clone()
+                .oneshot(only_if_cached(uri))
+                .await
+                .expect("answered");
+            assert_eq!(
+                response.status(),
+                http::StatusCode::GATEWAY_TIMEOUT,
+                "{uri}"
+            );
+            assert_eq!(
+                response.extensions().get::<CacheStatus>(),
+                Some(&CacheStatus::OnlyIfCachedMiss),
+                "{uri}"
+            );
+        }
+    }
+    assert_eq!(calls.load(SeqCst), 0, "the origin was never asked");
+}
