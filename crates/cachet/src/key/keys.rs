@@ -98,7 +98,8 @@ impl KeyStrategy for DefaultKey {
 /// - **Headers** ([`headers`](Self::headers)) select a response as if every response
 ///   named them in `Vary`.
 ///
-/// Names match query parameters and header names without regard to case.
+/// Names match query parameters and header names without regard to case, and a query
+/// parameter's name with its percent-escapes decoded (`api%5Fkey` is `api_key`).
 ///
 /// ```
 /// use cachet::{CacheLayer, Keys, MemoryStore};
@@ -297,7 +298,8 @@ impl Keys {
     /// Whether `name` is left out: ignored, and not a credential (whose value must keep
     /// users apart, so it is digested instead).
     fn ignores(&self, name: &str) -> bool {
-        contains(&self.ignored, name) && !contains(&self.credentials, name)
+        contains_bytes(&self.ignored, name.as_bytes())
+            && !contains_bytes(&self.credentials, name.as_bytes())
     }
 
     /// The URI with ignored parameters removed, credentials digested and the query
@@ -324,7 +326,7 @@ impl Keys {
             .split('&')
             .filter(|pair| !pair.is_empty() && !self.ignores(name_of(pair)))
             .map(|pair| match pair.split_once('=') {
-                Some((name, value)) if contains(&self.credentials, name) => {
+                Some((name, value)) if contains_bytes(&self.credentials, name.as_bytes()) => {
                     Cow::Owned(format!("{name}={}", digest(value.as_bytes())))
                 }
                 _ => Cow::Borrowed(pair),
@@ -373,9 +375,38 @@ fn contains(list: &[String], name: &str) -> bool {
     list.iter().any(|entry| entry.eq_ignore_ascii_case(name))
 }
 
+/// Whether `list` holds `name`, case aside, with any percent-escapes in it decoded first:
+/// `api%5Fkey` in a query is `api_key` to the origin.
 fn contains_bytes(list: &[String], name: &[u8]) -> bool {
+    let decoded;
+    let name = if name.contains(&b'%') {
+        decoded = percent_decoded(name);
+        decoded.as_slice()
+    } else {
+        name
+    };
     list.iter()
         .any(|entry| entry.as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// `text` with each `%` and two hex digits as the byte they stand for; any other `%` kept.
+fn percent_decoded(text: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| char::from(b).to_digit(16);
+    let mut out = Vec::with_capacity(text.len());
+    let mut rest = text;
+    while let Some((&b, tail)) = rest.split_first() {
+        if let (b'%', [high, low, after @ ..]) = (b, tail)
+            && let (Some(high), Some(low)) = (hex(*high), hex(*low))
+        {
+            // Two hex digits are at most 255.
+            out.push(u8::try_from(high * 16 + low).unwrap_or_default());
+            rest = after;
+            continue;
+        }
+        out.push(b);
+        rest = tail;
+    }
+    out
 }
 
 /// A credential as keys and entries keep it: `sha256:` and the first 16 bytes of its

@@ -294,6 +294,13 @@ fn ignored_names_do_not_split_the_key_and_credentials_do() {
     let replaced = Keys::new().credentials(["token"]);
     assert!(keyed(&replaced, "http://a/x?api_key=one").contains("api_key=one"));
     assert!(!keyed(&replaced, "http://a/x?token=one").contains("one"));
+    // A name is read as the origin reads it, percent-escapes decoded.
+    for sent in ["api%5Fkey", "API%5fKEY", "%61pi_key"] {
+        let key = keyed(&Keys::new(), &format!("http://a/x?{sent}=SECRET"));
+        assert!(!key.contains("SECRET"), "{sent}: {key}");
+    }
+    let key = keyed(&Keys::new(), "http://a/x?api%zzkey=plain&q=%41");
+    assert!(key.ends_with("?api%zzkey=plain&q=%41"), "{key}");
     // Ignoring a credential still keeps users apart: it is digested, not left out.
     let both = Keys::new().ignore(["API_KEY", "session"]);
     assert_ne!(
