@@ -179,9 +179,21 @@ impl Keys {
     }
 
     /// Request headers that select a stored response, as if every response named them in
-    /// `Vary` (a response's own `Vary` still applies).
+    /// `Vary` (a response's own `Vary` still applies). A response is stored only when it
+    /// varies on 64 headers at most, these included: past that, nothing is (with a
+    /// warning here).
     pub fn headers(mut self, names: impl IntoIterator<Item = HeaderName>) -> Self {
-        self.headers.extend(names);
+        for name in names {
+            if !self.headers.contains(&name) {
+                self.headers.push(name);
+            }
+        }
+        if self.headers.len() > crate::entry::MAX_VARIANT_NAMES {
+            tracing::warn!(
+                headers = self.headers.len(),
+                "more headers select responses than a response may vary on: nothing will be stored"
+            );
+        }
         self
     }
 
