@@ -84,16 +84,42 @@ impl UrlPattern {
         if self.scheme.as_deref().is_some_and(|s| s != scheme) {
             return false;
         }
-        let (mut host, path) = rest.find('/').map_or((rest, "/"), |at| rest.split_at(at));
-        if !self.host.contains(':') {
-            // A pattern without a port matches every port of its host.
-            host = host.rsplit_once(':').map_or(host, |(name, _)| name);
-        }
-        glob(self.host.as_bytes(), host.as_bytes(), false)
+        let (host, path) = rest.find('/').map_or((rest, "/"), |at| rest.split_at(at));
+        let (name, port) = split_port(host);
+        let (pattern_name, pattern_port) = split_port(&self.host);
+        // A pattern without a port matches every port of its host; one with a port
+        // matches a key without one on the scheme's default port, which keys leave out.
+        let port_matches = pattern_port.is_none_or(|pattern_port| {
+            let default = match scheme {
+                "http" => "80",
+                "https" => "443",
+                _ => "",
+            };
+            glob(
+                pattern_port.as_bytes(),
+                port.unwrap_or(default).as_bytes(),
+                false,
+            )
+        });
+        port_matches
+            && glob(pattern_name.as_bytes(), name.as_bytes(), false)
             && self
                 .path
                 .as_ref()
                 .is_none_or(|p| glob(p.as_bytes(), path.as_bytes(), true))
+    }
+}
+
+/// A host and its port, if it has one (`[::1]:8080` is `[::1]` and `8080`; `[::1]` has
+/// none).
+fn split_port(host: &str) -> (&str, Option<&str>) {
+    let after_literal = host.rfind(']').map_or(0, |end| end + 1);
+    match host[after_literal..].rfind(':') {
+        Some(colon) => {
+            let colon = after_literal + colon;
+            (&host[..colon], Some(&host[colon + 1..]))
+        }
+        None => (host, None),
     }
 }
 
@@ -225,6 +251,20 @@ mod tests {
         assert!(matches("example.com:8080", "http://example.com:8080/"));
         assert!(matches("example.com", "http://example.com:8080/"));
         assert!(!matches("example.com:8080", "http://example.com:9090/"));
+        // Keys leave a default port out; a pattern that names it still matches.
+        assert!(matches("example.com:443", "https://example.com/x"));
+        assert!(matches(
+            "https://example.com:443/static/",
+            "https://example.com/static/a"
+        ));
+        assert!(matches("example.com:80", "http://example.com/"));
+        assert!(!matches("example.com:80", "https://example.com/"));
+        assert!(matches("example.com:80", "https://example.com:80/"));
+        // An IP literal's colons are not a port.
+        assert!(matches("[::1]", "http://[::1]:8080/"));
+        assert!(matches("[::1]", "http://[::1]/"));
+        assert!(matches("[::1]:8080", "http://[::1]:8080/"));
+        assert!(!matches("[::1]:8080", "http://[::1]:9090/"));
     }
 
     #[test]
