@@ -111,11 +111,15 @@ impl Writes {
         self.sent[Self::shard(key)].load(Ordering::Acquire)
     }
 
-    /// Whether a read of `key` that began when `sent` writes had been sent may be kept.
+    /// Whether nothing is pending in `key`'s shard now.
+    fn settled(&self, key: &CacheKey) -> bool {
+        self.pending[Self::shard(key)].load(Ordering::Acquire) == 0
+    }
+
+    /// Whether a read of `key` that began settled, when `sent` writes had been sent, may
+    /// be kept: nothing pending now, and nothing sent since.
     fn unchanged_since(&self, key: &CacheKey, sent: u64) -> bool {
-        let shard = Self::shard(key);
-        self.pending[shard].load(Ordering::Acquire) == 0
-            && self.sent[shard].load(Ordering::Acquire) == sent
+        self.settled(key) && self.sent[Self::shard(key)].load(Ordering::Acquire) == sent
     }
 }
 
@@ -128,9 +132,10 @@ struct Writing {
 impl Writing {
     /// Counts a write of `key` (`None`: every key) as sent and pending.
     fn start(writes: &Arc<Writes>, key: Option<CacheKey>) -> Self {
+        // Pending first: whoever sees the new count of sent writes sees it pending.
         for shard in Writes::shards(key.as_ref()) {
-            writes.sent[shard].fetch_add(1, Ordering::AcqRel);
             writes.pending[shard].fetch_add(1, Ordering::AcqRel);
+            writes.sent[shard].fetch_add(1, Ordering::AcqRel);
         }
         Self {
             writes: writes.clone(),
@@ -153,19 +158,28 @@ struct Keep<Near> {
     key: CacheKey,
     near: Near,
     writes: Arc<Writes>,
-    /// How many writes of the key's shard had been sent when the read began.
-    sent: u64,
+    /// How many writes of the key's shard had been sent when the read began, if none was
+    /// pending then (a read that began beside a pending write is never kept: the write
+    /// may end before it and leave no trace).
+    sent: Option<u64>,
 }
 
 impl<Near> Keep<Near> {
     fn new(key: CacheKey, near: Near, writes: Arc<Writes>) -> Self {
         let sent = writes.sent(&key);
+        let sent = writes.settled(&key).then_some(sent);
         Self {
             key,
             near,
             writes,
             sent,
         }
+    }
+
+    /// Whether what the read found may be kept near.
+    fn may_keep(&self) -> bool {
+        self.sent
+            .is_some_and(|sent| self.writes.unchanged_since(&self.key, sent))
     }
 }
 
@@ -386,7 +400,7 @@ where
                     let result = ready!(far.poll(cx));
                     drop(written.take());
                     if let (Ok(StoreResponse::Found(value)), Some(keep)) = (&result, keep.take())
-                        && keep.writes.unchanged_since(&keep.key, keep.sent)
+                        && keep.may_keep()
                     {
                         let put = StoreRequest::Put {
                             key: keep.key,
@@ -582,6 +596,21 @@ mod tests {
         read.await.expect("runs").expect("read");
         answer_delete.send_response(StoreResponse::Done);
         delete.await.expect("runs").expect("deleted");
+        assert_eq!(
+            call(&near, StoreRequest::Get(key())).await,
+            StoreResponse::NotFound,
+            "the purge is not undone near"
+        );
+        // The same when the delete is answered first, before the read ends.
+        let delete = tokio::spawn(tiered.clone().oneshot(StoreRequest::Delete(key())));
+        let (_, answer_delete) = handle.next_request().await.expect("a far delete");
+        let mut read = tokio_test::task::spawn(tiered.clone().oneshot(StoreRequest::Get(key())));
+        assert!(read.poll().is_pending(), "waits on the far tier");
+        let (_, answer_read) = handle.next_request().await.expect("a far read");
+        answer_read.send_response(StoreResponse::Found(Value::from("old")));
+        answer_delete.send_response(StoreResponse::Done);
+        delete.await.expect("runs").expect("deleted");
+        read.await.expect("read");
         assert_eq!(
             call(&near, StoreRequest::Get(key())).await,
             StoreResponse::NotFound,
