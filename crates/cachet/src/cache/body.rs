@@ -3,7 +3,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::SystemTime;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use pin_project::{pin_project, pinned_drop};
 
@@ -145,17 +145,21 @@ impl<B> fmt::Debug for CacheBody<B> {
     }
 }
 
-/// Keeps a streaming body's chunks (shared, not copied), up to a cap, and hands them to
-/// `commit` once the stream ends intact.
-/// The most pieces a recorded body may come in: a body of the default cap's size in 128
-/// bytes each, far more than an origin's frames, few enough to keep the bookkeeping small.
-const MAX_CHUNKS: usize = 1 << 16;
+/// Past the first [`FEW`] chunks, frames smaller than this are copied together rather than
+/// kept one by one, so that what a recording keeps grows with the body's bytes, not with
+/// how finely it was cut. A body in few frames (most are) is kept without a copy.
+const SMALL: usize = 4096;
+const FEW: usize = 64;
 
+/// Keeps a streaming body's chunks (shared, not copied, but for small ones), up to a cap,
+/// and hands them to `commit` once the stream ends intact.
 pub(crate) struct Recorder {
     /// When the response arrived, and until when it is fresh, for the metadata.
     stored_at: SystemTime,
     fresh_until: SystemTime,
     chunks: Vec<Bytes>,
+    /// Small frames copied together, kept as a chunk once they are no longer small.
+    small: BytesMut,
     len: usize,
     max: usize,
     expected: Option<u64>,
@@ -183,6 +187,7 @@ impl Recorder {
             stored_at,
             fresh_until,
             chunks: Vec::new(),
+            small: BytesMut::new(),
             len: 0,
             max,
             expected,
@@ -198,26 +203,33 @@ impl Recorder {
         self.fresh_until
     }
 
-    /// Records a chunk; `false` once the body has passed the cap, or come in more pieces
-    /// than [`MAX_CHUNKS`] (each kept piece costs its own room, whatever its size).
+    /// Records a chunk; `false` once the body has passed the cap.
     fn record(&mut self, data: &Bytes) -> bool {
-        if data.is_empty() {
-            return true;
-        }
-        if self.chunks.len() == MAX_CHUNKS {
-            tracing::debug!(pieces = MAX_CHUNKS, "body in too many pieces; not storing");
-            return false;
-        }
         self.len += data.len();
         if self.len > self.max {
             tracing::debug!(max = self.max, "body grew past the cap; not storing");
             return false;
         }
-        self.chunks.push(data.clone());
+        if data.len() < SMALL && self.chunks.len() >= FEW {
+            self.small.extend_from_slice(data);
+            if self.small.len() >= SMALL {
+                self.chunks.push(self.small.split().freeze());
+            }
+        } else {
+            self.keep_small();
+            self.chunks.push(data.clone());
+        }
         true
     }
 
-    fn finish(self) {
+    /// Keeps the small frames copied so far as a chunk, in their place in the body.
+    fn keep_small(&mut self) {
+        if !self.small.is_empty() {
+            self.chunks.push(self.small.split().freeze());
+        }
+    }
+
+    fn finish(mut self) {
         if self.expected.is_some_and(|len| len != self.len as u64) {
             tracing::debug!(
                 expected = self.expected,
@@ -226,6 +238,7 @@ impl Recorder {
             );
             return;
         }
+        self.keep_small();
         (self.commit)(self.chunks);
     }
 }
@@ -236,5 +249,69 @@ impl fmt::Debug for Recorder {
             .field("len", &self.len)
             .field("max", &self.max)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::UNIX_EPOCH;
+
+    use super::*;
+
+    /// What a recorder hands to its store when fed `frames`: the chunks, or `None`.
+    fn recorded(frames: impl IntoIterator<Item = Bytes>) -> Option<Vec<Bytes>> {
+        let kept = Arc::new(Mutex::new(None));
+        let commit = kept.clone();
+        let mut recorder = Recorder::new((UNIX_EPOCH, UNIX_EPOCH), 1 << 20, None, move |chunks| {
+            *commit.lock().expect("not poisoned") = Some(chunks);
+        })
+        .expect("no length to refuse");
+        for frame in frames {
+            assert!(recorder.record(&frame), "under the cap");
+        }
+        recorder.finish();
+        kept.lock().expect("not poisoned").take()
+    }
+
+    #[test]
+    fn small_frames_are_kept_together_and_large_ones_as_they_came_in_order() {
+        let ones = recorded(std::iter::repeat_n(Bytes::from_static(b"x"), 70_000)).expect("stored");
+        assert!(
+            ones.len() <= FEW + 70_000 / SMALL + 1,
+            "{} chunks",
+            ones.len()
+        );
+        assert_eq!(ones.iter().map(Bytes::len).sum::<usize>(), 70_000);
+
+        let large = Bytes::from(vec![b'L'; SMALL]);
+        let mixed = [
+            Bytes::from_static(b"a"),
+            Bytes::new(),
+            large.clone(),
+            Bytes::from_static(b"b"),
+        ];
+        let chunks = recorded(mixed).expect("stored");
+        let body: Vec<u8> = chunks
+            .iter()
+            .flat_map(|chunk| chunk.iter().copied())
+            .collect();
+        assert_eq!(body, [&b"a"[..], &large, b"b"].concat());
+        assert!(
+            chunks.iter().any(|chunk| chunk.as_ptr() == large.as_ptr()),
+            "a large frame is shared, not copied"
+        );
+        // Past the first few chunks, small frames in between are copied together, in place.
+        let frames = (0..FEW).map(|_| Bytes::from_static(b"-")).chain([
+            Bytes::from_static(b"a"),
+            large.clone(),
+            Bytes::from_static(b"b"),
+        ]);
+        let chunks = recorded(frames).expect("stored");
+        let body: Vec<u8> = chunks
+            .iter()
+            .flat_map(|chunk| chunk.iter().copied())
+            .collect();
+        assert_eq!(body, [&[b'-'; FEW][..], b"a", &large, b"b"].concat());
     }
 }
