@@ -307,9 +307,14 @@ impl Keys {
         Cow::Owned(view)
     }
 
-    /// Whether `name` is left out: ignored, and not a credential (whose value must keep
-    /// users apart, so it is digested instead).
+    /// Whether the header `name` is left out: ignored, and not a credential (whose value
+    /// must keep users apart, so it is digested instead).
     fn ignores(&self, name: &str) -> bool {
+        contains(&self.ignored, name) && !contains(&self.credentials, name)
+    }
+
+    /// Whether the query parameter `name` (as sent, escapes and all) is left out.
+    fn ignores_param(&self, name: &str) -> bool {
         contains_bytes(&self.ignored, name.as_bytes())
             && !contains_bytes(&self.credentials, name.as_bytes())
     }
@@ -336,7 +341,7 @@ impl Keys {
         }
         let mut pairs: Vec<Cow<'_, str>> = query
             .split('&')
-            .filter(|pair| !pair.is_empty() && !self.ignores(name_of(pair)))
+            .filter(|pair| !pair.is_empty() && !self.ignores_param(name_of(pair)))
             .map(|pair| match pair.split_once('=') {
                 Some((name, value)) if contains_bytes(&self.credentials, name.as_bytes()) => {
                     Cow::Owned(format!("{name}={}", digest(value.as_bytes())))
