@@ -205,6 +205,10 @@ impl Recorder {
 
     /// Records a chunk; `false` once the body has passed the cap.
     fn record(&mut self, data: &Bytes) -> bool {
+        if data.is_empty() {
+            // Nothing to keep, and no room to take among the first few chunks.
+            return true;
+        }
         self.len += data.len();
         if self.len > self.max {
             tracing::debug!(max = self.max, "body grew past the cap; not storing");
