@@ -72,6 +72,7 @@ impl fmt::Debug for Cursor {
 ///
 /// let scan = Scan::new(Cursor::start()).limit(100).prefix("GET https://example.com/");
 /// assert_eq!(scan.get_limit(), 100);
+/// assert_eq!(Scan::new(Cursor::start()).limit(usize::MAX).get_limit(), Scan::MAX_LIMIT);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Scan {
@@ -93,14 +94,19 @@ impl Scan {
         }
     }
 
-    /// About how many entries the page should hold (at least 1). A store may return
-    /// somewhat more or fewer, even none before the end (Redis's `SCAN` does); the
-    /// listing ends when a page has no [`next`](Page::next).
+    /// About how many entries the page should hold (from 1 to [`MAX_LIMIT`](Self::MAX_LIMIT);
+    /// a number outside is taken as the nearest). A store may return somewhat more or
+    /// fewer, even none before the end (Redis's `SCAN` does); the listing ends when a page
+    /// has no [`next`](Page::next).
     #[must_use]
     pub fn limit(mut self, limit: usize) -> Self {
-        self.limit = limit.max(1);
+        self.limit = limit.clamp(1, Self::MAX_LIMIT);
         self
     }
+
+    /// The most entries a page is asked for: more would hold a store (Redis answers a
+    /// `SCAN` in one go) for longer than a page is worth.
+    pub const MAX_LIMIT: usize = 100_000;
 
     /// Only entries whose key text starts with `prefix`.
     #[must_use]
