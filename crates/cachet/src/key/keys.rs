@@ -63,7 +63,8 @@ pub trait KeyStrategy: fmt::Debug + Send + Sync + 'static {
 /// The default [`KeyStrategy`]: for GET and HEAD, [`CacheKey::for_request`], the method
 /// class and the absolute URI; for another method, [`CacheKey::for_body`] when the
 /// request carries a [`BodyDigest`] (put there by a [`BodyKeyLayer`](crate::BodyKeyLayer)),
-/// and no key without one.
+/// followed by the request's `Content-Type` and `Content-Encoding` when it has them (the
+/// same bytes as JSON and as a form are two requests), and no key without one.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DefaultKey;
 
@@ -75,7 +76,8 @@ impl KeyStrategy for DefaultKey {
                 request.method,
                 request.uri,
                 request.extensions.get::<BodyDigest>()?,
-            ),
+            )
+            .map(|key| key.with_content_headers(request.headers)),
         }
     }
 }

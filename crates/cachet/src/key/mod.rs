@@ -7,6 +7,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::sync::Arc;
 
+use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, Method, Uri};
 
 use crate::BodyDigest;
@@ -116,34 +117,35 @@ impl CacheKey {
     /// request's values of the headers the response varies on (RFC 9111 §4.1), each line
     /// of a header joined with `, `; an absent header is `-`, which no value can equal.
     pub(crate) fn variant(&self, names: &[HeaderName], request: &HeaderMap) -> Self {
-        use std::fmt::Write;
-
         let mut key = String::from(self.as_str());
         key.push_str(" vary");
         for name in names {
             key.push(' ');
             key.push_str(name.as_str());
-            let mut lines = request.get_all(name).iter().peekable();
-            if lines.peek().is_none() {
+            if request.contains_key(name) {
+                key.push('=');
+                push_lines(&mut key, request, name);
+            } else {
                 key.push('-');
-                continue;
             }
+        }
+        Self(key.into())
+    }
+
+    /// A body's key made specific to how the body is read: the request's `Content-Type`
+    /// and `Content-Encoding`, when it has them, follow the digest, so that the same bytes
+    /// sent as JSON and as a form, or compressed, are not taken for one request.
+    pub(crate) fn with_content_headers(self, request: &HeaderMap) -> Self {
+        let names = [CONTENT_TYPE, CONTENT_ENCODING];
+        if !names.iter().any(|name| request.contains_key(name)) {
+            return self;
+        }
+        let mut key = String::from(self.as_str());
+        for name in names.iter().filter(|name| request.contains_key(*name)) {
+            key.push(' ');
+            key.push_str(name.as_str());
             key.push('=');
-            for (i, line) in lines.enumerate() {
-                if i > 0 {
-                    key.push_str(", ");
-                }
-                // Header values may hold any visible byte; escape what is not text.
-                for &byte in line.as_bytes() {
-                    match byte {
-                        b'%' | b' ' | 0..=0x1f | 0x7f..=0xff => {
-                            // Writing to a String cannot fail.
-                            let _ = write!(key, "%{byte:02X}");
-                        }
-                        _ => key.push(char::from(byte)),
-                    }
-                }
-            }
+            push_lines(&mut key, request, name);
         }
         Self(key.into())
     }
@@ -214,6 +216,27 @@ fn host_and_port(authority: &str) -> Option<(&str, Option<u16>)> {
     match port.filter(|port| !port.is_empty()) {
         Some(port) => Some((host, Some(port.parse().ok()?))),
         None => Some((host, None)),
+    }
+}
+
+/// Writes the request's lines of header `name`, joined with `, `, escaping what is not
+/// text: header values may hold any visible byte, and a key's parts are split at spaces.
+fn push_lines(key: &mut String, request: &HeaderMap, name: &HeaderName) {
+    use std::fmt::Write;
+
+    for (i, line) in request.get_all(name).iter().enumerate() {
+        if i > 0 {
+            key.push_str(", ");
+        }
+        for &byte in line.as_bytes() {
+            match byte {
+                b'%' | b' ' | 0..=0x1f | 0x7f..=0xff => {
+                    // Writing to a String cannot fail.
+                    let _ = write!(key, "%{byte:02X}");
+                }
+                _ => key.push(char::from(byte)),
+            }
+        }
     }
 }
 

@@ -386,3 +386,44 @@ fn a_key_made_while_its_thread_exits_is_made_all_the_same() {
     let made = receive.recv().expect("the destructor ran");
     assert_eq!(made.as_deref(), Some("GET http://a/x"));
 }
+
+#[test]
+fn a_body_key_tells_content_types_and_codings_apart() {
+    let uri: Uri = "http://a/search".parse().expect("valid");
+    let mut extensions = Extensions::new();
+    extensions.insert(BodyDigest::of(b"q=1"));
+    let key = |pairs: &[(&'static str, &'static str)]| {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(*name, HeaderValue::from_static(value));
+        }
+        Keys::new()
+            .key(&Method::POST, &uri, &headers, &extensions)
+            .map(|key| key.to_string())
+            .expect("a body has a key")
+    };
+    let plain = key(&[]);
+    assert_eq!(
+        Some(plain.clone()),
+        CacheKey::for_body(&Method::POST, &uri, &BodyDigest::of(b"q=1")).map(|k| k.to_string())
+    );
+    let json = key(&[("content-type", "application/json")]);
+    let form = key(&[("content-type", "application/x-www-form-urlencoded")]);
+    let gzipped = key(&[
+        ("content-type", "application/json"),
+        ("content-encoding", "gzip"),
+    ]);
+    let keys = [&plain, &json, &form, &gzipped];
+    for (i, a) in keys.iter().enumerate() {
+        for b in &keys[i + 1..] {
+            assert_ne!(a, b);
+        }
+    }
+    assert_eq!(json, key(&[("content-type", "application/json")]));
+    let charset = key(&[("content-type", "text/plain; charset=utf-8")]);
+    assert!(
+        charset.ends_with(" content-type=text/plain;%20charset=utf-8"),
+        "{charset}"
+    );
+    assert_eq!(CacheKey::from_text(charset).url(), "http://a/search");
+}
