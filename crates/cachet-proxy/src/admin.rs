@@ -268,14 +268,29 @@ fn command(request: &Request<Incoming>) -> Result<EntriesCommand, (StatusCode, S
         form_urlencoded::parse(request.uri().query().unwrap_or_default().as_bytes())
             .into_owned()
             .collect();
+    // A parameter given twice, or not text once decoded, is refused rather than read as
+    // one of its guesses.
     let param = |name: &str| {
-        query
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.clone())
+        let mut values = query.iter().filter(|(key, _)| key == name);
+        let bad = |why: &str| {
+            Err((
+                StatusCode::BAD_REQUEST,
+                format!("the {name} parameter {why}\n"),
+            ))
+        };
+        match (values.next(), values.next()) {
+            (Some(_), Some(_)) => bad("is given more than once"),
+            (Some((_, value)), None) if value.contains('\u{FFFD}') => {
+                bad("is not UTF-8 text once percent-decoded")
+            }
+            (Some((_, value)), None) if name == "url" && value.contains(' ') => {
+                bad("holds a space: percent-encode it (in a query, + is a space)")
+            }
+            (value, _) => Ok(value.map(|(_, value)| value.clone())),
+        }
     };
     let url = || {
-        param("url").ok_or((
+        param("url")?.ok_or((
             StatusCode::BAD_REQUEST,
             "the url query parameter is required\n".to_owned(),
         ))
@@ -283,12 +298,12 @@ fn command(request: &Request<Incoming>) -> Result<EntriesCommand, (StatusCode, S
     let (get, post) = (Method::GET, Method::POST);
     let command = match (request.uri().path(), request.method()) {
         ("/entries", m) if *m == get => EntriesCommand::List {
-            limit: match param("limit") {
+            limit: match param("limit")? {
                 None => DEFAULT_LIMIT,
                 Some(limit) => parse_limit(&limit)
                     .map_err(|reason| (StatusCode::BAD_REQUEST, format!("{reason}\n")))?,
             },
-            cursor: param("cursor"),
+            cursor: param("cursor")?,
         },
         ("/entries/show", m) if *m == get => EntriesCommand::Show { url: url()? },
         ("/entries/stats", m) if *m == get => EntriesCommand::Stats,

@@ -320,10 +320,28 @@ async fn the_admin_listener_lists_shows_and_purges_a_memory_store() {
         proxy.admin(Method::POST, "/entries/purge").await,
         (400, "the url query parameter is required\n".to_owned())
     );
-    let (status, _) = proxy
-        .admin(Method::GET, "/entries/show?url=not%20a%20url")
+    for (query, why) in [
+        ("url=not%20a%20url", "the url parameter holds a space"),
+        ("url=http://a/?q=a+b", "the url parameter holds a space"),
+        ("url=http://a/%FF", "the url parameter is not UTF-8 text"),
+        (
+            "url=http://a/x&url=http://b/y",
+            "the url parameter is given more than once",
+        ),
+    ] {
+        let (status, reason) = proxy
+            .admin(Method::GET, &format!("/entries/show?{query}"))
+            .await;
+        assert_eq!(status, 400, "{query}");
+        assert!(reason.starts_with(why), "{query}: {reason}");
+    }
+    let (status, reason) = proxy
+        .admin(Method::GET, "/entries?limit=10&limit=abc")
         .await;
-    assert_eq!(status, 400);
+    assert_eq!(
+        (status, reason.as_str()),
+        (400, "the limit parameter is given more than once\n")
+    );
     assert_eq!(proxy.admin(Method::GET, "/nothing").await.0, 404);
     for limit in ["0", "1001", "many"] {
         let (status, reason) = proxy
