@@ -1,0 +1,219 @@
+use super::*;
+use proptest::prelude::*;
+
+fn sample() -> Entry {
+    let mut headers = HeaderMap::new();
+    headers.insert("cache-control", HeaderValue::from_static("max-age=60"));
+    headers.append("set-thing", HeaderValue::from_static("a"));
+    headers.append("set-thing", HeaderValue::from_static("b"));
+    Entry {
+        status: StatusCode::OK,
+        version: Version::HTTP_11,
+        headers,
+        vary: vec![
+            (
+                HeaderName::from_static("accept-encoding"),
+                Some(HeaderValue::from_static("gzip")),
+            ),
+            (HeaderName::from_static("accept-language"), None),
+        ],
+        request_time: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+        response_time: UNIX_EPOCH + Duration::from_millis(1_700_000_000_456),
+        configured: Some(Configured {
+            lifetime: Duration::from_secs(3600),
+            wins: true,
+        }),
+        body: Bytes::from_static(b"hello, world"),
+    }
+}
+
+#[test]
+fn a_variant_index_with_a_name_twice_or_too_many_names_is_refused() {
+    let index = |names: Vec<String>| {
+        let names = names
+            .iter()
+            .map(|name| HeaderName::from_bytes(name.as_bytes()).expect("a name"))
+            .collect();
+        let index = Variants {
+            names,
+            not_before: UNIX_EPOCH,
+        };
+        Record::decode(&index.encode().expect("encodes"))
+    };
+    let many = |n: usize| (0..n).map(|i| format!("x-{i}")).collect::<Vec<_>>();
+    assert!(matches!(
+        index(many(MAX_VARIANT_NAMES)),
+        Ok(Record::Variants(_))
+    ));
+    assert!(matches!(
+        index(many(MAX_VARIANT_NAMES + 1)),
+        Err(DecodeError::Malformed(_))
+    ));
+    let twice = vec!["cookie".to_owned(); 100_000];
+    assert!(matches!(index(twice), Err(DecodeError::Malformed(_))));
+}
+
+#[test]
+fn an_entry_with_more_header_fields_than_allowed_is_refused_not_a_panic() {
+    for fields in [MAX_HEADER_FIELDS + 1, 30_000] {
+        let mut entry = sample();
+        for _ in 0..fields {
+            entry.headers.append("x-a", HeaderValue::from_static("1"));
+        }
+        let bytes = entry.encode().expect("encodes");
+        assert!(
+            matches!(Record::decode(&bytes), Err(DecodeError::Malformed(_))),
+            "{fields}"
+        );
+    }
+    let mut entry = sample();
+    while entry.headers.len() < MAX_HEADER_FIELDS {
+        entry.headers.append("x-a", HeaderValue::from_static("1"));
+    }
+    let bytes = entry.encode().expect("encodes");
+    assert!(matches!(Record::decode(&bytes), Ok(Record::Response(_))));
+    // A 304 can add no more than a map holds.
+    let mut huge = HeaderMap::new();
+    for _ in 0..30_000 {
+        huge.append("x-b", HeaderValue::from_static("2"));
+    }
+    entry.update_headers(&huge);
+}
+
+#[test]
+fn a_body_in_chunks_encodes_as_the_whole_body_does() {
+    let entry = sample();
+    // Long enough that its length takes a multi-byte varint.
+    let body = Bytes::from(vec![b'x'; 70_000]);
+    let chunks = [
+        body.slice(..1),
+        body.slice(1..1),
+        body.slice(1..65_536),
+        body.slice(65_536..),
+    ];
+    let whole = Entry {
+        body: body.clone(),
+        ..entry.clone()
+    };
+    let head = Entry {
+        body: Bytes::from_static(b"not read"),
+        ..entry
+    };
+    let encoded = head.encode_with_body(&chunks).expect("encodes");
+    assert_eq!(encoded, whole.encode().expect("encodes"));
+    assert_eq!(Entry::decode(&encoded).expect("decodes"), whole);
+    let empty = head.encode_with_body(&[]).expect("encodes");
+    assert_eq!(Entry::decode(&empty).expect("decodes").body, Bytes::new());
+}
+
+#[test]
+fn a_body_past_the_codecs_limit_is_refused_not_written() {
+    // 4 GiB and one MiB, as chunks sharing one buffer: nothing that large is made.
+    let mib = Bytes::from(vec![0; 1 << 20]);
+    let chunks = vec![mib; (1 << 12) + 1];
+    let error = sample()
+        .encode_with_body(&chunks)
+        .expect_err("no entry decodes past 4 GiB");
+    assert!(error.to_string().contains("4 GiB"), "{error}");
+}
+
+#[test]
+fn round_trip() {
+    let entry = sample();
+    let decoded = Entry::decode(&entry.encode().expect("small entries encode"))
+        .expect("a fresh encoding decodes");
+    assert_eq!(decoded, entry);
+}
+
+#[test]
+fn variants_round_trip() {
+    let variants = Variants {
+        names: vec![
+            HeaderName::from_static("accept"),
+            HeaderName::from_static("accept-language"),
+        ],
+        not_before: UNIX_EPOCH + Duration::from_millis(1_700_000_000_000),
+    };
+    let bytes = variants.encode().expect("small records encode");
+    assert_eq!(
+        Record::decode(&bytes).expect("a fresh encoding decodes"),
+        Record::Variants(variants)
+    );
+}
+
+#[test]
+fn body_is_borrowed_from_the_input() {
+    let bytes = sample().encode().expect("small entries encode");
+    let decoded = Entry::decode(&bytes).expect("a fresh encoding decodes");
+    let range = bytes.as_ptr_range();
+    assert!(range.contains(&decoded.body.as_ptr()));
+}
+
+#[test]
+fn unknown_version_is_refused() {
+    let mut bytes = sample().encode().expect("small entries encode").to_vec();
+    bytes[MAGIC.len()] = 1;
+    assert!(matches!(
+        Entry::decode(&bytes.into()),
+        Err(DecodeError::UnknownVersion(1))
+    ));
+}
+
+#[test]
+fn foreign_bytes_are_not_an_entry() {
+    let bytes = Bytes::from_static(b"exploit!");
+    assert!(matches!(
+        Entry::decode(&bytes),
+        Err(DecodeError::NotAnEntry)
+    ));
+}
+
+#[test]
+fn a_huge_claimed_header_count_is_a_clean_error() {
+    // 8 bytes of prefix, then status, version, two times, no configured lifetime, and a
+    // header count of 2^40 in bincode's varint (0xfd, then eight little-endian bytes):
+    // 14 bytes of payload would have asked bincode's own `Vec` for 2^40 elements up front.
+    let mut bytes = Vec::from(*MAGIC);
+    bytes.push(FORMAT_VERSION);
+    bytes.push(KIND_RESPONSE);
+    bytes.extend_from_slice(&[200, 11, 0, 0, 0, 0xfd]);
+    bytes.extend_from_slice(&(1u64 << 40).to_le_bytes());
+    assert_eq!(bytes.len() - PREFIX_LEN, 14);
+    assert!(matches!(
+        Entry::decode(&bytes.into()),
+        Err(DecodeError::Bincode(_))
+    ));
+}
+
+#[test]
+fn truncated_entries_are_errors() {
+    let bytes = sample().encode().expect("small entries encode");
+    for len in 0..bytes.len() {
+        assert!(
+            Entry::decode(&bytes.slice(..len)).is_err(),
+            "prefix of {len} bytes decoded"
+        );
+    }
+}
+
+proptest! {
+    #[test]
+    fn random_bytes_never_panic(tail in proptest::collection::vec(any::<u8>(), 0..512)) {
+        for kind in [KIND_RESPONSE, KIND_VARIANTS] {
+            let mut bytes = Vec::from(*MAGIC);
+            bytes.push(FORMAT_VERSION);
+            bytes.push(kind);
+            bytes.extend_from_slice(&tail);
+            let _ = Record::decode(&bytes.into());
+        }
+        let _ = Entry::decode(&Bytes::from(tail));
+    }
+
+    #[test]
+    fn mutated_entries_never_panic(index in any::<usize>(), byte in any::<u8>()) {
+        let mut bytes = sample().encode().expect("small entries encode").to_vec();
+        let index = index % bytes.len();
+        bytes[index] = byte;
+        let _ = Entry::decode(&bytes.into());
+    }
+}

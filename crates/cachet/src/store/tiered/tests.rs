@@ -1,0 +1,206 @@
+use bytes::Bytes;
+
+use super::*;
+use crate::store::MemoryStore;
+
+fn key() -> CacheKey {
+    CacheKey::from_text("GET http://a/")
+}
+
+async fn call<S>(store: &S, request: StoreRequest) -> StoreResponse
+where
+    S: Service<StoreRequest, Response = StoreResponse, Error = BoxError> + Clone,
+{
+    store
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("memory stores never fail")
+}
+
+fn put(value: &'static str, ttl: u64) -> StoreRequest {
+    StoreRequest::Put {
+        key: key(),
+        value: Value::from(value),
+        ttl: Duration::from_secs(ttl),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_far_hit_is_kept_near_for_at_most_the_near_ttl() {
+    let (near, far) = (MemoryStore::default(), MemoryStore::default());
+    let tiered = Tiered::new(near.clone(), far.clone()).near_ttl(Duration::from_secs(2));
+    call(&far, put("v1", 600)).await;
+
+    let StoreResponse::Found(first) = call(&tiered, StoreRequest::Get(key())).await else {
+        panic!("the far tier has it");
+    };
+    assert_eq!(near.len(), 1, "promoted to the near tier");
+
+    // Another process replaces the entry in the far tier; the near copy hides that
+    // for at most the near TTL.
+    call(&far, put("v2", 600)).await;
+    let StoreResponse::Found(second) = call(&tiered, StoreRequest::Get(key())).await else {
+        panic!("the near tier has it");
+    };
+    assert_eq!(second.bytes(), first.bytes());
+    assert!(
+        std::ptr::eq(second.bytes().as_ptr(), first.bytes().as_ptr()),
+        "the same value, decoded once"
+    );
+
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let found = call(&tiered, StoreRequest::Get(key())).await;
+    assert_eq!(
+        found,
+        StoreResponse::Found(Value::from(Bytes::from_static(b"v2")))
+    );
+}
+
+#[tokio::test]
+async fn listings_come_from_the_far_tier_and_clear_reaches_both() {
+    let (near, far) = (MemoryStore::default(), MemoryStore::default());
+    let tiered = Tiered::new(near.clone(), far.clone());
+    call(&tiered, put("v", 600)).await;
+    call(
+        &far,
+        StoreRequest::Put {
+            key: CacheKey::from_text("GET http://far-only/"),
+            value: Value::from("w"),
+            ttl: Duration::from_secs(600),
+        },
+    )
+    .await;
+    let scan = StoreRequest::Scan(crate::store::Scan::new(crate::store::Cursor::start()));
+    let StoreResponse::Page(page) = call(&tiered, scan).await else {
+        panic!("memory tiers list");
+    };
+    assert_eq!(page.items().len(), 2);
+    call(&tiered, StoreRequest::Clear).await;
+    assert_eq!((near.len(), far.len()), (0, 0));
+}
+
+#[test]
+fn tiers_that_are_send_but_not_sync_make_a_store() {
+    fn store<S: crate::store::Store>(_: &S) {}
+    let far = tower::util::BoxCloneService::new(MemoryStore::default());
+    store(&Tiered::new(MemoryStore::default(), far));
+}
+
+#[tokio::test]
+async fn a_near_tier_that_fails_leaves_gets_to_the_far_tier() {
+    let (near, mut handle) = tower_test::mock::pair::<StoreRequest, StoreResponse>();
+    let far = MemoryStore::default();
+    call(&far, put("v", 600)).await;
+    let mut tiered = Tiered::new(near, far);
+    handle.send_error("near tier down");
+    let found = tiered
+        .ready()
+        .await
+        .expect("the far tier answers for it")
+        .call(StoreRequest::Get(key()))
+        .await
+        .expect("a far hit");
+    assert_eq!(found, StoreResponse::Found(Value::from("v")));
+    // The far hit is offered to the near tier, which is no longer failing.
+    let (request, send) = handle.next_request().await.expect("a promotion");
+    assert!(matches!(request, StoreRequest::Put { .. }));
+    send.send_response(StoreResponse::Done);
+}
+
+#[tokio::test]
+async fn a_far_read_under_way_when_its_key_is_written_here_keeps_nothing_near() {
+    let near = MemoryStore::default();
+    let (far, mut handle) = tower_test::mock::pair::<StoreRequest, StoreResponse>();
+    let tiered = Tiered::new(near.clone(), far);
+    // A read that misses near and waits on the far tier...
+    let read = tokio::spawn(tiered.clone().oneshot(StoreRequest::Get(key())));
+    let (request, answer_read) = handle.next_request().await.expect("a far read");
+    assert!(matches!(request, StoreRequest::Get(_)));
+    // ...while a write (an invalidation marker, say) goes through this store.
+    let write = tokio::spawn(tiered.clone().oneshot(put("new", 600)));
+    let (request, answer_write) = handle.next_request().await.expect("a far write");
+    assert!(matches!(request, StoreRequest::Put { .. }));
+    answer_write.send_response(StoreResponse::Done);
+    write.await.expect("runs").expect("written");
+    // The read ends with what was there before the write.
+    answer_read.send_response(StoreResponse::Found(Value::from("old")));
+    let found = read.await.expect("runs").expect("read");
+    assert_eq!(found, StoreResponse::Found(Value::from("old")));
+    assert_eq!(
+        call(&near, StoreRequest::Get(key())).await,
+        StoreResponse::Found(Value::from("new")),
+        "the near tier keeps the write, not the older read"
+    );
+    // A later read that nothing overtook is kept near as before.
+    let read = tokio::spawn(
+        tiered
+            .clone()
+            .oneshot(StoreRequest::Get(CacheKey::from_text("GET http://b/"))),
+    );
+    let (_, answer_read) = handle.next_request().await.expect("a far read");
+    answer_read.send_response(StoreResponse::Found(Value::from("b")));
+    read.await.expect("runs").expect("read");
+    assert_eq!(near.len(), 2);
+}
+
+#[tokio::test]
+async fn a_far_read_that_ends_while_a_delete_is_under_way_keeps_nothing_near() {
+    let near = MemoryStore::default();
+    let (far, mut handle) = tower_test::mock::pair::<StoreRequest, StoreResponse>();
+    let tiered = Tiered::new(near.clone(), far);
+    // A purge: gone from the near tier at once, the far tier not answered yet...
+    let delete = tokio::spawn(tiered.clone().oneshot(StoreRequest::Delete(key())));
+    let (request, answer_delete) = handle.next_request().await.expect("a far delete");
+    assert!(matches!(request, StoreRequest::Delete(_)));
+    // ...when a read misses near and the far tier answers it with what it still had.
+    let read = tokio::spawn(tiered.clone().oneshot(StoreRequest::Get(key())));
+    let (_, answer_read) = handle.next_request().await.expect("a far read");
+    answer_read.send_response(StoreResponse::Found(Value::from("old")));
+    read.await.expect("runs").expect("read");
+    answer_delete.send_response(StoreResponse::Done);
+    delete.await.expect("runs").expect("deleted");
+    assert_eq!(
+        call(&near, StoreRequest::Get(key())).await,
+        StoreResponse::NotFound,
+        "the purge is not undone near"
+    );
+    // The same when the delete is answered first, before the read ends.
+    let delete = tokio::spawn(tiered.clone().oneshot(StoreRequest::Delete(key())));
+    let (_, answer_delete) = handle.next_request().await.expect("a far delete");
+    let mut read = tokio_test::task::spawn(tiered.clone().oneshot(StoreRequest::Get(key())));
+    assert!(read.poll().is_pending(), "waits on the far tier");
+    let (_, answer_read) = handle.next_request().await.expect("a far read");
+    answer_read.send_response(StoreResponse::Found(Value::from("old")));
+    answer_delete.send_response(StoreResponse::Done);
+    delete.await.expect("runs").expect("deleted");
+    read.await.expect("read");
+    assert_eq!(
+        call(&near, StoreRequest::Get(key())).await,
+        StoreResponse::NotFound,
+        "the purge is not undone near"
+    );
+    // Once nothing is pending, reads are kept near again.
+    let read = tokio::spawn(tiered.clone().oneshot(StoreRequest::Get(key())));
+    let (_, answer_read) = handle.next_request().await.expect("a far read");
+    answer_read.send_response(StoreResponse::Found(Value::from("new")));
+    read.await.expect("runs").expect("read");
+    assert_eq!(near.len(), 1);
+}
+
+#[tokio::test]
+async fn puts_and_deletes_reach_both_tiers() {
+    let (near, far) = (MemoryStore::default(), MemoryStore::default());
+    let tiered = Tiered::new(near.clone(), far.clone());
+    call(&tiered, put("v", 600)).await;
+    assert_eq!((near.len(), far.len()), (1, 1));
+    call(&tiered, StoreRequest::Delete(key())).await;
+    assert_eq!(
+        call(&near, StoreRequest::Get(key())).await,
+        StoreResponse::NotFound
+    );
+    assert_eq!(
+        call(&far, StoreRequest::Get(key())).await,
+        StoreResponse::NotFound
+    );
+}
