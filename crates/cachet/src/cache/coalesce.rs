@@ -29,11 +29,10 @@ struct Shared {
 
 const SHARDS: usize = 32;
 
-/// A key's shard of the finished counts: from its length and last byte, which tell most
-/// URLs apart for nothing; keys that share a shard only cost each other a second look.
+/// A key's shard of the finished counts; keys that share one only cost each other a
+/// second look.
 fn shard(key: &CacheKey) -> usize {
-    let text = key.as_str().as_bytes();
-    (text.len().wrapping_mul(31) + usize::from(text.last().copied().unwrap_or(0))) % SHARDS
+    key.shard(SHARDS)
 }
 
 /// Each key being fetched, with the senders of the requests waiting for it.

@@ -94,9 +94,7 @@ impl Writes {
     const SHARDS: usize = 32;
 
     fn shard(key: &CacheKey) -> usize {
-        let text = key.as_str().as_bytes();
-        (text.len().wrapping_mul(31) + usize::from(text.last().copied().unwrap_or(0)))
-            % Self::SHARDS
+        key.shard(Self::SHARDS)
     }
 
     /// The shards a write of `key` touches: its own, or all of them for a clear.
