@@ -419,10 +419,9 @@ pub(crate) fn revalidated<St: Store, B>(
     parts.status = entry.status;
     parts.version = entry.version;
     parts.headers = entry.headers.clone();
-    let ttl = write::may_store(&stored, &parts, facts, config).filter(|_| identified);
-    let storable = ttl.is_some();
-    if let Some(ttl) = ttl {
-        let names = write::variant_names(&entry.headers, config).unwrap_or_default();
+    let storing = write::may_store(&stored, &parts, facts, config).filter(|_| identified);
+    let storable = storing.is_some();
+    if let Some((ttl, names)) = storing {
         let request = write::request_headers(facts, &names);
         let view = config.keys.vary_view(&request, &names);
         // What is stored is what a fresh response would store: without the fields the

@@ -140,8 +140,7 @@ pub(crate) fn recorder<St: Store>(
         response_time,
         facts.configured,
     );
-    let ttl = may_store(&response, parts, facts, config)?;
-    let names = variant_names(&parts.headers, config).unwrap_or_default();
+    let (ttl, names) = may_store(&response, parts, facts, config)?;
     let request = request_headers(facts, &names);
     let view = config.keys.vary_view(&request, &names);
     let head = Entry {
@@ -190,15 +189,16 @@ pub(crate) fn request_headers<St>(facts: &RequestFacts<St>, names: &[HeaderName]
     facts.headers.to_map()
 }
 
-/// How long to keep a response, or `None` (with the reason logged) when it may not be
-/// stored: by RFC 9111, and by the cache's settings (read-only, statuses, the filter).
-/// Every path that stores a response asks this, so none of them can skip a setting.
+/// How long to keep a response, and the request headers its variants are told apart by
+/// (read once here), or `None` (with the reason logged) when it may not be stored: by RFC
+/// 9111, and by the cache's settings (read-only, statuses, the filter). Every path that
+/// stores a response asks this, so none of them can skip a setting.
 pub(crate) fn may_store<St>(
     response: &ResponseFacts<'_>,
     parts: &http::response::Parts,
     facts: &RequestFacts<St>,
     config: &Config,
-) -> Option<Duration> {
+) -> Option<(Duration, Vec<HeaderName>)> {
     if config.read_only {
         return None;
     }
@@ -218,29 +218,28 @@ pub(crate) fn may_store<St>(
         tracing::debug!(key = %facts.key, %refusal, "not storing");
         return None;
     }
+    // `storable` refused `Vary: *`.
+    let names = variant_names(&parts.headers, config).unwrap_or_default();
+    if names.len() > crate::entry::MAX_VARIANT_NAMES {
+        tracing::debug!(key = %facts.key, "varies on more headers than an index may name; not storing");
+        return None;
+    }
     // RFC 9111 §3.5 keeps a shared cache from storing an answer to `Authorization` that
     // does not say it may be shared; every credential header is held to that, unless the
     // response's variants are told apart by it (each credential then has its own).
     let shareable =
         response.cc.public || response.cc.s_maxage.is_some() || response.cc.must_revalidate;
-    if config.mode == policy::Mode::Shared && !shareable {
-        let selected = variant_names(&parts.headers, config).unwrap_or_default();
-        if let Some(name) = config
+    if config.mode == policy::Mode::Shared
+        && !shareable
+        && let Some(name) = config
             .keys
-            .unselected_credential(facts.headers.names(), &selected)
-        {
-            tracing::debug!(key = %facts.key, credential = %name, "the response does not vary on a credential the request carries; not storing");
-            return None;
-        }
+            .unselected_credential(facts.headers.names(), &names)
+    {
+        tracing::debug!(key = %facts.key, credential = %name, "the response does not vary on a credential the request carries; not storing");
+        return None;
     }
     if parts.headers.len() > crate::entry::MAX_HEADER_FIELDS {
         tracing::debug!(key = %facts.key, "more header fields than an entry may have; not storing");
-        return None;
-    }
-    if variant_names(&parts.headers, config)
-        .is_some_and(|names| names.len() > crate::entry::MAX_VARIANT_NAMES)
-    {
-        tracing::debug!(key = %facts.key, "varies on more headers than an index may name; not storing");
         return None;
     }
     if !settings_allow(&facts.key, parts, config) {
@@ -251,7 +250,7 @@ pub(crate) fn may_store<St>(
         tracing::debug!(key = %facts.key, "stale at once and never of use stale; not storing");
         return None;
     }
-    Some(ttl)
+    Some((ttl, names))
 }
 
 /// Whether the cache's own settings, its statuses and its filter, let a response be
