@@ -217,15 +217,12 @@ where
 
     /// A request that wants only what is stored, and has nothing stored for it.
     pub(crate) fn only_if_cached(config: Arc<Config>) -> Self {
-        Self {
-            state: State::OnlyIfCached,
-            plan: Plan::Pass,
-            reason: ForwardReason::Bypass,
-            stale: None,
-            leader: None,
-            finished_before: 0,
+        Self::looking_nothing_up(
+            State::OnlyIfCached,
+            Plan::Pass,
+            ForwardReason::Bypass,
             config,
-        }
+        )
     }
 
     pub(crate) fn forward(
@@ -234,8 +231,17 @@ where
         reason: ForwardReason,
         config: Arc<Config>,
     ) -> Self {
+        Self::looking_nothing_up(State::Forward { future }, plan, reason, config)
+    }
+
+    fn looking_nothing_up(
+        state: State<S, St, ReqB>,
+        plan: Plan<St>,
+        reason: ForwardReason,
+        config: Arc<Config>,
+    ) -> Self {
         Self {
-            state: State::Forward { future },
+            state,
             plan,
             reason,
             stale: None,
