@@ -162,7 +162,7 @@ impl<S: Clone, St: Store> Cache<S, St> {
         }
         // Whatever passes the cache has nothing stored for it: a request for stored
         // responses only gets the `504` a miss gets, without asking the origin.
-        if !bypassed() && request.extensions().get::<CacheMode>() == Some(&CacheMode::OnlyIfCached)
+        if request.extensions().get::<CacheMode>() == Some(&CacheMode::OnlyIfCached) && !bypassed()
         {
             return ResponseFuture::only_if_cached(config);
         }

@@ -317,8 +317,8 @@ impl Keys {
 
     /// Whether the query parameter `name` (as sent, escapes and all) is left out.
     fn ignores_param(&self, name: &str) -> bool {
-        contains_bytes(&self.ignored, name.as_bytes())
-            && !contains_bytes(&self.credentials, name.as_bytes())
+        let name = param_name(name.as_bytes());
+        contains_bytes(&self.ignored, &name) && !contains_bytes(&self.credentials, &name)
     }
 
     /// The URI with ignored parameters removed, credentials digested and the query
@@ -336,7 +336,8 @@ impl Keys {
                     .position(|&b| b == b'=')
                     .map_or(pair, |end| &pair[..end]);
                 // A credential name is never ignored, so one check covers both lists.
-                !contains_bytes(&self.ignored, name) && !contains_bytes(&self.credentials, name)
+                let name = param_name(name);
+                !contains_bytes(&self.ignored, &name) && !contains_bytes(&self.credentials, &name)
             });
         if untouched {
             return Cow::Borrowed(uri);
@@ -345,7 +346,9 @@ impl Keys {
             .split('&')
             .filter(|pair| !pair.is_empty() && !self.ignores_param(name_of(pair)))
             .map(|pair| match pair.split_once('=') {
-                Some((name, value)) if contains_bytes(&self.credentials, name.as_bytes()) => {
+                Some((name, value))
+                    if contains_bytes(&self.credentials, &param_name(name.as_bytes())) =>
+                {
                     Cow::Owned(format!("{name}={}", digest(value.as_bytes())))
                 }
                 _ => Cow::Borrowed(pair),
@@ -394,18 +397,20 @@ fn contains(list: &[String], name: &str) -> bool {
     list.iter().any(|entry| entry.eq_ignore_ascii_case(name))
 }
 
-/// Whether `list` holds `name`, case aside, with any percent-escapes in it decoded first:
-/// `api%5Fkey` in a query is `api_key` to the origin.
+/// Whether `list` holds `name`, case aside.
 fn contains_bytes(list: &[String], name: &[u8]) -> bool {
-    let decoded;
-    let name = if name.contains(&b'%') {
-        decoded = percent_decoded(name);
-        decoded.as_slice()
-    } else {
-        name
-    };
     list.iter()
         .any(|entry| entry.as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// A query parameter's name as the origin reads it, its percent-escapes decoded
+/// (`api%5Fkey` is `api_key`); borrowed when it has none.
+fn param_name(name: &[u8]) -> Cow<'_, [u8]> {
+    if name.contains(&b'%') {
+        Cow::Owned(percent_decoded(name))
+    } else {
+        Cow::Borrowed(name)
+    }
 }
 
 /// `text` with each `%` and two hex digits as the byte they stand for; any other `%` kept.
