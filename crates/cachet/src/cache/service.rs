@@ -161,9 +161,13 @@ impl<S: Clone, St: Store> Cache<S, St> {
             self.let_go_of_store();
         }
         // Whatever passes the cache has nothing stored for it: a request for stored
-        // responses only gets the `504` a miss gets, without asking the origin.
-        if request.extensions().get::<CacheMode>() == Some(&CacheMode::OnlyIfCached) && !bypassed()
-        {
+        // responses only, by mode or by `Cache-Control` (RFC 9111 §5.2.1.7), gets the
+        // `504` a miss gets, without asking the origin.
+        let only_if_cached = request.extensions().get::<CacheMode>()
+            == Some(&CacheMode::OnlyIfCached)
+            || (request.headers().contains_key(CACHE_CONTROL)
+                && RequestDirectives::parse(request.headers()).only_if_cached);
+        if only_if_cached && !bypassed() {
             return ResponseFuture::only_if_cached(config);
         }
         ResponseFuture::forward(self.inner.call(request), plan, reason, config)

@@ -508,11 +508,26 @@ async fn only_if_cached_never_asks_the_origin_even_for_a_request_the_cache_passe
         counted.fetch_add(1, SeqCst);
         async { Ok::<_, std::convert::Infallible>(fresh("origin")) }
     });
-    let only_if_cached = |uri: &str| {
+    // Asked for by the extension, or by the request's own `Cache-Control` (RFC 9111
+    // §5.2.1.7), in any case and among other directives.
+    let by_mode = |uri: &str| {
         let mut request = get(uri);
         request
             .extensions_mut()
             .insert(crate::CacheMode::OnlyIfCached);
+        request
+    };
+    let by_header = |uri: &str| {
+        let mut request = get(uri);
+        request.headers_mut().append(
+            http::header::CACHE_CONTROL,
+            http::HeaderValue::from_static("max-age=5, Only-If-Cached"),
+        );
+        request
+    };
+    let by_header_on_post = |uri: &str| {
+        let mut request = by_header(uri);
+        *request.method_mut() = http::Method::POST;
         request
     };
     let layers = [
@@ -522,21 +537,20 @@ async fn only_if_cached_never_asks_the_origin_even_for_a_request_the_cache_passe
     for layer in layers {
         let cache = layer.layer(origin.clone());
         for uri in ["/relative", "http://user@a.example/x", "http://a.example/x"] {
-            let response = cache
-                .clone()
-                .oneshot(only_if_cached(uri))
-                .await
-                .expect("answered");
-            assert_eq!(
-                response.status(),
-                http::StatusCode::GATEWAY_TIMEOUT,
-                "{uri}"
-            );
-            assert_eq!(
-                response.extensions().get::<CacheStatus>(),
-                Some(&CacheStatus::OnlyIfCachedMiss),
-                "{uri}"
-            );
+            for request in [by_mode(uri), by_header(uri), by_header_on_post(uri)] {
+                let asked = format!("{} {uri} {:?}", request.method(), request.headers());
+                let response = cache.clone().oneshot(request).await.expect("answered");
+                assert_eq!(
+                    response.status(),
+                    http::StatusCode::GATEWAY_TIMEOUT,
+                    "{asked}"
+                );
+                assert_eq!(
+                    response.extensions().get::<CacheStatus>(),
+                    Some(&CacheStatus::OnlyIfCachedMiss),
+                    "{asked}"
+                );
+            }
         }
     }
     assert_eq!(calls.load(SeqCst), 0, "the origin was never asked");
