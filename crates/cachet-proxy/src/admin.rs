@@ -233,7 +233,7 @@ async fn answer<St: Store>(
 ) -> Response<Full<Bytes>> {
     let command = match command(request) {
         Ok(command) => command,
-        Err((status, reason)) => return text(status, reason),
+        Err(refused) => return refused,
     };
     match command.run(entries).await {
         Ok(out) => text(StatusCode::OK, out),
@@ -248,8 +248,8 @@ async fn answer<St: Store>(
     }
 }
 
-/// The command a request asks for, or the status and reason it is refused with.
-fn command(request: &Request<Incoming>) -> Result<EntriesCommand, (StatusCode, String)> {
+/// The command a request asks for, or the answer it is refused with.
+fn command(request: &Request<Incoming>) -> Result<EntriesCommand, Response<Full<Bytes>>> {
     // A web page must not drive these endpoints (cross-site request forgery): what a
     // browser sends from a page carries `Origin` or `Sec-Fetch-Site`; curl and scripts
     // send neither.
@@ -259,9 +259,9 @@ fn command(request: &Request<Incoming>) -> Result<EntriesCommand, (StatusCode, S
             .get("sec-fetch-site")
             .is_some_and(|site| site != "none");
     if from_a_page {
-        return Err((
+        return Err(text(
             StatusCode::FORBIDDEN,
-            "requests from web pages are refused\n".to_owned(),
+            "requests from web pages are refused\n",
         ));
     }
     let query: Vec<(String, String)> =
@@ -273,7 +273,7 @@ fn command(request: &Request<Incoming>) -> Result<EntriesCommand, (StatusCode, S
     let param = |name: &str| {
         let mut values = query.iter().filter(|(key, _)| key == name);
         let bad = |why: &str| {
-            Err((
+            Err(text(
                 StatusCode::BAD_REQUEST,
                 format!("the {name} parameter {why}\n"),
             ))
@@ -290,10 +290,12 @@ fn command(request: &Request<Incoming>) -> Result<EntriesCommand, (StatusCode, S
         }
     };
     let url = || {
-        param("url")?.ok_or((
-            StatusCode::BAD_REQUEST,
-            "the url query parameter is required\n".to_owned(),
-        ))
+        param("url")?.ok_or_else(|| {
+            text(
+                StatusCode::BAD_REQUEST,
+                "the url query parameter is required\n",
+            )
+        })
     };
     let (get, post) = (Method::GET, Method::POST);
     let command = match (request.uri().path(), request.method()) {
@@ -301,7 +303,7 @@ fn command(request: &Request<Incoming>) -> Result<EntriesCommand, (StatusCode, S
             limit: match param("limit")? {
                 None => DEFAULT_LIMIT,
                 Some(limit) => parse_limit(&limit)
-                    .map_err(|reason| (StatusCode::BAD_REQUEST, format!("{reason}\n")))?,
+                    .map_err(|reason| text(StatusCode::BAD_REQUEST, format!("{reason}\n")))?,
             },
             cursor: param("cursor")?,
         },
@@ -310,23 +312,32 @@ fn command(request: &Request<Incoming>) -> Result<EntriesCommand, (StatusCode, S
         ("/entries/purge", m) if *m == post => EntriesCommand::Purge { url: url()? },
         ("/entries/purge-expired", m) if *m == post => EntriesCommand::PurgeExpired,
         ("/entries/clear", m) if *m == post => EntriesCommand::Clear,
-        (
-            "/entries"
-            | "/entries/show"
-            | "/entries/stats"
-            | "/entries/purge"
-            | "/entries/purge-expired"
-            | "/entries/clear",
-            method,
-        ) => {
-            return Err((
-                StatusCode::METHOD_NOT_ALLOWED,
-                format!("{method} is not allowed here\n"),
+        ("/entries" | "/entries/show" | "/entries/stats", method) => {
+            return Err(not_allowed(method, "GET"));
+        }
+        ("/entries/purge" | "/entries/purge-expired" | "/entries/clear", method) => {
+            return Err(not_allowed(method, "POST"));
+        }
+        (path, _) => {
+            return Err(text(
+                StatusCode::NOT_FOUND,
+                format!("no such endpoint: {path}\n"),
             ));
         }
-        (path, _) => return Err((StatusCode::NOT_FOUND, format!("no such endpoint: {path}\n"))),
     };
     Ok(command)
+}
+
+/// A `405` that names the method the endpoint takes (RFC 9110 §15.5.6).
+fn not_allowed(method: &Method, allowed: &'static str) -> Response<Full<Bytes>> {
+    let mut refused = text(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed here\n"),
+    );
+    refused
+        .headers_mut()
+        .insert(http::header::ALLOW, http::HeaderValue::from_static(allowed));
+    refused
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {

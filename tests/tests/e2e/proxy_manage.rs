@@ -316,6 +316,27 @@ async fn the_admin_listener_lists_shows_and_purges_a_memory_store() {
         proxy.admin(Method::GET, "/entries/purge?url=x").await,
         (405, "GET is not allowed here\n".to_owned())
     );
+    // A 405 names the method the endpoint takes.
+    let admin = proxy.admin.expect("the admin listener is on");
+    for (method, path, allowed) in [
+        (Method::GET, "/entries/purge?url=x", "POST"),
+        (Method::PUT, "/entries/clear", "POST"),
+        (Method::POST, "/entries/stats", "GET"),
+        (Method::DELETE, "/entries", "GET"),
+    ] {
+        let request = Request::builder()
+            .method(method)
+            .uri(format!("http://{admin}{path}"))
+            .body(Full::new(Bytes::new()))
+            .expect("valid request");
+        let response = proxy.client.request(request).await.expect("it answers");
+        let allow = response.headers().get("allow").map(|v| v.as_bytes());
+        assert_eq!(
+            (response.status().as_u16(), allow),
+            (405, Some(allowed.as_bytes())),
+            "{path}"
+        );
+    }
     assert_eq!(
         proxy.admin(Method::POST, "/entries/purge").await,
         (400, "the url query parameter is required\n".to_owned())
