@@ -233,7 +233,7 @@ async fn answer<St: Store>(
 ) -> Response<Full<Bytes>> {
     let command = match command(request) {
         Ok(command) => command,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     match command.run(entries).await {
         Ok(out) => text(StatusCode::OK, out),
@@ -249,7 +249,7 @@ async fn answer<St: Store>(
 }
 
 /// The command a request asks for, or the answer it is refused with.
-fn command(request: &Request<Incoming>) -> Result<EntriesCommand, Response<Full<Bytes>>> {
+fn command(request: &Request<Incoming>) -> Result<EntriesCommand, Refusal> {
     // A web page must not drive these endpoints (cross-site request forgery): what a
     // browser sends from a page carries `Origin` or `Sec-Fetch-Site`; curl and scripts
     // send neither.
@@ -259,7 +259,7 @@ fn command(request: &Request<Incoming>) -> Result<EntriesCommand, Response<Full<
             .get("sec-fetch-site")
             .is_some_and(|site| site != "none");
     if from_a_page {
-        return Err(text(
+        return Err(refuse(
             StatusCode::FORBIDDEN,
             "requests from web pages are refused\n",
         ));
@@ -273,7 +273,7 @@ fn command(request: &Request<Incoming>) -> Result<EntriesCommand, Response<Full<
     let param = |name: &str| {
         let mut values = query.iter().filter(|(key, _)| key == name);
         let bad = |why: &str| {
-            Err(text(
+            Err(refuse(
                 StatusCode::BAD_REQUEST,
                 format!("the {name} parameter {why}\n"),
             ))
@@ -291,7 +291,7 @@ fn command(request: &Request<Incoming>) -> Result<EntriesCommand, Response<Full<
     };
     let url = || {
         param("url")?.ok_or_else(|| {
-            text(
+            refuse(
                 StatusCode::BAD_REQUEST,
                 "the url query parameter is required\n",
             )
@@ -303,7 +303,7 @@ fn command(request: &Request<Incoming>) -> Result<EntriesCommand, Response<Full<
             limit: match param("limit")? {
                 None => DEFAULT_LIMIT,
                 Some(limit) => parse_limit(&limit)
-                    .map_err(|reason| text(StatusCode::BAD_REQUEST, format!("{reason}\n")))?,
+                    .map_err(|reason| refuse(StatusCode::BAD_REQUEST, format!("{reason}\n")))?,
             },
             cursor: param("cursor")?,
         },
@@ -319,7 +319,7 @@ fn command(request: &Request<Incoming>) -> Result<EntriesCommand, Response<Full<
             return Err(not_allowed(method, "POST"));
         }
         (path, _) => {
-            return Err(text(
+            return Err(refuse(
                 StatusCode::NOT_FOUND,
                 format!("no such endpoint: {path}\n"),
             ));
@@ -329,8 +329,8 @@ fn command(request: &Request<Incoming>) -> Result<EntriesCommand, Response<Full<
 }
 
 /// A `405` that names the method the endpoint takes (RFC 9110 §15.5.6).
-fn not_allowed(method: &Method, allowed: &'static str) -> Response<Full<Bytes>> {
-    let mut refused = text(
+fn not_allowed(method: &Method, allowed: &'static str) -> Refusal {
+    let mut refused = refuse(
         StatusCode::METHOD_NOT_ALLOWED,
         format!("{method} is not allowed here\n"),
     );
@@ -338,6 +338,14 @@ fn not_allowed(method: &Method, allowed: &'static str) -> Response<Full<Bytes>> 
         .headers_mut()
         .insert(http::header::ALLOW, http::HeaderValue::from_static(allowed));
     refused
+}
+
+/// The answer to a request the admin listener refuses, boxed: it is the large side of a
+/// `Result`.
+type Refusal = Box<Response<Full<Bytes>>>;
+
+fn refuse(status: StatusCode, reason: impl Into<Bytes>) -> Refusal {
+    Box::new(text(status, reason))
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
