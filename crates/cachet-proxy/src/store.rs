@@ -58,8 +58,17 @@ async fn redis(
     config: &Config,
     purpose: Purpose,
 ) -> Result<RedisStore, Error> {
+    // Room for the largest body that is stored, with its head and framing, within what
+    // Redis takes in one value.
+    const HEAD_ROOM: usize = 1 << 20;
+    const REDIS_MAX: usize = 512 << 20;
+    let max_value_bytes = config
+        .max_body_bytes()
+        .saturating_add(HEAD_ROOM)
+        .clamp(RedisStore::DEFAULT_MAX_VALUE_BYTES, REDIS_MAX);
     let store = builder
         .namespace(config.redis_namespace())
+        .max_value_bytes(max_value_bytes)
         .build()
         .map_err(Error::store)?;
     if purpose == Purpose::Serving

@@ -31,6 +31,7 @@ pub struct RedisStoreBuilder {
     target: Target,
     namespace: String,
     max_connections: usize,
+    max_value_bytes: usize,
     bounds: Bounds,
 }
 
@@ -56,6 +57,7 @@ impl RedisStoreBuilder {
             target,
             namespace: RedisStore::DEFAULT_NAMESPACE.to_owned(),
             max_connections: RedisStore::DEFAULT_MAX_CONNECTIONS,
+            max_value_bytes: RedisStore::DEFAULT_MAX_VALUE_BYTES,
             bounds: Bounds {
                 wait: RedisStore::DEFAULT_WAIT_TIMEOUT,
                 connect: RedisStore::DEFAULT_CONNECT_TIMEOUT,
@@ -76,6 +78,17 @@ impl RedisStoreBuilder {
     /// [`wait_timeout`](Self::wait_timeout).
     pub fn max_connections(mut self, max: usize) -> Self {
         self.max_connections = max;
+        self
+    }
+
+    /// The largest value the store writes or reads, in bytes (default 64 MiB; 1 KiB to
+    /// 512 MiB, Redis's own limit). A larger write is not sent and a larger value is not
+    /// read past the limit: both fail as [`is_too_large`](crate::Error::is_too_large)
+    /// and the cache fails open. Raise it with
+    /// [`CacheLayer::max_body_bytes`](cachet::CacheLayer::max_body_bytes) if bodies near
+    /// the limit should be stored.
+    pub fn max_value_bytes(mut self, max: usize) -> Self {
+        self.max_value_bytes = max;
         self
     }
 
@@ -106,9 +119,19 @@ impl RedisStoreBuilder {
         // allocated up front, and an operation's time is the sum of its bounds.
         const MAX_CONNECTIONS: usize = 10_000;
         const MAX_BOUND: Duration = Duration::from_secs(60 * 60);
+        // Redis's own `proto-max-bulk-len` by default; an entry is never under a KiB's
+        // worth of headers and framing by much.
+        const VALUE_BYTES: std::ops::RangeInclusive<usize> = 1 << 10..=512 << 20;
         if !(1..=MAX_CONNECTIONS).contains(&self.max_connections) {
             return Err(BuildError::new(format!(
                 "max_connections must be from 1 to {MAX_CONNECTIONS}"
+            )));
+        }
+        if !VALUE_BYTES.contains(&self.max_value_bytes) {
+            return Err(BuildError::new(format!(
+                "max_value_bytes must be from {} to {} (512 MiB)",
+                VALUE_BYTES.start(),
+                VALUE_BYTES.end()
             )));
         }
         for (name, bound) in [
@@ -175,6 +198,7 @@ impl RedisStoreBuilder {
             namespace: self.namespace,
             bounds: self.bounds,
             metrics: RedisMetrics::default(),
+            max_value_bytes: self.max_value_bytes,
             servers,
         }))
     }
@@ -274,6 +298,14 @@ mod tests {
             message,
             "wait_timeout must be more than zero and at most an hour"
         );
+        for max in [0, 1023, (512 << 20) + 1, usize::MAX] {
+            let message = error(RedisStore::builder("redis://h").max_value_bytes(max));
+            assert_eq!(
+                message,
+                "max_value_bytes must be from 1024 to 536870912 (512 MiB)",
+                "{max}"
+            );
+        }
         for pool in [0, 10_001, 1 << 40, usize::MAX] {
             let message = error(RedisStore::builder("redis://h").max_connections(pool));
             assert_eq!(message, "max_connections must be from 1 to 10000", "{pool}");

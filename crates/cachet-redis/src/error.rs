@@ -65,6 +65,7 @@ enum Kind {
     Refused,
     UnexpectedReply,
     Pool(&'static str),
+    TooLarge(usize),
 }
 
 impl Error {
@@ -107,6 +108,14 @@ impl Error {
         }
     }
 
+    pub(crate) fn too_large(op: Op, limit: usize) -> Self {
+        Self {
+            op,
+            kind: Kind::TooLarge(limit),
+            source: None,
+        }
+    }
+
     pub(crate) fn pool(op: Op, what: &'static str) -> Self {
         Self {
             op,
@@ -125,6 +134,13 @@ impl Error {
     /// read-only replica, a cluster that is down, and the like.
     pub fn is_refused(&self) -> bool {
         matches!(self.kind, Kind::Refused)
+    }
+
+    /// The value is larger than the store's
+    /// [`max_value_bytes`](crate::RedisStoreBuilder::max_value_bytes): a write that was
+    /// not sent, or a value in Redis that was not read past the limit.
+    pub fn is_too_large(&self) -> bool {
+        matches!(self.kind, Kind::TooLarge(_))
     }
 
     /// No connection could be made, or the connection broke during the command.
@@ -187,6 +203,10 @@ impl fmt::Display for Error {
             }
             Kind::UnexpectedReply => write!(f, "redis {op} got an unexpected reply"),
             Kind::Pool(what) => write!(f, "redis {op} failed: {what}"),
+            Kind::TooLarge(limit) => write!(
+                f,
+                "redis {op} failed: the value is larger than the store's limit of {limit} bytes (max_value_bytes)"
+            ),
         }
     }
 }

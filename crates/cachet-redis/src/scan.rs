@@ -12,13 +12,17 @@ use crate::error::{Error, Op};
 use crate::key;
 use crate::store::Inner;
 
-/// Reads each key's value and remaining TTL (`PTTL` milliseconds); a key that is gone
-/// or holds something other than a string reads as `false`.
+/// Reads each key's value and remaining TTL (`PTTL` milliseconds); a key that is gone or
+/// holds something other than a string reads as `false`, and a value of more than
+/// `ARGV[1]` bytes (the store's `max_value_bytes`) as its length, not read past.
 const FETCH_SCRIPT: &str = r"
+local max = tonumber(ARGV[1])
 local out = {}
 for _, key in ipairs(KEYS) do
-  local value = redis.pcall('GET', key)
-  if type(value) == 'table' and value.err then value = false end
+  local value = redis.pcall('GETRANGE', key, 0, max)
+  if type(value) == 'table' and value.err then value = false
+  elseif #value == 0 then value = false
+  elseif #value > max then value = redis.call('STRLEN', key) end
   out[#out + 1] = value
   out[#out + 1] = redis.call('PTTL', key)
 end
@@ -73,7 +77,10 @@ impl Inner {
             Vec::new()
         } else if masters.is_empty() {
             let mut cmd = redis::cmd("EVAL");
-            cmd.arg(FETCH_SCRIPT).arg(keys.len()).arg(&keys);
+            cmd.arg(FETCH_SCRIPT)
+                .arg(keys.len())
+                .arg(&keys)
+                .arg(self.max_value_bytes);
             match self.execute(Op::Scan, None, &cmd, &pattern).await? {
                 Value::Array(values) => values,
                 _ => return Err(self.unexpected(Op::Scan, &pattern).into()),
@@ -82,7 +89,10 @@ impl Inner {
             let mut values = Vec::with_capacity(2 * keys.len());
             for key in &keys {
                 let mut cmd = redis::cmd("EVAL");
-                cmd.arg(FETCH_SCRIPT).arg(1).arg(key);
+                cmd.arg(FETCH_SCRIPT)
+                    .arg(1)
+                    .arg(key)
+                    .arg(self.max_value_bytes);
                 match self.execute(Op::Scan, None, &cmd, &pattern).await? {
                     Value::Array(pair) => values.extend(pair),
                     _ => return Err(self.unexpected(Op::Scan, &pattern).into()),
@@ -97,15 +107,21 @@ impl Inner {
         let mut values = values.into_iter();
         for redis_key in &keys {
             let (value, ttl) = (values.next(), values.next());
-            // Gone since the `SCAN`, or not a string (not a cache entry).
-            let Some(Value::BulkString(bytes)) = value else {
-                continue;
+            let listed = match value {
+                Some(Value::BulkString(bytes)) => self.listed(redis_key, bytes),
+                Some(Value::Int(len)) => {
+                    let key = CacheKey::from_text(self.key_text(redis_key));
+                    let error = Error::too_large(Op::Scan, self.max_value_bytes);
+                    Listed::failed(key, error, u64::try_from(len).unwrap_or_default())
+                }
+                // Gone since the `SCAN`, or not a string (not a cache entry).
+                _ => continue,
             };
             let ttl = match ttl {
                 Some(Value::Int(millis)) => u64::try_from(millis).ok().map(Duration::from_millis),
                 _ => None,
             };
-            let listed = self.listed(redis_key, bytes).ttl(ttl);
+            let listed = listed.ttl(ttl);
             if scan.matches(listed.key().as_str()) {
                 items.push(listed);
             }
@@ -249,16 +265,21 @@ impl Inner {
     fn listed(&self, redis_key: &[u8], bytes: Vec<u8>) -> Listed {
         let size = bytes.len() as u64;
         let bytes = Bytes::from(bytes);
-        let rest = redis_key
-            .strip_prefix(self.namespace.as_bytes())
-            .unwrap_or(redis_key);
-        let text = String::from_utf8_lossy(rest);
+        let text = self.key_text(redis_key);
         if text.contains(key::HASH_MARKER)
             && let Some((text, value)) = key::unframe(&bytes)
         {
             return Listed::new(CacheKey::from_text(text), value.into(), size);
         }
-        Listed::new(CacheKey::from_text(text.into_owned()), bytes.into(), size)
+        Listed::new(CacheKey::from_text(text), bytes.into(), size)
+    }
+
+    /// A Redis key's text after the namespace (a hashed key's readable prefix and hash).
+    fn key_text(&self, redis_key: &[u8]) -> String {
+        let rest = redis_key
+            .strip_prefix(self.namespace.as_bytes())
+            .unwrap_or(redis_key);
+        String::from_utf8_lossy(rest).into_owned()
     }
 }
 

@@ -69,6 +69,8 @@ pub(crate) struct Inner {
     pub(crate) namespace: String,
     pub(crate) bounds: Bounds,
     pub(crate) metrics: RedisMetrics,
+    /// The largest value written or read, in bytes.
+    pub(crate) max_value_bytes: usize,
     /// The servers, with passwords redacted, for `Debug`.
     pub(crate) servers: Vec<String>,
 }
@@ -85,6 +87,8 @@ impl RedisStore {
     /// How many connections the pool keeps at most: 16. Each carries one command at a
     /// time.
     pub const DEFAULT_MAX_CONNECTIONS: usize = 16;
+    /// The largest value the store writes or reads, in bytes: 64 MiB.
+    pub const DEFAULT_MAX_VALUE_BYTES: usize = 64 << 20;
     /// The longest cache key kept whole in a Redis key, in bytes: 512.
     pub const MAX_KEY_BYTES: usize = key::MAX_KEY_BYTES;
     /// How much of a longer cache key stays readable in its Redis key, in bytes: 128.
@@ -162,8 +166,10 @@ impl Inner {
                     hashed = Some(key.clone());
                 }
                 let key = key::redis_key(&self.namespace, text);
-                let mut cmd = redis::cmd("GET");
-                cmd.arg(&key);
+                // A value past the limit is not read whole: anyone who can write to this
+                // Redis could otherwise make every reader allocate what they stored.
+                let mut cmd = redis::cmd("GETRANGE");
+                cmd.arg(&key).arg(0).arg(self.max_value_bytes);
                 (Op::Get, cmd, key)
             }
             StoreRequest::Put {
@@ -174,10 +180,19 @@ impl Inner {
                 let text = cache_key.as_str();
                 let key = key::redis_key(&self.namespace, text);
                 let mut cmd = redis::cmd("SET");
-                if key::is_hashed(text) {
-                    cmd.arg(&key).arg(key::frame(text, value.bytes()));
+                let len = if key::is_hashed(text) {
+                    let framed = key::frame(text, value.bytes());
+                    let len = framed.len();
+                    cmd.arg(&key).arg(framed);
+                    len
                 } else {
                     cmd.arg(&key).arg(value.bytes().as_ref());
+                    value.bytes().len()
+                };
+                if len > self.max_value_bytes {
+                    let error = Error::too_large(Op::Put, self.max_value_bytes);
+                    self.failed(Op::Put, &key, &error);
+                    return Err(error.into());
                 }
                 cmd.arg("PX").arg(ttl_millis(ttl));
                 (Op::Put, cmd, key)
@@ -199,6 +214,13 @@ impl Inner {
         };
         let reply = self.execute(op, None, &cmd, &key).await?;
         let response = match (op, reply) {
+            // `GETRANGE` answers a key that is not there with nothing; no entry is empty.
+            (Op::Get, Value::BulkString(bytes)) if bytes.is_empty() => StoreResponse::NotFound,
+            (Op::Get, Value::BulkString(bytes)) if bytes.len() > self.max_value_bytes => {
+                let error = Error::too_large(Op::Get, self.max_value_bytes);
+                self.failed(Op::Get, &key, &error);
+                return Err(error.into());
+            }
             (Op::Get, Value::BulkString(bytes)) => match hashed {
                 None => StoreResponse::Found(Bytes::from(bytes).into()),
                 Some(cache_key) => {

@@ -191,7 +191,7 @@ async fn the_store_protocol_round_trips_with_set_px_get_and_del() {
 }
 
 #[tokio::test]
-async fn a_lookup_is_one_get_without_a_ping_per_checkout() {
+async fn a_lookup_is_one_command_without_a_ping_per_checkout() {
     let server = RedisServer::start();
     let store = store(&server);
     let k = key("GET http://example.com/one-round-trip");
@@ -208,8 +208,86 @@ async fn a_lookup_is_one_get_without_a_ping_per_checkout() {
             .and_then(|rest| rest.split(',').next())
             .map_or(0, |n| n.parse::<u64>().expect("a count"))
     };
-    assert_eq!(calls("get"), 20, "{stats}");
+    assert_eq!(calls("getrange"), 20, "{stats}");
     assert_eq!(calls("ping"), 0, "{stats}");
+}
+
+#[tokio::test]
+async fn a_value_past_the_size_limit_is_neither_written_nor_read_whole() {
+    use cachet::store::{Cursor, Scan};
+
+    let server = RedisServer::start();
+    let store = RedisStore::builder(server.url())
+        .max_value_bytes(4096)
+        .build()
+        .expect("a valid configuration");
+    let too_large = |error: BoxError| {
+        let error = error
+            .downcast::<cachet_redis::Error>()
+            .expect("a redis store error");
+        assert!(error.is_too_large(), "{error}");
+        error.to_string()
+    };
+    let at_limit = key("GET http://example.com/at-limit");
+    let whole = Bytes::from(vec![1; 4096]);
+    put(&store, &at_limit, whole.clone(), Duration::from_secs(60)).await;
+    assert_eq!(
+        lookup(&store, &at_limit).await,
+        StoreResponse::Found(whole.into())
+    );
+
+    // A write past the limit is not sent.
+    let over = key("GET http://example.com/over");
+    let put_over = StoreRequest::Put {
+        key: over.clone(),
+        value: Bytes::from(vec![2; 4097]).into(),
+        ttl: Duration::from_secs(60),
+    };
+    let error = call(&store, put_over)
+        .await
+        .expect_err("too large to write");
+    assert_eq!(
+        too_large(error),
+        "redis put failed: the value is larger than the store's limit of 4096 bytes (max_value_bytes)"
+    );
+    assert!(!exists(&server, &store.redis_key(&over)));
+
+    // One written by anyone else is refused without being read whole, by a lookup and
+    // by a listing, which names it with its size.
+    let planted = 4 << 20;
+    server.query::<()>(
+        redis::cmd("SET")
+            .arg(store.redis_key(&over))
+            .arg(vec![7u8; planted]),
+    );
+    let sent = || -> u64 {
+        let stats: String = server.query(redis::cmd("INFO").arg("stats"));
+        stats
+            .lines()
+            .find_map(|line| line.strip_prefix("total_net_output_bytes:"))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("INFO stats counts the bytes sent")
+    };
+    let before = sent();
+    let error = call(&store, StoreRequest::Get(over.clone()))
+        .await
+        .expect_err("too large to read");
+    assert!(too_large(error).starts_with("redis get failed"));
+    let StoreResponse::Page(page) = call(&store, StoreRequest::Scan(Scan::new(Cursor::start())))
+        .await
+        .expect("a listing")
+    else {
+        panic!("a scan answers with a page");
+    };
+    let listed = page
+        .items()
+        .iter()
+        .find(|item| item.key() == &over)
+        .expect("the planted value is listed");
+    assert_eq!(listed.size(), planted as u64);
+    assert!(listed.value().is_err(), "{listed:?}");
+    assert!(sent() - before < 64 << 10, "read {} bytes", sent() - before);
+    assert_eq!(store.metrics().errors(), 2);
 }
 
 #[tokio::test]
