@@ -301,8 +301,7 @@ mod tests {
         for max in [0, 1023, (512 << 20) + 1, usize::MAX] {
             let message = error(RedisStore::builder("redis://h").max_value_bytes(max));
             assert_eq!(
-                message,
-                "max_value_bytes must be from 1024 to 536870912 (512 MiB)",
+                message, "max_value_bytes must be from 1024 to 536870912 (512 MiB)",
                 "{max}"
             );
         }

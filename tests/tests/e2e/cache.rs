@@ -1,7 +1,7 @@
 //! The cache in a hyper client stack, against a real origin.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -615,7 +615,6 @@ async fn a_failing_fetch_never_strands_its_waiters() {
     );
 }
 
-/// A `GET` for `url` with `Accept-Language: language`.
 /// An origin whose answers vary on `Accept-Language`: the language and `version`, fresh
 /// for ten minutes; the answer in `slow` comes 300 ms late.
 async fn by_language(version: Arc<AtomicUsize>, slow: Option<&'static str>) -> Origin {
@@ -649,11 +648,102 @@ async fn changed_by_post(cache: &Stack, url: &str, version: &AtomicUsize, clock:
     clock.advance(Duration::from_secs(1));
 }
 
+/// A `GET` for `url` with `Accept-Language: language`.
 fn in_language(url: &str, language: &str) -> Request<Empty<Bytes>> {
     Request::get(url)
         .header("accept-language", language)
         .body(Empty::new())
         .expect("a valid request")
+}
+
+/// An origin whose answers vary on `Accept-Language` and are fresh for `cache_control`;
+/// the English answer takes 30 s once `slow_english` is set.
+async fn slow_in_english(
+    clock: ManualClock,
+    cache_control: &'static str,
+    slow_english: Arc<AtomicBool>,
+) -> Origin {
+    Origin::start_dated(clock, move |seen| {
+        let language = seen
+            .headers
+            .get("accept-language")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("-");
+        let reply = Reply::ok(language.to_owned())
+            .header("cache-control", cache_control)
+            .header("vary", "accept-language");
+        if language == "en" && slow_english.load(Ordering::SeqCst) {
+            reply.delay(Duration::from_secs(30))
+        } else {
+            reply
+        }
+    })
+    .await
+}
+
+/// Waits until `origin` has had `count` requests; the bound is a hang guard.
+async fn requests_reach(origin: &Origin, count: usize) {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while origin.requests() < count {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{count} requests reach the origin"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miss_for_one_variant_waits_for_no_other_variants_fetch() {
+    let origin = slow_in_english(
+        ManualClock::new(),
+        "max-age=600",
+        Arc::new(AtomicBool::new(true)),
+    )
+    .await;
+    let cache =
+        stack(CacheLayer::new(MemoryStore::default()).coalesce(Some(Duration::from_secs(60))));
+    let url = origin.url("/v");
+    // The index is stored: each later request knows its own variant's key.
+    fetch(&cache, in_language(&url, "de")).await;
+    let english = tokio::spawn({
+        let (cache, url) = (cache.clone(), url.clone());
+        async move { fetch(&cache, in_language(&url, "en")).await }
+    });
+    requests_reach(&origin, 2).await;
+    let french = tokio::time::timeout(
+        Duration::from_secs(5),
+        fetch(&cache, in_language(&url, "fr")),
+    )
+    .await
+    .expect("fr is answered without waiting for en's fetch");
+    english.abort();
+    assert_eq!(french.2, "fr");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_variants_background_refresh_holds_back_no_other_variants() {
+    let clock = ManualClock::new();
+    let slow_english = Arc::new(AtomicBool::new(false));
+    let origin = slow_in_english(
+        clock.clone(),
+        "max-age=1, stale-while-revalidate=600",
+        slow_english.clone(),
+    )
+    .await;
+    let cache = stack(CacheLayer::new(MemoryStore::default()).clock(clock.clone()));
+    let url = origin.url("/swr");
+    for language in ["en", "fr"] {
+        fetch(&cache, in_language(&url, language)).await;
+    }
+    slow_english.store(true, Ordering::SeqCst);
+    clock.advance(Duration::from_secs(10));
+    let (english, _, _) = fetch(&cache, in_language(&url, "en")).await;
+    assert_eq!(english, CacheStatus::StaleWhileRevalidate);
+    requests_reach(&origin, 3).await;
+    let (french, _, _) = fetch(&cache, in_language(&url, "fr")).await;
+    assert_eq!(french, CacheStatus::StaleWhileRevalidate);
+    // fr's own refresh, while en's is still on its way.
+    requests_reach(&origin, 4).await;
 }
 
 #[tokio::test]

@@ -168,13 +168,26 @@ pub(crate) fn stale_while_revalidate<St, B>(
 ) -> Option<(Response<CacheBody<B>>, Claim)> {
     let (lifetime, age, cc) = freshness(entry, facts.time, config);
     let window = Duration::from_secs(cc.stale_while_revalidate?);
-    if facts.cc.no_cache
+    // Only for a response that is stale, to a request that sets no limit of its own on
+    // age or freshness (a fresh one got here because the request refused it), and that
+    // may reach the origin.
+    let request = &facts.cc;
+    let limited = request.max_age.is_some()
+        || request.min_fresh.is_some()
+        || request.max_stale.is_some()
+        || request.no_cache
+        || request.only_if_cached;
+    if limited
+        || age < lifetime
         || policy::must_revalidate(config.mode, &cc)
-        || age.saturating_sub(lifetime) > window
+        || age - lifetime > window
     {
         return None;
     }
-    let claim = config.refreshing.claim(&facts.key);
+    // One refresh per stored response: a variant's does not hold back another's.
+    let claim = config
+        .refreshing
+        .claim(facts.variant.as_ref().unwrap_or(&facts.key));
     if matches!(claim, Claim::Unavailable) {
         return None;
     }

@@ -50,6 +50,8 @@ pub(crate) struct RequestFacts<St> {
     pub(crate) headers: KeptHeaders,
     /// The variant index found under the URI's key, if any.
     pub(crate) seen: Option<Variants>,
+    /// The key of this request's variant, once `seen` names the headers it varies on.
+    pub(crate) variant: Option<CacheKey>,
     /// Whether this request waited for another's fetch (its answer is `Collapsed`).
     pub(crate) collapsed: bool,
     /// Whether any stored response serves, however stale (`ForceCache`, `OnlyIfCached`).
@@ -323,6 +325,10 @@ where
                             return Poll::Ready(Ok(response));
                         }
                         Step::Variant(variant) => {
+                            // What a fetch of this variant finished from here on, a join
+                            // on its key compares with.
+                            *this.finished_before = this.config.inflight.finished(&variant);
+                            facts.variant = Some(variant.clone());
                             lookup.set(StoreCall::get(variant));
                             continue;
                         }
@@ -379,10 +385,12 @@ where
                         && this.stale.is_none()
                         && coalescible(*this.reason, facts)
                     {
-                        match this.config.inflight.join(&facts.key) {
+                        // A miss of one variant waits for no other variant's fetch.
+                        let key = facts.variant.as_ref().unwrap_or(&facts.key);
+                        match this.config.inflight.join(key) {
                             Join::Leader(leader)
                                 if !store_answered
-                                    || this.config.inflight.finished(&facts.key)
+                                    || this.config.inflight.finished(key)
                                         == *this.finished_before =>
                             {
                                 *this.leader = Some(leader);
@@ -392,6 +400,7 @@ where
                                 // its join may have stored its response: look once more.
                                 *this.leader = Some(leader);
                                 facts.seen = None;
+                                facts.variant = None;
                                 lookup.set(StoreCall::get(facts.key.clone()));
                                 continue;
                             }

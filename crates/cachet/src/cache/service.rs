@@ -278,6 +278,7 @@ impl<S: Clone, St: Store> Cache<S, St> {
             time: config.clock.now(),
             headers: KeptHeaders::default(),
             seen: None,
+            variant: None,
             collapsed: false,
             force: matches!(mode, CacheMode::ForceCache | CacheMode::OnlyIfCached),
             configured,

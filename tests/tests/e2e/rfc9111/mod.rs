@@ -147,6 +147,7 @@ in_both_modes![
     rfc9111_5_2_2_2_must_revalidate_forbids_serving_stale,
     rfc9111_5_2_2_8_proxy_revalidate_binds_the_shared_proxy_only,
     rfc5861_3_stale_while_revalidate_answers_at_once_and_refreshes_once_per_key,
+    rfc5861_3_stale_while_revalidate_yields_to_the_requests_own_limits,
     rfc5861_3_past_the_stale_while_revalidate_window_the_request_waits_for_the_origin,
     rfc9111_5_2_1_1_request_max_age_limits_the_age_served,
     rfc9111_5_2_1_2_max_stale_accepts_a_stale_response_within_its_bound,

@@ -108,6 +108,50 @@ pub(super) async fn rfc9111_5_2_2_8_proxy_revalidate_binds_the_shared_proxy_only
     }
 }
 
+pub(super) async fn rfc5861_3_stale_while_revalidate_yields_to_the_requests_own_limits(mode: Mode) {
+    let case = Case::start(mode, |_| {
+        Reply::ok("v").header("cache-control", "max-age=60, stale-while-revalidate=600")
+    })
+    .await;
+    case.get("/swr-limits").await;
+    case.advance(10);
+    // Fresh, but refused by the request: it goes to the origin, not to a stale answer.
+    let refused = case
+        .get_with("/swr-limits", &[("cache-control", "max-age=0")])
+        .await;
+    assert_eq!(refused.cache_status(), "cachet; fwd=request; stored");
+    let too_little_left = case
+        .get_with("/swr-limits", &[("cache-control", "min-fresh=61")])
+        .await;
+    assert_eq!(
+        too_little_left.cache_status(),
+        "cachet; fwd=request; stored"
+    );
+    assert_eq!(case.origin.requests(), 3);
+
+    case.advance(120);
+    // Stale, to a request that wants no stale response or not this stale one.
+    for limit in ["max-age=600", "max-stale=5", "min-fresh=1"] {
+        let answer = case
+            .get_with("/swr-limits", &[("cache-control", limit)])
+            .await;
+        assert_eq!(
+            answer.cache_status(),
+            "cachet; fwd=stale; stored",
+            "{limit}"
+        );
+        case.advance(120);
+    }
+    assert_eq!(case.origin.requests(), 6);
+    // Stale, to a request that may not reach the origin: a 504, and no refresh either.
+    let cached_only = case
+        .get_with("/swr-limits", &[("cache-control", "only-if-cached")])
+        .await;
+    assert_eq!(cached_only.status, 504);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(case.origin.requests(), 6);
+}
+
 pub(super) async fn rfc5861_3_stale_while_revalidate_answers_at_once_and_refreshes_once_per_key(
     mode: Mode,
 ) {
