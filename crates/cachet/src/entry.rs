@@ -352,8 +352,11 @@ impl Entry {
     }
 
     /// Updates the stored headers from a newer response's (RFC 9111 §3.2): each header it
-    /// carries replaces the stored one, but for `Content-Length`.
+    /// carries replaces the stored one, but for `Content-Length`. The stored `Age` goes
+    /// whether or not the newer response has one: the entry's times become the newer
+    /// response's, and an age from before them would be counted twice (§4.2.3).
     pub(crate) fn update_headers(&mut self, newer: &HeaderMap) {
+        self.headers.remove(http::header::AGE);
         let updated = |name: &HeaderName| *name != http::header::CONTENT_LENGTH;
         for name in newer.keys().filter(|name| updated(name)) {
             self.headers.remove(name);

@@ -52,6 +52,30 @@ pub(super) async fn rfc9111_4_3_a_stale_entry_is_revalidated_and_the_304_serves_
     assert_eq!(case.origin.requests(), 2);
 }
 
+pub(super) async fn rfc9111_4_3_4_an_age_from_before_the_304_is_not_counted_again(mode: Mode) {
+    // Stored already past its lifetime by the upstream's `Age`; the 304 carries none.
+    let case = Case::start(mode, |seen| {
+        if seen.headers.contains_key("if-none-match") {
+            Reply::ok("").status(304).header("etag", "\"1\"")
+        } else {
+            Reply::ok("v")
+                .header("cache-control", "max-age=100")
+                .header("etag", "\"1\"")
+                .header("age", "150")
+        }
+    })
+    .await;
+    case.get("/aged").await;
+    let revalidated = case.get("/aged").await;
+    assert_eq!(
+        revalidated.cache_status(),
+        "cachet; fwd=stale; fwd-status=304; stored"
+    );
+    let hit = case.get("/aged").await;
+    assert_eq!((hit.cache_status(), hit.age()), ("cachet; hit", Some(0)));
+    assert_eq!(case.origin.requests(), 2);
+}
+
 pub(super) async fn rfc9111_4_3_4_a_304_naming_another_representation_updates_nothing(mode: Mode) {
     // Its 304 contradicts itself: "not modified", yet another entity tag.
     let case = Case::start(mode, revalidating(Some("\"v2\""))).await;
