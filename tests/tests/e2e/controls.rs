@@ -99,6 +99,43 @@ async fn no_cache_mode_and_always_revalidate_validate_a_fresh_entry() {
 }
 
 #[tokio::test]
+async fn no_cache_mode_and_always_revalidate_validate_an_immutable_entry_in_a_private_cache() {
+    // RFC 8246 lets a user's reload skip validating a fresh `immutable` response; what
+    // the application asks for is not a reload.
+    let origin = Origin::start(|seen| {
+        if seen.headers.contains_key("if-none-match") {
+            Reply::ok("").status(304)
+        } else {
+            Reply::ok("x")
+                .header("cache-control", "max-age=600, immutable")
+                .header("etag", "\"1\"")
+        }
+    })
+    .await;
+    let url = origin.url("/immutable");
+    let private = || CacheLayer::new(MemoryStore::default()).private();
+    let cache = private().layer(client());
+    status(&cache, get(&url)).await;
+    let reload = Request::get(&url)
+        .header("cache-control", "no-cache")
+        .body(Empty::new())
+        .expect("a valid request");
+    assert_eq!(status(&cache, reload).await.1, CacheStatus::Hit);
+    assert_eq!(
+        status(&cache, with_mode(&url, CacheMode::NoCache)).await.1,
+        CacheStatus::Revalidated { stored: true }
+    );
+
+    let always = private().always_revalidate(true).layer(client());
+    status(&always, get(&url)).await;
+    assert_eq!(
+        status(&always, get(&url)).await.1,
+        CacheStatus::Revalidated { stored: true }
+    );
+    assert_eq!(origin.requests(), 4);
+}
+
+#[tokio::test]
 async fn force_cache_and_only_if_cached_serve_a_stale_entry_without_the_origin() {
     let origin = origin().await;
     let clock = ManualClock::new();

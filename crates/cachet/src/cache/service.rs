@@ -295,9 +295,15 @@ impl<S: Clone, St: Store> Cache<S, St> {
                 });
                 return self.pass(request, Plan::Cache(facts), ForwardReason::Request, config);
             }
-            CacheMode::NoCache => facts.cc.no_cache = true,
+            CacheMode::NoCache => {
+                facts.cc.no_cache = true;
+                facts.cc.validate_all = true;
+            }
             CacheMode::OnlyIfCached => facts.cc.only_if_cached = true,
-            _ if config.always_revalidate => facts.cc.no_cache = true,
+            _ if config.always_revalidate => {
+                facts.cc.no_cache = true;
+                facts.cc.validate_all = true;
+            }
             _ => {}
         }
         // Read before the lookup is answered: a fetch of the key that finishes after it

@@ -156,6 +156,9 @@ pub(crate) struct RequestDirectives {
     pub(crate) no_cache: bool,
     pub(crate) no_store: bool,
     pub(crate) only_if_cached: bool,
+    /// `no-cache` that the application set (a mode or `always_revalidate`), not a user's
+    /// reload: it validates `immutable` responses too (RFC 8246 §2 excuses a reload only).
+    pub(crate) validate_all: bool,
 }
 
 impl RequestDirectives {
@@ -177,6 +180,7 @@ impl From<&CacheControl> for RequestDirectives {
             no_cache: cc.no_cache,
             no_store: cc.no_store,
             only_if_cached: cc.only_if_cached,
+            validate_all: false,
         }
     }
 }

@@ -47,7 +47,8 @@ pub(crate) fn usable(
     }
     // A private cache keeps serving a fresh `immutable` response through a user's
     // reload (RFC 8246); a shared cache never sees the reload.
-    if mode == Mode::Private && response_cc.immutable && age < lifetime {
+    if mode == Mode::Private && response_cc.immutable && age < lifetime && !request_cc.validate_all
+    {
         return true;
     }
     if request_cc.no_cache {
@@ -268,6 +269,17 @@ mod tests {
         let (lifetime, age) = (Duration::from_secs(60), Duration::from_secs(1));
         assert!(usable(Mode::Private, &reload, &immutable, lifetime, age));
         assert!(!usable(Mode::Shared, &reload, &immutable, lifetime, age));
+        let asked_by_the_application = RequestDirectives {
+            validate_all: true,
+            ..reload
+        };
+        assert!(!usable(
+            Mode::Private,
+            &asked_by_the_application,
+            &immutable,
+            lifetime,
+            age
+        ));
         assert!(!usable(
             Mode::Private,
             &reload,
