@@ -91,3 +91,30 @@ pub(super) async fn rfc9111_4_4_location_and_content_location_of_the_same_origin
         );
     }
 }
+
+/// `Location` and `Content-Location` are URI references (RFC 9110 §10.2.2, §8.7): a
+/// relative one names the URI it resolves to against the request's (RFC 3986 §5.2).
+pub(super) async fn rfc9111_4_4_a_relative_location_is_resolved_against_the_request_uri(
+    mode: Mode,
+) {
+    let case = Case::start(mode, |seen| match seen.method {
+        Method::POST => Reply::ok("created")
+            .status(201)
+            .header("location", "5")
+            .header("content-location", "../about?v=1"),
+        _ => fresh_for_a_minute("cached"),
+    })
+    .await;
+    for path in ["/items/5", "/about?v=1"] {
+        case.get(path).await;
+        assert_eq!(case.get(path).await.cache_status(), "cachet; hit", "{path}");
+    }
+    case.send(Method::POST, "/items/").await;
+    for path in ["/items/5", "/about?v=1"] {
+        assert_eq!(
+            case.get(path).await.cache_status(),
+            "cachet; fwd=uri-miss; stored",
+            "{path} was invalidated"
+        );
+    }
+}

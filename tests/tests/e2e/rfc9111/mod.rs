@@ -143,6 +143,7 @@ in_both_modes![
     rfc9111_4_4_a_post_invalidates_the_stored_get_and_its_variants,
     rfc9111_4_4_an_invalidation_in_the_same_instant_hides_every_variant,
     rfc9111_4_4_location_and_content_location_of_the_same_origin_are_invalidated,
+    rfc9111_4_4_a_relative_location_is_resolved_against_the_request_uri,
     rfc5861_4_stale_if_error_serves_the_stored_response_when_the_origin_answers_500,
     rfc5861_4_stale_if_error_covers_an_unreachable_origin,
     rfc9111_5_2_2_2_must_revalidate_forbids_serving_stale,
