@@ -124,7 +124,10 @@ fn answer<St, B>(
     }
     tracing::trace!(key = %facts.key, age = age.as_secs(), "hit");
     config.metrics.hit();
+    // Preconditions count only where the answer would be 2xx (RFC 9110 §13.2.1): a
+    // stored 404 is served whole, whatever validators match it.
     if facts.validators
+        && entry.status.is_success()
         && (facts.method == Method::GET || facts.method == Method::HEAD)
         && not_modified(&entry.headers, request)
     {
@@ -335,8 +338,8 @@ fn age_value(age: Duration) -> HeaderValue {
     }
 }
 
-/// A `304 Not Modified` for a client whose own validators match a fresh stored response
-/// (RFC 9111 §4.3.2).
+/// A `304 Not Modified` for a client whose own validators match a fresh stored 2xx
+/// response (RFC 9111 §4.3.2).
 pub(crate) fn respond_not_modified<B>(
     entry: &Entry,
     served: Served<'_>,

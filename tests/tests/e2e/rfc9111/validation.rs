@@ -123,6 +123,34 @@ pub(super) async fn rfc9111_4_3_2_a_clients_matching_validator_gets_304_from_a_f
     assert_eq!(case.origin.requests(), 1);
 }
 
+/// Preconditions apply only where the answer would be 2xx (RFC 9110 §13.2.1): a stored
+/// 404 is served whole whatever validators the client sends.
+pub(super) async fn rfc9111_4_3_2_a_stored_error_is_served_whole_to_a_matching_validator(
+    mode: Mode,
+) {
+    let case = Case::start(mode, |_| {
+        Reply::ok("not here")
+            .status(404)
+            .header("cache-control", "max-age=600")
+            .header("etag", "\"nf\"")
+            .header("last-modified", "Sun, 06 Nov 1994 08:49:37 GMT")
+    })
+    .await;
+    case.get("/missing").await;
+    for validator in [
+        ("if-none-match", "\"nf\""),
+        ("if-modified-since", "Sun, 06 Nov 1994 08:49:37 GMT"),
+    ] {
+        let answer = case.get_with("/missing", &[validator]).await;
+        assert_eq!(
+            (answer.status, answer.body.as_ref(), answer.cache_status()),
+            (404, b"not here".as_slice(), "cachet; hit"),
+            "{validator:?}"
+        );
+    }
+    assert_eq!(case.origin.requests(), 1);
+}
+
 pub(super) async fn rfc9111_4_3_5_a_head_response_freshens_the_stored_get(mode: Mode) {
     let case = Case::start(mode, |seen| {
         let cc = if seen.method == Method::HEAD {
