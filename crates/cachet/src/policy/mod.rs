@@ -37,6 +37,7 @@ pub(crate) enum Refusal {
     Method,
     Status,
     NoStore,
+    NotUnderstood,
     Private,
     Authorization,
     SetCookie,
@@ -51,6 +52,7 @@ impl fmt::Display for Refusal {
             Self::Method => "the request method is not cacheable",
             Self::Status => "the status is not cacheable",
             Self::NoStore => "no-store",
+            Self::NotUnderstood => "must-understand, and the status is not one cachet understands",
             Self::Private => "private response in a shared cache",
             Self::Authorization => {
                 "request had Authorization and the response does not allow sharing"
@@ -72,6 +74,13 @@ fn heuristically_cacheable(status: StatusCode) -> bool {
         status.as_u16(),
         200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
     )
+}
+
+/// The statuses whose caching requirements cachet knows and meets, as `must-understand`
+/// asks (RFC 9111 §5.2.2.3): the heuristically cacheable ones, and the redirects 302, 303
+/// and 307, which it stores as any response with explicit freshness (RFC 9110 §15.4).
+fn understood(status: StatusCode) -> bool {
+    heuristically_cacheable(status) || matches!(status.as_u16(), 302 | 303 | 307)
 }
 
 /// A freshness lifetime that configuration gives a response (an expiry rule, a default
@@ -272,8 +281,11 @@ impl<'a> ResponseFacts<'a> {
         {
             return Err(Refusal::Status);
         }
-        // Every status cachet stores is one it understands, which is what
-        // `must-understand` asks; it then overrides `no-store` (RFC 9111 §5.2.2.3).
+        // `must-understand` lets only a status cachet understands be stored, and then
+        // overrides `no-store` (RFC 9111 §3, §5.2.2.3).
+        if self.cc.must_understand && !understood(self.status) {
+            return Err(Refusal::NotUnderstood);
+        }
         if (self.cc.no_store && !self.cc.must_understand) || request_cc.no_store {
             return Err(Refusal::NoStore);
         }
@@ -532,9 +544,31 @@ mod tests {
     }
 
     #[test]
-    fn must_understand_overrides_no_store_for_understood_statuses() {
-        let h = headers(&[("cache-control", "no-store, must-understand, max-age=60")]);
-        assert_eq!(shared_get(&facts(&h)), Ok(()));
+    fn rfc9111_5_2_2_3_must_understand_overrides_no_store_for_understood_statuses_only() {
+        let with = |status: u16, cc: &'static str| {
+            let h = headers(&[("cache-control", cc)]);
+            let facts = ResponseFacts {
+                status: StatusCode::from_u16(status).expect("valid"),
+                ..facts(&h)
+            };
+            shared_get(&facts)
+        };
+        let overridden = "no-store, must-understand, max-age=60";
+        for status in [200, 301, 302, 303, 307, 404] {
+            assert_eq!(with(status, overridden), Ok(()), "{status}");
+        }
+        for status in [299, 500] {
+            assert_eq!(
+                with(status, overridden),
+                Err(Refusal::NotUnderstood),
+                "{status}"
+            );
+        }
+        // Without `no-store` too: the status must be understood to be stored at all.
+        assert_eq!(
+            with(299, "must-understand, public, max-age=60"),
+            Err(Refusal::NotUnderstood)
+        );
     }
 
     #[test]

@@ -161,6 +161,7 @@ in_both_modes![
     rfc9111_5_2_1_7_only_if_cached_answers_504_on_a_miss,
     rfc9111_5_2_2_10_s_maxage_is_honoured_shared_and_ignored_private,
     rfc9111_5_2_2_7_private_responses_are_kept_by_the_private_proxy_only,
+    rfc9111_5_2_2_3_must_understand_stores_only_statuses_cachet_understands,
     rfc9111_5_2_2_private_and_no_cache_field_names_are_not_served_from_the_cache,
     rfc9111_3_5_authorization_responses_are_shared_only_when_the_origin_allows,
     rfc9111_3_set_cookie_responses_are_kept_by_the_private_proxy_only,

@@ -114,6 +114,32 @@ pub(super) async fn rfc9111_3_set_cookie_responses_are_kept_by_the_private_proxy
     }
 }
 
+/// `must-understand` overrides `no-store` for a status cachet understands, and for any
+/// other forbids storing (RFC 9111 §3, §5.2.2.3).
+pub(super) async fn rfc9111_5_2_2_3_must_understand_stores_only_statuses_cachet_understands(
+    mode: Mode,
+) {
+    let case = Case::start(mode, |seen| {
+        let status = if seen.path == "/known" { 200 } else { 299 };
+        Reply::ok("x")
+            .status(status)
+            .header("cache-control", "no-store, must-understand, max-age=600")
+    })
+    .await;
+    let first = case.get("/unknown").await;
+    assert_eq!(
+        (first.status, first.cache_status()),
+        (299, "cachet; fwd=uri-miss")
+    );
+    assert_eq!(
+        case.get("/unknown").await.cache_status(),
+        "cachet; fwd=uri-miss"
+    );
+    case.get("/known").await;
+    assert_eq!(case.get("/known").await.cache_status(), "cachet; hit");
+    assert_eq!(case.origin.requests(), 3);
+}
+
 pub(super) async fn rfc8246_2_immutable_survives_a_reload_in_the_private_proxy_only(mode: Mode) {
     let case = Case::start(mode, |_| {
         Reply::ok("x").header("cache-control", "max-age=60, immutable")
