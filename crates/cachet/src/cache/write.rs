@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH, ETAG, HeaderName, LAST_MODIFIED};
 use http::{HeaderMap, Method, Uri};
 
+use self::reference::same_origin;
 use super::body::Recorder;
 use super::coalesce::Leader;
 use super::future::RequestFacts;
@@ -491,101 +492,6 @@ pub(crate) fn invalidate<St: Store>(store: &St, uri: &Uri, response: &HeaderMap,
     }
 }
 
-/// `reference` resolved against `base`, if it has the same scheme and authority: a
-/// `Location` or `Content-Location` is a URI reference (RFC 9110 §10.2.2, §8.7), which
-/// may be relative. Hosts compare case-insensitively and a default port counts as none,
-/// as keys do.
-fn same_origin(base: &Uri, reference: &str) -> Option<Uri> {
-    let target = resolve(base, reference)?;
-    let scheme = base.scheme_str()?;
-    let default_port = match scheme.to_ascii_lowercase().as_str() {
-        "http" => Some(80),
-        "https" => Some(443),
-        _ => None,
-    };
-    let port = |uri: &Uri| uri.port_u16().or(default_port);
-    let same = target.scheme_str()?.eq_ignore_ascii_case(scheme)
-        && target.host()?.eq_ignore_ascii_case(base.host()?)
-        && port(&target) == port(base);
-    same.then_some(target)
-}
-
-/// `reference` resolved against the absolute URI `base` (RFC 3986 §5.2.2), without its
-/// fragment, which no key holds.
-fn resolve(base: &Uri, reference: &str) -> Option<Uri> {
-    let reference = reference.split('#').next().unwrap_or_default();
-    // A scheme is a letter, then letters, digits, `+`, `-` or `.`, up to the first `:`;
-    // a relative path cannot hold a `:` before its first `/` (§4.2).
-    let (scheme, rest) = match reference.split_once(':') {
-        Some((scheme, rest))
-            if scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-                && scheme
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.')) =>
-        {
-            (Some(scheme), rest)
-        }
-        _ => (None, reference),
-    };
-    let (rest, query) = match rest.split_once('?') {
-        Some((rest, query)) => (rest, Some(query)),
-        None => (rest, None),
-    };
-    let (authority, path) = match rest.strip_prefix("//") {
-        Some(rest) => {
-            let end = rest.find('/').unwrap_or(rest.len());
-            (Some(&rest[..end]), &rest[end..])
-        }
-        None => (None, rest),
-    };
-    let (scheme, authority, path, query) = match (scheme, authority) {
-        // `http:path` has no authority, so no origin to compare.
-        (Some(_), None) => return None,
-        (scheme, Some(authority)) => (
-            scheme.or(base.scheme_str())?,
-            authority,
-            remove_dot_segments(path),
-            query,
-        ),
-        (None, None) => {
-            let (path, query) = if path.is_empty() {
-                (base.path().to_owned(), query.or(base.query()))
-            } else if path.starts_with('/') {
-                (remove_dot_segments(path), query)
-            } else {
-                // Merged with the base path up to its last `/` (§5.2.3).
-                let base_path = base.path();
-                let directory = base_path.rfind('/').map_or("/", |end| &base_path[..=end]);
-                (remove_dot_segments(&format!("{directory}{path}")), query)
-            };
-            (base.scheme_str()?, base.authority()?.as_str(), path, query)
-        }
-    };
-    // An empty path is `/` in http and https (RFC 9110 §4.2.3).
-    let path = if path.is_empty() { "/" } else { &path };
-    let query = query.map(|query| format!("?{query}")).unwrap_or_default();
-    format!("{scheme}://{authority}{path}{query}").parse().ok()
-}
-
-/// An absolute (or empty) path without its `.` and `..` segments (RFC 3986 §5.2.4).
-fn remove_dot_segments(path: &str) -> String {
-    let mut kept: Vec<&str> = Vec::new();
-    // The first piece is the empty one before the leading `/`.
-    let mut segments = path.split('/').skip(1).peekable();
-    while let Some(segment) = segments.next() {
-        if segment == ".." {
-            kept.pop();
-        }
-        if segment != "." && segment != ".." {
-            kept.push(segment);
-        } else if segments.peek().is_none() {
-            // `/a/b/..` names the directory `/a/`, not the file `/a`.
-            kept.push("");
-        }
-    }
-    kept.iter().map(|segment| format!("/{segment}")).collect()
-}
-
 /// Writes to the store without delaying the response (see [`detach`]); a failure is
 /// counted and logged.
 pub(crate) fn write<St: Store>(store: St, request: StoreRequest, metrics: &Metrics) {
@@ -598,5 +504,6 @@ fn write_failed(error: &BoxError, metrics: &Metrics) {
     tracing::warn!(%error, "cache store write failed; skipped");
 }
 
+mod reference;
 #[cfg(test)]
 mod tests;
