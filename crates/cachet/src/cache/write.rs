@@ -14,7 +14,7 @@ use super::future::RequestFacts;
 use super::layer::Config;
 use crate::entry::{Entry, Record, Variants};
 use crate::policy::{self, CacheControl, ResponseFacts};
-use crate::store::{Store, StoreRequest, StoreResponse, Value, detach, detach_all};
+use crate::store::{Store, StoreRequest, StoreResponse, Value, detach, detach_all, latest};
 use crate::{BoxError, CacheKey, Metrics};
 use tower::ServiceExt;
 
@@ -94,7 +94,9 @@ impl<St: Store> Placement<St> {
 /// unless an invalidation marker or a newer index was written while its response was
 /// fetched: that one's time then holds, so that variants from before it stay hidden
 /// instead of coming back with the index written over it. It costs one store read for
-/// each variant stored; a marker written between that read and the write is still lost.
+/// each variant stored, past any memory tier (see [`latest`]), whose copy may be older than
+/// another process's marker; a marker written between that read and the write is still
+/// lost.
 fn write_index<St: Store>(
     store: St,
     (key, mut index, ttl): (CacheKey, Variants, Duration),
@@ -102,7 +104,7 @@ fn write_index<St: Store>(
 ) {
     let metrics = metrics.clone();
     detach_all(async move {
-        match store.clone().oneshot(StoreRequest::Get(key.clone())).await {
+        match latest(store.clone().oneshot(StoreRequest::Get(key.clone()))).await {
             Ok(StoreResponse::Found(value)) => {
                 if let Ok(Record::Variants(current)) = Record::decode(value.bytes()) {
                     index.not_before = index.not_before.max(current.not_before);
@@ -405,10 +407,7 @@ pub(crate) fn freshen_get<St: Store>(
     let targeted = config.targeted.clone();
     let metrics = config.metrics.clone();
     runtime.spawn(async move {
-        let found = store
-            .clone()
-            .oneshot(StoreRequest::Get(get_key.clone()))
-            .await;
+        let found = latest(store.clone().oneshot(StoreRequest::Get(get_key.clone()))).await;
         let Ok(StoreResponse::Found(value)) = found else {
             return;
         };

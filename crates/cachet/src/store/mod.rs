@@ -150,6 +150,25 @@ pub(crate) fn detach<St>(
     }
 }
 
+tokio::task_local! {
+    static LATEST: ();
+}
+
+/// Runs `read` with every [`Tiered`] it goes through asking its far tier instead of
+/// answering from its near one: a value the cache reads to write back must be what the
+/// far tier holds now, or a near copy that another process's write has made old would be
+/// written over that write, for every process. It applies to calls made while `read` is
+/// polled on this task, so a store that hands requests to another task (a `Buffer`)
+/// answers as usual.
+pub(crate) async fn latest<F: Future>(read: F) -> F::Output {
+    LATEST.scope((), read).await
+}
+
+/// Whether the current task is inside [`latest`].
+fn wants_latest() -> bool {
+    LATEST.try_with(|()| ()).is_ok()
+}
+
 /// Runs store requests that follow one another and that no one waits for, as [`detach`]
 /// runs one: as far as they go at once (to the end, for a store that answers at once),
 /// the rest on a spawned Tokio task.

@@ -10,7 +10,7 @@ use pin_project::pin_project;
 use tower::util::Oneshot;
 use tower::{Service, ServiceExt};
 
-use super::{StoreRequest, StoreResponse, Value, detach};
+use super::{StoreRequest, StoreResponse, Value, detach, wants_latest};
 use crate::per_clone::PerClone;
 use crate::{BoxError, CacheKey};
 
@@ -26,7 +26,9 @@ use crate::{BoxError, CacheKey};
 /// What another process writes or deletes in the far tier is seen here once the near
 /// copy expires: never later than `near_ttl` (one second by default). What this store
 /// writes or deletes is seen at once: a far read that was under way when a key of its
-/// kind was written here is not kept near.
+/// kind was written here is not kept near. What a cache reads in order to write it back
+/// (the variant index it rewrites, the entry a HEAD response freshens) comes from the far
+/// tier, so that a near copy never replaces another process's newer write there.
 ///
 /// A listing ([`StoreRequest::Scan`]) comes from the far tier, which holds every entry;
 /// [`StoreRequest::Clear`] clears both tiers.
@@ -265,7 +267,8 @@ where
     fn call(&mut self, request: StoreRequest) -> Self::Future {
         let (near, far, writes) = (&self.near, &self.far, &self.writes);
         let state = match request {
-            StoreRequest::Get(key) if std::mem::take(&mut self.near_ready) => {
+            // A read whose value is written back goes past the near copy (see `latest`).
+            StoreRequest::Get(key) if !wants_latest() && std::mem::take(&mut self.near_ready) => {
                 let tiers = self.promote.get(|_| shared_tiers(near, far, writes));
                 State::Near {
                     promote: Some((key.clone(), tiers)),

@@ -204,3 +204,24 @@ async fn puts_and_deletes_reach_both_tiers() {
         StoreResponse::NotFound
     );
 }
+
+#[tokio::test]
+async fn a_read_to_write_back_asks_the_far_tier_and_keeps_its_answer_near() {
+    let (near, far) = (MemoryStore::default(), MemoryStore::default());
+    let tiered = Tiered::new(near.clone(), far.clone()).near_ttl(Duration::from_secs(60));
+    call(&tiered, put("old", 600)).await;
+    // Another process replaces the entry in the far tier (an invalidation marker, say).
+    call(&far, put("new", 600)).await;
+    assert_eq!(
+        call(&tiered, StoreRequest::Get(key())).await,
+        StoreResponse::Found(Value::from("old")),
+        "a lookup may see the near copy for up to the near TTL"
+    );
+    let latest = crate::store::latest(call(&tiered, StoreRequest::Get(key()))).await;
+    assert_eq!(latest, StoreResponse::Found(Value::from("new")));
+    assert_eq!(
+        call(&near, StoreRequest::Get(key())).await,
+        StoreResponse::Found(Value::from("new")),
+        "the near copy is brought up to date"
+    );
+}
