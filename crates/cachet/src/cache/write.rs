@@ -414,8 +414,15 @@ pub(crate) fn freshen_get<St: Store>(
         let Ok(Record::Response(mut entry)) = Record::decode(value.bytes()) else {
             return;
         };
-        if !same_representation(&entry.headers, &update) {
-            return;
+        match representation(&entry, &update) {
+            Representation::Same => {}
+            Representation::Unknown => return,
+            // Changed since it was stored: stale (§4.3.5), and gone, so that the next GET
+            // asks the origin.
+            Representation::Changed => {
+                tracing::trace!(key = %get_key, "a HEAD response says the stored GET changed");
+                return write(store, StoreRequest::Delete(get_key), &metrics);
+            }
         }
         entry.update_headers(&update);
         // The HEAD's `Cache-Control` now stands for the entry's, and may name fields the
@@ -438,19 +445,40 @@ pub(crate) fn freshen_get<St: Store>(
     });
 }
 
-/// Whether a HEAD response describes the stored GET response's representation.
-fn same_representation(stored: &HeaderMap, head: &HeaderMap) -> bool {
-    let field = |headers: &HeaderMap, name| headers.get(name).cloned();
-    match (field(stored, ETAG), field(head, ETAG)) {
-        (Some(stored), Some(head)) => return stored == head,
-        (None, None) => {}
-        _ => return false,
+/// What a HEAD response says of the stored GET response's representation.
+#[derive(Debug, PartialEq, Eq)]
+enum Representation {
+    /// Every `ETag`, `Last-Modified` and `Content-Length` it has matches the entry's.
+    Same,
+    /// One of them differs.
+    Changed,
+    /// It has none of them.
+    Unknown,
+}
+
+/// Compares the fields a HEAD response carries with the stored entry (RFC 9111 §4.3.5):
+/// validators by value, `Content-Length` with the stored body's length.
+fn representation(stored: &Entry, head: &HeaderMap) -> Representation {
+    let mut compared = false;
+    for name in [ETAG, LAST_MODIFIED] {
+        if let Some(value) = head.get(&name) {
+            if stored.headers.get(&name) != Some(value) {
+                return Representation::Changed;
+            }
+            compared = true;
+        }
     }
-    match (field(stored, LAST_MODIFIED), field(head, LAST_MODIFIED)) {
-        (Some(stored), Some(head)) => stored == head,
-        (None, None) => field(stored, CONTENT_LENGTH)
-            .is_some_and(|len| field(head, CONTENT_LENGTH) == Some(len)),
-        _ => false,
+    if let Some(length) = head.get(CONTENT_LENGTH) {
+        let length = length.to_str().ok().and_then(|l| l.parse::<u64>().ok());
+        if length != u64::try_from(stored.body.len()).ok() {
+            return Representation::Changed;
+        }
+        compared = true;
+    }
+    if compared {
+        Representation::Same
+    } else {
+        Representation::Unknown
     }
 }
 

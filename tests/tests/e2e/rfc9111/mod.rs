@@ -141,6 +141,7 @@ in_both_modes![
     rfc9111_4_3_2_a_clients_matching_validator_gets_304_from_a_fresh_entry,
     rfc9111_4_3_2_a_stored_error_is_served_whole_to_a_matching_validator,
     rfc9111_4_3_5_a_head_response_freshens_the_stored_get,
+    rfc9111_4_3_5_a_head_response_that_differs_makes_the_stored_get_stale,
     rfc9111_4_4_a_post_invalidates_the_stored_get_and_its_variants,
     rfc9111_4_4_an_invalidation_in_the_same_instant_hides_every_variant,
     rfc9111_4_4_location_and_content_location_of_the_same_origin_are_invalidated,

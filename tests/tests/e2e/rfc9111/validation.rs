@@ -187,3 +187,47 @@ pub(super) async fn rfc9111_4_3_5_a_head_response_freshens_the_stored_get(mode: 
     );
     assert_eq!(case.origin.requests(), 2);
 }
+
+pub(super) async fn rfc9111_4_3_5_a_head_response_that_differs_makes_the_stored_get_stale(
+    mode: Mode,
+) {
+    // The HEAD tells of another representation: by its `ETag` at `/tag`, by its length
+    // (its `ETag` the same) at `/length`.
+    let case = Case::start(mode, |seen| {
+        let head = seen.method == Method::HEAD;
+        let etag = if head && seen.path == "/tag" {
+            "\"2\""
+        } else {
+            "\"1\""
+        };
+        let body = if head && seen.path == "/length" {
+            "a longer body"
+        } else {
+            "old body"
+        };
+        Reply::ok(body)
+            .header("cache-control", "max-age=600")
+            .header("etag", etag)
+    })
+    .await;
+    for path in ["/tag", "/length"] {
+        case.get(path).await;
+        assert_eq!(case.get(path).await.cache_status(), "cachet; hit", "{path}");
+        let head = case.send(Method::HEAD, path).await;
+        assert_eq!(head.status, 200);
+        // The HEAD is compared on a task of its own; wait for it to have its say.
+        let mut gone = false;
+        for _ in 0..100 {
+            let answer = case
+                .get_with(path, &[("cache-control", "only-if-cached")])
+                .await;
+            if answer.status == 504 {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(gone, "{path}: the stored GET is no longer served");
+    }
+    assert_eq!(case.origin.requests(), 4);
+}
