@@ -213,6 +213,14 @@ impl Future for ForwardFuture {
                         tracing::warn!("{message}");
                         reply(StatusCode::BAD_GATEWAY, message).map(Either::Right)
                     }
+                    // hyper's client decodes `chunked` only, and `Transfer-Encoding` goes as
+                    // hop-by-hop: a body still in another coding would go on, and be
+                    // stored, with nothing to say so (RFC 9112 §6.1).
+                    Ok(Ok(response)) if coded_beyond_chunked(response.headers()) => {
+                        let message = "the upstream's body is in a transfer coding other than chunked, which the proxy does not decode";
+                        tracing::warn!("{message}");
+                        reply(StatusCode::BAD_GATEWAY, message).map(Either::Right)
+                    }
                     Ok(Ok(mut response)) => {
                         // Framed by its transfer coding, which goes as hop-by-hop: a
                         // `Content-Length` beside it MUST go too (RFC 9112 §6.3), or the
@@ -248,6 +256,18 @@ impl Future for ForwardFuture {
             }
         }
     }
+}
+
+/// Whether `Transfer-Encoding` names a coding besides `chunked`, which is all hyper
+/// decodes.
+fn coded_beyond_chunked(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        // Empty list elements count for nothing (RFC 9110 §5.6.1).
+        .any(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case(b"chunked"))
 }
 
 /// A response the proxy writes itself: a status and a one-line `text/plain` reason, never

@@ -5,9 +5,7 @@
 use std::net::IpAddr;
 
 use bytes::Bytes;
-use http::header::{
-    CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HOST, HeaderName, TRANSFER_ENCODING, VIA,
-};
+use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HOST, HeaderName, VIA};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::Full;
@@ -198,15 +196,7 @@ fn refusal<B>(request: &Request<B>) -> Option<Refused> {
     }
     // The connection's server decoded `chunked`; any other coding would be lost when the
     // body is sent on (RFC 9112 §6.1).
-    let coded = request
-        .headers()
-        .get_all(TRANSFER_ENCODING)
-        .iter()
-        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
-        .map(<[u8]>::trim_ascii)
-        // Empty list elements count for nothing (RFC 9110 §5.6.1).
-        .any(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case(b"chunked"));
-    if coded {
+    if super::coded_beyond_chunked(request.headers()) {
         return Some(Refused {
             status: StatusCode::NOT_IMPLEMENTED,
             reason: "not implemented: a request body in a transfer coding other than chunked",

@@ -84,7 +84,9 @@ where
                         {
                             *recorder = None;
                         }
-                        *complete = body.is_end_stream();
+                        // Trailers are the last frame, and a server that has written
+                        // them may drop the body without asking for the end.
+                        *complete = body.is_end_stream() || frame.is_trailers();
                     }
                     // An aborted body is never stored.
                     Some(Err(_)) => *recorder = None,
