@@ -281,7 +281,8 @@ impl Config {
             .clock(self.clock.clone())
             .max_body_bytes(self.max_body_bytes)
             .on_bad_signature(on_bad_signature)
-            .cache_status_header(true);
+            .cache_status_header(true)
+            .filter(crate::upstream::NotVaryingOnForwarding);
         let layer = if self.cdn {
             layer.targeted_cache_control(HeaderName::from_static("cdn-cache-control"))
         } else {

@@ -10,8 +10,8 @@ mod idle;
 mod request;
 
 use idle::IdleLimit;
-pub(crate) use request::Refused;
 pub(crate) use request::strip_hop_by_hop;
+pub(crate) use request::{NotVaryingOnForwarding, Refused};
 use request::{max_forwards, set_forwarded};
 
 use std::convert::Infallible;

@@ -228,6 +228,36 @@ async fn forwarded_host_origin() -> Origin {
 }
 
 #[tokio::test]
+async fn an_answer_that_varies_on_the_clients_address_is_not_stored() {
+    // The upstream answers for the client the proxy names in `X-Forwarded-For`, which the
+    // proxy sets below the cache: the cache would tell variants apart by a header the
+    // client did not send.
+    let origin = Origin::start(|seen| {
+        let client = seen
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("nobody");
+        Reply::ok(format!("for {client}"))
+            .header("cache-control", "max-age=600")
+            .header("vary", "Accept-Encoding, X-Forwarded-For")
+    })
+    .await;
+    let proxy = RunningProxy::start(&origin, &[]).await;
+    let request = "GET /geo HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n";
+    for from in [[127, 0, 0, 1], [127, 0, 0, 2], [127, 0, 0, 1]] {
+        let answer = raw_answer_from(&proxy, from, request).await;
+        let client = format!("{}.{}.{}.{}", from[0], from[1], from[2], from[3]);
+        assert!(answer.ends_with(&format!("for {client}")), "{answer}");
+        assert!(
+            answer.contains("cache-status: cachet; fwd=uri-miss\r\n"),
+            "{answer}"
+        );
+    }
+    assert_eq!(origin.requests(), 3);
+}
+
+#[tokio::test]
 async fn a_clients_forwarding_headers_never_reach_the_upstream_unless_trusted() {
     let origin = forwarded_host_origin().await;
     let proxy = RunningProxy::start(&origin, &[]).await;
@@ -278,10 +308,17 @@ async fn raw_cache_status(proxy: &RunningProxy, request: &str) -> String {
 /// Sends raw bytes to the proxy on a connection of their own and returns the whole
 /// answer, in lower case (the request asks to close the connection).
 async fn raw_answer(proxy: &RunningProxy, request: &str) -> String {
+    raw_answer_from(proxy, [127, 0, 0, 1], request).await
+}
+
+/// The same, from the loopback address `from` (any of 127.0.0.0/8 is this machine's).
+async fn raw_answer_from(proxy: &RunningProxy, from: [u8; 4], request: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(proxy.addr)
-        .await
-        .expect("the proxy accepts");
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind(SocketAddr::from((from, 0)))
+        .expect("a loopback address binds");
+    let mut stream = socket.connect(proxy.addr).await.expect("the proxy accepts");
     stream
         .write_all(request.as_bytes())
         .await
@@ -497,8 +534,8 @@ async fn a_body_in_a_transfer_coding_besides_chunked_is_a_bad_gateway() {
     // hyper undoes `chunked` only: what it hands on is still in `gzip` (here five
     // stand-in bytes), and only the hop-by-hop `Transfer-Encoding` said so.
     for answer in [
-        "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nCache-Control: max-age=60\r\n\r\n\
-         5\r\nCODED\r\n0\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nCache-Control: max-age=60\r\n\
+         Connection: close\r\n\r\n5\r\nCODED\r\n0\r\n\r\n",
         "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nCache-Control: max-age=60\r\n\r\nCODED",
     ] {
         let origin = RawOrigin::start(answer).await;

@@ -5,7 +5,8 @@
 use std::net::IpAddr;
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HOST, HeaderName, VIA};
+use cachet::{CacheKey, Filter};
+use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HOST, HeaderName, VARY, VIA};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::Full;
@@ -285,6 +286,25 @@ fn is_forwarded(name: &HeaderName) -> bool {
             name,
             "forwarded" | "x-real-ip" | "x-original-url" | "x-rewrite-url" | "x-original-host"
         )
+}
+
+/// Stores no response that varies on a header [`set_forwarded`] sets or removes
+/// (`Vary: X-Forwarded-For`, say): the cache tells variants apart by the request as the
+/// client sent it, while the upstream answered the request as forwarded, so one client's
+/// answer would be another's hit.
+#[derive(Debug)]
+pub(crate) struct NotVaryingOnForwarding;
+
+impl Filter for NotVaryingOnForwarding {
+    fn response(&self, _: &CacheKey, response: &http::response::Parts) -> bool {
+        !response
+            .headers
+            .get_all(VARY)
+            .iter()
+            .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok())
+            .any(|name| is_forwarded(&name))
+    }
 }
 
 /// Sets where a request going upstream came from. Unless `trusted` (a load balancer in
