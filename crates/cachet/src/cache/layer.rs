@@ -275,13 +275,16 @@ impl<St> CacheLayer<St> {
     /// The [`UNCACHEABLE_METHODS`](crate::UNCACHEABLE_METHODS) are left out, with a
     /// warning. See the [filtering guide](crate::guide::filtering#post).
     pub fn methods(mut self, methods: impl IntoIterator<Item = Method>) -> Self {
-        let (methods, never): (Vec<Method>, Vec<Method>) = methods
-            .into_iter()
-            .partition(|method| !UNCACHEABLE_METHODS.contains(method));
-        for method in never {
-            tracing::warn!(%method, "not cached: its responses are not reusable (RFC 9110 §9.3)");
+        let mut kept: Vec<Method> = Vec::new();
+        for method in methods {
+            if UNCACHEABLE_METHODS.contains(&method) {
+                tracing::warn!(%method, "not cached: its responses are not reusable (RFC 9110 §9.3)");
+            } else if !kept.contains(&method) {
+                // Each once: a listing walks one prefix per method.
+                kept.push(method);
+            }
         }
-        Arc::make_mut(&mut self.config).methods = methods;
+        Arc::make_mut(&mut self.config).methods = kept;
         self
     }
 

@@ -336,7 +336,12 @@ where
             .next()
             .and_then(|m| Method::from_bytes(m.as_bytes()).ok());
         let url = words.next().and_then(|u| u.parse::<Uri>().ok());
-        let variant = words.next().is_some_and(|rest| rest.starts_with("vary"));
+        // After the URL may come a body's digest and content headers, then the variant's
+        // suffix; header values in a key have their spaces escaped, so ` vary ` is only
+        // ever that suffix.
+        let variant = words
+            .next()
+            .is_some_and(|rest| rest.starts_with("vary ") || rest.contains(" vary "));
         let mut info = EntryInfo {
             key: item.key().clone(),
             method,
@@ -432,6 +437,36 @@ mod tests {
             (0, 0),
             "nothing is left in either tier"
         );
+    }
+
+    #[tokio::test]
+    async fn a_method_named_twice_finds_each_entry_once() {
+        let store = MemoryStore::default();
+        for key in [
+            "GET http://a/x",
+            "POST http://a/x body=sha256:00",
+            "POST http://a/x body=sha256:00 content-type=text/plain vary accept=y",
+        ] {
+            put(&store, key).await;
+        }
+        let entries = crate::CacheLayer::new(store)
+            .methods([Method::GET, Method::HEAD, Method::POST, Method::POST])
+            .entries();
+        let shown = entries.show("http://a/x").await.expect("memory lists");
+        let described: Vec<(&str, bool)> =
+            shown.iter().map(|e| (e.key.as_str(), e.variant)).collect();
+        assert_eq!(
+            described,
+            [
+                ("GET http://a/x", false),
+                ("POST http://a/x body=sha256:00", false),
+                (
+                    "POST http://a/x body=sha256:00 content-type=text/plain vary accept=y",
+                    true
+                ),
+            ]
+        );
+        assert_eq!(entries.delete_url("http://a/x").await.expect("deletes"), 3);
     }
 
     #[tokio::test]
