@@ -14,7 +14,8 @@ use crate::store::Inner;
 
 /// Reads each key's value and remaining TTL (`PTTL` milliseconds); a key that is gone or
 /// holds something other than a string reads as `false`, and a value of more than
-/// `ARGV[1]` bytes (the store's `max_value_bytes`) as its length, not read past.
+/// `ARGV[1]` bytes (the store's `max_value_bytes`) as its length and its first 64 KiB
+/// (where a hashed key's frame names its cache key), not read past.
 const FETCH_SCRIPT: &str = r"
 local max = tonumber(ARGV[1])
 local out = {}
@@ -22,7 +23,7 @@ for _, key in ipairs(KEYS) do
   local value = redis.pcall('GETRANGE', key, 0, max)
   if type(value) == 'table' and value.err then value = false
   elseif #value == 0 then value = false
-  elseif #value > max then value = redis.call('STRLEN', key) end
+  elseif #value > max then value = {redis.call('STRLEN', key), string.sub(value, 1, 65536)} end
   out[#out + 1] = value
   out[#out + 1] = redis.call('PTTL', key)
 end
@@ -109,11 +110,16 @@ impl Inner {
             let (value, ttl) = (values.next(), values.next());
             let listed = match value {
                 Some(Value::BulkString(bytes)) => self.listed(redis_key, bytes),
-                Some(Value::Int(len)) => {
-                    let key = CacheKey::from_text(self.key_text(redis_key));
-                    let error = Error::too_large(Op::Scan, self.max_value_bytes);
-                    Listed::failed(key, error, u64::try_from(len).unwrap_or_default())
-                }
+                Some(Value::Array(too_large)) => match &too_large[..] {
+                    [Value::Int(len), Value::BulkString(start)] => {
+                        let key = match self.owner(redis_key, Bytes::from(start.clone())) {
+                            Ok((key, _)) | Err(key) => key,
+                        };
+                        let error = Error::too_large(Op::Scan, self.max_value_bytes);
+                        Listed::failed(key, error, u64::try_from(*len).unwrap_or_default())
+                    }
+                    _ => return Err(self.unexpected(Op::Scan, &pattern).into()),
+                },
                 // Gone since the `SCAN`, or not a string (not a cache entry).
                 _ => continue,
             };
@@ -264,14 +270,30 @@ impl Inner {
     /// key without the namespace, or for a hashed key the one framed in the value.
     fn listed(&self, redis_key: &[u8], bytes: Vec<u8>) -> Listed {
         let size = bytes.len() as u64;
-        let bytes = Bytes::from(bytes);
-        let text = self.key_text(redis_key);
-        if text.contains(key::HASH_MARKER)
-            && let Some((text, value)) = key::unframe(&bytes)
-        {
-            return Listed::new(CacheKey::from_text(text), value.into(), size);
+        match self.owner(redis_key, Bytes::from(bytes)) {
+            Ok((key, value)) => Listed::new(key, value.into(), size),
+            Err(key) => Listed::failed(key, "its value names another cache key", size),
         }
-        Listed::new(CacheKey::from_text(text), bytes.into(), size)
+    }
+
+    /// The cache key a value read under `redis_key` is stored for, and the value itself:
+    /// for a hashed Redis key, the key its frame names, if that key hashes to
+    /// `redis_key`. Else (a frame someone else wrote, or cut off) the Redis key's own
+    /// text, as the error: listed under another entry's key, it would be shown twice, and
+    /// deleting it by that key would delete the other.
+    fn owner(&self, redis_key: &[u8], bytes: Bytes) -> Result<(CacheKey, Bytes), CacheKey> {
+        let text = self.key_text(redis_key);
+        if !text.contains(key::HASH_MARKER) {
+            return Ok((CacheKey::from_text(text), bytes));
+        }
+        match key::unframe(&bytes) {
+            Some((framed, value))
+                if key::redis_key(&self.namespace, framed).as_bytes() == redis_key =>
+            {
+                Ok((CacheKey::from_text(framed), value))
+            }
+            _ => Err(CacheKey::from_text(text)),
+        }
     }
 
     /// A Redis key's text after the namespace (a hashed key's readable prefix and hash).
