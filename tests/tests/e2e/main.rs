@@ -1,5 +1,6 @@
 //! End-to-end tests against real servers on loopback.
 
+mod body_key;
 mod cache;
 mod controls;
 mod expiry;

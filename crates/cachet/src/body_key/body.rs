@@ -10,8 +10,11 @@ use pin_project::pin_project;
 /// The body of a request that went through [`BodyKey`](super::BodyKey): the frames that
 /// were read ahead, replayed exactly, then the rest of the original body.
 ///
-/// Data, trailers and an error come in the order the original body gave them, and the
-/// size hint is the original's.
+/// Data, trailers and an error come in the order the original body gave them. The size
+/// hint is exact only where what remains is known and plain data: after an error or
+/// trailers read ahead it is open, so that a client such as hyper's sends the body
+/// chunked, where trailers can follow and an error can cut it off, and never with a
+/// `Content-Length` that would make what was read look whole.
 #[pin_project]
 pub struct KeyedBody<B: Body> {
     /// The frames read ahead, not yet handed on.
@@ -105,7 +108,8 @@ where
     fn size_hint(&self) -> SizeHint {
         let rest = match &self.tail {
             Tail::Body { body } => body.size_hint(),
-            Tail::Error { .. } | Tail::End => SizeHint::with_exact(0),
+            Tail::End if !self.read.iter().any(Frame::is_trailers) => SizeHint::with_exact(0),
+            Tail::Error { .. } | Tail::End => SizeHint::new(),
         };
         let mut hint = SizeHint::new();
         hint.set_lower(rest.lower().saturating_add(self.remaining));
@@ -240,6 +244,11 @@ pub(super) mod tests {
         frames.push_back(trailers());
         let body = KeyedBody::<Script>::replay(frames, bytes, ReadTail::End);
         assert!(!body.is_end_stream());
+        // Open, so that the body goes chunked: trailers cannot follow a `Content-Length`.
+        assert_eq!(
+            (body.size_hint().lower(), body.size_hint().upper()),
+            (1, None)
+        );
         assert_eq!(yielded(body).await, ["d:a", "t:x-sum"]);
     }
 
@@ -247,7 +256,11 @@ pub(super) mod tests {
     async fn an_error_met_while_reading_comes_after_what_was_read_and_only_once() {
         let (frames, bytes) = read(&["a", "b"]);
         let mut body = KeyedBody::<Script>::replay(frames, bytes, ReadTail::Error("reset"));
-        assert_eq!(body.size_hint().exact(), Some(2));
+        // Open: a `Content-Length: 2` would make the two bytes a whole body.
+        assert_eq!(
+            (body.size_hint().lower(), body.size_hint().upper()),
+            (2, None)
+        );
         assert!(!body.is_end_stream());
         let seen = yielded(&mut body).await;
         assert_eq!(seen, ["d:a", "d:b", "e:reset"]);

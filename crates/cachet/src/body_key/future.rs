@@ -38,8 +38,13 @@ where
     S: Service<Request<KeyedBody<B>>>,
     B: Body,
 {
-    /// Reading the body ahead; taken when the inner service is called.
+    /// Reading the body ahead; taken when it stops.
     Read { reading: Option<Reading<S, B>> },
+    /// Waiting for the inner service to be ready for the request; taken when called.
+    Ready {
+        service: S,
+        request: Option<Request<KeyedBody<B>>>,
+    },
     /// The inner service's response.
     Call {
         #[pin]
@@ -47,7 +52,8 @@ where
     },
 }
 
-/// A request whose body is being read ahead, and the service that was made ready for it.
+/// A request whose body is being read ahead, and the service to call with it, made ready
+/// once the body is read: a body that is slow to come holds nothing the service reserves.
 struct Reading<S, B> {
     service: S,
     parts: Parts,
@@ -82,12 +88,17 @@ where
         }
     }
 
-    /// Reads `request`'s body, up to `max_bytes`, then calls `service` (made ready).
-    pub(crate) fn read(mut service: S, request: Request<B>, max_bytes: usize) -> Self {
+    /// Reads `request`'s body, up to `max_bytes`, then makes `service` ready and calls it.
+    pub(crate) fn read(service: S, request: Request<B>, max_bytes: usize) -> Self {
         let max_bytes = u64::try_from(max_bytes).unwrap_or(u64::MAX);
         if request.body().size_hint().lower() > max_bytes {
             // Too long to be read whole: no reason to hold any of it.
-            return Self::called(service.call(request.map(KeyedBody::new)));
+            return Self {
+                state: State::Ready {
+                    service,
+                    request: Some(request.map(KeyedBody::new)),
+                },
+            };
         }
         let (parts, body) = request.into_parts();
         let reading = Reading {
@@ -124,9 +135,20 @@ where
                     };
                     let stop = ready!(read.poll_read(cx));
                     if let Some(read) = reading.take() {
-                        let future = read.call(stop);
-                        this.state.set(State::Call { future });
+                        let (service, request) = read.finish(stop);
+                        this.state.set(State::Ready {
+                            service,
+                            request: Some(request),
+                        });
                     }
+                }
+                StateProj::Ready { service, request } => {
+                    ready!(service.poll_ready(cx))?;
+                    let Some(request) = request.take() else {
+                        unreachable!("the ready state is replaced as it is left")
+                    };
+                    let future = service.call(request);
+                    this.state.set(State::Call { future });
                 }
                 StateProj::Call { future } => return future.poll(cx),
             }
@@ -173,11 +195,11 @@ where
         }
     }
 
-    /// Calls the service with the request, its body replaying what was read, and its
+    /// The service and the request for it, its body replaying what was read, and its
     /// digest if the body was read whole.
-    fn call(self, stop: Stop<B::Error>) -> S::Future {
+    fn finish(self, stop: Stop<B::Error>) -> (S, Request<KeyedBody<B>>) {
         let Self {
-            mut service,
+            service,
             mut parts,
             body,
             read,
@@ -200,10 +222,8 @@ where
         if let Some(digest) = digest {
             parts.extensions.insert(digest);
         }
-        service.call(Request::from_parts(
-            parts,
-            KeyedBody::replay(read, bytes, tail),
-        ))
+        let request = Request::from_parts(parts, KeyedBody::replay(read, bytes, tail));
+        (service, request)
     }
 }
 
@@ -215,6 +235,7 @@ where
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.state {
             State::Read { .. } => "read",
+            State::Ready { .. } => "ready",
             State::Call { .. } => "call",
         };
         f.debug_struct("ResponseFuture")

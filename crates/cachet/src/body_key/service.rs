@@ -78,11 +78,10 @@ where
         }
         // Only a digest of the body this service reads may key the request.
         request.extensions_mut().remove::<BodyDigest>();
-        // The service that `poll_ready` readied goes into the future, to be called once
-        // the body is read; this handle keeps a fresh clone, readied before the next call.
-        let ready = self.inner.clone();
-        let ready = std::mem::replace(&mut self.inner, ready);
-        ResponseFuture::read(ready, request, self.config.max_bytes)
+        // The future gets a clone that it makes ready once the body is read: what the
+        // service that `poll_ready` readied reserved (a permit, a store handle) stays with
+        // this handle, for the next call, not held while a client is slow to send.
+        ResponseFuture::read(self.inner.clone(), request, self.config.max_bytes)
     }
 }
 
@@ -253,16 +252,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn readiness_follows_the_inner_service_and_the_readied_one_is_called() {
+    async fn readiness_follows_the_inner_service_and_stays_with_the_handle() {
         let (mut service, mut handle) =
             mock::spawn_layer::<Request<KeyedBody<Script>>, (), _>(BodyKeyLayer::new());
         handle.allow(0);
         assert_pending!(service.poll_ready());
         handle.allow(1);
         assert_ready_ok!(service.poll_ready());
-        // The call after the body is read must reach the very service that was made
-        // ready; the mock panics if a clone that was never polled is called instead.
-        let call = service.call(post(Script::data(&["q"])));
+        // The future calls a clone it makes ready once the body is read (the mock panics
+        // if a clone that was never made ready is called): it waits for room of its own.
+        let mut call = task::spawn(service.call(post(Script::data(&["q"]))));
+        assert_pending!(call.poll());
+        handle.allow(1);
         let answer = async {
             let (request, send) = handle
                 .next_request()
@@ -276,6 +277,7 @@ mod tests {
         };
         let ((), response) = tokio::join!(answer, call);
         assert!(response.is_ok());
-        assert_pending!(service.poll_ready());
+        // What the handle was made ready with is still its own, for the next call.
+        assert_ready_ok!(service.poll_ready());
     }
 }

@@ -221,6 +221,15 @@ pub(crate) fn may_store<St>(
         tracing::debug!(key = %facts.key, %refusal, "not storing");
         return None;
     }
+    // Another method's response is reused only with explicit freshness (RFC 9110
+    // §9.3.3), given by the response or by the cache's configuration: never a heuristic.
+    if !matches!(facts.method, Method::GET | Method::HEAD)
+        && facts.configured.is_none()
+        && response.explicit_freshness(config.mode).is_none()
+    {
+        tracing::debug!(key = %facts.key, method = %facts.method, "no explicit freshness; not storing");
+        return None;
+    }
     // `storable` refused `Vary: *`.
     let names = variant_names(&parts.headers, config).unwrap_or_default();
     if names.len() > crate::entry::MAX_VARIANT_NAMES {

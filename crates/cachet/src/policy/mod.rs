@@ -227,7 +227,7 @@ impl<'a> ResponseFacts<'a> {
         self.freshness_lifetime(mode) + stale_use
     }
 
-    fn explicit_freshness(&self, mode: Mode) -> Option<Duration> {
+    pub(crate) fn explicit_freshness(&self, mode: Mode) -> Option<Duration> {
         let seconds = match (mode, self.cc.s_maxage, self.cc.max_age) {
             (Mode::Shared, Some(s), _) => Some(s),
             (_, _, Some(m)) => Some(m),
