@@ -299,14 +299,17 @@ impl Config {
     /// `[filters] methods` other than GET and HEAD) into their keys; with none, it passes
     /// every body through untouched.
     pub fn body_key_layer(&self) -> BodyKeyLayer {
-        let by_body = self
-            .policy
+        BodyKeyLayer::new().methods(self.methods_cached_by_body())
+    }
+
+    /// The methods of `[filters] methods` other than GET and HEAD: cached by their body.
+    pub(crate) fn methods_cached_by_body(&self) -> impl Iterator<Item = Method> + '_ {
+        self.policy
             .methods
             .iter()
             .flatten()
             .filter(|method| **method != Method::GET && **method != Method::HEAD)
-            .cloned();
-        BodyKeyLayer::new().methods(by_body)
+            .cloned()
     }
 
     /// The admin listener's address (`--admin-listen`), if it is on.

@@ -229,6 +229,69 @@ async fn a_post_response_without_explicit_freshness_is_not_reused_rfc_9110_9_3_3
 }
 
 #[tokio::test]
+async fn a_slow_post_body_is_bounded_by_the_proxy_upstream_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // An origin that reads the whole request body before it answers.
+    let (origin, _log) = recording_origin().await;
+
+    let answer = |methods: &'static str| {
+        let upstream = format!("http://{origin}");
+        async move {
+            let mut file = tempfile::NamedTempFile::new().expect("a temporary file");
+            write!(
+                file,
+                "upstream = \"{upstream}\"\nlisten = \"127.0.0.1:0\"\nupstream_timeout = 0.5\n\n[filters]\nmethods = {methods}\n"
+            )
+            .expect("written");
+            let path = file.path().to_str().expect("a UTF-8 path").to_owned();
+            let config = cachet_proxy::Config::from_args_and_env(
+                ["cachet-proxy", "--config", &path],
+                |_: &str| None,
+            )
+            .expect("valid file");
+            let proxy = cachet_proxy::Proxy::bind(config).await.expect("binds");
+            let addr = proxy.local_addr();
+            let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            tokio::spawn(proxy.serve(async {
+                let _ = stopped.await;
+            }));
+            let mut stream = tokio::net::TcpStream::connect(addr).await.expect("accepts");
+            // Ten bytes announced, five sent, then the client goes quiet (keeping the
+            // connection open).
+            stream
+                .write_all(
+                    b"POST /slow HTTP/1.1\r\nHost: p\r\nContent-Length: 10\r\nConnection: close\r\n\r\nhello",
+                )
+                .await
+                .expect("sent");
+            let mut buf = vec![0; 4096];
+            let read = tokio::time::timeout(Duration::from_secs(4), stream.read(&mut buf)).await;
+            drop(file);
+            match read {
+                Ok(Ok(n)) => String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+                Ok(Err(error)) => format!("error: {error}"),
+                Err(_) => "no answer within 4s".to_owned(),
+            }
+        }
+    };
+
+    // Control: without POST cached, the slow body counts against the upstream timeout.
+    assert_eq!(
+        answer("[\"GET\", \"HEAD\"]").await,
+        "HTTP/1.1 504 Gateway Timeout"
+    );
+    // With POST cached (read ahead for its key), it should still be bounded.
+    assert_eq!(
+        answer("[\"GET\", \"HEAD\", \"POST\"]").await,
+        "HTTP/1.1 504 Gateway Timeout"
+    );
+}
+
+#[tokio::test]
 async fn through_the_proxy_a_chunked_post_cut_short_never_reaches_the_origin_complete() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (origin, log) = recording_origin().await;
