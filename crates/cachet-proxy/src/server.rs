@@ -21,6 +21,10 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::{Service, ServiceBuilder};
 
+mod read_ahead;
+
+use read_ahead::ReadAheadBound;
+
 use crate::admin;
 use crate::one_line;
 use crate::store::{self, ProxyStore};
@@ -237,37 +241,15 @@ fn stack(
 + Send
 + 'static {
     let target = Arc::new(config.target().clone());
-    // A body read ahead for its key comes before the upstream is asked, and before the
-    // upstream's own bound starts: this one counts from the request's start, as the
-    // upstream timeout does, so that a client slow to send holds no answer past it.
-    let read_ahead = config.methods_cached_by_body().next().is_some();
+    let methods: Arc<[Method]> = config.methods_cached_by_body().collect();
     let timeout = config.upstream_timeout();
-    let bounded =
-        read_ahead.then(|| tower::util::MapFutureLayer::new(move |answer| within(timeout, answer)));
     ServiceBuilder::new()
-        .option_layer(bounded)
+        .layer_fn(move |inner| ReadAheadBound::new(inner, methods.clone(), timeout))
         .map_result(finish)
         .map_request(move |request: Request<Incoming>| target.rewrite(pass_with_content(request)))
         .layer(config.body_key_layer())
         .layer(cache)
         .service(forward)
-}
-
-/// `answer`, or a `504` once `timeout` has passed without it.
-async fn within<F>(timeout: Duration, answer: F) -> Result<Response<ProxyBody>, cachet::Error>
-where
-    F: Future<Output = Result<Response<ProxyBody>, cachet::Error>>,
-{
-    match tokio::time::timeout(timeout, answer).await {
-        Ok(answer) => answer,
-        Err(_elapsed) => {
-            let message = format!(
-                "no response head from the upstream within {timeout:?} of the request's start"
-            );
-            tracing::warn!("{message}");
-            Ok(reply(StatusCode::GATEWAY_TIMEOUT, message).map(Either::Right))
-        }
-    }
 }
 
 /// Marks a GET or HEAD that carries content to pass the cache by: its answer may depend on

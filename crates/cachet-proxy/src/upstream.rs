@@ -149,9 +149,14 @@ impl Service<Request<RequestBody>> for Forward {
             self.inner.trust_forwarded,
         );
         let timeout = self.inner.timeout;
+        let head = request.method() == Method::HEAD;
         let call = tokio::time::timeout(timeout, self.inner.client.request(request));
         ForwardFuture {
-            state: State::Call { call, timeout },
+            state: State::Call {
+                call,
+                timeout,
+                head,
+            },
         }
     }
 }
@@ -170,6 +175,8 @@ enum State {
         #[pin]
         call: Timeout<legacy::ResponseFuture>,
         timeout: Duration,
+        /// Whether the request is a HEAD, whose response has no body.
+        head: bool,
     },
     Answer {
         #[pin]
@@ -205,7 +212,11 @@ impl Future for ForwardFuture {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
             StateProj::Answer { response } => response.poll(cx),
-            StateProj::Call { call, timeout } => {
+            StateProj::Call {
+                call,
+                timeout,
+                head,
+            } => {
                 let response = match ready!(call.poll(cx)) {
                     // The proxy takes `Upgrade` off every request: a switch was not asked for.
                     Ok(Ok(response)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
@@ -216,7 +227,10 @@ impl Future for ForwardFuture {
                     // hyper's client decodes `chunked` only, and `Transfer-Encoding` goes as
                     // hop-by-hop: a body still in another coding would go on, and be
                     // stored, with nothing to say so (RFC 9112 §6.1).
-                    Ok(Ok(response)) if coded_beyond_chunked(response.headers()) => {
+                    Ok(Ok(response))
+                        if has_body(*head, response.status())
+                            && coded_beyond_chunked(response.headers()) =>
+                    {
                         let message = "the upstream's body is in a transfer coding other than chunked, which the proxy does not decode";
                         tracing::warn!("{message}");
                         reply(StatusCode::BAD_GATEWAY, message).map(Either::Right)
@@ -256,6 +270,12 @@ impl Future for ForwardFuture {
             }
         }
     }
+}
+
+/// Whether a response of `status` to the request (a HEAD or not) has a body: a HEAD's, a
+/// 204's and a 304's never do, whatever `Transfer-Encoding` says (RFC 9112 §6.1, §6.3).
+fn has_body(head: bool, status: StatusCode) -> bool {
+    !head && status != StatusCode::NO_CONTENT && status != StatusCode::NOT_MODIFIED
 }
 
 /// Whether `Transfer-Encoding` names a coding besides `chunked`, which is all hyper

@@ -84,9 +84,9 @@ impl RedisStoreBuilder {
     /// The largest value the store writes or reads, in bytes (default 64 MiB; 1 KiB to
     /// 512 MiB, Redis's own limit). A larger write is not sent and a larger value is not
     /// read past the limit: both fail as [`is_too_large`](crate::Error::is_too_large)
-    /// and the cache fails open. Raise it with
+    /// and the cache fails open. Raise it along with
     /// [`CacheLayer::max_body_bytes`](cachet::CacheLayer::max_body_bytes) if bodies near
-    /// the limit should be stored.
+    /// the limit should be stored (cachet-proxy does so from `--max-body-bytes`).
     pub fn max_value_bytes(mut self, max: usize) -> Self {
         self.max_value_bytes = max;
         self

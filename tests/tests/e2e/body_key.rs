@@ -217,8 +217,11 @@ async fn a_post_response_without_explicit_freshness_is_not_reused_rfc_9110_9_3_3
     let stack = post_stack();
     let url = origin.url("/orders");
     let first = fetch(&stack, post(&url, "item=1")).await;
-    assert!(matches!(first.status, CacheStatus::Forwarded { .. }));
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        matches!(first.status, CacheStatus::Forwarded { stored: false, .. }),
+        "{:?}",
+        first.status
+    );
     let second = fetch(&stack, post(&url, "item=1")).await;
     assert_ne!(
         second.status,
@@ -332,23 +335,33 @@ async fn through_the_proxy_a_chunked_post_cut_short_never_reaches_the_origin_com
             let mut rest = Vec::new();
             let _ =
                 tokio::time::timeout(Duration::from_secs(3), stream.read_to_end(&mut rest)).await;
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            // What the origin made of it, once it has read the request to its end or
+            // its failure; a second with nothing is nothing.
+            let mut seen = None;
+            for _ in 0..50 {
+                seen = log.lock().expect("not poisoned").get(before).cloned();
+                if seen.is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             drop(file);
-            log.lock()
-                .expect("not poisoned")
-                .get(before)
-                .cloned()
-                .unwrap_or_else(|| "nothing".to_owned())
+            seen.unwrap_or_else(|| "nothing".to_owned())
         }
     };
 
     // Control: without POST cached, the origin never gets a complete request.
     let control = send("[\"GET\", \"HEAD\"]").await;
-    assert!(!control.starts_with("POST ok"), "{control}");
+    assert!(
+        matches!(control.as_str(), "nothing" | "POST error"),
+        "{control}"
+    );
     // With POST cached, the body is read ahead for its key.
     let cached = send("[\"GET\", \"HEAD\", \"POST\"]").await;
+    // The proxy may give up on the request before it reaches the origin, or the origin
+    // may see the body fail; it never sees a whole request.
     assert!(
-        !cached.starts_with("POST ok"),
+        matches!(cached.as_str(), "nothing" | "POST error"),
         "the origin took a cut-short body as a complete request: {cached}"
     );
 }
@@ -493,4 +506,31 @@ async fn a_post_whose_body_is_slow_holds_no_store_capacity_from_other_requests()
         answered,
         "a GET waited on the store capacity a stalled POST body holds"
     );
+}
+
+#[tokio::test]
+async fn a_post_called_on_the_handle_made_ready_goes_through_with_what_poll_ready_reserved() {
+    // tower's usual idiom: make the service ready, call it, await the answer, keeping the
+    // handle for the next request. The store lets one request in at a time.
+    let origin = Origin::start(|_| Reply::ok("x").header("cache-control", "max-age=60")).await;
+    let mut stack = ServiceBuilder::new()
+        .layer(BodyKeyLayer::new())
+        .layer(CacheLayer::new(Limited::new(1)).methods([Method::GET, Method::HEAD, Method::POST]))
+        .service(Client::builder(TokioExecutor::new()).build_http::<KeyedBody<Quiet>>());
+    // GET, not read ahead, is the control.
+    for method in [Method::GET, Method::POST] {
+        let request = Request::builder()
+            .method(method.clone())
+            .uri(origin.url("/ready"))
+            .body(Quiet::Empty)
+            .expect("valid request");
+        let ready = stack.ready().await.expect("ready");
+        let answered =
+            tokio::time::timeout(Duration::from_secs(3), tower::Service::call(ready, request))
+                .await;
+        assert!(
+            answered.is_ok(),
+            "{method}: the call waits for store room that its own ready handle holds"
+        );
+    }
 }

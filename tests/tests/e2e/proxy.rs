@@ -554,6 +554,31 @@ async fn a_body_in_a_transfer_coding_besides_chunked_is_a_bad_gateway() {
 }
 
 #[tokio::test]
+async fn an_answer_without_a_body_may_name_the_coding_a_get_would_have_rfc_9112_6_1() {
+    // A server MAY send Transfer-Encoding in a response to HEAD, or in a 304 to a GET:
+    // neither has a body, so no coded bytes follow.
+    for (request, answer, status) in [
+        (
+            "HEAD /coded HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nCache-Control: max-age=60\r\n\
+             Connection: close\r\n\r\n",
+            "http/1.1 200",
+        ),
+        (
+            "GET /coded HTTP/1.1\r\nHost: p\r\nIf-None-Match: \"1\"\r\nConnection: close\r\n\r\n",
+            "HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: gzip, chunked\r\nETag: \"1\"\r\n\
+             Connection: close\r\n\r\n",
+            "http/1.1 304",
+        ),
+    ] {
+        let origin = RawOrigin::start(answer).await;
+        let proxy = origin.proxy().await;
+        let answered = raw_answer(&proxy, request).await;
+        assert!(answered.starts_with(status), "{answered}");
+    }
+}
+
+#[tokio::test]
 async fn a_switch_of_protocols_nobody_asked_for_is_a_bad_gateway() {
     let origin = RawOrigin::start(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",

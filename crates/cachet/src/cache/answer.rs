@@ -183,7 +183,7 @@ pub(crate) fn stale_while_revalidate<St, B>(
     if limited
         || age < lifetime
         || policy::must_revalidate(config.mode, &cc)
-        || age - lifetime > window
+        || age.saturating_sub(lifetime) > window
     {
         return None;
     }
