@@ -8,6 +8,7 @@ use std::net::{AddrParseError, SocketAddr};
 use std::time::Duration;
 
 use cachet::Expiry;
+use cachet_redis::redact;
 use clap::ValueEnum;
 use http::uri::{Authority, Scheme};
 use http::{HeaderName, HeaderValue, Method, Uri};
@@ -76,8 +77,8 @@ impl fmt::Display for InvalidSecret {
 
 impl StdError for InvalidSecret {}
 
-/// Where the proxy keeps entries (`--store`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Where the proxy keeps entries (`--store`). `Debug` shows a URL's password as `***`.
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreChoice {
     /// In the proxy's memory, bounded by `--memory-bytes`.
     Memory,
@@ -85,6 +86,19 @@ pub enum StoreChoice {
     Redis(String),
     /// In a Redis Cluster, reached through these nodes' URLs.
     Cluster(Vec<String>),
+}
+
+impl fmt::Debug for StoreChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Memory => f.write_str("Memory"),
+            Self::Redis(url) => f.debug_tuple("Redis").field(&redact(url)).finish(),
+            Self::Cluster(urls) => {
+                let urls: Vec<String> = urls.iter().map(|url| redact(url)).collect();
+                f.debug_tuple("Cluster").field(&urls).finish()
+            }
+        }
+    }
 }
 
 impl StoreChoice {

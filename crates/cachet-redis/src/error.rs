@@ -263,7 +263,16 @@ impl StdError for BuildError {
 }
 
 /// A URL with any password replaced by `***`, for messages and `Debug`.
-pub(crate) fn redact(url: &str) -> String {
+/// `url` with its password, if it has one, shown as `***`: how this crate's messages and
+/// `Debug` output show a Redis URL, and how a program that prints one should.
+///
+/// ```
+/// assert_eq!(
+///     cachet_redis::redact("redis://app:hunter2@cache.internal:6379/0"),
+///     "redis://app:***@cache.internal:6379/0"
+/// );
+/// ```
+pub fn redact(url: &str) -> String {
     let Some(start) = url.find("://").map(|i| i + 3) else {
         return url.to_owned();
     };

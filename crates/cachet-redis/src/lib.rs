@@ -56,6 +56,6 @@ mod store;
 pub mod guide {}
 
 pub use builder::RedisStoreBuilder;
-pub use error::{BuildError, Error};
+pub use error::{BuildError, Error, redact};
 pub use metrics::RedisMetrics;
 pub use store::{RedisStore, ResponseFuture};
