@@ -177,6 +177,26 @@ impl fmt::Display for UsageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             UsageKind::CommandLine(error) if !error.use_stderr() => error.render().fmt(f),
+            // clap renders this one as the command's help, whose first paragraph is its
+            // description, not what was missing.
+            UsageKind::CommandLine(error)
+                if error.kind()
+                    == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+            {
+                // `entries` is the one command made of commands.
+                let commands: Vec<String> =
+                    <crate::admin::EntriesCommand as clap::Subcommand>::augment_subcommands(
+                        clap::Command::new("entries"),
+                    )
+                    .get_subcommands()
+                    .map(|command| command.get_name().to_owned())
+                    .collect();
+                write!(
+                    f,
+                    "entries needs one of its commands: {} (see --help)",
+                    commands.join(", ")
+                )
+            }
             UsageKind::CommandLine(error) => {
                 // clap's first paragraph, on one line, without its `error: ` prefix.
                 let rendered = error.render().to_string();

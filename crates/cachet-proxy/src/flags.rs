@@ -106,8 +106,13 @@ impl StoreChoice {
         if text == "memory" {
             return Ok(Self::Memory);
         }
+        // A URL the Redis client cannot use is refused here, named as this setting's
+        // mistake, not found when the store is built. Building does not connect.
         if text.starts_with("redis://") {
-            return Ok(Self::Redis(text.to_owned()));
+            return match cachet_redis::RedisStore::builder(text).build() {
+                Ok(_) => Ok(Self::Redis(text.to_owned())),
+                Err(error) => Err(InvalidStore::Url(error.to_string())),
+            };
         }
         if let Some(nodes) = text.strip_prefix("redis+cluster://") {
             let nodes: Vec<String> = nodes
@@ -119,16 +124,21 @@ impl StoreChoice {
             if nodes.is_empty() {
                 return Err(InvalidStore::NoNodes);
             }
-            return Ok(Self::Cluster(nodes));
+            return match cachet_redis::RedisStore::cluster(nodes.iter().cloned()).build() {
+                Ok(_) => Ok(Self::Cluster(nodes)),
+                Err(error) => Err(InvalidStore::Url(error.to_string())),
+            };
         }
         Err(InvalidStore::Unknown)
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum InvalidStore {
     Unknown,
     NoNodes,
+    /// The Redis client's reason, the URL's password hidden.
+    Url(String),
 }
 
 impl fmt::Display for InvalidStore {
@@ -138,6 +148,7 @@ impl fmt::Display for InvalidStore {
                 "expected memory, redis://HOST:PORT/DB or redis+cluster://HOST:PORT,HOST:PORT"
             }
             Self::NoNodes => "a cluster needs at least one HOST:PORT",
+            Self::Url(reason) => reason,
         })
     }
 }

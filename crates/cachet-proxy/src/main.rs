@@ -1,6 +1,7 @@
 //! The `cachet-proxy` program: reads the command line, then runs [`cachet_proxy::Proxy`]
 //! until Ctrl-C (or SIGTERM).
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use cachet::verify::Keyring;
@@ -23,12 +24,9 @@ async fn main() -> ExitCode {
             Ok(Invocation::Entries { config, command }) => {
                 // Its logs (a Redis that does not answer) go to stderr, so that stdout
                 // holds the answer alone.
-                init_logs(std::io::stderr);
+                init_logs(std::io::stderr, std::io::stderr().is_terminal());
                 return match run_entries(&config, &command).await {
-                    Ok(out) => {
-                        print!("{out}");
-                        ExitCode::SUCCESS
-                    }
+                    Ok(out) => print(&out),
                     Err(error) => {
                         eprintln!("cachet-proxy: {}", one_line(&error));
                         ExitCode::FAILURE
@@ -37,9 +35,29 @@ async fn main() -> ExitCode {
             }
             Err(error) => return usage_error(error),
         };
-    init_logs(std::io::stdout);
+    init_logs(std::io::stdout, std::io::stdout().is_terminal());
 
-    let result = async { Proxy::bind(config).await?.serve(shutdown_signal()).await }.await;
+    // The first signal starts a graceful shutdown; a second one ends it at once.
+    let (first, signalled) = tokio::sync::oneshot::channel();
+    let shutdown = async {
+        shutdown_signal().await;
+        let _ = first.send(());
+    };
+    let serving = async { Proxy::bind(config).await?.serve(shutdown).await };
+    let second = async {
+        if signalled.await.is_ok() {
+            shutdown_signal().await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let result = tokio::select! {
+        result = serving => result,
+        () = second => {
+            eprintln!("cachet-proxy: a second signal; stopping with connections still open");
+            return ExitCode::FAILURE;
+        }
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -49,8 +67,9 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Logs through `tracing` to `writer`, at `info` unless `RUST_LOG` says otherwise.
-fn init_logs<W>(writer: W)
+/// Logs through `tracing` to `writer`, at `info` unless `RUST_LOG` says otherwise, in
+/// colour only on a terminal (`ansi`): a file or a pipe gets plain text.
+fn init_logs<W>(writer: W, ansi: bool)
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
@@ -60,18 +79,34 @@ where
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
+        .with_ansi(ansi)
         .init();
 }
 
 /// Prints a new secret key for `--secret-key-env`.
 fn keygen() -> ExitCode {
     match Keyring::generate_secret() {
-        Ok(secret) => {
-            println!("{secret}");
-            ExitCode::SUCCESS
-        }
+        Ok(secret) => print(&format!("{secret}\n")),
         Err(error) => {
             eprintln!("cachet-proxy: cannot make a key: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes `text` to stdout. A reader that stopped reading (`| head`) ends the program
+/// quietly; any other failure (a full disk) is one line on stderr, not a panic.
+fn print(text: &str) -> ExitCode {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("cachet-proxy: cannot write to stdout: {error}");
             ExitCode::FAILURE
         }
     }

@@ -122,7 +122,10 @@ impl Proxy {
 
     /// Serves HTTP/1.1 and HTTP/2 (cleartext, by prior knowledge) until `shutdown`
     /// completes, then shuts down gracefully: it stops accepting, lets requests in flight
-    /// finish, closes idle connections, and returns once every connection is closed.
+    /// finish, closes idle connections, and returns once every connection is closed, or
+    /// once the upstream timeout has passed (a request in flight waits no longer for its
+    /// answer's head; a client that never acknowledges the close, or a stream that never
+    /// ends, holds the proxy no longer), closing those still open.
     ///
     /// An error accepting one connection is logged and does not stop the proxy.
     ///
@@ -199,8 +202,11 @@ impl Proxy {
             connections = graceful.count(),
             "shutting down; letting requests in flight finish"
         );
-        graceful.shutdown().await;
-        tracing::info!("stopped");
+        let drain = config.upstream_timeout();
+        match tokio::time::timeout(drain, graceful.shutdown()).await {
+            Ok(()) => tracing::info!("stopped"),
+            Err(_) => tracing::warn!("stopped after {drain:?}, closing the connections still open"),
+        }
         Ok(())
     }
 }

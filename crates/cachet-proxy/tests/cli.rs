@@ -399,3 +399,142 @@ fn entries_without_a_command_is_a_usage_error_and_its_help_lists_them() {
         assert!(help.contains(command), "{help}");
     }
 }
+
+#[test]
+fn a_redis_url_that_cannot_be_used_is_a_usage_error_naming_store() {
+    for bad in [
+        "redis://",
+        "redis://127.0.0.1:6379/notadb",
+        "redis+cluster://127.0.0.1:x",
+    ] {
+        let output = run(&["--upstream", "http://127.0.0.1:9", "--store", bad]);
+        let line = one_line(&output);
+        assert_eq!(output.status.code(), Some(2), "{bad}: {line}");
+        assert!(line.contains("--store"), "{line}");
+    }
+}
+
+#[test]
+fn entries_without_a_command_names_the_commands() {
+    let output = run(&["entries"]);
+    assert_eq!(output.status.code(), Some(2));
+    let line = one_line(&output);
+    assert!(
+        line.contains("entries needs one of its commands: list, show"),
+        "{line}"
+    );
+}
+
+#[test]
+fn keygen_that_cannot_write_its_key_is_a_one_line_error_not_a_panic() {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full opens");
+    let output = Command::new(env!("CARGO_BIN_EXE_cachet-proxy"))
+        .arg("keygen")
+        .env("RUST_BACKTRACE", "0")
+        .stdout(full)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("the program runs");
+    assert_eq!(output.status.code(), Some(1));
+    let line = one_line(&output);
+    assert!(line.contains("cannot write to stdout"), "{line}");
+}
+
+fn signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}
+
+/// The program's exit status, once it has exited, waiting at most `limit` (a hang guard).
+fn exits_within(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("the program can be waited for") {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+#[test]
+fn a_shutdown_is_not_held_past_the_upstream_timeout_by_a_silent_http2_client() {
+    let (origin, _) = origin();
+    let upstream = format!("http://{origin}");
+    let mut proxy = start(&[
+        "--upstream",
+        &upstream,
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream-timeout",
+        "1",
+    ]);
+    // An HTTP/2 client that sends its preface and settings, then never answers: not the
+    // close, nor the ping that comes with it.
+    let mut client = TcpStream::connect(proxy.addr).expect("connects");
+    client
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .expect("the preface is sent");
+    let mut settings = [0u8; 9];
+    client
+        .read_exact(&mut settings)
+        .expect("the proxy's SETTINGS");
+    signal(&proxy.child, "-TERM");
+    let status = exits_within(&mut proxy.child, Duration::from_secs(10));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "still running 10 s after SIGTERM with no request in flight: {status:?}"
+    );
+}
+
+#[test]
+fn a_second_signal_ends_a_shutdown_that_waits_on_a_stream() {
+    // An upstream whose answer never ends (server-sent events, say).
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let origin = listener.local_addr().expect("its address");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                    if line == "\r\n" {
+                        break;
+                    }
+                    line.clear();
+                }
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\ncache-control: no-store\r\ntransfer-encoding: chunked\r\n\r\n",
+                );
+                while stream.write_all(b"6\r\ntick\r\n\r\n").is_ok() {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+        }
+    });
+    let upstream = format!("http://{origin}");
+    let mut proxy = start(&["--upstream", &upstream, "--listen", "127.0.0.1:0"]);
+    let mut client = TcpStream::connect(proxy.addr).expect("connects");
+    client
+        .write_all(b"GET /events HTTP/1.1\r\nhost: proxy\r\n\r\n")
+        .expect("sent");
+    let _ = client.read(&mut [0u8; 64]).expect("the stream starts");
+    signal(&proxy.child, "-TERM");
+    assert!(
+        exits_within(&mut proxy.child, Duration::from_secs(1)).is_none(),
+        "the first signal lets the stream go on"
+    );
+    signal(&proxy.child, "-INT");
+    let status = exits_within(&mut proxy.child, Duration::from_secs(5));
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "a second signal during the drain stops the proxy, saying so: {status:?}"
+    );
+}

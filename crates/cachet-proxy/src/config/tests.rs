@@ -600,7 +600,7 @@ fn entries_takes_the_store_settings_given_before_it_and_needs_no_upstream() {
 fn debug_never_shows_a_redis_password() {
     for store in [
         "redis://:hunter2@127.0.0.1:6379/0",
-        "redis+cluster://:hunter2@127.0.0.1:7000,127.0.0.1:7001",
+        "redis+cluster://:hunter2@127.0.0.1:7000,:hunter2@127.0.0.1:7001",
     ] {
         let config = parse(&["--upstream", "http://127.0.0.1:3000", "--store", store])
             .expect("a redis URL with a password is accepted");
