@@ -124,7 +124,7 @@ impl<'de, T: FromText> Deserialize<'de> for Parsed<T> {
         let text = String::deserialize(deserializer)?;
         T::from_text(&text)
             .map(Parsed)
-            .map_err(|error| de::Error::custom(format_args!("invalid value '{text}': {error}")))
+            .map_err(|error| refused(&text, error))
     }
 }
 
@@ -208,7 +208,14 @@ where
     let text = String::deserialize(deserializer)?;
     T::from_text(&text)
         .map(Some)
-        .map_err(|error| de::Error::custom(format_args!("invalid value '{text}': {error}")))
+        .map_err(|error| refused(&text, error))
+}
+
+/// The error for a value its parser refused: the value shown back, but for a URL's
+/// password.
+fn refused<E: de::Error>(text: &str, error: impl fmt::Display) -> E {
+    let shown = cachet_redis::redact(text);
+    E::custom(format_args!("invalid value '{shown}': {error}"))
 }
 
 /// Reads a byte count, checked as its flag checks it.

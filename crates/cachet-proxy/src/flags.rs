@@ -101,6 +101,29 @@ impl fmt::Debug for StoreChoice {
     }
 }
 
+/// Parses `--store`, showing a refused URL's password as `***` in the error, which clap
+/// would otherwise echo as given.
+#[derive(Clone, Debug)]
+pub(crate) struct StoreParser;
+
+impl clap::builder::TypedValueParser for StoreParser {
+    type Value = StoreChoice;
+
+    fn parse_ref(
+        &self,
+        command: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<StoreChoice, clap::Error> {
+        let text = value.to_string_lossy();
+        StoreChoice::parse(&text).map_err(|invalid| {
+            let arg = arg.map_or_else(|| "--store".to_owned(), ToString::to_string);
+            let message = format!("invalid value '{}' for '{arg}': {invalid}", redact(&text));
+            clap::Error::raw(clap::error::ErrorKind::ValueValidation, message).with_cmd(command)
+        })
+    }
+}
+
 impl StoreChoice {
     pub(crate) fn parse(text: &str) -> Result<Self, InvalidStore> {
         if text == "memory" {

@@ -37,18 +37,20 @@ async fn main() -> ExitCode {
         };
     init_logs(std::io::stdout, std::io::stdout().is_terminal());
 
-    // The first signal starts a graceful shutdown; a second one ends it at once.
+    // The first signal starts a graceful shutdown; a second one ends it at once. The
+    // listeners are made once, before serving: one made after the first signal would miss
+    // a second that came close behind it.
+    let mut signals = Signals::new();
     let (first, signalled) = tokio::sync::oneshot::channel();
-    let shutdown = async {
-        shutdown_signal().await;
-        let _ = first.send(());
+    let shutdown = async move {
+        signals.next().await;
+        let _ = first.send(signals);
     };
     let serving = async { Proxy::bind(config).await?.serve(shutdown).await };
     let second = async {
-        if signalled.await.is_ok() {
-            shutdown_signal().await;
-        } else {
-            std::future::pending::<()>().await;
+        match signalled.await {
+            Ok(mut signals) => signals.next().await,
+            Err(_) => std::future::pending::<()>().await,
         }
     };
     let result = tokio::select! {
@@ -123,33 +125,58 @@ fn usage_error(error: UsageError) -> ExitCode {
     ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2))
 }
 
-/// Completes on Ctrl-C or, on Unix, SIGTERM. A signal that cannot be listened for is
-/// logged and never fires.
-async fn shutdown_signal() {
-    let ctrl_c = async {
+/// Ctrl-C and, on Unix, SIGTERM, listened for from the moment they are made. A signal
+/// that cannot be listened for is logged and never comes.
+struct Signals {
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let listen = |kind: SignalKind, name: &str| match signal(kind) {
+                Ok(listening) => Some(listening),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for {name}");
+                    None
+                }
+            };
+            Self {
+                interrupt: listen(SignalKind::interrupt(), "Ctrl-C"),
+                terminate: listen(SignalKind::terminate(), "SIGTERM"),
+            }
+        }
+        #[cfg(not(unix))]
+        Self {}
+    }
+
+    /// Completes on the next signal.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn recv(signal: Option<&mut tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+            tokio::select! {
+                () = recv(self.interrupt.as_mut()) => {}
+                () = recv(self.terminate.as_mut()) => {}
+            }
+        }
+        #[cfg(not(unix))]
         if let Err(error) = tokio::signal::ctrl_c().await {
             tracing::warn!(%error, "cannot listen for Ctrl-C");
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                terminate.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
+        tracing::info!("shutdown signal received");
     }
-    tracing::info!("shutdown signal received");
 }

@@ -155,6 +155,9 @@ impl Proxy {
         builder.http1().timer(TokioTimer::new());
         builder.http2().timer(TokioTimer::new());
         let graceful = GracefulShutdown::new();
+        // The connections' tasks, so that those still open when the drain's bound has
+        // passed are closed, not left running.
+        let mut connections = tokio::task::JoinSet::new();
         let mut shutdown = pin!(shutdown);
 
         tracing::info!("listening on {local_addr}, upstream {}", config.upstream());
@@ -187,11 +190,13 @@ impl Proxy {
             let service = TowerToHyperService::new(service);
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             let connection = graceful.watch(connection.into_owned());
-            tokio::spawn(async move {
+            connections.spawn(async move {
                 if let Err(error) = connection.await {
                     tracing::debug!(%peer, %error, "connection ended with an error");
                 }
             });
+            // Those that ended are let go, so that the set holds only what is open.
+            while connections.try_join_next().is_some() {}
         }
 
         drop(listener);
@@ -207,6 +212,7 @@ impl Proxy {
             Ok(()) => tracing::info!("stopped"),
             Err(_) => tracing::warn!("stopped after {drain:?}, closing the connections still open"),
         }
+        connections.abort_all();
         Ok(())
     }
 }

@@ -538,3 +538,81 @@ fn a_second_signal_ends_a_shutdown_that_waits_on_a_stream() {
         "a second signal during the drain stops the proxy, saying so: {status:?}"
     );
 }
+
+#[test]
+fn a_refused_redis_url_never_shows_its_password() {
+    let url = "redis://:hunter2@127.0.0.1:6379/notadb";
+    let output = run(&["--upstream", "http://127.0.0.1:9", "--store", url]);
+    assert_eq!(output.status.code(), Some(2));
+    let line = one_line(&output);
+    assert!(
+        !line.contains("hunter2"),
+        "the flag's error shows the password: {line}"
+    );
+
+    let file = config_file(&format!(
+        "upstream = \"http://127.0.0.1:9\"\n[store]\nbackend = \"{url}\"\n"
+    ));
+    let output = run(&["--config", path(&file)]);
+    assert_eq!(output.status.code(), Some(2));
+    let line = one_line(&output);
+    assert!(
+        !line.contains("hunter2"),
+        "the file's error shows the password: {line}"
+    );
+}
+
+#[test]
+fn a_second_signal_right_after_the_first_is_not_lost() {
+    // An upstream whose answer never ends, so that the drain waits.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let origin = listener.local_addr().expect("its address");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                    if line == "\r\n" {
+                        break;
+                    }
+                    line.clear();
+                }
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\ncache-control: no-store\r\ntransfer-encoding: chunked\r\n\r\n",
+                );
+                while stream.write_all(b"6\r\ntick\r\n\r\n").is_ok() {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+        }
+    });
+    let upstream = format!("http://{origin}");
+    for round in 0..3 {
+        let mut proxy = start(&[
+            "--upstream",
+            &upstream,
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream-timeout",
+            "10",
+        ]);
+        let mut client = TcpStream::connect(proxy.addr).expect("connects");
+        client
+            .write_all(b"GET /events HTTP/1.1\r\nhost: proxy\r\n\r\n")
+            .expect("sent");
+        let _ = client.read(&mut [0u8; 64]).expect("the stream starts");
+        let pid = proxy.child.id();
+        let sent = Command::new("sh")
+            .args(["-c", &format!("kill -TERM {pid}; kill -INT {pid}")])
+            .status()
+            .expect("sh runs");
+        assert!(sent.success());
+        let status = exits_within(&mut proxy.child, Duration::from_secs(5));
+        assert!(
+            status.is_some_and(|s| !s.success()),
+            "round {round}: TERM then INT at once; the INT was lost: {status:?}"
+        );
+    }
+}

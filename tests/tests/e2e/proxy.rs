@@ -643,3 +643,59 @@ async fn requests_the_proxy_cannot_forward_as_they_came_are_refused_saying_why()
     }
     assert_eq!(origin.lines().len(), 1, "none of them reached the upstream");
 }
+
+#[tokio::test]
+async fn serve_closes_the_connections_still_open_when_its_drain_bound_has_passed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = Config::from_args_and_env(
+        [
+            "cachet-proxy",
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream-timeout",
+            "1",
+        ],
+        |_: &str| None,
+    )
+    .expect("valid flags");
+    let proxy = Proxy::bind(config).await.expect("the proxy binds");
+    let addr = proxy.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let serving = tokio::spawn(proxy.serve(async {
+        let _ = stopped.await;
+    }));
+    // An HTTP/2 client that never acknowledges the close.
+    let mut client = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connects");
+    client
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .expect("the preface is sent");
+    let mut settings = [0u8; 9];
+    client
+        .read_exact(&mut settings)
+        .await
+        .expect("the proxy's SETTINGS");
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(5), serving)
+        .await
+        .expect("serve returns once its drain bound has passed")
+        .expect("serve does not panic")
+        .expect("serve succeeds");
+    let closed = tokio::time::timeout(Duration::from_secs(3), async {
+        let mut sink = [0u8; 1024];
+        while let Ok(read) = client.read(&mut sink).await {
+            if read == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the connection is still open 3 s after serve returned"
+    );
+}

@@ -15,7 +15,9 @@ use super::{BadSignatureAction, Config, Mode, Policy, SharedClock};
 use crate::UsageError;
 use crate::admin::EntriesCommand;
 use crate::file::{ConfigFile, FileSettings};
-use crate::flags::{MemoryTier, Secret, StoreChoice, Upstream, parse_bytes, parse_timeout};
+use crate::flags::{
+    MemoryTier, Secret, StoreChoice, StoreParser, Upstream, parse_bytes, parse_timeout,
+};
 
 /// The command line, as clap parses it. Every value is checked by its value parser.
 ///
@@ -83,7 +85,7 @@ pub(super) struct Args {
     /// Where entries live: memory, redis://HOST:PORT/DB for one Redis shared by many
     /// proxies, or redis+cluster://HOST:PORT,HOST:PORT,... for a Redis Cluster
     /// [default: memory]
-    #[arg(long, value_name = "STORE", value_parser = StoreChoice::parse)]
+    #[arg(long, value_name = "STORE", value_parser = StoreParser)]
     store: Option<StoreChoice>,
 
     /// The prefix of every key cachet writes to Redis [default: cachet:]
