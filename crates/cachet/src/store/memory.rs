@@ -50,18 +50,45 @@ impl MemoryStore {
     /// The default bound: 64 MiB.
     pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;
 
+    /// The least room each of the store's shards has, in bytes: 16 MiB, twice the cache's
+    /// default `max_body_bytes`.
+    const MIN_SHARD_BYTES: u64 = 16 << 20;
+
     /// A store that holds at most `max_bytes`, counting keys, values and per-entry
-    /// overhead. An entry larger than about a shard's share of the bound is not kept.
+    /// overhead. It is split into shards for concurrent use, each with a share of the
+    /// bound, and an entry is kept only if it fits in about 97 % of its shard: shards are
+    /// never smaller than 16 MiB (fewer of them in a smaller store), so that an entry up
+    /// to about 15.5 MiB, or up to nearly the whole bound of a store under 16 MiB, is
+    /// kept, whatever the number of cores.
     pub fn new(max_bytes: u64) -> Self {
         let estimated_items = usize::try_from(max_bytes / 4096)
             .unwrap_or(usize::MAX)
             .max(16);
-        Self {
-            cache: Arc::new(Cache::with_weighter(
-                estimated_items,
-                max_bytes,
+        // The library's own choice is four shards a core, which on a large machine would
+        // leave each too little room for one large body.
+        let per_core = std::thread::available_parallelism().map_or(1, |n| n.get()) * 4;
+        let shards = usize::try_from(max_bytes / Self::MIN_SHARD_BYTES)
+            .unwrap_or(usize::MAX)
+            .clamp(1, per_core);
+        // Down to a power of two, which the library would otherwise round up to.
+        let shards = 1 << shards.ilog2();
+        let options = quick_cache::OptionsBuilder::new()
+            .estimated_items_capacity(estimated_items)
+            .weight_capacity(max_bytes)
+            .shards(shards)
+            .build();
+        let cache = match options {
+            Ok(options) => Cache::with_options(
+                options,
                 ByteWeighter,
-            )),
+                Default::default(),
+                Default::default(),
+            ),
+            // Every option the builder requires is set above.
+            Err(_) => Cache::with_weighter(estimated_items, max_bytes, ByteWeighter),
+        };
+        Self {
+            cache: Arc::new(cache),
         }
     }
 
@@ -194,6 +221,33 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
+
+    #[tokio::test]
+    async fn an_entry_up_to_15_mib_is_kept_whatever_the_number_of_cores() {
+        // The cache's default `max_body_bytes` is 8 MiB; with the library's own sharding
+        // (four shards a core) a 64 MiB store kept nothing over 8 MiB on two cores, and
+        // nothing over 2 MiB on eight.
+        for (max_bytes, len) in [
+            (MemoryStore::DEFAULT_MAX_BYTES, 15 << 20),
+            (1 << 30, 15 << 20),
+            (48 << 20, 15 << 20),
+            (4 << 20, 3 << 20),
+        ] {
+            let store = MemoryStore::new(max_bytes);
+            let key = CacheKey::from_text("GET http://a/large");
+            let put = StoreRequest::Put {
+                key: key.clone(),
+                value: Bytes::from(vec![7; len]).into(),
+                ttl: Duration::from_secs(60),
+            };
+            store.clone().oneshot(put).await.expect("a put succeeds");
+            let found = store.clone().oneshot(StoreRequest::Get(key)).await;
+            assert!(
+                matches!(found, Ok(StoreResponse::Found(_))),
+                "{len} bytes in a store of {max_bytes}"
+            );
+        }
+    }
 
     #[tokio::test]
     async fn a_ttl_past_the_clocks_range_keeps_the_entry_instead_of_panicking() {
