@@ -374,7 +374,7 @@ impl FromText for BadSignatureAction {
 impl FromText for Expiry {
     type Err = InvalidExpiry;
 
-    /// `never`, `do-not-cache`, or a duration: a whole number followed by `s`, `m`, `h`
+    /// `never`, `do-not-cache`, or a duration: a whole number followed by `ms`, `s`, `m`, `h`
     /// or `d` (`90s`, `5m`, `1d`).
     fn from_text(text: &str) -> Result<Self, InvalidExpiry> {
         match text {
@@ -385,7 +385,7 @@ impl FromText for Expiry {
     }
 }
 
-/// A whole number followed by `s`, `m`, `h` or `d`: `90s`, `5m`, `1d`.
+/// A whole number followed by `ms`, `s`, `m`, `h` or `d`: `90s`, `5m`, `1d`.
 fn span(text: &str) -> Option<Duration> {
     let unit_at = text.find(|c: char| !c.is_ascii_digit())?;
     let (number, unit) = text.split_at(unit_at);

@@ -48,7 +48,7 @@ use crate::pool::{Backend, Bounds};
 /// cannot be turned back into its cache key, so the value stored under one starts with
 /// the cache key (`cachet-key`, its length and its text), which a read checks and strips.
 ///
-/// ```no_run
+/// ```
 /// use cachet::CacheLayer;
 /// use cachet_redis::RedisStore;
 ///
