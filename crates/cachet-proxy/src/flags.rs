@@ -28,6 +28,9 @@ impl Secret {
         env: impl Fn(&str) -> Option<OsString>,
     ) -> Result<Self, InvalidSecret> {
         let name = || variable.to_owned();
+        if variable.is_empty() {
+            return Err(InvalidSecret::NoName);
+        }
         let value = env(variable).ok_or_else(|| InvalidSecret::Missing(name()))?;
         let value = value
             .into_string()
@@ -52,6 +55,8 @@ impl fmt::Debug for Secret {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum InvalidSecret {
+    /// The variable's name is empty.
+    NoName,
     Missing(String),
     Empty(String),
     NotText(String),
@@ -60,6 +65,7 @@ pub(crate) enum InvalidSecret {
 impl InvalidSecret {
     pub(crate) fn name(&self) -> &str {
         match self {
+            Self::NoName => "",
             Self::Missing(name) | Self::Empty(name) | Self::NotText(name) => name,
         }
     }
@@ -68,6 +74,7 @@ impl InvalidSecret {
 impl fmt::Display for InvalidSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Self::NoName => f.write_str("the name of an environment variable is needed"),
             Self::Missing(name) => write!(f, "the environment variable {name} is not set"),
             Self::Empty(name) => write!(f, "the environment variable {name} is empty"),
             Self::NotText(name) => write!(f, "the environment variable {name} is not valid UTF-8"),

@@ -159,6 +159,13 @@ fn a_missing_or_empty_secret_variable_is_refused_naming_it() {
         line.contains("--secret-key-env") && line.contains("CACHET_TEST_UNSET_KEY is not set"),
         "{line}"
     );
+    let nameless = run(&["--upstream", "http://127.0.0.1:9", "--secret-key-env", ""]);
+    assert_eq!(nameless.status.code(), Some(2));
+    let line = one_line(&nameless);
+    assert!(
+        line.contains("the name of an environment variable is needed"),
+        "{line}"
+    );
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_cachet-proxy"))
         .args([
