@@ -340,7 +340,8 @@ fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
         if c == '\n' {
             line += 1;
             column = 1;
-        } else {
+        } else if !(index == 0 && c == '\u{feff}') {
+            // A byte order mark is no column an editor shows.
             column += 1;
         }
     }

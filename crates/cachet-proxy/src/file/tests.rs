@@ -223,4 +223,6 @@ fn columns_count_characters() {
     assert_eq!(line_and_column("a = \"é\"\nb", 9), (2, 1));
     assert_eq!(line_and_column("é = 1", 3), (1, 3));
     assert_eq!(line_and_column("", 0), (1, 1));
+    // A byte order mark before the first line is no column.
+    assert_eq!(line_and_column("\u{feff}mode = 1", 10), (1, 8));
 }
