@@ -108,24 +108,38 @@ impl fmt::Debug for StoreChoice {
     }
 }
 
-/// Parses `--store`, showing a refused URL's password as `***` in the error, which clap
-/// would otherwise echo as given.
-#[derive(Clone, Debug)]
-pub(crate) struct StoreParser;
+/// Parses a flag that takes a URL (`--upstream`, `--store`) by its [`FromText`],
+/// showing a refused URL's password as `***` in the error, which clap would otherwise
+/// echo as given.
+pub(crate) struct UrlParser<T>(std::marker::PhantomData<fn() -> T>);
 
-impl clap::builder::TypedValueParser for StoreParser {
-    type Value = StoreChoice;
+impl<T> UrlParser<T> {
+    pub(crate) fn new() -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+
+impl<T> Clone for UrlParser<T> {
+    fn clone(&self) -> Self {
+        Self::new()
+    }
+}
+
+impl<T: FromText + Clone + Send + Sync + 'static> clap::builder::TypedValueParser for UrlParser<T> {
+    type Value = T;
 
     fn parse_ref(
         &self,
         command: &clap::Command,
         arg: Option<&clap::Arg>,
         value: &std::ffi::OsStr,
-    ) -> Result<StoreChoice, clap::Error> {
-        let text = value.to_string_lossy();
-        StoreChoice::parse(&text).map_err(|invalid| {
-            let arg = arg.map_or_else(|| "--store".to_owned(), ToString::to_string);
-            let message = format!("invalid value '{}' for '{arg}': {invalid}", redact(&text));
+    ) -> Result<T, clap::Error> {
+        let Some(text) = value.to_str() else {
+            return Err(clap::Error::new(clap::error::ErrorKind::InvalidUtf8).with_cmd(command));
+        };
+        T::from_text(text).map_err(|invalid| {
+            let arg = arg.map_or_else(String::new, ToString::to_string);
+            let message = format!("invalid value '{}' for '{arg}': {invalid}", redact(text));
             clap::Error::raw(clap::error::ErrorKind::ValueValidation, message).with_cmd(command)
         })
     }

@@ -125,8 +125,9 @@ fn usage_error(error: UsageError) -> ExitCode {
     ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2))
 }
 
-/// Ctrl-C and, on Unix, SIGTERM, listened for from the moment they are made. A signal
-/// that cannot be listened for is logged and never comes.
+/// Ctrl-C and, on Unix, SIGTERM, listened for from the moment they are made (elsewhere,
+/// Ctrl-C from each wait on). A signal that cannot be listened for is logged and never
+/// comes.
 struct Signals {
     #[cfg(unix)]
     interrupt: Option<tokio::signal::unix::Signal>,

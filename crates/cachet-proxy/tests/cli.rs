@@ -567,6 +567,36 @@ fn a_refused_redis_url_never_shows_its_password() {
         !line.contains("hunter2"),
         "the file's error shows the password: {line}"
     );
+
+    let output = run(&["--upstream", "http://u:hunter2@127.0.0.1:9/?q=1"]);
+    assert_eq!(output.status.code(), Some(2));
+    let line = one_line(&output);
+    assert!(
+        line.contains("--upstream") && !line.contains("hunter2"),
+        "the flag's error shows the password: {line}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_store_url_that_is_not_utf8_is_refused_not_altered() {
+    use std::os::unix::ffi::OsStrExt;
+    let store = std::ffi::OsStr::from_bytes(b"redis://:hun\xfftr@127.0.0.1:1/0");
+    let output = Command::new(env!("CARGO_BIN_EXE_cachet-proxy"))
+        .args([
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--listen",
+            "192.0.2.1:80",
+            "--store",
+        ])
+        .arg(store)
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("the program runs");
+    assert_eq!(output.status.code(), Some(2));
+    let line = one_line(&output);
+    assert!(line.contains("UTF-8"), "{line}");
 }
 
 #[test]

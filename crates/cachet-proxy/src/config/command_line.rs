@@ -16,7 +16,7 @@ use crate::UsageError;
 use crate::admin::EntriesCommand;
 use crate::file::{ConfigFile, FileSettings};
 use crate::flags::{
-    MemoryTier, Secret, StoreChoice, StoreParser, Upstream, parse_bytes, parse_timeout,
+    MemoryTier, Secret, StoreChoice, Upstream, UrlParser, parse_bytes, parse_timeout,
 };
 
 /// The command line, as clap parses it. Every value is checked by its value parser.
@@ -44,7 +44,7 @@ pub(super) struct Args {
     /// The origin to forward to: an http:// or https:// URL with a host, and optionally a
     /// port and a base path that is put before every request's path (required, here or
     /// in the --config file)
-    #[arg(long, value_name = "URL", value_parser = Upstream::parse)]
+    #[arg(long, value_name = "URL", value_parser = UrlParser::<Upstream>::new())]
     upstream: Option<Upstream>,
 
     /// The address to listen on, as IP:PORT [default: 127.0.0.1:8080]
@@ -85,7 +85,7 @@ pub(super) struct Args {
     /// Where entries live: memory, redis://HOST:PORT/DB for one Redis shared by many
     /// proxies, or redis+cluster://HOST:PORT,HOST:PORT,... for a Redis Cluster
     /// [default: memory]
-    #[arg(long, value_name = "STORE", value_parser = StoreParser)]
+    #[arg(long, value_name = "STORE", value_parser = UrlParser::<StoreChoice>::new())]
     store: Option<StoreChoice>,
 
     /// The prefix of every key cachet writes to Redis [default: cachet:]

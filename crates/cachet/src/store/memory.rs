@@ -72,9 +72,12 @@ impl MemoryStore {
             .clamp(1, per_core);
         // Down to a power of two, which the library would otherwise round up to.
         let shards = 1 << shards.ilog2();
+        // Each shard gets an equal share, rounded up by the library: a bound it can split
+        // evenly keeps the total within `max_bytes`.
+        let bound = max_bytes - max_bytes % shards as u64;
         let options = quick_cache::OptionsBuilder::new()
             .estimated_items_capacity(estimated_items)
-            .weight_capacity(max_bytes)
+            .weight_capacity(bound)
             .shards(shards)
             .build();
         let cache = match options {
@@ -85,7 +88,7 @@ impl MemoryStore {
                 Default::default(),
             ),
             // Every option the builder requires is set above.
-            Err(_) => Cache::with_weighter(estimated_items, max_bytes, ByteWeighter),
+            Err(_) => Cache::with_weighter(estimated_items, bound, ByteWeighter),
         };
         Self {
             cache: Arc::new(cache),
@@ -97,7 +100,8 @@ impl MemoryStore {
         self.cache.weight()
     }
 
-    /// The bound given to [`new`](Self::new).
+    /// The bound it keeps: the one given to [`new`](Self::new), less the few bytes that
+    /// would not split evenly between its shards.
     pub fn max_bytes(&self) -> u64 {
         self.cache.capacity()
     }
@@ -245,6 +249,17 @@ mod tests {
             assert!(
                 matches!(found, Ok(StoreResponse::Found(_))),
                 "{len} bytes in a store of {max_bytes}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_bound_kept_is_never_above_the_bound_given() {
+        for max_bytes in [0, 1, (32 << 20) + 1, (64 << 20) + 3, u64::MAX / 2, u64::MAX] {
+            let kept = MemoryStore::new(max_bytes).max_bytes();
+            assert!(
+                kept <= max_bytes && max_bytes - kept < 64,
+                "{kept} for {max_bytes}"
             );
         }
     }
