@@ -70,6 +70,7 @@ where
 
 /// The response future of [`ReadAheadBound`].
 #[pin_project(project = AnswerProj)]
+#[must_use = "futures do nothing unless polled"]
 pub(super) enum AnswerFuture<F> {
     Unbounded {
         #[pin]

@@ -19,6 +19,11 @@ use super::layer::{BodyKeyLayer, Config};
 /// that replays what was read, then the rest. A body error while reading is not this
 /// service's error: the request goes on, and its body yields the error in its place.
 ///
+/// For a request whose body it reads, what `poll_ready` reserved in the inner service
+/// is let go at `call`, and the response future makes a clone of the inner service
+/// ready once the body is in: a slow upload holds nothing, and the inner service's
+/// backpressure applies when the request goes on, not while bodies are read.
+///
 /// The request body must be [`Unpin`], as hyper's, `Full` and boxed bodies are; pin
 /// another on the heap first (`request.map(Box::pin)`).
 #[derive(Clone, Debug)]
@@ -81,6 +86,8 @@ where
         // What `poll_ready` reserved (a permit, a store handle) is let go now, not held
         // while a client is slow to send: the future makes a clone of its own ready once
         // the body is read, and this handle is made ready again before its next call.
+        // (A fresh clone of a `Cache` also starts its per-clone handles again: a cost
+        // on requests whose body is read, not on the rest.)
         let fresh = self.inner.clone();
         self.inner = fresh.clone();
         ResponseFuture::read(fresh, request, self.config.max_bytes)
