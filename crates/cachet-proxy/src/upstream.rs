@@ -258,12 +258,7 @@ impl Future for ForwardFuture {
                     Err(_elapsed) => {
                         // The clock runs from the request's start: a client that is slow
                         // to send its body uses it up too.
-                        let message = format!(
-                            "no response head from the upstream within {timeout:?} of \
-                             sending the request"
-                        );
-                        tracing::warn!("{message}");
-                        reply(StatusCode::GATEWAY_TIMEOUT, message).map(Either::Right)
+                        no_head_within(*timeout, "sending the request").map(Either::Right)
                     }
                 };
                 Poll::Ready(Ok(response))
@@ -288,6 +283,13 @@ fn coded_beyond_chunked(headers: &http::HeaderMap) -> bool {
         .map(<[u8]>::trim_ascii)
         // Empty list elements count for nothing (RFC 9110 §5.6.1).
         .any(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case(b"chunked"))
+}
+
+/// The `504` for a request that had no response head within `timeout` of `since`.
+pub(crate) fn no_head_within(timeout: Duration, since: &str) -> Response<Full<Bytes>> {
+    let message = format!("no response head from the upstream within {timeout:?} of {since}");
+    tracing::warn!("{message}");
+    reply(StatusCode::GATEWAY_TIMEOUT, message)
 }
 
 /// A response the proxy writes itself: a status and a one-line `text/plain` reason, never

@@ -500,9 +500,8 @@ fn a_shutdown_is_not_held_past_the_upstream_timeout_by_a_silent_http2_client() {
     );
 }
 
-#[test]
-fn a_second_signal_ends_a_shutdown_that_waits_on_a_stream() {
-    // An upstream whose answer never ends (server-sent events, say).
+/// An upstream whose answers never end (server-sent events, say): a chunk every 100 ms.
+fn endless_origin() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
     let origin = listener.local_addr().expect("its address");
     std::thread::spawn(move || {
@@ -526,7 +525,12 @@ fn a_second_signal_ends_a_shutdown_that_waits_on_a_stream() {
             });
         }
     });
-    let upstream = format!("http://{origin}");
+    origin
+}
+
+#[test]
+fn a_second_signal_ends_a_shutdown_that_waits_on_a_stream() {
+    let upstream = format!("http://{}", endless_origin());
     let mut proxy = start(&["--upstream", &upstream, "--listen", "127.0.0.1:0"]);
     let mut client = TcpStream::connect(proxy.addr).expect("connects");
     client
@@ -601,31 +605,7 @@ fn a_store_url_that_is_not_utf8_is_refused_not_altered() {
 
 #[test]
 fn a_second_signal_right_after_the_first_is_not_lost() {
-    // An upstream whose answer never ends, so that the drain waits.
-    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
-    let origin = listener.local_addr().expect("its address");
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-                let mut line = String::new();
-                while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
-                    if line == "\r\n" {
-                        break;
-                    }
-                    line.clear();
-                }
-                let _ = stream.write_all(
-                    b"HTTP/1.1 200 OK\r\ncache-control: no-store\r\ntransfer-encoding: chunked\r\n\r\n",
-                );
-                while stream.write_all(b"6\r\ntick\r\n\r\n").is_ok() {
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            });
-        }
-    });
-    let upstream = format!("http://{origin}");
+    let upstream = format!("http://{}", endless_origin());
     for round in 0..3 {
         let mut proxy = start(&[
             "--upstream",

@@ -231,6 +231,34 @@ async fn a_post_response_without_explicit_freshness_is_not_reused_rfc_9110_9_3_3
     assert_eq!(origin.requests(), 2);
 }
 
+/// A proxy in front of `upstream`, from a configuration file with `settings` (lines of
+/// the top level) and `[filters] methods = methods`; it serves until the sender is dropped.
+async fn proxy(
+    upstream: &str,
+    settings: &str,
+    methods: &str,
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let mut file = tempfile::NamedTempFile::new().expect("a temporary file");
+    write!(
+        file,
+        "upstream = \"{upstream}\"\nlisten = \"127.0.0.1:0\"\n{settings}\n[filters]\nmethods = {methods}\n"
+    )
+    .expect("written");
+    let path = file.path().to_str().expect("a UTF-8 path").to_owned();
+    let config =
+        cachet_proxy::Config::from_args_and_env(["cachet-proxy", "--config", &path], |_: &str| {
+            None
+        })
+        .expect("valid file");
+    let proxy = cachet_proxy::Proxy::bind(config).await.expect("binds");
+    let addr = proxy.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(proxy.serve(async {
+        let _ = stopped.await;
+    }));
+    (addr, stop)
+}
+
 #[tokio::test]
 async fn a_slow_post_body_is_bounded_by_the_proxy_upstream_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -240,24 +268,7 @@ async fn a_slow_post_body_is_bounded_by_the_proxy_upstream_timeout() {
     let answer = |methods: &'static str| {
         let upstream = format!("http://{origin}");
         async move {
-            let mut file = tempfile::NamedTempFile::new().expect("a temporary file");
-            write!(
-                file,
-                "upstream = \"{upstream}\"\nlisten = \"127.0.0.1:0\"\nupstream_timeout = 0.5\n\n[filters]\nmethods = {methods}\n"
-            )
-            .expect("written");
-            let path = file.path().to_str().expect("a UTF-8 path").to_owned();
-            let config = cachet_proxy::Config::from_args_and_env(
-                ["cachet-proxy", "--config", &path],
-                |_: &str| None,
-            )
-            .expect("valid file");
-            let proxy = cachet_proxy::Proxy::bind(config).await.expect("binds");
-            let addr = proxy.local_addr();
-            let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            tokio::spawn(proxy.serve(async {
-                let _ = stopped.await;
-            }));
+            let (addr, _stop) = proxy(&upstream, "upstream_timeout = 0.5\n", methods).await;
             let mut stream = tokio::net::TcpStream::connect(addr).await.expect("accepts");
             // Ten bytes announced, five sent, then the client goes quiet (keeping the
             // connection open).
@@ -269,7 +280,6 @@ async fn a_slow_post_body_is_bounded_by_the_proxy_upstream_timeout() {
                 .expect("sent");
             let mut buf = vec![0; 4096];
             let read = tokio::time::timeout(Duration::from_secs(4), stream.read(&mut buf)).await;
-            drop(file);
             match read {
                 Ok(Ok(n)) => String::from_utf8_lossy(&buf[..n])
                     .lines()
@@ -303,24 +313,7 @@ async fn through_the_proxy_a_chunked_post_cut_short_never_reaches_the_origin_com
         let upstream = format!("http://{origin}");
         let log = log.clone();
         async move {
-            let mut file = tempfile::NamedTempFile::new().expect("a temporary file");
-            write!(
-                file,
-                "upstream = \"{upstream}\"\nlisten = \"127.0.0.1:0\"\n\n[filters]\nmethods = {methods}\n"
-            )
-            .expect("written");
-            let path = file.path().to_str().expect("a UTF-8 path").to_owned();
-            let config = cachet_proxy::Config::from_args_and_env(
-                ["cachet-proxy", "--config", &path],
-                |_: &str| None,
-            )
-            .expect("valid file");
-            let proxy = cachet_proxy::Proxy::bind(config).await.expect("binds");
-            let addr = proxy.local_addr();
-            let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            tokio::spawn(proxy.serve(async {
-                let _ = stopped.await;
-            }));
+            let (addr, _stop) = proxy(&upstream, "", methods).await;
             let before = log.lock().expect("not poisoned").len();
             let mut stream = tokio::net::TcpStream::connect(addr).await.expect("accepts");
             // One chunk, then the client stops sending: no last chunk ever comes.
@@ -345,7 +338,6 @@ async fn through_the_proxy_a_chunked_post_cut_short_never_reaches_the_origin_com
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            drop(file);
             seen.unwrap_or_else(|| "nothing".to_owned())
         }
     };

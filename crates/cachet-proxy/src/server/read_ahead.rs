@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response};
 use http_body_util::Either;
 use hyper::body::Incoming;
 use pin_project::pin_project;
@@ -15,7 +15,7 @@ use tokio::time::Timeout;
 use tower::Service;
 
 use super::ProxyBody;
-use crate::upstream::reply;
+use crate::upstream::no_head_within;
 
 /// Answers `504` to a request of `methods` that has no response head within `timeout`
 /// of its start. A body read ahead for its key comes before the upstream is asked, and
@@ -92,12 +92,8 @@ impl<F: Future<Output = Answer>> Future for AnswerFuture<F> {
             AnswerProj::Bounded { answer, timeout } => match ready!(answer.poll(cx)) {
                 Ok(answer) => Poll::Ready(answer),
                 Err(_elapsed) => {
-                    let message = format!(
-                        "no response head from the upstream within {timeout:?} of the request's start"
-                    );
-                    tracing::warn!("{message}");
-                    let response = reply(StatusCode::GATEWAY_TIMEOUT, message).map(Either::Right);
-                    Poll::Ready(Ok(response))
+                    let response = no_head_within(*timeout, "the request's start");
+                    Poll::Ready(Ok(response.map(Either::Right)))
                 }
             },
         }
