@@ -765,11 +765,21 @@ fn in_language(url: &str, language: &str) -> http::Request<Empty<Bytes>> {
         .expect("a valid request")
 }
 
+/// Two caches, as of two processes, each with a memory tier (kept a minute) in front of
+/// the same Redis, on one clock.
+fn two_tiered_caches(
+    server: &RedisServer,
+    clock: &ManualClock,
+) -> [Cache<Http, cachet::store::Tiered<cachet::MemoryStore, RedisStore>>; 2] {
+    [(), ()].map(|()| {
+        let tiered = cachet::store::Tiered::new(cachet::MemoryStore::default(), store(server))
+            .near_ttl(Duration::from_secs(60));
+        CacheLayer::new(tiered).clock(clock.clone()).layer(client())
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_index_written_back_through_a_memory_tier_keeps_another_caches_invalidation() {
-    use cachet::MemoryStore;
-    use cachet::store::Tiered;
-
     let server = RedisServer::start();
     let version = Arc::new(AtomicUsize::new(1));
     let origin = Origin::start({
@@ -787,14 +797,7 @@ async fn an_index_written_back_through_a_memory_tier_keeps_another_caches_invali
     })
     .await;
     let clock = ManualClock::new();
-    let tiered =
-        || Tiered::new(MemoryStore::default(), store(&server)).near_ttl(Duration::from_secs(60));
-    let a = CacheLayer::new(tiered())
-        .clock(clock.clone())
-        .layer(client());
-    let b = CacheLayer::new(tiered())
-        .clock(clock.clone())
-        .layer(client());
+    let [a, b] = two_tiered_caches(&server, &clock);
     let url = origin.url("/v");
     let index = format!("cachet:GET {url}");
     let raw = |key: &str| server.query::<Option<Vec<u8>>>(redis::cmd("GET").arg(key));
@@ -841,9 +844,6 @@ async fn an_index_written_back_through_a_memory_tier_keeps_another_caches_invali
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_get_freshened_through_a_memory_tier_keeps_another_caches_invalidation() {
-    use cachet::MemoryStore;
-    use cachet::store::Tiered;
-
     let server = RedisServer::start();
     let version = Arc::new(AtomicUsize::new(1));
     let origin = Origin::start({
@@ -856,14 +856,7 @@ async fn a_get_freshened_through_a_memory_tier_keeps_another_caches_invalidation
     })
     .await;
     let clock = ManualClock::new();
-    let tiered =
-        || Tiered::new(MemoryStore::default(), store(&server)).near_ttl(Duration::from_secs(60));
-    let a = CacheLayer::new(tiered())
-        .clock(clock.clone())
-        .layer(client());
-    let b = CacheLayer::new(tiered())
-        .clock(clock.clone())
-        .layer(client());
+    let [a, b] = two_tiered_caches(&server, &clock);
     let url = origin.url("/p");
     let entry = format!("cachet:GET {url}");
     let raw = |key: &str| server.query::<Option<Vec<u8>>>(redis::cmd("GET").arg(key));
