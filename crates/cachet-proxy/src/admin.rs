@@ -60,8 +60,8 @@ fn parse_limit(text: &str) -> Result<usize, String> {
 /// What `cachet-proxy entries` (or the admin listener) does.
 #[derive(Clone, Debug, PartialEq, Eq, Subcommand)]
 pub enum EntriesCommand {
-    /// List stored entries, a page at a time: key, kind, status, size, fresh or stale,
-    /// stored at, fresh until; then the cursor of the next page, if any
+    /// List stored entries, a page at a time: key, kind, status, size, fresh, stale or
+    /// invalidated, stored at, fresh until; then the cursor of the next page, if any
     List {
         /// About how many entries to show (a store may return a few more or fewer), from
         /// 1 to 1000
@@ -81,7 +81,7 @@ pub enum EntriesCommand {
         /// The URL, as in `show`
         url: String,
     },
-    /// Delete every stale entry
+    /// Delete every stale entry, and every variant an invalidation hid
     PurgeExpired,
     /// Delete every entry under the store's namespace
     Clear,
@@ -123,7 +123,7 @@ impl EntriesCommand {
             }
             Self::PurgeExpired => {
                 let deleted = entries.delete_expired().await?;
-                let _ = writeln!(out, "deleted {deleted} stale entries");
+                let _ = writeln!(out, "deleted {deleted} stale or invalidated entries");
             }
             Self::Clear => {
                 entries.clear().await?;
@@ -138,8 +138,9 @@ impl EntriesCommand {
     }
 }
 
-/// One entry as a tab-separated line: key, kind, status, size, state, stored at, fresh
-/// until (`-` where unknown).
+/// One entry as a tab-separated line: key, kind, status, size, state (`fresh`, `stale`,
+/// or `invalidated` for a variant an invalidation hid), stored at, fresh until (`-`
+/// where unknown).
 fn line(out: &mut String, entry: &EntryInfo) {
     let kind = match entry.kind {
         EntryKind::Response => "response",
@@ -150,9 +151,10 @@ fn line(out: &mut String, entry: &EntryInfo) {
     let status = entry
         .status
         .map_or_else(|| "-".to_owned(), |s| s.as_u16().to_string());
-    let state = match (entry.kind, entry.stale) {
-        (EntryKind::Response, true) => "stale",
-        (EntryKind::Response, false) => "fresh",
+    let state = match (entry.kind, entry.invalidated, entry.stale) {
+        (EntryKind::Response, true, _) => "invalidated",
+        (EntryKind::Response, false, true) => "stale",
+        (EntryKind::Response, false, false) => "fresh",
         _ => "-",
     };
     let date = |time: Option<std::time::SystemTime>| {

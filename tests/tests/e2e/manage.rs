@@ -246,6 +246,108 @@ async fn delete_expired_deletes_stale_responses_by_the_cache_clock_and_keeps_fre
     assert_eq!(entries.stats().await.expect("lists").entries, 3);
 }
 
+#[tokio::test]
+async fn variants_an_invalidation_hid_are_listed_as_invalidated_and_deleted_as_expired() {
+    let server = RedisServer::start();
+    let origin = varying_origin().await;
+    let layer = CacheLayer::new(store(&server));
+    let cache = layer.layer(client());
+    let entries = layer.entries();
+    let page = origin.url("/page");
+    let fetch = |language| {
+        let cache = cache.clone();
+        let page = page.clone();
+        async move {
+            let response = cache
+                .oneshot(get_in(&page, language))
+                .await
+                .expect("the origin answers");
+            read(response.into_body())
+                .await
+                .expect("the body completes");
+        }
+    };
+    fetch("en").await;
+    fetch("fr").await;
+    stored(&entries, 3).await;
+    let hidden = |shown: &[cachet::manage::EntryInfo]| -> Vec<(String, bool)> {
+        shown
+            .iter()
+            .filter(|e| e.variant)
+            .map(|e| (e.key.to_string(), e.invalidated))
+            .collect()
+    };
+    let before = entries.show(&page).await.expect("redis lists");
+    assert!(
+        hidden(&before).iter().all(|(_, hidden)| !hidden),
+        "{before:?}"
+    );
+
+    // A successful POST invalidates the URL (RFC 9111 §4.4): the index now says so, and
+    // the variants stored before it are served no more.
+    let mut post = get(&page);
+    *post.method_mut() = http::Method::POST;
+    let response = cache
+        .clone()
+        .oneshot(post)
+        .await
+        .expect("the origin answers");
+    read(response.into_body())
+        .await
+        .expect("the body completes");
+    let after = entries.show(&page).await.expect("redis lists");
+    let variants = hidden(&after);
+    assert_eq!(variants.len(), 2, "{after:?}");
+    assert!(variants.iter().all(|(_, hidden)| *hidden), "{after:?}");
+    let listed = entries
+        .list(Cursor::start(), 100)
+        .await
+        .expect("redis lists");
+    assert_eq!(hidden(&listed.entries), variants, "a listing says the same");
+
+    // A variant fetched again is stored after the invalidation.
+    let requests = origin.requests();
+    fetch("en").await;
+    assert_eq!(
+        origin.requests(),
+        requests + 1,
+        "the hidden variant was not served"
+    );
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let refetched = loop {
+        let shown = entries.show(&page).await.expect("redis lists");
+        let variants = hidden(&shown);
+        if variants
+            .iter()
+            .any(|(key, hidden)| key.ends_with("=en") && !hidden)
+        {
+            break variants;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new variant is stored: {shown:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert!(
+        refetched
+            .iter()
+            .any(|(key, hidden)| key.ends_with("=fr") && *hidden),
+        "{refetched:?}"
+    );
+
+    assert_eq!(entries.delete_expired().await.expect("deletes"), 1);
+    let left = entries.show(&page).await.expect("redis lists");
+    assert_eq!(
+        hidden(&left)
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect::<Vec<_>>(),
+        [format!("GET {page} vary accept-language=en")],
+        "the invalidated variant went, the new one stays"
+    );
+}
+
 fn clock_now(clock: &ManualClock) -> std::time::SystemTime {
     cachet::clock::Clock::now(clock)
 }

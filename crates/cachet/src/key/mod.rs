@@ -156,6 +156,14 @@ impl CacheKey {
         Some(Self(format!("GET {uri}").into()))
     }
 
+    /// The key of the variant index a variant's key is under: its text before the
+    /// variant's suffix (` vary `, which header values in a key never hold, as their
+    /// spaces are escaped); `None` for a key that is no variant's.
+    pub(crate) fn index_key(&self) -> Option<Self> {
+        let (index, _) = self.0.split_once(" vary ")?;
+        Some(Self(index.into()))
+    }
+
     /// The URL the key names: its text after the method, up to any variant's suffix.
     pub fn url(&self) -> &str {
         let rest = self.0.split_once(' ').map_or(&*self.0, |(_, rest)| rest);

@@ -1,3 +1,5 @@
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -88,6 +90,11 @@ pub struct EntryInfo {
     /// still kept while it can be revalidated or serve `stale-while-revalidate` or
     /// `stale-if-error`.
     pub stale: bool,
+    /// Whether this is a variant stored before its URL was last invalidated (RFC 9111
+    /// §4.4: an unsafe method's success, or a `Reload`): its index says so, the cache
+    /// serves it no more, and [`Entries::delete_expired`] deletes it. A response that
+    /// does not vary is replaced by the invalidation itself, so it is never listed so.
+    pub invalidated: bool,
 }
 
 /// A page of [`EntryInfo`]s, from [`Entries::list`].
@@ -161,10 +168,9 @@ where
     /// is the page without a `next`.
     pub async fn list(&self, cursor: Cursor, limit: usize) -> Result<Listing, Error> {
         let page = self.page(Scan::new(cursor).limit(limit)).await?;
-        let now = self.clock.now();
         let (items, next) = page.into_parts();
         Ok(Listing {
-            entries: items.iter().map(|item| self.describe(item, now)).collect(),
+            entries: self.describe_all(&items).await?,
             next,
         })
     }
@@ -176,9 +182,8 @@ where
     /// It walks the entries whose keys start with the URL's (in Redis, a `SCAN` with a
     /// `MATCH` on that prefix).
     pub async fn show(&self, url: &str) -> Result<Vec<EntryInfo>, Error> {
-        let now = self.clock.now();
         let found = self.for_url(url).await?;
-        Ok(found.iter().map(|item| self.describe(item, now)).collect())
+        self.describe_all(&found).await
     }
 
     /// Deletes every entry for `url` (GET and HEAD, every variant, the variant index),
@@ -210,19 +215,18 @@ where
     }
 
     /// Deletes every stored response that is past its freshness lifetime now, including
-    /// those kept stale for revalidation, `stale-while-revalidate` or `stale-if-error`.
-    /// Fresh entries, variant indexes and entries the cache cannot read are kept. Returns
-    /// how many entries were deleted.
+    /// those kept stale for revalidation, `stale-while-revalidate` or `stale-if-error`,
+    /// and every variant an invalidation hid ([`EntryInfo::invalidated`]). Fresh entries,
+    /// variant indexes and entries the cache cannot read are kept. Returns how many
+    /// entries were deleted.
     pub async fn delete_expired(&self) -> Result<u64, Error> {
         let mut deleted = 0;
         let mut cursor = Cursor::start();
         loop {
             let page = self.page(Scan::new(cursor).limit(WALK_PAGE)).await?;
-            let now = self.clock.now();
             let (items, next) = page.into_parts();
-            for item in &items {
-                let info = self.describe(item, now);
-                if info.kind == EntryKind::Response && info.stale {
+            for info in self.describe_all(&items).await? {
+                if info.kind == EntryKind::Response && (info.stale || info.invalidated) {
                     self.delete(info.key).await?;
                     deleted += 1;
                 }
@@ -329,7 +333,54 @@ where
         Ok(found)
     }
 
-    fn describe(&self, item: &Listed, now: SystemTime) -> EntryInfo {
+    /// Describes `items`, reading the index of each URL that has variants among them
+    /// (once a URL) to tell which of them an invalidation hid.
+    async fn describe_all(&self, items: &[Listed]) -> Result<Vec<EntryInfo>, Error> {
+        let mut invalidated_at = HashMap::new();
+        for index in items.iter().filter_map(|item| item.key().index_key()) {
+            if let Entry::Vacant(vacant) = invalidated_at.entry(index) {
+                let at = self.invalidated_at(vacant.key().clone()).await?;
+                vacant.insert(at);
+            }
+        }
+        let now = self.clock.now();
+        Ok(items
+            .iter()
+            .map(|item| {
+                let at = item
+                    .key()
+                    .index_key()
+                    .and_then(|index| invalidated_at.get(&index).copied().flatten());
+                self.describe(item, now, at)
+            })
+            .collect())
+    }
+
+    /// When the variant index under `index` says its URL was last invalidated; `None`
+    /// when there is no index, or one the cache cannot read (which hides nothing).
+    async fn invalidated_at(&self, index: CacheKey) -> Result<Option<SystemTime>, Error> {
+        // The index as the far tier of a `Tiered` holds it: what the listing shows.
+        let read = crate::store::latest(self.store.clone().oneshot(StoreRequest::Get(index)));
+        match read.await {
+            Ok(StoreResponse::Found(value)) => match Record::decode(value.bytes()) {
+                Ok(Record::Variants(index)) => Ok(Some(index.not_before)),
+                _ => Ok(None),
+            },
+            Ok(_) => Ok(None),
+            // A value that failed its signature hides nothing, as in the cache.
+            Err(error) if error.is::<BadSignature>() => Ok(None),
+            Err(error) => Err(Error::store("read a variant index", error)),
+        }
+    }
+
+    /// `item` described; `invalidated_at` is when its URL was last invalidated, if it is
+    /// a variant and its index says.
+    fn describe(
+        &self,
+        item: &Listed,
+        now: SystemTime,
+        invalidated_at: Option<SystemTime>,
+    ) -> EntryInfo {
         let text = item.key().as_str();
         let mut words = text.splitn(3, ' ');
         let method = words
@@ -354,6 +405,7 @@ where
             stored_at: None,
             fresh_until: None,
             stale: false,
+            invalidated: false,
         };
         let value = match item.value() {
             Ok(value) => value,
@@ -378,6 +430,9 @@ where
                 info.stored_at = Some(entry.response_time);
                 info.fresh_until = Some(fresh_until);
                 info.stale = freshness.age(now) >= lifetime;
+                // As the cache judges it: what is stored in the instant of an
+                // invalidation may predate it.
+                info.invalidated = invalidated_at.is_some_and(|at| entry.response_time <= at);
             }
             Ok(Record::Variants(_)) => info.kind = EntryKind::Variants,
             Err(_) => {}
