@@ -362,9 +362,11 @@ impl Entry {
             self.headers.remove(name);
         }
         for (name, value) in newer.iter().filter(|(name, _)| updated(name)) {
-            // A map past its limit keeps what it has; an entry with more fields than
-            // `MAX_HEADER_FIELDS` is not read back anyway.
-            if self.headers.try_append(name, value.clone()).is_err() {
+            // An entry keeps at most `MAX_HEADER_FIELDS` fields (it could not be read back
+            // with more), which leaves its map room for the `Age` a hit adds.
+            if self.headers.len() >= MAX_HEADER_FIELDS
+                || self.headers.try_append(name, value.clone()).is_err()
+            {
                 break;
             }
         }

@@ -303,7 +303,9 @@ pub(crate) fn respond<B>(
         _ => Version::HTTP_11,
     };
     *response.headers_mut() = entry.headers.clone();
-    response.headers_mut().insert(AGE, age_value(age));
+    // An entry has at most `MAX_HEADER_FIELDS` fields, so there is room; were there none,
+    // the response would go without `Age` rather than not at all.
+    let _ = response.headers_mut().try_insert(AGE, age_value(age));
     let ttl = secs(lifetime) - secs(age);
     mark(&mut response, status, Some(ttl), config);
     if config.metadata {
@@ -397,13 +399,19 @@ pub(crate) fn make_conditional(entry: &Entry, request: &mut HeaderMap) -> bool {
     {
         return false;
     }
-    if let Some(etag) = etag {
-        request.insert(IF_NONE_MATCH, etag.clone());
+    // A request whose map holds all the names it may (24,576) has no room for the
+    // conditions: it goes as it came, with neither, so that no 304 answers a request
+    // the cache did not make conditional.
+    let added = etag.is_none_or(|etag| request.try_insert(IF_NONE_MATCH, etag.clone()).is_ok())
+        && last_modified.is_none_or(|last_modified| {
+            request
+                .try_insert(IF_MODIFIED_SINCE, last_modified.clone())
+                .is_ok()
+        });
+    if !added {
+        request.remove(IF_NONE_MATCH);
     }
-    if let Some(last_modified) = last_modified {
-        request.insert(IF_MODIFIED_SINCE, last_modified.clone());
-    }
-    true
+    added
 }
 
 /// Serves a stale entry that the origin confirmed with `304 Not Modified`, its headers
@@ -556,9 +564,11 @@ pub(crate) fn mark<B>(
             }
             None => value,
         };
-        response
+        // A map already holding all the names it may (24,576) goes without the header;
+        // the extension below still says what the cache did.
+        let _ = response
             .headers_mut()
-            .append(HeaderName::from_static("cache-status"), value);
+            .try_append(HeaderName::from_static("cache-status"), value);
     }
     response.extensions_mut().insert(status);
 }

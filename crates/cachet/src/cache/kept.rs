@@ -39,13 +39,15 @@ impl KeptHeaders {
 
     /// The headers as a map again, in the order they came.
     pub(crate) fn to_map(&self) -> HeaderMap {
-        let mut map = HeaderMap::with_capacity(self.count);
+        // `count` is of values, which a map does not limit (only its names): room for
+        // more than a map may hold is not asked for, it grows as it is filled.
+        let mut map = HeaderMap::try_with_capacity(self.count).unwrap_or_default();
         for (name, value) in self.iter() {
-            // They were a map's names and values, so they read back as such.
+            // They were a map's names and values, so they read back as such, and fit.
             if let (Ok(name), Ok(value)) =
                 (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
             {
-                map.append(name, value);
+                let _ = map.try_append(name, value);
             }
         }
         map
@@ -93,5 +95,16 @@ mod tests {
             [&b"accept"[..], b"accept", b"x-custom-name", b"cookie"]
         );
         assert!(KeptHeaders::default().to_map().is_empty());
+    }
+
+    #[test]
+    fn more_lines_of_one_header_than_a_map_has_room_for_names_come_back() {
+        // A map limits its names to 24,576, not their values.
+        let mut headers = HeaderMap::new();
+        for _ in 0..30_000 {
+            headers.append("x-a", HeaderValue::from_static("1"));
+        }
+        let kept = KeptHeaders::new(&headers);
+        assert_eq!(kept.to_map().get_all("x-a").iter().count(), 30_000);
     }
 }

@@ -555,3 +555,5 @@ async fn only_if_cached_never_asks_the_origin_even_for_a_request_the_cache_passe
     }
     assert_eq!(calls.load(SeqCst), 0, "the origin was never asked");
 }
+
+mod full_maps;
