@@ -194,6 +194,27 @@ async fn a_cache_control_whose_quote_never_closes_is_not_stored_by_a_shared_cach
 }
 
 #[tokio::test]
+async fn a_private_behind_a_semicolon_or_a_space_is_not_missed_by_a_shared_cache() {
+    let origin = Origin::start(|seen| {
+        let cache_control = match seen.path.as_str() {
+            "/semicolon" => "private; max-age=600",
+            "/space" => "max-age=600 private",
+            _ => "no-store;",
+        };
+        // Without its `Cache-Control`, `Last-Modified` would make it storable.
+        Reply::ok("mine")
+            .header("cache-control", cache_control)
+            .header("last-modified", "Mon, 02 Jan 2006 15:04:05 GMT")
+    })
+    .await;
+    let cache = shared();
+    for path in ["/semicolon", "/space", "/no-store"] {
+        let (status, _, _) = fetch(&cache, get(&origin.url(path))).await;
+        assert_eq!(status, miss(false), "{path}");
+    }
+}
+
+#[tokio::test]
 async fn private_responses_are_kept_only_by_a_private_cache() {
     let origin =
         Origin::start(|_| Reply::ok("mine").header("cache-control", "private, max-age=60")).await;

@@ -33,9 +33,9 @@ pub(crate) struct CacheControl {
     pub(crate) immutable: bool,
     pub(crate) stale_if_error: Option<u64>,
     pub(crate) stale_while_revalidate: Option<u64>,
-    /// A line ended inside a quoted string, or a directive's name holds bytes outside
-    /// ASCII, so a directive such as `private` or `no-store` may be there unseen: a
-    /// response with it is not stored.
+    /// A line ended inside a quoted string, or a directive's name (or its value outside
+    /// quotes) is not a token, so a directive such as `private` or `no-store` may be
+    /// there unseen: a response with it is not stored.
     pub(crate) unreadable: bool,
 }
 
@@ -62,11 +62,14 @@ impl CacheControl {
             // the directives around them still count.
             let line = line.as_bytes();
             cc.unreadable |= line.contains(&b'"') && !quotes_closed(line);
-            for (name, value) in directives(line) {
-                // Only SP and HTAB are white space here (RFC 9110 §5.6.3); a name with
-                // other bytes around it (`no-store` and a no-break space) may be meant
-                // as one cachet would act on, so the line cannot be trusted to be read.
-                cc.unreadable |= !name.is_ascii();
+            for (name, value, quoted) in directives(line) {
+                // A name, or a value outside quotes, with a byte no token holds (RFC 9110
+                // §5.6.2) is one cachet cannot be sure of: `private; max-age=600` or
+                // `max-age=600 private` (a `;` or a space for a comma), or `no-store` and
+                // a no-break space, may mean a directive cachet would act on, so the line
+                // cannot be trusted to be read.
+                cc.unreadable |=
+                    !is_token(name) || value.is_some_and(|value| !quoted && !is_token(value));
                 cc.apply(name, value);
             }
         }
@@ -83,7 +86,7 @@ impl CacheControl {
             .get_all(PRAGMA)
             .iter()
             .flat_map(|line| directives(line.as_bytes()))
-            .any(|(name, _)| name.eq_ignore_ascii_case(b"no-cache"));
+            .any(|(name, _, _)| name.eq_ignore_ascii_case(b"no-cache"));
         Self {
             no_cache,
             ..Self::default()
@@ -209,8 +212,9 @@ pub(crate) fn delta_seconds(text: &[u8]) -> Option<u64> {
     Some(seconds.min(MAX_DELTA_SECONDS))
 }
 
-/// Splits a header line into `(name, value)` directives, honouring quoted strings.
-fn directives(line: &[u8]) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+/// Splits a header line into `(name, value, quoted)` directives, honouring quoted
+/// strings: `quoted` says the value was one (and is given without its quotes).
+fn directives(line: &[u8]) -> impl Iterator<Item = (&[u8], Option<&[u8]>, bool)> {
     split_outside_quotes(line).filter_map(|part| {
         let part = part.trim_ascii();
         if part.is_empty() {
@@ -219,15 +223,27 @@ fn directives(line: &[u8]) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
         Some(match part.iter().position(|&b| b == b'=') {
             Some(at) => {
                 let (name, value) = (&part[..at], part[at + 1..].trim_ascii());
-                let value = value
+                let unquoted = value
                     .strip_prefix(b"\"")
-                    .and_then(|v| v.strip_suffix(b"\""))
-                    .unwrap_or(value);
-                (name.trim_ascii(), Some(value))
+                    .and_then(|v| v.strip_suffix(b"\""));
+                (
+                    name.trim_ascii(),
+                    Some(unquoted.unwrap_or(value)),
+                    unquoted.is_some(),
+                )
             }
-            None => (part, None),
+            None => (part, None, false),
         })
     })
+}
+
+/// Whether `text` is a token (RFC 9110 §5.6.2): one or more of the visible ASCII
+/// characters that are not delimiters.
+fn is_token(text: &[u8]) -> bool {
+    !text.is_empty()
+        && text
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// Whether every quoted string in a line is closed.
@@ -316,8 +332,16 @@ mod tests {
             .expect("obs-text is a valid header value");
         headers.insert(CACHE_CONTROL, line);
         let parsed = CacheControl::parse(&headers);
-        assert!(parsed.no_store && !parsed.unreadable);
+        assert!(parsed.no_store);
         assert_eq!(parsed.max_age, Some(0), "an invalid max-age is stale");
+        // A quoted value may hold any byte; one outside quotes that is no token may hide
+        // a directive (`max-age=60` and a no-break space before `private`).
+        assert!(parsed.unreadable, "max-age's value is no token");
+        headers.insert(
+            CACHE_CONTROL,
+            HeaderValue::from_bytes(b"ext=\"\xff\xfe\", no-store").expect("obs-text is valid"),
+        );
+        assert!(!CacheControl::parse(&headers).unreadable);
     }
 
     #[test]
@@ -332,6 +356,7 @@ mod tests {
             "no-store\u{a0}",
             "\u{a0}private",
             "max-age=60, pub\u{3000}lic",
+            "max-age=60\u{a0}",
         ] {
             assert!(parse(line).unreadable, "{line:?}");
         }
@@ -352,6 +377,31 @@ mod tests {
         let line = HeaderValue::from_bytes(b"no-cache, x=\xff").expect("obs-text is valid");
         headers.insert(PRAGMA, line);
         assert!(CacheControl::parse_request(&headers).no_cache);
+    }
+
+    #[test]
+    fn a_directive_that_is_no_token_is_unreadable_so_a_hidden_private_is_not_missed() {
+        for line in [
+            "private; max-age=600",
+            "no-cache; no-store",
+            "no-store;",
+            "private max-age=600",
+            "max-age=600; private",
+            "max-age=600 private",
+            "public, max-age=600, (private)",
+            "=600",
+        ] {
+            assert!(cc(&[line]).unreadable, "{line:?}");
+        }
+        for line in [
+            "max-age=600, private=\"set-cookie, x-token\"",
+            "public, s-maxage=60, stale-while-revalidate=30",
+            "ext=\"a; b c\", max-age=1",
+            " max-age = 60 ,, ",
+            "x-ext*=utf-8'en'a",
+        ] {
+            assert!(!cc(&[line]).unreadable, "{line:?}");
+        }
     }
 
     #[test]
