@@ -202,3 +202,24 @@ async fn never_expire_keeps_serving_however_much_time_passes() {
     assert_eq!(status(&cache, get(&url)).await, CacheStatus::Hit);
     assert_eq!(origin.requests(), 1);
 }
+
+#[tokio::test]
+async fn a_host_rule_holds_for_a_url_whose_query_follows_the_host() {
+    let origin = origin().await;
+    let cache = CacheLayer::new(MemoryStore::default())
+        .expiry_rule(&origin.addr().to_string(), Expiry::DoNotCache)
+        .layer(client());
+    // No path: it is `/` (RFC 9110 §4.2.3), and the key says so; the rule's host and
+    // port are not read as `127.0.0.1` and `PORT?feed`.
+    let url = format!("http://{}?feed", origin.addr());
+    for _ in 0..2 {
+        assert_eq!(
+            status(&cache, get(&url)).await,
+            CacheStatus::Forwarded {
+                reason: ForwardReason::Bypass,
+                stored: false
+            }
+        );
+    }
+    assert_eq!(origin.requests(), 2);
+}

@@ -84,7 +84,10 @@ impl UrlPattern {
         if self.scheme.as_deref().is_some_and(|s| s != scheme) {
             return false;
         }
-        let (host, path) = rest.find('/').map_or((rest, "/"), |at| rest.split_at(at));
+        // A key's path starts with `/`; a strategy of one's own may write `h?q`.
+        let (host, path) = rest
+            .find(['/', '?'])
+            .map_or((rest, "/"), |at| rest.split_at(at));
         let (name, port) = split_port(host);
         let (pattern_name, pattern_port) = split_port(&self.host);
         // A pattern without a port matches every port of its host; one with a port
@@ -265,6 +268,9 @@ mod tests {
         assert!(matches("[::1]", "http://[::1]/"));
         assert!(matches("[::1]:8080", "http://[::1]:8080/"));
         assert!(!matches("[::1]:8080", "http://[::1]:9090/"));
+        // A query right after the host (a key of a strategy of one's own) is not in it.
+        assert!(matches("live.test", "http://live.test?feed"));
+        assert!(!matches("live.test", "http://other.test?live.test"));
     }
 
     #[test]

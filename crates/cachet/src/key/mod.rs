@@ -18,7 +18,8 @@ pub use keys::{DefaultKey, KeyStrategy, Keys, RequestHead};
 ///
 /// It is the method class (`GET` or `HEAD`, so a HEAD never fills a GET entry) followed
 /// by the absolute URI: scheme, authority, path and query, with the scheme and host in
-/// lower case and a default port left out, so two origins never share an entry. A URI
+/// lower case, a default port left out and an empty path written `/`, so two origins
+/// never share an entry and one URI has one key. A URI
 /// with user information or a port that is not a number has none.
 ///
 /// ```
@@ -75,8 +76,7 @@ impl CacheKey {
             None
         };
         let port = port.filter(|p| Some(*p) != default_port);
-        let path = uri.path_and_query().map_or("/", |p| p.as_str());
-        let path = if path.is_empty() { "/" } else { path };
+        let path = uri.path_and_query().map_or("", |p| p.as_str());
 
         // This runs on every request, hits included: the text is put together in this
         // thread's buffer, so that the `Arc<str>` is its one allocation.
@@ -92,6 +92,11 @@ impl CacheKey {
             if let Some(port) = port {
                 text.push(':');
                 push_decimal(text, port);
+            }
+            // An empty path is `/` (RFC 9110 §4.2.3), with a query or without one:
+            // `http://h?q` is `http://h/?q`.
+            if !path.starts_with('/') {
+                text.push('/');
             }
             text.push_str(path);
             if let Some(body) = body {

@@ -44,6 +44,15 @@ fn scheme_host_case_and_default_port_are_normalised() {
         key(Method::GET, "https://a:443/p?q"),
         Some("GET https://a/p?q".to_owned())
     );
+    // An empty path is `/`, a query after it or not (RFC 9110 §4.2.3).
+    assert_eq!(
+        key(Method::GET, "http://a?q=1"),
+        Some("GET http://a/?q=1".to_owned())
+    );
+    assert_eq!(
+        key(Method::GET, "http://a:8080?q"),
+        key(Method::GET, "http://a:8080/?q")
+    );
 }
 
 /// The key as it was built before it was put together on the stack: from `http`'s
@@ -71,13 +80,14 @@ fn reference_key(method: &Method, uri: &Uri) -> Option<String> {
         "https" => Some(443),
         _ => None,
     };
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    let path = if path.is_empty() { "/" } else { path };
+    let path = uri.path_and_query().map_or("", |p| p.as_str());
+    let slash = if path.starts_with('/') { "" } else { "/" };
     let mut key = format!("{class} {scheme}://{}", authority.host());
     key[class.len() + 1..].make_ascii_lowercase();
     if let Some(port) = authority.port_u16().filter(|p| Some(*p) != default_port) {
         key.push_str(&format!(":{port}"));
     }
+    key.push_str(slash);
     key.push_str(path);
     Some(key)
 }
