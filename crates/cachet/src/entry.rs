@@ -400,9 +400,33 @@ impl Entry {
             })
             .collect::<Result<_, DecodeError>>()?;
 
+        let status = StatusCode::from_u16(wire.status)
+            .map_err(|_| DecodeError::Malformed("invalid status"))?;
+        // Statuses the cache never stores, which a hit must not replay: an interim
+        // response (a `101` would switch the client's connection to another protocol), a
+        // partial one, a `304`.
+        if status.is_informational()
+            || status == StatusCode::PARTIAL_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            return Err(DecodeError::Malformed("a status no entry has"));
+        }
+        // A length that is not the body's would break the framing of every response
+        // served from it. An empty body may be a HEAD's entry, which keeps its GET's.
+        if !body.is_empty()
+            && headers
+                .get_all(http::header::CONTENT_LENGTH)
+                .iter()
+                .any(|length| {
+                    length.to_str().ok().and_then(|l| l.parse::<usize>().ok()) != Some(body.len())
+                })
+        {
+            return Err(DecodeError::Malformed(
+                "a content-length that is not the body's",
+            ));
+        }
         Ok(Self {
-            status: StatusCode::from_u16(wire.status)
-                .map_err(|_| DecodeError::Malformed("invalid status"))?,
+            status,
             version: version_from_byte(wire.version)?,
             headers,
             vary,

@@ -78,6 +78,53 @@ fn an_entry_with_more_header_fields_than_allowed_is_refused_not_a_panic() {
         huge.append("x-b", HeaderValue::from_static("2"));
     }
     entry.update_headers(&huge);
+    assert!(entry.headers.len() <= MAX_HEADER_FIELDS);
+}
+
+#[test]
+fn a_status_the_cache_never_stores_is_refused() {
+    for status in [100, 101, 103, 206, 304] {
+        let mut entry = sample();
+        entry.status = StatusCode::from_u16(status).expect("a valid status");
+        let bytes = entry.encode().expect("encodes");
+        assert!(
+            matches!(Record::decode(&bytes), Err(DecodeError::Malformed(_))),
+            "{status}"
+        );
+    }
+    for status in [200, 204, 301, 404, 599] {
+        let mut entry = sample();
+        entry.status = StatusCode::from_u16(status).expect("a valid status");
+        let bytes = entry.encode().expect("encodes");
+        assert!(
+            matches!(Record::decode(&bytes), Ok(Record::Response(_))),
+            "{status}"
+        );
+    }
+}
+
+#[test]
+fn a_content_length_that_is_not_the_bodys_is_refused_but_a_heads_is_kept() {
+    let decode = |body: &'static [u8], lengths: &[&'static str]| {
+        let mut entry = sample();
+        entry.body = Bytes::from_static(body);
+        for length in lengths {
+            entry
+                .headers
+                .append("content-length", HeaderValue::from_static(length));
+        }
+        Record::decode(&entry.encode().expect("encodes"))
+    };
+    let refused =
+        |result: Result<Record, DecodeError>| matches!(result, Err(DecodeError::Malformed(_)));
+    assert!(refused(decode(b"hello", &["9"])));
+    assert!(refused(decode(b"hello", &["5", "6"])));
+    assert!(decode(b"hello", &["5"]).is_ok());
+    assert!(decode(b"hello", &[]).is_ok());
+    assert!(
+        decode(b"", &["1024"]).is_ok(),
+        "a HEAD's entry keeps its GET's length"
+    );
 }
 
 #[test]
