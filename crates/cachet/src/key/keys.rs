@@ -321,6 +321,40 @@ impl Keys {
         contains_bytes(&self.ignored, &name) && !contains_bytes(&self.credentials, &name)
     }
 
+    /// Whether a query pair holds, after a `;`, a parameter named as a credential: some
+    /// origins split a query at `;` as at `&` (`?page=2;api_key=…`), and a credential's
+    /// value must not reach a key in the clear.
+    fn credential_after_semicolon(&self, pair: &[u8]) -> bool {
+        pair.contains(&b';')
+            && pair
+                .split(|&b| b == b';')
+                .skip(1)
+                .any(|part| contains_bytes(&self.credentials, &param_name(name_of_bytes(part))))
+    }
+
+    /// `pair` with the value of each credential after a `;` replaced by its digest. The
+    /// parts stay where they are, and nothing is left out or sorted: to an origin that
+    /// does not split at `;`, the pair is one parameter, and two pairs that differ must
+    /// keep different keys.
+    fn digest_credentials_after_semicolons(&self, pair: &str) -> String {
+        let mut parts = pair.split(';');
+        let mut out = String::from(parts.next().unwrap_or_default());
+        for part in parts {
+            out.push(';');
+            match part.split_once('=') {
+                Some((name, value))
+                    if contains_bytes(&self.credentials, &param_name(name.as_bytes())) =>
+                {
+                    out.push_str(name);
+                    out.push('=');
+                    out.push_str(&digest(value.as_bytes()));
+                }
+                _ => out.push_str(part),
+            }
+        }
+        out
+    }
+
     /// The URI with ignored parameters removed, credentials digested and the query
     /// sorted if asked; borrowed when nothing changes.
     fn uri<'u>(&self, uri: &'u Uri) -> Cow<'u, Uri> {
@@ -331,13 +365,12 @@ impl Keys {
         // scan is a fraction of the cost of a `char` pattern search.
         let untouched = !self.sort_query
             && query.as_bytes().split(|&b| b == b'&').all(|pair| {
-                let name = pair
-                    .iter()
-                    .position(|&b| b == b'=')
-                    .map_or(pair, |end| &pair[..end]);
+                let name = name_of_bytes(pair);
                 // A credential name is never ignored, so one check covers both lists.
                 let name = param_name(name);
-                !contains_bytes(&self.ignored, &name) && !contains_bytes(&self.credentials, &name)
+                !contains_bytes(&self.ignored, &name)
+                    && !contains_bytes(&self.credentials, &name)
+                    && !self.credential_after_semicolon(pair)
             });
         if untouched {
             return Cow::Borrowed(uri);
@@ -350,6 +383,9 @@ impl Keys {
                     if contains_bytes(&self.credentials, &param_name(name.as_bytes())) =>
                 {
                     Cow::Owned(format!("{name}={}", digest(value.as_bytes())))
+                }
+                _ if self.credential_after_semicolon(pair.as_bytes()) => {
+                    Cow::Owned(self.digest_credentials_after_semicolons(pair))
                 }
                 _ => Cow::Borrowed(pair),
             })
@@ -380,6 +416,13 @@ impl Keys {
 /// A query pair's name: what comes before its `=`.
 fn name_of(pair: &str) -> &str {
     pair.split_once('=').map_or(pair, |(name, _)| name)
+}
+
+/// [`name_of`] over bytes.
+fn name_of_bytes(pair: &[u8]) -> &[u8] {
+    pair.iter()
+        .position(|&b| b == b'=')
+        .map_or(pair, |end| &pair[..end])
 }
 
 fn lower<I, N>(names: I) -> Vec<String>

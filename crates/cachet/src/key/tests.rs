@@ -289,6 +289,40 @@ fn keys_of(keys: &Keys) -> Vec<String> {
 }
 
 #[test]
+fn a_credential_after_a_semicolon_is_digested_and_the_rest_kept_in_place() {
+    let keys = Keys::new().ignore(["utm_source"]);
+    let key = keyed(&keys, "http://a/x?page=2;api_key=SECRET&q=1");
+    assert!(!key.contains("SECRET"), "{key}");
+    assert!(
+        key.starts_with("GET http://a/x?page=2;api_key=sha256:"),
+        "{key}"
+    );
+    assert!(key.ends_with("&q=1"), "{key}");
+    assert_ne!(key, keyed(&keys, "http://a/x?page=2;api_key=OTHER&q=1"));
+    assert!(!keyed(&keys, "http://a/x?a=1;API%5FKEY=SECRET").contains("SECRET"));
+    // To an origin that does not split at `;`, `a=1;utm_source=x` is one parameter:
+    // nothing in it is left out, so it keeps a key of its own.
+    assert_ne!(
+        keyed(&keys, "http://a/x?a=1;utm_source=x"),
+        keyed(&keys, "http://a/x?a=1")
+    );
+    assert_eq!(
+        keyed(&keys, "http://a/x?a=1;b=2"),
+        "GET http://a/x?a=1;b=2",
+        "without a credential, untouched"
+    );
+    let sorted = Keys::new().sort_query(true);
+    let key = keyed(&sorted, "http://a/x?z=1;token=T;access_token=SECRET&b=2");
+    assert_eq!(
+        key,
+        format!(
+            "GET http://a/x?b=2&z=1;token=T;access_token={}",
+            digest(b"SECRET")
+        )
+    );
+}
+
+#[test]
 fn ignored_names_do_not_split_the_key_and_credentials_do() {
     let keys = Keys::new().ignore(["session"]);
     assert_eq!(
