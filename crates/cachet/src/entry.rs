@@ -355,21 +355,23 @@ impl Entry {
     /// carries replaces the stored one, but for `Content-Length`. The stored `Age` goes
     /// whether or not the newer response has one: the entry's times become the newer
     /// response's, and an age from before them would be counted twice (§4.2.3).
-    pub(crate) fn update_headers(&mut self, newer: &HeaderMap) {
+    ///
+    /// Returns whether the entry took all of it within `MAX_HEADER_FIELDS`. One that did
+    /// not may be served, but not stored: it could not be read back, and what a map at
+    /// its limit left out may have been the newer response's `Cache-Control`.
+    #[must_use]
+    pub(crate) fn update_headers(&mut self, newer: &HeaderMap) -> bool {
         self.headers.remove(http::header::AGE);
         let updated = |name: &HeaderName| *name != http::header::CONTENT_LENGTH;
         for name in newer.keys().filter(|name| updated(name)) {
             self.headers.remove(name);
         }
         for (name, value) in newer.iter().filter(|(name, _)| updated(name)) {
-            // An entry keeps at most `MAX_HEADER_FIELDS` fields (it could not be read back
-            // with more), which leaves its map room for the `Age` a hit adds.
-            if self.headers.len() >= MAX_HEADER_FIELDS
-                || self.headers.try_append(name, value.clone()).is_err()
-            {
-                break;
+            if self.headers.try_append(name, value.clone()).is_err() {
+                return false;
             }
         }
+        self.headers.len() <= MAX_HEADER_FIELDS
     }
 
     fn from_wire(input: &Bytes, wire: Wire<'_>) -> Result<Self, DecodeError> {
@@ -414,12 +416,7 @@ impl Entry {
         // A length that is not the body's would break the framing of every response
         // served from it. An empty body may be a HEAD's entry, which keeps its GET's.
         if !body.is_empty()
-            && headers
-                .get_all(http::header::CONTENT_LENGTH)
-                .iter()
-                .any(|length| {
-                    length.to_str().ok().and_then(|l| l.parse::<usize>().ok()) != Some(body.len())
-                })
+            && content_length(&headers).is_some_and(|length| length != Some(body.len() as u64))
         {
             return Err(DecodeError::Malformed(
                 "a content-length that is not the body's",
@@ -439,6 +436,35 @@ impl Entry {
             body,
         })
     }
+}
+
+/// What a message's `Content-Length` says (RFC 9110 §8.6): `None` without one; else the
+/// length when every value on every line is the same digits (`6, 6` is 6, as hyper reads
+/// it), and `Some(None)` for anything else (`+6`, `6, 7`, `six`).
+pub(crate) fn content_length(headers: &HeaderMap) -> Option<Option<u64>> {
+    let mut lines = headers
+        .get_all(http::header::CONTENT_LENGTH)
+        .iter()
+        .peekable();
+    lines.peek()?;
+    let mut length = None;
+    for value in lines.flat_map(|line| line.as_bytes().split(|&b| b == b',')) {
+        let value = value.trim_ascii();
+        if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+            return Some(None);
+        }
+        let Ok(value) = std::str::from_utf8(value)
+            .unwrap_or_default()
+            .parse::<u64>()
+        else {
+            return Some(None);
+        };
+        if length.is_some_and(|length| length != value) {
+            return Some(None);
+        }
+        length = Some(value);
+    }
+    Some(length)
 }
 
 fn header_name(bytes: &[u8]) -> Result<HeaderName, DecodeError> {

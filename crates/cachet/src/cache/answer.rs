@@ -20,7 +20,7 @@ use super::stored::Stored;
 use super::write::{self, Placement};
 use super::{CacheMetadata, CacheStatus, ForwardReason};
 use crate::CacheKey;
-use crate::entry::Entry;
+use crate::entry::{Entry, content_length};
 use crate::policy::{self, CacheControl, Freshness, ResponseFacts};
 use crate::store::Store;
 
@@ -56,6 +56,16 @@ pub(crate) fn examine<St, B>(
             {
                 tracing::trace!(key = %facts.key, "stored variant predates an invalidation");
                 return Step::Forward(Some(ForwardReason::UriMiss));
+            }
+            // An entry without a body but with a length is a HEAD's; served to another
+            // method (written under its key by another writer), the length would frame a
+            // body that never comes.
+            if entry.body.is_empty()
+                && facts.method != Method::HEAD
+                && content_length(&entry.headers).is_some_and(|length| length != Some(0))
+            {
+                tracing::debug!(key = %facts.key, "a stored response without its body; not serving it");
+                return Step::Forward(None);
             }
             // `Age` is in every decoded entry, put there for serving.
             let private = |cc: &CacheControl| {
@@ -425,15 +435,19 @@ pub(crate) fn revalidated<St: Store, B>(
     config: &Config,
 ) -> Response<CacheBody<B>> {
     let identified = identifies(&entry.headers, not_modified.headers());
-    let now = if identified {
+    // Stored again only when the 304 updated it whole.
+    let (now, updated) = if identified {
         let now = write::after_invalidation(config.clock.now(), facts);
-        entry.update_headers(&write::end_to_end(not_modified.headers()));
+        let whole = entry.update_headers(&write::end_to_end(not_modified.headers()));
+        if !whole {
+            tracing::debug!(key = %facts.key, "the 304 has more fields than an entry holds; serving, not storing");
+        }
         entry.request_time = facts.time;
         entry.response_time = now;
-        now
+        (now, whole)
     } else {
         tracing::debug!(key = %facts.key, "the 304 names another representation; not updating");
-        config.clock.now()
+        (config.clock.now(), false)
     };
 
     config.metrics.forward(true);
@@ -443,7 +457,7 @@ pub(crate) fn revalidated<St: Store, B>(
     parts.status = entry.status;
     parts.version = entry.version;
     parts.headers = entry.headers.clone();
-    let storing = write::may_store(&stored, &parts, facts, config).filter(|_| identified);
+    let storing = write::may_store(&stored, &parts, facts, config).filter(|_| updated);
     let storable = storing.is_some();
     if let Some((ttl, names)) = storing {
         let request = write::request_headers(facts, &names);

@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::header::{CONNECTION, CONTENT_LENGTH, ETAG, HeaderName, LAST_MODIFIED};
+use http::header::{CONNECTION, ETAG, HeaderName, LAST_MODIFIED};
 use http::{HeaderMap, Method, Uri};
 
 use self::reference::same_origin;
@@ -12,7 +12,7 @@ use super::body::Recorder;
 use super::coalesce::Leader;
 use super::future::RequestFacts;
 use super::layer::Config;
-use crate::entry::{Entry, Record, Variants};
+use crate::entry::{Entry, Record, Variants, content_length};
 use crate::policy::{self, CacheControl, ResponseFacts};
 use crate::store::{Store, StoreRequest, StoreResponse, Value, detach, detach_all, latest};
 use crate::{BoxError, CacheKey, Metrics};
@@ -159,15 +159,7 @@ pub(crate) fn recorder<St: Store>(
     let placement = Placement::new(facts, &view, names, ttl);
     // A HEAD response's Content-Length describes the GET body it stands for.
     let expected = (facts.method != Method::HEAD)
-        .then(|| {
-            parts
-                .headers
-                .get(CONTENT_LENGTH)?
-                .to_str()
-                .ok()?
-                .parse::<u64>()
-                .ok()
-        })
+        .then(|| content_length(&parts.headers).flatten())
         .flatten();
     let metrics = config.metrics.clone();
     // Fresh until its age, counted as §4.2.3 does, reaches its lifetime.
@@ -433,7 +425,10 @@ pub(crate) fn freshen_get<St: Store>(
                 return write(store, StoreRequest::Delete(get_key), &metrics);
             }
         }
-        entry.update_headers(&update);
+        if !entry.update_headers(&update) {
+            // More fields than an entry holds: the stored GET stays as it was.
+            return;
+        }
         // The HEAD's `Cache-Control` now stands for the entry's, and may name fields the
         // stored headers hold.
         let merged = CacheControl::parse_response(&entry.headers, targeted.as_ref());
@@ -477,8 +472,7 @@ fn representation(stored: &Entry, head: &HeaderMap) -> Representation {
             compared = true;
         }
     }
-    if let Some(length) = head.get(CONTENT_LENGTH) {
-        let length = length.to_str().ok().and_then(|l| l.parse::<u64>().ok());
+    if let Some(length) = content_length(head) {
         if length != u64::try_from(stored.body.len()).ok() {
             return Representation::Changed;
         }

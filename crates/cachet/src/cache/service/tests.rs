@@ -557,3 +557,79 @@ async fn only_if_cached_never_asks_the_origin_even_for_a_request_the_cache_passe
 }
 
 mod full_maps;
+
+#[tokio::test]
+async fn a_stored_response_without_its_body_but_with_a_length_answers_only_a_head() {
+    use std::time::{Duration, SystemTime};
+    use tower::ServiceExt;
+
+    let store = MemoryStore::default();
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        "cache-control",
+        http::HeaderValue::from_static("max-age=600"),
+    );
+    headers.insert("content-length", http::HeaderValue::from_static("1024"));
+    let now = SystemTime::now();
+    let entry = crate::entry::Entry {
+        status: http::StatusCode::OK,
+        version: http::Version::HTTP_11,
+        headers,
+        vary: Vec::new(),
+        request_time: now,
+        response_time: now,
+        configured: None,
+        body: Bytes::new(),
+    };
+    let value = entry.encode().expect("encodes");
+    // A HEAD's entry, as the cache writes one, and the same bytes written under the GET
+    // key by another writer.
+    for key in ["GET http://example.com/x", "HEAD http://example.com/x"] {
+        let put = StoreRequest::Put {
+            key: crate::CacheKey::from_text(key),
+            value: value.clone().into(),
+            ttl: Duration::from_secs(600),
+        };
+        store
+            .clone()
+            .oneshot(put)
+            .await
+            .expect("memory stores never fail");
+    }
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let origin = tower::service_fn(move |_: Request<()>| {
+        counted.fetch_add(1, SeqCst);
+        std::future::ready(Ok::<_, std::convert::Infallible>(fresh("origin")))
+    });
+    let cache = tower::Layer::layer(&CacheLayer::new(store), origin);
+
+    let get = cache
+        .clone()
+        .oneshot(get("http://example.com/x"))
+        .await
+        .expect("answers");
+    assert!(matches!(
+        get.extensions().get::<CacheStatus>(),
+        Some(CacheStatus::Forwarded { .. })
+    ));
+    let body = get
+        .into_body()
+        .collect()
+        .await
+        .expect("completes")
+        .to_bytes();
+    assert_eq!(body, "origin");
+    assert_eq!(calls.load(SeqCst), 1);
+
+    let head = Request::head("http://example.com/x")
+        .body(())
+        .expect("valid");
+    let head = cache.oneshot(head).await.expect("answers");
+    assert_eq!(
+        head.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Hit)
+    );
+    assert_eq!(head.headers()["content-length"], "1024");
+    assert_eq!(calls.load(SeqCst), 1);
+}

@@ -97,37 +97,91 @@ async fn a_request_with_a_full_map_revalidates_unconditionally() {
     assert_eq!(calls.load(SeqCst), 2);
 }
 
-#[tokio::test]
-async fn a_304_with_more_fields_than_an_entry_keeps_is_served_with_its_age() {
-    let clock = ManualClock::new();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counted = calls.clone();
-    let origin = service_fn(move |_: Request<()>| {
-        let call = counted.fetch_add(1, SeqCst);
+/// An origin that answers its first request 200 with a validator, then 304 with
+/// `fields` more headers than the entry has, and `Cache-Control` last.
+fn revalidating_origin(
+    calls: Arc<AtomicUsize>,
+    not_modified: fn() -> HeaderMap,
+) -> impl tower::Service<
+    Request<()>,
+    Response = Response<Full<Bytes>>,
+    Error = Infallible,
+    Future: Send + 'static,
+> + Clone {
+    service_fn(move |_: Request<()>| {
+        let call = calls.fetch_add(1, SeqCst);
         async move {
             if call == 0 {
-                return Ok::<_, Infallible>(response(StatusCode::OK, VALIDATED));
+                let mut first = response(StatusCode::OK, VALIDATED);
+                first.headers_mut().insert(
+                    "last-modified",
+                    HeaderValue::from_static("Mon, 02 Jan 2006 15:04:05 GMT"),
+                );
+                return Ok::<_, Infallible>(first);
             }
-            let mut not_modified = response(StatusCode::NOT_MODIFIED, &[]);
-            *not_modified.headers_mut() = full_map();
-            not_modified.headers_mut().remove("x-0");
-            not_modified
-                .headers_mut()
-                .insert("etag", HeaderValue::from_static("\"v1\""));
-            Ok(not_modified)
+            let mut answer = response(StatusCode::NOT_MODIFIED, &[]);
+            *answer.headers_mut() = not_modified();
+            Ok(answer)
         }
-    });
+    })
+}
+
+async fn revalidate(not_modified: fn() -> HeaderMap) -> (Vec<CacheStatus>, usize) {
+    let clock = ManualClock::new();
+    let calls = Arc::new(AtomicUsize::new(0));
     let cache = CacheLayer::new(MemoryStore::default())
         .clock(clock.clone())
-        .layer(origin);
-    let first = cache.clone().oneshot(get()).await.expect("an answer");
-    first.into_body().collect().await.expect("the body");
-    clock.advance(Duration::from_secs(120));
+        .layer(revalidating_origin(calls.clone(), not_modified));
+    let mut statuses = Vec::new();
+    for step in 0..3 {
+        if step == 1 {
+            clock.advance(Duration::from_secs(120));
+        }
+        let response = cache
+            .clone()
+            .oneshot(get())
+            .await
+            .expect("an answer, not a panic");
+        assert_eq!(response.status(), StatusCode::OK);
+        statuses.extend(response.extensions().get::<CacheStatus>().copied());
+        let body = response.into_body().collect().await.expect("the body");
+        assert_eq!(body.to_bytes(), "origin");
+    }
+    (statuses, calls.load(SeqCst))
+}
 
-    let revalidated = cache.oneshot(get()).await.expect("an answer, not a panic");
-    assert_eq!(revalidated.status(), StatusCode::OK);
-    assert!(revalidated.headers().contains_key("age"));
-    assert!(revalidated.headers().len() <= crate::entry::MAX_HEADER_FIELDS + 2);
-    let body = revalidated.into_body().collect().await.expect("the body");
-    assert_eq!(body.to_bytes(), "origin");
+#[tokio::test]
+async fn a_304_with_more_fields_than_a_map_holds_is_served_not_stored() {
+    let (statuses, calls) = revalidate(|| {
+        let mut headers = full_map();
+        headers.remove("x-0");
+        headers.insert("etag", HeaderValue::from_static("\"v1\""));
+        headers
+    })
+    .await;
+    assert_eq!(statuses[1], CacheStatus::Revalidated { stored: false });
+    assert_eq!(calls, 3, "the entry was not stored updated in part");
+}
+
+#[tokio::test]
+async fn a_304_past_an_entrys_fields_is_not_stored_without_its_private() {
+    // The fields fit a map, not an entry; stored cut at the limit, the entry would
+    // have lost the `private` that comes last, and be served to the next user.
+    let (statuses, calls) = revalidate(|| {
+        let mut headers = HeaderMap::new();
+        for i in 0..crate::entry::MAX_HEADER_FIELDS {
+            let name = HeaderName::from_bytes(format!("x-{i}").as_bytes()).expect("a valid name");
+            headers.insert(name, HeaderValue::from_static("1"));
+        }
+        headers.insert("etag", HeaderValue::from_static("\"v1\""));
+        headers.insert(
+            "cache-control",
+            HeaderValue::from_static("private, max-age=600"),
+        );
+        headers
+    })
+    .await;
+    assert_eq!(statuses[1], CacheStatus::Revalidated { stored: false });
+    assert_ne!(statuses[2], CacheStatus::Hit);
+    assert_eq!(calls, 3);
 }
