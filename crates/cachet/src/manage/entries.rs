@@ -91,7 +91,7 @@ pub struct EntryInfo {
     /// `stale-if-error`.
     pub stale: bool,
     /// Whether this is a variant stored before its URL was last invalidated (RFC 9111
-    /// §4.4: an unsafe method's success, or a `Reload`): its index says so, the cache
+    /// §4.4: an unsafe method answered `2xx` or `3xx`, or a `Reload`): its index says so, the cache
     /// serves it no more, and [`Entries::delete_expired`] deletes it. A response that
     /// does not vary is replaced by the invalidation itself, so it is never listed so.
     pub invalidated: bool,

@@ -62,7 +62,10 @@ impl CacheControl {
             // the directives around them still count.
             let line = line.as_bytes();
             cc.unreadable |= line.contains(&b'"') && !quotes_closed(line);
-            for (name, value, quoted) in directives(line) {
+            // A targeted field is a Structured Fields dictionary (RFC 9213 §2.1), whose
+            // members' parameters (`max-age=60;x=1`) are ignored.
+            let parameters = *field != CACHE_CONTROL;
+            for (name, value, quoted) in directives(line, parameters) {
                 // A name, or a value outside quotes, with a byte no token holds (RFC 9110
                 // §5.6.2) is one cachet cannot be sure of: `private; max-age=600` or
                 // `max-age=600 private` (a `;` or a space for a comma), or `no-store` and
@@ -85,7 +88,7 @@ impl CacheControl {
         let no_cache = headers
             .get_all(PRAGMA)
             .iter()
-            .flat_map(|line| directives(line.as_bytes()))
+            .flat_map(|line| directives(line.as_bytes(), false))
             .any(|(name, _, _)| name.eq_ignore_ascii_case(b"no-cache"));
         Self {
             no_cache,
@@ -213,9 +216,16 @@ pub(crate) fn delta_seconds(text: &[u8]) -> Option<u64> {
 }
 
 /// Splits a header line into `(name, value, quoted)` directives, honouring quoted
-/// strings: `quoted` says the value was one (and is given without its quotes).
-fn directives(line: &[u8]) -> impl Iterator<Item = (&[u8], Option<&[u8]>, bool)> {
-    split_outside_quotes(line).filter_map(|part| {
+/// strings: `quoted` says the value was one (and is given without its quotes). With
+/// `parameters`, each directive ends at its first `;` outside quotes; without, a `;` or
+/// two ending one are dropped (`max-age=600;`, a common slip, says nothing more).
+fn directives(line: &[u8], parameters: bool) -> impl Iterator<Item = (&[u8], Option<&[u8]>, bool)> {
+    split_outside_quotes(line).filter_map(move |part| {
+        let part = if parameters {
+            before_parameters(part)
+        } else {
+            without_trailing_semicolons(part)
+        };
         let part = part.trim_ascii();
         if part.is_empty() {
             return None;
@@ -256,6 +266,31 @@ fn is_token(text: &[u8]) -> bool {
         table
     };
     !text.is_empty() && text.iter().all(|&b| TCHAR[usize::from(b)])
+}
+
+/// `part` without the `;`s (and white space) it ends with.
+fn without_trailing_semicolons(part: &[u8]) -> &[u8] {
+    let mut part = part.trim_ascii_end();
+    while let Some(rest) = part.strip_suffix(b";") {
+        part = rest.trim_ascii_end();
+    }
+    part
+}
+
+/// A Structured Fields member without its parameters: what comes before its first `;`
+/// outside quotes.
+fn before_parameters(part: &[u8]) -> &[u8] {
+    let (mut quoted, mut escaped) = (false, false);
+    for (at, &b) in part.iter().enumerate() {
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
+            b';' if !quoted => return &part[..at],
+            _ => {}
+        }
+    }
+    part
 }
 
 /// Whether every quoted string in a line is closed.
@@ -396,7 +431,6 @@ mod tests {
         for line in [
             "private; max-age=600",
             "no-cache; no-store",
-            "no-store;",
             "private max-age=600",
             "max-age=600; private",
             "max-age=600 private",
@@ -414,6 +448,25 @@ mod tests {
         ] {
             assert!(!cc(&[line]).unreadable, "{line:?}");
         }
+        // A `;` ending a directive hides nothing after it.
+        let slip = cc(&["public, max-age=31536000;"]);
+        assert!(!slip.unreadable && slip.public);
+        assert_eq!(slip.max_age, Some(31_536_000));
+        assert!(cc(&["no-store;"]).no_store && !cc(&["no-store ; ;"]).unreadable);
+    }
+
+    #[test]
+    fn a_targeted_field_drops_its_members_parameters() {
+        let field = HeaderName::from_static("cdn-cache-control");
+        let parse = |line: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(&field, HeaderValue::from_static(line));
+            CacheControl::parse_response(&headers, Some(&field))
+        };
+        let parsed = parse("max-age=600;foo=1, private;x=\"a, b\"");
+        assert!(!parsed.unreadable && parsed.private);
+        assert_eq!(parsed.max_age, Some(600));
+        assert!(parse("max-age=600 private").unreadable);
     }
 
     #[test]
