@@ -44,7 +44,8 @@ pub async fn run_entries(config: &Config, command: &EntriesCommand) -> Result<St
 const DEFAULT_LIMIT: usize = 100;
 
 /// The most entries one page may ask for: a page is one store operation (for Redis, one
-/// `SCAN` and one script over what it found), so it stays small.
+/// `SCAN` and scripts reading about a megabyte of what it found each), and its entries
+/// are held together, so it stays small.
 const MAX_LIMIT: usize = 1000;
 
 /// A page size from outside: a whole number from 1 to [`MAX_LIMIT`].

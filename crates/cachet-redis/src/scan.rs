@@ -12,31 +12,51 @@ use crate::error::{Error, Op};
 use crate::key;
 use crate::store::Inner;
 
-/// Reads each key's value and remaining TTL (`PTTL` milliseconds); a key that is gone or
-/// holds something other than a string reads as `false`, and a value of more than
-/// `ARGV[1]` bytes (the store's `max_value_bytes`) as its length and its first 64 KiB
-/// (where a hashed key's frame names its cache key), not read past.
+/// Reads keys' values and remaining TTLs (`PTTL` milliseconds), in order, until what it
+/// has read would pass `ARGV[2]` bytes (the first key is read whatever its size), and
+/// returns a value and a TTL for each key it read: the caller sends the keys after the
+/// last one read again. A key that is gone or holds something other than a string reads
+/// as `false`, and a value of more than `ARGV[1]` bytes (the store's `max_value_bytes`)
+/// as its length and its first bytes (where a hashed key's frame names its cache key):
+/// as many as the limit and one, up to 64 KiB, never more than a lookup would read.
 const FETCH_SCRIPT: &str = r"
 local max = tonumber(ARGV[1])
+local budget = tonumber(ARGV[2])
+local head = math.min(max + 1, 65536)
 local out = {}
+local read = 0
 for _, key in ipairs(KEYS) do
-  local value = redis.pcall('GETRANGE', key, 0, max)
-  if type(value) == 'table' and value.err then value = false
-  elseif #value == 0 then value = false
-  elseif #value > max then value = {redis.call('STRLEN', key), string.sub(value, 1, 65536)} end
-  out[#out + 1] = value
+  local len = redis.pcall('STRLEN', key)
+  if type(len) ~= 'number' then len = 0 end
+  local cost = len
+  if len > max then cost = head end
+  if #out > 0 and read + cost > budget then break end
+  read = read + cost
+  if len == 0 then out[#out + 1] = false
+  elseif len > max then out[#out + 1] = {len, redis.call('GETRANGE', key, 0, head - 1)}
+  else out[#out + 1] = redis.call('GET', key) end
   out[#out + 1] = redis.call('PTTL', key)
 end
 return out
 ";
+
+/// About how many bytes of values one [`FETCH_SCRIPT`] reads. Redis runs a script to its
+/// end before it serves any other client, and holds its whole reply meanwhile, so a page
+/// of large values is read a megabyte or so at a time (or one value at a time, each no
+/// larger than a lookup may read), never all at once.
+const FETCH_BYTES: usize = 1 << 20;
+
+/// The most keys one [`FETCH_SCRIPT`] is sent: those it does not reach are sent again,
+/// so a page of large values resends a hundred keys a script, not the whole page's.
+const FETCH_KEYS: usize = 100;
 
 /// How many keys a clear deletes per `SCAN` and `UNLINK`.
 const CLEAR_BATCH: usize = 1_000;
 
 impl Inner {
     /// One page of the entries under the namespace (and the scan's prefix): a `SCAN`,
-    /// then the page's values and TTLs, read by one script (by one per key on a cluster,
-    /// whose keys live in different slots).
+    /// then the page's values and TTLs, read by scripts of about [`FETCH_BYTES`] each (by
+    /// one per key on a cluster, whose keys live in different slots).
     ///
     /// On a cluster the listing walks the masters one after the other, in address order;
     /// its cursor is the master's index, `-`, and that master's `SCAN` cursor.
@@ -74,36 +94,7 @@ impl Inner {
             .scan_keys(Op::Scan, node, cursor, &pattern, scan.get_limit())
             .await?;
 
-        let values = if keys.is_empty() {
-            Vec::new()
-        } else if masters.is_empty() {
-            let mut cmd = redis::cmd("EVAL");
-            cmd.arg(FETCH_SCRIPT)
-                .arg(keys.len())
-                .arg(&keys)
-                .arg(self.max_value_bytes);
-            match self.execute(Op::Scan, None, &cmd, &pattern).await? {
-                Value::Array(values) => values,
-                _ => return Err(self.unexpected(Op::Scan, &pattern).into()),
-            }
-        } else {
-            let mut values = Vec::with_capacity(2 * keys.len());
-            for key in &keys {
-                let mut cmd = redis::cmd("EVAL");
-                cmd.arg(FETCH_SCRIPT)
-                    .arg(1)
-                    .arg(key)
-                    .arg(self.max_value_bytes);
-                match self.execute(Op::Scan, None, &cmd, &pattern).await? {
-                    Value::Array(pair) => values.extend(pair),
-                    _ => return Err(self.unexpected(Op::Scan, &pattern).into()),
-                }
-            }
-            values
-        };
-        if values.len() != 2 * keys.len() {
-            return Err(self.unexpected(Op::Scan, &pattern).into());
-        }
+        let values = self.fetch(&keys, !masters.is_empty(), &pattern).await?;
         let mut items = Vec::with_capacity(keys.len());
         let mut values = values.into_iter();
         for redis_key in &keys {
@@ -141,6 +132,40 @@ impl Inner {
             (index + 1 < masters.len()).then(|| Cursor::new(format!("{}-0", index + 1)))
         };
         Ok(Page::new(items, next))
+    }
+
+    /// The values and TTLs of `keys`, two replies a key, as [`FETCH_SCRIPT`] reads them: a
+    /// script at a time, each sent the keys the one before did not reach (on a cluster,
+    /// `one_at_a_time`, a key a script).
+    async fn fetch(
+        &self,
+        keys: &[Vec<u8>],
+        one_at_a_time: bool,
+        pattern: &str,
+    ) -> Result<Vec<Value>, Error> {
+        let batch = if one_at_a_time { 1 } else { FETCH_KEYS };
+        let mut values = Vec::with_capacity(2 * keys.len());
+        let mut rest = keys;
+        while !rest.is_empty() {
+            let sent = &rest[..batch.min(rest.len())];
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(FETCH_SCRIPT)
+                .arg(sent.len())
+                .arg(sent)
+                .arg(self.max_value_bytes)
+                .arg(FETCH_BYTES);
+            let Value::Array(read) = self.execute(Op::Scan, None, &cmd, pattern).await? else {
+                return Err(self.unexpected(Op::Scan, pattern));
+            };
+            // Every key read has its value and TTL, and at least the first is read.
+            let count = read.len() / 2;
+            if read.len() % 2 != 0 || !(1..=sent.len()).contains(&count) {
+                return Err(self.unexpected(Op::Scan, pattern));
+            }
+            values.extend(read);
+            rest = &rest[count..];
+        }
+        Ok(values)
     }
 
     /// Deletes every key under the namespace, a batch at a time (on a cluster, master by

@@ -41,7 +41,8 @@ use crate::pool::{Backend, Bounds};
 /// Clones share one pool. Building a store does not connect; the first operation does.
 ///
 /// The store lists its entries ([`StoreRequest::Scan`]) with `SCAN` under its namespace
-/// and reads them with their remaining TTL in one script per page; it clears
+/// and reads them with their remaining TTL in scripts of about a megabyte each, so that a
+/// page of large values never holds Redis up for long; it clears
 /// ([`StoreRequest::Clear`]) with `SCAN` and `UNLINK` under its namespace, in batches,
 /// and never touches another key (a store with an empty namespace refuses to clear, with
 /// an [`Unsupported`] error). A cluster store does both master by master. A hashed key

@@ -7,6 +7,7 @@ mod expiry;
 mod filters;
 mod keys;
 mod manage;
+mod manage_values;
 mod proxy;
 mod proxy_manage;
 mod proxy_redis;

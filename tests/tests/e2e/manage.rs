@@ -17,11 +17,11 @@ use cachet_tests::redis::{RedisCluster, RedisServer};
 use cachet_tests::{Origin, Reply, client, get, read};
 use tower::{Layer, Service, ServiceExt};
 
-fn store(server: &RedisServer) -> RedisStore {
+pub(crate) fn store(server: &RedisServer) -> RedisStore {
     RedisStore::new(server.url()).expect("the fixture's URL is valid")
 }
 
-async fn put<S>(store: &S, key: &str, value: &'static str)
+pub(crate) async fn put<S>(store: &S, key: &str, value: &'static str)
 where
     S: Service<StoreRequest, Response = StoreResponse, Error = BoxError> + Clone,
 {
@@ -557,74 +557,4 @@ async fn a_store_that_cannot_list_says_so_instead_of_listing_nothing() {
         .await
         .expect("deleting one key works");
     assert!(server.scan("cachet:*").is_empty());
-}
-
-#[tokio::test]
-async fn a_hashed_entry_too_large_to_read_is_listed_under_its_cache_key_and_can_be_deleted() {
-    let server = RedisServer::start();
-    // Two caches share a Redis; the other stores larger values than this one reads.
-    let other = RedisStore::builder(server.url())
-        .max_value_bytes(1 << 20)
-        .build()
-        .expect("a valid configuration");
-    let this = RedisStore::builder(server.url())
-        .max_value_bytes(1024)
-        .build()
-        .expect("a valid configuration");
-    let long = format!("GET http://example.com/{}", "a".repeat(600));
-    let request = StoreRequest::Put {
-        key: CacheKey::from_text(long.as_str()),
-        value: Bytes::from(vec![b'x'; 4096]).into(),
-        ttl: Duration::from_secs(600),
-    };
-    other
-        .oneshot(request)
-        .await
-        .expect("redis accepts the write");
-
-    let entries = Entries::new(this);
-    let page = entries.list(Cursor::start(), 100).await.expect("lists");
-    let keys: Vec<String> = page.entries.iter().map(|e| e.key.to_string()).collect();
-    let url = long.strip_prefix("GET ").expect("a GET key");
-    let shown = entries.show(url).await.expect("lists").len();
-    for entry in &page.entries {
-        entries.delete_key(&entry.key).await.expect("deletes");
-    }
-    let left = server.scan("cachet:*").len();
-    assert_eq!((keys, shown, left), (vec![long.clone()], 1, 0));
-}
-
-#[tokio::test]
-async fn a_hashed_entry_framed_for_another_key_is_not_listed_as_that_key() {
-    let server = RedisServer::start();
-    let redis = store(&server);
-    let long = format!("GET http://example.com/{}", "a".repeat(600));
-    let victim = "GET http://example.com/victim";
-    put(&redis, &long, "long").await;
-    put(&redis, victim, "victim").await;
-    // Someone with write access rewrites the hashed entry with a frame naming the victim.
-    let mut framed = b"cachet-key".to_vec();
-    framed.extend_from_slice(&u32::try_from(victim.len()).expect("short").to_be_bytes());
-    framed.extend_from_slice(victim.as_bytes());
-    framed.extend_from_slice(b"junk");
-    let hashed = redis.redis_key(&CacheKey::from_text(long.as_str()));
-    server.query::<()>(redis::cmd("SET").arg(&hashed).arg(framed));
-
-    let entries = Entries::new(redis);
-    let page = entries.list(Cursor::start(), 100).await.expect("lists");
-    let keys: Vec<String> = page.entries.iter().map(|e| e.key.to_string()).collect();
-    assert_eq!(
-        keys.iter().filter(|k| *k == victim).count(),
-        1,
-        "the victim is listed once: {keys:?}"
-    );
-    let odd = page
-        .entries
-        .iter()
-        .find(|e| e.key.as_str() != victim)
-        .expect("two entries");
-    assert_eq!(odd.kind, EntryKind::Unreadable, "{odd:?}");
-    // Deleting the odd entry by its listed key leaves the victim's alone.
-    entries.delete_key(&odd.key).await.expect("deletes");
-    assert_eq!(server.scan("cachet:GET http://example.com/victim").len(), 1);
 }
