@@ -105,7 +105,8 @@ impl RedisStoreBuilder {
     }
 
     /// How long a command may wait for its reply (default 250 ms). A connection whose
-    /// command timed out is dropped, not reused.
+    /// command timed out is dropped, not reused; on a cluster it is kept, as it reaches
+    /// every other master, and only the keys of the master that did not answer miss.
     pub fn command_timeout(mut self, timeout: Duration) -> Self {
         self.bounds.command = timeout;
         self

@@ -8,6 +8,8 @@
 //! command times out or breaks is taken out of the pool and dropped, and when the
 //! server is found gone (a reset, an end of file) the idle ones go too, so the next
 //! operation connects afresh. That is how a store recovers when Redis comes back.
+//!
+//! A cluster connection is kept after a command timed out: see [`Checked`].
 
 use std::fmt;
 use std::time::Duration;
@@ -33,6 +35,18 @@ impl Bounds {
     pub(crate) fn total(&self) -> Duration {
         self.wait + self.connect + self.command
     }
+}
+
+/// A manager whose connections the pool checks by using them.
+trait Checked: Manager {
+    /// Whether a connection whose command timed out goes back to the pool.
+    const KEPT_AFTER_TIMEOUT: bool;
+}
+
+/// Whether `error`, met by a command on a connection of `M`'s, takes that connection out
+/// of the pool.
+fn discards<M: Checked>(error: &Error) -> bool {
+    error.discards_connection() && !(error.is_timeout() && M::KEPT_AFTER_TIMEOUT)
 }
 
 /// Opens multiplexed connections to one Redis server through deadpool-redis, and
@@ -62,6 +76,12 @@ impl Manager for SingleManager {
     }
 }
 
+impl Checked for SingleManager {
+    /// A server that did not answer in time may be gone without a word (a host down, a
+    /// network cut): a new connection finds out, by connecting or failing to.
+    const KEPT_AFTER_TIMEOUT: bool = false;
+}
+
 /// Opens cluster connections (each one reaches every master and follows redirects),
 /// and recycles them without a round trip.
 #[cfg(feature = "cluster")]
@@ -86,6 +106,17 @@ impl Manager for ClusterManager {
     async fn recycle(&self, _: &mut Self::Type, _: &Metrics) -> RecycleResult<RedisError> {
         Ok(())
     }
+}
+
+#[cfg(feature = "cluster")]
+impl Checked for ClusterManager {
+    /// A cluster connection holds a connection to each master, and a command that timed
+    /// out says only that the master it went to did not answer; the cluster client
+    /// reconnects to a master whose connection broke by itself. A new cluster connection
+    /// must reach every master within the connect bound, which it cannot while one is
+    /// paused or unreachable: dropping this one would make every key miss, not only
+    /// that master's.
+    const KEPT_AFTER_TIMEOUT: bool = true;
 }
 
 /// A pool of connections to one server or to a cluster.
@@ -161,7 +192,7 @@ impl Backend {
             Ok(value) => return Ok(value),
             Err(error) => error,
         };
-        if error.discards_connection() {
+        if discards::<ClusterManager>(&error) {
             drop(Object::take(connection));
             metrics.discarded();
         }
@@ -224,7 +255,7 @@ async fn run<M>(
     metrics: &RedisMetrics,
 ) -> Result<Value, Error>
 where
-    M: Manager<Error = RedisError>,
+    M: Checked<Error = RedisError>,
     M::Type: ConnectionLike,
 {
     let mut retried = false;
@@ -239,7 +270,7 @@ where
             Ok(value) => return Ok(value),
             Err(error) => error,
         };
-        if !error.discards_connection() {
+        if !discards::<M>(&error) {
             return Err(error);
         }
         drop(Object::take(connection));
@@ -288,6 +319,11 @@ fn answer(
         Ok(Ok(value)) => value
             .extract_error()
             .map_err(|error| Error::command(op, error)),
+        // A cluster connection bounds each command by the same bound (its response
+        // timeout) and may give up first: the command timed out all the same.
+        Ok(Err(error)) if error.is_timeout() => {
+            Err(Error::timeout(op, Stage::Command, bounds.command))
+        }
         Ok(Err(error)) => Err(Error::command(op, error)),
         Err(_) => Err(Error::timeout(op, Stage::Command, bounds.command)),
     }
