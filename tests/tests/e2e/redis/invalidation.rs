@@ -1,0 +1,146 @@
+//! Invalidation (RFC 9111 §4.4) over Redis: markers that hold through a memory tier in
+//! front and through a Redis that refuses them.
+
+use super::*;
+
+fn in_language(url: &str, language: &str) -> http::Request<Empty<Bytes>> {
+    http::Request::get(url)
+        .header("accept-language", language)
+        .body(Empty::new())
+        .expect("a valid request")
+}
+
+/// Two caches, as of two processes, each with a memory tier (kept a minute) in front of
+/// the same Redis, on one clock.
+fn two_tiered_caches(
+    server: &RedisServer,
+    clock: &ManualClock,
+) -> [Cache<Http, cachet::store::Tiered<cachet::MemoryStore, RedisStore>>; 2] {
+    [(), ()].map(|()| {
+        let tiered = cachet::store::Tiered::new(cachet::MemoryStore::default(), store(server))
+            .near_ttl(Duration::from_secs(60));
+        CacheLayer::new(tiered).clock(clock.clone()).layer(client())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_written_back_through_a_memory_tier_keeps_another_caches_invalidation() {
+    let server = RedisServer::start();
+    let version = Arc::new(AtomicUsize::new(1));
+    let origin = Origin::start({
+        let version = version.clone();
+        move |seen| {
+            let language = seen
+                .headers
+                .get("accept-language")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            Reply::ok(format!("{language} v{}", version.load(Ordering::SeqCst)))
+                .header("cache-control", "max-age=600")
+                .header("vary", "accept-language")
+        }
+    })
+    .await;
+    let clock = ManualClock::new();
+    let [a, b] = two_tiered_caches(&server, &clock);
+    let url = origin.url("/v");
+    let index = format!("cachet:GET {url}");
+    let raw = |key: &str| server.query::<Option<Vec<u8>>>(redis::cmd("GET").arg(key));
+
+    send(&a, in_language(&url, "en")).await.expect("a miss");
+    until(Duration::from_secs(2), "A's index lands in Redis", || {
+        raw(&index).is_some()
+    })
+    .await;
+    // The resource changes, and B's POST says so with a marker in Redis; A's memory tier
+    // still holds the index from before.
+    clock.advance(Duration::from_secs(1));
+    version.store(2, Ordering::SeqCst);
+    let before = raw(&index);
+    let post = http::Request::post(&url)
+        .body(Empty::new())
+        .expect("a valid request");
+    send(&b, post).await.expect("forwarded");
+    until(Duration::from_secs(2), "B's marker lands in Redis", || {
+        raw(&index) != before
+    })
+    .await;
+    let marker = raw(&index);
+    clock.advance(Duration::from_secs(1));
+
+    // A stores another variant and writes the index back.
+    let (_, fr) = send(&a, in_language(&url, "fr")).await.expect("a miss");
+    assert_eq!(fr, "fr v2");
+    until(Duration::from_secs(2), "A's index is written back", || {
+        raw(&index) != marker
+    })
+    .await;
+
+    // A cache without a memory tier sees what B's invalidation hid stay hidden.
+    let c = CacheLayer::new(store(&server))
+        .clock(clock.clone())
+        .layer(client());
+    let (status, en) = send(&c, in_language(&url, "en")).await.expect("answers");
+    assert_eq!(
+        en, "en v2",
+        "en stored before B's POST is served after it ({status:?})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_freshened_through_a_memory_tier_keeps_another_caches_invalidation() {
+    let server = RedisServer::start();
+    let version = Arc::new(AtomicUsize::new(1));
+    let origin = Origin::start({
+        let version = version.clone();
+        move |_| {
+            Reply::ok(format!("v{}", version.load(Ordering::SeqCst)))
+                .header("cache-control", "max-age=600")
+                .header("last-modified", "Mon, 02 Jan 2023 00:00:00 GMT")
+        }
+    })
+    .await;
+    let clock = ManualClock::new();
+    let [a, b] = two_tiered_caches(&server, &clock);
+    let url = origin.url("/p");
+    let entry = format!("cachet:GET {url}");
+    let raw = |key: &str| server.query::<Option<Vec<u8>>>(redis::cmd("GET").arg(key));
+
+    send(&a, get(&url)).await.expect("a miss");
+    written(&server, &entry).await;
+    // The resource changes, and B's POST says so with a marker in Redis; A's memory tier
+    // still holds the GET response from before.
+    clock.advance(Duration::from_secs(1));
+    version.store(2, Ordering::SeqCst);
+    let before = raw(&entry);
+    let post = http::Request::post(&url)
+        .body(Empty::new())
+        .expect("a valid request");
+    send(&b, post).await.expect("forwarded");
+    until(Duration::from_secs(2), "B's marker lands in Redis", || {
+        raw(&entry) != before
+    })
+    .await;
+    let marker = raw(&entry);
+    clock.advance(Duration::from_secs(1));
+
+    // A HEAD response with the same `Last-Modified` would freshen the stored GET; the
+    // freshening runs on a task of its own and, seeing the marker, writes nothing.
+    let head = http::Request::head(&url)
+        .body(Empty::new())
+        .expect("a valid request");
+    send(&a, head).await.expect("forwarded");
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while raw(&entry) == marker && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    let c = CacheLayer::new(store(&server))
+        .clock(clock.clone())
+        .layer(client());
+    let (status, body) = send(&c, get(&url)).await.expect("answers");
+    assert_eq!(
+        body, "v2",
+        "the GET stored before B's POST is served after it ({status:?})"
+    );
+}
