@@ -71,8 +71,9 @@ fn free_port(with_bus: bool) -> u16 {
 /// One `redis-server` process of the test's own on 127.0.0.1.
 ///
 /// It can be killed, paused (`SIGSTOP`), resumed, restarted on the same port (empty,
-/// as nothing is persisted) and filled (`maxmemory` with `noeviction`, so every write is
-/// refused with `OOM`). It is killed when dropped.
+/// as nothing is persisted), filled (`maxmemory` with `noeviction`, so every write is
+/// refused with `OOM`) and made read-only (every write and delete refused with
+/// `READONLY`). It is killed when dropped.
 #[derive(Debug)]
 pub struct RedisServer {
     port: u16,
@@ -293,6 +294,17 @@ impl RedisServer {
                 .query::<()>(&mut connection)
                 .expect("CONFIG SET works");
         }
+    }
+
+    /// Makes the server read-only, as a failover gone wrong leaves one: a replica of a
+    /// master that is not there, which keeps what it holds and answers reads, and refuses
+    /// every write and delete with `READONLY`.
+    pub fn read_only(&self) {
+        self.query::<()>(
+            redis::cmd("REPLICAOF")
+                .arg("127.0.0.1")
+                .arg(free_port(false)),
+        );
     }
 
     /// The directory the server writes its log to.

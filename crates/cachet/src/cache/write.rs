@@ -487,7 +487,8 @@ fn representation(stored: &Entry, head: &HeaderMap) -> Representation {
 
 /// Invalidates what is stored for `uri` and for the same-origin `Location` and
 /// `Content-Location` of a response to an unsafe method (RFC 9111 §4.4): a marker under
-/// each URI's GET and HEAD keys hides every entry and variant stored before `now`.
+/// each URI's GET and HEAD keys hides every entry and variant stored before `now` (see
+/// [`mark`] for a store that fails it).
 ///
 /// The marker is encoded once and its value shared by every key it is written under.
 pub(crate) fn invalidate<St: Store>(store: &St, uri: &Uri, response: &HeaderMap, config: &Config) {
@@ -499,27 +500,54 @@ pub(crate) fn invalidate<St: Store>(store: &St, uri: &Uri, response: &HeaderMap,
         Ok(bytes) => Value::from(bytes),
         Err(error) => return tracing::warn!(%error, "invalidation marker could not be encoded"),
     };
-    let mark = |target: &Uri| {
+    let mark_all = |target: &Uri| {
         for key in config.keys.read_keys_for_url(target).into_iter().flatten() {
             tracing::debug!(%key, "invalidating");
-            let put = StoreRequest::Put {
-                key,
-                value: value.clone(),
-                ttl: INVALIDATION_TTL,
-            };
-            write(store.clone(), put, &config.metrics);
+            mark(store.clone(), key, value.clone(), &config.metrics);
         }
     };
-    mark(uri);
+    mark_all(uri);
     for name in [http::header::LOCATION, http::header::CONTENT_LOCATION] {
         if let Some(target) = response
             .get(name)
             .and_then(|value| value.to_str().ok())
             .and_then(|reference| same_origin(uri, reference))
         {
-            mark(&target);
+            mark_all(&target);
         }
     }
+}
+
+/// Writes an invalidation marker under `key` without delaying the response (as [`write()`]
+/// does). A marker the store refuses (a Redis full under `noeviction`) or never gets
+/// would leave what it hides to be served as fresh, so the key is then deleted, which a
+/// full Redis still allows: a miss instead of a hit from before the invalidation. When
+/// the delete fails too (the store is down or read-only), the marker is written once
+/// more: a memory tier in front keeps a put its far tier failed (see
+/// [`Tiered`](crate::store::Tiered)), and a store that has come back meanwhile takes it.
+fn mark<St: Store>(store: St, key: CacheKey, marker: Value, metrics: &Metrics) {
+    let metrics = metrics.clone();
+    let put = move |key| StoreRequest::Put {
+        key,
+        value: marker.clone(),
+        ttl: INVALIDATION_TTL,
+    };
+    detach_all(async move {
+        let Err(error) = store.clone().oneshot(put(key.clone())).await else {
+            return;
+        };
+        metrics.store_error();
+        tracing::warn!(%key, %error, "invalidation marker not stored; deleting the key instead");
+        let delete = StoreRequest::Delete(key.clone());
+        let Err(error) = store.clone().oneshot(delete).await else {
+            return;
+        };
+        metrics.store_error();
+        tracing::warn!(%key, %error, "invalidated key not deleted either; writing the marker once more");
+        if let Err(error) = store.oneshot(put(key)).await {
+            write_failed(&error, &metrics);
+        }
+    });
 }
 
 /// Writes to the store without delaying the response (see [`detach`]); a failure is

@@ -30,6 +30,12 @@ use crate::{BoxError, CacheKey};
 /// (the variant index it rewrites, the entry a HEAD response freshens) comes from the far
 /// tier, so that a near copy never replaces another process's newer write there.
 ///
+/// A put the far tier fails (Redis full, down or read-only) is kept near for its whole
+/// TTL instead of `near_ttl`: the far tier may still hold the older value it was to
+/// replace (the entry an invalidation marker was to hide, say), which would otherwise
+/// come back here once the near copy expired. Until that copy expires or the key is
+/// written again, what another process writes under the key is not seen here.
+///
 /// A listing ([`StoreRequest::Scan`]) comes from the far tier, which holds every entry;
 /// [`StoreRequest::Clear`] clears both tiers.
 ///
@@ -85,7 +91,8 @@ fn shared_tiers<Near: Clone, Far: Clone>(
 /// and how many the far tier has not answered yet. A far read that sees its key's shard
 /// sent a write while it read, or still waiting on one when it ends, may have read what a
 /// write replaced (an invalidation marker written meanwhile, say), so it keeps nothing
-/// near. Keys that share a shard only cost each other a promotion.
+/// near. Keys that share a shard only cost each other a promotion (or the hold of a put
+/// the far tier failed).
 #[derive(Debug, Default)]
 struct Writes {
     sent: [AtomicU64; Writes::SHARDS],
@@ -127,20 +134,31 @@ impl Writes {
 struct Writing {
     writes: Arc<Writes>,
     key: Option<CacheKey>,
+    /// How many writes its key's shard had sent, this one included.
+    sent: u64,
 }
 
 impl Writing {
     /// Counts a write of `key` (`None`: every key) as sent and pending.
     fn start(writes: &Arc<Writes>, key: Option<CacheKey>) -> Self {
+        let mut sent = 0;
         // Pending first: whoever sees the new count of sent writes sees it pending.
         for shard in Writes::shards(key.as_ref()) {
             writes.pending[shard].fetch_add(1, Ordering::AcqRel);
-            writes.sent[shard].fetch_add(1, Ordering::AcqRel);
+            sent = writes.sent[shard].fetch_add(1, Ordering::AcqRel) + 1;
         }
         Self {
             writes: writes.clone(),
             key,
+            sent,
         }
+    }
+
+    /// Whether no write of its key's shard was sent after it.
+    fn is_latest(&self) -> bool {
+        self.key
+            .as_ref()
+            .is_some_and(|key| self.writes.sent(key) == self.sent)
     }
 }
 
@@ -183,6 +201,35 @@ impl<Near> Keep<Near> {
     }
 }
 
+/// What a put keeps near should the far tier fail it: its value, for its whole TTL (see
+/// [`Tiered`]).
+struct Hold<Near> {
+    near: Near,
+    key: CacheKey,
+    value: Value,
+    ttl: Duration,
+}
+
+impl<Near> Hold<Near>
+where
+    Near: Service<StoreRequest, Response = StoreResponse, Error = BoxError, Future: Send + 'static>
+        + Send
+        + 'static,
+{
+    /// Keeps the value near for its whole TTL, unless a later write of its key's shard
+    /// went through this store: that one's near copy is newer.
+    fn keep(self, failed: &Writing) {
+        if failed.is_latest() {
+            let put = StoreRequest::Put {
+                key: self.key,
+                value: self.value,
+                ttl: self.ttl,
+            };
+            detach(self.near, put, near_failed);
+        }
+    }
+}
+
 impl<Near, Far> Tiered<Near, Far> {
     /// The default bound on how long the near tier keeps an entry: one second.
     pub const DEFAULT_NEAR_TTL: Duration = Duration::from_secs(1);
@@ -205,7 +252,8 @@ impl<Near, Far> Tiered<Near, Far> {
     }
 
     /// The longest the near tier keeps an entry, and so the longest a write or delete made
-    /// through another process's far tier can stay hidden here.
+    /// through another process's far tier can stay hidden here (unless this store's own
+    /// write of the key failed in the far tier, which is kept near for its whole TTL).
     #[must_use]
     pub fn near_ttl(mut self, ttl: Duration) -> Self {
         self.near_ttl = ttl;
@@ -279,6 +327,7 @@ where
                 keep: Some(Keep::new(key.clone(), near.clone(), writes.clone())),
                 far: far.clone().oneshot(StoreRequest::Get(key)),
                 written: None,
+                hold: None,
             },
             StoreRequest::Put { key, value, ttl } => {
                 let writing = Writing::start(writes, Some(key.clone()));
@@ -288,10 +337,18 @@ where
                     ttl: ttl.min(self.near_ttl),
                 };
                 detach(near.clone(), put, near_failed);
+                // A near copy that lasts its whole TTL already needs no holding.
+                let hold = (ttl > self.near_ttl).then(|| Hold {
+                    near: near.clone(),
+                    key: key.clone(),
+                    value: value.clone(),
+                    ttl,
+                });
                 State::Far {
                     written: Some(writing),
                     far: far.clone().oneshot(StoreRequest::Put { key, value, ttl }),
                     keep: None,
+                    hold,
                 }
             }
             StoreRequest::Delete(key) => {
@@ -301,6 +358,7 @@ where
                     written: Some(writing),
                     far: far.clone().oneshot(StoreRequest::Delete(key)),
                     keep: None,
+                    hold: None,
                 }
             }
             StoreRequest::Clear => {
@@ -310,6 +368,7 @@ where
                     written: Some(writing),
                     far: far.clone().oneshot(StoreRequest::Clear),
                     keep: None,
+                    hold: None,
                 }
             }
             // Scans, and whatever the protocol learns next, are the far tier's to answer.
@@ -317,6 +376,7 @@ where
                 far: far.clone().oneshot(other),
                 keep: None,
                 written: None,
+                hold: None,
             },
         };
         ResponseFuture {
@@ -362,6 +422,8 @@ where
         keep: Option<Keep<Near>>,
         /// A write under way, pending until the far tier answers it.
         written: Option<Writing>,
+        /// What a put keeps near should the far tier fail it.
+        hold: Option<Hold<Near>>,
     },
 }
 
@@ -395,10 +457,21 @@ where
                         keep: Some(Keep::new(key.clone(), near, writes)),
                         far: far.oneshot(StoreRequest::Get(key)),
                         written: None,
+                        hold: None,
                     });
                 }
-                StateProj::Far { far, keep, written } => {
+                StateProj::Far {
+                    far,
+                    keep,
+                    written,
+                    hold,
+                } => {
                     let result = ready!(far.poll(cx));
+                    // Held while the write still counts as pending, so that no read that
+                    // begins meanwhile keeps the far tier's older value near over it.
+                    if let (Err(_), Some(hold), Some(writing)) = (&result, hold.take(), &*written) {
+                        hold.keep(writing);
+                    }
                     drop(written.take());
                     if let (Ok(StoreResponse::Found(value)), Some(keep)) = (&result, keep.take())
                         && keep.may_keep()

@@ -3,6 +3,89 @@
 
 use super::*;
 
+/// An origin whose GET answer carries a version, fresh for ten minutes, that each POST
+/// bumps.
+async fn changed_by_post() -> Origin {
+    let version = Arc::new(AtomicUsize::new(1));
+    Origin::start(move |seen| {
+        if seen.method == Method::POST {
+            version.fetch_add(1, Ordering::SeqCst);
+            return Reply::ok("updated");
+        }
+        Reply::ok(format!("v{}", version.load(Ordering::SeqCst)))
+            .header("cache-control", "max-age=600")
+    })
+    .await
+}
+
+fn post(url: &str) -> http::Request<Empty<Bytes>> {
+    http::Request::post(url)
+        .body(Empty::new())
+        .expect("a valid request")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_while_redis_is_full_still_hides_what_it_invalidates_rfc_9111_4_4() {
+    let server = RedisServer::start();
+    let origin = changed_by_post().await;
+    let store = store(&server);
+    let cache = CacheLayer::new(store.clone()).layer(client());
+    let url = origin.url("/doc");
+    let redis_key = store.redis_key(&key_of(&url));
+    fetch(&cache, &url).await.expect("a miss");
+    written(&server, &redis_key).await;
+    assert_eq!(
+        fetch(&cache, &url).await.expect("a hit"),
+        (CacheStatus::Hit, Bytes::from("v1"))
+    );
+
+    // Full under `noeviction`: the POST's marker is refused with `OOM`, but a full Redis
+    // still deletes.
+    server.fill();
+    let (_, body) = send(&cache, post(&url)).await.expect("forwarded");
+    assert_eq!(body, "updated");
+    until(Duration::from_secs(2), "the marker is refused", || {
+        store.metrics().refused() > 0
+    })
+    .await;
+    // The delete that follows a refused marker.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while exists(&server, &redis_key) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (status, body) = fetch(&cache, &url).await.expect("answers");
+    assert_eq!(body, "v2", "served from before the POST ({status:?})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_tier_keeps_a_marker_redis_refuses_past_its_near_ttl_rfc_9111_4_4() {
+    let server = RedisServer::start();
+    let origin = changed_by_post().await;
+    let redis = store(&server);
+    let near_ttl = Duration::from_millis(300);
+    let tiered = cachet::store::Tiered::new(cachet::MemoryStore::default(), redis.clone())
+        .near_ttl(near_ttl);
+    let cache = CacheLayer::new(tiered).layer(client());
+    let url = origin.url("/doc");
+    fetch(&cache, &url).await.expect("a miss");
+    written(&server, &redis.redis_key(&key_of(&url))).await;
+
+    // Read-only: Redis keeps the entry and serves it, and refuses the POST's marker and
+    // the delete that follows it, for both the GET and the HEAD key.
+    server.read_only();
+    let (_, body) = send(&cache, post(&url)).await.expect("forwarded");
+    assert_eq!(body, "updated");
+    until(Duration::from_secs(2), "the markers are refused", || {
+        redis.metrics().refused() >= 2
+    })
+    .await;
+    // What follows a refused marker is refused as quickly, well within the wait for the
+    // near TTL to pass.
+    tokio::time::sleep(near_ttl * 2).await;
+    let (status, body) = fetch(&cache, &url).await.expect("answers");
+    assert_eq!(body, "v2", "served from before the POST ({status:?})");
+}
+
 fn in_language(url: &str, language: &str) -> http::Request<Empty<Bytes>> {
     http::Request::get(url)
         .header("accept-language", language)

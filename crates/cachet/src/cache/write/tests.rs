@@ -56,3 +56,53 @@ async fn rfc9111_4_4_one_marker_goes_under_the_get_and_head_keys_of_each_same_or
         "every key gets the same marker"
     );
 }
+
+#[tokio::test]
+async fn rfc9111_4_4_a_marker_the_store_fails_is_followed_by_a_delete_then_a_second_try() {
+    use tower_test::mock;
+
+    let key = CacheKey::from_text("GET http://a.example/orders");
+    let is_marker = |request: &StoreRequest| matches!(request, StoreRequest::Put { key: put, ttl, .. } if *put == key && *ttl == INVALIDATION_TTL);
+    let is_delete = |request: &StoreRequest| matches!(request, StoreRequest::Delete(deleted) if *deleted == key);
+
+    // Refused (a Redis full under `noeviction`), then deleted.
+    let (store, mut handle) = mock::pair::<StoreRequest, StoreResponse>();
+    let metrics = Metrics::default();
+    mark(store, key.clone(), Value::from("marker"), &metrics);
+    let (request, answer) = handle.next_request().await.expect("the marker is written");
+    assert!(is_marker(&request), "{request:?}");
+    answer.send_error("OOM command not allowed when used memory > 'maxmemory'");
+    let (request, answer) = handle.next_request().await.expect("the key is deleted");
+    assert!(is_delete(&request), "{request:?}");
+    answer.send_response(StoreResponse::Done);
+    assert!(
+        handle.next_request().await.is_none(),
+        "nothing more once the key is gone"
+    );
+    assert_eq!(metrics.store_errors(), 1);
+
+    // Refused both (a store down or read-only): the marker goes once more, for a memory
+    // tier in front to keep.
+    let (store, mut handle) = mock::pair::<StoreRequest, StoreResponse>();
+    let metrics = Metrics::default();
+    mark(store, key.clone(), Value::from("marker"), &metrics);
+    let read_only = "READONLY You can't write against a read only replica.";
+    let (request, answer) = handle.next_request().await.expect("the marker is written");
+    assert!(is_marker(&request), "{request:?}");
+    answer.send_error(read_only);
+    let (request, answer) = handle.next_request().await.expect("the key is deleted");
+    assert!(is_delete(&request), "{request:?}");
+    answer.send_error(read_only);
+    let (request, answer) = handle.next_request().await.expect("the marker again");
+    assert!(is_marker(&request), "{request:?}");
+    answer.send_error(read_only);
+    assert!(handle.next_request().await.is_none(), "then it gives up");
+    let counted = async {
+        while metrics.store_errors() < 3 {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), counted)
+        .await
+        .expect("each failure is counted");
+}

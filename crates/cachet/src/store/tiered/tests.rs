@@ -225,3 +225,45 @@ async fn a_read_to_write_back_asks_the_far_tier_and_keeps_its_answer_near() {
         "the near copy is brought up to date"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_put_the_far_tier_fails_is_kept_near_for_its_whole_ttl() {
+    let near = MemoryStore::default();
+    let (far, mut handle) = tower_test::mock::pair::<StoreRequest, StoreResponse>();
+    let tiered = Tiered::new(near.clone(), far).near_ttl(Duration::from_secs(1));
+    // An invalidation marker that a full Redis refuses: Redis keeps the entry it was to
+    // hide, so the marker stays near past the near TTL.
+    let write = tokio::spawn(tiered.clone().oneshot(put("marker", 600)));
+    let (_, answer) = handle.next_request().await.expect("a far write");
+    answer.send_error("OOM command not allowed when used memory > 'maxmemory'");
+    write
+        .await
+        .expect("runs")
+        .expect_err("the far tier's failure is the put's");
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert_eq!(
+        call(&near, StoreRequest::Get(key())).await,
+        StoreResponse::Found(Value::from("marker"))
+    );
+    tokio::time::advance(Duration::from_secs(600)).await;
+    assert_eq!(
+        call(&near, StoreRequest::Get(key())).await,
+        StoreResponse::NotFound,
+        "not past its own TTL"
+    );
+
+    // A failed put that a later write of its key overtook keeps nothing near: the later
+    // write's copy is newer.
+    let first = tokio::spawn(tiered.clone().oneshot(put("first", 600)));
+    let (_, answer_first) = handle.next_request().await.expect("a far write");
+    let second = tokio::spawn(tiered.clone().oneshot(put("second", 600)));
+    let (_, answer_second) = handle.next_request().await.expect("a far write");
+    answer_second.send_response(StoreResponse::Done);
+    second.await.expect("runs").expect("written");
+    answer_first.send_error("timed out");
+    first.await.expect("runs").expect_err("failed");
+    assert_eq!(
+        call(&near, StoreRequest::Get(key())).await,
+        StoreResponse::Found(Value::from("second"))
+    );
+}
