@@ -840,6 +840,51 @@ async fn rfc9111_4_4_variants_outliving_their_index_stay_hidden_after_an_invalid
 }
 
 #[tokio::test]
+async fn rfc9111_4_4_variants_an_evicted_marker_hid_stay_hidden_under_a_new_index() {
+    use cachet::CacheKey;
+    use cachet::store::StoreRequest;
+
+    let version = Arc::new(AtomicUsize::new(1));
+    let origin = by_language(version.clone(), None).await;
+    let clock = ManualClock::new();
+    let store = MemoryStore::default();
+    let cache = stack(CacheLayer::new(store.clone()).clock(clock.clone()));
+    let url = origin.url("/v");
+    for language in ["en", "fr"] {
+        fetch(&cache, in_language(&url, language)).await;
+        clock.advance(Duration::from_secs(1));
+    }
+    changed_by_post(&cache, &url, &version, &clock).await;
+    let (_, _, body) = fetch(&cache, in_language(&url, "fr")).await;
+    assert_eq!(body, "fr v2");
+
+    // The URI's key, the marker with the index written over it, is evicted; the
+    // variants stay. Another variant is stored, with a new index.
+    let uri: http::Uri = url.parse().expect("a valid URL");
+    let index = CacheKey::for_request(&http::Method::GET, &uri).expect("a GET has a key");
+    store
+        .clone()
+        .oneshot(StoreRequest::Delete(index))
+        .await
+        .expect("deleted");
+    clock.advance(Duration::from_secs(1));
+    let (_, _, body) = fetch(&cache, in_language(&url, "de")).await;
+    assert_eq!(body, "de v2");
+
+    let (status, _, body) = fetch(&cache, in_language(&url, "en")).await;
+    assert_eq!(
+        body, "en v2",
+        "en is served from before the POST ({status:?})"
+    );
+    let (status, _, _) = fetch(&cache, in_language(&url, "de")).await;
+    assert_eq!(
+        status,
+        CacheStatus::Hit,
+        "the new index's own variant counts"
+    );
+}
+
+#[tokio::test]
 async fn rfc9111_5_2_2_7_a_shared_cache_serves_nothing_private_a_private_cache_stored_beside_it() {
     let origin = Origin::start(|seen| match seen.path.as_str() {
         "/mine" => Reply::ok("alice's account").header("cache-control", "private, max-age=600"),

@@ -38,6 +38,14 @@ impl<St: Store> Placement<St> {
     /// A response that varies on `names` goes under its variant's key (from `view`, the
     /// request's headers as [`Keys::vary_view`](crate::Keys) shows them), with the index
     /// under the URI's key; writers that saw the same index write the same one back.
+    ///
+    /// A request that saw no index writes one that hides what was stored before it began:
+    /// variants may outlive their index, and the index (or the invalidation marker that
+    /// replaced it) may have been evicted, expired or deleted for an invalidation the
+    /// store refused, so older variants of the URI may be there that an invalidation hid.
+    /// A variant another cache stored just before, whose index was not yet written when
+    /// this request looked, is hidden as well: a miss, never a response from before an
+    /// invalidation. The request's own variant, received after it began, counts.
     pub(crate) fn new(
         facts: &RequestFacts<St>,
         view: &HeaderMap,
@@ -52,10 +60,17 @@ impl<St: Store> Placement<St> {
                 ttl,
             };
         }
-        let not_before = facts
-            .seen
-            .as_ref()
-            .map_or(UNIX_EPOCH, |seen| seen.not_before);
+        // An index hides what was stored until its instant inclusive, and times are kept
+        // to the millisecond: a millisecond before the request began.
+        let not_before = facts.seen.as_ref().map_or_else(
+            || {
+                facts
+                    .time
+                    .checked_sub(Duration::from_millis(1))
+                    .unwrap_or(UNIX_EPOCH)
+            },
+            |seen| seen.not_before,
+        );
         Self {
             store: facts.store.cloned(),
             key: facts.key.variant(&names, view),

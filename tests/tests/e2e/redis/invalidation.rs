@@ -86,6 +86,70 @@ async fn a_memory_tier_keeps_a_marker_redis_refuses_past_its_near_ttl_rfc_9111_4
     assert_eq!(body, "v2", "served from before the POST ({status:?})");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn variants_a_post_hid_while_redis_was_full_stay_hidden_once_it_has_room() {
+    let server = RedisServer::start();
+    let version = Arc::new(AtomicUsize::new(1));
+    let origin = Origin::start({
+        let version = version.clone();
+        move |seen| {
+            if seen.method == Method::POST {
+                version.fetch_add(1, Ordering::SeqCst);
+                return Reply::ok("updated");
+            }
+            let language = seen
+                .headers
+                .get("accept-language")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            Reply::ok(format!("{language} v{}", version.load(Ordering::SeqCst)))
+                .header("cache-control", "max-age=600")
+                .header("vary", "accept-language")
+        }
+    })
+    .await;
+    let clock = ManualClock::new();
+    let cache = CacheLayer::new(store(&server))
+        .clock(clock.clone())
+        .layer(client());
+    let url = origin.url("/v");
+    let index = format!("cachet:GET {url}");
+    for language in ["en", "fr"] {
+        send(&cache, in_language(&url, language))
+            .await
+            .expect("a miss");
+    }
+    until(
+        Duration::from_secs(2),
+        "the variants and their index",
+        || server.scan("cachet:*").len() == 3,
+    )
+    .await;
+    clock.advance(Duration::from_secs(1));
+
+    // Full: the POST's marker is refused, and the index is deleted instead.
+    server.fill();
+    send(&cache, post(&url)).await.expect("forwarded");
+    until(Duration::from_secs(2), "the index is deleted", || {
+        !exists(&server, &index)
+    })
+    .await;
+    // Room again; another variant is stored, with a new index.
+    server.query::<()>(redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg("0"));
+    clock.advance(Duration::from_secs(1));
+    let (_, body) = send(&cache, in_language(&url, "de")).await.expect("a miss");
+    assert_eq!(body, "de v2");
+    written(&server, &index).await;
+
+    let (status, body) = send(&cache, in_language(&url, "en"))
+        .await
+        .expect("answers");
+    assert_eq!(
+        body, "en v2",
+        "en is served from before the POST ({status:?})"
+    );
+}
+
 fn in_language(url: &str, language: &str) -> http::Request<Empty<Bytes>> {
     http::Request::get(url)
         .header("accept-language", language)
