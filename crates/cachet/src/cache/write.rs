@@ -547,21 +547,23 @@ fn mark<St: Store>(store: St, key: CacheKey, marker: Value, metrics: &Metrics) {
         value: marker.clone(),
         ttl: INVALIDATION_TTL,
     };
-    detach_all(async move {
-        let Err(error) = store.clone().oneshot(put(key.clone())).await else {
-            return;
-        };
+    let first = put(key.clone());
+    // The fallback is built only when the first write fails: a `POST` whose marker the
+    // store takes costs what any write costs.
+    detach(store.clone(), first, move |error| {
         metrics.store_error();
         tracing::warn!(%key, %error, "invalidation marker not stored; deleting the key instead");
-        let delete = StoreRequest::Delete(key.clone());
-        let Err(error) = store.clone().oneshot(delete).await else {
-            return;
-        };
-        metrics.store_error();
-        tracing::warn!(%key, %error, "invalidated key not deleted either; writing the marker once more");
-        if let Err(error) = store.oneshot(put(key)).await {
-            write_failed(&error, &metrics);
-        }
+        detach_all(async move {
+            let delete = StoreRequest::Delete(key.clone());
+            let Err(error) = store.clone().oneshot(delete).await else {
+                return;
+            };
+            metrics.store_error();
+            tracing::warn!(%key, %error, "invalidated key not deleted either; writing the marker once more");
+            if let Err(error) = store.oneshot(put(key)).await {
+                write_failed(&error, &metrics);
+            }
+        });
     });
 }
 
