@@ -11,6 +11,7 @@ use tower::util::Oneshot;
 use tower::{Service, ServiceExt};
 
 use super::{StoreRequest, StoreResponse, Value, detach, wants_latest};
+use crate::entry::is_index;
 use crate::per_clone::PerClone;
 use crate::{BoxError, CacheKey};
 
@@ -30,11 +31,13 @@ use crate::{BoxError, CacheKey};
 /// (the variant index it rewrites, the entry a HEAD response freshens) comes from the far
 /// tier, so that a near copy never replaces another process's newer write there.
 ///
-/// A put the far tier fails (Redis full, down or read-only) is kept near for its whole
-/// TTL instead of `near_ttl`: the far tier may still hold the older value it was to
-/// replace (the entry an invalidation marker was to hide, say), which would otherwise
-/// come back here once the near copy expired. Until that copy expires or the key is
-/// written again, what another process writes under the key is not seen here.
+/// A variant index or invalidation marker the far tier fails to take (Redis full, down or
+/// read-only) is kept near for its whole TTL instead of `near_ttl`: the far tier may
+/// still hold the older value it was to replace (the entry an invalidation was to hide),
+/// which would otherwise come back here once the near copy expired. Until that copy
+/// expires or the key is written again, what another process writes under the key is not
+/// seen here. A response the far tier fails is kept for `near_ttl` as any other: what
+/// comes back after it is an older response, not one an invalidation hid.
 ///
 /// A listing ([`StoreRequest::Scan`]) comes from the far tier, which holds every entry;
 /// [`StoreRequest::Clear`] clears both tiers.
@@ -253,7 +256,8 @@ impl<Near, Far> Tiered<Near, Far> {
 
     /// The longest the near tier keeps an entry, and so the longest a write or delete made
     /// through another process's far tier can stay hidden here (unless this store's own
-    /// write of the key failed in the far tier, which is kept near for its whole TTL).
+    /// variant index or invalidation marker for the key failed in the far tier, which is
+    /// kept near for its whole TTL).
     #[must_use]
     pub fn near_ttl(mut self, ttl: Duration) -> Self {
         self.near_ttl = ttl;
@@ -337,8 +341,9 @@ where
                     ttl: ttl.min(self.near_ttl),
                 };
                 detach(near.clone(), put, near_failed);
-                // A near copy that lasts its whole TTL already needs no holding.
-                let hold = (ttl > self.near_ttl).then(|| Hold {
+                // Only an index or marker hides what the far tier may still hold; a near
+                // copy that lasts its whole TTL already needs no holding.
+                let hold = (ttl > self.near_ttl && is_index(value.bytes())).then(|| Hold {
                     near: near.clone(),
                     key: key.clone(),
                     value: value.clone(),

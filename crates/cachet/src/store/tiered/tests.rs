@@ -226,14 +226,31 @@ async fn a_read_to_write_back_asks_the_far_tier_and_keeps_its_answer_near() {
     );
 }
 
+/// An invalidation marker at `millis` past the epoch, as the cache encodes one.
+fn marker(millis: u64) -> Value {
+    let marker = crate::entry::Variants {
+        names: Vec::new(),
+        not_before: std::time::UNIX_EPOCH + Duration::from_millis(millis),
+    };
+    Value::from(marker.encode().expect("a marker encodes"))
+}
+
+fn put_value(value: Value, ttl: u64) -> StoreRequest {
+    StoreRequest::Put {
+        key: key(),
+        value,
+        ttl: Duration::from_secs(ttl),
+    }
+}
+
 #[tokio::test(start_paused = true)]
-async fn a_put_the_far_tier_fails_is_kept_near_for_its_whole_ttl() {
+async fn an_index_the_far_tier_fails_is_kept_near_for_its_whole_ttl_and_a_response_is_not() {
     let near = MemoryStore::default();
     let (far, mut handle) = tower_test::mock::pair::<StoreRequest, StoreResponse>();
     let tiered = Tiered::new(near.clone(), far).near_ttl(Duration::from_secs(1));
     // An invalidation marker that a full Redis refuses: Redis keeps the entry it was to
     // hide, so the marker stays near past the near TTL.
-    let write = tokio::spawn(tiered.clone().oneshot(put("marker", 600)));
+    let write = tokio::spawn(tiered.clone().oneshot(put_value(marker(1), 600)));
     let (_, answer) = handle.next_request().await.expect("a far write");
     answer.send_error("OOM command not allowed when used memory > 'maxmemory'");
     write
@@ -243,7 +260,7 @@ async fn a_put_the_far_tier_fails_is_kept_near_for_its_whole_ttl() {
     tokio::time::advance(Duration::from_secs(10)).await;
     assert_eq!(
         call(&near, StoreRequest::Get(key())).await,
-        StoreResponse::Found(Value::from("marker"))
+        StoreResponse::Found(marker(1))
     );
     tokio::time::advance(Duration::from_secs(600)).await;
     assert_eq!(
@@ -252,11 +269,24 @@ async fn a_put_the_far_tier_fails_is_kept_near_for_its_whole_ttl() {
         "not past its own TTL"
     );
 
+    // A response the far tier fails is an ordinary near copy: what comes back after it
+    // is an older response, which no invalidation hid, and another process's writes
+    // must show within the near TTL.
+    let write = tokio::spawn(tiered.clone().oneshot(put("response", 600)));
+    let (_, answer) = handle.next_request().await.expect("a far write");
+    answer.send_error("OOM command not allowed when used memory > 'maxmemory'");
+    write.await.expect("runs").expect_err("failed");
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert_eq!(
+        call(&near, StoreRequest::Get(key())).await,
+        StoreResponse::NotFound
+    );
+
     // A failed put that a later write of its key overtook keeps nothing near: the later
     // write's copy is newer.
-    let first = tokio::spawn(tiered.clone().oneshot(put("first", 600)));
+    let first = tokio::spawn(tiered.clone().oneshot(put_value(marker(2), 600)));
     let (_, answer_first) = handle.next_request().await.expect("a far write");
-    let second = tokio::spawn(tiered.clone().oneshot(put("second", 600)));
+    let second = tokio::spawn(tiered.clone().oneshot(put_value(marker(3), 600)));
     let (_, answer_second) = handle.next_request().await.expect("a far write");
     answer_second.send_response(StoreResponse::Done);
     second.await.expect("runs").expect("written");
@@ -264,6 +294,6 @@ async fn a_put_the_far_tier_fails_is_kept_near_for_its_whole_ttl() {
     first.await.expect("runs").expect_err("failed");
     assert_eq!(
         call(&near, StoreRequest::Get(key())).await,
-        StoreResponse::Found(Value::from("second"))
+        StoreResponse::Found(marker(3))
     );
 }
