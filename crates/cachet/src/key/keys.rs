@@ -121,7 +121,9 @@ pub struct Keys {
     credentials: Vec<String>,
     headers: Vec<HeaderName>,
     sort_query: bool,
-    strategy: Arc<dyn KeyStrategy>,
+    /// `None` for [`DefaultKey`], whose keys an invalidation builds faster than a
+    /// strategy's (one `GET` key, its `HEAD` twin copied from it).
+    strategy: Option<Arc<dyn KeyStrategy>>,
 }
 
 impl Default for Keys {
@@ -150,7 +152,7 @@ impl Keys {
             credentials: lower(Self::DEFAULT_CREDENTIALS.iter().copied()),
             headers: Vec::new(),
             sort_query: false,
-            strategy: Arc::new(DefaultKey),
+            strategy: None,
         }
     }
 
@@ -210,7 +212,7 @@ impl Keys {
     /// Replaces [`DefaultKey`] with another strategy. It sees the URI with these settings
     /// applied.
     pub fn strategy(mut self, strategy: impl KeyStrategy) -> Self {
-        self.strategy = Arc::new(strategy);
+        self.strategy = Some(Arc::new(strategy));
         self
     }
 
@@ -223,12 +225,19 @@ impl Keys {
         extensions: &Extensions,
     ) -> Option<CacheKey> {
         let uri = self.uri(uri);
-        self.strategy.key(&RequestHead {
+        self.strategy_key(&RequestHead {
             method,
             uri: &uri,
             headers,
             extensions,
         })
+    }
+
+    fn strategy_key(&self, request: &RequestHead<'_>) -> Option<CacheKey> {
+        match &self.strategy {
+            Some(strategy) => strategy.key(request),
+            None => DefaultKey.key(request),
+        }
     }
 
     /// The key a URI's responses to `method` are stored under, judged without headers or
@@ -242,9 +251,14 @@ impl Keys {
     /// what an unsafe method invalidates.
     pub(crate) fn read_keys_for_url(&self, uri: &Uri) -> [Option<CacheKey>; 2] {
         let uri = self.uri(uri);
+        if self.strategy.is_none() {
+            let get = CacheKey::for_request(&Method::GET, &uri);
+            let head = get.as_ref().and_then(CacheKey::for_head);
+            return [get, head];
+        }
         let (headers, extensions) = (HeaderMap::new(), Extensions::new());
         [Method::GET, Method::HEAD].map(|method| {
-            self.strategy.key(&RequestHead {
+            self.strategy_key(&RequestHead {
                 method: &method,
                 uri: &uri,
                 headers: &headers,

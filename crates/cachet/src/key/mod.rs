@@ -78,10 +78,8 @@ impl CacheKey {
         let port = port.filter(|p| Some(*p) != default_port);
         let path = uri.path_and_query().map_or("", |p| p.as_str());
 
-        // This runs on every request, hits included: the text is put together in this
-        // thread's buffer, so that the `Arc<str>` is its one allocation.
-        let make = |text: &mut String| {
-            text.clear();
+        // This runs on every request, hits included.
+        let key = Self::written(|text| {
             text.push_str(class);
             text.push(' ');
             let start = text.len();
@@ -103,18 +101,7 @@ impl CacheKey {
                 // Writing to a String cannot fail.
                 let _ = write!(text, " body={body}");
             }
-            let key = Self(Arc::from(text.as_str()));
-            if text.capacity() > KEY_TEXT_KEPT {
-                // A rare long URL does not keep its room.
-                *text = String::new();
-            }
-            key
-        };
-        let key = KEY_TEXT
-            .try_with(|text| make(&mut text.borrow_mut()))
-            // The thread's buffer is gone while it exits (a key made by another
-            // thread-local's destructor): a buffer of its own.
-            .unwrap_or_else(|_| make(&mut String::new()));
+        });
         Some(key)
     }
 
@@ -153,6 +140,36 @@ impl CacheKey {
             push_lines(&mut key, request, name);
         }
         Self(key.into())
+    }
+
+    /// A key whose text `write` puts together in this thread's buffer, reused from key
+    /// to key, so that the `Arc<str>` is its one allocation.
+    fn written(write: impl Fn(&mut String)) -> Self {
+        let make = |text: &mut String| {
+            text.clear();
+            write(text);
+            let key = Self(Arc::from(text.as_str()));
+            if text.capacity() > KEY_TEXT_KEPT {
+                // A rare long URL does not keep its room.
+                *text = String::new();
+            }
+            key
+        };
+        KEY_TEXT
+            .try_with(|text| make(&mut text.borrow_mut()))
+            // The thread's buffer is gone while it exits (a key made by another
+            // thread-local's destructor): a buffer of its own.
+            .unwrap_or_else(|_| make(&mut String::new()))
+    }
+
+    /// The HEAD key of the URI a GET key names: [`for_request`](Self::for_request)'s for
+    /// HEAD, without normalising the URI again.
+    pub(crate) fn for_head(&self) -> Option<Self> {
+        let uri = self.0.strip_prefix("GET ")?;
+        Some(Self::written(|text| {
+            text.push_str("HEAD ");
+            text.push_str(uri);
+        }))
     }
 
     /// The GET key of the URI a HEAD key names.

@@ -471,3 +471,37 @@ fn a_body_key_tells_content_types_and_codings_apart() {
     );
     assert_eq!(CacheKey::from_text(charset).url(), "http://a/search");
 }
+
+#[test]
+fn an_invalidation_reads_the_keys_a_url_has_for_get_and_head_with_any_strategy() {
+    #[derive(Debug)]
+    struct Tagged;
+    impl KeyStrategy for Tagged {
+        fn key(&self, request: &RequestHead<'_>) -> Option<CacheKey> {
+            let key = DefaultKey.key(request)?;
+            Some(CacheKey::from_text(format!("{key} tagged")))
+        }
+    }
+    for keys in [
+        Keys::new(),
+        Keys::new().ignore(["utm_source"]).sort_query(true),
+        Keys::new().strategy(Tagged),
+    ] {
+        for url in [
+            "http://A.example:80/p?utm_source=x&b=1&a=2",
+            "https://a.example?q",
+            "http://[::1]:8080/",
+            "http://user@a/",
+        ] {
+            let uri: Uri = url.parse().expect("a valid URI");
+            assert_eq!(
+                keys.read_keys_for_url(&uri),
+                [
+                    keys.key_for_url(&Method::GET, &uri),
+                    keys.key_for_url(&Method::HEAD, &uri)
+                ],
+                "{url} with {keys:?}"
+            );
+        }
+    }
+}
