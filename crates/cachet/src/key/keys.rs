@@ -377,6 +377,8 @@ impl Keys {
         };
         // Bytes, not `str::split`: this runs on every request with a query, and a byte
         // scan is a fraction of the cost of a `char` pattern search.
+        // Most queries have no `;`: one scan spares every pair a look for one.
+        let semicolons = query.as_bytes().contains(&b';');
         let untouched = !self.sort_query
             && query.as_bytes().split(|&b| b == b'&').all(|pair| {
                 let name = name_of_bytes(pair);
@@ -384,7 +386,7 @@ impl Keys {
                 let name = param_name(name);
                 !contains_bytes(&self.ignored, &name)
                     && !contains_bytes(&self.credentials, &name)
-                    && !self.credential_after_semicolon(pair)
+                    && !(semicolons && self.credential_after_semicolon(pair))
             });
         if untouched {
             return Cow::Borrowed(uri);
