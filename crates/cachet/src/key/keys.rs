@@ -384,9 +384,10 @@ impl Keys {
                 let name = name_of_bytes(pair);
                 // A credential name is never ignored, so one check covers both lists.
                 let name = param_name(name);
-                !contains_bytes(&self.ignored, &name)
-                    && !contains_bytes(&self.credentials, &name)
-                    && !(semicolons && self.credential_after_semicolon(pair))
+                let touched = contains_bytes(&self.ignored, &name)
+                    || contains_bytes(&self.credentials, &name)
+                    || (semicolons && self.credential_after_semicolon(pair));
+                !touched
             });
         if untouched {
             return Cow::Borrowed(uri);
