@@ -414,11 +414,8 @@ impl Entry {
             .map_err(|_| DecodeError::Malformed("invalid status"))?;
         // Statuses the cache never stores, which a hit must not replay: an interim
         // response (a `101` would switch the client's connection to another protocol), a
-        // partial one, a `304`.
-        if status.is_informational()
-            || status == StatusCode::PARTIAL_CONTENT
-            || status == StatusCode::NOT_MODIFIED
-        {
+        // partial one, a `304`, and the answers to a request's own precondition or range.
+        if status.is_informational() || matches!(status.as_u16(), 206 | 304 | 412 | 416) {
             return Err(DecodeError::Malformed("a status no entry has"));
         }
         // A length that is not the body's would break the framing of every response

@@ -925,3 +925,75 @@ async fn rfc9111_5_2_2_7_a_shared_cache_serves_nothing_private_a_private_cache_s
     let (status, _, _) = fetch(&shared, get(&url)).await;
     assert_eq!(status, CacheStatus::Hit);
 }
+
+#[tokio::test]
+async fn a_range_or_a_precondition_of_the_clients_own_goes_to_the_origin_and_its_answer_is_not_stored()
+ {
+    // Every answer is fresh for five minutes, the 206 and the 412 too.
+    let origin = Origin::start(|seen| {
+        let reply = if seen.headers.contains_key("range") {
+            Reply::ok("0123")
+                .status(206)
+                .header("content-range", "bytes 0-3/10")
+        } else if seen
+            .headers
+            .get("if-match")
+            .is_some_and(|tag| tag != "\"v1\"")
+        {
+            Reply::ok("").status(412)
+        } else {
+            Reply::ok("0123456789")
+        };
+        reply
+            .header("cache-control", "max-age=300")
+            .header("etag", "\"v1\"")
+    })
+    .await;
+    let cache = shared();
+    let url = origin.url("/r");
+    let with = |name: &'static str, value: &'static str| {
+        let mut request = get(&url);
+        request
+            .headers_mut()
+            .insert(name, http::HeaderValue::from_static(value));
+        request
+    };
+    let forwarded = CacheStatus::Forwarded {
+        reason: ForwardReason::Request,
+        stored: false,
+    };
+
+    // Asked for first, neither is stored for the plain GET that follows.
+    let (status, _, body) = fetch(&cache, with("if-match", "\"other\"")).await;
+    assert_eq!((status, body.as_ref()), (miss(false), b"".as_slice()));
+    let (status, _, body) = fetch(&cache, get(&url)).await;
+    assert_eq!(
+        (status, body.as_ref()),
+        (miss(true), b"0123456789".as_slice())
+    );
+
+    // With the whole response stored, each still reaches the origin.
+    let (status, _, body) = fetch(&cache, with("range", "bytes=0-3")).await;
+    assert_eq!((status, body.as_ref()), (forwarded, b"0123".as_slice()));
+    let (status, _, _) = fetch(&cache, with("if-match", "\"other\"")).await;
+    assert_eq!(status, forwarded);
+    let (status, _, _) = fetch(
+        &cache,
+        with("if-unmodified-since", "Mon, 01 Jan 2024 00:00:00 GMT"),
+    )
+    .await;
+    // This origin lets it pass: a whole 200, stored as any.
+    assert_eq!(
+        status,
+        CacheStatus::Forwarded {
+            reason: ForwardReason::Request,
+            stored: true
+        }
+    );
+    let (status, _, body) = fetch(&cache, get(&url)).await;
+    assert_eq!(
+        (status, body.as_ref()),
+        (CacheStatus::Hit, b"0123456789".as_slice())
+    );
+    assert_eq!(origin.requests(), 5);
+}

@@ -132,6 +132,14 @@ fn answer<St, B>(
         };
         return Step::Stale(Box::new(entry.clone()), reason);
     }
+    // A range or a precondition of the client's own (`If-Match`, `If-Unmodified-Since`,
+    // `If-Range`) is the origin's to judge against a successful response: the cache does
+    // not evaluate them (RFC 9110 §13.2.1, §14.2), so the request goes on as sent. A
+    // request for stored responses only gets what is stored.
+    if facts.conditions && entry.status.is_success() && !facts.force {
+        tracing::trace!(key = %facts.key, "a range or precondition of the request's own; forwarding");
+        return Step::Forward(Some(ForwardReason::Request));
+    }
     tracing::trace!(key = %facts.key, age = age.as_secs(), "hit");
     config.metrics.hit();
     // Preconditions count only where the answer would be 2xx (RFC 9110 §13.2.1): a

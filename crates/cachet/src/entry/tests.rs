@@ -84,7 +84,7 @@ fn an_entry_with_more_header_fields_than_allowed_is_refused_not_a_panic() {
 
 #[test]
 fn a_status_the_cache_never_stores_is_refused() {
-    for status in [100, 101, 103, 206, 304] {
+    for status in [100, 101, 103, 206, 304, 412, 416] {
         let mut entry = sample();
         entry.status = StatusCode::from_u16(status).expect("a valid status");
         let bytes = entry.encode().expect("encodes");

@@ -270,13 +270,13 @@ impl<'a> ResponseFacts<'a> {
         }
         // Final statuses are stored when heuristically cacheable, or with explicit
         // freshness or `public` (RFC 9111 §3). Partial content is never combined (§3.3),
-        // and a 304 is not a response to store. Freshness is read only where the status
-        // does not decide.
+        // and a 304 is not a response to store; nor are a 412 and a 416, answers to a
+        // request's own precondition or range, which its key leaves out. Freshness is
+        // read only where the status does not decide.
         let explicitly_cacheable = || self.cc.public || self.explicit_freshness(mode).is_some();
         let status = self.status.as_u16();
         if status < 200
-            || status == 206
-            || status == 304
+            || matches!(status, 206 | 304 | 412 | 416)
             || !(heuristically_cacheable(self.status) || explicitly_cacheable())
         {
             return Err(Refusal::Status);
@@ -518,6 +518,8 @@ mod tests {
         assert_eq!(with(302, "no-transform"), Err(Refusal::Status));
         assert_eq!(with(206, "max-age=60"), Err(Refusal::Status));
         assert_eq!(with(304, "max-age=60"), Err(Refusal::Status));
+        assert_eq!(with(412, "public, max-age=60"), Err(Refusal::Status));
+        assert_eq!(with(416, "public, max-age=60"), Err(Refusal::Status));
     }
 
     #[test]
