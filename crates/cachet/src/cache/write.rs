@@ -364,12 +364,13 @@ pub(crate) fn end_to_end(headers: &HeaderMap) -> HeaderMap {
         "transfer-encoding",
         "upgrade",
     ];
+    // Read as bytes: a value with a byte outside ASCII among its names still names the
+    // others (only that token is no header name).
     let listed: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok())
         .collect();
     let mut kept = headers.clone();
     for name in HOP_BY_HOP {
