@@ -296,17 +296,6 @@ impl RedisServer {
         }
     }
 
-    /// Makes the server read-only, as a failover gone wrong leaves one: a replica of a
-    /// master that is not there, which keeps what it holds and answers reads, and refuses
-    /// every write and delete with `READONLY`.
-    pub fn read_only(&self) {
-        self.query::<()>(
-            redis::cmd("REPLICAOF")
-                .arg("127.0.0.1")
-                .arg(free_port(false)),
-        );
-    }
-
     /// The directory the server writes its log to.
     pub fn dir(&self) -> &Path {
         &self.dir.0

@@ -235,14 +235,6 @@ fn decode<'a, T: BorrowDecode<'a, ()>>(payload: &'a [u8]) -> Result<T, DecodeErr
     Ok(wire)
 }
 
-/// Whether `bytes` are an encoded variant index or invalidation marker (by their header
-/// alone, without decoding them).
-pub(crate) fn is_index(bytes: &[u8]) -> bool {
-    bytes
-        .strip_prefix(MAGIC.as_slice())
-        .is_some_and(|rest| rest.starts_with(&[FORMAT_VERSION, KIND_VARIANTS]))
-}
-
 impl Record {
     /// Decodes a record, borrowing a response's body and header values from `input`.
     pub(crate) fn decode(input: &Bytes) -> Result<Self, DecodeError> {

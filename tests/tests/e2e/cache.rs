@@ -997,3 +997,41 @@ async fn a_range_or_a_precondition_of_the_clients_own_goes_to_the_origin_and_its
     );
     assert_eq!(origin.requests(), 5);
 }
+
+#[tokio::test]
+async fn a_variant_fetched_after_a_failed_lookup_keeps_the_other_variants() {
+    use cachet::BoxError;
+    use cachet::store::{StoreRequest, StoreResponse};
+
+    let version = Arc::new(AtomicUsize::new(1));
+    let origin = by_language(version, None).await;
+    let memory = MemoryStore::default();
+    // A store whose next read fails once `fail_next` is set: a Redis timeout, say.
+    let fail_next = Arc::new(AtomicBool::new(false));
+    let failing = fail_next.clone();
+    let store = tower::service_fn(move |request: StoreRequest| {
+        let fails =
+            matches!(request, StoreRequest::Get(_)) && failing.swap(false, Ordering::SeqCst);
+        let memory = memory.clone();
+        async move {
+            if fails {
+                return Err::<StoreResponse, BoxError>("the store timed out".into());
+            }
+            memory.oneshot(request).await
+        }
+    });
+    let cache = CacheLayer::new(store).layer(client());
+    let url = origin.url("/v");
+    for language in ["en", "fr", "de"] {
+        cachet_tests::fetch(&cache, in_language(&url, language)).await;
+    }
+    fail_next.store(true, Ordering::SeqCst);
+    let refetched = cachet_tests::fetch(&cache, in_language(&url, "fr")).await;
+    assert!(matches!(refetched.status, CacheStatus::Forwarded { .. }));
+    // The index it writes is the one the store holds, not one that hides the others.
+    for language in ["en", "de", "fr"] {
+        let fetched = cachet_tests::fetch(&cache, in_language(&url, language)).await;
+        assert_eq!(fetched.status, CacheStatus::Hit, "{language}");
+    }
+    assert_eq!(origin.requests(), 4);
+}

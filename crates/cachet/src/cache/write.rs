@@ -30,8 +30,17 @@ pub(crate) struct Placement<St> {
     store: St,
     key: CacheKey,
     /// The index to write under the URI's key when the response varies.
-    index: Option<(CacheKey, Variants)>,
+    index: Option<Index>,
     ttl: Duration,
+}
+
+/// A variant index to write, as the request saw it.
+struct Index {
+    key: CacheKey,
+    variants: Variants,
+    /// For a request that saw no index: what is stored before this instant is hidden,
+    /// should the store hold no index when it is written either.
+    unseen: Option<SystemTime>,
 }
 
 impl<St: Store> Placement<St> {
@@ -39,13 +48,15 @@ impl<St: Store> Placement<St> {
     /// request's headers as [`Keys::vary_view`](crate::Keys) shows them), with the index
     /// under the URI's key; writers that saw the same index write the same one back.
     ///
-    /// A request that saw no index writes one that hides what was stored before it began:
-    /// variants may outlive their index, and the index (or the invalidation marker that
-    /// replaced it) may have been evicted, expired or deleted for an invalidation the
-    /// store refused, so older variants of the URI may be there that an invalidation hid.
-    /// A variant another cache stored just before, whose index was not yet written when
-    /// this request looked, is hidden as well: a miss, never a response from before an
-    /// invalidation. The request's own variant, received after it began, counts.
+    /// A request that saw no index, where the store still holds none when the index is
+    /// written, writes one that hides what was stored before it began: variants may
+    /// outlive their index, and the index (or the invalidation marker that replaced it)
+    /// may have been evicted, expired or deleted for an invalidation the store refused,
+    /// so older variants of the URI may be there that an invalidation hid. A variant
+    /// another cache stored just before, whose index was not yet written, is hidden as
+    /// well: a miss, never a response from before an invalidation. The request's own
+    /// variant, received after it began, counts. (A request that saw no index because
+    /// its lookup failed takes the index the store holds, and hides nothing more.)
     pub(crate) fn new(
         facts: &RequestFacts<St>,
         view: &HeaderMap,
@@ -62,19 +73,24 @@ impl<St: Store> Placement<St> {
         }
         // An index hides what was stored until its instant inclusive, and times are kept
         // to the millisecond: a millisecond before the request began.
-        let not_before = facts.seen.as_ref().map_or_else(
-            || {
-                facts
-                    .time
-                    .checked_sub(Duration::from_millis(1))
-                    .unwrap_or(UNIX_EPOCH)
-            },
-            |seen| seen.not_before,
-        );
+        let unseen = facts.seen.is_none().then(|| {
+            facts
+                .time
+                .checked_sub(Duration::from_millis(1))
+                .unwrap_or(UNIX_EPOCH)
+        });
+        let not_before = facts
+            .seen
+            .as_ref()
+            .map_or(UNIX_EPOCH, |seen| seen.not_before);
         Self {
             store: facts.store.cloned(),
             key: facts.key.variant(&names, view),
-            index: Some((facts.key.clone(), Variants { names, not_before })),
+            index: Some(Index {
+                key: facts.key.clone(),
+                variants: Variants { names, not_before },
+                unseen,
+            }),
             ttl,
         }
     }
@@ -97,9 +113,9 @@ impl<St: Store> Placement<St> {
         // The variant goes at once, as a plain entry does; under its own key it is found
         // only through an index that names it, whose time also decides whether it counts.
         write(self.store.clone(), put, metrics);
-        if let Some((key, index)) = self.index {
+        if let Some(index) = self.index {
             let ttl = self.ttl.max(MIN_INDEX_TTL);
-            write_index(self.store, (key, index, ttl), metrics);
+            write_index(self.store, index, ttl, metrics);
         }
         Some(value)
     }
@@ -112,23 +128,31 @@ impl<St: Store> Placement<St> {
 /// each variant stored, past any memory tier (see [`latest`]), whose copy may be older than
 /// another process's marker; a marker written between that read and the write is still
 /// lost.
-fn write_index<St: Store>(
-    store: St,
-    (key, mut index, ttl): (CacheKey, Variants, Duration),
-    metrics: &Metrics,
-) {
+fn write_index<St: Store>(store: St, index: Index, ttl: Duration, metrics: &Metrics) {
+    let Index {
+        key,
+        variants: mut index,
+        unseen,
+    } = index;
     let metrics = metrics.clone();
     detach_all(async move {
-        match latest(store.clone().oneshot(StoreRequest::Get(key.clone()))).await {
-            Ok(StoreResponse::Found(value)) => {
-                if let Ok(Record::Variants(current)) = Record::decode(value.bytes()) {
-                    index.not_before = index.not_before.max(current.not_before);
-                }
+        let current = match latest(store.clone().oneshot(StoreRequest::Get(key.clone()))).await {
+            Ok(StoreResponse::Found(value)) => match Record::decode(value.bytes()) {
+                Ok(Record::Variants(current)) => Some(current.not_before),
+                _ => None,
+            },
+            Ok(_) => None,
+            // The write is likely to fail the same way, and says so.
+            Err(error) => {
+                tracing::debug!(%key, %error, "variant index could not be read again");
+                None
             }
-            Ok(_) => {}
-            // Written as seen: the write is likely to fail the same way, and says so.
-            Err(error) => tracing::debug!(%key, %error, "variant index could not be read again"),
-        }
+        };
+        index.not_before = match (current, unseen) {
+            (Some(current), _) => index.not_before.max(current),
+            (None, Some(unseen)) => index.not_before.max(unseen),
+            (None, None) => index.not_before,
+        };
         let value = match index.encode() {
             Ok(bytes) => Value::from(bytes),
             Err(error) => {
@@ -539,8 +563,7 @@ pub(crate) fn invalidate<St: Store>(store: &St, uri: &Uri, response: &HeaderMap,
 /// would leave what it hides to be served as fresh, so the key is then deleted, which a
 /// full Redis still allows: a miss instead of a hit from before the invalidation. When
 /// the delete fails too (the store is down or read-only), the marker is written once
-/// more: a memory tier in front keeps a put its far tier failed (see
-/// [`Tiered`](crate::store::Tiered)), and a store that has come back meanwhile takes it.
+/// more, for a store that has come back meanwhile.
 fn mark<St: Store>(store: St, key: CacheKey, marker: Value, metrics: &Metrics) {
     let metrics = metrics.clone();
     let put = move |key| StoreRequest::Put {

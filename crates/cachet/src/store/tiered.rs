@@ -11,7 +11,6 @@ use tower::util::Oneshot;
 use tower::{Service, ServiceExt};
 
 use super::{StoreRequest, StoreResponse, Value, detach, wants_latest};
-use crate::entry::is_index;
 use crate::per_clone::PerClone;
 use crate::{BoxError, CacheKey};
 
@@ -30,14 +29,6 @@ use crate::{BoxError, CacheKey};
 /// kind was written here is not kept near. What a cache reads in order to write it back
 /// (the variant index it rewrites, the entry a HEAD response freshens) comes from the far
 /// tier, so that a near copy never replaces another process's newer write there.
-///
-/// A variant index or invalidation marker the far tier fails to take (Redis full, down or
-/// read-only) is kept near for its whole TTL instead of `near_ttl`: the far tier may
-/// still hold the older value it was to replace (the entry an invalidation was to hide),
-/// which would otherwise come back here once the near copy expired. Until that copy
-/// expires or the key is written again, what another process writes under the key is not
-/// seen here. A response the far tier fails is kept for `near_ttl` as any other: what
-/// comes back after it is an older response, not one an invalidation hid.
 ///
 /// A listing ([`StoreRequest::Scan`]) comes from the far tier, which holds every entry;
 /// [`StoreRequest::Clear`] clears both tiers.
@@ -94,8 +85,7 @@ fn shared_tiers<Near: Clone, Far: Clone>(
 /// and how many the far tier has not answered yet. A far read that sees its key's shard
 /// sent a write while it read, or still waiting on one when it ends, may have read what a
 /// write replaced (an invalidation marker written meanwhile, say), so it keeps nothing
-/// near. Keys that share a shard only cost each other a promotion (or the hold of a put
-/// the far tier failed).
+/// near. Keys that share a shard only cost each other a promotion.
 #[derive(Debug, Default)]
 struct Writes {
     sent: [AtomicU64; Writes::SHARDS],
@@ -137,31 +127,20 @@ impl Writes {
 struct Writing {
     writes: Arc<Writes>,
     key: Option<CacheKey>,
-    /// How many writes its key's shard had sent, this one included.
-    sent: u64,
 }
 
 impl Writing {
     /// Counts a write of `key` (`None`: every key) as sent and pending.
     fn start(writes: &Arc<Writes>, key: Option<CacheKey>) -> Self {
-        let mut sent = 0;
         // Pending first: whoever sees the new count of sent writes sees it pending.
         for shard in Writes::shards(key.as_ref()) {
             writes.pending[shard].fetch_add(1, Ordering::AcqRel);
-            sent = writes.sent[shard].fetch_add(1, Ordering::AcqRel) + 1;
+            writes.sent[shard].fetch_add(1, Ordering::AcqRel);
         }
         Self {
             writes: writes.clone(),
             key,
-            sent,
         }
-    }
-
-    /// Whether no write of its key's shard was sent after it.
-    fn is_latest(&self) -> bool {
-        self.key
-            .as_ref()
-            .is_some_and(|key| self.writes.sent(key) == self.sent)
     }
 }
 
@@ -204,35 +183,6 @@ impl<Near> Keep<Near> {
     }
 }
 
-/// What a put keeps near should the far tier fail it: its value, for its whole TTL (see
-/// [`Tiered`]).
-struct Hold<Near> {
-    near: Near,
-    key: CacheKey,
-    value: Value,
-    ttl: Duration,
-}
-
-impl<Near> Hold<Near>
-where
-    Near: Service<StoreRequest, Response = StoreResponse, Error = BoxError, Future: Send + 'static>
-        + Send
-        + 'static,
-{
-    /// Keeps the value near for its whole TTL, unless a later write of its key's shard
-    /// went through this store: that one's near copy is newer.
-    fn keep(self, failed: &Writing) {
-        if failed.is_latest() {
-            let put = StoreRequest::Put {
-                key: self.key,
-                value: self.value,
-                ttl: self.ttl,
-            };
-            detach(self.near, put, near_failed);
-        }
-    }
-}
-
 impl<Near, Far> Tiered<Near, Far> {
     /// The default bound on how long the near tier keeps an entry: one second.
     pub const DEFAULT_NEAR_TTL: Duration = Duration::from_secs(1);
@@ -255,9 +205,7 @@ impl<Near, Far> Tiered<Near, Far> {
     }
 
     /// The longest the near tier keeps an entry, and so the longest a write or delete made
-    /// through another process's far tier can stay hidden here (unless this store's own
-    /// variant index or invalidation marker for the key failed in the far tier, which is
-    /// kept near for its whole TTL).
+    /// through another process's far tier can stay hidden here.
     #[must_use]
     pub fn near_ttl(mut self, ttl: Duration) -> Self {
         self.near_ttl = ttl;
@@ -331,7 +279,6 @@ where
                 keep: Some(Keep::new(key.clone(), near.clone(), writes.clone())),
                 far: far.clone().oneshot(StoreRequest::Get(key)),
                 written: None,
-                hold: None,
             },
             StoreRequest::Put { key, value, ttl } => {
                 let writing = Writing::start(writes, Some(key.clone()));
@@ -341,19 +288,10 @@ where
                     ttl: ttl.min(self.near_ttl),
                 };
                 detach(near.clone(), put, near_failed);
-                // Only an index or marker hides what the far tier may still hold; a near
-                // copy that lasts its whole TTL already needs no holding.
-                let hold = (ttl > self.near_ttl && is_index(value.bytes())).then(|| Hold {
-                    near: near.clone(),
-                    key: key.clone(),
-                    value: value.clone(),
-                    ttl,
-                });
                 State::Far {
                     written: Some(writing),
                     far: far.clone().oneshot(StoreRequest::Put { key, value, ttl }),
                     keep: None,
-                    hold,
                 }
             }
             StoreRequest::Delete(key) => {
@@ -363,7 +301,6 @@ where
                     written: Some(writing),
                     far: far.clone().oneshot(StoreRequest::Delete(key)),
                     keep: None,
-                    hold: None,
                 }
             }
             StoreRequest::Clear => {
@@ -373,7 +310,6 @@ where
                     written: Some(writing),
                     far: far.clone().oneshot(StoreRequest::Clear),
                     keep: None,
-                    hold: None,
                 }
             }
             // Scans, and whatever the protocol learns next, are the far tier's to answer.
@@ -381,7 +317,6 @@ where
                 far: far.clone().oneshot(other),
                 keep: None,
                 written: None,
-                hold: None,
             },
         };
         ResponseFuture {
@@ -427,8 +362,6 @@ where
         keep: Option<Keep<Near>>,
         /// A write under way, pending until the far tier answers it.
         written: Option<Writing>,
-        /// What a put keeps near should the far tier fail it.
-        hold: Option<Hold<Near>>,
     },
 }
 
@@ -462,21 +395,10 @@ where
                         keep: Some(Keep::new(key.clone(), near, writes)),
                         far: far.oneshot(StoreRequest::Get(key)),
                         written: None,
-                        hold: None,
                     });
                 }
-                StateProj::Far {
-                    far,
-                    keep,
-                    written,
-                    hold,
-                } => {
+                StateProj::Far { far, keep, written } => {
                     let result = ready!(far.poll(cx));
-                    // Held while the write still counts as pending, so that no read that
-                    // begins meanwhile keeps the far tier's older value near over it.
-                    if let (Err(_), Some(hold), Some(writing)) = (&result, hold.take(), &*written) {
-                        hold.keep(writing);
-                    }
                     drop(written.take());
                     if let (Ok(StoreResponse::Found(value)), Some(keep)) = (&result, keep.take())
                         && keep.may_keep()

@@ -58,35 +58,6 @@ async fn a_post_while_redis_is_full_still_hides_what_it_invalidates_rfc_9111_4_4
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_memory_tier_keeps_a_marker_redis_refuses_past_its_near_ttl_rfc_9111_4_4() {
-    let server = RedisServer::start();
-    let origin = changed_by_post().await;
-    let redis = store(&server);
-    let near_ttl = Duration::from_millis(300);
-    let tiered = cachet::store::Tiered::new(cachet::MemoryStore::default(), redis.clone())
-        .near_ttl(near_ttl);
-    let cache = CacheLayer::new(tiered).layer(client());
-    let url = origin.url("/doc");
-    fetch(&cache, &url).await.expect("a miss");
-    written(&server, &redis.redis_key(&key_of(&url))).await;
-
-    // Read-only: Redis keeps the entry and serves it, and refuses the POST's marker and
-    // the delete that follows it, for both the GET and the HEAD key.
-    server.read_only();
-    let (_, body) = send(&cache, post(&url)).await.expect("forwarded");
-    assert_eq!(body, "updated");
-    until(Duration::from_secs(2), "the markers are refused", || {
-        redis.metrics().refused() >= 2
-    })
-    .await;
-    // What follows a refused marker is refused as quickly, well within the wait for the
-    // near TTL to pass.
-    tokio::time::sleep(near_ttl * 2).await;
-    let (status, body) = fetch(&cache, &url).await.expect("answers");
-    assert_eq!(body, "v2", "served from before the POST ({status:?})");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn variants_a_post_hid_while_redis_was_full_stay_hidden_once_it_has_room() {
     let server = RedisServer::start();
     let version = Arc::new(AtomicUsize::new(1));
