@@ -214,12 +214,13 @@ async fn rfc9213_cdn_cache_control_replaces_cache_control_when_the_proxy_is_a_cd
     );
 }
 
-/// An origin that builds its page from `X-Forwarded-Host`, as many frameworks build links.
+/// An origin that builds its page from `X-Forwarded-Host`, as many frameworks build links,
+/// reading it as CGI and WSGI servers do: `X_Forwarded_Host` is the same variable.
 async fn forwarded_host_origin() -> Origin {
     Origin::start(|seen| {
-        let host = seen
-            .headers
-            .get("x-forwarded-host")
+        let host = ["x-forwarded-host", "x_forwarded_host"]
+            .into_iter()
+            .find_map(|name| seen.headers.get(name))
             .and_then(|v| v.to_str().ok())
             .unwrap_or("none");
         Reply::ok(format!("links to {host}")).header("cache-control", "max-age=600")
@@ -291,6 +292,53 @@ async fn a_clients_forwarding_headers_never_reach_the_upstream_unless_trusted() 
     let seen = &origin.seen()[0];
     assert_eq!(seen.headers["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
     assert_eq!(seen.headers["x-forwarded-proto"], "gopher");
+}
+
+#[tokio::test]
+async fn forwarding_headers_spelt_with_underscores_never_reach_the_upstream_either() {
+    let origin = forwarded_host_origin().await;
+    let proxy = RunningProxy::start(&origin, &[]).await;
+    let spoofed = [
+        ("x_forwarded_host", "evil.example"),
+        ("x-forwarded_for", "203.0.113.9"),
+        ("x_real_ip", "203.0.113.9"),
+        ("x_original_url", "/admin"),
+    ];
+    let first = proxy.send(Method::GET, "/page", &spoofed).await;
+    assert_eq!(first.body.as_ref(), b"links to none");
+    let seen = &origin.seen()[0];
+    for (name, _) in spoofed {
+        assert!(!seen.headers.contains_key(name), "{name} was forwarded");
+    }
+    let hit = proxy.get("/page").await;
+    assert_eq!(
+        (hit.cache_status(), hit.body.as_ref()),
+        ("cachet; hit", b"links to none".as_slice())
+    );
+}
+
+#[tokio::test]
+async fn an_answer_that_varies_on_an_underscore_spelling_of_the_clients_address_is_not_stored() {
+    // A CGI origin reads `X_Forwarded_For` as the `X-Forwarded-For` the proxy sets.
+    let origin = Origin::start(|seen| {
+        let client = seen
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("nobody");
+        Reply::ok(format!("for {client}"))
+            .header("cache-control", "max-age=600")
+            .header("vary", "X_Forwarded_For")
+    })
+    .await;
+    let proxy = RunningProxy::start(&origin, &[]).await;
+    let request = "GET /geo HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n";
+    for from in [[127, 0, 0, 1], [127, 0, 0, 2]] {
+        let answer = raw_answer_from(&proxy, from, request).await;
+        let client = format!("{}.{}.{}.{}", from[0], from[1], from[2], from[3]);
+        assert!(answer.ends_with(&format!("for {client}")), "{answer}");
+    }
+    assert_eq!(origin.requests(), 2);
 }
 
 /// Sends raw bytes to the proxy on a connection of their own and returns the answer's

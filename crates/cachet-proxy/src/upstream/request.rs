@@ -278,14 +278,31 @@ fn via(version: Version) -> HeaderValue {
 
 /// Whether a header says where a request came from, or what it first asked for: set by a
 /// proxy, and by a client too if nothing in front overwrites it. `Forwarded`, every
-/// `X-Forwarded-*`, and the other names frameworks read that way.
+/// `X-Forwarded-*`, and the other names frameworks read that way, each also spelt with
+/// `_` for `-` (`X_Forwarded_Host`): CGI and WSGI servers hand both spellings to the
+/// application as the same variable (`HTTP_X_FORWARDED_HOST`).
 fn is_forwarded(name: &HeaderName) -> bool {
-    let name = name.as_str();
-    name.starts_with("x-forwarded-")
-        || matches!(
-            name,
-            "forwarded" | "x-real-ip" | "x-original-url" | "x-rewrite-url" | "x-original-host"
-        )
+    const PREFIX: &[u8] = b"x-forwarded-";
+    const NAMES: [&[u8]; 5] = [
+        b"forwarded",
+        b"x-real-ip",
+        b"x-original-url",
+        b"x-rewrite-url",
+        b"x-original-host",
+    ];
+    let name = name.as_str().as_bytes();
+    name.get(..PREFIX.len())
+        .is_some_and(|start| reads_as(start, PREFIX))
+        || NAMES.iter().any(|forwarded| reads_as(name, forwarded))
+}
+
+/// Whether a lower-case header name reads as `expected` once each `_` is taken for `-`.
+fn reads_as(name: &[u8], expected: &[u8]) -> bool {
+    name.len() == expected.len()
+        && name
+            .iter()
+            .zip(expected)
+            .all(|(&b, &e)| b == e || (b == b'_' && e == b'-'))
 }
 
 /// Stores no response that varies on a header [`set_forwarded`] sets or removes

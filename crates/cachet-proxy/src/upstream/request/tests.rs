@@ -174,6 +174,32 @@ fn forwarding_headers_are_replaced_unless_trusted() {
     assert_eq!(trusted.get_all("x-forwarded-for").iter().count(), 1);
 }
 
+#[test]
+fn forwarding_headers_are_known_in_either_spelling_of_their_dashes() {
+    for name in [
+        "x-forwarded-host",
+        "x_forwarded_host",
+        "x-forwarded_for",
+        "x_forwarded-proto",
+        "x_real_ip",
+        "x_original_url",
+        "x_rewrite-url",
+        "x_original_host",
+        "forwarded",
+    ] {
+        assert!(is_forwarded(&HeaderName::from_static(name)), "{name}");
+    }
+    for name in [
+        "x-forwarded",
+        "x_forwarded",
+        "xxforwarded-host",
+        "forwarded_",
+        "x-real-ipv6",
+    ] {
+        assert!(!is_forwarded(&HeaderName::from_static(name)), "{name}");
+    }
+}
+
 /// What the proxy says of a request it refuses: `None` when it forwards it.
 fn refused<B>(request: &Request<B>) -> Option<Refused> {
     let refused = request.extensions().get::<Refused>().copied();
