@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use bytes::Bytes;
 use cachet::{CacheKey, Filter};
-use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HOST, HeaderName, VARY, VIA};
+use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE, COOKIE, HOST, HeaderName, VARY, VIA};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::Full;
@@ -90,9 +90,10 @@ impl Upstream {
     /// The target becomes the upstream's scheme and authority with the base path joined
     /// to the request's path and query (a request in absolute form keeps only its path and
     /// query: the proxy never forwards anywhere but its upstream); `OPTIONS *` stays `*`.
-    /// `Host` becomes the upstream authority, hop-by-hop headers go, a `Via` is added (RFC
-    /// 9110 §7.6.3) and the version is left to the client's connection. A request the
-    /// proxy cannot forward as it came is marked [`Refused`].
+    /// `Host` becomes the upstream authority, hop-by-hop headers go, several `Cookie`
+    /// fields become one ([`join_cookies`]), a `Via` is added (RFC 9110 §7.6.3) and the
+    /// version is left to the client's connection. A request the proxy cannot forward as
+    /// it came is marked [`Refused`].
     pub(crate) fn rewrite<B>(&self, mut request: Request<B>) -> Request<B> {
         let received = request.version();
         tracing::debug!(method = %request.method(), uri = %request.uri(), version = ?received, "request");
@@ -118,6 +119,7 @@ impl Upstream {
 
         let headers = request.headers_mut();
         strip_hop_by_hop(headers);
+        join_cookies(headers);
         headers.insert(HOST, self.host.clone());
         headers.append(VIA, via(received));
         *request.version_mut() = Version::HTTP_11;
@@ -153,6 +155,34 @@ impl Upstream {
         parts.authority = Some(self.authority.clone());
         parts.path_and_query = Some(path);
         Ok(Uri::from_parts(parts)?)
+    }
+}
+
+/// Joins a request's `Cookie` fields into one, their values separated by `; `. An HTTP/2
+/// client may split its cookies into a field each (RFC 9113 §8.2.3), and they MUST be
+/// joined so before the request goes on over HTTP/1.1, where a second `Cookie` line is
+/// not expected (RFC 6265 §5.4) and servers read only one of them. Done above the cache,
+/// so that a response that varies on `Cookie` is the same variant to every client,
+/// whichever way it sent them.
+fn join_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(COOKIE).iter();
+    let (Some(_), Some(_)) = (values.next(), values.next()) else {
+        return;
+    };
+    let mut joined = Vec::new();
+    for value in headers.get_all(COOKIE) {
+        let value = value.as_bytes().trim_ascii();
+        if value.is_empty() {
+            continue;
+        }
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(value);
+    }
+    // Valid values joined by `; ` are a valid value: no byte is added that one may not hold.
+    if let Ok(joined) = HeaderValue::from_bytes(&joined) {
+        headers.insert(COOKIE, joined);
     }
 }
 

@@ -395,6 +395,24 @@ fn rewrite_sets_host_via_and_version_and_strips_hop_by_hop() {
 }
 
 #[test]
+fn cookie_fields_are_joined_into_one_rfc_9113_8_2_3() {
+    for (fields, joined) in [
+        (&["a=1", "b=2", "c=3"][..], "a=1; b=2; c=3"),
+        (&["a=1", "", "b=2 "], "a=1; b=2"),
+        (&["a=1; b=2"], "a=1; b=2"),
+    ] {
+        let pairs: Vec<(&str, &str)> = fields.iter().map(|value| ("cookie", *value)).collect();
+        let mut map = headers(&pairs);
+        join_cookies(&mut map);
+        assert_eq!(
+            map.get_all(COOKIE).iter().collect::<Vec<_>>(),
+            [joined],
+            "{fields:?}"
+        );
+    }
+}
+
+#[test]
 fn max_forwards_at_zero_is_answered_here_and_counted_down_above_rfc_9110_7_6_2() {
     let request = |method: Method, left: &str| {
         Request::builder()
