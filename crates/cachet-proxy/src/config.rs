@@ -377,6 +377,18 @@ impl Config {
         self.upstream_timeout
     }
 
+    /// The names the cache takes for credentials, in headers and in the query: `[keys]
+    /// credentials`, or [`Keys::DEFAULT_CREDENTIALS`].
+    pub(crate) fn credentials(&self) -> Vec<String> {
+        match &self.policy.credentials {
+            Some(credentials) => credentials.clone(),
+            None => Keys::DEFAULT_CREDENTIALS
+                .iter()
+                .map(|name| (*name).to_owned())
+                .collect(),
+        }
+    }
+
     pub(crate) fn target(&self) -> &Upstream {
         &self.upstream
     }

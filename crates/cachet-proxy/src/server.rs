@@ -150,7 +150,12 @@ impl Proxy {
             }
             tokio::spawn(admin::serve(listener, cache.entries()))
         });
-        let forward = Forward::new(client, config.upstream_timeout(), config.trust_forwarded());
+        let forward = Forward::new(
+            client,
+            config.upstream_timeout(),
+            config.trust_forwarded(),
+            config.credentials(),
+        );
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder.http1().timer(TokioTimer::new());
         builder.http2().timer(TokioTimer::new());

@@ -85,15 +85,24 @@ struct ForwardInner {
     client: HttpClient,
     timeout: Duration,
     trust_forwarded: bool,
+    /// The names the cache takes for credentials, headers and query parameters alike:
+    /// left out of what a TRACE answered here echoes.
+    credentials: Vec<String>,
 }
 
 impl Forward {
-    pub(crate) fn new(client: HttpClient, timeout: Duration, trust_forwarded: bool) -> Self {
+    pub(crate) fn new(
+        client: HttpClient,
+        timeout: Duration,
+        trust_forwarded: bool,
+        credentials: Vec<String>,
+    ) -> Self {
         Self {
             inner: Arc::new(ForwardInner {
                 client,
                 timeout,
                 trust_forwarded,
+                credentials,
             }),
             client: None,
         }
@@ -140,7 +149,7 @@ impl Service<Request<RequestBody>> for Forward {
         if let Some(refused) = request.extensions().get::<Refused>() {
             return ForwardFuture::answer(reply(refused.status, refused.reason));
         }
-        if let Some(answer) = max_forwards(&mut request) {
+        if let Some(answer) = max_forwards(&mut request, &self.inner.credentials) {
             return ForwardFuture::answer(answer);
         }
         set_forwarded(
@@ -331,7 +340,12 @@ mod tests {
     async fn forward_to(addr: SocketAddr, timeout: Duration) -> (StatusCode, String) {
         // `Incoming` cannot be made by hand, so the request goes through a real server
         // whose only job is to hand it to `Forward`.
-        let forward = Forward::new(client().expect("the TLS client builds"), timeout, false);
+        let forward = Forward::new(
+            client().expect("the TLS client builds"),
+            timeout,
+            false,
+            Vec::new(),
+        );
         let target = Upstream::parse(&format!("http://{addr}")).expect("a valid upstream");
         let front = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

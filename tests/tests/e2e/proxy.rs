@@ -507,6 +507,32 @@ async fn options_with_max_forwards_zero_is_answered_by_the_proxy_rfc_9110_7_6_2(
     );
 }
 
+#[tokio::test]
+async fn a_trace_answered_by_the_proxy_echoes_no_credential_rfc_9110_9_3_8() {
+    let origin = Origin::start(|_| Reply::ok("origin")).await;
+    let proxy = RunningProxy::start(&origin, &[]).await;
+    let trace = proxy
+        .send(
+            Method::TRACE,
+            "/t?page=2&api_key=SECRET1;access_token=SECRET2&API%5FKEY=SECRET3",
+            &[
+                ("max-forwards", "0"),
+                ("x-api-key", "SECRET4"),
+                ("x-auth-token", "SECRET5"),
+                ("authorization", "Bearer SECRET6"),
+                ("cookie", "session=SECRET7"),
+                ("accept", "*/*"),
+            ],
+        )
+        .await;
+    assert_eq!(trace.status, 200);
+    assert_eq!(origin.requests(), 0, "not forwarded");
+    let echo = String::from_utf8_lossy(&trace.body);
+    assert!(echo.starts_with("TRACE /t?page=2 HTTP/1.1\r\n"), "{echo}");
+    assert!(echo.contains("\r\naccept: */*\r\n"), "{echo}");
+    assert!(!echo.contains("SECRET"), "{echo}");
+}
+
 /// An upstream that answers every request with the same bytes, written as they are (a
 /// response hyper's server would not write), and keeps each request's first line.
 struct RawOrigin {

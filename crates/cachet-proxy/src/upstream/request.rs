@@ -405,9 +405,13 @@ pub(super) fn client_address(address: IpAddr) -> Option<HeaderValue> {
 
 /// `Max-Forwards` on a TRACE or OPTIONS (RFC 9110 §7.6.2): at 0 the proxy answers as the
 /// final recipient (OPTIONS with an empty 200, TRACE with the request it would have
-/// forwarded, credentials left out); above 0 it counts one down. Any other request, or
-/// a value that is not a number, goes on as it is.
-pub(super) fn max_forwards<B>(request: &mut Request<B>) -> Option<Response<Full<Bytes>>> {
+/// forwarded, credentials left out: `Authorization`, `Cookie`, and the headers and query
+/// parameters named in `credentials`, the cache's); above 0 it counts one down. Any
+/// other request, or a value that is not a number, goes on as it is.
+pub(super) fn max_forwards<B>(
+    request: &mut Request<B>,
+    credentials: &[String],
+) -> Option<Response<Full<Bytes>>> {
     const MAX_FORWARDS: HeaderName = HeaderName::from_static("max-forwards");
     if !matches!(*request.method(), Method::OPTIONS | Method::TRACE) {
         return None;
@@ -428,13 +432,24 @@ pub(super) fn max_forwards<B>(request: &mut Request<B>) -> Option<Response<Full<
     }
     let mut response = Response::new(Full::new(Bytes::new()));
     if request.method() == Method::TRACE {
-        let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
-        let mut message = format!("TRACE {target} HTTP/1.1\r\n");
+        // A page's script may send TRACE and read the answer, but not the credentials its
+        // browser adds: echoed, they would be handed to it (cross-site tracing).
+        let is_credential = |name: &str| credentials.iter().any(|c| c.eq_ignore_ascii_case(name));
+        let uri = request.uri();
+        let mut message = format!("TRACE {}", uri.path());
+        let query = uri
+            .query()
+            .map(|query| without_credentials(query, is_credential));
+        if let Some(query) = query.filter(|query| !query.is_empty()) {
+            message.push('?');
+            message.push_str(&query);
+        }
+        message.push_str(" HTTP/1.1\r\n");
         for (name, value) in request.headers() {
             let secret = matches!(
                 name.as_str(),
                 "authorization" | "proxy-authorization" | "cookie"
-            );
+            ) || is_credential(name.as_str());
             if let (false, Ok(value)) = (secret, value.to_str()) {
                 message.push_str(&format!("{name}: {value}\r\n"));
             }
@@ -449,6 +464,37 @@ pub(super) fn max_forwards<B>(request: &mut Request<B>) -> Option<Response<Full<
         .headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Some(response)
+}
+
+/// A query without the parameters whose names (percent-escapes decoded) are credentials,
+/// whether `&` or `;` comes before them (some origins split at either); the rest is kept
+/// as it was sent.
+fn without_credentials(query: &str, is_credential: impl Fn(&str) -> bool) -> String {
+    let mut kept = String::with_capacity(query.len());
+    let mut dropped = false;
+    for part in query.split_inclusive(['&', ';']) {
+        let pair = part.trim_end_matches(['&', ';']);
+        let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+        if is_credential(&param_name(name)) {
+            dropped = true;
+        } else {
+            kept.push_str(part);
+        }
+    }
+    if dropped {
+        // The separator that came before a last pair dropped.
+        let end = kept.trim_end_matches(['&', ';']).len();
+        kept.truncate(end);
+    }
+    kept
+}
+
+/// A query parameter's name as the origin reads it, its percent-escapes decoded
+/// (`api%5Fkey` is `api_key`).
+fn param_name(name: &str) -> std::borrow::Cow<'_, str> {
+    form_urlencoded::parse(name.as_bytes())
+        .next()
+        .map_or(std::borrow::Cow::Borrowed(""), |(name, _)| name)
 }
 
 #[cfg(test)]
