@@ -771,6 +771,13 @@ async fn requests_the_proxy_cannot_forward_as_they_came_are_refused_saying_why()
         );
         assert!(answer.contains(reason), "{request}: {answer}");
     }
+    // RFC 9112 §3.2: a Host that is not `host[:port]`.
+    for host in ["a:99999999", "[::1", "a:b:c", "::::", "%%%", "user@p"] {
+        let request = format!("GET /a HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let answer = raw_answer(&proxy, &request).await;
+        assert!(answer.starts_with("http/1.1 400"), "{host}: {answer}");
+        assert!(answer.contains("not a host and port"), "{host}: {answer}");
+    }
     assert_eq!(origin.lines().len(), 1, "none of them reached the upstream");
 }
 

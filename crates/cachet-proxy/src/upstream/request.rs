@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use bytes::Bytes;
 use cachet::{CacheKey, Filter};
 use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE, COOKIE, HOST, HeaderName, VARY, VIA};
-use http::uri::PathAndQuery;
+use http::uri::{Authority, PathAndQuery};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::Full;
 
@@ -236,13 +236,32 @@ fn refusal<B>(request: &Request<B>) -> Option<Refused> {
     None
 }
 
-/// Whether a `Host` value is a host and optional port (RFC 3986 §3.2.2: a name, an IP
-/// address or an IP literal in brackets), or empty: what it may hold, checked byte by
-/// byte.
+/// Whether a `Host` value is a host and optional port (RFC 9110 §7.2: `uri-host [ ":"
+/// port ]`), or empty (RFC 9112 §3.2, for a target without an authority). The host is a
+/// name, an IPv4 address or an IP literal in brackets, not empty (RFC 9110 §4.2.1); no
+/// user info (`user@`); the port, if any, fits in 16 bits. Parsed as an [`Authority`],
+/// the form the upstream URI is built of, so brackets must balance and a colon outside
+/// them starts the port (`a:b:c`, `[::1`, `::::`, `%%%` and `a:99999999` are not hosts).
 fn is_host(value: &[u8]) -> bool {
-    value
-        .iter()
-        .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%:[]".contains(&b))
+    if value.is_empty() {
+        return true;
+    }
+    if value.contains(&b'@') {
+        return false;
+    }
+    let Ok(authority) = Authority::try_from(value) else {
+        return false;
+    };
+    let host = authority.host();
+    // `Authority` takes any text without a delimiter for a port (`+80`, `99999999`); the
+    // text after the host says what was sent. A port is digits (RFC 3986 §3.2.3), maybe
+    // none.
+    let port = &authority.as_str()[host.len()..];
+    !host.is_empty()
+        && port.strip_prefix(':').is_none_or(|port| {
+            port.bytes().all(|b| b.is_ascii_digit())
+                && (port.is_empty() || port.parse::<u16>().is_ok())
+        })
 }
 
 /// Whether a path has a `.` or `..` segment, written out or percent-encoded (`%2e`), with

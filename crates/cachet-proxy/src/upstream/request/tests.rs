@@ -298,6 +298,17 @@ fn an_http_1_1_request_without_exactly_one_host_is_refused() {
         (&["a/b"], "not a host and port"),
         (&["a b"], "not a host and port"),
         (&["user@a"], "not a host and port"),
+        (&["a:99999999"], "not a host and port"),
+        (&["a:65536"], "not a host and port"),
+        (&["a:x"], "not a host and port"),
+        (&["a:+80"], "not a host and port"),
+        (&["[::1"], "not a host and port"),
+        (&["::1"], "not a host and port"),
+        (&["a:b:c"], "not a host and port"),
+        (&["::::"], "not a host and port"),
+        (&["%%%"], "not a host and port"),
+        (&[":80"], "not a host and port"),
+        (&["a]"], "not a host and port"),
     ] {
         let request = with_hosts(hosts, Version::HTTP_11);
         let refusal = refused(&request).expect("refused");
@@ -305,7 +316,17 @@ fn an_http_1_1_request_without_exactly_one_host_is_refused() {
     }
     let two = with_hosts(&["a", "b"], Version::HTTP_10);
     assert_eq!(two.uri().authority(), None, "more than one in any version");
-    for host in ["proxy", "proxy.example:8080", "[::1]:80", "10.0.0.1", ""] {
+    for host in [
+        "proxy",
+        "proxy.example:8080",
+        "[::1]:80",
+        "[::1]",
+        "10.0.0.1",
+        "a:65535",
+        "a:",
+        "my_host",
+        "",
+    ] {
         let one = with_hosts(&[host], Version::HTTP_11);
         assert_eq!(one.uri().to_string(), "http://origin/page", "{host:?}");
     }
