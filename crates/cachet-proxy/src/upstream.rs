@@ -6,9 +6,11 @@
 //! request with a hyper-util client and answers `502` or `504` itself when the upstream
 //! cannot, so the cache sees those as ordinary (uncacheable) responses.
 
+mod client_body;
 mod idle;
 mod request;
 
+use client_body::{BodyFailed, ClientBody};
 use idle::IdleLimit;
 pub(crate) use request::strip_hop_by_hop;
 pub(crate) use request::{NotVaryingOnForwarding, Refused};
@@ -46,7 +48,7 @@ pub(crate) type UpstreamBody = Either<IdleLimit<Incoming>, Full<Bytes>>;
 
 /// The hyper-util client the proxy sends with: HTTP/1.1 and HTTP/2 (by ALPN) over
 /// http or https, rustls with the ring provider and the webpki roots.
-pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
+pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, ClientBody<RequestBody>>;
 
 /// A request body as it goes upstream: read ahead when a method cached by its body (a
 /// POST, when configured) needs its digest for the key, then replayed whole.
@@ -159,12 +161,16 @@ impl Service<Request<RequestBody>> for Forward {
         );
         let timeout = self.inner.timeout;
         let head = request.method() == Method::HEAD;
+        let (parts, body) = request.into_parts();
+        let (body, body_failed) = ClientBody::new(body);
+        let request = Request::from_parts(parts, body);
         let call = tokio::time::timeout(timeout, self.inner.client.request(request));
         ForwardFuture {
             state: State::Call {
                 call,
                 timeout,
                 head,
+                body_failed,
             },
         }
     }
@@ -186,6 +192,8 @@ enum State {
         timeout: Duration,
         /// Whether the request is a HEAD, whose response has no body.
         head: bool,
+        /// Whether the client's request body failed, which fails the call too.
+        body_failed: BodyFailed,
     },
     Answer {
         #[pin]
@@ -225,6 +233,7 @@ impl Future for ForwardFuture {
                 call,
                 timeout,
                 head,
+                body_failed,
             } => {
                 let response = match ready!(call.poll(cx)) {
                     // The proxy takes `Upgrade` off every request: a switch was not asked for.
@@ -252,6 +261,17 @@ impl Future for ForwardFuture {
                             response.headers_mut().remove(CONTENT_LENGTH);
                         }
                         response.map(|body| Either::Left(IdleLimit::new(body, *timeout)))
+                    }
+                    // The client's fault, not the upstream's: a malformed chunk, say. It
+                    // is answered (if the client is still there to read it) and logged as
+                    // any other bad request is.
+                    Ok(Err(error)) if body_failed.get() => {
+                        tracing::debug!(error = one_line(&error), "the request body failed");
+                        reply(
+                            StatusCode::BAD_REQUEST,
+                            "bad request: its body could not be read",
+                        )
+                        .map(Either::Right)
                     }
                     Ok(Err(error)) => {
                         let message = if error.is_connect() {

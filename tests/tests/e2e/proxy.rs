@@ -782,6 +782,32 @@ async fn requests_the_proxy_cannot_forward_as_they_came_are_refused_saying_why()
 }
 
 #[tokio::test]
+async fn a_request_body_the_client_garbles_is_a_bad_request_not_a_bad_gateway() {
+    // An upstream that reads all it is sent and never answers: the request can only end
+    // by its body failing.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port is free");
+    let upstream = format!("http://{}", listener.local_addr().expect("bound"));
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut stream, &mut tokio::io::sink()).await;
+            });
+        }
+    });
+    let proxy = RunningProxy::launch_for(&upstream, &[], &[], None).await;
+    let answer = raw_answer(
+        &proxy,
+        "POST /p HTTP/1.1\r\nHost: p\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+         zz\r\nabc\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("http/1.1 400"), "{answer}");
+    assert!(answer.ends_with("its body could not be read\n"), "{answer}");
+}
+
+#[tokio::test]
 async fn serve_closes_the_connections_still_open_when_its_drain_bound_has_passed() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let config = Config::from_args_and_env(
