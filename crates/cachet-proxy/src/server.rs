@@ -28,7 +28,7 @@ use read_ahead::ReadAheadBound;
 use crate::admin;
 use crate::one_line;
 use crate::store::{self, ProxyStore};
-use crate::upstream::{self, Forward, HttpClient, UpstreamBody, reply, strip_hop_by_hop};
+use crate::upstream::{self, Forward, HttpClient, UpstreamBody, Via, reply, strip_hop_by_hop};
 use crate::{Config, Error};
 
 /// How long to wait after an accept error that is not about one connection (such as
@@ -64,6 +64,9 @@ pub struct Proxy {
     config: Config,
     client: HttpClient,
     store: ProxyStore,
+    /// What this proxy adds to `Via`: its own pseudonym, by which it knows a request that
+    /// has come back to it.
+    via: Via,
 }
 
 impl Proxy {
@@ -98,6 +101,7 @@ impl Proxy {
             config,
             client,
             store,
+            via: Via::random(),
         })
     }
 
@@ -140,6 +144,7 @@ impl Proxy {
             config,
             client,
             store,
+            via,
         } = self;
         let cache = config.cache_layer(store);
         // The admin endpoints share the cache's store, keys and clock; they stop with the
@@ -191,7 +196,7 @@ impl Proxy {
                 tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
             }
             // A stack per connection: what goes upstream says which client it came from.
-            let service = stack(&config, forward.for_client(peer.ip()), cache.clone());
+            let service = stack(&config, &via, forward.for_client(peer.ip()), cache.clone());
             let service = TowerToHyperService::new(service);
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             let connection = graceful.watch(connection.into_owned());
@@ -247,6 +252,7 @@ fn is_connection_error(error: &io::Error) -> bool {
 /// [`Forward`] never fails: every error a call meets becomes a response.
 fn stack(
     config: &Config,
+    via: &Via,
     forward: Forward,
     cache: CacheLayer<ProxyStore>,
 ) -> impl Service<
@@ -257,13 +263,16 @@ fn stack(
 > + Clone
 + Send
 + 'static {
-    let target = Arc::new(config.target().clone());
+    let target = Arc::new((config.target().clone(), via.clone()));
     let methods: Arc<[Method]> = config.methods_cached_by_body().collect();
     let timeout = config.upstream_timeout();
     ServiceBuilder::new()
         .layer_fn(move |inner| ReadAheadBound::new(inner, methods.clone(), timeout))
         .map_result(finish)
-        .map_request(move |request: Request<Incoming>| target.rewrite(pass_with_content(request)))
+        .map_request(move |request: Request<Incoming>| {
+            let (upstream, via) = &*target;
+            upstream.rewrite(pass_with_content(request), via)
+        })
         .layer(config.body_key_layer())
         .layer(cache)
         .service(forward)

@@ -13,7 +13,7 @@ mod request;
 use client_body::{BodyFailed, ClientBody};
 use idle::IdleLimit;
 pub(crate) use request::strip_hop_by_hop;
-pub(crate) use request::{NotVaryingOnForwarding, Refused};
+pub(crate) use request::{NotVaryingOnForwarding, Refused, Via};
 use request::{max_forwards, set_forwarded};
 
 use std::convert::Infallible;
@@ -367,6 +367,7 @@ mod tests {
             Vec::new(),
         );
         let target = Upstream::parse(&format!("http://{addr}")).expect("a valid upstream");
+        let via = Via::random();
         let front = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -376,7 +377,7 @@ mod tests {
             let service = hyper::service::service_fn(move |request| {
                 forward
                     .clone()
-                    .oneshot(target.rewrite(request).map(KeyedBody::new))
+                    .oneshot(target.rewrite(request, &via).map(KeyedBody::new))
             });
             let io = hyper_util::rt::TokioIo::new(stream);
             let _ = hyper::server::conn::http1::Builder::new()

@@ -808,6 +808,73 @@ async fn a_request_body_the_client_garbles_is_a_bad_request_not_a_bad_gateway() 
 }
 
 #[tokio::test]
+async fn a_proxy_that_is_its_own_upstream_refuses_the_request_that_comes_back_rfc_9110_7_6_3() {
+    // The address the proxy will listen on, and forward to.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a loopback port is free");
+    let config = Config::from_args_and_env(
+        [
+            "cachet-proxy",
+            "--upstream",
+            &format!("http://{addr}"),
+            "--listen",
+            &addr.to_string(),
+            "--upstream-timeout",
+            "10",
+        ],
+        |_: &str| None,
+    )
+    .expect("valid flags");
+    let proxy = Proxy::bind(config).await.expect("the proxy binds");
+    let (_stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(proxy.serve(async {
+        let _ = stopped.await;
+    }));
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    // A GET would otherwise wait on its own miss until the upstream timeout, and a POST
+    // go round until the headers it gathers pass a limit.
+    for (method, body) in [(Method::GET, ""), (Method::POST, "x")] {
+        let request = Request::builder()
+            .method(method.clone())
+            .uri(format!("http://{addr}/loop"))
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .expect("valid request");
+        let response = tokio::time::timeout(Duration::from_secs(5), client.request(request))
+            .await
+            .expect("answered at once, not at the upstream timeout")
+            .expect("the proxy answers");
+        assert_eq!(response.status(), 508, "{method}");
+        let body = read(response.into_body())
+            .await
+            .expect("the body completes");
+        let body = String::from_utf8_lossy(&body);
+        assert!(body.starts_with("loop detected"), "{method}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn a_chain_of_proxies_is_no_loop() {
+    let origin = Origin::start(|_| Reply::ok("origin")).await;
+    let near = RunningProxy::start(&origin, &[]).await;
+    let far = RunningProxy::launch_for(&format!("http://{}", near.addr), &[], &[], None).await;
+    let answer = far.send(Method::POST, "/chain", &[]).await;
+    assert_eq!(
+        (answer.status, answer.body.as_ref()),
+        (200, b"origin".as_slice())
+    );
+    let seen = &origin.seen()[0];
+    let via: Vec<&str> = seen
+        .headers
+        .get_all("via")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    assert_eq!(via.len(), 2, "{via:?}");
+    assert_ne!(via[0], via[1], "each proxy names itself: {via:?}");
+}
+
+#[tokio::test]
 async fn serve_closes_the_connections_still_open_when_its_drain_bound_has_passed() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let config = Config::from_args_and_env(

@@ -2,6 +2,7 @@
 //! path, `Host`, `Via`, no hop-by-hop headers, the forwarding headers, and what is
 //! refused or answered here instead (a bad `Host`, a dot segment, `Max-Forwards: 0`).
 
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 
 use bytes::Bytes;
@@ -91,14 +92,15 @@ impl Upstream {
     /// to the request's path and query (a request in absolute form keeps only its path and
     /// query: the proxy never forwards anywhere but its upstream); `OPTIONS *` stays `*`.
     /// `Host` becomes the upstream authority, hop-by-hop headers go, several `Cookie`
-    /// fields become one ([`join_cookies`]), a `Via` is added (RFC 9110 §7.6.3) and the
-    /// version is left to the client's connection. A request the proxy cannot forward as
-    /// it came is marked [`Refused`].
-    pub(crate) fn rewrite<B>(&self, mut request: Request<B>) -> Request<B> {
+    /// fields become one ([`join_cookies`]), this proxy's `via` is added (RFC 9110 §7.6.3)
+    /// and the version is left to the client's connection. A request the proxy cannot
+    /// forward as it came is marked [`Refused`]; one whose `Via` already names `via` has
+    /// come round a loop.
+    pub(crate) fn rewrite<B>(&self, mut request: Request<B>, via: &Via) -> Request<B> {
         let received = request.version();
         tracing::debug!(method = %request.method(), uri = %request.uri(), version = ?received, "request");
 
-        let target = refusal(&request).map_or_else(
+        let target = refusal(&request, via).map_or_else(
             || {
                 self.target(request.method(), request.uri())
                     // Not expected: both halves are valid.
@@ -111,7 +113,13 @@ impl Upstream {
         *request.uri_mut() = match target {
             Ok(uri) => uri,
             Err(refused) => {
-                tracing::debug!(reason = refused.reason, "refused");
+                if refused.status == StatusCode::LOOP_DETECTED {
+                    // Not the client's doing: the upstream, or a proxy past it, leads back
+                    // here, and every request that misses will meet it.
+                    tracing::warn!("{}", refused.reason);
+                } else {
+                    tracing::debug!(reason = refused.reason, "refused");
+                }
                 request.extensions_mut().insert(refused);
                 Uri::from_static("/")
             }
@@ -121,7 +129,7 @@ impl Upstream {
         strip_hop_by_hop(headers);
         join_cookies(headers);
         headers.insert(HOST, self.host.clone());
-        headers.append(VIA, via(received));
+        headers.append(VIA, via.value(received));
         *request.version_mut() = Version::HTTP_11;
         request
     }
@@ -186,9 +194,16 @@ fn join_cookies(headers: &mut HeaderMap) {
     }
 }
 
-/// What is wrong with a request the proxy will not forward, if anything: its `Host`, its
-/// target, or a transfer coding it cannot pass on.
-fn refusal<B>(request: &Request<B>) -> Option<Refused> {
+/// What is wrong with a request the proxy will not forward, if anything: it has been
+/// here before (its `Via` names `via`), or its `Host`, its target, or a transfer coding
+/// it cannot pass on.
+fn refusal<B>(request: &Request<B>, via: &Via) -> Option<Refused> {
+    if via.is_named_in(request.headers()) {
+        return Some(Refused {
+            status: StatusCode::LOOP_DETECTED,
+            reason: "loop detected: the request came back to the proxy that forwarded it (its Via names this proxy)",
+        });
+    }
     // RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without a Host, and
     // to any with more than one or with one that is not a host (HTTP/2 names the host in
     // its target).
@@ -309,20 +324,72 @@ fn is_dot_segment(segment: &[u8]) -> bool {
     (1..=2).contains(&dots) && rest.is_empty()
 }
 
-fn via(version: Version) -> HeaderValue {
-    // Constants: `from_static` checks its text each time it runs.
-    const VIA_09: HeaderValue = HeaderValue::from_static("0.9 cachet");
-    const VIA_10: HeaderValue = HeaderValue::from_static("1.0 cachet");
-    const VIA_11: HeaderValue = HeaderValue::from_static("1.1 cachet");
-    const VIA_2: HeaderValue = HeaderValue::from_static("2 cachet");
-    const VIA_3: HeaderValue = HeaderValue::from_static("3 cachet");
-    match version {
-        Version::HTTP_09 => VIA_09,
-        Version::HTTP_10 => VIA_10,
-        Version::HTTP_2 => VIA_2,
-        Version::HTTP_3 => VIA_3,
-        _ => VIA_11,
+/// What a proxy adds to the `Via` of a request it forwards (RFC 9110 §7.6.3): the
+/// protocol it was received with, and a pseudonym of this proxy, `cachet-` and 16 hex
+/// digits chosen at random when it starts. A request whose `Via` already names the
+/// pseudonym has come back (an upstream that is the proxy itself, or a chain of proxies
+/// that leads back to it), and is refused rather than sent round again until a header
+/// limit or the upstream timeout stops it, as the RFC asks of a proxy.
+#[derive(Clone, Debug)]
+pub(crate) struct Via {
+    pseudonym: String,
+    /// `Via` values for HTTP/0.9, 1.0, 1.1, 2 and 3, made once: a request clones one.
+    values: [HeaderValue; 5],
+}
+
+impl Via {
+    /// A new pseudonym, unlike any other proxy's.
+    pub(crate) fn random() -> Self {
+        // std's hasher keys come from the system's randomness: hashed, they make a number
+        // no other process (nor another proxy of this one) picks, with no crate for it.
+        let pseudonym = format!(
+            "cachet-{:016x}",
+            std::hash::RandomState::new().hash_one(std::process::id())
+        );
+        let value = |protocol: &str| {
+            HeaderValue::try_from(format!("{protocol} {pseudonym}"))
+                .expect("a protocol and a pseudonym of hex digits are a valid Via")
+        };
+        let values = [
+            value("0.9"),
+            value("1.0"),
+            value("1.1"),
+            value("2"),
+            value("3"),
+        ];
+        Self { pseudonym, values }
     }
+
+    /// The `Via` value for a request received with `version`.
+    fn value(&self, version: Version) -> HeaderValue {
+        let at = match version {
+            Version::HTTP_09 => 0,
+            Version::HTTP_10 => 1,
+            Version::HTTP_2 => 3,
+            Version::HTTP_3 => 4,
+            _ => 2,
+        };
+        self.values[at].clone()
+    }
+
+    /// Whether a `Via` of `headers` names this proxy: some entry's `received-by` is its
+    /// pseudonym.
+    fn is_named_in(&self, headers: &HeaderMap) -> bool {
+        headers
+            .get_all(VIA)
+            .iter()
+            .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+            .any(|entry| received_by(entry) == Some(self.pseudonym.as_bytes()))
+    }
+}
+
+/// The `received-by` of one `Via` entry (`1.1 proxy.example:8080 (comment)`): its second
+/// word.
+fn received_by(entry: &[u8]) -> Option<&[u8]> {
+    entry
+        .split(u8::is_ascii_whitespace)
+        .filter(|word| !word.is_empty())
+        .nth(1)
 }
 
 /// Whether a header says where a request came from, or what it first asked for: set by a

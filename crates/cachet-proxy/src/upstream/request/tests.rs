@@ -125,7 +125,7 @@ fn rewrite_targets_the_upstream_with_the_base_path() {
             .header(HOST, "proxy")
             .body(())
             .expect("a valid request");
-        let request = upstream(base).rewrite(request);
+        let request = upstream(base).rewrite(request, &Via::random());
         assert_eq!(request.uri().to_string(), expected, "{base} + {target}");
     }
 }
@@ -220,7 +220,7 @@ fn a_target_in_asterisk_or_authority_form_is_only_for_options_or_connect_rfc_911
             .header(HOST, "proxy")
             .body(())
             .expect("a valid request");
-        upstream("http://origin/api").rewrite(request)
+        upstream("http://origin/api").rewrite(request, &Via::random())
     };
     let options = send(Method::OPTIONS, "*");
     assert_eq!(refused(&options), None);
@@ -264,7 +264,7 @@ fn a_request_in_a_transfer_coding_other_than_chunked_is_not_implemented_rfc_9112
             .header("transfer-encoding", coding)
             .body(())
             .expect("a valid request");
-        upstream("http://origin").rewrite(request)
+        upstream("http://origin").rewrite(request, &Via::random())
     };
     for coding in [
         "chunked",
@@ -290,7 +290,7 @@ fn an_http_1_1_request_without_exactly_one_host_is_refused() {
         for host in hosts {
             request = request.header(HOST, *host);
         }
-        upstream("http://origin").rewrite(request.body(()).expect("valid"))
+        upstream("http://origin").rewrite(request.body(()).expect("valid"), &Via::random())
     };
     for (hosts, reason) in [
         (&[][..], "needs a Host"),
@@ -356,7 +356,7 @@ fn a_target_with_a_dot_segment_is_refused() {
     ] {
         assert_eq!(rewritten(target).authority(), None, "{target}");
         let request = Request::get(target).header(HOST, "proxy").body(());
-        let request = upstream("http://origin").rewrite(request.expect("valid"));
+        let request = upstream("http://origin").rewrite(request.expect("valid"), &Via::random());
         let refusal = refused(&request).expect("refused");
         assert!(refusal.reason.contains("dot segment"), "{target}");
     }
@@ -381,7 +381,10 @@ fn rewritten(target: &str) -> Uri {
         .header(HOST, "proxy")
         .body(())
         .expect("valid");
-    upstream("http://origin/api").rewrite(request).uri().clone()
+    upstream("http://origin/api")
+        .rewrite(request, &Via::random())
+        .uri()
+        .clone()
 }
 
 #[test]
@@ -397,7 +400,8 @@ fn rewrite_sets_host_via_and_version_and_strips_hop_by_hop() {
         .header("accept", "text/html")
         .body(())
         .expect("a valid request");
-    request = upstream("http://origin.example:8080/base").rewrite(request);
+    let via = Via::random();
+    request = upstream("http://origin.example:8080/base").rewrite(request, &via);
     assert_eq!(request.version(), Version::HTTP_11);
     let h = request.headers();
     assert_eq!(
@@ -406,13 +410,44 @@ fn rewrite_sets_host_via_and_version_and_strips_hop_by_hop() {
     );
     assert_eq!(
         h.get_all(VIA).iter().collect::<Vec<_>>(),
-        ["1.1 client-side", "2 cachet"]
+        ["1.1 client-side", &format!("2 {}", via.pseudonym)]
     );
     assert!(h.get("x-hop").is_none() && h.get("te").is_none() && h.get("connection").is_none());
     assert_eq!(
         h.get("accept").map(HeaderValue::as_bytes),
         Some(&b"text/html"[..])
     );
+}
+
+#[test]
+fn a_request_whose_via_names_this_proxy_has_looped_and_is_refused_rfc_9110_7_6_3() {
+    let here = Via::random();
+    let elsewhere = Via::random();
+    assert_ne!(here.pseudonym, elsewhere.pseudonym);
+    assert!(here.pseudonym.starts_with("cachet-") && here.pseudonym.len() == 23);
+    let with_via = |values: &[&str]| {
+        let mut request = Request::get("/page").header(HOST, "proxy");
+        for value in values {
+            request = request.header(VIA, *value);
+        }
+        upstream("http://origin").rewrite(request.body(()).expect("valid"), &here)
+    };
+    let ours = here.pseudonym.as_str();
+    for values in [
+        vec![format!("1.1 {ours}")],
+        vec![format!("1.0 fred, 1.1  {ours} (cachet)")],
+        vec!["1.1 a".to_owned(), format!("2 {ours}")],
+    ] {
+        let values: Vec<&str> = values.iter().map(String::as_str).collect();
+        let refusal = refused(&with_via(&values)).expect("refused");
+        assert_eq!(refusal.status, StatusCode::LOOP_DETECTED, "{values:?}");
+        assert!(refusal.reason.contains("loop detected"), "{values:?}");
+    }
+    let theirs = format!("1.1 {}", elsewhere.pseudonym);
+    let near = format!("1.1 {ours}x, 1.1 x{ours}, {ours} 1.1");
+    for values in [[theirs.as_str()], ["1.1 cachet"], [near.as_str()]] {
+        assert_eq!(refused(&with_via(&values)), None, "{values:?}");
+    }
 }
 
 #[test]
