@@ -246,6 +246,23 @@ async fn an_http2_clients_cookie_fields_reach_the_upstream_as_one_rfc_9113_8_2_3
 }
 
 #[tokio::test]
+async fn headers_named_in_connection_beside_a_token_beyond_ascii_do_not_cross_rfc_9110_7_6_1() {
+    let origin = RawOrigin::start(
+        "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nConnection: x-internal, é\r\n\
+         X-Internal: origin-only\r\nContent-Length: 2\r\n\r\nok",
+    )
+    .await;
+    let proxy = origin.proxy().await;
+    // hyper reads `close` only in a value that is all ASCII.
+    let request = "GET /c HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\
+                   Connection: x-foo, é\r\nX-Foo: 1\r\n\r\n";
+    let answer = raw_answer(&proxy, request).await;
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+    assert!(!answer.contains("x-internal: "), "{answer}");
+    assert!(!origin.heads()[0].contains("x-foo"), "{:?}", origin.heads());
+}
+
+#[tokio::test]
 async fn rfc9213_cdn_cache_control_replaces_cache_control_when_the_proxy_is_a_cdn() {
     let origin = Origin::start(|_| {
         Reply::ok("x")
@@ -534,10 +551,10 @@ async fn a_trace_answered_by_the_proxy_echoes_no_credential_rfc_9110_9_3_8() {
 }
 
 /// An upstream that answers every request with the same bytes, written as they are (a
-/// response hyper's server would not write), and keeps each request's first line.
+/// response hyper's server would not write), and keeps each request's head.
 struct RawOrigin {
     addr: SocketAddr,
-    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    heads: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl RawOrigin {
@@ -552,8 +569,8 @@ impl RawOrigin {
             .await
             .expect("a loopback port is free");
         let addr = listener.local_addr().expect("bound");
-        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let seen = lines.clone();
+        let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = heads.clone();
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
                 let seen = seen.clone();
@@ -568,19 +585,29 @@ impl RawOrigin {
                         }
                     }
                     let head = String::from_utf8_lossy(&head).into_owned();
-                    let line = head.lines().next().unwrap_or_default().to_owned();
-                    seen.lock().expect("not poisoned").push(line);
+                    seen.lock().expect("not poisoned").push(head);
                     let _ = stream.write_all(answer.as_bytes()).await;
                     tokio::time::sleep(stall).await;
                     let _ = stream.shutdown().await;
                 });
             }
         });
-        Self { addr, lines }
+        Self { addr, heads }
     }
 
+    /// Each request's head, in lower case.
+    fn heads(&self) -> Vec<String> {
+        let heads = self.heads.lock().expect("not poisoned");
+        heads.iter().map(|head| head.to_lowercase()).collect()
+    }
+
+    /// Each request's first line.
     fn lines(&self) -> Vec<String> {
-        self.lines.lock().expect("not poisoned").clone()
+        let heads = self.heads.lock().expect("not poisoned");
+        heads
+            .iter()
+            .map(|head| head.lines().next().unwrap_or_default().to_owned())
+            .collect()
     }
 
     async fn proxy(&self) -> RunningProxy {

@@ -83,6 +83,17 @@ fn connection_with_garbage_tokens_does_not_panic() {
 }
 
 #[test]
+fn a_connection_value_with_a_byte_beyond_ascii_still_strips_the_names_beside_it() {
+    let mut map = headers(&[("x-foo", "1"), ("x-bar", "2"), ("accept", "*/*")]);
+    map.append(
+        CONNECTION,
+        HeaderValue::from_bytes(b"x-foo, \xc3\xa9,x-bar").expect("obs-text is a valid value"),
+    );
+    strip_hop_by_hop(&mut map);
+    assert_eq!(map, headers(&[("accept", "*/*")]));
+}
+
+#[test]
 fn rewrite_targets_the_upstream_with_the_base_path() {
     let cases = [
         (
