@@ -140,6 +140,9 @@ impl Upstream {
     fn target(&self, method: &Method, uri: &Uri) -> Result<Uri, http::Error> {
         let path = match uri.path_and_query() {
             // Asterisk form (RFC 9112 §3.2.4): the server as a whole, whatever its base path.
+            // The same section has `OPTIONS http://host` (no path, no query) go on as `*`,
+            // but `http::Uri` gives that target the path `/`, as it does `http://host/`:
+            // the two cannot be told apart here, and both go on as `/`.
             Some(path) if path.as_str() == "*" && *method == Method::OPTIONS => path.clone(),
             // Without a base path the request's own path and query go as they are, with
             // no copy and no second parse.
