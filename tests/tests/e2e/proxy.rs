@@ -388,6 +388,25 @@ async fn forwarding_headers_spelt_with_underscores_never_reach_the_upstream_eith
         (hit.cache_status(), hit.body.as_ref()),
         ("cachet; hit", b"links to none".as_slice())
     );
+
+    // A balancer in front overwrites the spellings it sets, not these: they go even when
+    // forwarding headers are trusted.
+    let origin = forwarded_host_origin().await;
+    let proxy = RunningProxy::start(&origin, &["--trust-forwarded"]).await;
+    let first = proxy
+        .send(
+            Method::GET,
+            "/page",
+            &[
+                ("x_forwarded_host", "evil.example"),
+                ("x-forwarded-host", "lb.example"),
+            ],
+        )
+        .await;
+    let seen = &origin.seen()[0];
+    assert!(!seen.headers.contains_key("x_forwarded_host"));
+    assert_eq!(seen.headers["x-forwarded-host"], "lb.example");
+    assert!(!first.body.as_ref().windows(4).any(|w| w == b"evil"));
 }
 
 #[tokio::test]
@@ -799,7 +818,18 @@ async fn requests_the_proxy_cannot_forward_as_they_came_are_refused_saying_why()
         assert!(answer.contains(reason), "{request}: {answer}");
     }
     // RFC 9112 §3.2: a Host that is not `host[:port]`.
-    for host in ["a:99999999", "[::1", "a:b:c", "::::", "%%%", "user@p"] {
+    for host in [
+        "a:99999999",
+        "[::1",
+        "a:b:c",
+        "::::",
+        "%%%",
+        "user@p",
+        "[::1]x",
+        "[zzz]",
+        "[]",
+        "a:+80",
+    ] {
         let request = format!("GET /a HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
         let answer = raw_answer(&proxy, &request).await;
         assert!(answer.starts_with("http/1.1 400"), "{host}: {answer}");

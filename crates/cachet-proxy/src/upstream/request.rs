@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use bytes::Bytes;
 use cachet::{CacheKey, Filter};
 use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE, COOKIE, HOST, HeaderName, VARY, VIA};
-use http::uri::{Authority, PathAndQuery};
+use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::Full;
 
@@ -114,13 +114,9 @@ impl Upstream {
         *request.uri_mut() = match target {
             Ok(uri) => uri,
             Err(refused) => {
-                if refused.status == StatusCode::LOOP_DETECTED {
-                    // Not the client's doing: the upstream, or a proxy past it, leads back
-                    // here, and every request that misses will meet it.
-                    tracing::warn!("{}", refused.reason);
-                } else {
-                    tracing::debug!(reason = refused.reason, "refused");
-                }
+                // At debug, a loop too: a client that learns this proxy's pseudonym (a
+                // `TRACE` shows it) can send it, and must not fill the log.
+                tracing::debug!(reason = refused.reason, "refused");
                 request.extensions_mut().insert(refused);
                 Uri::from_static("/")
             }
@@ -183,7 +179,11 @@ fn join_cookies(headers: &mut HeaderMap) {
     };
     let mut joined = Vec::new();
     for value in headers.get_all(COOKIE) {
-        let value = value.as_bytes().trim_ascii();
+        // A field may end with the separator (`a=1; `): it is added once.
+        let mut value = value.as_bytes().trim_ascii();
+        while let Some(rest) = value.strip_suffix(b";") {
+            value = rest.trim_ascii_end();
+        }
         if value.is_empty() {
             continue;
         }
@@ -256,31 +256,83 @@ fn refusal<B>(request: &Request<B>, via: &Via) -> Option<Refused> {
 }
 
 /// Whether a `Host` value is a host and optional port (RFC 9110 §7.2: `uri-host [ ":"
-/// port ]`), or empty (RFC 9112 §3.2, for a target without an authority). The host is a
-/// name, an IPv4 address or an IP literal in brackets, not empty (RFC 9110 §4.2.1); no
-/// user info (`user@`); the port, if any, fits in 16 bits. Parsed as an [`Authority`],
-/// the form the upstream URI is built of, so brackets must balance and a colon outside
-/// them starts the port (`a:b:c`, `[::1`, `::::`, `%%%` and `a:99999999` are not hosts).
+/// port ]`), or empty (RFC 9112 §3.2, for a target without an authority). The host is an
+/// IP literal in brackets (an IPv6 address, with a zone ID or not, or an `IPvFuture`), or
+/// a name or IPv4 address of the bytes a reg-name holds (RFC 3986 §3.2.2), not empty; no
+/// user info (`user@`); the port, if any, digits that fit in 16 bits. So `a:b:c`, `[::1`,
+/// `[::1]x`, `[zzz]`, `::::` and `a:99999999` are not hosts. It runs on every request,
+/// hits included: a scan of the bytes, nothing copied.
 fn is_host(value: &[u8]) -> bool {
     if value.is_empty() {
         return true;
     }
-    if value.contains(&b'@') {
-        return false;
-    }
-    let Ok(authority) = Authority::try_from(value) else {
-        return false;
+    let (host, port) = if value.starts_with(b"[") {
+        let Some(end) = value.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let (literal, rest) = (&value[1..end], &value[end + 1..]);
+        if !is_ip_literal(literal) {
+            return false;
+        }
+        match rest {
+            [] => (&value[..=end], None),
+            [b':', port @ ..] => (&value[..=end], Some(port)),
+            _ => return false,
+        }
+    } else {
+        match value.iter().position(|&b| b == b':') {
+            Some(colon) => (&value[..colon], Some(&value[colon + 1..])),
+            None => (value, None),
+        }
     };
-    let host = authority.host();
-    // `Authority` takes any text without a delimiter for a port (`+80`, `99999999`); the
-    // text after the host says what was sent. A port is digits (RFC 3986 §3.2.3), maybe
-    // none.
-    let port = &authority.as_str()[host.len()..];
+    // Unreserved and sub-delims bytes, and `%` with two hex digits (RFC 3986 §3.2.2).
+    let reg_name = |host: &[u8]| {
+        let mut rest = host;
+        while let Some((&b, tail)) = rest.split_first() {
+            rest = match b {
+                b'%' => match tail {
+                    [high, low, after @ ..]
+                        if high.is_ascii_hexdigit() && low.is_ascii_hexdigit() =>
+                    {
+                        after
+                    }
+                    _ => return false,
+                },
+                _ if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b) => tail,
+                _ => return false,
+            };
+        }
+        true
+    };
     !host.is_empty()
-        && port.strip_prefix(':').is_none_or(|port| {
-            port.bytes().all(|b| b.is_ascii_digit())
-                && (port.is_empty() || port.parse::<u16>().is_ok())
+        && (host.starts_with(b"[") || reg_name(host))
+        && port.is_none_or(|port| {
+            port.iter().all(u8::is_ascii_digit)
+                && (port.is_empty()
+                    || std::str::from_utf8(port).is_ok_and(|port| port.parse::<u16>().is_ok()))
         })
+}
+
+/// Whether the text between an IP literal's brackets is an IPv6 address (with a zone ID
+/// after `%25`, RFC 6874) or an `IPvFuture` (`v1.x`, RFC 3986 §3.2.2).
+fn is_ip_literal(literal: &[u8]) -> bool {
+    if let [b'v' | b'V', rest @ ..] = literal {
+        let Some(dot) = rest.iter().position(|&b| b == b'.') else {
+            return false;
+        };
+        let (version, address) = (&rest[..dot], &rest[dot + 1..]);
+        return !version.is_empty()
+            && version.iter().all(u8::is_ascii_hexdigit)
+            && !address.is_empty()
+            && address
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:".contains(&b));
+    }
+    let address = literal
+        .windows(3)
+        .position(|window| window == b"%25")
+        .map_or(literal, |zone| &literal[..zone]);
+    std::str::from_utf8(address).is_ok_and(|address| address.parse::<std::net::Ipv6Addr>().is_ok())
 }
 
 /// Whether a path has a `.` or `..` segment, written out or percent-encoded (`%2e`), with
@@ -446,19 +498,22 @@ impl Filter for NotVaryingOnForwarding {
 
 /// Sets where a request going upstream came from. Unless `trusted` (a load balancer in
 /// front sets these headers and overwrites what clients send), the headers of that kind
-/// it arrived with ([`is_forwarded`]) are removed: the cache key leaves them out, so
+/// it arrived with ([`is_forwarded`]) are removed (those spelt with `_` even when
+/// trusted): the cache key leaves them out, so
 /// a client could otherwise have a response built for values it chose stored for
 /// everyone. Then the client's address joins `X-Forwarded-For`, and `X-Forwarded-Proto`
 /// says `http` (what the proxy listens with) unless a trusted one is there.
 pub(super) fn set_forwarded(headers: &mut HeaderMap, client: Option<&HeaderValue>, trusted: bool) {
     const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
     const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-    if !trusted && headers.keys().any(is_forwarded) {
-        let names: Vec<HeaderName> = headers
-            .keys()
-            .filter(|n| is_forwarded(n))
-            .cloned()
-            .collect();
+    // A balancer that sets these headers overwrites the spellings it sets, not the ones
+    // with `_` (`X_Forwarded_Host`), which an upstream may read as the same: those go
+    // even when trusted.
+    let removed = |name: &HeaderName| {
+        is_forwarded(name) && (!trusted || name.as_str().as_bytes().contains(&b'_'))
+    };
+    if headers.keys().any(removed) {
+        let names: Vec<HeaderName> = headers.keys().filter(|n| removed(n)).cloned().collect();
         for name in names {
             headers.remove(name);
         }

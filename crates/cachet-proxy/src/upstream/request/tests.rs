@@ -320,6 +320,10 @@ fn an_http_1_1_request_without_exactly_one_host_is_refused() {
         (&["%%%"], "not a host and port"),
         (&[":80"], "not a host and port"),
         (&["a]"], "not a host and port"),
+        (&["[::1]x"], "not a host and port"),
+        (&["[zzz]"], "not a host and port"),
+        (&["[]"], "not a host and port"),
+        (&["%4"], "not a host and port"),
     ] {
         let request = with_hosts(hosts, Version::HTTP_11);
         let refusal = refused(&request).expect("refused");
@@ -336,6 +340,10 @@ fn an_http_1_1_request_without_exactly_one_host_is_refused() {
         "a:65535",
         "a:",
         "my_host",
+        "ex%41mple.com",
+        "[fe80::1%25eth0]:8080",
+        "[v1.x]",
+        "a.example.",
         "",
     ] {
         let one = with_hosts(&[host], Version::HTTP_11);
