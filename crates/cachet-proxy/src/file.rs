@@ -128,22 +128,26 @@ impl<'de, T: FromText> Deserialize<'de> for Parsed<T> {
     }
 }
 
-/// An HTTP status code a response may be stored with: 200 to 599, but 206 and 304.
+/// An HTTP status code a response may be stored with: 200 to 599, but 206, 304, 412 and
+/// 416.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Status(pub(crate) StatusCode);
 
 impl<'de> Deserialize<'de> for Status {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let code = u16::deserialize(deserializer)?;
-        // Interim responses, partial content and 304s are never stored (RFC 9111 §3).
+        // Interim responses, partial content, 304s and the answers to a request's own
+        // precondition or range are never stored (RFC 9111 §3).
         StatusCode::from_u16(code)
             .ok()
-            .filter(|status| (200..600).contains(&status.as_u16()) && !matches!(code, 206 | 304))
+            .filter(|status| {
+                (200..600).contains(&status.as_u16()) && !matches!(code, 206 | 304 | 412 | 416)
+            })
             .map(Status)
             .ok_or_else(|| {
                 de::Error::custom(format_args!(
                     "invalid value '{code}': expected a status from 200 to 599 that can be \
-                     stored (not 206 or 304)"
+                     stored (not 206, 304, 412 or 416)"
                 ))
             })
     }

@@ -23,8 +23,8 @@ use crate::pool::{Backend, Bounds};
 /// A cachet [`Store`](cachet::store::Store) in Redis or a Redis Cluster, shared by every
 /// process and machine that points at it.
 ///
-/// Entries are written with `SET key value PX ttl` and read with `GET`, one round trip
-/// each, under keys that stay readable in `redis-cli`: the namespace (by default
+/// Entries are written with `SET key value PX ttl` and read with `GETRANGE` (at most
+/// `max_value_bytes`), one round trip each, under keys that stay readable in `redis-cli`: the namespace (by default
 /// `cachet:`) and the cache key, such as `cachet:GET https://example.com/a?b=1`. A cache
 /// key longer than [`MAX_KEY_BYTES`](Self::MAX_KEY_BYTES) is stored under its first
 /// [`HASHED_PREFIX_BYTES`](Self::HASHED_PREFIX_BYTES) bytes, ` #sha256:` and the SHA-256

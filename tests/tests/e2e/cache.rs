@@ -1035,3 +1035,54 @@ async fn a_variant_fetched_after_a_failed_lookup_keeps_the_other_variants() {
     }
     assert_eq!(origin.requests(), 4);
 }
+
+#[tokio::test]
+async fn a_range_on_a_stale_entry_is_forwarded_and_only_if_cached_takes_the_stored_one() {
+    let origin = Origin::start(|seen| {
+        let reply = if seen.headers.contains_key("range") {
+            Reply::ok("0123")
+                .status(206)
+                .header("content-range", "bytes 0-3/10")
+        } else {
+            Reply::ok("0123456789")
+        };
+        reply.header("cache-control", "max-age=60, stale-while-revalidate=600")
+    })
+    .await;
+    let clock = ManualClock::new();
+    let cache = stack(CacheLayer::new(MemoryStore::default()).clock(clock.clone()));
+    let url = origin.url("/r");
+    let ranged = |extra: Option<(&'static str, &'static str)>| {
+        let mut request = get(&url);
+        let headers = request.headers_mut();
+        headers.insert("range", http::HeaderValue::from_static("bytes=0-3"));
+        if let Some((name, value)) = extra {
+            headers.insert(name, http::HeaderValue::from_static(value));
+        }
+        request
+    };
+    fetch(&cache, get(&url)).await;
+
+    // Taking what is stored, it gets the stored response whole; the origin is not asked.
+    let (status, _, body) = fetch(&cache, ranged(Some(("cache-control", "only-if-cached")))).await;
+    assert_eq!(
+        (status, body.as_ref()),
+        (CacheStatus::Hit, b"0123456789".as_slice())
+    );
+
+    // Stale, within stale-while-revalidate: the range still goes to the origin, not the
+    // whole stale response to the client.
+    clock.advance(Duration::from_secs(120));
+    let (status, _, body) = fetch(&cache, ranged(None)).await;
+    assert_eq!(
+        (status, body.as_ref()),
+        (
+            CacheStatus::Forwarded {
+                reason: ForwardReason::Request,
+                stored: false
+            },
+            b"0123".as_slice()
+        )
+    );
+    assert_eq!(origin.requests(), 2);
+}

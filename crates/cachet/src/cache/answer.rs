@@ -119,6 +119,15 @@ fn answer<St, B>(
     {
         return Step::Forward(Some(ForwardReason::VaryMiss));
     }
+    // A range or a precondition of the client's own (`If-Match`, `If-Unmodified-Since`,
+    // `If-Range`) is the origin's to judge against a successful response, fresh or stale:
+    // the cache does not evaluate them (RFC 9110 §13.2.1, §14.2), so the request goes on
+    // as sent, unrevalidated and unserved stale. A request that takes what is stored
+    // (`only-if-cached`, `ForceCache`) gets it whole.
+    if facts.conditions && entry.status.is_success() && !facts.force && !facts.cc.only_if_cached {
+        tracing::trace!(key = %facts.key, "a range or precondition of the request's own; forwarding");
+        return Step::Forward(Some(ForwardReason::Request));
+    }
     let lifetime = freshness.lifetime(config.mode);
     let age = freshness.age(facts.time);
     if !facts.force && !policy::usable(config.mode, &facts.cc, &freshness.cc, lifetime, age) {
@@ -131,14 +140,6 @@ fn answer<St, B>(
             ForwardReason::Stale
         };
         return Step::Stale(Box::new(entry.clone()), reason);
-    }
-    // A range or a precondition of the client's own (`If-Match`, `If-Unmodified-Since`,
-    // `If-Range`) is the origin's to judge against a successful response: the cache does
-    // not evaluate them (RFC 9110 §13.2.1, §14.2), so the request goes on as sent. A
-    // request for stored responses only gets what is stored.
-    if facts.conditions && entry.status.is_success() && !facts.force {
-        tracing::trace!(key = %facts.key, "a range or precondition of the request's own; forwarding");
-        return Step::Forward(Some(ForwardReason::Request));
     }
     tracing::trace!(key = %facts.key, age = age.as_secs(), "hit");
     config.metrics.hit();

@@ -197,9 +197,15 @@ pub(crate) fn recorder<St: Store>(
     };
     let placement = Placement::new(facts, &view, names, ttl);
     // A HEAD response's Content-Length describes the GET body it stands for.
-    let expected = (facts.method != Method::HEAD)
-        .then(|| content_length(&parts.headers).flatten())
-        .flatten();
+    let expected = match content_length(&parts.headers) {
+        _ if facts.method == Method::HEAD => None,
+        // A length no one can read would make an entry that is never read back.
+        Some(None) => {
+            tracing::debug!(key = %facts.key, "a content-length that cannot be read; not storing");
+            return None;
+        }
+        length => length.flatten(),
+    };
     let metrics = config.metrics.clone();
     // Fresh until its age, counted as §4.2.3 does, reaches its lifetime.
     let lifetime = response.freshness_lifetime(config.mode);

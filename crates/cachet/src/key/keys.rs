@@ -393,7 +393,13 @@ impl Keys {
         }
         let mut pairs: Vec<Cow<'_, str>> = query
             .split('&')
-            .filter(|pair| !pair.is_empty() && !self.ignores_param(name_of(pair)))
+            // A pair whose first name is ignored goes, unless a credential follows a `;`
+            // in it: to an origin that splits there, it says whose response this is.
+            .filter(|pair| {
+                !pair.is_empty()
+                    && (!self.ignores_param(name_of(pair))
+                        || self.credential_after_semicolon(pair.as_bytes()))
+            })
             .map(|pair| match pair.split_once('=') {
                 Some((name, value))
                     if contains_bytes(&self.credentials, &param_name(name.as_bytes())) =>

@@ -306,6 +306,17 @@ fn a_credential_after_a_semicolon_is_digested_and_the_rest_kept_in_place() {
         keyed(&keys, "http://a/x?a=1;utm_source=x"),
         keyed(&keys, "http://a/x?a=1")
     );
+    // An ignored first name does not take a credential after it along.
+    let key = keyed(&keys, "http://a/x?utm_source=x;api_key=A");
+    assert_eq!(
+        key,
+        format!("GET http://a/x?utm_source=x;api_key={}", digest(b"A"))
+    );
+    assert_ne!(key, keyed(&keys, "http://a/x?utm_source=x;api_key=B"));
+    assert_eq!(
+        keyed(&keys, "http://a/x?utm_source=x;b=1"),
+        "GET http://a/x"
+    );
     assert_eq!(
         keyed(&keys, "http://a/x?a=1;b=2"),
         "GET http://a/x?a=1;b=2",

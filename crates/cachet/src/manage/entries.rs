@@ -90,8 +90,9 @@ pub struct EntryInfo {
     /// still kept while it can be revalidated or serve `stale-while-revalidate` or
     /// `stale-if-error`.
     pub stale: bool,
-    /// Whether this is a variant stored before its URL was last invalidated (RFC 9111
-    /// §4.4: an unsafe method answered `2xx` or `3xx`, or a `Reload`): its index says so, the cache
+    /// Whether this is a variant its URL's index hides: stored before the URL was last
+    /// invalidated (RFC 9111 §4.4: an unsafe method answered `2xx` or `3xx`, or a
+    /// `Reload`), or before an index written after the old one was lost. The cache
     /// serves it no more, and [`Entries::delete_expired`] deletes it. A response that
     /// does not vary is replaced by the invalidation itself, so it is never listed so.
     pub invalidated: bool,

@@ -62,7 +62,7 @@ impl fmt::Display for Refusal {
             Self::NoFreshnessOrValidator => "no explicit freshness and no validator",
             Self::Unreadable => {
                 "its cache-control cannot be read whole (a quoted string left open, or a \
-                 directive that is not a token, such as `private;`)"
+                 directive that is not a token, such as `private; max-age=600`)"
             }
         })
     }

@@ -633,3 +633,33 @@ async fn a_stored_response_without_its_body_but_with_a_length_answers_only_a_hea
     assert_eq!(head.headers()["content-length"], "1024");
     assert_eq!(calls.load(SeqCst), 1);
 }
+
+#[tokio::test]
+async fn a_response_whose_content_length_cannot_be_read_is_not_stored() {
+    use tower::ServiceExt;
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let origin = tower::service_fn(move |_: Request<()>| {
+        counted.fetch_add(1, SeqCst);
+        let mut response = fresh("origin");
+        response
+            .headers_mut()
+            .insert("content-length", http::HeaderValue::from_static("6, 7"));
+        std::future::ready(Ok::<_, std::convert::Infallible>(response))
+    });
+    let cache = tower::Layer::layer(&CacheLayer::new(MemoryStore::default()), origin);
+    for _ in 0..2 {
+        let response = cache
+            .clone()
+            .oneshot(get("http://example.com/x"))
+            .await
+            .expect("answers");
+        assert!(matches!(
+            response.extensions().get::<CacheStatus>(),
+            Some(CacheStatus::Forwarded { stored: false, .. })
+        ));
+        response.into_body().collect().await.expect("completes");
+    }
+    assert_eq!(calls.load(SeqCst), 2);
+}
