@@ -31,7 +31,8 @@ use crate::pool::{Backend, Bounds};
 /// of the whole key in hex.
 ///
 /// Every operation is bounded: waiting for a pooled connection, connecting, and the
-/// reply each have a small default, and an operation never takes longer than their sum.
+/// reply each have a small default, and an operation never takes longer than their sum
+/// (a listing page, which may take several commands, is bounded command by command).
 /// Whatever fails (a timeout, a broken connection, Redis refusing a write because it is
 /// full) is an [`Error`] that the cache turns into a miss or a skipped write; it is
 /// counted in [`metrics`](Self::metrics) and recorded with a `tracing` event. Connections

@@ -413,9 +413,10 @@ pub(crate) fn end_to_end(headers: &HeaderMap) -> HeaderMap {
 }
 
 /// Freshens the stored GET response of a URI from a HEAD response to it (RFC 9111
-/// §4.3.5), when both describe the same representation: equal entity tags, or equal
-/// `Last-Modified`, or (with neither) equal `Content-Length`. It reads the store, so it
-/// runs on a spawned task; a GET stored as variants is left alone.
+/// §4.3.5), when both describe the same representation: each of `ETag`,
+/// `Last-Modified` and `Content-Length` the HEAD response carries equals the stored one
+/// (see [`representation`]); one that differs deletes the stored GET. It reads the
+/// store, so it runs on a spawned task; a GET stored as variants is left alone.
 pub(crate) fn freshen_get<St: Store>(
     facts: &RequestFacts<St>,
     head: &http::response::Parts,
