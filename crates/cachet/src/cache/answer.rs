@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{
-    AGE, CONTENT_LENGTH, ETAG, HeaderName, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
-    IF_UNMODIFIED_SINCE, LAST_MODIFIED,
+    AGE, CONTENT_LENGTH, DATE, ETAG, HeaderName, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH,
+    IF_RANGE, IF_UNMODIFIED_SINCE, LAST_MODIFIED,
 };
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Version};
 use http_body::Body;
@@ -148,7 +148,7 @@ fn answer<St, B>(
     if facts.validators
         && entry.status.is_success()
         && (facts.method == Method::GET || facts.method == Method::HEAD)
-        && not_modified(&entry.headers, request)
+        && not_modified(entry, request)
     {
         let served = Served::new(&facts.key, facts.time, age, lifetime, CacheStatus::Hit);
         return Step::Hit(respond_not_modified(entry, served, config));
@@ -374,30 +374,58 @@ pub(crate) fn respond_not_modified<B>(
 }
 
 /// Whether a request's `If-None-Match` (or, without it, `If-Modified-Since`) is met by
-/// stored headers, comparing entity tags weakly (RFC 9110 §13.1.2, §13.1.3).
-pub(crate) fn not_modified(stored: &HeaderMap, request: &HeaderMap) -> bool {
+/// a stored entry, comparing entity tags weakly (RFC 9110 §13.1.2, §13.1.3).
+pub(crate) fn not_modified(entry: &Entry, request: &HeaderMap) -> bool {
+    let stored = &entry.headers;
     if request.contains_key(IF_NONE_MATCH) {
-        let Some(etag) = stored.get(ETAG).and_then(|v| v.to_str().ok()) else {
-            return false;
-        };
-        let weak = |tag: &str| tag.trim().trim_start_matches("W/").to_owned();
+        // `*` matches any current representation, one without an entity tag too.
+        let etag = stored.get(ETAG).map(HeaderValue::as_bytes);
+        // Compared weakly: the opaque tag, without `W/`.
+        fn weak(tag: &[u8]) -> &[u8] {
+            tag.strip_prefix(b"W/").unwrap_or(tag)
+        }
         return request
             .get_all(IF_NONE_MATCH)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|tag| tag.trim() == "*" || weak(tag) == weak(etag));
+            .flat_map(|line| entity_tags(line.as_bytes()))
+            .any(|tag| {
+                tag == b"*" || etag.is_some_and(|etag| weak(tag) == weak(etag.trim_ascii()))
+            });
     }
     let date = |headers: &HeaderMap, name| {
         httpdate::parse_http_date(headers.get(name)?.to_str().ok()?).ok()
     };
-    match (
-        date(request, IF_MODIFIED_SINCE),
-        date(stored, LAST_MODIFIED),
-    ) {
-        (Some(since), Some(modified)) => modified <= since,
-        _ => false,
-    }
+    // Against `Last-Modified`, or failing that `Date`, or failing that the time the
+    // response was received (RFC 9111 §4.3.2).
+    date(request, IF_MODIFIED_SINCE).is_some_and(|since| {
+        let modified = date(stored, LAST_MODIFIED)
+            .or_else(|| date(stored, DATE))
+            .unwrap_or(entry.response_time);
+        modified <= since
+    })
+}
+
+/// The entity tags of an `If-None-Match` line: split at the commas outside quotes, as a
+/// tag may hold one (`"a,b"`, RFC 9110 §8.8.3), and trimmed.
+fn entity_tags(line: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(line);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        let mut quoted = false;
+        let comma = text.iter().position(|&b| {
+            if b == b'"' {
+                quoted = !quoted;
+            }
+            b == b',' && !quoted
+        });
+        let (tag, after) = match comma {
+            Some(at) => (&text[..at], Some(&text[at + 1..])),
+            None => (text, None),
+        };
+        rest = after;
+        Some(tag.trim_ascii())
+    })
+    .filter(|tag| !tag.is_empty())
 }
 
 /// Turns a forwarded request into a conditional one for a stale entry (RFC 9111 §4.3.1);

@@ -139,6 +139,7 @@ in_both_modes![
     rfc9111_4_3_4_a_304_naming_another_representation_updates_nothing,
     rfc9111_4_3_4_an_age_from_before_the_304_is_not_counted_again,
     rfc9111_4_3_2_a_clients_matching_validator_gets_304_from_a_fresh_entry,
+    rfc9111_4_3_2_star_a_tag_with_a_comma_and_if_modified_since_by_date,
     rfc9111_4_3_2_a_stored_error_is_served_whole_to_a_matching_validator,
     rfc9111_4_3_5_a_head_response_freshens_the_stored_get,
     rfc9111_4_3_5_a_head_response_that_differs_makes_the_stored_get_stale,

@@ -231,3 +231,38 @@ pub(super) async fn rfc9111_4_3_5_a_head_response_that_differs_makes_the_stored_
     }
     assert_eq!(case.origin.requests(), 4);
 }
+
+/// §4.3.2 and RFC 9110 §13.1.2: `If-None-Match: *` matches any stored 2xx, one without
+/// an entity tag too; a tag may hold a comma (`etagc`, RFC 9110 §8.8.3); without
+/// `Last-Modified`, `If-Modified-Since` is judged against `Date`.
+pub(super) async fn rfc9111_4_3_2_star_a_tag_with_a_comma_and_if_modified_since_by_date(
+    mode: Mode,
+) {
+    let case = Case::start(mode, |seen| match seen.path.as_str() {
+        "/comma" => fresh_for_a_minute("body").header("etag", "\"a,b\""),
+        _ => fresh_for_a_minute("body"),
+    })
+    .await;
+    case.get("/comma").await;
+    case.get("/untagged").await;
+    let comma = case
+        .get_with("/comma", &[("if-none-match", "\"x\", \"a,b\"")])
+        .await;
+    assert_eq!((comma.status, comma.cache_status()), (304, "cachet; hit"));
+    let star = case.get_with("/untagged", &[("if-none-match", "*")]).await;
+    assert_eq!((star.status, star.cache_status()), (304, "cachet; hit"));
+    // The origin's `Date` is the clock's, a whole second: a time after it is met, one
+    // before it is not.
+    let later = case.date_in(5);
+    case.advance(10);
+    let since_later = case
+        .get_with("/untagged", &[("if-modified-since", later.as_str())])
+        .await;
+    assert_eq!(since_later.status, 304);
+    let earlier = httpdate::fmt_http_date(case.clock.now() - Duration::from_secs(3600));
+    let since_earlier = case
+        .get_with("/untagged", &[("if-modified-since", earlier.as_str())])
+        .await;
+    assert_eq!(since_earlier.status, 200);
+    assert_eq!(case.origin.requests(), 2);
+}
