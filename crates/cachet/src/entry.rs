@@ -356,12 +356,22 @@ impl Entry {
     /// whether or not the newer response has one: the entry's times become the newer
     /// response's, and an age from before them would be counted twice (§4.2.3).
     ///
+    /// A newer response without `Date` was received at `received` (RFC 9110 §6.6.1: a
+    /// cache records that time as its `Date`); the stored `Date`, from before, would make
+    /// the entry as old as it was.
+    ///
     /// Returns whether the entry took all of it within `MAX_HEADER_FIELDS`. One that did
     /// not may be served, but not stored: it could not be read back, and what a map at
     /// its limit left out may have been the newer response's `Cache-Control`.
     #[must_use]
-    pub(crate) fn update_headers(&mut self, newer: &HeaderMap) -> bool {
+    pub(crate) fn update_headers(&mut self, newer: &HeaderMap, received: SystemTime) -> bool {
         self.headers.remove(http::header::AGE);
+        if !newer.contains_key(http::header::DATE) {
+            let date = HeaderValue::from_str(&httpdate::fmt_http_date(received));
+            if let Ok(date) = date {
+                self.headers.insert(http::header::DATE, date);
+            }
+        }
         let updated = |name: &HeaderName| *name != http::header::CONTENT_LENGTH;
         for name in newer.keys().filter(|name| updated(name)) {
             self.headers.remove(name);

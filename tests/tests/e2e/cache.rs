@@ -1086,3 +1086,46 @@ async fn a_range_on_a_stale_entry_is_forwarded_and_only_if_cached_takes_the_stor
     );
     assert_eq!(origin.requests(), 2);
 }
+
+#[tokio::test]
+async fn a_head_saying_the_resource_changed_drops_the_stored_get_though_it_may_not_be_stored() {
+    // RFC 9111 §4.3.5: a HEAD response with another entity tag makes the stored GET
+    // stale, whether or not the HEAD response itself may be stored.
+    let origin = Origin::start(|seen| {
+        if seen.method == http::Method::HEAD {
+            Reply::ok("")
+                .header("etag", "\"v2\"")
+                .header("cache-control", "no-store")
+        } else if seen.headers.contains_key("x-second") {
+            Reply::ok("new")
+                .header("etag", "\"v2\"")
+                .header("cache-control", "max-age=600")
+        } else {
+            Reply::ok("old")
+                .header("etag", "\"v1\"")
+                .header("cache-control", "max-age=600")
+        }
+    })
+    .await;
+    let cache = shared();
+    let url = origin.url("/f");
+    fetch(&cache, get(&url)).await;
+    let head = Request::head(&url)
+        .body(Empty::new())
+        .expect("a valid request");
+    fetch(&cache, head).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let mut again = get(&url);
+        again
+            .headers_mut()
+            .insert("x-second", http::HeaderValue::from_static("1"));
+        let (_, _, body) = fetch(&cache, again).await;
+        if body.as_ref() == b"new" {
+            break;
+        }
+        // The stored GET is dropped by a task of its own.
+        assert!(std::time::Instant::now() < deadline, "still {body:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

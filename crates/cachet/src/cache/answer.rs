@@ -475,7 +475,7 @@ pub(crate) fn revalidated<St: Store, B>(
     // Stored again only when the 304 updated it whole.
     let (now, updated) = if identified {
         let now = write::after_invalidation(config.clock.now(), facts);
-        let whole = entry.update_headers(&write::end_to_end(not_modified.headers()));
+        let whole = entry.update_headers(&write::end_to_end(not_modified.headers()), now);
         if !whole {
             tracing::debug!(key = %facts.key, "the 304 has more fields than an entry holds; serving, not storing");
         }

@@ -436,8 +436,10 @@ pub(crate) fn freshen_get<St: Store>(
     // Its headers would be stored with the GET's entry, so the HEAD response is judged as
     // any response to store is: a shared cache keeps no `Set-Cookie`, nothing `private`
     // or `no-store`, no answer to `Authorization` it may not store (RFC 9111 §3, §3.5),
-    // and the statuses and the filter have their say.
-    if may_store(&response, head, facts, config).is_none() {
+    // and the statuses and the filter have their say. One it may not store still says,
+    // when it is a 2xx, whether the stored GET has changed.
+    let storable = may_store(&response, head, facts, config).is_some();
+    if !storable && !head.status.is_success() {
         return;
     }
     // A HEAD response that varies describes variants, not the one GET response stored
@@ -463,8 +465,8 @@ pub(crate) fn freshen_get<St: Store>(
             return;
         };
         match representation(&entry, &update) {
-            Representation::Same => {}
-            Representation::Unknown => return,
+            Representation::Same if storable => {}
+            Representation::Same | Representation::Unknown => return,
             // Changed since it was stored: stale (§4.3.5), and gone, so that the next GET
             // asks the origin.
             Representation::Changed => {
@@ -472,7 +474,7 @@ pub(crate) fn freshen_get<St: Store>(
                 return write(store, StoreRequest::Delete(get_key), &metrics);
             }
         }
-        if !entry.update_headers(&update) {
+        if !entry.update_headers(&update, now) {
             // More fields than an entry holds: the stored GET stays as it was.
             return;
         }

@@ -77,9 +77,12 @@ fn an_entry_with_more_header_fields_than_allowed_is_refused_not_a_panic() {
     for _ in 0..30_000 {
         huge.append("x-b", HeaderValue::from_static("2"));
     }
-    assert!(!entry.update_headers(&huge), "more than an entry holds");
+    assert!(
+        !entry.update_headers(&huge, UNIX_EPOCH),
+        "more than an entry holds"
+    );
     let mut entry = sample();
-    assert!(entry.update_headers(&HeaderMap::new()));
+    assert!(entry.update_headers(&HeaderMap::new(), UNIX_EPOCH));
 }
 
 #[test]

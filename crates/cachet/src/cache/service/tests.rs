@@ -663,3 +663,55 @@ async fn a_response_whose_content_length_cannot_be_read_is_not_stored() {
     }
     assert_eq!(calls.load(SeqCst), 2);
 }
+
+#[tokio::test]
+async fn a_304_without_a_date_freshens_the_entry_from_the_time_it_arrived() {
+    use std::time::Duration;
+    use tower::ServiceExt;
+
+    use crate::clock::{Clock, ManualClock};
+
+    let clock = ManualClock::new();
+    let first_date = httpdate::fmt_http_date(clock.now());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    // A 304 without `Date` (RFC 9110 §6.6.1 lets a server without a clock leave it out).
+    let origin = tower::service_fn(move |request: Request<()>| {
+        counted.fetch_add(1, SeqCst);
+        let builder = Response::builder()
+            .header("etag", "\"v1\"")
+            .header("cache-control", "max-age=60");
+        let response = if request.headers().contains_key("if-none-match") {
+            builder.status(304).body(Full::new(Bytes::new()))
+        } else {
+            builder
+                .header("date", first_date.as_str())
+                .body(Full::new(Bytes::from_static(b"body")))
+        };
+        std::future::ready(Ok::<_, std::convert::Infallible>(
+            response.expect("a valid response"),
+        ))
+    });
+    let cache = tower::Layer::layer(
+        &CacheLayer::new(MemoryStore::default()).clock(clock.clone()),
+        origin,
+    );
+    let url = "http://example.com/x";
+    let first = cache.clone().oneshot(get(url)).await.expect("answers");
+    first.into_body().collect().await.expect("completes");
+    clock.advance(Duration::from_secs(120));
+    let revalidated = cache.clone().oneshot(get(url)).await.expect("answers");
+    assert_eq!(
+        revalidated.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Revalidated { stored: true })
+    );
+    assert_eq!(revalidated.headers()["age"], "0", "fresh from the 304");
+    revalidated.into_body().collect().await.expect("completes");
+    clock.advance(Duration::from_secs(1));
+    let next = cache.oneshot(get(url)).await.expect("answers");
+    assert_eq!(
+        next.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Hit)
+    );
+    assert_eq!(calls.load(SeqCst), 2);
+}
