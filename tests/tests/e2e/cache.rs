@@ -1129,3 +1129,41 @@ async fn a_head_saying_the_resource_changed_drops_the_stored_get_though_it_may_n
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+#[tokio::test]
+async fn a_304_that_says_private_leaves_no_shared_copy_behind() {
+    // RFC 9111 §4.3.4: the stored response is updated by the 304; when the update may not
+    // be stored (a shared cache and `private`), the copy from before it goes too, so that
+    // a request that takes stale responses does not get it.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970");
+    let clock =
+        ManualClock::starting_at(std::time::UNIX_EPOCH + Duration::from_secs(now.as_secs()));
+    let origin = Origin::start_dated(clock.clone(), |seen| {
+        if seen.headers.contains_key("if-none-match") {
+            Reply::ok("")
+                .status(304)
+                .header("etag", "\"v1\"")
+                .header("cache-control", "private, max-age=60")
+        } else {
+            Reply::ok("mine")
+                .header("etag", "\"v1\"")
+                .header("cache-control", "max-age=60")
+        }
+    })
+    .await;
+    let cache = stack(CacheLayer::new(MemoryStore::default()).clock(clock.clone()));
+    let url = origin.url("/e");
+    fetch(&cache, get(&url)).await;
+    clock.advance(Duration::from_secs(120));
+    let (status, _, _) = fetch(&cache, get(&url)).await;
+    assert_eq!(status, CacheStatus::Revalidated { stored: false });
+    let mut stale_ok = get(&url);
+    stale_ok.headers_mut().insert(
+        "cache-control",
+        http::HeaderValue::from_static("max-stale=3600"),
+    );
+    let (status, _, _) = fetch(&cache, stale_ok).await;
+    assert_ne!(status, CacheStatus::Hit, "served from before the 304");
+}

@@ -22,7 +22,7 @@ use super::{CacheMetadata, CacheStatus, ForwardReason};
 use crate::CacheKey;
 use crate::entry::{Entry, content_length};
 use crate::policy::{self, CacheControl, Freshness, ResponseFacts};
-use crate::store::Store;
+use crate::store::{Store, StoreRequest};
 
 /// What a stored record does for a request.
 pub(crate) enum Step<B> {
@@ -496,6 +496,17 @@ pub(crate) fn revalidated<St: Store, B>(
     parts.headers = entry.headers.clone();
     let storing = write::may_store(&stored, &parts, facts, config).filter(|_| updated);
     let storable = storing.is_some();
+    if identified && !storable && !config.read_only {
+        // The entry as it was is out of date, and its update may not be stored (the 304
+        // says `private` or `no-store`, say, or has more fields than an entry holds): a
+        // request that takes stale responses must not get the copy from before it.
+        let key = facts.variant.clone().unwrap_or_else(|| facts.key.clone());
+        write::write(
+            facts.store.cloned(),
+            StoreRequest::Delete(key),
+            &config.metrics,
+        );
+    }
     if let Some((ttl, names)) = storing {
         let request = write::request_headers(facts, &names);
         let view = config.keys.vary_view(&request, &names);
