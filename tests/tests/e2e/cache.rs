@@ -1167,3 +1167,61 @@ async fn a_304_that_says_private_leaves_no_shared_copy_behind() {
     let (status, _, _) = fetch(&cache, stale_ok).await;
     assert_ne!(status, CacheStatus::Hit, "served from before the 304");
 }
+
+#[tokio::test]
+async fn a_background_refresh_for_a_client_with_its_own_validator_freshens_the_entry() {
+    // RFC 5861 §3 and RFC 9111 §4.3.1: the client gets the stale response at once; the
+    // refresh is the cache's, conditioned on the entry's validator, so its 304 freshens
+    // the entry (the client's own validator made it a 304 the cache threw away).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970");
+    let clock =
+        ManualClock::starting_at(std::time::UNIX_EPOCH + Duration::from_secs(now.as_secs()));
+    let origin = Origin::start_dated(clock.clone(), |seen| {
+        let reply = if seen
+            .headers
+            .get("if-none-match")
+            .is_some_and(|tag| tag == "\"v1\"")
+        {
+            Reply::ok("").status(304)
+        } else {
+            Reply::ok("body")
+        };
+        reply
+            .header("etag", "\"v1\"")
+            .header("cache-control", "max-age=60, stale-while-revalidate=600")
+    })
+    .await;
+    let cache = stack(CacheLayer::new(MemoryStore::default()).clock(clock.clone()));
+    let url = origin.url("/g");
+    fetch(&cache, get(&url)).await;
+    clock.advance(Duration::from_secs(120));
+    let mut own = get(&url);
+    own.headers_mut()
+        .insert("if-none-match", http::HeaderValue::from_static("\"other\""));
+    let (status, _, _) = fetch(&cache, own).await;
+    assert_eq!(status, CacheStatus::StaleWhileRevalidate);
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while origin.requests() < 2 {
+        assert!(std::time::Instant::now() < deadline, "the refresh went out");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let refresh = &origin.seen()[1];
+    assert_eq!(
+        refresh.headers["if-none-match"], "\"v1\"",
+        "the cache's validator"
+    );
+    // The 304 freshened the entry: a hit, not another stale answer and refresh.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let (status, _, body) = fetch(&cache, get(&url)).await;
+        if status == CacheStatus::Hit {
+            assert_eq!(body.as_ref(), b"body");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still {status:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(origin.requests(), 2);
+}

@@ -6,7 +6,8 @@ use std::task::{Context, Poll, ready};
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, Uri};
+use http::header::{IF_MODIFIED_SINCE, IF_NONE_MATCH};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
 use pin_project::pin_project;
 use tokio::sync::oneshot;
@@ -349,8 +350,15 @@ where
                                 stale_while_revalidate(&entry, facts, this.config)
                             {
                                 if let Claim::Started(guard) = claim {
-                                    let (mut service, request) =
+                                    let (mut service, mut request) =
                                         forward.take().expect("a lookup forwards at most once");
+                                    // The client has its answer: the refresh is the
+                                    // cache's own, conditioned on the entry's validators,
+                                    // not the client's, so that its 304 freshens the entry.
+                                    let conditional = conditional
+                                        || (readable
+                                            && own_validators_dropped(request.headers_mut())
+                                            && make_conditional(&entry, request.headers_mut()));
                                     let Plan::Cache(mut facts) =
                                         std::mem::replace(this.plan, Plan::Pass)
                                     else {
@@ -520,6 +528,13 @@ pub(crate) fn finish<St: Store, B: Body<Data = Bytes>, E: Into<BoxError>>(
         }
         Plan::Pass => Ok(forwarded::<St, B>(response, None, None, reason, config)),
     }
+}
+
+/// Takes a request's own `If-None-Match` and `If-Modified-Since` off; whether it had
+/// either.
+fn own_validators_dropped(headers: &mut HeaderMap) -> bool {
+    let had = headers.remove(IF_NONE_MATCH).is_some();
+    headers.remove(IF_MODIFIED_SINCE).is_some() || had
 }
 
 /// Whether a forwarded request may wait for a concurrent fetch of the same key instead:
