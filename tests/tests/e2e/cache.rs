@@ -1225,3 +1225,46 @@ async fn a_background_refresh_for_a_client_with_its_own_validator_freshens_the_e
     }
     assert_eq!(origin.requests(), 2);
 }
+
+#[tokio::test]
+async fn a_304_to_the_clients_own_validator_freshens_the_stale_entry_it_names() {
+    // RFC 9111 §4.3.4: a 304 the cache receives updates the stored response it names,
+    // whoever made the request conditional; the client gets the 304 it asked for.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970");
+    let clock =
+        ManualClock::starting_at(std::time::UNIX_EPOCH + Duration::from_secs(now.as_secs()));
+    let origin = Origin::start_dated(clock.clone(), |seen| {
+        let reply = if seen
+            .headers
+            .get("if-none-match")
+            .is_some_and(|tag| tag == "\"v1\"")
+        {
+            Reply::ok("").status(304)
+        } else {
+            Reply::ok("body")
+        };
+        reply
+            .header("etag", "\"v1\"")
+            .header("cache-control", "max-age=60")
+    })
+    .await;
+    let cache = stack(CacheLayer::new(MemoryStore::default()).clock(clock.clone()));
+    let url = origin.url("/a");
+    fetch(&cache, get(&url)).await;
+    clock.advance(Duration::from_secs(120));
+    let mut own = get(&url);
+    own.headers_mut()
+        .insert("if-none-match", http::HeaderValue::from_static("\"v1\""));
+    let answered = cachet_tests::fetch(&cache, own).await;
+    assert_eq!(answered.code, 304);
+    assert!(answered.body.is_empty());
+    assert_eq!(origin.requests(), 2);
+    let (status, _, body) = fetch(&cache, get(&url)).await;
+    assert_eq!(
+        (status, body.as_ref()),
+        (CacheStatus::Hit, b"body".as_slice())
+    );
+    assert_eq!(origin.requests(), 2);
+}

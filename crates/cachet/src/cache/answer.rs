@@ -366,7 +366,11 @@ pub(crate) fn respond_not_modified<B>(
     served: Served<'_>,
     config: &Config,
 ) -> Response<CacheBody<B>> {
-    let mut response = respond(entry, served, config);
+    as_not_modified(respond(entry, served, config))
+}
+
+/// A stored response turned into the `304` that stands for it: no body, no length.
+pub(crate) fn as_not_modified<B>(mut response: Response<CacheBody<B>>) -> Response<CacheBody<B>> {
     *response.body_mut() = CacheBody::stored(Bytes::new());
     *response.status_mut() = StatusCode::NOT_MODIFIED;
     response.headers_mut().remove(CONTENT_LENGTH);
@@ -536,6 +540,14 @@ pub(crate) fn revalidated<St: Store, B>(
         status,
     );
     respond(&entry, served, config)
+}
+
+/// Whether a `304` to a request with the client's own validators names the stored
+/// response with these headers (RFC 9111 §4.3.4): it must carry a validator, since the
+/// client's copy may be another than the cache's, and that validator must be the entry's.
+pub(crate) fn names_entry(entry: &HeaderMap, not_modified: &HeaderMap) -> bool {
+    (not_modified.contains_key(ETAG) || not_modified.contains_key(LAST_MODIFIED))
+        && identifies(entry, not_modified)
 }
 
 /// Whether a `304` identifies the stored response with these headers for update (RFC 9111

@@ -16,8 +16,8 @@ use tower::Service;
 
 use super::ForwardReason;
 use super::answer::{
-    Step, examine, forwarded, make_conditional, only_if_cached_miss, revalidated, stale_on_error,
-    stale_while_revalidate,
+    Step, as_not_modified, examine, forwarded, make_conditional, names_entry, only_if_cached_miss,
+    revalidated, stale_on_error, stale_while_revalidate,
 };
 use super::body::CacheBody;
 use super::coalesce::{Join, Leader};
@@ -502,6 +502,15 @@ pub(crate) fn finish<St: Store, B: Body<Data = Bytes>, E: Into<BoxError>>(
             if let Some(stale) = stale {
                 if status == StatusCode::NOT_MODIFIED && stale.conditional {
                     return Ok(revalidated(*stale.entry, response, facts, config));
+                }
+                // A 304 to the client's own validators that names the stored response
+                // updates it as a revalidation of the cache's own would (§4.3.4); the
+                // client gets its 304.
+                if status == StatusCode::NOT_MODIFIED
+                    && names_entry(&stale.entry.headers, response.headers())
+                {
+                    let updated = revalidated(*stale.entry, response, facts, config);
+                    return Ok(as_not_modified(updated));
                 }
                 if matches!(status.as_u16(), 500 | 502 | 503 | 504)
                     && let Some(stale) = stale_on_error(*stale.entry, facts, Some(status), config)
