@@ -1268,3 +1268,43 @@ async fn a_304_to_the_clients_own_validator_freshens_the_stale_entry_it_names() 
     );
     assert_eq!(origin.requests(), 2);
 }
+
+#[tokio::test]
+async fn a_304_to_a_request_that_may_not_store_deletes_nothing() {
+    // The refusal is the request's (its `no-store`), not the 304's: the stored response
+    // stays for the next request.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970");
+    let clock =
+        ManualClock::starting_at(std::time::UNIX_EPOCH + Duration::from_secs(now.as_secs()));
+    let origin = Origin::start_dated(clock.clone(), |seen| {
+        let reply = if seen.headers.contains_key("if-none-match") {
+            Reply::ok("").status(304)
+        } else {
+            Reply::ok("body")
+        };
+        reply
+            .header("etag", "\"v1\"")
+            .header("cache-control", "max-age=60")
+    })
+    .await;
+    let cache = stack(CacheLayer::new(MemoryStore::default()).clock(clock.clone()));
+    let url = origin.url("/n");
+    fetch(&cache, get(&url)).await;
+    clock.advance(Duration::from_secs(120));
+    let with = |directives: &'static str| {
+        let mut request = get(&url);
+        request
+            .headers_mut()
+            .insert("cache-control", http::HeaderValue::from_static(directives));
+        request
+    };
+    let (status, _, _) = fetch(&cache, with("no-store")).await;
+    assert_eq!(status, CacheStatus::Revalidated { stored: false });
+    let (status, _, body) = fetch(&cache, with("max-stale=3600")).await;
+    assert_eq!(
+        (status, body.as_ref()),
+        (CacheStatus::Hit, b"body".as_slice())
+    );
+}

@@ -476,6 +476,9 @@ pub(crate) fn revalidated<St: Store, B>(
     config: &Config,
 ) -> Response<CacheBody<B>> {
     let identified = identifies(&entry.headers, not_modified.headers());
+    // Whether this request could store the entry as it was: if so, and not as the 304
+    // leaves it, the 304 is what forbids it.
+    let was_storable = identified && storable(&entry, facts, config).1.is_some();
     // Stored again only when the 304 updated it whole.
     let (now, updated) = if identified {
         let now = write::after_invalidation(config.clock.now(), facts);
@@ -492,18 +495,14 @@ pub(crate) fn revalidated<St: Store, B>(
     };
 
     config.metrics.forward(true);
-    let stored = ResponseFacts::of_entry(&entry, config.targeted.as_ref());
-    // The updated entry is judged as a fresh response would be, settings included.
-    let (mut parts, ()) = Response::new(()).into_parts();
-    parts.status = entry.status;
-    parts.version = entry.version;
-    parts.headers = entry.headers.clone();
-    let storing = write::may_store(&stored, &parts, facts, config).filter(|_| updated);
+    let (stored, storing) = storable(&entry, facts, config);
+    let storing = storing.filter(|_| updated);
     let storable = storing.is_some();
-    if identified && !storable && !config.read_only {
-        // The entry as it was is out of date, and its update may not be stored (the 304
+    if was_storable && !storable && !config.read_only {
+        // The entry as it was is out of date, and the 304 forbids storing its update (it
         // says `private` or `no-store`, say, or has more fields than an entry holds): a
-        // request that takes stale responses must not get the copy from before it.
+        // request that takes stale responses must not get the copy from before it. (A
+        // refusal this request causes, its `Authorization` or `no-store`, deletes nothing.)
         let key = facts.variant.clone().unwrap_or_else(|| facts.key.clone());
         write::write(
             facts.store.cloned(),
@@ -540,6 +539,22 @@ pub(crate) fn revalidated<St: Store, B>(
         status,
     );
     respond(&entry, served, config)
+}
+
+/// A stored entry's facts, and where and for how long this request may store it, judged
+/// as a fresh response would be, settings included.
+fn storable<'e, St: Store>(
+    entry: &'e Entry,
+    facts: &RequestFacts<St>,
+    config: &Config,
+) -> (ResponseFacts<'e>, Option<(Duration, Vec<HeaderName>)>) {
+    let stored = ResponseFacts::of_entry(entry, config.targeted.as_ref());
+    let (mut parts, ()) = Response::new(()).into_parts();
+    parts.status = entry.status;
+    parts.version = entry.version;
+    parts.headers = entry.headers.clone();
+    let storing = write::may_store(&stored, &parts, facts, config);
+    (stored, storing)
 }
 
 /// Whether a `304` to a request with the client's own validators names the stored
