@@ -4,6 +4,8 @@
 
 use std::hash::BuildHasher;
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use cachet::{CacheKey, Filter};
@@ -114,9 +116,14 @@ impl Upstream {
         *request.uri_mut() = match target {
             Ok(uri) => uri,
             Err(refused) => {
-                // At debug, a loop too: a client that learns this proxy's pseudonym (a
-                // `TRACE` shows it) can send it, and must not fill the log.
-                tracing::debug!(reason = refused.reason, "refused");
+                if refused.status == StatusCode::LOOP_DETECTED && via.may_warn() {
+                    // A misconfigured upstream that leads back here is worth a warning;
+                    // a client that learns the pseudonym (a `TRACE` shows it) could send
+                    // it on every request, so there is one a minute at most.
+                    tracing::warn!("{}", refused.reason);
+                } else {
+                    tracing::debug!(reason = refused.reason, "refused");
+                }
                 request.extensions_mut().insert(refused);
                 Uri::from_static("/")
             }
@@ -391,6 +398,8 @@ pub(crate) struct Via {
     pseudonym: String,
     /// `Via` values for HTTP/0.9, 1.0, 1.1, 2 and 3, made once: a request clones one.
     values: [HeaderValue; 5],
+    /// When a loop was last warned of, in seconds since the epoch (shared by clones).
+    warned: Arc<AtomicU64>,
 }
 
 impl Via {
@@ -413,7 +422,24 @@ impl Via {
             value("2"),
             value("3"),
         ];
-        Self { pseudonym, values }
+        Self {
+            pseudonym,
+            values,
+            warned: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Whether a loop may be warned of now: once a minute at most.
+    pub(crate) fn may_warn(&self) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        let last = self.warned.load(Ordering::Relaxed);
+        now >= last.saturating_add(60)
+            && self
+                .warned
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// The `Via` value for a request received with `version`.

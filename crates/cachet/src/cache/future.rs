@@ -507,6 +507,7 @@ pub(crate) fn finish<St: Store, B: Body<Data = Bytes>, E: Into<BoxError>>(
                 // updates it as a revalidation of the cache's own would (§4.3.4); the
                 // client gets its 304.
                 if status == StatusCode::NOT_MODIFIED
+                    && matches!(facts.method, Method::GET | Method::HEAD)
                     && names_entry(&stale.entry.headers, response.headers())
                 {
                     let updated = revalidated(*stale.entry, response, facts, config);

@@ -436,10 +436,9 @@ pub(crate) fn freshen_get<St: Store>(
     // Its headers would be stored with the GET's entry, so the HEAD response is judged as
     // any response to store is: a shared cache keeps no `Set-Cookie`, nothing `private`
     // or `no-store`, no answer to `Authorization` it may not store (RFC 9111 §3, §3.5),
-    // and the statuses and the filter have their say. One it may not store still says,
-    // when it is a 2xx, whether the stored GET has changed.
-    let storable = may_store(&response, head, facts, config).is_some();
-    if !storable && !head.status.is_success() {
+    // and the statuses and the filter have their say. One it may not store says nothing
+    // of the stored GET: it may be another user's (an answer to `Authorization`).
+    if may_store(&response, head, facts, config).is_none() {
         return;
     }
     // A HEAD response that varies describes variants, not the one GET response stored
@@ -465,8 +464,8 @@ pub(crate) fn freshen_get<St: Store>(
             return;
         };
         match representation(&entry, &update) {
-            Representation::Same if storable => {}
-            Representation::Same | Representation::Unknown => return,
+            Representation::Same => {}
+            Representation::Unknown => return,
             // Changed since it was stored: stale (§4.3.5), and gone, so that the next GET
             // asks the origin.
             Representation::Changed => {

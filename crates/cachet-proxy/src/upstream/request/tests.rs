@@ -567,3 +567,11 @@ fn body_text(response: Response<Full<Bytes>>) -> String {
         _ => String::new(),
     }
 }
+
+#[test]
+fn a_loop_is_warned_of_once_a_minute_at_most() {
+    let via = Via::random();
+    assert!(via.may_warn(), "the first time");
+    assert!(!via.may_warn(), "not again at once");
+    assert!(!via.clone().may_warn(), "nor by a clone");
+}
