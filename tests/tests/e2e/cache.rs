@@ -1118,16 +1118,41 @@ async fn a_head_the_cache_may_not_store_leaves_the_stored_get_alone() {
     );
 }
 
+/// A manual clock at a whole second of now, so that an origin's `Date` (in seconds) is
+/// exactly its time.
+fn whole_second_clock() -> ManualClock {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970");
+    ManualClock::starting_at(std::time::UNIX_EPOCH + Duration::from_secs(now.as_secs()))
+}
+
+/// An origin dated by `clock` whose `body` has the entity tag `"v1"` and this
+/// `Cache-Control`, and which answers `304` to a request conditioned on that tag.
+async fn revalidated_by_its_tag(clock: ManualClock, cache_control: &'static str) -> Origin {
+    Origin::start_dated(clock, move |seen| {
+        let reply = if seen
+            .headers
+            .get("if-none-match")
+            .is_some_and(|tag| tag == "\"v1\"")
+        {
+            Reply::ok("").status(304)
+        } else {
+            Reply::ok("body")
+        };
+        reply
+            .header("etag", "\"v1\"")
+            .header("cache-control", cache_control)
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_304_that_says_private_leaves_no_shared_copy_behind() {
     // RFC 9111 §4.3.4: the stored response is updated by the 304; when the update may not
     // be stored (a shared cache and `private`), the copy from before it goes too, so that
     // a request that takes stale responses does not get it.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after 1970");
-    let clock =
-        ManualClock::starting_at(std::time::UNIX_EPOCH + Duration::from_secs(now.as_secs()));
+    let clock = whole_second_clock();
     let origin = Origin::start_dated(clock.clone(), |seen| {
         if seen.headers.contains_key("if-none-match") {
             Reply::ok("")
@@ -1161,26 +1186,9 @@ async fn a_background_refresh_for_a_client_with_its_own_validator_freshens_the_e
     // RFC 5861 §3 and RFC 9111 §4.3.1: the client gets the stale response at once; the
     // refresh is the cache's, conditioned on the entry's validator, so its 304 freshens
     // the entry (the client's own validator made it a 304 the cache threw away).
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after 1970");
-    let clock =
-        ManualClock::starting_at(std::time::UNIX_EPOCH + Duration::from_secs(now.as_secs()));
-    let origin = Origin::start_dated(clock.clone(), |seen| {
-        let reply = if seen
-            .headers
-            .get("if-none-match")
-            .is_some_and(|tag| tag == "\"v1\"")
-        {
-            Reply::ok("").status(304)
-        } else {
-            Reply::ok("body")
-        };
-        reply
-            .header("etag", "\"v1\"")
-            .header("cache-control", "max-age=60, stale-while-revalidate=600")
-    })
-    .await;
+    let clock = whole_second_clock();
+    let origin =
+        revalidated_by_its_tag(clock.clone(), "max-age=60, stale-while-revalidate=600").await;
     let cache = stack(CacheLayer::new(MemoryStore::default()).clock(clock.clone()));
     let url = origin.url("/g");
     fetch(&cache, get(&url)).await;
@@ -1218,26 +1226,8 @@ async fn a_background_refresh_for_a_client_with_its_own_validator_freshens_the_e
 async fn a_304_to_the_clients_own_validator_freshens_the_stale_entry_it_names() {
     // RFC 9111 §4.3.4: a 304 the cache receives updates the stored response it names,
     // whoever made the request conditional; the client gets the 304 it asked for.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after 1970");
-    let clock =
-        ManualClock::starting_at(std::time::UNIX_EPOCH + Duration::from_secs(now.as_secs()));
-    let origin = Origin::start_dated(clock.clone(), |seen| {
-        let reply = if seen
-            .headers
-            .get("if-none-match")
-            .is_some_and(|tag| tag == "\"v1\"")
-        {
-            Reply::ok("").status(304)
-        } else {
-            Reply::ok("body")
-        };
-        reply
-            .header("etag", "\"v1\"")
-            .header("cache-control", "max-age=60")
-    })
-    .await;
+    let clock = whole_second_clock();
+    let origin = revalidated_by_its_tag(clock.clone(), "max-age=60").await;
     let cache = stack(CacheLayer::new(MemoryStore::default()).clock(clock.clone()));
     let url = origin.url("/a");
     fetch(&cache, get(&url)).await;
@@ -1261,22 +1251,8 @@ async fn a_304_to_the_clients_own_validator_freshens_the_stale_entry_it_names() 
 async fn a_304_to_a_request_that_may_not_store_deletes_nothing() {
     // The refusal is the request's (its `no-store`), not the 304's: the stored response
     // stays for the next request.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after 1970");
-    let clock =
-        ManualClock::starting_at(std::time::UNIX_EPOCH + Duration::from_secs(now.as_secs()));
-    let origin = Origin::start_dated(clock.clone(), |seen| {
-        let reply = if seen.headers.contains_key("if-none-match") {
-            Reply::ok("").status(304)
-        } else {
-            Reply::ok("body")
-        };
-        reply
-            .header("etag", "\"v1\"")
-            .header("cache-control", "max-age=60")
-    })
-    .await;
+    let clock = whole_second_clock();
+    let origin = revalidated_by_its_tag(clock.clone(), "max-age=60").await;
     let cache = stack(CacheLayer::new(MemoryStore::default()).clock(clock.clone()));
     let url = origin.url("/n");
     fetch(&cache, get(&url)).await;
