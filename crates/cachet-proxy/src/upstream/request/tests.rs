@@ -1,3 +1,4 @@
+use std::net::IpAddr;
 use std::task::{Context, Poll};
 
 use http::StatusCode;
