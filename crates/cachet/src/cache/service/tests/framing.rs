@@ -1,0 +1,162 @@
+//! Lengths and dates that frame what is stored: a stored response without its body, a
+//! length no one can read, a 304 without a `Date`.
+
+use super::*;
+
+#[tokio::test]
+async fn a_stored_response_without_its_body_but_with_a_length_answers_only_a_head() {
+    use std::time::{Duration, SystemTime};
+    use tower::ServiceExt;
+
+    let store = MemoryStore::default();
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        "cache-control",
+        http::HeaderValue::from_static("max-age=600"),
+    );
+    headers.insert("content-length", http::HeaderValue::from_static("1024"));
+    let now = SystemTime::now();
+    let entry = crate::entry::Entry {
+        status: http::StatusCode::OK,
+        version: http::Version::HTTP_11,
+        headers,
+        vary: Vec::new(),
+        request_time: now,
+        response_time: now,
+        configured: None,
+        body: Bytes::new(),
+    };
+    let value = entry.encode().expect("encodes");
+    // A HEAD's entry, as the cache writes one, and the same bytes written under the GET
+    // key by another writer.
+    for key in ["GET http://example.com/x", "HEAD http://example.com/x"] {
+        let put = StoreRequest::Put {
+            key: crate::CacheKey::from_text(key),
+            value: value.clone().into(),
+            ttl: Duration::from_secs(600),
+        };
+        store
+            .clone()
+            .oneshot(put)
+            .await
+            .expect("memory stores never fail");
+    }
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let origin = tower::service_fn(move |_: Request<()>| {
+        counted.fetch_add(1, SeqCst);
+        std::future::ready(Ok::<_, std::convert::Infallible>(fresh("origin")))
+    });
+    let cache = tower::Layer::layer(&CacheLayer::new(store), origin);
+
+    let get = cache
+        .clone()
+        .oneshot(get("http://example.com/x"))
+        .await
+        .expect("answers");
+    assert!(matches!(
+        get.extensions().get::<CacheStatus>(),
+        Some(CacheStatus::Forwarded { .. })
+    ));
+    let body = get
+        .into_body()
+        .collect()
+        .await
+        .expect("completes")
+        .to_bytes();
+    assert_eq!(body, "origin");
+    assert_eq!(calls.load(SeqCst), 1);
+
+    let head = Request::head("http://example.com/x")
+        .body(())
+        .expect("valid");
+    let head = cache.oneshot(head).await.expect("answers");
+    assert_eq!(
+        head.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Hit)
+    );
+    assert_eq!(head.headers()["content-length"], "1024");
+    assert_eq!(calls.load(SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_response_whose_content_length_cannot_be_read_is_not_stored() {
+    use tower::ServiceExt;
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let origin = tower::service_fn(move |_: Request<()>| {
+        counted.fetch_add(1, SeqCst);
+        let mut response = fresh("origin");
+        response
+            .headers_mut()
+            .insert("content-length", http::HeaderValue::from_static("6, 7"));
+        std::future::ready(Ok::<_, std::convert::Infallible>(response))
+    });
+    let cache = tower::Layer::layer(&CacheLayer::new(MemoryStore::default()), origin);
+    for _ in 0..2 {
+        let response = cache
+            .clone()
+            .oneshot(get("http://example.com/x"))
+            .await
+            .expect("answers");
+        assert!(matches!(
+            response.extensions().get::<CacheStatus>(),
+            Some(CacheStatus::Forwarded { stored: false, .. })
+        ));
+        response.into_body().collect().await.expect("completes");
+    }
+    assert_eq!(calls.load(SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_304_without_a_date_freshens_the_entry_from_the_time_it_arrived() {
+    use std::time::Duration;
+    use tower::ServiceExt;
+
+    use crate::clock::{Clock, ManualClock};
+
+    let clock = ManualClock::new();
+    let first_date = httpdate::fmt_http_date(clock.now());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    // A 304 without `Date` (RFC 9110 §6.6.1 lets a server without a clock leave it out).
+    let origin = tower::service_fn(move |request: Request<()>| {
+        counted.fetch_add(1, SeqCst);
+        let builder = Response::builder()
+            .header("etag", "\"v1\"")
+            .header("cache-control", "max-age=60");
+        let response = if request.headers().contains_key("if-none-match") {
+            builder.status(304).body(Full::new(Bytes::new()))
+        } else {
+            builder
+                .header("date", first_date.as_str())
+                .body(Full::new(Bytes::from_static(b"body")))
+        };
+        std::future::ready(Ok::<_, std::convert::Infallible>(
+            response.expect("a valid response"),
+        ))
+    });
+    let cache = tower::Layer::layer(
+        &CacheLayer::new(MemoryStore::default()).clock(clock.clone()),
+        origin,
+    );
+    let url = "http://example.com/x";
+    let first = cache.clone().oneshot(get(url)).await.expect("answers");
+    first.into_body().collect().await.expect("completes");
+    clock.advance(Duration::from_secs(120));
+    let revalidated = cache.clone().oneshot(get(url)).await.expect("answers");
+    assert_eq!(
+        revalidated.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Revalidated { stored: true })
+    );
+    assert_eq!(revalidated.headers()["age"], "0", "fresh from the 304");
+    revalidated.into_body().collect().await.expect("completes");
+    clock.advance(Duration::from_secs(1));
+    let next = cache.oneshot(get(url)).await.expect("answers");
+    assert_eq!(
+        next.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Hit)
+    );
+    assert_eq!(calls.load(SeqCst), 2);
+}
