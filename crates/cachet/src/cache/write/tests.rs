@@ -1,3 +1,5 @@
+use http::Uri;
+
 use super::*;
 
 #[tokio::test]

@@ -1,0 +1,81 @@
+//! What a forwarded request's response becomes: a revalidated entry, a stale one standing
+//! in for a failing origin, an invalidation, or a response recorded for the store.
+
+use bytes::Bytes;
+use http::{Method, Response, StatusCode};
+use http_body::Body;
+
+use super::{Plan, Stale};
+use crate::cache::answer::{as_not_modified, forwarded, names_entry, revalidated, stale_on_error};
+use crate::cache::body::CacheBody;
+use crate::cache::coalesce::Leader;
+use crate::cache::layer::Config;
+use crate::cache::{ForwardReason, write};
+use crate::store::Store;
+use crate::{BoxError, Error};
+
+/// Completes a forwarded request: refreshes a stale entry on a 304, stands a stale entry
+/// in for a failing origin where allowed, invalidates after an unsafe method, and
+/// otherwise records the response for the store if it may be stored.
+pub(crate) fn finish<St: Store, B: Body<Data = Bytes>, E: Into<BoxError>>(
+    result: Result<Response<B>, E>,
+    plan: &Plan<St>,
+    leader: Option<Leader>,
+    stale: Option<Stale>,
+    reason: ForwardReason,
+    config: &Config,
+) -> Result<Response<CacheBody<B>>, Error> {
+    let response = match result {
+        Ok(response) => response,
+        Err(error) => {
+            if let (Plan::Cache(facts), Some(stale)) = (plan, stale)
+                && let Some(response) = stale_on_error(*stale.entry, facts, None, config)
+            {
+                return Ok(response);
+            }
+            return Err(Error::upstream(error));
+        }
+    };
+    match plan {
+        Plan::Cache(facts) => {
+            let status = response.status();
+            if let Some(stale) = stale {
+                if status == StatusCode::NOT_MODIFIED && stale.conditional {
+                    return Ok(revalidated(*stale.entry, response, facts, config));
+                }
+                // A 304 to the client's own validators that names the stored response
+                // updates it as a revalidation of the cache's own would (§4.3.4); the
+                // client gets its 304.
+                if status == StatusCode::NOT_MODIFIED
+                    && matches!(facts.method, Method::GET | Method::HEAD)
+                    && names_entry(&stale.entry.headers, response.headers())
+                {
+                    let updated = revalidated(*stale.entry, response, facts, config);
+                    return Ok(as_not_modified(updated));
+                }
+                if matches!(status.as_u16(), 500 | 502 | 503 | 504)
+                    && let Some(stale) = stale_on_error(*stale.entry, facts, Some(status), config)
+                {
+                    return Ok(stale);
+                }
+            }
+            let response = if facts.method == Method::HEAD && status == StatusCode::OK {
+                let (parts, body) = response.into_parts();
+                write::freshen_get(facts, &parts, config);
+                Response::from_parts(parts, body)
+            } else {
+                response
+            };
+            Ok(forwarded(response, Some(facts), leader, reason, config))
+        }
+        Plan::Invalidate { store, uri } => {
+            if !config.read_only
+                && (response.status().is_success() || response.status().is_redirection())
+            {
+                write::invalidate(store, uri, response.headers(), config);
+            }
+            Ok(forwarded::<St, B>(response, None, None, reason, config))
+        }
+        Plan::Pass => Ok(forwarded::<St, B>(response, None, None, reason, config)),
+    }
+}
