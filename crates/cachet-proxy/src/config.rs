@@ -121,6 +121,18 @@ struct Policy {
 }
 
 impl Policy {
+    /// How the cache keys requests: `[keys]` of the file, and the flags.
+    fn keys(&self) -> Keys {
+        let keys = Keys::new()
+            .ignore(&self.ignore)
+            .headers(self.headers.iter().cloned())
+            .sort_query(self.sort_query);
+        match &self.credentials {
+            Some(credentials) => keys.credentials(credentials),
+            None => keys,
+        }
+    }
+
     fn from_file(settings: &FileSettings) -> Self {
         let (expiry, keys, filters) = (&settings.expiry, &settings.keys, &settings.filters);
         let cache = &settings.cache;
@@ -176,14 +188,7 @@ impl Policy {
         for (pattern, expiry) in &self.rules {
             layer = layer.expiry_rule(pattern, *expiry);
         }
-        let mut keys = Keys::new()
-            .ignore(&self.ignore)
-            .headers(self.headers.iter().cloned())
-            .sort_query(self.sort_query);
-        if let Some(credentials) = &self.credentials {
-            keys = keys.credentials(credentials);
-        }
-        layer = layer.rules_win(self.rules_win).keys(keys);
+        layer = layer.rules_win(self.rules_win).keys(self.keys());
         if let Some(methods) = &self.methods {
             layer = layer.methods(methods.iter().cloned());
         }
@@ -377,16 +382,9 @@ impl Config {
         self.upstream_timeout
     }
 
-    /// The names the cache takes for credentials, in headers and in the query: `[keys]
-    /// credentials`, or [`Keys::DEFAULT_CREDENTIALS`].
-    pub(crate) fn credentials(&self) -> Vec<String> {
-        match &self.policy.credentials {
-            Some(credentials) => credentials.clone(),
-            None => Keys::DEFAULT_CREDENTIALS
-                .iter()
-                .map(|name| (*name).to_owned())
-                .collect(),
-        }
+    /// How the cache keys requests, whose credentials a `TRACE` answered here leaves out.
+    pub(crate) fn keys(&self) -> Keys {
+        self.policy.keys()
     }
 
     pub(crate) fn target(&self) -> &Upstream {

@@ -159,7 +159,7 @@ impl Proxy {
             client,
             config.upstream_timeout(),
             config.trust_forwarded(),
-            config.credentials(),
+            config.keys(),
         );
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder.http1().timer(TokioTimer::new());

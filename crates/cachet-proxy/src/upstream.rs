@@ -27,7 +27,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cachet::KeyedBody;
+use cachet::{KeyedBody, Keys};
 use http::header::{ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
@@ -87,9 +87,9 @@ struct ForwardInner {
     client: HttpClient,
     timeout: Duration,
     trust_forwarded: bool,
-    /// The names the cache takes for credentials, headers and query parameters alike:
-    /// left out of what a TRACE answered here echoes.
-    credentials: Vec<String>,
+    /// How the cache keys requests: its credentials, headers and query parameters alike,
+    /// are left out of what a TRACE answered here echoes.
+    keys: Keys,
 }
 
 impl Forward {
@@ -97,14 +97,14 @@ impl Forward {
         client: HttpClient,
         timeout: Duration,
         trust_forwarded: bool,
-        credentials: Vec<String>,
+        keys: Keys,
     ) -> Self {
         Self {
             inner: Arc::new(ForwardInner {
                 client,
                 timeout,
                 trust_forwarded,
-                credentials,
+                keys,
             }),
             client: None,
         }
@@ -151,7 +151,7 @@ impl Service<Request<RequestBody>> for Forward {
         if let Some(refused) = request.extensions().get::<Refused>() {
             return ForwardFuture::answer(reply(refused.status, refused.reason));
         }
-        if let Some(answer) = max_forwards(&mut request, &self.inner.credentials) {
+        if let Some(answer) = max_forwards(&mut request, &self.inner.keys) {
             return ForwardFuture::answer(answer);
         }
         set_forwarded(
@@ -364,7 +364,7 @@ mod tests {
             client().expect("the TLS client builds"),
             timeout,
             false,
-            Vec::new(),
+            Keys::new(),
         );
         let target = Upstream::parse(&format!("http://{addr}")).expect("a valid upstream");
         let via = Via::random();

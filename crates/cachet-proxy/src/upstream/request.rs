@@ -12,6 +12,8 @@ use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::Full;
 
+use cachet::Keys;
+
 use crate::flags::Upstream;
 
 /// The headers that describe one connection, not the message (RFC 9110 §7.6.1), besides
@@ -475,11 +477,11 @@ fn received_by(entry: &[u8]) -> Option<&[u8]> {
 /// `Max-Forwards` on a TRACE or OPTIONS (RFC 9110 §7.6.2): at 0 the proxy answers as the
 /// final recipient (OPTIONS with an empty 200, TRACE with the request it would have
 /// forwarded, credentials left out: `Authorization`, `Cookie`, and the headers and query
-/// parameters named in `credentials`, the cache's); above 0 it counts one down. Any
+/// parameters `keys` takes for credentials, the cache's); above 0 it counts one down. Any
 /// other request, or a value that is not a number, goes on as it is.
 pub(super) fn max_forwards<B>(
     request: &mut Request<B>,
-    credentials: &[String],
+    keys: &Keys,
 ) -> Option<Response<Full<Bytes>>> {
     const MAX_FORWARDS: HeaderName = HeaderName::from_static("max-forwards");
     if !matches!(*request.method(), Method::OPTIONS | Method::TRACE) {
@@ -503,7 +505,7 @@ pub(super) fn max_forwards<B>(
     if request.method() == Method::TRACE {
         // A page's script may send TRACE and read the answer, but not the credentials its
         // browser adds: echoed, they would be handed to it (cross-site tracing).
-        let is_credential = |name: &str| credentials.iter().any(|c| c.eq_ignore_ascii_case(name));
+        let is_credential = |name: &str| keys.is_credential(name);
         let uri = request.uri();
         let mut message = format!("TRACE {}", uri.path());
         let query = uri
@@ -535,7 +537,8 @@ pub(super) fn max_forwards<B>(
     Some(response)
 }
 
-/// A query without the parameters whose names (percent-escapes decoded) are credentials,
+/// A query without the parameters whose names are credentials (`is_credential` decodes
+/// percent-escapes),
 /// whether `&` or `;` comes before them (some origins split at either); the rest is kept
 /// as it was sent.
 fn without_credentials(query: &str, is_credential: impl Fn(&str) -> bool) -> String {
@@ -544,7 +547,7 @@ fn without_credentials(query: &str, is_credential: impl Fn(&str) -> bool) -> Str
     for part in query.split_inclusive(['&', ';']) {
         let pair = part.trim_end_matches(['&', ';']);
         let name = pair.split_once('=').map_or(pair, |(name, _)| name);
-        if is_credential(&param_name(name)) {
+        if is_credential(name) {
             dropped = true;
         } else {
             kept.push_str(part);
@@ -556,14 +559,6 @@ fn without_credentials(query: &str, is_credential: impl Fn(&str) -> bool) -> Str
         kept.truncate(end);
     }
     kept
-}
-
-/// A query parameter's name as the origin reads it, its percent-escapes decoded
-/// (`api%5Fkey` is `api_key`).
-fn param_name(name: &str) -> std::borrow::Cow<'_, str> {
-    form_urlencoded::parse(name.as_bytes())
-        .next()
-        .map_or(std::borrow::Cow::Borrowed(""), |(name, _)| name)
 }
 
 mod forwarded;

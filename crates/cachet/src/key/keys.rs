@@ -156,6 +156,13 @@ impl Keys {
         }
     }
 
+    /// Whether `name`, a request header's or a query parameter's (percent-escapes decoded,
+    /// `api%5Fkey` is `api_key`), is one of the [credentials](Self::credentials): for a
+    /// program that must keep them out of what it shows, as a proxy answering `TRACE`.
+    pub fn is_credential(&self, name: &str) -> bool {
+        contains_bytes(&self.credentials, &param_name(name.as_bytes()))
+    }
+
     /// Query parameters and request headers to leave out of the key and never store.
     ///
     /// In a shared cache, ignoring a parameter that identifies the user (an API key in

@@ -516,3 +516,15 @@ fn an_invalidation_reads_the_keys_a_url_has_for_get_and_head_with_any_strategy()
         }
     }
 }
+
+#[test]
+fn a_credential_is_known_by_any_case_and_by_its_percent_escapes() {
+    let keys = Keys::new().credentials(["api_key", "x-session"]);
+    for name in ["api_key", "API_KEY", "api%5Fkey", "%61pi_key", "X-Session"] {
+        assert!(keys.is_credential(name), "{name}");
+    }
+    for name in ["api_keyx", "authorization", "api%zzkey"] {
+        assert!(!keys.is_credential(name), "{name}");
+    }
+    assert!(Keys::new().is_credential("authorization"), "a default");
+}
