@@ -301,12 +301,10 @@ async fn forwarded_host_origin() -> Origin {
     .await
 }
 
-#[tokio::test]
-async fn an_answer_that_varies_on_the_clients_address_is_not_stored() {
-    // The upstream answers for the client the proxy names in `X-Forwarded-For`, which the
-    // proxy sets below the cache: the cache would tell variants apart by a header the
-    // client did not send.
-    let origin = Origin::start(|seen| {
+/// An origin that answers for the client `X-Forwarded-For` names, fresh for ten minutes,
+/// with this `Vary`.
+async fn answering_for_the_client(vary: &'static str) -> Origin {
+    Origin::start(move |seen| {
         let client = seen
             .headers
             .get("x-forwarded-for")
@@ -314,9 +312,17 @@ async fn an_answer_that_varies_on_the_clients_address_is_not_stored() {
             .unwrap_or("nobody");
         Reply::ok(format!("for {client}"))
             .header("cache-control", "max-age=600")
-            .header("vary", "Accept-Encoding, X-Forwarded-For")
+            .header("vary", vary)
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn an_answer_that_varies_on_the_clients_address_is_not_stored() {
+    // The upstream answers for the client the proxy names in `X-Forwarded-For`, which the
+    // proxy sets below the cache: the cache would tell variants apart by a header the
+    // client did not send.
+    let origin = answering_for_the_client("Accept-Encoding, X-Forwarded-For").await;
     let proxy = RunningProxy::start(&origin, &[]).await;
     let request = "GET /geo HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n";
     for from in [[127, 0, 0, 1], [127, 0, 0, 2], [127, 0, 0, 1]] {
@@ -412,17 +418,7 @@ async fn forwarding_headers_spelt_with_underscores_never_reach_the_upstream_eith
 #[tokio::test]
 async fn an_answer_that_varies_on_an_underscore_spelling_of_the_clients_address_is_not_stored() {
     // A CGI origin reads `X_Forwarded_For` as the `X-Forwarded-For` the proxy sets.
-    let origin = Origin::start(|seen| {
-        let client = seen
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("nobody");
-        Reply::ok(format!("for {client}"))
-            .header("cache-control", "max-age=600")
-            .header("vary", "X_Forwarded_For")
-    })
-    .await;
+    let origin = answering_for_the_client("X_Forwarded_For").await;
     let proxy = RunningProxy::start(&origin, &[]).await;
     let request = "GET /geo HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n";
     for from in [[127, 0, 0, 1], [127, 0, 0, 2]] {

@@ -71,7 +71,8 @@ pub(crate) fn not_modified(entry: &Entry, request: &HeaderMap) -> bool {
 }
 
 /// The entity tags of an `If-None-Match` line: split at the commas outside quotes, as a
-/// tag may hold one (`"a,b"`, RFC 9110 §8.8.3), and trimmed.
+/// tag may hold one (`"a,b"`, RFC 9110 §8.8.3), and trimmed. Not `Cache-Control`'s
+/// splitter: a backslash in a tag is a byte like any other, not an escape.
 fn entity_tags(line: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut rest = Some(line);
     std::iter::from_fn(move || {
