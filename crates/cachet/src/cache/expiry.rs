@@ -4,6 +4,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use http::Method;
+
 use crate::CacheKey;
 use crate::policy::Configured;
 
@@ -187,10 +189,10 @@ impl ExpiryRules {
         self.default = Some(expiry);
     }
 
-    /// The decision for a request with this key and its own expiry, if it has one: the
-    /// request's expiry, else the first rule that matches, else the default. The default
-    /// never wins over a response's headers; the others do when rules win.
-    pub(crate) fn decide(&self, key: &CacheKey, own: Option<Expiry>) -> Decision {
+    /// The decision for a request with this method and key and its own expiry, if it has
+    /// one: the request's expiry, else the first rule that matches, else the default. The
+    /// default never wins over a response's headers; the others do when rules win.
+    pub(crate) fn decide(&self, method: &Method, key: &CacheKey, own: Option<Expiry>) -> Decision {
         if own.is_none() && self.is_empty() {
             return Decision::Cache(None);
         }
@@ -203,7 +205,15 @@ impl ExpiryRules {
                     .find(|(pattern, _)| pattern.matches(url))
                     .map(|(_, expiry)| (*expiry, self.rules_win))
             })
-            .or_else(|| self.default.map(|expiry| (expiry, false)));
+            .or_else(|| {
+                // The default lifetime stands in for the heuristic one, which no other
+                // method's response gets (RFC 9110 §9.3.3); its "do not cache" holds for all.
+                self.default
+                    .filter(|expiry| {
+                        expiry.lifetime().is_none() || matches!(*method, Method::GET | Method::HEAD)
+                    })
+                    .map(|expiry| (expiry, false))
+            });
         match chosen {
             None => Decision::Cache(None),
             Some((expiry, wins)) => match expiry.lifetime() {
@@ -320,20 +330,31 @@ mod tests {
         rules.rules_win = true;
         let cache = |lifetime, wins| Decision::Cache(Some(Configured { lifetime, wins }));
         assert_eq!(
-            rules.decide(&key("https://api.test/live/feed"), None),
+            rules.decide(&Method::GET, &key("https://api.test/live/feed"), None),
             Decision::DoNotCache
         );
         assert_eq!(
-            rules.decide(&key("https://api.test/users"), None),
+            rules.decide(&Method::GET, &key("https://api.test/users"), None),
             cache(minute, true)
         );
         assert_eq!(
-            rules.decide(&key("https://other.test/"), None),
+            rules.decide(&Method::GET, &key("https://other.test/"), None),
             cache(Expiry::NEVER, false)
+        );
+        // Another method's response gets no default lifetime, but the default's "do not
+        // cache" still holds for it.
+        assert_eq!(
+            rules.decide(&Method::POST, &key("https://other.test/"), None),
+            Decision::Cache(None)
+        );
+        rules.set_default(Expiry::DoNotCache);
+        assert_eq!(
+            rules.decide(&Method::POST, &key("https://other.test/"), None),
+            Decision::DoNotCache
         );
         let own = Some(Expiry::After(Duration::from_secs(5)));
         assert_eq!(
-            rules.decide(&key("https://api.test/live/feed"), own),
+            rules.decide(&Method::GET, &key("https://api.test/live/feed"), own),
             cache(Duration::from_secs(5), true)
         );
     }
@@ -344,11 +365,11 @@ mod tests {
         rules.push("api.test/static/", Expiry::After(Duration::from_secs(60)));
         rules.push("*", Expiry::DoNotCache);
         assert!(matches!(
-            rules.decide(&key("https://api.test/static/app.js"), None),
+            rules.decide(&Method::GET, &key("https://api.test/static/app.js"), None),
             Decision::Cache(Some(_))
         ));
         assert_eq!(
-            rules.decide(&key("https://api.test/users"), None),
+            rules.decide(&Method::GET, &key("https://api.test/users"), None),
             Decision::DoNotCache
         );
     }

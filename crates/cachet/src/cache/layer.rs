@@ -305,8 +305,10 @@ impl<St> CacheLayer<St> {
     /// The expiry of responses that give no explicit freshness (no `max-age`,
     /// `s-maxage` or `Expires`), in place of the heuristic of RFC 9111 §4.2.2. It also
     /// makes such responses storable without a validator. It never overrides what a
-    /// response says, even with [`rules_win`](Self::rules_win); [`Expiry::DoNotCache`]
-    /// caches only what an [`expiry_rule`](Self::expiry_rule) allows.
+    /// response says, even with [`rules_win`](Self::rules_win), and, like the heuristic,
+    /// gives no lifetime to another method's response than GET's or HEAD's (RFC 9110
+    /// §9.3.3); [`Expiry::DoNotCache`] caches only what an
+    /// [`expiry_rule`](Self::expiry_rule) allows.
     pub fn default_expiry(mut self, expiry: Expiry) -> Self {
         Arc::make_mut(&mut self.config).expiry.set_default(expiry);
         self

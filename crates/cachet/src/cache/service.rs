@@ -173,6 +173,30 @@ impl<S: Clone, St: Store> Cache<S, St> {
         ResponseFuture::forward(self.inner.call(request), plan, reason, config)
     }
 
+    /// Forwards a request the cache neither looks up nor stores. An unsafe method still
+    /// invalidates its URI, whatever made it pass (a filter, a bypass, an expiry that says
+    /// not to cache, no body key): RFC 9111 §4.4 says a cache MUST, and none of these may
+    /// leave a stale GET behind it.
+    fn pass_uncached<ReqB>(
+        &mut self,
+        request: Request<ReqB>,
+        reason: ForwardReason,
+        config: Arc<Config>,
+    ) -> ResponseFuture<S, St, ReqB>
+    where
+        S: Service<Request<ReqB>>,
+    {
+        let plan = match *request.method() {
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE => Plan::Pass,
+            _ if request.uri().authority().is_some() => Plan::Invalidate {
+                store: self.store.clone(),
+                uri: request.uri().clone(),
+            },
+            _ => Plan::Pass,
+        };
+        self.pass(request, plan, reason, config)
+    }
+
     /// Swaps the store handle `poll_ready` asked, and did not call, for a fresh clone: so
     /// that whatever the store reserved for it (a permit, a slot) is not held until the
     /// next request, and a handle that failed is not asked again.
@@ -207,29 +231,13 @@ impl<S: Clone, St: Store> Cache<S, St> {
             })
             .flatten();
         let Some(key) = key else {
-            let (reason, plan) = match *request.method() {
-                Method::GET | Method::HEAD => (ForwardReason::Bypass, Plan::Pass),
-                Method::OPTIONS | Method::TRACE => (ForwardReason::Method, Plan::Pass),
-                _ => {
-                    // An unsafe method invalidates whatever a filter says (RFC 9111 §4.4:
-                    // a cache MUST), so a filter cannot leave stale entries behind.
-                    let reason = if filtered {
-                        ForwardReason::Bypass
-                    } else {
-                        ForwardReason::Method
-                    };
-                    let plan = match request.uri().authority() {
-                        Some(_) => Plan::Invalidate {
-                            store: self.store.clone(),
-                            uri: request.uri().clone(),
-                        },
-                        None => Plan::Pass,
-                    };
-                    (reason, plan)
-                }
+            let reason = match *request.method() {
+                Method::GET | Method::HEAD => ForwardReason::Bypass,
+                _ if filtered => ForwardReason::Bypass,
+                _ => ForwardReason::Method,
             };
             tracing::trace!(method = %request.method(), uri = %request.uri(), %reason, "passing through");
-            return self.pass(request, plan, reason, config);
+            return self.pass_uncached(request, reason, config);
         };
 
         let mode = if bypassed() {
@@ -243,14 +251,14 @@ impl<S: Clone, St: Store> Cache<S, St> {
         };
         if mode == CacheMode::NoStore {
             tracing::trace!(%key, "bypassed for this request");
-            return self.pass(request, Plan::Pass, ForwardReason::Bypass, config);
+            return self.pass_uncached(request, ForwardReason::Bypass, config);
         }
         let own = request.extensions().get::<Expiry>().copied();
-        let configured = match config.expiry.decide(&key, own) {
+        let configured = match config.expiry.decide(request.method(), &key, own) {
             Decision::Cache(configured) => configured,
             Decision::DoNotCache => {
                 tracing::trace!(%key, "expiry says do not cache");
-                return self.pass(request, Plan::Pass, ForwardReason::Bypass, config);
+                return self.pass_uncached(request, ForwardReason::Bypass, config);
             }
         };
         let present = Present::scan(request.headers());
