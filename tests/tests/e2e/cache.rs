@@ -570,6 +570,17 @@ fn in_language(url: &str, language: &str) -> Request<Empty<Bytes>> {
         .expect("a valid request")
 }
 
+/// Waits until `origin` has had `count` requests; the bound is a hang guard.
+async fn requests_reach(origin: &Origin, count: usize) {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while origin.requests() < count {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{count} requests reach the origin"));
+}
+
 mod coalescing;
 mod invalidation;
 mod privacy;

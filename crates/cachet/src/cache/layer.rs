@@ -11,6 +11,7 @@ use super::coalesce::Inflight;
 use super::expiry::{Expiry, ExpiryRules};
 use super::filter::Filter;
 use super::refresh::Refreshing;
+use super::write::Invalidations;
 use crate::clock::{Clock, SystemClock};
 use crate::policy::Mode;
 use crate::{Keys, Metrics};
@@ -48,6 +49,7 @@ pub(crate) struct Config {
     /// misses are not coalesced.
     pub(crate) coalesce_wait: Option<Duration>,
     pub(crate) inflight: Inflight,
+    pub(crate) invalidations: Invalidations,
     pub(crate) always_revalidate: bool,
     pub(crate) read_only: bool,
     pub(crate) metadata: bool,
@@ -98,6 +100,7 @@ impl Default for Config {
             refreshing: Refreshing::default(),
             coalesce_wait: Some(CacheLayer::<()>::DEFAULT_COALESCE_WAIT),
             inflight: Inflight::default(),
+            invalidations: Invalidations::default(),
             warned_rules_win: Arc::default(),
             always_revalidate: false,
             read_only: false,

@@ -31,6 +31,17 @@ pub(crate) struct Placement<St> {
     /// The index to write under the URI's key when the response varies.
     index: Option<Index>,
     ttl: Duration,
+    fetched: Fetched,
+}
+
+/// When the response's request began, and what it knew of invalidations then.
+struct Fetched {
+    /// The URI's key.
+    uri: CacheKey,
+    began: SystemTime,
+    /// The time of the index or marker its lookup found.
+    seen: Option<SystemTime>,
+    invalidations: Invalidations,
 }
 
 /// A variant index to write, as the request saw it.
@@ -61,13 +72,21 @@ impl<St: Store> Placement<St> {
         view: &HeaderMap,
         names: Vec<HeaderName>,
         ttl: Duration,
+        config: &Config,
     ) -> Self {
+        let fetched = Fetched {
+            uri: facts.key.clone(),
+            began: facts.time,
+            seen: facts.seen.as_ref().map(|seen| seen.not_before),
+            invalidations: config.invalidations.clone(),
+        };
         if names.is_empty() {
             return Self {
                 store: facts.store.cloned(),
                 key: facts.key.clone(),
                 index: None,
                 ttl,
+                fetched,
             };
         }
         // An index hides what was stored until its instant inclusive, and times are kept
@@ -91,12 +110,27 @@ impl<St: Store> Placement<St> {
                 unseen,
             }),
             ttl,
+            fetched,
         }
     }
 
     /// Writes the entry, with `body` as its body (the entry's own is not read), and the
     /// index; returns the entry's value, `None` if it could not be encoded.
     pub(crate) fn put(self, entry: &Entry, body: &[Bytes], metrics: &Metrics) -> Option<Value> {
+        // Invalidated in this process while it was fetched: it may be from before the
+        // change (its request may have been answered first), so it is not stored, nor
+        // handed to the requests waiting for it, which ask the origin instead (RFC 9111
+        // §4.4; the marker hides what was stored before, not what is written after).
+        let Fetched {
+            uri,
+            began,
+            seen,
+            invalidations,
+        } = &self.fetched;
+        if invalidations.since(uri, *began, *seen) {
+            tracing::debug!(key = %self.key, "invalidated while it was fetched; not storing");
+            return None;
+        }
         let value = match entry.encode_with_body(body) {
             Ok(bytes) => Value::from(bytes),
             Err(error) => {
@@ -194,7 +228,7 @@ pub(crate) fn recorder<St: Store>(
         configured: facts.configured,
         body: Bytes::new(),
     };
-    let placement = Placement::new(facts, &view, names, ttl);
+    let placement = Placement::new(facts, &view, names, ttl, config);
     // A HEAD response's Content-Length describes the GET body it stands for.
     let expected = match content_length(&parts.headers) {
         _ if facts.method == Method::HEAD => None,
@@ -547,8 +581,8 @@ fn write_failed(error: &BoxError, metrics: &Metrics) {
 mod invalidate;
 mod reference;
 
-pub(crate) use invalidate::invalidate;
 #[cfg(test)]
 use invalidate::mark;
+pub(crate) use invalidate::{Invalidations, invalidate};
 #[cfg(test)]
 mod tests;

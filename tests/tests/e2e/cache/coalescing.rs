@@ -123,17 +123,6 @@ async fn slow_in_english(
     .await
 }
 
-/// Waits until `origin` has had `count` requests; the bound is a hang guard.
-async fn requests_reach(origin: &Origin, count: usize) {
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while origin.requests() < count {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{count} requests reach the origin"));
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_miss_for_one_variant_waits_for_no_other_variants_fetch() {
     let origin = slow_in_english(

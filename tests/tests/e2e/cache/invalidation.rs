@@ -44,6 +44,61 @@ async fn rfc9111_4_4_a_variant_fetched_across_an_invalidation_does_not_bring_bac
     // POST: the French answer from before it stays hidden.
     let (_, _, body) = fetch(&cache, in_language(&url, "fr")).await;
     assert_eq!(body, "fr v2", "fr is not served from before the POST");
+    // Nor is the German answer itself, which the origin gave before the change.
+    let (_, _, body) = fetch(&cache, in_language(&url, "de")).await;
+    assert_eq!(body, "de v2", "de is not stored from before the POST");
+}
+
+#[tokio::test]
+async fn rfc9111_4_4_a_response_fetched_across_an_invalidation_is_neither_stored_nor_shared() {
+    // The first GET is answered with what the resource was when it arrived, 300 ms late;
+    // meanwhile a POST changes the resource, and a GET after it joins the first's fetch.
+    let version = Arc::new(AtomicUsize::new(1));
+    let changed = version.clone();
+    let origin = Origin::start(move |seen| {
+        if seen.method == http::Method::POST {
+            changed.store(2, Ordering::SeqCst);
+            return Reply::ok("changed");
+        }
+        let reply = Reply::ok(format!("v{}", changed.load(Ordering::SeqCst)))
+            .header("cache-control", "max-age=600");
+        if changed.load(Ordering::SeqCst) == 1 {
+            reply.delay(Duration::from_millis(300))
+        } else {
+            reply
+        }
+    })
+    .await;
+    let cache = shared();
+    let url = origin.url("/list");
+    let before = tokio::spawn({
+        let cache = cache.clone();
+        let url = url.clone();
+        async move { fetch(&cache, get(&url)).await }
+    });
+    requests_reach(&origin, 1).await;
+    let post = Request::post(&url)
+        .body(Empty::new())
+        .expect("a valid request");
+    fetch(&cache, post).await;
+    let after = tokio::spawn({
+        let cache = cache.clone();
+        let url = url.clone();
+        async move { fetch(&cache, get(&url)).await }
+    });
+    let (_, _, body) = before.await.expect("the first GET finishes");
+    assert_eq!(body, "v1", "the first GET gets what the origin gave it");
+    let (status, _, body) = after.await.expect("the second GET finishes");
+    assert_eq!(
+        body, "v2",
+        "a GET after the POST is not given the answer from before it ({status:?})"
+    );
+    let (status, _, body) = fetch(&cache, get(&url)).await;
+    assert_eq!(
+        (status, body.as_ref()),
+        (CacheStatus::Hit, b"v2".as_slice())
+    );
+    assert_eq!(version.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]

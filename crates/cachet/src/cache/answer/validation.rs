@@ -184,7 +184,7 @@ pub(crate) fn revalidated<St: Store, B>(
             vary: write::vary_values(&names, &view),
             ..entry.clone()
         };
-        Placement::new(facts, &view, names, ttl).put(
+        Placement::new(facts, &view, names, ttl, config).put(
             &kept,
             std::slice::from_ref(&kept.body),
             &config.metrics,
