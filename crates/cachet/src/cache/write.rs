@@ -207,15 +207,20 @@ pub(crate) fn recorder<St: Store>(
     leader: Option<Leader>,
     config: &Config,
 ) -> Option<Recorder> {
-    let response_time = after_invalidation(config.clock.now(), facts);
-    let response = ResponseFacts::new(
+    // Whether a response may be stored does not depend on when it arrived, only how long
+    // it is kept does: the clock, which costs as much as the rest of a refusal, is read
+    // for a response that may be stored. Until then the request's time stands in.
+    let mut response = ResponseFacts::new(
         parts.status,
         &parts.headers,
         config.targeted.as_ref(),
-        response_time,
+        facts.time,
         facts.configured,
     );
-    let (ttl, names) = may_store(&response, parts, facts, config)?;
+    let names = storable_names(&response, parts, facts, config)?;
+    let response_time = after_invalidation(config.clock.now(), facts);
+    response.response_time = response_time;
+    let ttl = retention(&response, facts, config)?;
     let request = request_headers(facts, &names);
     let view = config.keys.vary_view(&request, &names);
     let head = Entry {
@@ -265,13 +270,26 @@ pub(crate) fn request_headers<St>(facts: &RequestFacts<St>, names: &[HeaderName]
 /// How long to keep a response, and the request headers its variants are told apart by
 /// (read once here), or `None` (with the reason logged) when it may not be stored: by RFC
 /// 9111, and by the cache's settings (read-only, statuses, the filter). Every path that
-/// stores a response asks this, so none of them can skip a setting.
+/// stores a response asks this (a forwarded one's recorder in its two halves, reading
+/// the clock between them), so none of them can skip a setting.
 pub(crate) fn may_store<St>(
     response: &ResponseFacts<'_>,
     parts: &http::response::Parts,
     facts: &RequestFacts<St>,
     config: &Config,
 ) -> Option<(Duration, Vec<HeaderName>)> {
+    let names = storable_names(response, parts, facts, config)?;
+    Some((retention(response, facts, config)?, names))
+}
+
+/// The request headers a response's variants are told apart by, or `None` (with the
+/// reason logged) when it may not be stored; what [`may_store`] asks before the time.
+fn storable_names<St>(
+    response: &ResponseFacts<'_>,
+    parts: &http::response::Parts,
+    facts: &RequestFacts<St>,
+    config: &Config,
+) -> Option<Vec<HeaderName>> {
     if config.read_only {
         return None;
     }
@@ -327,12 +345,21 @@ pub(crate) fn may_store<St>(
     if !settings_allow(&facts.key, parts, config) {
         return None;
     }
+    Some(names)
+}
+
+/// How long a store should keep a response, `None` (logged) when it would be of no use.
+fn retention<St>(
+    response: &ResponseFacts<'_>,
+    facts: &RequestFacts<St>,
+    config: &Config,
+) -> Option<Duration> {
     let ttl = response.retention(config.mode, config.max_stale_if_error);
     if ttl.is_zero() {
         tracing::debug!(key = %facts.key, "stale at once and never of use stale; not storing");
         return None;
     }
-    Some((ttl, names))
+    Some(ttl)
 }
 
 /// Whether the cache's own settings, its statuses and its filter, let a response be

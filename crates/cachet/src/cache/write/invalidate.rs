@@ -51,8 +51,10 @@ impl Invalidations {
         &self.shards[usize::try_from(hash % SHARDS as u64).unwrap_or(0)]
     }
 
-    fn note(&self, key: &CacheKey, at: SystemTime) {
-        self.shard(key).fetch_max(nanos(at), Ordering::AcqRel);
+    /// Notes an invalidation of `key` at `at`, in nanoseconds since the Unix epoch (see
+    /// [`nanos`]: read once for all the keys one response invalidates).
+    fn note(&self, key: &CacheKey, at: u64) {
+        self.shard(key).fetch_max(at, Ordering::AcqRel);
     }
 
     /// Whether `key` may have been invalidated at or after `began` by an invalidation
@@ -89,10 +91,11 @@ pub(crate) fn invalidate<St: Store>(store: &St, uri: &Uri, response: &HeaderMap,
         Ok(bytes) => Value::from(bytes),
         Err(error) => return tracing::warn!(%error, "invalidation marker could not be encoded"),
     };
+    let noted = nanos(now);
     let mark_all = |target: &Uri| {
         for key in config.keys.read_keys_for_url(target).into_iter().flatten() {
             tracing::debug!(%key, "invalidating");
-            config.invalidations.note(&key, now);
+            config.invalidations.note(&key, noted);
             mark(store.clone(), key, value.clone(), &config.metrics);
         }
     };
@@ -153,7 +156,7 @@ mod tests {
         let key = CacheKey::from_text("GET http://a.example/list");
         let t = |secs| UNIX_EPOCH + Duration::from_secs(secs);
         assert!(!log.since(&key, t(10), None), "never invalidated");
-        log.note(&key, t(10));
+        log.note(&key, nanos(t(10)));
         assert!(log.since(&key, t(9), None), "after the request began");
         assert!(
             log.since(&key, t(10), None),
@@ -168,7 +171,7 @@ mod tests {
             "after the one its lookup found"
         );
         assert!(!log.since(&key, t(11), None), "before it began");
-        log.note(&key, t(3));
+        log.note(&key, nanos(t(3)));
         assert!(
             !log.since(&key, t(11), None),
             "an older one changes nothing"
