@@ -23,7 +23,7 @@ use super::kept::KeptHeaders;
 use super::layer::{Config, OnBadSignature};
 use super::refresh::{self, Claim};
 use super::stored;
-use super::write;
+use super::write::{self, Sent};
 use crate::entry::{Entry, Variants};
 use crate::policy::{Configured, RequestDirectives};
 use crate::store::{Store, StoreRequest, StoreResponse, Value};
@@ -56,6 +56,12 @@ pub(crate) struct RequestFacts<St> {
     pub(crate) force: bool,
     /// The freshness lifetime configuration gives the response.
     pub(crate) configured: Option<Configured>,
+    /// Where the key stood among the cache's invalidations when the request was sent to
+    /// the origin; `None` until then.
+    pub(crate) sent: Option<Sent>,
+    /// An unsafe method's URI (one cached by its body): invalidated, as any unsafe
+    /// method's is, when its response is not stored (RFC 9111 §4.4).
+    pub(crate) invalidates: Option<Box<Uri>>,
 }
 
 /// What the cache does with the inner service's response.
@@ -362,6 +368,8 @@ where
                                         unreachable!("only cacheable requests are looked up")
                                     };
                                     facts.headers = headers;
+                                    facts.sent =
+                                        Some(this.config.invalidations.sending(&facts.key));
                                     let stale = Stale { entry, conditional };
                                     refresh::spawn(
                                         service.call(request),
@@ -424,6 +432,7 @@ where
                         forward.take().expect("a lookup forwards at most once");
                     facts.headers =
                         original_headers.unwrap_or_else(|| KeptHeaders::new(request.headers()));
+                    facts.sent = Some(this.config.invalidations.sending(&facts.key));
                     let future = service.call(request);
                     this.state.set(State::Forward { future });
                 }
@@ -445,6 +454,7 @@ where
                     tracing::trace!(key = %facts.key, "the fetch waited for gave nothing to share; asking the origin");
                     facts.collapsed = false;
                     facts.headers = KeptHeaders::new(request.headers());
+                    facts.sent = Some(this.config.invalidations.sending(&facts.key));
                     let future = service.call(request);
                     this.state.set(State::Forward { future });
                 }

@@ -233,6 +233,7 @@ impl<S: Clone, St: Store> Cache<S, St> {
         let Some(key) = key else {
             let reason = match *request.method() {
                 Method::GET | Method::HEAD => ForwardReason::Bypass,
+                Method::OPTIONS | Method::TRACE => ForwardReason::Method,
                 _ if filtered => ForwardReason::Bypass,
                 _ => ForwardReason::Method,
             };
@@ -290,6 +291,14 @@ impl<S: Clone, St: Store> Cache<S, St> {
             collapsed: false,
             force: matches!(mode, CacheMode::ForceCache | CacheMode::OnlyIfCached),
             configured,
+            sent: None,
+            invalidates: match *request.method() {
+                Method::GET | Method::HEAD => None,
+                _ => request
+                    .uri()
+                    .authority()
+                    .map(|_| Box::new(request.uri().clone())),
+            },
         };
         match mode {
             CacheMode::Reload => {
@@ -301,6 +310,7 @@ impl<S: Clone, St: Store> Cache<S, St> {
                     names: Vec::new(),
                     not_before: facts.time,
                 });
+                facts.sent = Some(config.invalidations.sending(&facts.key));
                 return self.pass(request, Plan::Cache(facts), ForwardReason::Request, config);
             }
             CacheMode::NoCache => {

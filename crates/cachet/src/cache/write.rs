@@ -31,16 +31,8 @@ pub(crate) struct Placement<St> {
     /// The index to write under the URI's key when the response varies.
     index: Option<Index>,
     ttl: Duration,
-    fetched: Fetched,
-}
-
-/// When the response's request began, and what it knew of invalidations then.
-struct Fetched {
-    /// The URI's key.
-    uri: CacheKey,
-    began: SystemTime,
-    /// The time of the index or marker its lookup found.
-    seen: Option<SystemTime>,
+    /// Where the request's key stood among the cache's invalidations when it was sent.
+    sent: Option<Sent>,
     invalidations: Invalidations,
 }
 
@@ -74,19 +66,14 @@ impl<St: Store> Placement<St> {
         ttl: Duration,
         config: &Config,
     ) -> Self {
-        let fetched = Fetched {
-            uri: facts.key.clone(),
-            began: facts.time,
-            seen: facts.seen.as_ref().map(|seen| seen.not_before),
-            invalidations: config.invalidations.clone(),
-        };
         if names.is_empty() {
             return Self {
                 store: facts.store.cloned(),
                 key: facts.key.clone(),
                 index: None,
                 ttl,
-                fetched,
+                sent: facts.sent,
+                invalidations: config.invalidations.clone(),
             };
         }
         // An index hides what was stored until its instant inclusive, and times are kept
@@ -110,24 +97,19 @@ impl<St: Store> Placement<St> {
                 unseen,
             }),
             ttl,
-            fetched,
+            sent: facts.sent,
+            invalidations: config.invalidations.clone(),
         }
     }
 
     /// Writes the entry, with `body` as its body (the entry's own is not read), and the
     /// index; returns the entry's value, `None` if it could not be encoded.
     pub(crate) fn put(self, entry: &Entry, body: &[Bytes], metrics: &Metrics) -> Option<Value> {
-        // Invalidated in this process while it was fetched: it may be from before the
-        // change (its request may have been answered first), so it is not stored, nor
-        // handed to the requests waiting for it, which ask the origin instead (RFC 9111
-        // §4.4; the marker hides what was stored before, not what is written after).
-        let Fetched {
-            uri,
-            began,
-            seen,
-            invalidations,
-        } = &self.fetched;
-        if invalidations.since(uri, *began, *seen) {
+        // Invalidated while it was fetched: it may be from before the change (the origin
+        // may have answered it first), so it is not stored, nor handed to the requests
+        // waiting for it, which ask the origin instead (RFC 9111 §4.4: the marker hides
+        // what was stored before it, not what is written after).
+        if self.invalidations.since(self.sent) {
             tracing::debug!(key = %self.key, "invalidated while it was fetched; not storing");
             return None;
         }
@@ -218,6 +200,10 @@ pub(crate) fn recorder<St: Store>(
         facts.configured,
     );
     let names = storable_names(&response, parts, facts, config)?;
+    if config.invalidations.since(facts.sent) {
+        tracing::debug!(key = %facts.key, "invalidated while it was fetched; not storing");
+        return None;
+    }
     let response_time = after_invalidation(config.clock.now(), facts);
     response.response_time = response_time;
     let ttl = retention(&response, facts, config)?;
@@ -485,6 +471,11 @@ pub(crate) fn freshen_get<St: Store>(
     let Some(get_key) = facts.key.for_get().filter(|_| !config.read_only) else {
         return;
     };
+    // Answered before an invalidation, it may describe what the GET stored after it
+    // replaced (see `Placement::put`).
+    if config.invalidations.since(facts.sent) {
+        return;
+    }
     let now = config.clock.now();
     let response = ResponseFacts::new(
         head.status,
@@ -610,6 +601,6 @@ mod reference;
 
 #[cfg(test)]
 use invalidate::mark;
-pub(crate) use invalidate::{Invalidations, invalidate};
+pub(crate) use invalidate::{Invalidations, Sent, invalidate};
 #[cfg(test)]
 mod tests;

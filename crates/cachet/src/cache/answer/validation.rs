@@ -172,6 +172,7 @@ pub(crate) fn revalidated<St: Store, B>(
             &config.metrics,
         );
     }
+    let mut stored_now = false;
     if let Some((ttl, names)) = storing {
         let request = write::request_headers(facts, &names);
         let view = config.keys.vary_view(&request, &names);
@@ -184,15 +185,13 @@ pub(crate) fn revalidated<St: Store, B>(
             vary: write::vary_values(&names, &view),
             ..entry.clone()
         };
-        Placement::new(facts, &view, names, ttl, config).put(
-            &kept,
-            std::slice::from_ref(&kept.body),
-            &config.metrics,
-        );
+        stored_now = Placement::new(facts, &view, names, ttl, config)
+            .put(&kept, std::slice::from_ref(&kept.body), &config.metrics)
+            .is_some();
     }
     tracing::trace!(key = %facts.key, "revalidated");
     let freshness = stored.freshness(entry.request_time);
-    let status = CacheStatus::Revalidated { stored: storable };
+    let status = CacheStatus::Revalidated { stored: stored_now };
     let served = Served::new(
         &facts.key,
         now,

@@ -10,7 +10,7 @@ use crate::cache::answer::{as_not_modified, forwarded, names_entry, revalidated,
 use crate::cache::body::CacheBody;
 use crate::cache::coalesce::Leader;
 use crate::cache::layer::Config;
-use crate::cache::{ForwardReason, write};
+use crate::cache::{CacheStatus, ForwardReason, write};
 use crate::store::Store;
 use crate::{BoxError, Error};
 
@@ -66,16 +66,32 @@ pub(crate) fn finish<St: Store, B: Body<Data = Bytes>, E: Into<BoxError>>(
             } else {
                 response
             };
-            Ok(forwarded(response, Some(facts), leader, reason, config))
+            let forwarded = forwarded(response, Some(facts), leader, reason, config);
+            // A request cached by its body is a query only when its response is stored.
+            if let Some(uri) = &facts.invalidates
+                && invalidates(forwarded.status(), config)
+                && forwarded.extensions().get::<CacheStatus>()
+                    == Some(&CacheStatus::Forwarded {
+                        reason,
+                        stored: false,
+                    })
+            {
+                write::invalidate(&facts.store.cloned(), uri, forwarded.headers(), config);
+            }
+            Ok(forwarded)
         }
         Plan::Invalidate { store, uri } => {
-            if !config.read_only
-                && (response.status().is_success() || response.status().is_redirection())
-            {
+            if invalidates(response.status(), config) {
                 write::invalidate(store, uri, response.headers(), config);
             }
             Ok(forwarded::<St, B>(response, None, None, reason, config))
         }
         Plan::Pass => Ok(forwarded::<St, B>(response, None, None, reason, config)),
     }
+}
+
+/// Whether an unsafe method's response with this status invalidates its URI: a non-error
+/// one (RFC 9111 §4.4), in a cache that writes.
+fn invalidates(status: StatusCode, config: &Config) -> bool {
+    !config.read_only && (status.is_success() || status.is_redirection())
 }

@@ -4,7 +4,6 @@
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, Uri};
 use tower::ServiceExt;
@@ -17,23 +16,32 @@ use crate::entry::Variants;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreRequest, Value, detach, detach_all};
 
-/// When this process last invalidated a URI, kept by shards of keys (a key's shard holds
-/// the latest of its keys' times): a response whose request began before an invalidation
-/// of its URI, and did not see it, may be from before it, and is not stored (see
-/// [`Placement`](super::Placement)). Only this process's invalidations are known here;
-/// another's, through a shared store, meet the marker alone.
+/// How many invalidations each shard of keys has seen in this cache (one
+/// [`CacheLayer`](crate::CacheLayer)'s services): a response whose key's count moved
+/// between the moment its request was sent and the moment it would be stored may be from
+/// before an invalidation (the origin may have answered it first), and is not stored (see
+/// [`Placement`](super::Placement)). A request sent after the count is read is sent after
+/// every invalidation counted so far had its response, so a response to it counts. Other
+/// caches' invalidations, through a shared store, meet the marker alone; so do purges.
 ///
-/// A shard stands for many keys, so a response may be refused for another key's
-/// invalidation: a miss more, never a response from before an invalidation. With 1,024
-/// shards that takes about a thousand invalidations while one response is fetched.
+/// A shard counts for many keys, so a response may be refused for another key's
+/// invalidation: a miss more, never a response from before an invalidation. An
+/// invalidation counts two keys (GET and HEAD) for each URI it names, so a fetch is
+/// refused about once in five hundred for each URI invalidated while it is under way.
 #[derive(Clone, Debug)]
 pub(crate) struct Invalidations {
-    /// Nanoseconds since the Unix epoch; 0 for never.
     shards: Arc<[AtomicU64]>,
     hasher: quick_cache::DefaultHashBuilder,
 }
 
 const SHARDS: usize = 1024;
+
+/// Where a request's key stood in [`Invalidations`] when it was sent.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Sent {
+    shard: usize,
+    count: u64,
+}
 
 impl Default for Invalidations {
     fn default() -> Self {
@@ -45,34 +53,38 @@ impl Default for Invalidations {
 }
 
 impl Invalidations {
-    fn shard(&self, key: &CacheKey) -> &AtomicU64 {
-        let hash = self.hasher.hash_one(key.as_str());
-        // Below `SHARDS`, so it fits and is in bounds.
-        &self.shards[usize::try_from(hash % SHARDS as u64).unwrap_or(0)]
+    fn shard(&self, key: &CacheKey) -> usize {
+        // Below `SHARDS`, so it fits.
+        usize::try_from(self.hasher.hash_one(key.as_str()) % SHARDS as u64).unwrap_or(0)
     }
 
-    /// Notes an invalidation of `key` at `at`, in nanoseconds since the Unix epoch (see
-    /// [`nanos`]: read once for all the keys one response invalidates).
-    fn note(&self, key: &CacheKey, at: u64) {
-        self.shard(key).fetch_max(at, Ordering::AcqRel);
+    fn count(&self, shard: usize) -> u64 {
+        self.shards
+            .get(shard)
+            .map_or(0, |count| count.load(Ordering::Acquire))
     }
 
-    /// Whether `key` may have been invalidated at or after `began` by an invalidation
-    /// other than one at `seen` or before (the one the request's lookup found).
-    pub(crate) fn since(
-        &self,
-        key: &CacheKey,
-        began: SystemTime,
-        seen: Option<SystemTime>,
-    ) -> bool {
-        let last = self.shard(key).load(Ordering::Acquire);
-        last != 0 && last >= nanos(began) && seen.is_none_or(|seen| last > nanos(seen))
+    /// Read when a request for `key` is sent, before it goes.
+    pub(crate) fn sending(&self, key: &CacheKey) -> Sent {
+        let shard = self.shard(key);
+        Sent {
+            shard,
+            count: self.count(shard),
+        }
     }
-}
 
-fn nanos(at: SystemTime) -> u64 {
-    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
-    u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+    /// Whether `key`, or a key that shares its shard, was invalidated since `sent`;
+    /// `None` (a request whose sending was not read) counts as invalidated.
+    pub(crate) fn since(&self, sent: Option<Sent>) -> bool {
+        sent.is_none_or(|sent| self.count(sent.shard) != sent.count)
+    }
+
+    /// Counts an invalidation of `key`, before its marker is written.
+    fn note(&self, key: &CacheKey) {
+        if let Some(count) = self.shards.get(self.shard(key)) {
+            count.fetch_add(1, Ordering::AcqRel);
+        }
+    }
 }
 
 /// Invalidates what is stored for `uri` and for the same-origin `Location` and
@@ -91,11 +103,10 @@ pub(crate) fn invalidate<St: Store>(store: &St, uri: &Uri, response: &HeaderMap,
         Ok(bytes) => Value::from(bytes),
         Err(error) => return tracing::warn!(%error, "invalidation marker could not be encoded"),
     };
-    let noted = nanos(now);
     let mark_all = |target: &Uri| {
         for key in config.keys.read_keys_for_url(target).into_iter().flatten() {
             tracing::debug!(%key, "invalidating");
-            config.invalidations.note(&key, noted);
+            config.invalidations.note(&key);
             mark(store.clone(), key, value.clone(), &config.metrics);
         }
     };
@@ -146,35 +157,20 @@ pub(super) fn mark<St: Store>(store: St, key: CacheKey, marker: Value, metrics: 
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     #[test]
-    fn a_response_counts_as_invalidated_by_what_came_at_or_after_its_request_and_it_did_not_see() {
+    fn a_response_counts_as_invalidated_by_what_its_key_s_shard_counted_after_it_was_sent() {
         let log = Invalidations::default();
         let key = CacheKey::from_text("GET http://a.example/list");
-        let t = |secs| UNIX_EPOCH + Duration::from_secs(secs);
-        assert!(!log.since(&key, t(10), None), "never invalidated");
-        log.note(&key, nanos(t(10)));
-        assert!(log.since(&key, t(9), None), "after the request began");
+        let sent = log.sending(&key);
+        assert!(!log.since(Some(sent)), "nothing since");
+        log.note(&key);
+        assert!(log.since(Some(sent)), "invalidated after it was sent");
         assert!(
-            log.since(&key, t(10), None),
-            "in the instant it began, unseen"
+            !log.since(Some(log.sending(&key))),
+            "sent after the invalidation"
         );
-        assert!(
-            !log.since(&key, t(10), Some(t(10))),
-            "the one its lookup found"
-        );
-        assert!(
-            log.since(&key, t(9), Some(t(5))),
-            "after the one its lookup found"
-        );
-        assert!(!log.since(&key, t(11), None), "before it began");
-        log.note(&key, nanos(t(3)));
-        assert!(
-            !log.since(&key, t(11), None),
-            "an older one changes nothing"
-        );
+        assert!(log.since(None), "a request whose sending was not read");
     }
 }
