@@ -120,6 +120,31 @@ async fn credentials_keep_users_apart_but_are_stored_only_as_digests() {
 }
 
 #[tokio::test]
+async fn a_session_cookie_a_response_varies_on_keeps_users_apart_but_is_stored_only_as_a_digest() {
+    // Django's session middleware, say, adds `Vary: Cookie`. A cookie is no credential: a
+    // response to a request with one is stored as usual, not held to RFC 9111 §3.5.
+    let origin = Origin::start(|_| {
+        Reply::ok("page")
+            .header("cache-control", "max-age=60")
+            .header("vary", "Cookie")
+    })
+    .await;
+    let redis = RedisServer::start();
+    let store = RedisStore::new(redis.url()).expect("the fixture's URL is valid");
+    let cache = CacheLayer::new(store).layer(client());
+    let url = origin.url("/account");
+    for session in ["sessionid=s3cr3t-one", "sessionid=s3cr3t-two"] {
+        status(&cache, with_header(&url, "cookie", session)).await;
+    }
+    assert_eq!(origin.requests(), 2, "each session has its own entry");
+    written(&redis, 3).await; // the index and two responses
+    let (again, _) = status(&cache, with_header(&url, "cookie", "sessionid=s3cr3t-one")).await;
+    assert_eq!(again, CacheStatus::Hit);
+    let stored = everything_stored(&redis);
+    assert!(!stored.contains("s3cr3t"), "{stored}");
+}
+
+#[tokio::test]
 async fn rfc9111_3_5_a_credential_header_keeps_a_shared_cache_from_sharing_what_does_not_vary_on_it()
  {
     // `/plain` does not vary on the key; `/public` says it may be shared; `/varies` varies.

@@ -93,7 +93,8 @@ impl KeyStrategy for DefaultKey {
 /// - **Credentials** ([`credentials`](Self::credentials), by default
 ///   [`DEFAULT_CREDENTIALS`](Self::DEFAULT_CREDENTIALS)) are never stored in the clear:
 ///   their values are replaced in keys and entries by a SHA-256 digest, so a store's
-///   reader learns no secret. A query credential splits the key. A shared cache stores
+///   reader learns no secret (so are a `Cookie`'s, when a response varies on it, though
+///   it is no credential: a response to a request with one is stored as usual). A query credential splits the key. A shared cache stores
 ///   a response to a request with a credential header only if the response varies on
 ///   it (its `Vary`, or [`headers`](Self::headers)) or says it may be shared (`public`,
 ///   `s-maxage`, `must-revalidate`), as RFC 9111 §3.5 has it for `Authorization`.
@@ -305,8 +306,7 @@ impl Keys {
         names: impl IntoIterator<Item = &'n HeaderName> + Clone,
     ) -> Cow<'h, HeaderMap> {
         let touched = |name: &HeaderName| {
-            request.contains_key(name)
-                && (self.ignores(name.as_str()) || contains(&self.credentials, name.as_str()))
+            request.contains_key(name) && (self.ignores(name.as_str()) || self.digests(name))
         };
         if !names.clone().into_iter().any(touched) {
             return Cow::Borrowed(request);
@@ -328,6 +328,14 @@ impl Keys {
             }
         }
         Cow::Owned(view)
+    }
+
+    /// Whether a key or an entry holds the values of the request header `name` only as
+    /// their digest: a credential's, and a `Cookie`'s. A cookie holds a session as often
+    /// as not, yet most requests carry one, so it is no credential: a response to a
+    /// request with one is stored as any other (`Vary: Cookie` keeps the users apart).
+    fn digests(&self, name: &HeaderName) -> bool {
+        *name == http::header::COOKIE || contains(&self.credentials, name.as_str())
     }
 
     /// Whether the header `name` is left out: ignored, and not a credential (whose value
