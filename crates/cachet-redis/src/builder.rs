@@ -339,4 +339,19 @@ mod tests {
         assert!(!shown.contains("hunter2"), "{shown}");
         assert_eq!(store.namespace(), "cachet:");
     }
+
+    #[test]
+    fn a_unix_sockets_password_never_shows() {
+        // The Redis client reads a socket's password from its `pass` parameter.
+        let store = RedisStore::builder("unix:///tmp/redis.sock?db=1&pass=hunter2")
+            .build()
+            .expect("a valid configuration");
+        let shown = format!("{store:?}");
+        assert!(shown.contains("/tmp/redis.sock"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let message = error(RedisStore::builder(
+            "unix:///tmp/redis.sock?db=zero&pass=hunter2",
+        ));
+        assert!(!message.contains("hunter2"), "{message}");
+    }
 }

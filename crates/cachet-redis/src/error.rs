@@ -262,9 +262,10 @@ impl StdError for BuildError {
     }
 }
 
-/// A URL with any password replaced by `***`, for messages and `Debug`.
 /// `url` with its password, if it has one, shown as `***`: how this crate's messages and
-/// `Debug` output show a Redis URL, and how a program that prints one should.
+/// `Debug` output show a Redis URL, and how a program that prints one should. A password
+/// is the one in the URL's user information, and a `unix://` URL's `pass` parameter
+/// (where the Redis client reads a socket's password).
 ///
 /// ```
 /// assert_eq!(
@@ -273,6 +274,21 @@ impl StdError for BuildError {
 /// );
 /// ```
 pub fn redact(url: &str) -> String {
+    let url = redact_userinfo(url);
+    let Some((before, query)) = url.split_once('?') else {
+        return url;
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if matches!(name, "pass" | "password") => format!("{name}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{before}?{}", query.join("&"))
+}
+
+fn redact_userinfo(url: &str) -> String {
     let Some(start) = url.find("://").map(|i| i + 3) else {
         return url.to_owned();
     };
@@ -311,5 +327,13 @@ mod tests {
         assert_eq!(redact("redis://hunter2@host"), "redis://***@host");
         assert_eq!(redact("redis://host:6379/2"), "redis://host:6379/2");
         assert_eq!(redact("not a url"), "not a url");
+        assert_eq!(
+            redact("unix:///tmp/redis.sock?db=1&pass=hunter2"),
+            "unix:///tmp/redis.sock?db=1&pass=***"
+        );
+        assert_eq!(
+            redact("redis://:hunter2@host/0?password=hunter2&protocol=resp3"),
+            "redis://:***@host/0?password=***&protocol=resp3"
+        );
     }
 }
