@@ -73,7 +73,7 @@ pub(crate) struct Variants {
 
 #[derive(bincode::Encode, bincode::BorrowDecode)]
 struct VariantsWire<'a> {
-    names: List<&'a [u8]>,
+    names: List<&'a [u8], MAX_VARIANT_NAMES>,
     not_before_ms: u64,
 }
 
@@ -117,8 +117,8 @@ struct Wire<'a> {
     response_time_ms: u64,
     /// The configured lifetime in milliseconds, and whether it wins over the headers.
     configured: Option<(u64, bool)>,
-    headers: List<(&'a [u8], &'a [u8])>,
-    vary: List<(&'a [u8], Option<&'a [u8]>)>,
+    headers: List<(&'a [u8], &'a [u8]), MAX_HEADER_FIELDS>,
+    vary: List<(&'a [u8], Option<&'a [u8]>), MAX_VARIANT_NAMES>,
     body: WireBody<'a>,
 }
 
@@ -153,22 +153,29 @@ impl<'de, C> BorrowDecode<'de, C> for WireBody<'de> {
     }
 }
 
-/// A length-prefixed list that, unlike bincode's `Vec`, does not reserve what its length
-/// claims: each element read consumes input, so allocation follows the input's real size.
-struct List<T>(Vec<T>);
+/// A length-prefixed list of at most `MAX` elements that, unlike bincode's `Vec`, does not
+/// reserve what its length claims: each element read consumes input, so allocation
+/// follows the input's real size, and a longer list is refused before any element is
+/// read (a list of a million one-letter names would cost many times its bytes).
+struct List<T, const MAX: usize>(Vec<T>);
 
-impl<T: Encode> Encode for List<T> {
+impl<T: Encode, const MAX: usize> Encode for List<T, MAX> {
     fn encode<E: Encoder>(&self, encoder: &mut E) -> Result<(), bincode::error::EncodeError> {
         (self.0.len() as u64).encode(encoder)?;
         self.0.iter().try_for_each(|item| item.encode(encoder))
     }
 }
 
-impl<'de, T: BorrowDecode<'de, C>, C> BorrowDecode<'de, C> for List<T> {
+impl<'de, T: BorrowDecode<'de, C>, C, const MAX: usize> BorrowDecode<'de, C> for List<T, MAX> {
     fn borrow_decode<D: BorrowDecoder<'de, Context = C>>(
         decoder: &mut D,
     ) -> Result<Self, bincode::error::DecodeError> {
         let len = u64::borrow_decode(decoder)?;
+        if len > MAX as u64 {
+            return Err(bincode::error::DecodeError::Other(
+                "a list longer than an entry may hold",
+            ));
+        }
         let mut items = Vec::with_capacity(usize::try_from(len.min(32)).unwrap_or(32));
         for _ in 0..len {
             items.push(T::borrow_decode(decoder)?);
@@ -228,7 +235,11 @@ fn too_large() -> bincode::error::EncodeError {
 
 fn decode<'a, T: BorrowDecode<'a, ()>>(payload: &'a [u8]) -> Result<T, DecodeError> {
     let (wire, used) =
-        bincode::borrow_decode_from_slice(payload, config()).map_err(DecodeError::Bincode)?;
+        bincode::borrow_decode_from_slice(payload, config()).map_err(|error| match error {
+            // What `List` refuses.
+            bincode::error::DecodeError::Other(what) => DecodeError::Malformed(what),
+            error => DecodeError::Bincode(error),
+        })?;
     if used != payload.len() {
         return Err(DecodeError::Malformed("trailing bytes"));
     }
@@ -253,16 +264,11 @@ impl Record {
                 // A variant's key holds the request's value of each name: a name twice, or
                 // thousands of them, would make it as large as whoever wrote the index
                 // chose. The cache writes each name once, and no more than it stores.
-                let mut names = Vec::with_capacity(wire.names.0.len().min(MAX_VARIANT_NAMES));
+                let mut names = Vec::with_capacity(wire.names.0.len());
                 for name in wire.names.0 {
                     let name = header_name(name)?;
                     if names.contains(&name) {
                         return Err(DecodeError::Malformed("a name twice in a variant index"));
-                    }
-                    if names.len() == MAX_VARIANT_NAMES {
-                        return Err(DecodeError::Malformed(
-                            "more names than a variant index may have",
-                        ));
                     }
                     names.push(name);
                 }
@@ -390,11 +396,6 @@ impl Entry {
             // Not made by decoding, which reads one slice of the input.
             WireBody::Chunks(_) => return Err(DecodeError::Malformed("body")),
         };
-        if wire.headers.0.len() > MAX_HEADER_FIELDS {
-            return Err(DecodeError::Malformed(
-                "more header fields than an entry may have",
-            ));
-        }
         // Room for the `Age` and `Cache-Status` a hit adds, so serving never grows the map.
         let mut headers = HeaderMap::with_capacity(wire.headers.0.len() + 2);
         for (name, value) in wire.headers.0 {

@@ -237,9 +237,10 @@ fn a_huge_claimed_header_count_is_a_clean_error() {
     bytes.extend_from_slice(&[200, 11, 0, 0, 0, 0xfd]);
     bytes.extend_from_slice(&(1u64 << 40).to_le_bytes());
     assert_eq!(bytes.len() - PREFIX_LEN, 14);
+    // Refused for its count, before an element is read.
     assert!(matches!(
         Entry::decode(&bytes.into()),
-        Err(DecodeError::Bincode(_))
+        Err(DecodeError::Malformed(_))
     ));
 }
 
@@ -274,4 +275,28 @@ proptest! {
         bytes[index] = byte;
         let _ = Entry::decode(&bytes.into());
     }
+}
+
+#[test]
+fn a_vary_list_longer_than_an_entry_may_hold_is_refused_before_it_is_read() {
+    // A million one-letter names, three bytes each on the wire, would be kept as a
+    // million name and value pairs: many times the bytes they came in.
+    let names: Vec<[u8; 1]> = (0..1_000_000_usize)
+        .map(|i| [b'a' + (i % 26) as u8])
+        .collect();
+    let wire = Wire {
+        status: 200,
+        version: 11,
+        request_time_ms: 0,
+        response_time_ms: 0,
+        configured: None,
+        headers: List(Vec::new()),
+        vary: List(names.iter().map(|name| (&name[..], None)).collect()),
+        body: WireBody::Slice(b""),
+    };
+    let bytes = encode(KIND_RESPONSE, &wire, 3 * names.len()).expect("encodes");
+    assert!(matches!(
+        Record::decode(&bytes),
+        Err(DecodeError::Malformed(_))
+    ));
 }
