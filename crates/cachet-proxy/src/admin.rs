@@ -13,11 +13,11 @@ use clap::Subcommand;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+use crate::server::connections::{Accepted, Listener};
 use crate::{Config, Error, StoreChoice, one_line, store};
 
 /// Runs an `entries` command against the store `config` names, as `cachet-proxy entries`
@@ -187,22 +187,13 @@ fn line(out: &mut String, entry: &EntryInfo) {
 /// `400` and a failing store `502`, each with a one-line reason.
 ///
 /// It stops with the task that runs it: its connections are tasks of a set that is
-/// dropped, and so aborted, with it.
-pub(crate) async fn serve<St: Store + Sync>(listener: TcpListener, entries: Entries<St>) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // The timer bounds how long a client may take to send its request head.
-    builder.http1().timer(TokioTimer::new());
-    builder.http2().timer(TokioTimer::new());
+/// dropped, and so aborted, with it. Its connections are bounded as the proxy's are: a
+/// silent client is closed, and at most as many are open at once.
+pub(crate) async fn serve<St: Store + Sync>(mut listener: Listener, entries: Entries<St>) {
+    let builder = listener.limits().builder();
     let mut connections = JoinSet::new();
     loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                tracing::warn!(%error, "admin listener: accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+        let Accepted { stream, slot, .. } = listener.accept().await;
         // Forget the connections that have ended.
         while connections.try_join_next().is_some() {}
         let entries = entries.clone();
@@ -211,12 +202,13 @@ pub(crate) async fn serve<St: Store + Sync>(listener: TcpListener, entries: Entr
             async move { Ok::<_, std::convert::Infallible>(answer(&request, &entries).await) }
         });
         let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
+            .serve_connection(TokioIo::new(listener.deadline(stream)), service)
             .into_owned();
         connections.spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "admin connection ended");
             }
+            drop(slot);
         });
     }
 }

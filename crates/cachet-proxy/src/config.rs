@@ -17,6 +17,7 @@ use crate::UsageError;
 use crate::file::FileSettings;
 pub use crate::flags::StoreChoice;
 use crate::flags::{Secret, Upstream};
+use crate::server::connections::Limits;
 
 mod command_line;
 
@@ -82,6 +83,8 @@ pub struct Config {
     trust_forwarded: bool,
     policy: Policy,
     admin_listen: Option<SocketAddr>,
+    max_connections: usize,
+    client_timeout: Duration,
     clock: SharedClock,
 }
 
@@ -330,6 +333,34 @@ impl Config {
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = SharedClock(Arc::new(clock));
         self
+    }
+
+    /// Sets how long a client may stay silent before its connection is closed: before the
+    /// first bytes of its first request, while it sends a request head (HTTP/1), and
+    /// before it answers a ping the proxy sends after as long without a frame (HTTP/2).
+    /// 30 seconds by default, the bound hyper puts on a request head; the admin listener
+    /// keeps it too. A bound under a millisecond is taken as a millisecond.
+    ///
+    /// No flag sets it: the default suits clients, and tests use a short one.
+    #[must_use]
+    pub fn client_timeout(mut self, timeout: Duration) -> Self {
+        self.client_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The most connections open at once, on the proxy's listener and on the admin one
+    /// each (`--max-connections`, default 10,000); past it, a client waits to be
+    /// accepted until one closes.
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+    }
+
+    /// The bounds of the listeners' connections.
+    pub(crate) fn limits(&self) -> Limits {
+        Limits {
+            client_timeout: self.client_timeout,
+            max_connections: self.max_connections,
+        }
     }
 
     /// Whether the `Forwarded`, `X-Forwarded-*`, `X-Real-IP`, `X-Original-URL`,

@@ -21,7 +21,7 @@ use toml::de::{DeTable, DeValue};
 use crate::config::{BadSignatureAction, Mode};
 use crate::flags::{
     CoalesceWait, FromText, InvalidSecret, MemoryTier, Span, StoreChoice, Upstream, UrlPattern,
-    parse_timeout, positive_bytes,
+    parse_timeout, positive_bytes, positive_count,
 };
 
 /// The settings of a configuration file, each `None` when the file leaves it out.
@@ -49,6 +49,9 @@ pub(crate) struct FileSettings {
     pub(crate) admin_listen: Option<SocketAddr>,
     /// `--trust-forwarded`.
     pub(crate) trust_forwarded: Option<bool>,
+    /// `--max-connections`.
+    #[serde(default, deserialize_with = "count")]
+    pub(crate) max_connections: Option<usize>,
     /// `[cache]`: what is stored and how.
     #[serde(default)]
     pub(crate) cache: CacheSection,
@@ -232,6 +235,14 @@ where
     positive_bytes(bytes)
         .map(Some)
         .map_err(|error| de::Error::custom(format_args!("invalid value '{bytes}': {error}")))
+}
+
+/// Reads a count, checked as its flag checks it.
+fn count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<usize>, D::Error> {
+    let count = u64::deserialize(deserializer)?;
+    positive_count(count)
+        .map(Some)
+        .map_err(|error| de::Error::custom(format_args!("invalid value '{count}': {error}")))
 }
 
 /// `upstream_timeout`: a number of seconds, checked as `--upstream-timeout` is.

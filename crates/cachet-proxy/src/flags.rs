@@ -269,6 +269,32 @@ pub(crate) fn positive_bytes<T: TryFrom<u64>>(bytes: u64) -> Result<T, InvalidBy
     T::try_from(bytes).map_err(|_| InvalidBytes)
 }
 
+/// Why a count (`--max-connections`) was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct InvalidCount;
+
+impl fmt::Display for InvalidCount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("expected a whole number greater than 0, such as 10000")
+    }
+}
+
+impl StdError for InvalidCount {}
+
+/// A count: a bound of 0 would let nothing in.
+pub(crate) fn parse_count(text: &str) -> Result<usize, InvalidCount> {
+    let count: u64 = text.trim().parse().map_err(|_| InvalidCount)?;
+    positive_count(count)
+}
+
+/// A count read as a number (from the configuration file), checked as its flag is.
+pub(crate) fn positive_count(count: u64) -> Result<usize, InvalidCount> {
+    match usize::try_from(count) {
+        Ok(count) if count > 0 => Ok(count),
+        _ => Err(InvalidCount),
+    }
+}
+
 /// A value given as text, parsed as its flag parses it: the configuration file reads
 /// its text settings through this.
 pub(crate) trait FromText: Sized {

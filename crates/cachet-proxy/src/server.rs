@@ -2,11 +2,9 @@
 
 use std::fmt;
 use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use cachet::{CacheBody, CacheLayer, CacheMode, CacheStatus};
@@ -14,15 +12,16 @@ use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Versi
 use http_body::Body as _;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::{Service, ServiceBuilder};
 
+pub(crate) mod connections;
 mod read_ahead;
 
+use connections::{Accepted, Listener};
 use read_ahead::ReadAheadBound;
 
 use crate::admin;
@@ -30,10 +29,6 @@ use crate::one_line;
 use crate::store::{self, ProxyStore};
 use crate::upstream::{self, Forward, HttpClient, UpstreamBody, Via, reply, strip_hop_by_hop};
 use crate::{Config, Error};
-
-/// How long to wait after an accept error that is not about one connection (such as
-/// running out of file descriptors) before accepting again.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The body of every response the proxy sends: the cache's, or a short one of its own.
 type ProxyBody = Either<CacheBody<UpstreamBody>, Full<Bytes>>;
@@ -131,7 +126,12 @@ impl Proxy {
     /// answer's head; a client that never acknowledges the close, or a stream that never
     /// ends, holds the proxy no longer), closing those still open.
     ///
-    /// An error accepting one connection is logged and does not stop the proxy.
+    /// An error accepting one connection is logged and does not stop the proxy; nor does
+    /// one that fails them all (such as running out of file descriptors), logged once
+    /// every few seconds with the count of those held back, while accepting is retried.
+    /// A client silent for [`Config::client_timeout`] is closed, and at most
+    /// [`Config::max_connections`] are open at once: past that, the next client waits to
+    /// be accepted until one closes.
     ///
     /// # Errors
     ///
@@ -153,7 +153,10 @@ impl Proxy {
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!("admin endpoints on http://{addr}/entries");
             }
-            tokio::spawn(admin::serve(listener, cache.entries()))
+            tokio::spawn(admin::serve(
+                Listener::new(listener, config.limits(), "admin listener"),
+                cache.entries(),
+            ))
         });
         let forward = Forward::new(
             client,
@@ -161,9 +164,8 @@ impl Proxy {
             config.trust_forwarded(),
             config.keys(),
         );
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder.http1().timer(TokioTimer::new());
-        builder.http2().timer(TokioTimer::new());
+        let builder = config.limits().builder();
+        let mut listener = Listener::new(listener, config.limits(), "proxy");
         let graceful = GracefulShutdown::new();
         // The connections' tasks, so that those still open when the drain's bound has
         // passed are closed, not left running.
@@ -172,25 +174,10 @@ impl Proxy {
 
         tracing::info!("listening on {local_addr}, upstream {}", config.upstream());
         loop {
-            let accepted = tokio::select! {
+            let Accepted { stream, peer, slot } = tokio::select! {
                 biased;
                 () = shutdown.as_mut() => break,
                 accepted = listener.accept() => accepted,
-            };
-            let (stream, peer) = match accepted {
-                Ok(accepted) => accepted,
-                Err(error) if is_connection_error(&error) => {
-                    tracing::debug!(%error, "connection failed while being accepted");
-                    continue;
-                }
-                Err(error) => {
-                    tracing::error!(%error, "cannot accept connections; retrying in {ACCEPT_BACKOFF:?}");
-                    tokio::select! {
-                        biased;
-                        () = shutdown.as_mut() => break,
-                        () = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
-                    }
-                }
             };
             if let Err(error) = stream.set_nodelay(true) {
                 tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
@@ -198,12 +185,14 @@ impl Proxy {
             // A stack per connection: what goes upstream says which client it came from.
             let service = stack(&config, &via, forward.for_client(peer.ip()), cache.clone());
             let service = TowerToHyperService::new(service);
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            let stream = TokioIo::new(listener.deadline(stream));
+            let connection = builder.serve_connection(stream, service);
             let connection = graceful.watch(connection.into_owned());
             connections.spawn(async move {
                 if let Err(error) = connection.await {
                     tracing::debug!(%peer, %error, "connection ended with an error");
                 }
+                drop(slot);
             });
             // Those that ended are let go, so that the set holds only what is open.
             while connections.try_join_next().is_some() {}
@@ -234,16 +223,6 @@ impl fmt::Debug for Proxy {
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
-}
-
-/// Errors that concern one connection, not the listener: accept the next one at once.
-fn is_connection_error(error: &io::Error) -> bool {
-    matches!(
-        error.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-    )
 }
 
 /// The service every request goes through: rewrite for the upstream, cache, forward.
@@ -334,6 +313,9 @@ mod tests {
     use http_body_util::BodyExt;
     use hyper_util::client::legacy::Client;
     use hyper_util::client::legacy::connect::HttpConnector;
+    use hyper_util::rt::TokioExecutor;
+    use hyper_util::server::conn::auto;
+    use std::time::Duration;
 
     use cachet::MemoryStore;
     use cachet::verify::{Keyring, Verify};

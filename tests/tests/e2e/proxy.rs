@@ -548,5 +548,6 @@ async fn serve_closes_the_connections_still_open_when_its_drain_bound_has_passed
     );
 }
 
+mod connections;
 mod forwarding;
 mod upstream;

@@ -16,8 +16,9 @@ use crate::UsageError;
 use crate::admin::EntriesCommand;
 use crate::file::{ConfigFile, FileSettings};
 use crate::flags::{
-    MemoryTier, Secret, StoreChoice, Upstream, UrlParser, parse_bytes, parse_timeout,
+    MemoryTier, Secret, StoreChoice, Upstream, UrlParser, parse_bytes, parse_count, parse_timeout,
 };
+use crate::server::connections::{DEFAULT_CLIENT_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
 
 /// The command line, as clap parses it. Every value is checked by its value parser.
 ///
@@ -129,6 +130,13 @@ pub(super) struct Args {
     /// IP:PORT; off unless given. It has no authentication: keep it on loopback
     #[arg(long, value_name = "ADDR")]
     admin_listen: Option<SocketAddr>,
+
+    /// The most client connections open at once (and as many on the admin listener);
+    /// past it, a client waits to be accepted until one closes. Each may hold an upstream
+    /// connection too: keep the file descriptor limit (ulimit -n) above twice this
+    /// [default: 10000]
+    #[arg(long, value_name = "N", value_parser = parse_count, allow_negative_numbers = true)]
+    max_connections: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -289,6 +297,11 @@ impl Invocation {
                 .unwrap_or(false),
             policy: Policy::from_file(settings),
             admin_listen: args.admin_listen.or(settings.admin_listen),
+            max_connections: args
+                .max_connections
+                .or(settings.max_connections)
+                .unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            client_timeout: DEFAULT_CLIENT_TIMEOUT,
             clock: SharedClock(Arc::new(SystemClock)),
         });
         Ok(match args.command {

@@ -190,6 +190,23 @@ fn timeout_must_be_a_positive_number_of_seconds_up_to_a_day() {
 }
 
 #[test]
+fn the_connection_bound_is_a_whole_number_above_zero() {
+    for bad in ["0", "-1", "1.5", "many", ""] {
+        let error = parse(&["--upstream", "http://h", "--max-connections", bad]).expect_err(bad);
+        assert_eq!(kind(&error), Some(clap::error::ErrorKind::ValueValidation));
+        let expected = format!(
+            "invalid value '{bad}' for '--max-connections <N>': expected a whole number \
+             greater than 0, such as 10000"
+        );
+        assert!(message(&error).starts_with(&expected), "{error}");
+    }
+    let config = parse(&["--upstream", "http://h", "--max-connections", "1"]).expect("one");
+    assert_eq!(config.max_connections(), 1);
+    let config = parse(&["--upstream", "http://h"]).expect("the default");
+    assert_eq!(config.max_connections(), 10_000);
+}
+
+#[test]
 fn byte_bounds_must_be_above_zero() {
     for flag in ["--memory-bytes", "--max-body-bytes"] {
         for bad in ["0", "-1", "1.5", "8MiB", ""] {
@@ -343,6 +360,7 @@ fn the_help_names_the_defaults_that_are_applied() {
         "[default: error]".to_owned(),
         "[default: memory]".to_owned(),
         "[default: off]".to_owned(),
+        "[default: 10000]".to_owned(),
     ] {
         assert!(help.contains(&default), "{default} missing from {help}");
     }

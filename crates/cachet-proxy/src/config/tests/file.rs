@@ -27,6 +27,7 @@ fn the_documented_example_file_sets_every_setting() {
     assert_eq!(config.redis_namespace(), DEFAULT_REDIS_NAMESPACE);
     assert_eq!(config.memory_tier(), None);
     assert!(!config.trust_forwarded());
+    assert_eq!(config.max_connections(), 10_000);
     assert_eq!(config.secrets.len(), 2);
     assert_eq!(config.secrets[0].value, "first secret");
     assert_eq!(config.on_bad_signature(), BadSignatureAction::Error);
@@ -84,6 +85,7 @@ fn every_setting_is_read_from_the_file() {
         listen = "127.0.0.1:0"
         mode = "private"
         trust_forwarded = true
+        max_connections = 3
         [cache]
         max_body_bytes = 10
         cdn = true
@@ -108,6 +110,7 @@ fn every_setting_is_read_from_the_file() {
     assert_eq!(config.max_body_bytes(), 10);
     assert!(config.cdn());
     assert!(config.trust_forwarded());
+    assert_eq!(config.max_connections(), 3);
     assert_eq!(
         config.store(),
         &StoreChoice::Cluster(vec![
@@ -208,6 +211,20 @@ fn an_unset_secret_variable_in_the_file_is_refused_where_it_is_named() {
     assert!(
         message(&error).ends_with(
             "setting 'signing.secret_key_env': the environment variable CACHET_TEST_UNSET is not set"
+        ),
+        "{error}"
+    );
+}
+
+#[test]
+fn no_connections_at_all_is_refused_in_the_file_as_by_the_flag() {
+    let file = config_file("upstream = \"http://h\"\nmax_connections = 0\n");
+    let error = with_file(&file, &[], &[]).expect_err("zero");
+    assert_eq!(error.exit_code(), 2);
+    assert!(
+        message(&error).ends_with(
+            "setting 'max_connections': invalid value '0': expected a whole number greater \
+             than 0, such as 10000"
         ),
         "{error}"
     );
