@@ -24,6 +24,50 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+/// What one test logs through `tracing`, every level.
+#[derive(Clone, Debug, Default)]
+pub struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Logs {
+    /// Captures what this thread logs until the guard is dropped (with `#[tokio::test]`'s
+    /// one thread, what the tasks it spawns log too).
+    pub fn capture() -> (Self, tracing::subscriber::DefaultGuard) {
+        let logs = Self::default();
+        let sink = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .finish();
+        let guard = tracing::subscriber::set_default(subscriber);
+        // Other tests on other threads log through no subscriber; one of theirs that
+        // registered a call site while this one was being set may have cached it as
+        // never logged (tracing decides that once per call site): ask again.
+        tracing::callsite::rebuild_interest_cache();
+        (logs, guard)
+    }
+
+    /// What was logged so far.
+    pub fn text(&self) -> String {
+        let bytes = self.0.lock().expect("no panics while logging").clone();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .expect("no panics while logging")
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// An error in a test body.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

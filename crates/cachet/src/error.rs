@@ -91,3 +91,59 @@ impl StdError for Error {
             .map(|e| e as &(dyn StdError + 'static))
     }
 }
+
+/// An error and its causes, `: `-separated, each once (a message that already ends with
+/// its cause's text does not repeat it): what a log line shows of a store's error, whose
+/// own message ("redis get could not connect") leaves the reason to its source.
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn StdError + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut text = self.0.to_string();
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            let cause_text = cause.to_string();
+            if !text.ends_with(&cause_text) {
+                text.push_str(": ");
+                text.push_str(&cause_text);
+            }
+            source = cause.source();
+        }
+        f.write_str(&text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Layered(&'static str, Option<Box<Layered>>);
+
+    impl fmt::Display for Layered {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl StdError for Layered {
+        fn source(&self) -> Option<&(dyn StdError + 'static)> {
+            self.1.as_deref().map(|e| e as &(dyn StdError + 'static))
+        }
+    }
+
+    #[test]
+    fn a_chain_shows_every_cause_once() {
+        let error = Layered(
+            "redis get could not connect",
+            Some(Box::new(Layered(
+                "DB index is out of range",
+                Some(Box::new(Layered("out of range", None))),
+            ))),
+        );
+        assert_eq!(
+            Chain(&error).to_string(),
+            "redis get could not connect: DB index is out of range"
+        );
+    }
+}

@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use cachet_tests::redis::RedisServer;
-use cachet_tests::{Origin, Reply};
+use cachet_tests::{Logs, Origin, Reply};
 
 use crate::proxy::RunningProxy;
 
@@ -31,6 +31,41 @@ fn redis_cli_set(redis: &RedisServer, key: &str, value: &str) {
         .status()
         .expect("redis-cli runs (installed with redis-server)");
     assert!(status.success());
+}
+
+#[tokio::test]
+async fn a_redis_that_refuses_the_proxy_is_logged_with_its_reason() {
+    let redis = RedisServer::start();
+    let origin = origin().await;
+    let (logs, _guard) = Logs::capture();
+    let store = format!("{}/99", redis.url());
+    let proxy = RunningProxy::start(&origin, &["--store", &store]).await;
+    for _ in 0..2 {
+        let answer = proxy.get("/refused").await;
+        assert_eq!(answer.body, "genuine", "the origin answers");
+    }
+    // The write is made after the answer: wait for its warning.
+    for _ in 0..2000 {
+        if logs.text().contains("cache store write failed") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let logged = logs.text();
+    for warning in [
+        "Redis does not answer yet",
+        "cache store read failed",
+        "cache store write failed",
+    ] {
+        let line = logged
+            .lines()
+            .find(|line| line.contains(warning))
+            .unwrap_or_else(|| panic!("no {warning:?} in {logged}"));
+        assert!(
+            line.contains("WARN") && line.contains("DB index is out of range"),
+            "the warning gives Redis's reason: {line}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -1,15 +1,13 @@
 //! Signed entries end to end: the scenario of the reference security page, rotation,
 //! refetch, and what an error or a log may show.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use cachet::store::{StoreRequest, StoreResponse};
 use cachet::verify::{Keyring, Verify, VerifyLayer};
 use cachet::{BoxError, CacheKey, CacheLayer, CacheStatus, MemoryStore, OnBadSignature};
-use cachet_tests::{Origin, Reply, client, get, read};
+use cachet_tests::{Logs, Origin, Reply, client, get, read};
 use http::Method;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
@@ -194,37 +192,9 @@ async fn refetch_repairs_a_tampered_entry() {
     assert_eq!(cache.metrics().bad_signatures(), 1);
 }
 
-/// A log sink for one test.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Logs {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .expect("no panics while logging")
-            .extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn a_bad_signature_never_shows_the_secret_in_errors_or_logs() {
-    let logs = Logs::default();
-    let sink = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || sink.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    // Other tests on other threads log through no subscriber; one of theirs that
-    // registered a call site while this one was being set may have cached it as never
-    // logged (tracing decides that once per call site): ask again.
-    tracing::callsite::rebuild_interest_cache();
+    let (logs, _guard) = Logs::capture();
 
     let origin = origin().await;
     let url = origin.url("/leak");
@@ -242,8 +212,7 @@ async fn a_bad_signature_never_shows_the_secret_in_errors_or_logs() {
         shown.push_str(&format!(" {cause} {cause:?}"));
         source = cause.source();
     }
-    let logged = String::from_utf8(logs.0.lock().expect("no panics while logging").clone())
-        .expect("logs are text");
+    let logged = logs.text();
     assert!(
         logged.contains("tampered"),
         "the refusal is logged: {logged}"
