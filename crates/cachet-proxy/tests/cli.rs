@@ -412,6 +412,7 @@ fn a_redis_url_that_cannot_be_used_is_a_usage_error_naming_store() {
     for bad in [
         "redis://",
         "redis://127.0.0.1:6379/notadb",
+        "redis://127.0.0.1:6379/-1",
         "redis+cluster://127.0.0.1:x",
     ] {
         let output = run(&["--upstream", "http://127.0.0.1:9", "--store", bad]);

@@ -152,6 +152,7 @@ impl RedisStoreBuilder {
         let (backend, servers) = match self.target {
             Target::Single(url) => {
                 check_scheme(&url, true)?;
+                check_database(&url)?;
                 let config = AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(self.bounds.connect))
                     // The store bounds each command itself, and drops the connection.
@@ -235,6 +236,30 @@ fn check_scheme(url: &str, unix_allowed: bool) -> Result<(), BuildError> {
     }
 }
 
+/// The redis client reads the database as any `i64`: `/-1` or `/+1` would reach Redis,
+/// which refuses the connection on every command, not the URL once.
+fn check_database(url: &str) -> Result<(), BuildError> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Ok(());
+    };
+    if scheme.to_ascii_lowercase().ends_with("unix") {
+        // The path is the socket's; a database goes in `?db=`.
+        return Ok(());
+    }
+    let Some((_, path)) = rest.split_once('/') else {
+        return Ok(());
+    };
+    let database = path.split(['?', '#']).next().unwrap_or_default();
+    if database.is_empty() || database.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(());
+    }
+    Err(BuildError::url(
+        url,
+        format_args!("the database `{database}` is not a whole number from 0, such as /0"),
+        None,
+    ))
+}
+
 impl fmt::Debug for RedisStoreBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let servers: Vec<String> = match &self.target {
@@ -277,9 +302,20 @@ mod tests {
         let message = error(RedisStore::builder("rediss://host"));
         assert!(message.contains("TLS"), "{message}");
 
-        let message = error(RedisStore::builder("redis://:hunter2@host:6379/zero"));
-        assert!(message.contains("Invalid database number"), "{message}");
-        assert!(!message.contains("hunter2"), "{message}");
+        for database in ["zero", "-1", "+1", "1x"] {
+            let url = format!("redis://:hunter2@host:6379/{database}");
+            let message = error(RedisStore::builder(url.as_str()));
+            assert_eq!(
+                message,
+                format!(
+                    "invalid redis url `redis://:***@host:6379/{database}`: the database \
+                     `{database}` is not a whole number from 0, such as /0"
+                )
+            );
+        }
+        for fine in ["redis://host:6379", "redis://host:6379/", "redis://host/15"] {
+            assert!(RedisStore::builder(fine).build().is_ok(), "{fine}");
+        }
     }
 
     #[test]
