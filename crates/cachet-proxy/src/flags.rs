@@ -158,13 +158,16 @@ impl Upstream {
             return Err(InvalidUpstream::UserInfo);
         }
         // `http::Uri` takes any digits for a port, and a client then connects to the
-        // scheme's default port instead.
+        // scheme's default port instead. The text after `:` goes upstream in `Host` as it
+        // is, so it must be the digits of a port: no sign (which `u16`'s parser takes),
+        // and not empty.
         let port = authority
             .as_str()
             .get(authority.host().len()..)
-            .and_then(|rest| rest.strip_prefix(':'))
-            .filter(|port| !port.is_empty());
-        if port.is_some_and(|port| !port.parse::<u16>().is_ok_and(|port| port > 0)) {
+            .and_then(|rest| rest.strip_prefix(':'));
+        if port.is_some_and(|port| {
+            !port.bytes().all(|b| b.is_ascii_digit()) || !port.parse::<u16>().is_ok_and(|p| p > 0)
+        }) {
             return Err(InvalidUpstream::Port);
         }
         if uri.query().is_some() {

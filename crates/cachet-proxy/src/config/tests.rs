@@ -129,6 +129,12 @@ fn upstream_query_fragment_user_info_and_a_port_out_of_range_are_refused() {
         ),
         ("http://a:0/api", "port must be a number from 1 to 65535"),
         (
+            "http://127.0.0.1:+18003",
+            "port must be a number from 1 to 65535",
+        ),
+        ("http://a:", "port must be a number from 1 to 65535"),
+        ("http://a:/api", "port must be a number from 1 to 65535"),
+        (
             "http://[::1]:65536",
             "port must be a number from 1 to 65535",
         ),

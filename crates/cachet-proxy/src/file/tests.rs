@@ -42,6 +42,20 @@ fn an_upstream_is_refused_as_the_flag_refuses_it() {
 }
 
 #[test]
+fn an_upstream_port_with_a_sign_or_no_digits_is_refused_as_the_flag_refuses_it() {
+    for (bad, column) in [("http://127.0.0.1:+18003", 12), ("http://a:", 12)] {
+        let error = refused(&format!("upstream = \"{bad}\""));
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "/etc/cachet.toml:1:{column}: setting 'upstream': invalid value '{bad}': \
+                 the port must be a number from 1 to 65535"
+            )
+        );
+    }
+}
+
+#[test]
 fn an_unknown_mode_names_the_choices() {
     let error = refused("# comment\nmode = \"shard\"\n");
     assert_eq!(
