@@ -159,6 +159,35 @@ pub(super) const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 /// `--redis-namespace`'s default.
 pub(super) const DEFAULT_REDIS_NAMESPACE: &str = "cachet:";
 
+/// Room kept beside the largest body in one memory entry for the rest of it: the key,
+/// the response's head and the entry's framing (and a signature).
+const ENTRY_HEAD_ROOM: u64 = 64 << 10;
+
+/// Refuses a largest body that the memory store could not hold in one entry: the store
+/// would drop every such response silently, while the cache said it was stored, and each
+/// miss would record the body for nothing.
+fn check_entry_fits(memory_bytes: u64, max_body_bytes: usize) -> Result<(), clap::Error> {
+    let max_entry_bytes = MemoryStore::new(memory_bytes).max_entry_bytes();
+    let largest_body = max_entry_bytes.saturating_sub(ENTRY_HEAD_ROOM);
+    if max_body_bytes as u64 <= largest_body {
+        return Ok(());
+    }
+    let message = if largest_body == 0 {
+        format!(
+            "--memory-bytes {memory_bytes} (or [store] memory_bytes) holds entries of at most \
+             {max_entry_bytes} bytes, too few for any body beside its head: raise it"
+        )
+    } else {
+        format!(
+            "--max-body-bytes {max_body_bytes} (or [cache] max_body_bytes; {default} unless \
+             given) is more than one entry of the memory store can hold with --memory-bytes \
+             {memory_bytes}: lower it to at most {largest_body}, or raise --memory-bytes",
+            default = CacheLayer::<()>::DEFAULT_MAX_BODY_BYTES
+        )
+    };
+    Err(Args::command().error(clap::error::ErrorKind::ArgumentConflict, message))
+}
+
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Invocation {
@@ -263,18 +292,23 @@ impl Invocation {
                 )
                 .into());
         }
+        let memory_bytes = args
+            .memory_bytes
+            .or(store.memory_bytes)
+            .unwrap_or(MemoryStore::DEFAULT_MAX_BYTES);
+        let max_body_bytes = args
+            .max_body_bytes
+            .or(settings.cache.max_body_bytes)
+            .unwrap_or(CacheLayer::<()>::DEFAULT_MAX_BODY_BYTES);
+        if backend == StoreChoice::Memory {
+            check_entry_fits(memory_bytes, max_body_bytes)?;
+        }
         let config = Box::new(Config {
             upstream,
             listen: args.listen.or(settings.listen).unwrap_or(DEFAULT_LISTEN),
             mode: args.mode.or(settings.mode).unwrap_or(Mode::Shared),
-            memory_bytes: args
-                .memory_bytes
-                .or(store.memory_bytes)
-                .unwrap_or(MemoryStore::DEFAULT_MAX_BYTES),
-            max_body_bytes: args
-                .max_body_bytes
-                .or(settings.cache.max_body_bytes)
-                .unwrap_or(CacheLayer::<()>::DEFAULT_MAX_BODY_BYTES),
+            memory_bytes,
+            max_body_bytes,
             upstream_timeout: args
                 .upstream_timeout
                 .or(settings.upstream_timeout.map(|seconds| seconds.0))

@@ -46,7 +46,7 @@ fn every_flag_is_read() {
         "--mode",
         "private",
         "--memory-bytes",
-        "1024",
+        "1048576",
         "--max-body-bytes",
         "10",
         "--upstream-timeout",
@@ -55,7 +55,7 @@ fn every_flag_is_read() {
     .expect("valid flags are accepted");
     assert_eq!(config.listen(), SocketAddr::from(([127, 0, 0, 1], 0)));
     assert_eq!(config.mode(), Mode::Private);
-    assert_eq!(config.memory_bytes(), 1024);
+    assert_eq!(config.memory_bytes(), 1_048_576);
     assert_eq!(config.max_body_bytes(), 10);
     assert_eq!(config.upstream_timeout(), Duration::from_millis(250));
     assert_eq!(
@@ -232,13 +232,63 @@ fn byte_bounds_must_be_above_zero() {
     let config = parse(&[
         "--upstream",
         "http://h",
+        "--store",
+        "redis://127.0.0.1:6379/0",
         "--memory-bytes",
         "1",
         "--max-body-bytes",
         "1",
     ])
-    .expect("one byte is a bound");
+    .expect("one byte is a bound (for a memory store, too small: see below)");
     assert_eq!((config.memory_bytes(), config.max_body_bytes()), (1, 1));
+}
+
+#[test]
+fn a_largest_body_the_memory_store_cannot_hold_in_one_entry_is_refused() {
+    // 2,000,000 bytes are one shard, whose entries take at most 97 % of it less the
+    // store's overhead: 1,938,976 bytes, of which 64 KiB are kept for the key and head.
+    let error = parse(&["--upstream", "http://h", "--memory-bytes", "2000000"])
+        .expect_err("the default 8 MiB does not fit");
+    assert_eq!(error.exit_code(), 2);
+    assert_eq!(
+        message(&error),
+        "--max-body-bytes 8388608 (or [cache] max_body_bytes; 8388608 unless given) is more \
+         than one entry of the memory store can hold with --memory-bytes 2000000: lower it \
+         to at most 1873440, or raise --memory-bytes (see --help)"
+    );
+    let fits = ["--memory-bytes", "2000000", "--max-body-bytes", "1873440"];
+    let config = parse(&[&["--upstream", "http://h"], &fits[..]].concat()).expect("fits");
+    assert_eq!(config.max_body_bytes(), 1_873_440);
+    let error = parse(&[
+        "--upstream",
+        "http://h",
+        "--memory-bytes",
+        "2000000",
+        "--max-body-bytes",
+        "1873441",
+    ])
+    .expect_err("one byte more");
+    assert!(message(&error).contains("at most 1873440"), "{error}");
+    let error = parse(&["--upstream", "http://h", "--memory-bytes", "1024"])
+        .expect_err("no room for any body");
+    assert_eq!(
+        message(&error),
+        "--memory-bytes 1024 (or [store] memory_bytes) holds entries of at most 0 bytes, too \
+         few for any body beside its head: raise it (see --help)"
+    );
+    // Redis holds what a memory tier drops, so only the memory store is held to it.
+    let config = parse(&[
+        "--upstream",
+        "http://h",
+        "--store",
+        "redis://127.0.0.1:6379/0",
+        "--memory-tier",
+        "1s",
+        "--memory-bytes",
+        "2000000",
+    ])
+    .expect("Redis keeps what the tier cannot");
+    assert_eq!(config.max_body_bytes(), 8 << 20);
 }
 
 #[test]

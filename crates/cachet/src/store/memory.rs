@@ -29,6 +29,7 @@ const ENTRY_OVERHEAD: u64 = 1024;
 #[derive(Clone)]
 pub struct MemoryStore {
     cache: Arc<Cache<CacheKey, Stored, ByteWeighter>>,
+    max_entry_bytes: u64,
 }
 
 #[derive(Clone)]
@@ -54,6 +55,11 @@ impl MemoryStore {
     /// default `max_body_bytes`.
     const MIN_SHARD_BYTES: u64 = 16 << 20;
 
+    /// The share of a shard one entry may take: the library's "hot" share, set here so
+    /// that [`max_entry_bytes`](Self::max_entry_bytes) follows from it, not from the
+    /// library's default.
+    const HOT_ALLOCATION: f64 = 0.97;
+
     /// A store that holds at most `max_bytes`, counting keys, values and per-entry
     /// overhead. It is split into shards for concurrent use, each with a share of the
     /// bound, and an entry is kept only if it fits in about 97 % of its shard: shards are
@@ -78,6 +84,7 @@ impl MemoryStore {
         let options = quick_cache::OptionsBuilder::new()
             .estimated_items_capacity(estimated_items)
             .weight_capacity(bound)
+            .hot_allocation(Self::HOT_ALLOCATION)
             .shards(shards)
             .build();
         let cache = match options {
@@ -90,9 +97,21 @@ impl MemoryStore {
             // Every option the builder requires is set above.
             Err(_) => Cache::with_weighter(estimated_items, bound, ByteWeighter),
         };
+        // The library drops, silently, an entry that weighs more than its shard's hot
+        // share.
+        let shard_bytes = bound / shards as u64;
+        let hot_bytes = (shard_bytes as f64 * Self::HOT_ALLOCATION) as u64;
         Self {
             cache: Arc::new(cache),
+            max_entry_bytes: hot_bytes.saturating_sub(ENTRY_OVERHEAD),
         }
+    }
+
+    /// The most bytes one entry may take, its key and value together: a put of a larger
+    /// one is dropped (the store holds it no more than it would an expired one). About
+    /// 15.5 MiB in a store of 16 MiB or more, nearly the whole bound in a smaller one.
+    pub fn max_entry_bytes(&self) -> u64 {
+        self.max_entry_bytes
     }
 
     /// The bytes held now, by the same count as the bound.
@@ -250,6 +269,34 @@ mod tests {
                 matches!(found, Ok(StoreResponse::Found(_))),
                 "{len} bytes in a store of {max_bytes}"
             );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_entry_of_max_entry_bytes_is_kept_and_one_byte_more_is_not() {
+        for max_bytes in [2_000_000, MemoryStore::DEFAULT_MAX_BYTES, 1 << 30] {
+            let store = MemoryStore::new(max_bytes);
+            let max = usize::try_from(store.max_entry_bytes()).expect("small");
+            assert!(
+                max > 1 << 20 && (max as u64) < max_bytes,
+                "{max} of {max_bytes}"
+            );
+            for (name, extra, kept) in [("fits", 0, true), ("over", 1, false)] {
+                let key = CacheKey::from_text(format!("GET http://a/{name}").as_str());
+                let value = vec![7; max - key.as_str().len() + extra];
+                let put = StoreRequest::Put {
+                    key: key.clone(),
+                    value: Bytes::from(value).into(),
+                    ttl: Duration::from_secs(60),
+                };
+                store.clone().oneshot(put).await.expect("a put succeeds");
+                let found = store.clone().oneshot(StoreRequest::Get(key)).await;
+                assert_eq!(
+                    matches!(found, Ok(StoreResponse::Found(_))),
+                    kept,
+                    "{name} in a store of {max_bytes}"
+                );
+            }
         }
     }
 

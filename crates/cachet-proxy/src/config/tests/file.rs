@@ -133,7 +133,7 @@ fn a_flag_overrides_the_file_and_the_file_overrides_the_default() {
         mode = "private"
         listen = "127.0.0.1:9000"
         [store]
-        memory_bytes = 1024
+        memory_bytes = 16777216
         [signing]
         secret_key_env = ["FILE_KEY"]
         "#,
@@ -158,7 +158,7 @@ fn a_flag_overrides_the_file_and_the_file_overrides_the_default() {
         SocketAddr::from(([127, 0, 0, 1], 9000)),
         "a flag left out does not hide the file"
     );
-    assert_eq!(config.memory_bytes(), 1024);
+    assert_eq!(config.memory_bytes(), 16 << 20);
     assert_eq!(config.secrets.len(), 1);
     assert_eq!(config.secrets[0].value, "from the flag");
     assert_eq!(
