@@ -232,16 +232,19 @@ impl Invocation {
         let empty = FileSettings::default();
         let settings = file.as_ref().map_or(&empty, |file| &file.settings);
 
+        // The file's names are checked even when the flag replaces them, as every other
+        // setting of the file is.
+        let file_secrets = match (&file, &settings.signing.secret_key_env) {
+            (Some(file), Some(names)) => names
+                .get_ref()
+                .iter()
+                .map(|name| Secret::read(name, &env))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|invalid| file.secret_error(names.span(), invalid))?,
+            _ => Vec::new(),
+        };
         let secrets = if args.secret_key_env.is_empty() {
-            match (&file, &settings.signing.secret_key_env) {
-                (Some(file), Some(names)) => names
-                    .get_ref()
-                    .iter()
-                    .map(|name| Secret::read(name, &env))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|invalid| file.secret_error(names.span(), invalid))?,
-                _ => Vec::new(),
-            }
+            file_secrets
         } else {
             args.secret_key_env
                 .iter()

@@ -148,9 +148,9 @@ fn a_flag_overrides_the_file_and_the_file_overrides_the_default() {
             "--secret-key-env",
             "FLAG_KEY",
         ],
-        &[("FLAG_KEY", "from the flag")],
+        &[("FLAG_KEY", "from the flag"), ("FILE_KEY", "from the file")],
     )
-    .expect("the file's FILE_KEY is not read: the flag's list replaces it");
+    .expect("valid flags and file");
     assert_eq!(config.upstream().to_string(), "http://flag.example/");
     assert_eq!(config.mode(), Mode::Shared, "the flag wins");
     assert_eq!(
@@ -226,6 +226,21 @@ fn no_connections_at_all_is_refused_in_the_file_as_by_the_flag() {
             "setting 'max_connections': invalid value '0': expected a whole number greater \
              than 0, such as 10000"
         ),
+        "{error}"
+    );
+}
+
+#[test]
+fn an_unset_secret_variable_in_the_file_is_refused_even_when_the_flag_replaces_the_list() {
+    let file = config_file(
+        "upstream = \"http://h\"\n[signing]\nsecret_key_env = [\"CACHET_TEST_UNSET\"]\n",
+    );
+    let error = with_file(&file, &["--secret-key-env", "KEY"], &[("KEY", "set")])
+        .expect_err("the file's variable is unset");
+    let file_error = error.config_file().expect("the file's error");
+    assert_eq!(file_error.setting(), Some("signing.secret_key_env"));
+    assert!(
+        message(&error).ends_with("the environment variable CACHET_TEST_UNSET is not set"),
         "{error}"
     );
 }
