@@ -84,6 +84,11 @@ impl Kind {
                 "date",
                 httpdate::fmt_http_date(std::time::SystemTime::now()),
             )
+            // What hyper-util's `HttpConnector` puts on every response it reads.
+            .extension(Connection {
+                remote: ([127, 0, 0, 1], 80).into(),
+                local: ([127, 0, 0, 1], 40000).into(),
+            })
             .body(Full::new(body.clone()))
             .expect("the bench response is valid")
     }
@@ -100,6 +105,17 @@ impl Kind {
             Some(CacheStatus::Forwarded { reason, stored: false }) if *reason == expected
         )
     }
+}
+
+/// The stand-in for hyper-util's `HttpInfo`, the connection's addresses that its
+/// `HttpConnector` puts in the extensions of every response: so the stand-in's responses
+/// come with an extensions map, as a hyper-util client's do.
+#[derive(Clone, Copy, Debug)]
+struct Connection {
+    #[allow(dead_code)]
+    remote: std::net::SocketAddr,
+    #[allow(dead_code)]
+    local: std::net::SocketAddr,
 }
 
 /// The stand-in for a hyper-util client: answers every request with `kind`'s response
