@@ -111,10 +111,9 @@ impl Kind {
 /// `HttpConnector` puts in the extensions of every response: so the stand-in's responses
 /// come with an extensions map, as a hyper-util client's do.
 #[derive(Clone, Copy, Debug)]
+#[expect(dead_code, reason = "never read: it is there for the room it takes")]
 struct Connection {
-    #[allow(dead_code)]
     remote: std::net::SocketAddr,
-    #[allow(dead_code)]
     local: std::net::SocketAddr,
 }
 
