@@ -35,8 +35,17 @@ fn shard(key: &CacheKey) -> usize {
     key.shard(SHARDS)
 }
 
-/// Each key being fetched, with the senders of the requests waiting for it.
-type Fetching = HashMap<CacheKey, Vec<oneshot::Sender<Value>>, quick_cache::DefaultHashBuilder>;
+/// Each key being fetched, with the requests waiting for it.
+type Fetching = HashMap<CacheKey, Fetch, quick_cache::DefaultHashBuilder>;
+
+/// A fetch under way: the senders of the requests waiting for it, and whether one of them
+/// waited as long as it may, after which no other request waits for it (its body may
+/// stream for as long as its client reads it).
+#[derive(Debug, Default)]
+struct Fetch {
+    waiters: Vec<oneshot::Sender<Value>>,
+    given_up: bool,
+}
 
 /// A request's place in a key's fetch.
 pub(crate) enum Join {
@@ -44,6 +53,9 @@ pub(crate) enum Join {
     Leader(Leader),
     /// Another request is fetching; this one waits for its stored entry.
     Waiter(oneshot::Receiver<Value>),
+    /// Another request is fetching, and a request that waited for it gave up: this one
+    /// goes to the origin without waiting.
+    Overdue,
 }
 
 /// The fetching request's duty to its waiters. Finishing hands them the stored entry;
@@ -64,13 +76,20 @@ impl Inflight {
     pub(crate) fn join(&self, key: &CacheKey) -> Join {
         // One hash and probe for both outcomes: every miss comes here.
         match self.fetching().entry(key.clone()) {
-            Entry::Occupied(mut waiters) => {
+            Entry::Occupied(mut fetch) => {
+                let fetch = fetch.get_mut();
+                if fetch.given_up {
+                    return Join::Overdue;
+                }
                 let (send, receive) = oneshot::channel();
-                waiters.get_mut().push(send);
+                // Those who gave up (cancelled) are let go, so that a fetch that lasts
+                // keeps only the waiters still there.
+                fetch.waiters.retain(|waiter| !waiter.is_closed());
+                fetch.waiters.push(send);
                 Join::Waiter(receive)
             }
             Entry::Vacant(vacant) => {
-                vacant.insert(Vec::new());
+                vacant.insert(Fetch::default());
                 Join::Leader(Leader {
                     claim: Some((self.clone(), key.clone())),
                 })
@@ -78,8 +97,19 @@ impl Inflight {
         }
     }
 
+    /// Says that a request waited for `key`'s fetch as long as it may: later requests
+    /// for it do not wait.
+    pub(crate) fn give_up(&self, key: &CacheKey) {
+        if let Some(fetch) = self.fetching().get_mut(key) {
+            fetch.given_up = true;
+        }
+    }
+
     fn release(&self, key: &CacheKey) -> Vec<oneshot::Sender<Value>> {
-        self.fetching().remove(key).unwrap_or_default()
+        self.fetching()
+            .remove(key)
+            .map(|fetch| fetch.waiters)
+            .unwrap_or_default()
     }
 
     fn fetching(&self) -> std::sync::MutexGuard<'_, Fetching> {
@@ -178,6 +208,42 @@ mod tests {
         assert_eq!(
             waiter.try_recv().expect("shared at once"),
             Value::from("entry")
+        );
+    }
+
+    #[test]
+    fn waiters_that_gave_up_leave_nothing_behind_while_the_fetch_goes_on() {
+        let inflight = Inflight::default();
+        let Join::Leader(leader) = inflight.join(&key()) else {
+            panic!("the first joins as leader")
+        };
+        for _ in 0..1_000 {
+            let Join::Waiter(waiter) = inflight.join(&key()) else {
+                panic!("the key is still being fetched")
+            };
+            drop(waiter);
+        }
+        let kept = inflight
+            .fetching()
+            .get(&key())
+            .map_or(0, |fetch| fetch.waiters.len());
+        drop(leader);
+        assert_eq!(kept, 1, "only the last, which has not been joined since");
+    }
+
+    #[test]
+    fn once_a_waiter_gave_up_on_a_fetch_no_one_waits_for_it() {
+        let inflight = Inflight::default();
+        let Join::Leader(leader) = inflight.join(&key()) else {
+            panic!("the first joins as leader")
+        };
+        assert!(matches!(inflight.join(&key()), Join::Waiter(_)));
+        inflight.give_up(&key());
+        assert!(matches!(inflight.join(&key()), Join::Overdue));
+        drop(leader);
+        assert!(
+            matches!(inflight.join(&key()), Join::Leader(_)),
+            "the next fetch is waited for again"
         );
     }
 

@@ -427,6 +427,8 @@ where
                                 });
                                 continue;
                             }
+                            // Not waited for: it goes to the origin on its own.
+                            Join::Overdue => {}
                         }
                     }
                     let (mut service, request) =
@@ -444,6 +446,12 @@ where
                     };
                     let (mut service, request) =
                         forward.take().expect("a wait forwards at most once");
+                    if outcome.is_err() {
+                        // Waited as long as it may: the fetch may stream for as long as
+                        // its client reads, and no one else waits for it.
+                        let key = facts.variant.as_ref().unwrap_or(&facts.key);
+                        this.config.inflight.give_up(key);
+                    }
                     if let Ok(Ok(value)) = outcome
                         && let Ok(decoded) = stored::decode(&value, this.config)
                         && let Step::Hit(response) =

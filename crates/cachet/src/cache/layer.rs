@@ -230,8 +230,9 @@ impl<St> CacheLayer<St> {
     /// Concurrent misses for one key send one request to the origin; the others wait at
     /// most `wait` for its response to be stored and are answered from it
     /// (`CacheStatus::Collapsed`). A response that cannot be stored, or a fetch that fails
-    /// or is dropped, sends the waiters to the origin at once. Waiting needs the Tokio
-    /// timer (on in every default runtime). On by default, with
+    /// or is dropped, sends the waiters to the origin at once; once a request has waited
+    /// `wait` for a fetch, later ones do not wait for it. Waiting needs the Tokio timer
+    /// (on in every default runtime; without it, turn coalescing off). On by default, with
     /// [`DEFAULT_COALESCE_WAIT`](Self::DEFAULT_COALESCE_WAIT).
     pub fn coalesce(mut self, wait: Option<Duration>) -> Self {
         Arc::make_mut(&mut self.config).coalesce_wait = wait;

@@ -372,6 +372,7 @@ async fn a_request_that_joins_after_the_response_arrived_still_shares_it() {
     assert_pending!(handle.poll_request(), "the origin was asked once");
 }
 
+mod coalescing;
 mod readiness;
 
 /// What a miss whose response may not be stored is marked.
