@@ -10,7 +10,7 @@ use pin_project::pin_project;
 use tower::util::Oneshot;
 use tower::{Service, ServiceExt};
 
-use super::{StoreRequest, StoreResponse, Value, detach, wants_latest};
+use super::{StoreRequest, StoreResponse, Value, detach, detach_all, wants_latest};
 use crate::per_clone::PerClone;
 use crate::{BoxError, CacheKey};
 
@@ -26,7 +26,8 @@ use crate::{BoxError, CacheKey};
 /// What another process writes or deletes in the far tier is seen here once the near
 /// copy expires: never later than `near_ttl` (one second by default). What this store
 /// writes or deletes is seen at once: a far read that was under way when a key of its
-/// kind was written here is not kept near. What a cache reads in order to write it back
+/// kind was written here is not kept near, and a near copy that a write sent while it
+/// went near may have beaten is taken out again. What a cache reads in order to write it back
 /// (the variant index it rewrites, the entry a HEAD response freshens) comes from the far
 /// tier, so that a near copy never replaces another process's newer write there.
 ///
@@ -180,6 +181,35 @@ impl<Near> Keep<Near> {
     fn may_keep(&self) -> bool {
         self.sent
             .is_some_and(|sent| self.writes.unchanged_since(&self.key, sent))
+    }
+
+    /// Keeps `value` near for `ttl`. A write of the key sent between the check and the
+    /// copy's arrival may have reached the near tier first, and the copy would hide it:
+    /// the copy is then taken out again (a miss, never what the write replaced).
+    fn promote(self, value: Value, ttl: Duration)
+    where
+        Near: Service<StoreRequest, Response = StoreResponse, Error = BoxError, Future: Send>
+            + Clone
+            + Send
+            + 'static,
+    {
+        let put = StoreRequest::Put {
+            key: self.key.clone(),
+            value,
+            ttl,
+        };
+        detach_all(async move {
+            match self.near.clone().oneshot(put).await {
+                Err(error) => near_failed(error),
+                Ok(_) if !self.may_keep() => {
+                    let delete = StoreRequest::Delete(self.key.clone());
+                    if let Err(error) = self.near.clone().oneshot(delete).await {
+                        near_failed(error);
+                    }
+                }
+                Ok(_) => {}
+            }
+        });
     }
 }
 
@@ -403,12 +433,7 @@ where
                     if let (Ok(StoreResponse::Found(value)), Some(keep)) = (&result, keep.take())
                         && keep.may_keep()
                     {
-                        let put = StoreRequest::Put {
-                            key: keep.key,
-                            value: Value::clone(value),
-                            ttl: *this.near_ttl,
-                        };
-                        detach(keep.near, put, near_failed);
+                        keep.promote(Value::clone(value), *this.near_ttl);
                     }
                     return Poll::Ready(result);
                 }

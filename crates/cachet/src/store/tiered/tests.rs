@@ -225,3 +225,66 @@ async fn a_read_to_write_back_asks_the_far_tier_and_keeps_its_answer_near() {
         "the near copy is brought up to date"
     );
 }
+
+/// A near tier that runs `hook` once, at its next `poll_ready`: what another task does
+/// between a promotion's check and its copy's arrival.
+#[derive(Clone)]
+struct Hooked {
+    memory: MemoryStore,
+    hook: Arc<Mutex<Option<Hook>>>,
+}
+
+type Hook = Box<dyn FnOnce() + Send>;
+
+impl Service<StoreRequest> for Hooked {
+    type Response = StoreResponse;
+    type Error = BoxError;
+    type Future = <MemoryStore as Service<StoreRequest>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        let hook = self.hook.lock().expect("not poisoned").take();
+        if let Some(hook) = hook {
+            hook();
+        }
+        self.memory.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: StoreRequest) -> Self::Future {
+        self.memory.call(request)
+    }
+}
+
+#[tokio::test]
+async fn a_write_made_while_a_far_read_is_promoted_is_not_hidden_by_the_promotion() {
+    let (near, far) = (MemoryStore::default(), MemoryStore::default());
+    let hook = Arc::new(Mutex::new(None));
+    let hooked = Hooked {
+        memory: near,
+        hook: hook.clone(),
+    };
+    let tiered = Tiered::new(hooked, far.clone());
+    call(&far, put("old", 600)).await;
+    // The write goes through this store (near and far) just before the promotion's copy.
+    let writer = tiered.clone();
+    *hook.lock().expect("not poisoned") = Some(Box::new(move || {
+        let mut write = std::pin::pin!(writer.oneshot(put("new", 600)));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(
+            write.as_mut().poll(&mut cx).is_ready(),
+            "memory answers at once"
+        );
+    }));
+    let read = tiered.clone().call(StoreRequest::Get(key())).await;
+    assert_eq!(
+        read.expect("read"),
+        StoreResponse::Found(Value::from("old"))
+    );
+    assert!(
+        hook.lock().expect("not poisoned").is_none(),
+        "the write ran"
+    );
+    let StoreResponse::Found(after) = call(&tiered, StoreRequest::Get(key())).await else {
+        panic!("stored")
+    };
+    assert_eq!(after.bytes(), "new", "the promotion hid the write");
+}
