@@ -113,6 +113,7 @@ where
         let state = match self.state {
             State::Lookup { .. } => "lookup",
             State::Wait { .. } => "wait",
+            State::Ready { .. } => "ready",
             State::Forward { .. } => "forward",
             State::OnlyIfCached => "only-if-cached",
             State::Done => "done",
@@ -135,9 +136,15 @@ where
         forward: Option<(S, Request<ReqB>)>,
     },
     /// Waiting for another request's fetch of the same key. Boxed: a timer is large,
-    /// and only a waiter pays for its room.
+    /// and only a waiter pays for its room. The service is a clone not made ready: the
+    /// one `poll_ready` readied is let go, with whatever it reserved (a slot of a
+    /// concurrency limit, a buffer's), so that a wait holds none.
     Wait {
         wait: Pin<Box<Timeout<oneshot::Receiver<Value>>>>,
+        forward: Option<(S, Request<ReqB>)>,
+    },
+    /// A waiter that must ask the origin after all, getting its service ready.
+    Ready {
         forward: Option<(S, Request<ReqB>)>,
     },
     Forward {
@@ -261,7 +268,7 @@ where
 
 impl<S, St, ReqB, ResB> Future for ResponseFuture<S, St, ReqB>
 where
-    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone,
     S::Future: Send + 'static,
     S::Error: Into<BoxError> + 'static,
     St: Store,
@@ -420,7 +427,9 @@ where
                             }
                             Join::Waiter(receiver) => {
                                 facts.collapsed = true;
-                                let forward = forward.take();
+                                let forward = forward
+                                    .take()
+                                    .map(|(service, request)| (service.clone(), request));
                                 this.state.set(State::Wait {
                                     wait: Box::pin(tokio::time::timeout(wait, receiver)),
                                     forward,
@@ -444,8 +453,7 @@ where
                     let Plan::Cache(facts) = this.plan else {
                         unreachable!("only cacheable requests wait")
                     };
-                    let (mut service, request) =
-                        forward.take().expect("a wait forwards at most once");
+                    let (service, request) = forward.take().expect("a wait forwards at most once");
                     if outcome.is_err() {
                         // Waited as long as it may: the fetch may stream for as long as
                         // its client reads, and no one else waits for it.
@@ -463,6 +471,20 @@ where
                     tracing::trace!(key = %facts.key, "the fetch waited for gave nothing to share; asking the origin");
                     facts.collapsed = false;
                     facts.headers = KeptHeaders::new(request.headers());
+                    this.state.set(State::Ready {
+                        forward: Some((service, request)),
+                    });
+                }
+                StateProj::Ready { forward } => {
+                    let (service, _) = forward.as_mut().expect("made ready at most once");
+                    if let Err(error) = ready!(service.poll_ready(cx)) {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Err(Error::upstream(error)));
+                    }
+                    let Plan::Cache(facts) = this.plan else {
+                        unreachable!("only cacheable requests wait")
+                    };
+                    let (mut service, request) = forward.take().expect("made ready at most once");
                     facts.sent = Some(this.config.invalidations.sending(&facts.key));
                     let future = service.call(request);
                     this.state.set(State::Forward { future });
