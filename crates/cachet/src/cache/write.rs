@@ -507,11 +507,17 @@ pub(crate) fn freshen_get<St: Store>(
     let (mode, max_stale_if_error) = (config.mode, config.max_stale_if_error);
     let targeted = config.targeted.clone();
     let metrics = config.metrics.clone();
+    let (invalidations, sent) = (config.invalidations.clone(), facts.sent);
     runtime.spawn(async move {
         let found = latest(store.clone().oneshot(StoreRequest::Get(get_key.clone()))).await;
         let Ok(StoreResponse::Found(value)) = found else {
             return;
         };
+        // An invalidation counted while the entry was read may have written its marker
+        // over it; what follows would write over the marker.
+        if invalidations.since(sent) {
+            return;
+        }
         let Ok(Record::Response(mut entry)) = Record::decode(value.bytes()) else {
             return;
         };

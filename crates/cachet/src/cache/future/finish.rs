@@ -67,14 +67,15 @@ pub(crate) fn finish<St: Store, B: Body<Data = Bytes>, E: Into<BoxError>>(
                 response
             };
             let forwarded = forwarded(response, Some(facts), leader, reason, config);
-            // A request cached by its body is a query only when its response is stored.
+            // A request cached by its body is a query only when its answer's headers let
+            // it be stored (the recorder's, taken at the head: it stays one if its body
+            // then fails or grows past the cap).
             if let Some(uri) = &facts.invalidates
                 && invalidates(forwarded.status(), config)
-                && forwarded.extensions().get::<CacheStatus>()
-                    == Some(&CacheStatus::Forwarded {
-                        reason,
-                        stored: false,
-                    })
+                && matches!(
+                    forwarded.extensions().get::<CacheStatus>(),
+                    Some(CacheStatus::Forwarded { stored: false, .. })
+                )
             {
                 write::invalidate(&facts.store.cloned(), uri, forwarded.headers(), config);
             }

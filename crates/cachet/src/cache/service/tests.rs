@@ -373,6 +373,7 @@ async fn a_request_that_joins_after_the_response_arrived_still_shares_it() {
 }
 
 mod coalescing;
+mod invalidation;
 mod readiness;
 
 /// What a miss whose response may not be stored is marked.
