@@ -231,7 +231,8 @@ impl<St> CacheLayer<St> {
     /// most `wait` for its response to be stored and are answered from it
     /// (`CacheStatus::Collapsed`). A response that cannot be stored, or a fetch that fails
     /// or is dropped, sends the waiters to the origin at once; once a request has waited
-    /// `wait` for a fetch, later ones do not wait for it. Waiting needs the Tokio timer
+    /// `wait` for a fetch whose answer has begun (a body read slowly), later ones do not
+    /// wait for it. Waiting needs the Tokio timer
     /// (on in every default runtime; without it, turn coalescing off). On by default, with
     /// [`DEFAULT_COALESCE_WAIT`](Self::DEFAULT_COALESCE_WAIT).
     pub fn coalesce(mut self, wait: Option<Duration>) -> Self {

@@ -183,3 +183,51 @@ async fn a_waiter_sent_to_the_origin_after_all_gets_its_service_ready_first() {
         .await;
     assert_eq!(body.expect("a body").to_bytes(), "yours");
 }
+
+#[tokio::test(start_paused = true)]
+async fn requests_after_a_timed_out_wait_still_wait_for_an_origin_slow_to_answer() {
+    use tower::{Layer, ServiceExt};
+
+    let (origin, mut handle) = mock::pair::<Request<()>, Response<Full<Bytes>>>();
+    handle.allow(100);
+    let cache = CacheLayer::new(MemoryStore::default()).layer(origin);
+    let url = "http://example.com/slow-head";
+    let leader = tokio::spawn(cache.clone().oneshot(get(url)));
+    let (_, leaders_answer) = handle.next_request().await.expect("the leader asks");
+    let waiter = tokio::spawn(cache.clone().oneshot(get(url)));
+    // The waiter waits as long as it may (the paused clock jumps), then asks the origin.
+    let (_, waiters_answer) = handle.next_request().await.expect("the waiter gives up");
+
+    // Three more come just after; the origin answers the leader a moment later.
+    let later: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(cache.clone().oneshot(get(url))))
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    leaders_answer.send_response(fresh("one"));
+    let leader = leader.await.expect("joined").expect("the leader's answer");
+    leader
+        .into_body()
+        .collect()
+        .await
+        .expect("the body completes");
+    waiters_answer.send_response(fresh("two"));
+    drop(waiter.await);
+    tokio::task::yield_now().await;
+    let mut asked = 0;
+    while let Poll::Ready(Some((_, send))) = handle.poll_request() {
+        asked += 1;
+        send.send_response(fresh("again"));
+    }
+    let mut statuses = Vec::new();
+    for request in later {
+        let response = request.await.expect("joined").expect("answered");
+        statuses.push(response.extensions().get::<CacheStatus>().copied());
+    }
+    assert_eq!(asked, 0, "they asked the origin: {statuses:?}");
+    assert!(
+        statuses
+            .iter()
+            .all(|status| *status == Some(CacheStatus::Collapsed)),
+        "{statuses:?}"
+    );
+}
