@@ -232,6 +232,10 @@ pub(crate) fn recorder<St: Store>(
         length => length.flatten(),
     };
     let metrics = config.metrics.clone();
+    // Its waiters wait for its body now (one that is not recorded lets them go at once).
+    if let Some(leader) = &leader {
+        leader.streaming();
+    }
     // Fresh until its age, counted as §4.2.3 does, reaches its lifetime.
     let lifetime = response.freshness_lifetime(config.mode);
     let initial_age = response.freshness(facts.time).age(response_time);

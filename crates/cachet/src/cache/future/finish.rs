@@ -26,12 +26,7 @@ pub(crate) fn finish<St: Store, B: Body<Data = Bytes>, E: Into<BoxError>>(
     config: &Config,
 ) -> Result<Response<CacheBody<B>>, Error> {
     let response = match result {
-        Ok(response) => {
-            if let Some(leader) = &leader {
-                leader.streaming();
-            }
-            response
-        }
+        Ok(response) => response,
         Err(error) => {
             if let (Plan::Cache(facts), Some(stale)) = (plan, stale)
                 && let Some(response) = stale_on_error(*stale.entry, facts, None, config)
