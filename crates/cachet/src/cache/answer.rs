@@ -1,5 +1,6 @@
 //! Answers the cache gives from stored entries, and how it wraps what it forwards.
 
+use std::borrow::Cow;
 use std::sync::LazyLock;
 use std::time::{Duration, SystemTime};
 
@@ -89,7 +90,11 @@ pub(crate) fn examine<St, B>(
         Stored::Variants(index) if facts.seen.is_none() => {
             let variant = (!index.names.is_empty()).then(|| {
                 let view = config.keys.vary_view(request, &index.names);
-                facts.key.variant(&index.names, &view)
+                let variant = facts.key.variant(&index.names, &view);
+                if let Cow::Owned(view) = view {
+                    facts.view = Some(Box::new(view));
+                }
+                variant
             });
             facts.seen = Some(index.clone());
             // An index without names is an invalidation marker: nothing is stored for
@@ -111,9 +116,13 @@ fn answer<St, B>(
     request: &HeaderMap,
     config: &Config,
 ) -> Step<B> {
-    let view = config
-        .keys
-        .vary_view(request, entry.vary.iter().map(|(name, _)| name));
+    let names = entry.vary.iter().map(|(name, _)| name);
+    // The view the variant's key was made from serves, when the entry varies on the
+    // headers the index named (a SHA-256 of a cookie is not cheap).
+    let view = match (&facts.view, &facts.seen) {
+        (Some(view), Some(seen)) if names.clone().eq(seen.names.iter()) => Cow::Borrowed(&**view),
+        _ => config.keys.vary_view(request, names),
+    };
     // An entry stored without a header this cache's `Keys::headers` select by (by a cache
     // configured otherwise, sharing the store) cannot tell requests apart by it.
     let selects = |name: &HeaderName| entry.vary.iter().any(|(stored, _)| stored == name);

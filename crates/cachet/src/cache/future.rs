@@ -51,6 +51,10 @@ pub(crate) struct RequestFacts<St> {
     pub(crate) seen: Option<Variants>,
     /// The key of this request's variant, once `seen` names the headers it varies on.
     pub(crate) variant: Option<CacheKey>,
+    /// The request's headers as the variant's key saw them, when that view is not the
+    /// headers themselves (a credential or a cookie digested, a header left out): the
+    /// entry found under the key is matched against it without digesting again.
+    pub(crate) view: Option<Box<HeaderMap>>,
     /// Whether this request waited for another's fetch (its answer is `Collapsed`).
     pub(crate) collapsed: bool,
     /// Whether any stored response serves, however stale (`ForceCache`, `OnlyIfCached`).
@@ -422,6 +426,7 @@ where
                                 *this.leader = Some(leader);
                                 facts.seen = None;
                                 facts.variant = None;
+                                facts.view = None;
                                 lookup.set(StoreCall::get(facts.key.clone()));
                                 continue;
                             }

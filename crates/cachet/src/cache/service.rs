@@ -288,6 +288,7 @@ impl<S: Clone, St: Store> Cache<S, St> {
             headers: KeptHeaders::default(),
             seen: None,
             variant: None,
+            view: None,
             collapsed: false,
             force: matches!(mode, CacheMode::ForceCache | CacheMode::OnlyIfCached),
             configured,
