@@ -64,9 +64,22 @@ pub(crate) struct RequestFacts<St> {
     /// Where the key stood among the cache's invalidations when the request was sent to
     /// the origin; `None` until then.
     pub(crate) sent: Option<Sent>,
-    /// An unsafe method's URI (one cached by its body): invalidated, as any unsafe
-    /// method's is, when its response is not stored (RFC 9111 §4.4).
+    /// An unsafe method's URI (one cached by its body), taken when it is sent:
+    /// invalidated, as any unsafe method's is, when its response is not stored (RFC 9111
+    /// §4.4).
     pub(crate) invalidates: Option<Box<Uri>>,
+}
+
+impl<St> RequestFacts<St> {
+    /// Notes what a request sent to the origin owes: where its key stood among the
+    /// cache's invalidations, and an unsafe method's URI.
+    pub(crate) fn sending<B>(&mut self, request: &Request<B>, config: &Config) {
+        self.sent = Some(config.invalidations.sending(&self.key));
+        if !matches!(self.method, Method::GET | Method::HEAD) && request.uri().authority().is_some()
+        {
+            self.invalidates = Some(Box::new(request.uri().clone()));
+        }
+    }
 }
 
 /// What the cache does with the inner service's response.
@@ -380,8 +393,7 @@ where
                                         unreachable!("only cacheable requests are looked up")
                                     };
                                     facts.headers = headers;
-                                    facts.sent =
-                                        Some(this.config.invalidations.sending(&facts.key));
+                                    facts.sending(&request, this.config);
                                     let stale = Stale { entry, conditional };
                                     refresh::spawn(
                                         service.call(request),
@@ -449,7 +461,7 @@ where
                         forward.take().expect("a lookup forwards at most once");
                     facts.headers =
                         original_headers.unwrap_or_else(|| KeptHeaders::new(request.headers()));
-                    facts.sent = Some(this.config.invalidations.sending(&facts.key));
+                    facts.sending(&request, this.config);
                     let future = service.call(request);
                     this.state.set(State::Forward { future });
                 }
@@ -490,7 +502,7 @@ where
                         unreachable!("only cacheable requests wait")
                     };
                     let (mut service, request) = forward.take().expect("made ready at most once");
-                    facts.sent = Some(this.config.invalidations.sending(&facts.key));
+                    facts.sending(&request, this.config);
                     let future = service.call(request);
                     this.state.set(State::Forward { future });
                 }

@@ -293,13 +293,7 @@ impl<S: Clone, St: Store> Cache<S, St> {
             force: matches!(mode, CacheMode::ForceCache | CacheMode::OnlyIfCached),
             configured,
             sent: None,
-            invalidates: match *request.method() {
-                Method::GET | Method::HEAD => None,
-                _ => request
-                    .uri()
-                    .authority()
-                    .map(|_| Box::new(request.uri().clone())),
-            },
+            invalidates: None,
         };
         match mode {
             CacheMode::Reload => {
@@ -311,7 +305,7 @@ impl<S: Clone, St: Store> Cache<S, St> {
                     names: Vec::new(),
                     not_before: facts.time,
                 });
-                facts.sent = Some(config.invalidations.sending(&facts.key));
+                facts.sending(&request, &config);
                 return self.pass(request, Plan::Cache(facts), ForwardReason::Request, config);
             }
             CacheMode::NoCache => {
