@@ -275,8 +275,8 @@ impl<St> CacheLayer<St> {
     /// [`DefaultKey`](crate::DefaultKey) gives one to a request whose body a
     /// [`BodyKeyLayer`](crate::BodyKeyLayer) in front of the cache read whole, with the
     /// body's digest in it, and none otherwise. A request of another method that has a
-    /// key is cached as a query and does not invalidate, unless its answer's headers do
-    /// not let it be stored (RFC 9111 §4.4 then holds, as for any unsafe method). One
+    /// key is cached as a query and does not invalidate, unless the cache does not take
+    /// its answer to store (RFC 9111 §4.4 then holds, as for any unsafe method). One
     /// without a key, or of a
     /// method left out, passes through (an unsafe one still invalidates, RFC 9111 §4.4).
     /// The [`UNCACHEABLE_METHODS`](crate::UNCACHEABLE_METHODS) are left out, with a

@@ -108,8 +108,10 @@ impl MemoryStore {
     }
 
     /// The most bytes one entry may take, its key and value together: a put of a larger
-    /// one is dropped (the store holds it no more than it would an expired one). About
-    /// 15.5 MiB in a store of 16 MiB or more, nearly the whole bound in a smaller one.
+    /// one is dropped (the store holds it no more than it would an expired one). At least
+    /// about 15.5 MiB in a store of 16 MiB or more (more where its shards are larger: a
+    /// large bound on few cores, or one that is no power-of-two multiple of 16 MiB), and
+    /// nearly the whole bound in a smaller one.
     pub fn max_entry_bytes(&self) -> u64 {
         self.max_entry_bytes
     }

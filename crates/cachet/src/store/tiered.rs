@@ -27,7 +27,8 @@ use crate::{BoxError, CacheKey};
 /// copy expires: never later than `near_ttl` (one second by default). What this store
 /// writes or deletes is seen at once: a far read that was under way when a key of its
 /// kind was written here is not kept near, and a near copy that a write sent while it
-/// went near may have beaten is taken out again. What a cache reads in order to write it back
+/// went near may have beaten is taken out again (until then, for one near round trip, a
+/// read may still see the value the write replaced). What a cache reads in order to write it back
 /// (the variant index it rewrites, the entry a HEAD response freshens) comes from the far
 /// tier, so that a near copy never replaces another process's newer write there.
 ///
