@@ -174,6 +174,7 @@ impl RedisStoreBuilder {
                 }
                 for url in &urls {
                     check_scheme(url, false)?;
+                    check_database(url)?;
                     url.as_str()
                         .into_connection_info()
                         .map_err(|error| BuildError::url(url, &error, Some(error.clone())))?;
@@ -242,14 +243,19 @@ fn check_database(url: &str) -> Result<(), BuildError> {
     let Some((scheme, rest)) = url.split_once("://") else {
         return Ok(());
     };
-    if scheme.to_ascii_lowercase().ends_with("unix") {
+    let database = if scheme.to_ascii_lowercase().ends_with("unix") {
         // The path is the socket's; a database goes in `?db=`.
-        return Ok(());
-    }
-    let Some((_, path)) = rest.split_once('/') else {
-        return Ok(());
+        rest.split_once('?')
+            .into_iter()
+            .flat_map(|(_, query)| query.split('&'))
+            .find_map(|pair| pair.strip_prefix("db="))
+            .unwrap_or_default()
+    } else {
+        let Some((_, path)) = rest.split_once('/') else {
+            return Ok(());
+        };
+        path.split(['?', '#']).next().unwrap_or_default()
     };
-    let database = path.split(['?', '#']).next().unwrap_or_default();
     if database.is_empty() || database.bytes().all(|b| b.is_ascii_digit()) {
         return Ok(());
     }
@@ -313,7 +319,16 @@ mod tests {
                 )
             );
         }
-        for fine in ["redis://host:6379", "redis://host:6379/", "redis://host/15"] {
+        let message = error(RedisStore::builder("unix:///tmp/r.sock?db=-1&pass=hunter2"));
+        assert!(message.contains("the database `-1`"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+        for fine in [
+            "redis://host:6379",
+            "redis://host:6379/",
+            "redis://host/15",
+            "unix:///tmp/r.sock",
+            "unix:///tmp/r.sock?db=3",
+        ] {
             assert!(RedisStore::builder(fine).build().is_ok(), "{fine}");
         }
     }
