@@ -5,6 +5,7 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use cachet::manage::{Entries, EntryInfo, EntryKind, Error as ManageError};
@@ -141,7 +142,7 @@ impl EntriesCommand {
 
 /// One entry as a tab-separated line: key, kind, status, size, state (`fresh`, `stale`,
 /// or `invalidated` for a variant an invalidation hid), stored at, fresh until (`-`
-/// where unknown).
+/// where unknown, or where no HTTP date can say it).
 fn line(out: &mut String, entry: &EntryInfo) {
     let kind = match entry.kind {
         EntryKind::Response => "response",
@@ -158,9 +159,8 @@ fn line(out: &mut String, entry: &EntryInfo) {
         (EntryKind::Response, false, false) => "fresh",
         _ => "-",
     };
-    let date = |time: Option<std::time::SystemTime>| {
-        time.map_or_else(|| "-".to_owned(), httpdate::fmt_http_date)
-    };
+    let date =
+        |time: Option<SystemTime>| time.and_then(http_date).unwrap_or_else(|| "-".to_owned());
     let _ = writeln!(
         out,
         "{}\t{kind}\t{status}\t{} bytes\t{state}\tstored {}\tfresh until {}",
@@ -169,6 +169,14 @@ fn line(out: &mut String, entry: &EntryInfo) {
         date(entry.stored_at),
         date(entry.fresh_until),
     );
+}
+
+/// `time` as an HTTP date, `None` for one no HTTP date can say (before 1970, after 9999):
+/// an entry's times come from its response's `Date` and `Age`, which may say anything.
+fn http_date(time: SystemTime) -> Option<String> {
+    const LAST: u64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+    let since = time.duration_since(UNIX_EPOCH).ok()?;
+    (since.as_secs() <= LAST).then(|| httpdate::fmt_http_date(time))
 }
 
 /// The admin listener: the `entries` commands over HTTP, for a proxy whose store lives in

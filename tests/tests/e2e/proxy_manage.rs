@@ -452,3 +452,33 @@ async fn posts_listed_in_the_file_are_cached_by_their_body() {
     let again = proxy.send_body(Method::POST, url, "{\"q\":\"rust\"}").await;
     assert_eq!(again.1, "cachet; fwd=uri-miss; stored");
 }
+
+#[tokio::test]
+async fn an_entry_whose_times_no_http_date_can_say_is_listed_with_a_dash() {
+    // `Age` at RFC 9111's cap puts the end of freshness some 68 years before the
+    // response arrived: before 1970, which no HTTP date can say.
+    let origin = Origin::start(|_| {
+        Reply::ok("aged")
+            .header("cache-control", "max-age=60")
+            .header("age", "2147483648")
+            .header("etag", "\"v1\"")
+    })
+    .await;
+    let proxy = Running::start(&format!(
+        "upstream = \"{}\"\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n",
+        origin.url("")
+    ))
+    .await;
+    proxy.get("/aged").await;
+    let (status, listed) = proxy.admin(Method::GET, "/entries").await;
+    assert_eq!(status, 200, "{listed}");
+    assert!(
+        listed.contains("\tstale\tstored ") && listed.ends_with("\tfresh until -\n"),
+        "{listed}"
+    );
+    let url = origin.url("/aged");
+    let (status, shown) = proxy
+        .admin(Method::GET, &format!("/entries/show?url={url}"))
+        .await;
+    assert_eq!(status, 200, "{shown}");
+}
