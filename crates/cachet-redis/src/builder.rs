@@ -68,6 +68,9 @@ impl RedisStoreBuilder {
 
     /// What every key starts with (default `cachet:`), so that several applications
     /// or caches can share one Redis and `SCAN 0 MATCH cachet:*` finds this one's keys.
+    /// No namespace on the same database may start with another (`cache:` and
+    /// `cache:staging:`): the shorter one's listing, stats and `clear` would reach the
+    /// longer one's keys.
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
         self.namespace = namespace.into();
         self
