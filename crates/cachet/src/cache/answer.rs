@@ -24,7 +24,8 @@ use crate::store::Store;
 #[cfg(test)]
 use validation::identifies;
 pub(crate) use validation::{
-    as_not_modified, make_conditional, names_entry, not_modified, respond_not_modified, revalidated,
+    as_not_modified, make_conditional, names_entry, not_modified, respond_not_modified,
+    revalidated, storable_by,
 };
 
 /// What a stored record does for a request.

@@ -311,3 +311,44 @@ async fn a_304_to_a_request_that_may_not_store_deletes_nothing() {
         (CacheStatus::Hit, b"body".as_slice())
     );
 }
+
+#[tokio::test]
+async fn rfc9111_4_3_3_a_full_answer_that_may_not_be_stored_replaces_the_stale_one_all_the_same() {
+    // Fresh for 10 s, then served stale for a day while refreshed in the background; the
+    // refresh gets a full answer that may not be stored.
+    let clock = ManualClock::new();
+    let answered = Arc::new(AtomicUsize::new(0));
+    let origin = Origin::start_dated(clock.clone(), {
+        let answered = answered.clone();
+        move |_| {
+            if answered.fetch_add(1, Ordering::SeqCst) == 0 {
+                Reply::ok("old")
+                    .header("cache-control", "max-age=10, stale-while-revalidate=86400")
+                    .header("etag", "\"1\"")
+            } else {
+                Reply::ok("new").header("cache-control", "no-store")
+            }
+        }
+    })
+    .await;
+    let cache = stack(CacheLayer::new(MemoryStore::default()).clock(clock.clone()));
+    let url = origin.url("/r");
+    fetch(&cache, get(&url)).await;
+    clock.advance(Duration::from_secs(15));
+    let (status, _, body) = fetch(&cache, get(&url)).await;
+    assert_eq!(
+        (status, body.as_ref()),
+        (CacheStatus::StaleWhileRevalidate, b"old".as_slice())
+    );
+    requests_reach(&origin, 2).await;
+    // The refresh's answer has come: the old response is not served again.
+    let mut body = Bytes::new();
+    for _ in 0..100 {
+        body = fetch(&cache, get(&url)).await.2;
+        if body == "new" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(body, "new");
+}

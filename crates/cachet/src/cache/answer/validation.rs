@@ -140,7 +140,7 @@ pub(crate) fn revalidated<St: Store, B>(
     let identified = identifies(&entry.headers, not_modified.headers());
     // Whether this request could store the entry as it was: if so, and not as the 304
     // leaves it, the 304 is what forbids it.
-    let was_storable = identified && storable(&entry, facts, config).1.is_some();
+    let was_storable = identified && storable_by(&entry, facts, config);
     // Stored again only when the 304 updated it whole.
     let (now, updated) = if identified {
         let now = write::after_invalidation(config.clock.now(), facts);
@@ -200,6 +200,17 @@ pub(crate) fn revalidated<St: Store, B>(
         status,
     );
     respond(&entry, served, config)
+}
+
+/// Whether this request could store the stored entry as it is: if so, and the origin's
+/// answer may not be stored, the answer is what forbids it (a refusal the request itself
+/// causes, its `Authorization` or `no-store`, says nothing of the entry).
+pub(crate) fn storable_by<St: Store>(
+    entry: &Entry,
+    facts: &RequestFacts<St>,
+    config: &Config,
+) -> bool {
+    storable(entry, facts, config).1.is_some()
 }
 
 /// A stored entry's facts, and where and for how long this request may store it, judged

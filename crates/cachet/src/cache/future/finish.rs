@@ -6,12 +6,14 @@ use http::{Method, Response, StatusCode};
 use http_body::Body;
 
 use super::{Plan, Stale};
-use crate::cache::answer::{as_not_modified, forwarded, names_entry, revalidated, stale_on_error};
+use crate::cache::answer::{
+    as_not_modified, forwarded, names_entry, revalidated, stale_on_error, storable_by,
+};
 use crate::cache::body::CacheBody;
 use crate::cache::coalesce::Leader;
 use crate::cache::layer::Config;
 use crate::cache::{CacheStatus, ForwardReason, write};
-use crate::store::Store;
+use crate::store::{Store, StoreRequest};
 use crate::{BoxError, Error};
 
 /// Completes a forwarded request: refreshes a stale entry on a 304, stands a stale entry
@@ -39,6 +41,7 @@ pub(crate) fn finish<St: Store, B: Body<Data = Bytes>, E: Into<BoxError>>(
     match plan {
         Plan::Cache(facts) => {
             let status = response.status();
+            let mut replaced = false;
             if let Some(stale) = stale {
                 if status == StatusCode::NOT_MODIFIED && stale.conditional {
                     return Ok(revalidated(*stale.entry, response, facts, config));
@@ -52,6 +55,17 @@ pub(crate) fn finish<St: Store, B: Body<Data = Bytes>, E: Into<BoxError>>(
                 {
                     let updated = revalidated(*stale.entry, response, facts, config);
                     return Ok(as_not_modified(updated));
+                }
+                // A full answer replaces the stored response (RFC 9111 §4.3.3). One the
+                // cache may not store would leave it to be served stale again (for a whole
+                // `stale-while-revalidate` window): it is deleted, unless the origin is
+                // failing, or the request, not the answer, is why the answer is not kept.
+                if status != StatusCode::NOT_MODIFIED
+                    && !status.is_server_error()
+                    && !config.read_only
+                    && storable_by(&stale.entry, facts, config)
+                {
+                    replaced = true;
                 }
                 if matches!(status.as_u16(), 500 | 502 | 503 | 504)
                     && let Some(stale) = stale_on_error(*stale.entry, facts, Some(status), config)
@@ -67,15 +81,25 @@ pub(crate) fn finish<St: Store, B: Body<Data = Bytes>, E: Into<BoxError>>(
                 response
             };
             let forwarded = forwarded(response, Some(facts), leader, reason, config);
+            let stored = !matches!(
+                forwarded.extensions().get::<CacheStatus>(),
+                Some(CacheStatus::Forwarded { stored: false, .. })
+            );
+            if replaced && !stored {
+                let key = facts.variant.clone().unwrap_or_else(|| facts.key.clone());
+                tracing::debug!(%key, "replaced by an answer that is not stored; deleting it");
+                write::write(
+                    facts.store.cloned(),
+                    StoreRequest::Delete(key),
+                    &config.metrics,
+                );
+            }
             // A request cached by its body is a query only when its answer's headers let
             // it be stored (the recorder's, taken at the head: it stays one if its body
             // then fails or grows past the cap).
             if let Some(uri) = &facts.invalidates
+                && !stored
                 && invalidates(forwarded.status(), config)
-                && matches!(
-                    forwarded.extensions().get::<CacheStatus>(),
-                    Some(CacheStatus::Forwarded { stored: false, .. })
-                )
             {
                 write::invalidate(&facts.store.cloned(), uri, forwarded.headers(), config);
             }
