@@ -114,16 +114,63 @@ impl<St: Store> Placement<St> {
             tracing::debug!(key = %self.key, "invalidated while it was fetched; not storing");
             return None;
         }
-        let value = match entry.encode_with_body(body) {
-            Ok(bytes) => Value::from(bytes),
+        let value = self.encode(entry, body)?;
+        self.write(value.clone(), metrics);
+        Some(value)
+    }
+
+    /// As [`put`](Self::put), for a revalidation's update of the response received at
+    /// `received` and stored under `stored`: written only if the store still holds that
+    /// response there when it is read again (one store round trip), since another
+    /// request may have stored a newer one meanwhile, or an invalidation hidden it, and
+    /// the update would put the old one back (RFC 9111 §4.3.4 updates what is stored).
+    /// Returns whether it is to be written.
+    pub(crate) fn update(
+        self,
+        entry: &Entry,
+        (stored, received): (CacheKey, SystemTime),
+        metrics: &Metrics,
+    ) -> bool {
+        if self.invalidations.since(self.sent) {
+            tracing::debug!(key = %self.key, "invalidated while it was revalidated; not storing");
+            return false;
+        }
+        let Some(value) = self.encode(entry, std::slice::from_ref(&entry.body)) else {
+            return false;
+        };
+        let metrics = metrics.clone();
+        detach_all(async move {
+            let current = latest(self.store.clone().oneshot(StoreRequest::Get(stored))).await;
+            let unchanged = matches!(
+                &current,
+                Ok(StoreResponse::Found(stored)) if matches!(
+                    Record::decode(stored.bytes()),
+                    Ok(Record::Response(stored)) if stored.response_time == received
+                )
+            );
+            if unchanged {
+                self.write(value, &metrics);
+            } else {
+                tracing::debug!(key = %self.key, "replaced while it was revalidated; not storing");
+            }
+        });
+        true
+    }
+
+    fn encode(&self, entry: &Entry, body: &[Bytes]) -> Option<Value> {
+        match entry.encode_with_body(body) {
+            Ok(bytes) => Some(Value::from(bytes)),
             Err(error) => {
                 tracing::warn!(key = %self.key, %error, "entry could not be encoded; not storing");
-                return None;
+                None
             }
-        };
+        }
+    }
+
+    fn write(self, value: Value, metrics: &Metrics) {
         let put = StoreRequest::Put {
             key: self.key,
-            value: value.clone(),
+            value,
             ttl: self.ttl,
         };
         // The variant goes at once, as a plain entry does; under its own key it is found
@@ -133,7 +180,6 @@ impl<St: Store> Placement<St> {
             let ttl = self.ttl.max(MIN_INDEX_TTL);
             write_index(self.store, index, ttl, metrics);
         }
-        Some(value)
     }
 }
 

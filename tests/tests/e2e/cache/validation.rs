@@ -352,3 +352,49 @@ async fn rfc9111_4_3_3_a_full_answer_that_may_not_be_stored_replaces_the_stale_o
     }
     assert_eq!(body, "new");
 }
+
+#[tokio::test]
+async fn rfc9111_4_3_4_a_late_304_does_not_put_back_a_response_replaced_meanwhile() {
+    // A stale entry is refreshed in the background; its 304 comes late, after a reload
+    // has stored a newer response: the 304 names what is no longer stored.
+    let clock = ManualClock::new();
+    let answered = Arc::new(AtomicUsize::new(0));
+    let origin = Origin::start_dated(clock.clone(), {
+        let answered = answered.clone();
+        move |_| {
+            let cache_control = "max-age=10, stale-while-revalidate=100";
+            match answered.fetch_add(1, Ordering::SeqCst) {
+                0 => Reply::ok("one")
+                    .header("cache-control", cache_control)
+                    .header("etag", "\"1\""),
+                1 => Reply::ok("")
+                    .status(304)
+                    .header("etag", "\"1\"")
+                    .header("cache-control", cache_control)
+                    .delay(Duration::from_millis(300)),
+                _ => Reply::ok("two")
+                    .header("cache-control", cache_control)
+                    .header("etag", "\"2\""),
+            }
+        }
+    })
+    .await;
+    let cache = stack(CacheLayer::new(MemoryStore::default()).clock(clock.clone()));
+    let url = origin.url("/r");
+    fetch(&cache, get(&url)).await;
+    clock.advance(Duration::from_secs(15));
+    let (status, _, _) = fetch(&cache, get(&url)).await;
+    assert_eq!(status, CacheStatus::StaleWhileRevalidate);
+    requests_reach(&origin, 2).await;
+    let mut reload = get(&url);
+    reload.extensions_mut().insert(cachet::CacheMode::Reload);
+    assert_eq!(fetch(&cache, reload).await.2, "two");
+    // The late 304 comes and goes; the newer response stays.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, headers, body) = fetch(&cache, get(&url)).await;
+    assert_eq!(
+        (status, body.as_ref()),
+        (CacheStatus::Hit, b"two".as_slice())
+    );
+    assert_eq!(headers["etag"], "\"2\"");
+}

@@ -142,6 +142,11 @@ pub(crate) fn revalidated<St: Store, B>(
     // leaves it, the 304 is what forbids it.
     let was_storable = identified && storable_by(&entry, facts, config);
     // Stored again only when the 304 updated it whole.
+    // Where the entry was, and when it was received, for its update to find it again.
+    let snapshot = (
+        facts.variant.clone().unwrap_or_else(|| facts.key.clone()),
+        entry.response_time,
+    );
     let (now, updated) = if identified {
         let now = write::after_invalidation(config.clock.now(), facts);
         let whole = entry.update_headers(&write::end_to_end(not_modified.headers()), now);
@@ -185,9 +190,11 @@ pub(crate) fn revalidated<St: Store, B>(
             vary: write::vary_values(&names, &view),
             ..entry.clone()
         };
-        stored_now = Placement::new(facts, &view, names, ttl, config)
-            .put(&kept, std::slice::from_ref(&kept.body), &config.metrics)
-            .is_some();
+        stored_now = Placement::new(facts, &view, names, ttl, config).update(
+            &kept,
+            snapshot,
+            &config.metrics,
+        );
     }
     tracing::trace!(key = %facts.key, "revalidated");
     let freshness = stored.freshness(entry.request_time);
