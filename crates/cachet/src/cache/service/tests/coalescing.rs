@@ -88,11 +88,15 @@ where
     }
 }
 
-#[tokio::test]
-async fn a_request_waiting_for_anothers_fetch_holds_no_slot_of_the_service_below() {
+/// A cache over a mock origin behind a [`Limited`].
+type LimitedCache =
+    crate::Cache<Limited<mock::Mock<Request<()>, Response<Full<Bytes>>>>, MemoryStore>;
+
+/// A cache over a mock origin behind a `Limited` of `slots` slots.
+fn limited(slots: usize) -> (LimitedCache, Handle, Arc<tokio::sync::Semaphore>) {
     use tower::Layer;
 
-    let slots = Arc::new(tokio::sync::Semaphore::new(1));
+    let slots = Arc::new(tokio::sync::Semaphore::new(slots));
     let (origin, mut handle) = mock::pair::<Request<()>, Response<Full<Bytes>>>();
     handle.allow(10);
     let cache = CacheLayer::new(MemoryStore::default()).layer(Limited {
@@ -100,6 +104,12 @@ async fn a_request_waiting_for_anothers_fetch_holds_no_slot_of_the_service_below
         slots: slots.clone(),
         slot: None,
     });
+    (cache, handle, slots)
+}
+
+#[tokio::test]
+async fn a_request_waiting_for_anothers_fetch_holds_no_slot_of_the_service_below() {
+    let (cache, mut handle, slots) = limited(1);
     let url = "http://example.com/slow";
     let mut first = tokio_test::task::spawn(cache.clone());
     assert_ready_ok!(first.enter(|cx, mut cache| cache.poll_ready(cx)));
@@ -138,16 +148,7 @@ async fn a_request_waiting_for_anothers_fetch_holds_no_slot_of_the_service_below
 
 #[tokio::test]
 async fn a_waiter_sent_to_the_origin_after_all_gets_its_service_ready_first() {
-    use tower::Layer;
-
-    let slots = Arc::new(tokio::sync::Semaphore::new(2));
-    let (origin, mut handle) = mock::pair::<Request<()>, Response<Full<Bytes>>>();
-    handle.allow(10);
-    let cache = CacheLayer::new(MemoryStore::default()).layer(Limited {
-        inner: origin,
-        slots: slots.clone(),
-        slot: None,
-    });
+    let (cache, mut handle, slots) = limited(2);
     let url = "http://example.com/private";
     let mut first = tokio_test::task::spawn(cache.clone());
     assert_ready_ok!(first.enter(|cx, mut cache| cache.poll_ready(cx)));
