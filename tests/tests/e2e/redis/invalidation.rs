@@ -141,6 +141,28 @@ fn two_tiered_caches(
     })
 }
 
+/// A second on, a POST to `url` through `cache`; waits until its marker is in Redis under
+/// `redis_key`, and returns it, a second before the clock moves on again.
+async fn post_through(
+    cache: &Cache<Http, cachet::store::Tiered<cachet::MemoryStore, RedisStore>>,
+    server: &RedisServer,
+    url: &str,
+    redis_key: &str,
+    clock: &ManualClock,
+) -> Option<Vec<u8>> {
+    let raw = || server.query::<Option<Vec<u8>>>(redis::cmd("GET").arg(redis_key));
+    clock.advance(Duration::from_secs(1));
+    let before = raw();
+    send(cache, post(url)).await.expect("forwarded");
+    until(Duration::from_secs(2), "the marker lands in Redis", || {
+        raw() != before
+    })
+    .await;
+    let marker = raw();
+    clock.advance(Duration::from_secs(1));
+    marker
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_index_written_back_through_a_memory_tier_keeps_another_caches_invalidation() {
     let server = RedisServer::start();
@@ -172,19 +194,8 @@ async fn an_index_written_back_through_a_memory_tier_keeps_another_caches_invali
     .await;
     // The resource changes, and B's POST says so with a marker in Redis; A's memory tier
     // still holds the index from before.
-    clock.advance(Duration::from_secs(1));
     version.store(2, Ordering::SeqCst);
-    let before = raw(&index);
-    let post = http::Request::post(&url)
-        .body(Empty::new())
-        .expect("a valid request");
-    send(&b, post).await.expect("forwarded");
-    until(Duration::from_secs(2), "B's marker lands in Redis", || {
-        raw(&index) != before
-    })
-    .await;
-    let marker = raw(&index);
-    clock.advance(Duration::from_secs(1));
+    let marker = post_through(&b, &server, &url, &index, &clock).await;
 
     // A stores another variant and writes the index back.
     let (_, fr) = send(&a, in_language(&url, "fr")).await.expect("a miss");
@@ -228,19 +239,8 @@ async fn a_get_freshened_through_a_memory_tier_keeps_another_caches_invalidation
     written(&server, &entry).await;
     // The resource changes, and B's POST says so with a marker in Redis; A's memory tier
     // still holds the GET response from before.
-    clock.advance(Duration::from_secs(1));
     version.store(2, Ordering::SeqCst);
-    let before = raw(&entry);
-    let post = http::Request::post(&url)
-        .body(Empty::new())
-        .expect("a valid request");
-    send(&b, post).await.expect("forwarded");
-    until(Duration::from_secs(2), "B's marker lands in Redis", || {
-        raw(&entry) != before
-    })
-    .await;
-    let marker = raw(&entry);
-    clock.advance(Duration::from_secs(1));
+    let marker = post_through(&b, &server, &url, &entry, &clock).await;
 
     // A HEAD response with the same `Last-Modified` would freshen the stored GET; the
     // freshening runs on a task of its own and, seeing the marker, writes nothing.
