@@ -41,7 +41,9 @@ pub(crate) fn finish<St: Store, B: Body<Data = Bytes>, E: Into<BoxError>>(
     match plan {
         Plan::Cache(facts) => {
             let status = response.status();
-            let mut replaced = false;
+            // The stored response a full answer replaces (RFC 9111 §4.3.3), unless the
+            // origin is failing.
+            let mut replaced = None;
             if let Some(stale) = stale {
                 if status == StatusCode::NOT_MODIFIED && stale.conditional {
                     return Ok(revalidated(*stale.entry, response, facts, config));
@@ -56,21 +58,15 @@ pub(crate) fn finish<St: Store, B: Body<Data = Bytes>, E: Into<BoxError>>(
                     let updated = revalidated(*stale.entry, response, facts, config);
                     return Ok(as_not_modified(updated));
                 }
-                // A full answer replaces the stored response (RFC 9111 §4.3.3). One the
-                // cache may not store would leave it to be served stale again (for a whole
-                // `stale-while-revalidate` window): it is deleted, unless the origin is
-                // failing, or the request, not the answer, is why the answer is not kept.
-                if status != StatusCode::NOT_MODIFIED
-                    && !status.is_server_error()
-                    && !config.read_only
-                    && storable_by(&stale.entry, facts, config)
-                {
-                    replaced = true;
-                }
-                if matches!(status.as_u16(), 500 | 502 | 503 | 504)
-                    && let Some(stale) = stale_on_error(*stale.entry, facts, Some(status), config)
-                {
-                    return Ok(stale);
+                if status.is_server_error() {
+                    if matches!(status.as_u16(), 500 | 502 | 503 | 504)
+                        && let Some(stale) =
+                            stale_on_error(*stale.entry, facts, Some(status), config)
+                    {
+                        return Ok(stale);
+                    }
+                } else if status != StatusCode::NOT_MODIFIED {
+                    replaced = Some(stale.entry);
                 }
             }
             let response = if facts.method == Method::HEAD && status == StatusCode::OK {
@@ -85,7 +81,13 @@ pub(crate) fn finish<St: Store, B: Body<Data = Bytes>, E: Into<BoxError>>(
                 forwarded.extensions().get::<CacheStatus>(),
                 Some(CacheStatus::Forwarded { stored: false, .. })
             );
-            if replaced && !stored {
+            // An answer the cache may not store would leave the replaced response to be
+            // served stale again (for a whole `stale-while-revalidate` window): it is
+            // deleted, unless the request, not the answer, is why the answer is not kept.
+            if !stored
+                && !config.read_only
+                && replaced.is_some_and(|entry| storable_by(&entry, facts, config))
+            {
                 let key = facts.variant.clone().unwrap_or_else(|| facts.key.clone());
                 tracing::debug!(%key, "replaced by an answer that is not stored; deleting it");
                 write::write(
