@@ -512,8 +512,10 @@ pub(crate) fn end_to_end(headers: &HeaderMap) -> HeaderMap {
 /// Writes to the store without delaying the response (see [`detach`]); a failure is
 /// counted and logged.
 pub(crate) fn write<St: Store>(store: St, request: StoreRequest, metrics: &Metrics) {
-    let metrics = metrics.clone();
-    detach(store, request, move |error| write_failed(&error, &metrics));
+    detach(store, request, || {
+        let metrics = metrics.clone();
+        move |error| write_failed(&error, &metrics)
+    });
 }
 
 fn write_failed(error: &BoxError, metrics: &Metrics) {

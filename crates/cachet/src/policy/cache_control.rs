@@ -61,6 +61,13 @@ impl CacheControl {
             // outside it (in a quoted value or an unknown directive) never equal one, so
             // the directives around them still count.
             let line = line.as_bytes();
+            // A line that is one token is one directive without a value (`no-store`,
+            // `private`): the usual line of a response that may not be stored, read
+            // without splitting it.
+            if is_token(line) {
+                cc.apply(line, None);
+                continue;
+            }
             cc.unreadable |= line.contains(&b'"') && !quotes_closed(line);
             // A targeted field is a Structured Fields dictionary (RFC 9213 §2.1), whose
             // members' parameters (`max-age=60;x=1`) are ignored.

@@ -122,31 +122,31 @@ impl<T> Store for T where
 
 /// Runs a store request to its end without anyone waiting for it: at once when the store
 /// answers at once (as memory does), else on a spawned Tokio task (skipped, with a
-/// warning, outside a Tokio runtime). A failure goes to `failed`.
+/// warning, outside a Tokio runtime). A failure goes to the handler `on_failure` makes.
 ///
 /// A store that is ready is called directly; only its future is boxed, for a task to
-/// finish it if it does not complete at once.
-pub(crate) fn detach<St>(
-    mut store: St,
-    request: StoreRequest,
-    failed: impl FnOnce(BoxError) + Send + 'static,
-) where
+/// finish it if it does not complete at once. The failure handler is made only when it
+/// may be needed (the request failed, or runs on): a write the store takes at once
+/// clones nothing for it.
+pub(crate) fn detach<St, F>(mut store: St, request: StoreRequest, on_failure: impl FnOnce() -> F)
+where
     St: Service<StoreRequest, Response = StoreResponse, Error = BoxError, Future: Send + 'static>
         + Send
         + 'static,
+    F: FnOnce(BoxError) + Send + 'static,
 {
     let mut cx = Context::from_waker(std::task::Waker::noop());
     match store.poll_ready(&mut cx) {
         Poll::Ready(Ok(())) => {}
-        Poll::Ready(Err(error)) => return failed(error),
+        Poll::Ready(Err(error)) => return on_failure()(error),
         // Not ready: a task waits for it with a waker that works.
-        Poll::Pending => return spawn(store.oneshot(request), failed),
+        Poll::Pending => return spawn(store.oneshot(request), on_failure()),
     }
     let mut call = Box::pin(store.call(request));
     match call.as_mut().poll(&mut cx) {
         Poll::Ready(Ok(_)) => {}
-        Poll::Ready(Err(error)) => failed(error),
-        Poll::Pending => spawn(call, failed),
+        Poll::Ready(Err(error)) => on_failure()(error),
+        Poll::Pending => spawn(call, on_failure()),
     }
 }
 
@@ -219,8 +219,10 @@ mod tests {
         handle.allow(0);
         let failures = Arc::new(AtomicUsize::new(0));
         let counted = failures.clone();
-        detach(store, delete(), move |_| {
-            counted.fetch_add(1, Ordering::SeqCst);
+        detach(store, delete(), || {
+            move |_| {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
         });
         handle.allow(1);
         let (request, send) = handle.next_request().await.expect("the write goes on");
@@ -235,8 +237,10 @@ mod tests {
         let (store, mut handle) = mock::pair::<StoreRequest, StoreResponse>();
         handle.allow(1);
         let (report, reported) = tokio::sync::oneshot::channel();
-        detach(store, delete(), move |error| {
-            let _ = report.send(error.to_string());
+        detach(store, delete(), || {
+            move |error| {
+                let _ = report.send(error.to_string());
+            }
         });
         let (_, send) = handle.next_request().await.expect("the write is sent");
         send.send_error("store down");
@@ -250,8 +254,10 @@ mod tests {
         handle.send_error("refused");
         let failures = Arc::new(AtomicUsize::new(0));
         let counted = failures.clone();
-        detach(store, delete(), move |_| {
-            counted.fetch_add(1, Ordering::SeqCst);
+        detach(store, delete(), || {
+            move |_| {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
         });
         assert_eq!(failures.load(Ordering::SeqCst), 1);
     }

@@ -108,7 +108,7 @@ pub(crate) fn invalidate<St: Store>(store: &St, uri: &Uri, response: &HeaderMap,
         for key in config.keys.read_keys_for_url(target).into_iter().flatten() {
             tracing::debug!(%key, "invalidating");
             config.invalidations.note(&key);
-            mark(store.clone(), key, value.clone(), &config.metrics);
+            mark(store, key, &value, &config.metrics);
         }
     };
     mark_all(uri);
@@ -129,30 +129,36 @@ pub(crate) fn invalidate<St: Store>(store: &St, uri: &Uri, response: &HeaderMap,
 /// full Redis still allows: a miss instead of a hit from before the invalidation. When
 /// the delete fails too (the store is down or read-only), the marker is written once
 /// more, for a store that has come back meanwhile.
-pub(super) fn mark<St: Store>(store: St, key: CacheKey, marker: Value, metrics: &Metrics) {
-    let metrics = metrics.clone();
-    let put = move |key| StoreRequest::Put {
-        key,
+pub(super) fn mark<St: Store>(store: &St, key: CacheKey, marker: &Value, metrics: &Metrics) {
+    let first = StoreRequest::Put {
+        key: key.clone(),
         value: marker.clone(),
         ttl: INVALIDATION_TTL,
     };
-    let first = put(key.clone());
-    // The fallback is built only when the first write fails: a `POST` whose marker the
-    // store takes costs what any write costs.
-    detach(store.clone(), first, move |error| {
-        metrics.store_error();
-        tracing::warn!(%key, error = %Chain(&*error), "invalidation marker not stored; deleting the key instead");
-        detach_all(async move {
-            let delete = StoreRequest::Delete(key.clone());
-            let Err(error) = store.clone().oneshot(delete).await else {
-                return;
-            };
+    // The fallback is made only when the first write fails or runs on: a `POST` whose
+    // marker the store takes at once costs what any write costs.
+    detach(store.clone(), first, || {
+        let (store, marker, metrics) = (store.clone(), marker.clone(), metrics.clone());
+        let put = move |key| StoreRequest::Put {
+            key,
+            value: marker.clone(),
+            ttl: INVALIDATION_TTL,
+        };
+        move |error| {
             metrics.store_error();
-            tracing::warn!(%key, error = %Chain(&*error), "invalidated key not deleted either; writing the marker once more");
-            if let Err(error) = store.oneshot(put(key)).await {
-                write_failed(&error, &metrics);
-            }
-        });
+            tracing::warn!(%key, error = %Chain(&*error), "invalidation marker not stored; deleting the key instead");
+            detach_all(async move {
+                let delete = StoreRequest::Delete(key.clone());
+                let Err(error) = store.clone().oneshot(delete).await else {
+                    return;
+                };
+                metrics.store_error();
+                tracing::warn!(%key, error = %Chain(&*error), "invalidated key not deleted either; writing the marker once more");
+                if let Err(error) = store.oneshot(put(key)).await {
+                    write_failed(&error, &metrics);
+                }
+            });
+        }
     });
 }
 

@@ -70,7 +70,9 @@ async fn rfc9111_4_4_a_marker_the_store_fails_is_followed_by_a_delete_then_a_sec
     // Refused (a Redis full under `noeviction`), then deleted.
     let (store, mut handle) = mock::pair::<StoreRequest, StoreResponse>();
     let metrics = Metrics::default();
-    mark(store, key.clone(), Value::from("marker"), &metrics);
+    mark(&store, key.clone(), &Value::from("marker"), &metrics);
+    // Only the writes hold the store now, so the handle sees the end when they are done.
+    drop(store);
     let (request, answer) = handle.next_request().await.expect("the marker is written");
     assert!(is_marker(&request), "{request:?}");
     answer.send_error("OOM command not allowed when used memory > 'maxmemory'");
@@ -87,7 +89,9 @@ async fn rfc9111_4_4_a_marker_the_store_fails_is_followed_by_a_delete_then_a_sec
     // tier in front to keep.
     let (store, mut handle) = mock::pair::<StoreRequest, StoreResponse>();
     let metrics = Metrics::default();
-    mark(store, key.clone(), Value::from("marker"), &metrics);
+    mark(&store, key.clone(), &Value::from("marker"), &metrics);
+    // Only the writes hold the store now, so the handle sees the end when they are done.
+    drop(store);
     let read_only = "READONLY You can't write against a read only replica.";
     let (request, answer) = handle.next_request().await.expect("the marker is written");
     assert!(is_marker(&request), "{request:?}");
