@@ -226,9 +226,10 @@ impl fmt::Debug for CacheKey {
 /// An authority's host (an IPv6 literal with its brackets) and port, read as
 /// [`Authority::host`](http::uri::Authority::host) and
 /// [`Authority::port_u16`](http::uri::Authority::port_u16) read them, in one pass; `None`
-/// (no key: the request passes through) for user information or a port that is not a
-/// number, which a key would otherwise drop, so that `http://h:x/` or `http://u@h/`
-/// would share `http://h/`'s entries.
+/// (no key: the request passes through) for user information, a port that is not a
+/// number, or anything but a port after an IPv6 literal, which a key would otherwise
+/// drop, so that `http://h:x/`, `http://u@h/` or `http://[h]x:81/` would share
+/// `http://h/`'s (or `http://[h]/`'s) entries.
 ///
 /// The scans are over bytes (every delimiter is ASCII, so each position found is a char
 /// boundary): a `char` pattern search costs several times as much on every request.
@@ -241,7 +242,12 @@ fn host_and_port(authority: &str) -> Option<(&str, Option<u16>)> {
         match host_port.find(']') {
             Some(end) => {
                 let (host, rest) = host_port.split_at(end + 1);
-                (host, rest.strip_prefix(':'))
+                // Anything but `:port` after the `]` (`[::1]x:8080`, which `http` takes,
+                // reading the port after the last `:`) would otherwise drop the port.
+                match rest {
+                    "" => (host, None),
+                    _ => (host, Some(rest.strip_prefix(':')?)),
+                }
             }
             None => (host_port, None),
         }

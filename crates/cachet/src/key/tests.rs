@@ -100,6 +100,9 @@ fn user_information_or_a_port_that_is_not_a_number_gives_no_key() {
         "http://host:99999/",
         "http://host:80a/",
         "http://[::1]:x/",
+        // `http` reads port 8080 here (after the last `:`); the key must not be port 80's.
+        "http://[::1]x:8080/",
+        "http://[::1]x/",
     ] {
         assert_eq!(key(Method::GET, uri), None, "{uri}");
     }
