@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{AGE, HeaderName};
+use http::header::{AGE, DATE, HeaderName};
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Version};
 use http_body::Body;
 
@@ -381,7 +381,16 @@ pub(crate) fn forwarded<St: Store, B: Body<Data = Bytes>>(
     config: &Config,
 ) -> Response<CacheBody<B>> {
     config.metrics.forward(reason == ForwardReason::Stale);
-    let (parts, body) = response.into_parts();
+    let (mut parts, body) = response.into_parts();
+    // A response without `Date` gets the time it was received, forwarded and stored
+    // alike (RFC 9110 §6.6.1): a hit replays it, not the time of the hit, so that its
+    // age is not counted twice downstream.
+    // (A full map takes no more: the response goes on without it.)
+    if !parts.headers.contains_key(DATE)
+        && let Ok(date) = HeaderValue::from_str(&httpdate::fmt_http_date(config.clock.now()))
+    {
+        let _ = parts.headers.try_insert(DATE, date);
+    }
     let key = facts
         .filter(|_| config.metadata)
         .map(|facts| facts.key.clone());

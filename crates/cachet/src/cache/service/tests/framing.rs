@@ -160,3 +160,49 @@ async fn a_304_without_a_date_freshens_the_entry_from_the_time_it_arrived() {
     );
     assert_eq!(calls.load(SeqCst), 2);
 }
+
+/// RFC 9110 §6.6.1: a response received without `Date` is forwarded and stored with the
+/// time it was received, so that a hit replays that time (beside its `Age`), not the
+/// time of the hit, which a proxy's server would otherwise add.
+#[tokio::test]
+async fn rfc9110_6_6_1_a_response_without_a_date_is_forwarded_and_stored_with_the_time_it_was_received()
+ {
+    use std::convert::Infallible;
+    use std::time::Duration;
+
+    use tower::{Layer, ServiceExt};
+
+    use crate::clock::{Clock, ManualClock};
+
+    let clock = ManualClock::new();
+    let origin = tower::service_fn(|_: Request<()>| async {
+        let mut response = Response::new(Full::new(Bytes::from_static(b"hello")));
+        response.headers_mut().insert(
+            "cache-control",
+            http::HeaderValue::from_static("max-age=600"),
+        );
+        Ok::<_, Infallible>(response)
+    });
+    let cache = CacheLayer::new(MemoryStore::default())
+        .clock(clock.clone())
+        .layer(origin);
+    let received = httpdate::fmt_http_date(clock.now());
+    let miss = cache
+        .clone()
+        .oneshot(get("http://example.com/undated"))
+        .await
+        .expect("answered");
+    assert_eq!(miss.headers()["date"], received.as_str(), "forwarded");
+    miss.into_body().collect().await.expect("whole");
+    clock.advance(Duration::from_secs(100));
+    let hit = cache
+        .oneshot(get("http://example.com/undated"))
+        .await
+        .expect("answered");
+    assert_eq!(
+        hit.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Hit)
+    );
+    assert_eq!(hit.headers()["age"], "100");
+    assert_eq!(hit.headers()["date"], received.as_str(), "stored");
+}
