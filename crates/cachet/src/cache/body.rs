@@ -41,6 +41,20 @@ impl<B> CacheBody<B> {
     }
 }
 
+impl<B> CacheBody<B> {
+    /// Whether the body is still being recorded for the store: a body read for nobody
+    /// else (a background refresh's) is worth reading on only while it is.
+    pub(crate) fn is_recording(&self) -> bool {
+        matches!(
+            &self.kind,
+            Kind::Origin {
+                recorder: Some(_),
+                ..
+            }
+        )
+    }
+}
+
 impl<B: Body<Data = Bytes>> CacheBody<B> {
     pub(crate) fn origin(body: B, recorder: Option<Recorder>) -> Self {
         // A body that is already complete may never be polled (a HEAD, a 204).

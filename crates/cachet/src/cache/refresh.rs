@@ -93,7 +93,12 @@ pub(crate) fn spawn<F, St, B, E>(
             return tracing::debug!(%key, "background revalidation failed; the stale entry stays");
         };
         let mut body = pin!(response.into_body());
-        while let Some(frame) = poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+        // Read while it is recorded: a body past `max_body_bytes`, or one that may not be
+        // stored, would otherwise be read for no one, for as long as the origin sends it,
+        // holding the key's claim on refreshes. A recorded body stays recorded to its end.
+        while body.is_recording()
+            && let Some(frame) = poll_fn(|cx| body.as_mut().poll_frame(cx)).await
+        {
             if frame.is_err() {
                 return tracing::debug!(%key, "background revalidation body failed; not stored");
             }

@@ -566,3 +566,4 @@ async fn only_if_cached_never_asks_the_origin_even_for_a_request_the_cache_passe
 
 mod framing;
 mod full_maps;
+mod refresh;
