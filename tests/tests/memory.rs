@@ -38,7 +38,7 @@ fn rss() -> u64 {
 fn a_full_memory_store_uses_no_more_than_its_bound() {
     const BOUND: u64 = 32 << 20;
     let store = MemoryStore::new(BOUND);
-    let origin = tower::service_fn(|request: Request<()>| {
+    let origin = tower::service_fn(|request: Request<String>| {
         // Small entries mostly, a large one now and then.
         let large = request.uri().path().ends_with('0');
         let body = Bytes::from(vec![b'x'; if large { 64 * 1024 } else { 200 }]);
@@ -57,9 +57,12 @@ fn a_full_memory_store_uses_no_more_than_its_bound() {
         let uri = format!("http://origin.example/item/{i}");
         for _ in 0..2 {
             let ready = now(cache.ready()).expect("always ready");
-            let response =
-                now(ready.call(Request::get(uri.as_str()).body(()).expect("valid request")))
-                    .expect("answers");
+            let response = now(ready.call(
+                Request::get(uri.as_str())
+                    .body(String::new())
+                    .expect("valid request"),
+            ))
+            .expect("answers");
             assert!(response.extensions().get::<CacheStatus>().is_some());
             now(response.into_body().collect()).expect("bodies complete");
         }

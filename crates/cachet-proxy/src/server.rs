@@ -7,9 +7,8 @@ use std::pin::pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cachet::{CacheBody, CacheLayer, CacheMode, CacheStatus};
+use cachet::{CacheBody, CacheLayer, CacheStatus};
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
-use http_body::Body as _;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -250,22 +249,11 @@ fn stack(
         .map_result(finish)
         .map_request(move |request: Request<Incoming>| {
             let (upstream, via) = &*target;
-            upstream.rewrite(pass_with_content(request), via)
+            upstream.rewrite(request, via)
         })
         .layer(config.body_key_layer())
         .layer(cache)
         .service(forward)
-}
-
-/// Marks a GET or HEAD that carries content to pass the cache by: its answer may depend on
-/// content the key leaves out. The body says so whatever the headers do (a chunked body,
-/// HTTP/2 DATA frames, or a `Content-Length` that `Connection` names and the rewrite
-/// removes).
-fn pass_with_content(mut request: Request<Incoming>) -> Request<Incoming> {
-    if matches!(*request.method(), Method::GET | Method::HEAD) && !request.body().is_end_stream() {
-        request.extensions_mut().insert(CacheMode::NoStore);
-    }
-    request
 }
 
 /// Turns what the cache answered into the response sent downstream: hop-by-hop headers

@@ -202,14 +202,18 @@ fn redis_hit(c: &mut Criterion) {
 
         let uri = format!("http://origin.example/cache/{size}");
         let origin_body = value.clone();
-        let origin = service_fn(move |_: Request<()>| {
+        let origin = service_fn(move |_: Request<String>| {
             let response = response(&origin_body);
             async move { Ok::<_, Infallible>(response) }
         });
         let layer = CacheLayer::new(store.clone());
         let cache = layer.layer(origin);
         runtime.block_on(async {
-            let request = || Request::get(&uri).body(()).expect("a valid request");
+            let request = || {
+                Request::get(&uri)
+                    .body(String::new())
+                    .expect("a valid request")
+            };
             let first = cache.clone().oneshot(request()).await.expect("a miss");
             first
                 .into_body()
@@ -230,7 +234,9 @@ fn redis_hit(c: &mut Criterion) {
         let forwarded = layer.metrics().forwarded();
         group.bench_with_input(BenchmarkId::new("cache_hit", size), &size, |b, _| {
             b.to_async(&runtime).iter(|| async {
-                let request = Request::get(&uri).body(()).expect("a valid request");
+                let request = Request::get(&uri)
+                    .body(String::new())
+                    .expect("a valid request");
                 let response = cache.clone().oneshot(request).await.expect("a hit");
                 debug_assert_eq!(
                     response.extensions().get::<CacheStatus>(),

@@ -20,7 +20,7 @@
 //!     .layer(VerifyLayer::new(Keyring::new(std::env::var("CACHET_SECRET")?)?))
 //!     .service(store.clone());
 //! let cache = CacheLayer::new(signed);
-//! # let client = tower::service_fn(|_: http::Request<()>| async {
+//! # let client = tower::service_fn(|_: http::Request<String>| async {
 //! #     Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
 //! # });
 //! let client = cache.layer(client);

@@ -19,7 +19,7 @@ use crate::policy::Configured;
 /// use std::time::Duration;
 /// use cachet::Expiry;
 ///
-/// let mut request = http::Request::get("https://api.example/rates").body(())?;
+/// let mut request = http::Request::get("https://api.example/rates").body(String::new())?;
 /// request.extensions_mut().insert(Expiry::After(Duration::from_secs(300)));
 /// # Ok::<_, http::Error>(())
 /// ```

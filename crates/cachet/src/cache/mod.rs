@@ -10,7 +10,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), cachet::BoxError> {
-//! let origin = service_fn(|_request: Request<()>| async {
+//! let origin = service_fn(|_request: Request<String>| async {
 //!     let response = Response::builder()
 //!         .header("cache-control", "max-age=60")
 //!         .body(Full::new(Bytes::from_static(b"hello")))?;
@@ -20,14 +20,14 @@
 //!     .layer(CacheLayer::new(MemoryStore::default()))
 //!     .service(origin);
 //!
-//! let first = client.clone().oneshot(Request::get("http://example.com/").body(())?).await?;
+//! let first = client.clone().oneshot(Request::get("http://example.com/").body(String::new())?).await?;
 //! assert_eq!(first.extensions().get::<CacheStatus>(), Some(&CacheStatus::Forwarded {
 //!     reason: cachet::ForwardReason::UriMiss,
 //!     stored: true,
 //! }));
 //! first.into_body().collect().await?; // the entry is stored once the body is read
 //!
-//! let second = client.oneshot(Request::get("http://example.com/").body(())?).await?;
+//! let second = client.oneshot(Request::get("http://example.com/").body(String::new())?).await?;
 //! assert_eq!(second.extensions().get::<CacheStatus>(), Some(&CacheStatus::Hit));
 //! assert_eq!(second.into_body().collect().await?.to_bytes(), "hello");
 //! # Ok(())

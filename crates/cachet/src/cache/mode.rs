@@ -8,7 +8,7 @@ use std::future::Future;
 /// ```
 /// use cachet::CacheMode;
 ///
-/// let mut request = http::Request::get("https://api.example/rates").body(())?;
+/// let mut request = http::Request::get("https://api.example/rates").body(String::new())?;
 /// request.extensions_mut().insert(CacheMode::NoCache);
 /// # Ok::<_, http::Error>(())
 /// ```

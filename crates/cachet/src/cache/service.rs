@@ -31,6 +31,10 @@ use crate::{BoxError, Error, RequestHead};
 /// response is recorded as its body streams to the caller, then written to the store in
 /// the background.
 ///
+/// Request bodies are [`http_body::Body`]s, as a hyper client's are: a GET or HEAD whose
+/// body is not known to be empty ([`Body::is_end_stream`]) passes through, since the key
+/// leaves content out. An empty `String` or `http_body_util::Empty` is an empty body.
+///
 /// It is ready when the inner service is. `poll_ready` also asks the store, so that a
 /// lookup goes out from `call` on a handle that is ready; a store that is not ready yet
 /// holds back no request that looks nothing up (a lookup waits in its future for a handle
@@ -121,6 +125,8 @@ impl<S: fmt::Debug, St: fmt::Debug> fmt::Debug for Cache<S, St> {
 impl<S, St, ReqB, ResB> Service<Request<ReqB>> for Cache<S, St>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Clone,
+    // Read for whether a GET carries content, which its headers may not announce.
+    ReqB: Body,
     // A stale-while-revalidate refresh finishes on a spawned task.
     S::Future: Send + 'static,
     S::Error: Into<BoxError> + 'static,
@@ -211,6 +217,7 @@ impl<S: Clone, St: Store> Cache<S, St> {
     fn dispatch<ReqB, ResB>(&mut self, request: Request<ReqB>) -> ResponseFuture<S, St, ReqB>
     where
         S: Service<Request<ReqB>, Response = Response<ResB>>,
+        ReqB: Body,
         S::Future: Send + 'static,
         S::Error: Into<BoxError> + 'static,
         ResB: Body<Data = Bytes> + Send + 'static,
@@ -263,10 +270,13 @@ impl<S: Clone, St: Store> Cache<S, St> {
             }
         };
         let present = Present::scan(request.headers());
-        if present.content && matches!(*request.method(), Method::GET | Method::HEAD) {
+        if matches!(*request.method(), Method::GET | Method::HEAD)
+            && (present.content || !request.body().is_end_stream())
+        {
             // Content on a GET has no defined meaning (RFC 9110 §9.3.1), yet an origin may
             // answer by it; the key leaves it out, so neither a stored response nor this
-            // one may stand for the other.
+            // one may stand for the other. The body says so when the headers do not: a
+            // client's request gets its `Content-Length` below the cache, from the client.
             tracing::trace!(%key, "a GET or HEAD with content; passing through");
             return self.pass(request, Plan::Pass, ForwardReason::Bypass, config);
         }

@@ -135,7 +135,7 @@ fn rewrite_targets_the_upstream_with_the_base_path() {
         let request = Request::builder()
             .uri(target)
             .header(HOST, "proxy")
-            .body(())
+            .body(String::new())
             .expect("a valid request");
         let request = upstream(base).rewrite(request, &Via::random());
         assert_eq!(request.uri().to_string(), expected, "{base} + {target}");
@@ -230,7 +230,7 @@ fn a_target_in_asterisk_or_authority_form_is_only_for_options_or_connect_rfc_911
             .method(method)
             .uri(target)
             .header(HOST, "proxy")
-            .body(())
+            .body(String::new())
             .expect("a valid request");
         upstream("http://origin/api").rewrite(request, &Via::random())
     };
@@ -274,7 +274,7 @@ fn a_request_in_a_transfer_coding_other_than_chunked_is_not_implemented_rfc_9112
         let request = Request::post("/upload")
             .header(HOST, "proxy")
             .header("transfer-encoding", coding)
-            .body(())
+            .body(String::new())
             .expect("a valid request");
         upstream("http://origin").rewrite(request, &Via::random())
     };
@@ -302,7 +302,8 @@ fn an_http_1_1_request_without_exactly_one_host_is_refused() {
         for host in hosts {
             request = request.header(HOST, *host);
         }
-        upstream("http://origin").rewrite(request.body(()).expect("valid"), &Via::random())
+        upstream("http://origin")
+            .rewrite(request.body(String::new()).expect("valid"), &Via::random())
     };
     for (hosts, reason) in [
         (&[][..], "needs a Host"),
@@ -375,7 +376,9 @@ fn a_target_with_a_dot_segment_is_refused() {
         "/a/..\\b",
     ] {
         assert_eq!(rewritten(target).authority(), None, "{target}");
-        let request = Request::get(target).header(HOST, "proxy").body(());
+        let request = Request::get(target)
+            .header(HOST, "proxy")
+            .body(String::new());
         let request = upstream("http://origin").rewrite(request.expect("valid"), &Via::random());
         let refusal = refused(&request).expect("refused");
         assert!(refusal.reason.contains("dot segment"), "{target}");
@@ -399,7 +402,7 @@ fn rewritten(target: &str) -> Uri {
     let request = Request::builder()
         .uri(target)
         .header(HOST, "proxy")
-        .body(())
+        .body(String::new())
         .expect("valid");
     upstream("http://origin/api")
         .rewrite(request, &Via::random())
@@ -418,7 +421,7 @@ fn rewrite_sets_host_via_and_version_and_strips_hop_by_hop() {
         .header("te", "trailers")
         .header("via", "1.1 client-side")
         .header("accept", "text/html")
-        .body(())
+        .body(String::new())
         .expect("a valid request");
     let via = Via::random();
     request = upstream("http://origin.example:8080/base").rewrite(request, &via);
@@ -450,7 +453,7 @@ fn a_request_whose_via_names_this_proxy_has_looped_and_is_refused_rfc_9110_7_6_3
         for value in values {
             request = request.header(VIA, *value);
         }
-        upstream("http://origin").rewrite(request.body(()).expect("valid"), &here)
+        upstream("http://origin").rewrite(request.body(String::new()).expect("valid"), &here)
     };
     let ours = here.pseudonym.as_str();
     for values in [
@@ -497,7 +500,7 @@ fn max_forwards_at_zero_is_answered_here_and_counted_down_above_rfc_9110_7_6_2()
             .header("max-forwards", left)
             .header("accept", "*/*")
             .header("authorization", "Bearer secret")
-            .body(())
+            .body(String::new())
             .expect("valid")
     };
     let mut options = request(Method::OPTIONS, "2");
@@ -533,7 +536,7 @@ fn a_trace_answered_here_leaves_out_the_configured_credentials() {
         .header("max-forwards", "0")
         .header("x-session", "s4")
         .header("accept", "*/*")
-        .body(())
+        .body(String::new())
         .expect("valid");
     let body = body_text(max_forwards(&mut trace, &keys).expect("answered here"));
     assert!(body.starts_with("TRACE /x?a=1&b=2 HTTP/1.1\r\n"), "{body}");

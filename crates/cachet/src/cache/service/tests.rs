@@ -16,10 +16,12 @@ use tower::Service;
 use crate::store::{StoreRequest, StoreResponse};
 use crate::{BoxError, CacheLayer, CacheStatus, MemoryStore};
 
-type Handle = mock::Handle<Request<()>, Response<Full<Bytes>>>;
+type Handle = mock::Handle<Request<String>, Response<Full<Bytes>>>;
 
-fn get(uri: &str) -> Request<()> {
-    Request::get(uri).body(()).expect("test requests are valid")
+fn get(uri: &str) -> Request<String> {
+    Request::get(uri)
+        .body(String::new())
+        .expect("test requests are valid")
 }
 
 fn fresh(body: &'static str) -> Response<Full<Bytes>> {
@@ -43,7 +45,7 @@ async fn a_get_with_content_neither_hits_nor_is_stored() {
     let with_content = |announced: (&str, &str)| {
         Request::get("http://example.com/search")
             .header(announced.0, announced.1)
-            .body(())
+            .body(String::new())
             .expect("test requests are valid")
     };
     handle.allow(1);
@@ -250,7 +252,7 @@ async fn a_304_that_starts_to_vary_stores_the_variant_with_this_requests_values(
     let alice = || {
         Request::get("http://example.com/x")
             .header(COOKIE, "a")
-            .body(())
+            .body(String::new())
             .expect("test requests are valid")
     };
     handle.allow(2);
@@ -386,7 +388,7 @@ const UNSTORED_MISS: CacheStatus = CacheStatus::Forwarded {
 async fn a_response_with_more_header_fields_than_an_entry_may_have_is_passed_on_unstored() {
     use tower::{Layer, ServiceExt};
 
-    let origin = tower::service_fn(|_: Request<()>| async {
+    let origin = tower::service_fn(|_: Request<String>| async {
         let mut response = fresh("many");
         for _ in 0..30_000 {
             response
@@ -418,7 +420,7 @@ async fn a_response_that_varies_on_more_headers_than_an_index_may_name_is_passed
         .map(|i| format!("x-{i}"))
         .collect();
     let vary = vary.join(", ");
-    let origin = tower::service_fn(move |_: Request<()>| {
+    let origin = tower::service_fn(move |_: Request<String>| {
         let mut response = fresh("varied");
         response.headers_mut().insert(
             "vary",
@@ -463,7 +465,7 @@ impl http_body::Body for Frames {
 async fn a_body_in_many_small_or_empty_frames_is_stored_whole() {
     use tower::{Layer, ServiceExt};
 
-    let origin = tower::service_fn(|request: Request<()>| async move {
+    let origin = tower::service_fn(|request: Request<String>| async move {
         let frames = match request.uri().path() {
             // Two million empty frames: nothing to keep.
             "/empty" => Frames {
@@ -512,7 +514,7 @@ async fn only_if_cached_never_asks_the_origin_even_for_a_request_the_cache_passe
 
     let calls = Arc::new(AtomicUsize::new(0));
     let counted = calls.clone();
-    let origin = tower::service_fn(move |_: Request<()>| {
+    let origin = tower::service_fn(move |_: Request<String>| {
         counted.fetch_add(1, SeqCst);
         async { Ok::<_, std::convert::Infallible>(fresh("origin")) }
     });

@@ -8,7 +8,7 @@ async fn once_a_request_waited_for_a_fetch_as_long_as_it_may_no_other_waits_for_
     use tokio::time::Instant;
     use tower::Layer;
 
-    let (origin, mut handle) = mock::pair::<Request<()>, Response<Full<Bytes>>>();
+    let (origin, mut handle) = mock::pair::<Request<String>, Response<Full<Bytes>>>();
     handle.allow(10);
     let mut cache = CacheLayer::new(MemoryStore::default()).layer(origin);
     let url = "http://example.com/stream";
@@ -90,14 +90,14 @@ where
 
 /// A cache over a mock origin behind a [`Limited`].
 type LimitedCache =
-    crate::Cache<Limited<mock::Mock<Request<()>, Response<Full<Bytes>>>>, MemoryStore>;
+    crate::Cache<Limited<mock::Mock<Request<String>, Response<Full<Bytes>>>>, MemoryStore>;
 
 /// A cache over a mock origin behind a `Limited` of `slots` slots.
 fn limited(slots: usize) -> (LimitedCache, Handle, Arc<tokio::sync::Semaphore>) {
     use tower::Layer;
 
     let slots = Arc::new(tokio::sync::Semaphore::new(slots));
-    let (origin, mut handle) = mock::pair::<Request<()>, Response<Full<Bytes>>>();
+    let (origin, mut handle) = mock::pair::<Request<String>, Response<Full<Bytes>>>();
     handle.allow(10);
     let cache = CacheLayer::new(MemoryStore::default()).layer(Limited {
         inner: origin,
@@ -189,7 +189,7 @@ async fn a_waiter_sent_to_the_origin_after_all_gets_its_service_ready_first() {
 async fn requests_after_a_timed_out_wait_still_wait_for_an_origin_slow_to_answer() {
     use tower::{Layer, ServiceExt};
 
-    let (origin, mut handle) = mock::pair::<Request<()>, Response<Full<Bytes>>>();
+    let (origin, mut handle) = mock::pair::<Request<String>, Response<Full<Bytes>>>();
     handle.allow(100);
     let cache = CacheLayer::new(MemoryStore::default()).layer(origin);
     let url = "http://example.com/slow-head";

@@ -43,7 +43,7 @@ async fn a_stored_response_without_its_body_but_with_a_length_answers_only_a_hea
     }
     let calls = Arc::new(AtomicUsize::new(0));
     let counted = calls.clone();
-    let origin = tower::service_fn(move |_: Request<()>| {
+    let origin = tower::service_fn(move |_: Request<String>| {
         counted.fetch_add(1, SeqCst);
         std::future::ready(Ok::<_, std::convert::Infallible>(fresh("origin")))
     });
@@ -68,7 +68,7 @@ async fn a_stored_response_without_its_body_but_with_a_length_answers_only_a_hea
     assert_eq!(calls.load(SeqCst), 1);
 
     let head = Request::head("http://example.com/x")
-        .body(())
+        .body(String::new())
         .expect("valid");
     let head = cache.oneshot(head).await.expect("answers");
     assert_eq!(
@@ -85,7 +85,7 @@ async fn a_response_whose_content_length_cannot_be_read_is_not_stored() {
 
     let calls = Arc::new(AtomicUsize::new(0));
     let counted = calls.clone();
-    let origin = tower::service_fn(move |_: Request<()>| {
+    let origin = tower::service_fn(move |_: Request<String>| {
         counted.fetch_add(1, SeqCst);
         let mut response = fresh("origin");
         response
@@ -121,7 +121,7 @@ async fn a_304_without_a_date_freshens_the_entry_from_the_time_it_arrived() {
     let calls = Arc::new(AtomicUsize::new(0));
     let counted = calls.clone();
     // A 304 without `Date` (RFC 9110 §6.6.1 lets a server without a clock leave it out).
-    let origin = tower::service_fn(move |request: Request<()>| {
+    let origin = tower::service_fn(move |request: Request<String>| {
         counted.fetch_add(1, SeqCst);
         let builder = Response::builder()
             .header("etag", "\"v1\"")
@@ -175,7 +175,7 @@ async fn rfc9110_6_6_1_a_response_without_a_date_is_forwarded_and_stored_with_th
     use crate::clock::{Clock, ManualClock};
 
     let clock = ManualClock::new();
-    let origin = tower::service_fn(|_: Request<()>| async {
+    let origin = tower::service_fn(|_: Request<String>| async {
         let mut response = Response::new(Full::new(Bytes::from_static(b"hello")));
         response.headers_mut().insert(
             "cache-control",

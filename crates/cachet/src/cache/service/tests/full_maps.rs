@@ -39,9 +39,9 @@ fn response(status: StatusCode, headers: &[(&str, &str)]) -> Response<Full<Bytes
     response
 }
 
-fn get() -> Request<()> {
+fn get() -> Request<String> {
     Request::get("http://example.com/x")
-        .body(())
+        .body(String::new())
         .expect("a valid request")
 }
 
@@ -49,7 +49,7 @@ const VALIDATED: &[(&str, &str)] = &[("cache-control", "max-age=60"), ("etag", "
 
 #[tokio::test]
 async fn an_origin_response_with_a_full_map_goes_without_cache_status_but_with_its_extension() {
-    let origin = service_fn(|_: Request<()>| async {
+    let origin = service_fn(|_: Request<String>| async {
         let mut response = response(StatusCode::OK, &[]);
         *response.headers_mut() = full_map();
         Ok::<_, Infallible>(response)
@@ -70,7 +70,7 @@ async fn a_request_with_a_full_map_revalidates_unconditionally() {
     let clock = ManualClock::new();
     let calls = Arc::new(AtomicUsize::new(0));
     let counted = calls.clone();
-    let origin = service_fn(move |request: Request<()>| {
+    let origin = service_fn(move |request: Request<String>| {
         let call = counted.fetch_add(1, SeqCst);
         async move {
             // The first request fills the cache; the second, with no room for a
@@ -103,12 +103,12 @@ fn revalidating_origin(
     calls: Arc<AtomicUsize>,
     not_modified: fn() -> HeaderMap,
 ) -> impl tower::Service<
-    Request<()>,
+    Request<String>,
     Response = Response<Full<Bytes>>,
     Error = Infallible,
     Future: Send + 'static,
 > + Clone {
-    service_fn(move |request: Request<()>| {
+    service_fn(move |request: Request<String>| {
         calls.fetch_add(1, SeqCst);
         let conditional = request.headers().contains_key(IF_NONE_MATCH);
         async move {

@@ -42,7 +42,7 @@ async fn a_heads_update_of_the_get_read_before_an_invalidation_does_not_write_ov
     assert_ready_ok!(cache.poll_ready());
     let head = cache.call(
         Request::head("http://example.com/r")
-            .body(())
+            .body(String::new())
             .expect("valid"),
     );
     let head = tokio::spawn(head);
@@ -63,7 +63,7 @@ async fn a_heads_update_of_the_get_read_before_an_invalidation_does_not_write_ov
     assert_ready_ok!(cache.poll_ready());
     let post = cache.call(
         Request::post("http://example.com/r")
-            .body(())
+            .body(String::new())
             .expect("valid"),
     );
     let ((), post) = tokio::join!(

@@ -4,7 +4,7 @@ use super::*;
 
 #[tokio::test]
 async fn readiness_follows_the_inner_service() {
-    let (mut cache, mut handle) = mock::spawn_layer::<Request<()>, Response<Full<Bytes>>, _>(
+    let (mut cache, mut handle) = mock::spawn_layer::<Request<String>, Response<Full<Bytes>>, _>(
         CacheLayer::new(MemoryStore::default()),
     );
     handle.allow(0);
@@ -55,11 +55,11 @@ async fn a_lookup_goes_out_on_the_handle_poll_ready_readied() {
 /// Sends an OPTIONS, which looks nothing up, through a cache made ready, and answers it.
 async fn options_answered<S>(cache: &mut mock::Spawn<S>, handle: &mut Handle)
 where
-    S: Service<Request<()>>,
+    S: Service<Request<String>>,
     S::Error: std::fmt::Debug,
 {
     let options = Request::options("http://example.com/p")
-        .body(())
+        .body(String::new())
         .expect("a valid request");
     let options = cache.call(options);
     let ((), response) = tokio::join!(answer(handle, fresh("answered")), options);
@@ -155,7 +155,7 @@ async fn a_store_made_ready_for_a_request_that_looks_nothing_up_is_let_go() {
     assert_ready_ok!(cache.poll_ready());
     assert_eq!(reserved.load(SeqCst), 1, "made ready for a lookup");
     let options = Request::options("http://example.com/p")
-        .body(())
+        .body(String::new())
         .expect("a valid request");
     let options = cache.call(options);
     // Kept until the next request, a connection left idle would hold the slot.
@@ -165,7 +165,7 @@ async fn a_store_made_ready_for_a_request_that_looks_nothing_up_is_let_go() {
 }
 
 type MockCache = crate::Cache<
-    mock::Mock<Request<()>, Response<Full<Bytes>>>,
+    mock::Mock<Request<String>, Response<Full<Bytes>>>,
     mock::Mock<StoreRequest, StoreResponse>,
 >;
 
@@ -177,7 +177,7 @@ fn over_a_failing_store(
     let (store, mut store_handle) = mock::pair::<StoreRequest, StoreResponse>();
     let layer = CacheLayer::new(store);
     let metrics = layer.metrics();
-    let (cache, handle) = mock::spawn_layer::<Request<()>, Response<Full<Bytes>>, _>(layer);
+    let (cache, handle) = mock::spawn_layer::<Request<String>, Response<Full<Bytes>>, _>(layer);
     store_handle.send_error(error);
     (cache, handle, store_handle, metrics)
 }

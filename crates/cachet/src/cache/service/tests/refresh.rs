@@ -26,7 +26,7 @@ async fn a_refresh_stops_reading_a_body_it_cannot_store() {
     let calls = Arc::new(AtomicUsize::new(0));
     let pulled = Arc::new(AtomicUsize::new(0));
     let (counted, read) = (calls.clone(), pulled.clone());
-    let origin = service_fn(move |_: Request<()>| {
+    let origin = service_fn(move |_: Request<String>| {
         let first = counted.fetch_add(1, SeqCst) == 0;
         let read = read.clone();
         async move {
@@ -50,7 +50,7 @@ async fn a_refresh_stops_reading_a_body_it_cannot_store() {
         .layer(origin);
     let get = || {
         Request::get("http://example.com/feed")
-            .body(())
+            .body(String::new())
             .expect("valid")
     };
     let first = cache.clone().oneshot(get()).await.expect("answered");
