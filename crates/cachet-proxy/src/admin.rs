@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use cachet::OneLine;
 use cachet::manage::{Entries, EntryInfo, EntryKind, Error as ManageError};
 use cachet::store::{Cursor, Store};
 use clap::Subcommand;
@@ -19,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use crate::server::connections::{Accepted, Listener};
-use crate::{Config, Error, StoreChoice, one_line, store};
+use crate::{Config, Error, StoreChoice, store};
 
 /// Runs an `entries` command against the store `config` names, as `cachet-proxy entries`
 /// does; returns the lines to print.
@@ -242,12 +243,12 @@ async fn answer<St: Store>(
         Ok(out) => text(StatusCode::OK, out),
         Err(error) if error.is_invalid_url() => text(StatusCode::BAD_REQUEST, format!("{error}\n")),
         Err(error) if error.is_invalid_cursor() => {
-            text(StatusCode::BAD_REQUEST, format!("{}\n", one_line(&error)))
+            text(StatusCode::BAD_REQUEST, format!("{}\n", OneLine(&error)))
         }
         Err(error) if error.is_unsupported() => {
             text(StatusCode::NOT_IMPLEMENTED, format!("{error}\n"))
         }
-        Err(error) => text(StatusCode::BAD_GATEWAY, format!("{}\n", one_line(&error))),
+        Err(error) => text(StatusCode::BAD_GATEWAY, format!("{}\n", OneLine(&error))),
     }
 }
 

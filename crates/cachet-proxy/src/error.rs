@@ -224,19 +224,3 @@ impl StdError for UsageError {
         }
     }
 }
-
-/// An error and its causes on one line, each cause once (a message that already ends
-/// with its cause's text does not repeat it).
-pub fn one_line(error: &(dyn StdError + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text.replace(['\r', '\n'], " ")
-}

@@ -52,6 +52,6 @@ mod upstream;
 
 pub use admin::{EntriesCommand, run_entries};
 pub use config::{BadSignatureAction, Config, Invocation, Mode, StoreChoice};
-pub use error::{Error, UsageError, one_line};
+pub use error::{Error, UsageError};
 pub use file::ConfigFileError;
 pub use server::Proxy;

@@ -4,8 +4,9 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
+use cachet::OneLine;
 use cachet::verify::Keyring;
-use cachet_proxy::{Invocation, Proxy, UsageError, one_line, run_entries};
+use cachet_proxy::{Invocation, Proxy, UsageError, run_entries};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::LevelFilter;
 
@@ -28,7 +29,7 @@ async fn main() -> ExitCode {
                 return match run_entries(&config, &command).await {
                     Ok(out) => print(&out),
                     Err(error) => {
-                        eprintln!("cachet-proxy: {}", one_line(&error));
+                        eprintln!("cachet-proxy: {}", OneLine(&error));
                         ExitCode::FAILURE
                     }
                 };
@@ -63,7 +64,7 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("cachet-proxy: {}", one_line(&error));
+            eprintln!("cachet-proxy: {}", OneLine(&error));
             ExitCode::FAILURE
         }
     }
@@ -121,7 +122,7 @@ fn usage_error(error: UsageError) -> ExitCode {
     {
         error.exit();
     }
-    eprintln!("cachet-proxy: {}", one_line(&error));
+    eprintln!("cachet-proxy: {}", OneLine(&error));
     ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2))
 }
 

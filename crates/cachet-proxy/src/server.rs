@@ -7,7 +7,7 @@ use std::pin::pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cachet::{CacheBody, CacheLayer, CacheStatus};
+use cachet::{CacheBody, CacheLayer, CacheStatus, OneLine};
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
@@ -24,7 +24,6 @@ use connections::{Accepted, Listener};
 use read_ahead::ReadAheadBound;
 
 use crate::admin;
-use crate::one_line;
 use crate::store::{self, ProxyStore};
 use crate::upstream::{self, Forward, HttpClient, UpstreamBody, Via, reply, strip_hop_by_hop};
 use crate::{Config, Error};
@@ -264,7 +263,7 @@ fn finish(
     let mut response = match result {
         Ok(response) => response.map(Either::Left),
         Err(error) => {
-            let message = one_line(&error);
+            let message = OneLine(&error).to_string();
             tracing::warn!("{message}");
             let mut refused = reply(StatusCode::BAD_GATEWAY, message);
             // As every answer does, it says what the cache did: here, what stopped it.

@@ -74,7 +74,7 @@ async fn redis(
     if purpose == Purpose::Serving
         && let Err(error) = store.ping().await
     {
-        let error = crate::one_line(&error);
+        let error = cachet::OneLine(&error).to_string();
         tracing::warn!(%error, "Redis does not answer yet; serving from the upstream until it does");
     }
     Ok(store)

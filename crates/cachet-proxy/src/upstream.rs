@@ -27,7 +27,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cachet::{KeyedBody, Keys};
+use cachet::{KeyedBody, Keys, OneLine};
 use http::header::{ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
@@ -40,7 +40,7 @@ use pin_project::pin_project;
 use tokio::time::Timeout;
 use tower::Service;
 
-use crate::{Error, one_line};
+use crate::Error;
 
 /// The body of a response from [`Forward`]: the upstream's, streaming (failed if it
 /// stalls), or a short one the proxy wrote itself.
@@ -266,7 +266,7 @@ impl Future for ForwardFuture {
                     // is answered (if the client is still there to read it) and logged as
                     // any other bad request is.
                     Ok(Err(error)) if body_failed.get() => {
-                        tracing::debug!(error = one_line(&error), "the request body failed");
+                        tracing::debug!(error = %OneLine(&error), "the request body failed");
                         reply(
                             StatusCode::BAD_REQUEST,
                             "bad request: its body could not be read",
@@ -276,10 +276,10 @@ impl Future for ForwardFuture {
                     Ok(Err(error)) => {
                         let message = if error.is_connect() {
                             // The client's own message only says "client error (Connect)".
-                            let cause = error.source().map_or_else(|| one_line(&error), one_line);
+                            let cause = OneLine(error.source().unwrap_or(&error)).to_string();
                             format!("upstream unreachable: {cause}")
                         } else {
-                            format!("upstream request failed: {}", one_line(&error))
+                            format!("upstream request failed: {}", OneLine(&error))
                         };
                         tracing::warn!("{message}");
                         reply(StatusCode::BAD_GATEWAY, message).map(Either::Right)

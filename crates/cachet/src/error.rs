@@ -92,12 +92,19 @@ impl StdError for Error {
     }
 }
 
-/// An error and its causes, `: `-separated, each once (a message that already ends with
-/// its cause's text does not repeat it): what a log line shows of a store's error, whose
-/// own message ("redis get could not connect") leaves the reason to its source.
-pub(crate) struct Chain<'a>(pub(crate) &'a (dyn StdError + 'static));
+/// An error and its causes on one line, `: `-separated, each once (a message that already
+/// ends with its cause's text does not repeat it), line breaks made spaces: what a log
+/// line or a one-line message shows of an error whose own message ("redis get could not
+/// connect") leaves the reason to its source.
+///
+/// ```
+/// let error = std::io::Error::other("disk full");
+/// assert_eq!(cachet::OneLine(&error).to_string(), "disk full");
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct OneLine<'a>(pub &'a (dyn StdError + 'static));
 
-impl fmt::Display for Chain<'_> {
+impl fmt::Display for OneLine<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut text = self.0.to_string();
         let mut source = self.0.source();
@@ -109,7 +116,8 @@ impl fmt::Display for Chain<'_> {
             }
             source = cause.source();
         }
-        f.write_str(&text)
+        // A message from outside (a store's server) must not start a log line of its own.
+        f.write_str(&text.replace(['\r', '\n'], " "))
     }
 }
 
@@ -142,8 +150,10 @@ mod tests {
             ))),
         );
         assert_eq!(
-            Chain(&error).to_string(),
+            OneLine(&error).to_string(),
             "redis get could not connect: DB index is out of range"
         );
+        let injected = Layered("refused", Some(Box::new(Layered("a\r\nFAKE line", None))));
+        assert_eq!(OneLine(&injected).to_string(), "refused: a  FAKE line");
     }
 }

@@ -68,7 +68,7 @@ pub use cache::{
     Cache, CacheBody, CacheLayer, CacheMetadata, CacheMode, CacheStatus, Expiry, Filter,
     ForwardReason, OnBadSignature, ResponseFuture, UNCACHEABLE_METHODS, bypass,
 };
-pub use error::{BoxError, Error};
+pub use error::{BoxError, Error, OneLine};
 pub use key::{CacheKey, DefaultKey, KeyStrategy, Keys, RequestHead};
 pub use metrics::Metrics;
 pub use store::MemoryStore;

@@ -269,7 +269,7 @@ async fn entries_against_the_memory_store_points_to_the_admin_listener() {
         .await
         .expect_err("the memory store is inside the proxy");
     assert!(error.is_entries());
-    let message = cachet_proxy::one_line(&error);
+    let message = cachet::OneLine(&error).to_string();
     assert!(message.contains("--admin-listen"), "{message}");
 }
 

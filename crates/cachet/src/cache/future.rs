@@ -24,8 +24,8 @@ use super::layer::{Config, OnBadSignature};
 use super::refresh::{self, Claim};
 use super::stored;
 use super::write::{self, Sent};
+use crate::OneLine;
 use crate::entry::{Entry, Variants};
-use crate::error::Chain;
 use crate::policy::{Configured, RequestDirectives};
 use crate::store::{Store, StoreRequest, StoreResponse, Value};
 use crate::verify::BadSignature;
@@ -556,7 +556,7 @@ fn store_failed<St: Store>(
 ) -> Option<Error> {
     let Some(bad) = find_bad_signature(&*error) else {
         config.metrics.store_error();
-        tracing::warn!(key = %facts.key, error = %Chain(&*error), "cache store read failed; asking the origin");
+        tracing::warn!(key = %facts.key, error = %OneLine(&*error), "cache store read failed; asking the origin");
         return None;
     };
     config.metrics.bad_signature();

@@ -11,8 +11,8 @@ use super::body::Recorder;
 use super::coalesce::Leader;
 use super::future::RequestFacts;
 use super::layer::Config;
+use crate::OneLine;
 use crate::entry::{Entry, Record, Variants, content_length};
-use crate::error::Chain;
 use crate::policy::{self, CacheControl, ResponseFacts};
 use crate::store::{Store, StoreRequest, StoreResponse, Value, detach, detach_all, latest};
 use crate::{BoxError, CacheKey, Metrics};
@@ -520,7 +520,7 @@ pub(crate) fn write<St: Store>(store: St, request: StoreRequest, metrics: &Metri
 
 fn write_failed(error: &BoxError, metrics: &Metrics) {
     metrics.store_error();
-    tracing::warn!(error = %Chain(&**error), "cache store write failed; skipped");
+    tracing::warn!(error = %OneLine(&**error), "cache store write failed; skipped");
 }
 
 mod head;

@@ -11,9 +11,9 @@ use tower::ServiceExt;
 use super::reference::same_origin;
 use super::{INVALIDATION_TTL, write_failed};
 use crate::CacheKey;
+use crate::OneLine;
 use crate::cache::layer::Config;
 use crate::entry::Variants;
-use crate::error::Chain;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreRequest, Value, detach, detach_all};
 
@@ -146,14 +146,14 @@ pub(super) fn mark<St: Store>(store: &St, key: CacheKey, marker: &Value, metrics
         };
         move |error| {
             metrics.store_error();
-            tracing::warn!(%key, error = %Chain(&*error), "invalidation marker not stored; deleting the key instead");
+            tracing::warn!(%key, error = %OneLine(&*error), "invalidation marker not stored; deleting the key instead");
             detach_all(async move {
                 let delete = StoreRequest::Delete(key.clone());
                 let Err(error) = store.clone().oneshot(delete).await else {
                     return;
                 };
                 metrics.store_error();
-                tracing::warn!(%key, error = %Chain(&*error), "invalidated key not deleted either; writing the marker once more");
+                tracing::warn!(%key, error = %OneLine(&*error), "invalidated key not deleted either; writing the marker once more");
                 if let Err(error) = store.oneshot(put(key)).await {
                     write_failed(&error, &metrics);
                 }
