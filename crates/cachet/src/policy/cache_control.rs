@@ -46,12 +46,23 @@ impl CacheControl {
 
     /// A response's directives for a cache that honours a targeted field such as
     /// `CDN-Cache-Control` (RFC 9213): the targeted field when present, which then
-    /// replaces `Cache-Control` entirely, else `Cache-Control`.
+    /// replaces `Cache-Control` entirely, else `Cache-Control`. An empty targeted field is
+    /// ignored (RFC 9213 §2.1), so that a framework that always sends one does not hide
+    /// `Cache-Control: private` behind it. One that cannot be read is not (the RFC says it
+    /// should be): it may hide a `private` of its own, so the response is not stored.
     pub(crate) fn parse_response(headers: &HeaderMap, targeted: Option<&HeaderName>) -> Self {
-        match targeted {
-            Some(field) if headers.contains_key(field) => Self::parse_field(headers, field),
-            _ => Self::parse(headers),
+        let Some(field) = targeted.filter(|field| headers.contains_key(*field)) else {
+            return Self::parse(headers);
+        };
+        let empty = headers.get_all(field).iter().all(|line| {
+            line.as_bytes()
+                .iter()
+                .all(|b| matches!(b, b' ' | b'\t' | b','))
+        });
+        if empty {
+            return Self::parse(headers);
         }
+        Self::parse_field(headers, field)
     }
 
     fn parse_field(headers: &HeaderMap, field: &HeaderName) -> Self {
@@ -577,6 +588,24 @@ mod tests {
         let parsed = CacheControl::parse_response(&headers, Some(&cdn));
         assert_eq!((parsed.no_store, parsed.max_age), (false, Some(600)));
         assert!(CacheControl::parse_response(&headers, None).no_store);
+    }
+
+    #[test]
+    fn rfc9213_2_1_an_empty_targeted_field_is_ignored() {
+        let cdn = HeaderName::from_static("cdn-cache-control");
+        for targeted in ["", " ", ",", " , "] {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                CACHE_CONTROL,
+                HeaderValue::from_static("private, max-age=60"),
+            );
+            headers.insert(&cdn, HeaderValue::from_static(targeted));
+            let parsed = CacheControl::parse_response(&headers, Some(&cdn));
+            assert!(
+                parsed.private && parsed.max_age == Some(60) && !parsed.unreadable,
+                "{targeted:?}: {parsed:?}"
+            );
+        }
     }
 
     #[test]
