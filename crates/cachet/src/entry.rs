@@ -372,11 +372,10 @@ impl Entry {
     #[must_use]
     pub(crate) fn update_headers(&mut self, newer: &HeaderMap, received: SystemTime) -> bool {
         self.headers.remove(http::header::AGE);
-        if !newer.contains_key(http::header::DATE) {
-            let date = HeaderValue::from_str(&httpdate::fmt_http_date(received));
-            if let Ok(date) = date {
-                self.headers.insert(http::header::DATE, date);
-            }
+        if !newer.contains_key(http::header::DATE)
+            && let Some(date) = crate::policy::date_value(received)
+        {
+            self.headers.insert(http::header::DATE, date);
         }
         let updated = |name: &HeaderName| *name != http::header::CONTENT_LENGTH;
         for name in newer.keys().filter(|name| updated(name)) {

@@ -387,7 +387,7 @@ pub(crate) fn forwarded<St: Store, B: Body<Data = Bytes>>(
     // age is not counted twice downstream.
     // (A full map takes no more: the response goes on without it.)
     if !parts.headers.contains_key(DATE)
-        && let Ok(date) = HeaderValue::from_str(&httpdate::fmt_http_date(config.clock.now()))
+        && let Some(date) = policy::date_value(config.clock.now())
     {
         let _ = parts.headers.try_insert(DATE, date);
     }

@@ -9,7 +9,7 @@ use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use http::header::{DATE, ETAG, EXPIRES, LAST_MODIFIED, SET_COOKIE};
-use http::{HeaderMap, HeaderName, Method, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
 pub(crate) use cache_control::{CacheControl, RequestDirectives};
 pub(crate) use serve::{current_age, must_revalidate, stale_if_error, usable};
@@ -333,6 +333,18 @@ pub(crate) fn fresh_until(at: SystemTime, age: Duration, lifetime: Duration) -> 
 
 pub(crate) fn http_date(headers: &HeaderMap, name: HeaderName) -> Option<SystemTime> {
     httpdate::parse_http_date(headers.get(name)?.to_str().ok()?).ok()
+}
+
+/// `time` as an HTTP date's value, `None` for a time no HTTP date can say (before 1970,
+/// after 9999), which `httpdate` would panic on: times come from a clock, and from stored
+/// bytes that may say anything.
+pub(crate) fn date_value(time: SystemTime) -> Option<HeaderValue> {
+    const LAST: u64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+    let since = time.duration_since(std::time::UNIX_EPOCH).ok()?;
+    if since.as_secs() > LAST {
+        return None;
+    }
+    HeaderValue::from_str(&httpdate::fmt_http_date(time)).ok()
 }
 
 #[cfg(test)]

@@ -206,3 +206,87 @@ async fn rfc9110_6_6_1_a_response_without_a_date_is_forwarded_and_stored_with_th
     assert_eq!(hit.headers()["age"], "100");
     assert_eq!(hit.headers()["date"], received.as_str(), "stored");
 }
+
+/// Hostile bytes in the store give a miss or an error, never a panic: a variant index
+/// whose `not_before` lies past the year 9999 (and a variant received after it) date a
+/// revalidated entry from then, which `httpdate` panicked on formatting.
+#[tokio::test]
+async fn hostile_index_times_past_year_9999_do_not_panic_a_revalidation() {
+    use std::convert::Infallible;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
+    use tower::{Layer, ServiceExt, service_fn};
+
+    use crate::CacheKey;
+    use crate::entry::{Entry, Variants};
+    use crate::store::StoreRequest;
+
+    let store = MemoryStore::default();
+    // The year 20000, and a millisecond on.
+    let far = UNIX_EPOCH + Duration::from_secs(569_000_000_000);
+    let index = Variants {
+        names: vec![HeaderName::from_static("accept-language")],
+        not_before: far,
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert("cache-control", HeaderValue::from_static("max-age=0"));
+    headers.insert("etag", HeaderValue::from_static("\"v1\""));
+    headers.insert("vary", HeaderValue::from_static("accept-language"));
+    let entry = Entry {
+        status: StatusCode::OK,
+        version: Version::HTTP_11,
+        headers,
+        vary: vec![(
+            HeaderName::from_static("accept-language"),
+            Some(HeaderValue::from_static("en")),
+        )],
+        request_time: far + Duration::from_millis(1),
+        response_time: far + Duration::from_millis(1),
+        configured: None,
+        body: Bytes::from_static(b"stale"),
+    };
+    let put = |key: &str, value: Bytes| StoreRequest::Put {
+        key: CacheKey::from_text(key.to_owned()),
+        value: value.into(),
+        ttl: Duration::from_secs(3600),
+    };
+    store
+        .clone()
+        .oneshot(put(
+            "GET https://example.com/x",
+            index.encode().expect("encodes"),
+        ))
+        .await
+        .expect("stored");
+    store
+        .clone()
+        .oneshot(put(
+            "GET https://example.com/x vary accept-language=en",
+            entry.encode().expect("encodes"),
+        ))
+        .await
+        .expect("stored");
+
+    // The origin confirms the entry with a 304 that has no `Date`.
+    let origin = service_fn(|request: Request<String>| async move {
+        assert!(
+            request.headers().contains_key("if-none-match"),
+            "made conditional"
+        );
+        Ok::<_, Infallible>(
+            Response::builder()
+                .status(StatusCode::NOT_MODIFIED)
+                .header("etag", "\"v1\"")
+                .body(Full::new(Bytes::new()))
+                .expect("valid"),
+        )
+    });
+    let cache = CacheLayer::new(store).layer(origin);
+    let request = Request::get("https://example.com/x")
+        .header("accept-language", "en")
+        .body(String::new())
+        .expect("valid");
+    let answered = tokio::spawn(cache.oneshot(request)).await;
+    assert!(answered.is_ok(), "the request panicked: {answered:?}");
+}
