@@ -155,6 +155,7 @@ impl RedisStoreBuilder {
         let (backend, servers) = match self.target {
             Target::Single(url) => {
                 check_scheme(&url, true)?;
+                check_user_information(&url)?;
                 check_database(&url)?;
                 let config = AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(self.bounds.connect))
@@ -177,6 +178,7 @@ impl RedisStoreBuilder {
                 }
                 for url in &urls {
                     check_scheme(url, false)?;
+                    check_user_information(url)?;
                     check_database(url)?;
                     url.as_str()
                         .into_connection_info()
@@ -237,6 +239,28 @@ fn check_scheme(url: &str, unix_allowed: bool) -> Result<(), BuildError> {
             format_args!("`{other}` is not a redis scheme; expected redis://host[:port][/db]"),
             None,
         )),
+    }
+}
+
+/// A user name or password with a `/`, `?` or `#` of its own (a base64 secret pasted as it
+/// is) ends the URL's authority early: the redis client would read the rest as a path or
+/// a query, and quote it in its errors. It must be percent-encoded.
+fn check_user_information(url: &str) -> Result<(), BuildError> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Ok(());
+    };
+    if scheme.to_ascii_lowercase().ends_with("unix") {
+        return Ok(());
+    }
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest.rfind('@') {
+        Some(at) if at > authority_end => Err(BuildError::url(
+            url,
+            "its user name or password holds a `/`, `?` or `#`: percent-encode them \
+             (`%2F`, `%3F`, `%23`)",
+            None,
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -293,8 +293,14 @@ fn redact_userinfo(url: &str) -> String {
         return url.to_owned();
     };
     let rest = &url[start..];
+    // The last `@` ends the user information even past a `/`, `?` or `#`: a password
+    // that holds one unescaped must not show (such a URL is refused, and shown so).
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
+    let at = match rest.rfind('@') {
+        Some(at) if at > authority_end => Some(at),
+        _ => rest[..authority_end].rfind('@'),
+    };
+    match at {
         Some(at) => {
             let userinfo = &rest[..at];
             let user = userinfo.split(':').next().unwrap_or_default();
@@ -325,6 +331,10 @@ mod tests {
             "redis://user:***@host/0"
         );
         assert_eq!(redact("redis://hunter2@host"), "redis://***@host");
+        for password in ["s3cr/et", "s3cr?et", "s3cr#et"] {
+            let url = format!("redis://app:{password}@host:6379/0");
+            assert_eq!(redact(&url), "redis://app:***@host:6379/0", "{url}");
+        }
         assert_eq!(redact("redis://host:6379/2"), "redis://host:6379/2");
         assert_eq!(redact("not a url"), "not a url");
         assert_eq!(

@@ -552,6 +552,35 @@ async fn a_memory_tier_over_signed_redis_serves_repeated_hits_without_redis() {
     assert_eq!(origin.requests(), 1);
 }
 
+/// A password with a `/`, `?` or `#` of its own (base64 secrets hold `/`) must be
+/// percent-encoded; pasted as it is, it is refused, and no part of it shows in the message,
+/// which once quoted what followed the `/` as a database.
+#[tokio::test]
+async fn a_password_with_a_slash_question_mark_or_hash_never_shows_in_a_build_error() {
+    let server = RedisServer::start();
+    server.query::<()>(
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("requirepass")
+            .arg("s3cr/et"),
+    );
+    let encoded = format!("redis://:s3cr%2Fet@127.0.0.1:{}/0", server.port());
+    let store = RedisStore::new(encoded).expect("a valid url");
+    store
+        .ping()
+        .await
+        .expect("percent-encoded, the password works");
+    for password in ["s3cr/et", "s3cr?et", "s3cr#et"] {
+        let url = format!("redis://app:{password}@127.0.0.1:{}/0", server.port());
+        let message = match RedisStore::new(url.as_str()) {
+            Ok(store) => panic!("{url} was taken: {store:?}"),
+            Err(error) => error.to_string(),
+        };
+        assert!(!message.contains("s3cr"), "{message}");
+        assert!(message.contains("percent-encode"), "{message}");
+    }
+}
+
 mod cluster;
 mod invalidation;
 mod load;
