@@ -459,7 +459,13 @@ async fn a_stale_entry_is_revalidated_and_a_304_refreshes_it_rfc_9111_4_3() {
     fetch(&cache, get(&origin.url("/r"))).await;
     clock.advance(Duration::from_secs(11));
     let (status, headers, body) = fetch(&cache, get(&origin.url("/r"))).await;
-    assert_eq!(status, CacheStatus::Revalidated { stored: true });
+    assert_eq!(
+        status,
+        CacheStatus::Revalidated {
+            reason: cachet::ForwardReason::Stale,
+            stored: true
+        }
+    );
     assert_eq!(body, "original");
     assert_eq!(
         headers["x-refreshed"], "yes",
@@ -496,7 +502,13 @@ async fn rfc9111_5_2_2_7_a_field_a_304_keeps_private_is_served_once_and_never_st
     fetch(&cache, get(&origin.url("/p"))).await;
     clock.advance(Duration::from_secs(11));
     let (status, headers, _) = fetch(&cache, get(&origin.url("/p"))).await;
-    assert_eq!(status, CacheStatus::Revalidated { stored: true });
+    assert_eq!(
+        status,
+        CacheStatus::Revalidated {
+            reason: cachet::ForwardReason::Stale,
+            stored: true
+        }
+    );
     assert_eq!(
         headers["x-user"], "alice",
         "the revalidating client gets it"

@@ -84,7 +84,10 @@ async fn no_cache_mode_and_always_revalidate_validate_a_fresh_entry() {
     status(&cache, get(&url)).await;
     assert_eq!(
         status(&cache, with_mode(&url, CacheMode::NoCache)).await.1,
-        CacheStatus::Revalidated { stored: true }
+        CacheStatus::Revalidated {
+            reason: cachet::ForwardReason::Request,
+            stored: true
+        }
     );
 
     let always = CacheLayer::new(MemoryStore::default())
@@ -93,7 +96,10 @@ async fn no_cache_mode_and_always_revalidate_validate_a_fresh_entry() {
     status(&always, get(&url)).await;
     assert_eq!(
         status(&always, get(&url)).await.1,
-        CacheStatus::Revalidated { stored: true }
+        CacheStatus::Revalidated {
+            reason: cachet::ForwardReason::Request,
+            stored: true
+        }
     );
     assert_eq!(origin.requests(), 4);
 }
@@ -123,14 +129,20 @@ async fn no_cache_mode_and_always_revalidate_validate_an_immutable_entry_in_a_pr
     assert_eq!(status(&cache, reload).await.1, CacheStatus::Hit);
     assert_eq!(
         status(&cache, with_mode(&url, CacheMode::NoCache)).await.1,
-        CacheStatus::Revalidated { stored: true }
+        CacheStatus::Revalidated {
+            reason: cachet::ForwardReason::Request,
+            stored: true
+        }
     );
 
     let always = private().always_revalidate(true).layer(client());
     status(&always, get(&url)).await;
     assert_eq!(
         status(&always, get(&url)).await.1,
-        CacheStatus::Revalidated { stored: true }
+        CacheStatus::Revalidated {
+            reason: cachet::ForwardReason::Request,
+            stored: true
+        }
     );
     assert_eq!(origin.requests(), 4);
 }

@@ -149,7 +149,10 @@ async fn a_304_that_the_filter_refuses_is_served_but_not_stored() {
     clock.advance(Duration::from_secs(11));
     assert_eq!(
         status(&cache, get(&url)).await,
-        CacheStatus::Revalidated { stored: false }
+        CacheStatus::Revalidated {
+            reason: cachet::ForwardReason::Stale,
+            stored: false
+        }
     );
 }
 

@@ -77,6 +77,10 @@ pub enum CacheStatus {
     /// A stale stored response, confirmed by the origin with `304 Not Modified` and served
     /// with its headers updated (RFC 9111 §4.3).
     Revalidated {
+        /// Why the origin was asked: [`ForwardReason::Stale`], or
+        /// [`ForwardReason::Request`] for an entry the request would not take as it was
+        /// (its `no-cache` or `max-age`, [`CacheMode::NoCache`], `always_revalidate`).
+        reason: ForwardReason,
         /// Whether the updated entry is being stored.
         stored: bool,
     },
@@ -190,8 +194,16 @@ impl CacheStatus {
             Self::Collapsed => "cachet; fwd=miss; collapsed",
             Self::StaleWhileRevalidate => "cachet; hit; detail=stale-while-revalidate",
             Self::Hit => "cachet; hit",
-            Self::Revalidated { stored: true } => "cachet; fwd=stale; fwd-status=304; stored",
-            Self::Revalidated { stored: false } => "cachet; fwd=stale; fwd-status=304",
+            Self::Revalidated {
+                reason: Request,
+                stored: true,
+            } => "cachet; fwd=request; fwd-status=304; stored",
+            Self::Revalidated {
+                reason: Request,
+                stored: false,
+            } => "cachet; fwd=request; fwd-status=304",
+            Self::Revalidated { stored: true, .. } => "cachet; fwd=stale; fwd-status=304; stored",
+            Self::Revalidated { stored: false, .. } => "cachet; fwd=stale; fwd-status=304",
             Self::Forwarded {
                 reason,
                 stored: true,

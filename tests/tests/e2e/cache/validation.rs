@@ -210,7 +210,13 @@ async fn a_304_that_says_private_leaves_no_shared_copy_behind() {
     fetch(&cache, get(&url)).await;
     clock.advance(Duration::from_secs(120));
     let (status, _, _) = fetch(&cache, get(&url)).await;
-    assert_eq!(status, CacheStatus::Revalidated { stored: false });
+    assert_eq!(
+        status,
+        CacheStatus::Revalidated {
+            reason: cachet::ForwardReason::Stale,
+            stored: false
+        }
+    );
     let mut stale_ok = get(&url);
     stale_ok.headers_mut().insert(
         "cache-control",
@@ -304,7 +310,13 @@ async fn a_304_to_a_request_that_may_not_store_deletes_nothing() {
         request
     };
     let (status, _, _) = fetch(&cache, with("no-store")).await;
-    assert_eq!(status, CacheStatus::Revalidated { stored: false });
+    assert_eq!(
+        status,
+        CacheStatus::Revalidated {
+            reason: cachet::ForwardReason::Stale,
+            stored: false
+        }
+    );
     let (status, _, body) = fetch(&cache, with("max-stale=3600")).await;
     assert_eq!(
         (status, body.as_ref()),

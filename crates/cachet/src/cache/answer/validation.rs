@@ -15,7 +15,7 @@ use super::super::body::CacheBody;
 use super::super::future::RequestFacts;
 use super::super::layer::Config;
 use super::super::write::{self, Placement};
-use super::{CacheStatus, Served, respond};
+use super::{CacheStatus, ForwardReason, Served, respond};
 use crate::entry::Entry;
 use crate::policy::ResponseFacts;
 use crate::store::{Store, StoreRequest};
@@ -135,6 +135,7 @@ pub(crate) fn revalidated<St: Store, B>(
     mut entry: Entry,
     not_modified: Response<B>,
     facts: &RequestFacts<St>,
+    reason: ForwardReason,
     config: &Config,
 ) -> Response<CacheBody<B>> {
     let identified = identifies(&entry.headers, not_modified.headers());
@@ -161,7 +162,7 @@ pub(crate) fn revalidated<St: Store, B>(
         (config.clock.now(), false)
     };
 
-    config.metrics.forward(true);
+    config.metrics.forward(reason == ForwardReason::Stale);
     let (stored, storing) = storable(&entry, facts, config);
     let storing = storing.filter(|_| updated);
     let storable = storing.is_some();
@@ -198,7 +199,10 @@ pub(crate) fn revalidated<St: Store, B>(
     }
     tracing::trace!(key = %facts.key, "revalidated");
     let freshness = stored.freshness(entry.request_time);
-    let status = CacheStatus::Revalidated { stored: stored_now };
+    let status = CacheStatus::Revalidated {
+        reason,
+        stored: stored_now,
+    };
     let served = Served::new(
         &facts.key,
         now,

@@ -30,6 +30,8 @@ pub(crate) fn finish<St: Store, B: Body<Data = Bytes>, E: Into<BoxError>>(
     let response = match result {
         Ok(response) => response,
         Err(error) => {
+            // Sent on, whether a stale response stands in or the error goes back.
+            config.metrics.forward(reason == ForwardReason::Stale);
             if let (Plan::Cache(facts), Some(stale)) = (plan, stale)
                 && let Some(response) = stale_on_error(*stale.entry, facts, None, config)
             {
@@ -46,7 +48,7 @@ pub(crate) fn finish<St: Store, B: Body<Data = Bytes>, E: Into<BoxError>>(
             let mut replaced = None;
             if let Some(stale) = stale {
                 if status == StatusCode::NOT_MODIFIED && stale.conditional {
-                    return Ok(revalidated(*stale.entry, response, facts, config));
+                    return Ok(revalidated(*stale.entry, response, facts, reason, config));
                 }
                 // A 304 to the client's own validators that names the stored response
                 // updates it as a revalidation of the cache's own would (§4.3.4); the
@@ -55,7 +57,7 @@ pub(crate) fn finish<St: Store, B: Body<Data = Bytes>, E: Into<BoxError>>(
                     && matches!(facts.method, Method::GET | Method::HEAD)
                     && names_entry(&stale.entry.headers, response.headers())
                 {
-                    let updated = revalidated(*stale.entry, response, facts, config);
+                    let updated = revalidated(*stale.entry, response, facts, reason, config);
                     return Ok(as_not_modified(updated));
                 }
                 if status.is_server_error() {
@@ -63,6 +65,7 @@ pub(crate) fn finish<St: Store, B: Body<Data = Bytes>, E: Into<BoxError>>(
                         && let Some(stale) =
                             stale_on_error(*stale.entry, facts, Some(status), config)
                     {
+                        config.metrics.forward(reason == ForwardReason::Stale);
                         return Ok(stale);
                     }
                 } else if status != StatusCode::NOT_MODIFIED {

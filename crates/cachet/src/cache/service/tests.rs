@@ -283,7 +283,10 @@ async fn a_304_that_starts_to_vary_stores_the_variant_with_this_requests_values(
             .expect("revalidated")
             .extensions()
             .get::<CacheStatus>(),
-        Some(&CacheStatus::Revalidated { stored: true })
+        Some(&CacheStatus::Revalidated {
+            reason: crate::ForwardReason::Stale,
+            stored: true
+        })
     );
 
     let mut cookie_a = http::HeaderMap::new();
@@ -569,3 +572,4 @@ async fn only_if_cached_never_asks_the_origin_even_for_a_request_the_cache_passe
 mod framing;
 mod full_maps;
 mod refresh;
+mod status;

@@ -148,7 +148,10 @@ async fn a_304_without_a_date_freshens_the_entry_from_the_time_it_arrived() {
     let revalidated = cache.clone().oneshot(get(url)).await.expect("answers");
     assert_eq!(
         revalidated.extensions().get::<CacheStatus>(),
-        Some(&CacheStatus::Revalidated { stored: true })
+        Some(&CacheStatus::Revalidated {
+            reason: crate::ForwardReason::Stale,
+            stored: true
+        })
     );
     assert_eq!(revalidated.headers()["age"], "0", "fresh from the 304");
     revalidated.into_body().collect().await.expect("completes");

@@ -160,7 +160,13 @@ async fn a_304_with_more_fields_than_a_map_holds_is_served_not_stored() {
         headers
     })
     .await;
-    assert_eq!(statuses[1], CacheStatus::Revalidated { stored: false });
+    assert_eq!(
+        statuses[1],
+        CacheStatus::Revalidated {
+            reason: crate::ForwardReason::Stale,
+            stored: false
+        }
+    );
     assert_eq!(calls, 3, "the entry was not stored updated in part");
 }
 
@@ -182,7 +188,13 @@ async fn a_304_past_an_entrys_fields_is_not_stored_without_its_private() {
         headers
     })
     .await;
-    assert_eq!(statuses[1], CacheStatus::Revalidated { stored: false });
+    assert_eq!(
+        statuses[1],
+        CacheStatus::Revalidated {
+            reason: crate::ForwardReason::Stale,
+            stored: false
+        }
+    );
     assert_ne!(statuses[2], CacheStatus::Hit);
     assert_eq!(calls, 3);
 }
