@@ -167,21 +167,25 @@ const ENTRY_HEAD_ROOM: u64 = 64 << 10;
 /// would drop every such response silently, while the cache said it was stored, and each
 /// miss would record the body for nothing.
 fn check_entry_fits(memory_bytes: u64, max_body_bytes: usize) -> Result<(), clap::Error> {
-    let max_entry_bytes = MemoryStore::new(memory_bytes).max_entry_bytes();
+    let max_entry_bytes = MemoryStore::max_entry_bytes_for(memory_bytes);
     let largest_body = max_entry_bytes.saturating_sub(ENTRY_HEAD_ROOM);
     if max_body_bytes as u64 <= largest_body {
         return Ok(());
     }
+    let needed =
+        MemoryStore::max_bytes_for_entry((max_body_bytes as u64).saturating_add(ENTRY_HEAD_ROOM));
     let message = if largest_body == 0 {
         format!(
             "--memory-bytes {memory_bytes} (or [store] memory_bytes) holds entries of at most \
-             {max_entry_bytes} bytes, too few for any body beside its head: raise it"
+             {max_entry_bytes} bytes, too few for any body beside its head: raise it to at \
+             least {needed} for --max-body-bytes {max_body_bytes}"
         )
     } else {
         format!(
             "--max-body-bytes {max_body_bytes} (or [cache] max_body_bytes; {default} unless \
              given) is more than one entry of the memory store can hold with --memory-bytes \
-             {memory_bytes}: lower it to at most {largest_body}, or raise --memory-bytes",
+             {memory_bytes}: lower it to at most {largest_body}, or raise --memory-bytes to \
+             at least {needed}",
             default = CacheLayer::<()>::DEFAULT_MAX_BODY_BYTES
         )
     };

@@ -254,8 +254,12 @@ fn a_largest_body_the_memory_store_cannot_hold_in_one_entry_is_refused() {
         message(&error),
         "--max-body-bytes 8388608 (or [cache] max_body_bytes; 8388608 unless given) is more \
          than one entry of the memory store can hold with --memory-bytes 2000000: lower it \
-         to at most 1873440, or raise --memory-bytes (see --help)"
+         to at most 1873440, or raise --memory-bytes to at least 8716669 (see --help)"
     );
+    // The figure named is the least that holds the body: a byte less does not.
+    let with_memory = |bytes: &str| parse(&["--upstream", "http://h", "--memory-bytes", bytes]);
+    with_memory("8716669").expect("the least that fits");
+    with_memory("8716668").expect_err("a byte less");
     let fits = ["--memory-bytes", "2000000", "--max-body-bytes", "1873440"];
     let config = parse(&[&["--upstream", "http://h"], &fits[..]].concat()).expect("fits");
     assert_eq!(config.max_body_bytes(), 1_873_440);
@@ -274,7 +278,8 @@ fn a_largest_body_the_memory_store_cannot_hold_in_one_entry_is_refused() {
     assert_eq!(
         message(&error),
         "--memory-bytes 1024 (or [store] memory_bytes) holds entries of at most 0 bytes, too \
-         few for any body beside its head: raise it (see --help)"
+         few for any body beside its head: raise it to at least 8716669 for --max-body-bytes \
+         8388608 (see --help)"
     );
     // Redis holds what a memory tier drops, so only the memory store is held to it.
     let config = parse(&[

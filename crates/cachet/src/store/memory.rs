@@ -47,6 +47,39 @@ impl Weighter<CacheKey, Stored> for ByteWeighter {
     }
 }
 
+/// How a store of a given bound is split: its shards, the bound they share, and the
+/// largest entry one shard keeps.
+struct Layout {
+    shards: usize,
+    bound: u64,
+    max_entry_bytes: u64,
+}
+
+impl Layout {
+    fn of(max_bytes: u64) -> Self {
+        // The library's own choice is four shards a core, which on a large machine would
+        // leave each too little room for one large body.
+        let per_core = std::thread::available_parallelism().map_or(1, |n| n.get()) * 4;
+        let shards = usize::try_from(max_bytes / MemoryStore::MIN_SHARD_BYTES)
+            .unwrap_or(usize::MAX)
+            .clamp(1, per_core);
+        // Down to a power of two, which the library would otherwise round up to.
+        let shards = 1 << shards.ilog2();
+        // Each shard gets an equal share, rounded up by the library: a bound it can split
+        // evenly keeps the total within `max_bytes`.
+        let bound = max_bytes - max_bytes % shards as u64;
+        // The library drops, silently, an entry that weighs more than its shard's hot
+        // share.
+        let shard_bytes = bound / shards as u64;
+        let hot_bytes = (shard_bytes as f64 * MemoryStore::HOT_ALLOCATION) as u64;
+        Self {
+            shards,
+            bound,
+            max_entry_bytes: hot_bytes.saturating_sub(ENTRY_OVERHEAD),
+        }
+    }
+}
+
 impl MemoryStore {
     /// The default bound: 64 MiB.
     pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;
@@ -70,22 +103,12 @@ impl MemoryStore {
         let estimated_items = usize::try_from(max_bytes / 4096)
             .unwrap_or(usize::MAX)
             .max(16);
-        // The library's own choice is four shards a core, which on a large machine would
-        // leave each too little room for one large body.
-        let per_core = std::thread::available_parallelism().map_or(1, |n| n.get()) * 4;
-        let shards = usize::try_from(max_bytes / Self::MIN_SHARD_BYTES)
-            .unwrap_or(usize::MAX)
-            .clamp(1, per_core);
-        // Down to a power of two, which the library would otherwise round up to.
-        let shards = 1 << shards.ilog2();
-        // Each shard gets an equal share, rounded up by the library: a bound it can split
-        // evenly keeps the total within `max_bytes`.
-        let bound = max_bytes - max_bytes % shards as u64;
+        let layout = Layout::of(max_bytes);
         let options = quick_cache::OptionsBuilder::new()
             .estimated_items_capacity(estimated_items)
-            .weight_capacity(bound)
+            .weight_capacity(layout.bound)
             .hot_allocation(Self::HOT_ALLOCATION)
-            .shards(shards)
+            .shards(layout.shards)
             .build();
         let cache = match options {
             Ok(options) => Cache::with_options(
@@ -95,16 +118,42 @@ impl MemoryStore {
                 Default::default(),
             ),
             // Every option the builder requires is set above.
-            Err(_) => Cache::with_weighter(estimated_items, bound, ByteWeighter),
+            Err(_) => Cache::with_weighter(estimated_items, layout.bound, ByteWeighter),
         };
-        // The library drops, silently, an entry that weighs more than its shard's hot
-        // share.
-        let shard_bytes = bound / shards as u64;
-        let hot_bytes = (shard_bytes as f64 * Self::HOT_ALLOCATION) as u64;
         Self {
             cache: Arc::new(cache),
-            max_entry_bytes: hot_bytes.saturating_sub(ENTRY_OVERHEAD),
+            max_entry_bytes: layout.max_entry_bytes,
         }
+    }
+
+    /// What [`max_entry_bytes`](Self::max_entry_bytes) is for a store of `max_bytes` on
+    /// this machine, without making one: for a program that checks its settings.
+    pub fn max_entry_bytes_for(max_bytes: u64) -> u64 {
+        Layout::of(max_bytes).max_entry_bytes
+    }
+
+    /// The least bound whose store keeps an entry of `entry_bytes` on this machine: for a
+    /// program that tells its user how far to raise a bound. (`u64::MAX` if none does.)
+    pub fn max_bytes_for_entry(entry_bytes: u64) -> u64 {
+        let fits = |max_bytes| Self::max_entry_bytes_for(max_bytes) >= entry_bytes;
+        // One shard holds up to twice the least shard; a larger entry needs every shard
+        // this machine makes (fewer could not be that large), each large enough.
+        let shard = ((entry_bytes.saturating_add(ENTRY_OVERHEAD)) as f64 / Self::HOT_ALLOCATION)
+            .ceil() as u64;
+        let shards = if shard < 2 * Self::MIN_SHARD_BYTES {
+            1
+        } else {
+            Layout::of(u64::MAX).shards as u64
+        };
+        let mut max_bytes = shard.saturating_mul(shards);
+        // Up past what the float's rounding left short, a few bytes at most.
+        for _ in 0..64 {
+            if fits(max_bytes) {
+                return max_bytes;
+            }
+            max_bytes = max_bytes.saturating_add(shards);
+        }
+        u64::MAX
     }
 
     /// The most bytes one entry may take, its key and value together: a put of a larger
@@ -246,6 +295,33 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
+
+    #[test]
+    fn the_least_bound_for_an_entry_keeps_it_and_a_byte_less_does_not() {
+        for entry in [
+            1,
+            60 << 10,
+            8 << 20,
+            (15 << 20) + 123,
+            31 << 20,
+            40 << 20,
+            200 << 20,
+        ] {
+            let bound = MemoryStore::max_bytes_for_entry(entry);
+            assert!(
+                MemoryStore::max_entry_bytes_for(bound) >= entry,
+                "{entry}: {bound}"
+            );
+            assert!(
+                (0..bound)
+                    .rev()
+                    .take(4096)
+                    .all(|less| MemoryStore::max_entry_bytes_for(less) < entry)
+                    || entry >= 32 << 20,
+                "{entry}: a bound below {bound} keeps it"
+            );
+        }
+    }
 
     #[tokio::test]
     async fn an_entry_up_to_15_mib_is_kept_whatever_the_number_of_cores() {
