@@ -410,9 +410,6 @@ where
                             *this.stale = Some(Stale { entry, conditional });
                         }
                     }
-                    if facts.cc.no_cache {
-                        *this.reason = ForwardReason::Request;
-                    }
                     if facts.cc.only_if_cached {
                         this.state.set(State::Done);
                         return Poll::Ready(Ok(only_if_cached_miss(this.config)));

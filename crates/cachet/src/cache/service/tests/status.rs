@@ -131,3 +131,65 @@ async fn rfc9211_2_2_a_reload_revalidating_a_fresh_entry_is_fwd_request_not_stal
     }
     assert_eq!(metrics.stale(), 0, "no stale response was involved");
 }
+
+/// RFC 9211 §2.2: `fwd=request` is for a *fresh* response the request refused. A stale
+/// entry that a `no-cache` request revalidates is `fwd=stale`, and counted stale; a
+/// `no-cache` request with nothing stored is a miss like any other.
+#[tokio::test]
+async fn rfc9211_2_2_a_stale_entry_or_a_miss_under_no_cache_is_not_fwd_request() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let origin = service_fn(move |_: Request<String>| {
+        let call = counter.fetch_add(1, SeqCst);
+        async move {
+            let response = if call == 0 {
+                Response::builder()
+                    .header("cache-control", "max-age=60")
+                    .header("etag", "\"v1\"")
+                    .body(Full::new(Bytes::from_static(b"ok")))
+            } else {
+                Response::builder()
+                    .status(304)
+                    .header("etag", "\"v1\"")
+                    .body(Full::new(Bytes::new()))
+            };
+            Ok::<_, Infallible>(response.expect("valid"))
+        }
+    });
+    let clock = ManualClock::new();
+    let layer = CacheLayer::new(MemoryStore::default())
+        .cache_status_header(true)
+        .clock(clock.clone());
+    let metrics = layer.metrics();
+    let cache = layer.layer(origin);
+    let no_cache = || {
+        Request::get("https://example.com/x")
+            .header("cache-control", "no-cache")
+            .body(String::new())
+            .expect("valid")
+    };
+    let miss = cache.clone().oneshot(no_cache()).await.expect("answered");
+    assert_eq!(
+        miss.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Forwarded {
+            reason: crate::ForwardReason::UriMiss,
+            stored: true
+        })
+    );
+    miss.into_body().collect().await.expect("body");
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    clock.advance(Duration::from_secs(120));
+    let response = cache.clone().oneshot(no_cache()).await.expect("answered");
+    assert_eq!(
+        response.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Revalidated {
+            reason: crate::ForwardReason::Stale,
+            stored: true
+        }),
+        "{:?}",
+        response.headers().get("cache-status")
+    );
+    assert_eq!(metrics.stale(), 1, "the stored response was stale");
+}
