@@ -274,9 +274,14 @@ impl StdError for BuildError {
 /// );
 /// ```
 pub fn redact(url: &str) -> String {
-    let url = redact_userinfo(url);
+    // The query's passwords first: one may hold an `@`, which would otherwise look like
+    // the end of user information.
+    redact_userinfo(&redact_query(url))
+}
+
+fn redact_query(url: &str) -> String {
     let Some((before, query)) = url.split_once('?') else {
-        return url;
+        return url.to_owned();
     };
     let query: Vec<String> = query
         .split('&')
@@ -296,6 +301,10 @@ fn redact_userinfo(url: &str) -> String {
     // The last `@` ends the user information even past a `/`, `?` or `#`: a password
     // that holds one unescaped must not show (such a URL is refused, and shown so).
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    // No authority (`unix:///path?pass=…`): no user information; an `@` is the query's.
+    if authority_end == 0 {
+        return url.to_owned();
+    }
     let at = match rest.rfind('@') {
         Some(at) if at > authority_end => Some(at),
         _ => rest[..authority_end].rfind('@'),
@@ -331,6 +340,14 @@ mod tests {
             "redis://user:***@host/0"
         );
         assert_eq!(redact("redis://hunter2@host"), "redis://***@host");
+        for url in [
+            "unix:///run/redis.sock?pass=hunt@er2",
+            "unix:///run/redis.sock?db=1&pass=hunt@er2",
+            "redis://host/0?password=hunt@er2",
+        ] {
+            let shown = redact(url);
+            assert!(!shown.contains("er2"), "{url} -> {shown}");
+        }
         for password in ["s3cr/et", "s3cr?et", "s3cr#et"] {
             let url = format!("redis://app:{password}@host:6379/0");
             assert_eq!(redact(&url), "redis://app:***@host:6379/0", "{url}");
