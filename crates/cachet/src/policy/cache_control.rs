@@ -37,6 +37,9 @@ pub(crate) struct CacheControl {
     /// quotes) is not a token, so a directive such as `private` or `no-store` may be
     /// there unseen: a response with it is not stored.
     pub(crate) unreadable: bool,
+    /// The directives are a targeted field's (RFC 9213), which replaces `Expires` as well
+    /// as `Cache-Control`.
+    pub(crate) targeted: bool,
 }
 
 impl CacheControl {
@@ -46,7 +49,8 @@ impl CacheControl {
 
     /// A response's directives for a cache that honours a targeted field such as
     /// `CDN-Cache-Control` (RFC 9213): the targeted field when present, which then
-    /// replaces `Cache-Control` entirely, else `Cache-Control`. An empty targeted field is
+    /// replaces `Cache-Control` (and `Expires`, RFC 9213 §2.2) entirely, else
+    /// `Cache-Control`. An empty targeted field is
     /// ignored (RFC 9213 §2.1), so that a framework that always sends one does not hide
     /// `Cache-Control: private` behind it. One that cannot be read is not (the RFC says it
     /// should be): it may hide a `private` of its own, so the response is not stored.
@@ -62,7 +66,10 @@ impl CacheControl {
         if empty {
             return Self::parse(headers);
         }
-        Self::parse_field(headers, field)
+        Self {
+            targeted: true,
+            ..Self::parse_field(headers, field)
+        }
     }
 
     fn parse_field(headers: &HeaderMap, field: &HeaderName) -> Self {

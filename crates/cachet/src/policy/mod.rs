@@ -236,6 +236,10 @@ impl<'a> ResponseFacts<'a> {
         if let Some(seconds) = seconds {
             return Some(Duration::from_secs(seconds));
         }
+        // A targeted field that decides replaces `Expires` too (RFC 9213 §2.2).
+        if self.cc.targeted {
+            return None;
+        }
         let expires = self.headers.get(EXPIRES)?;
         // An invalid Expires means already stale (RFC 9111 §5.3).
         let Some(expires) = expires
@@ -496,6 +500,24 @@ mod tests {
         assert_eq!(shared_get(&facts(&h)), Err(Refusal::NoFreshnessOrValidator));
         let h = headers(&[("etag", "\"v1\"")]);
         assert_eq!(shared_get(&facts(&h)), Ok(()));
+    }
+
+    #[test]
+    fn rfc9213_2_2_a_targeted_field_that_decides_replaces_expires_too() {
+        let cdn = HeaderName::from_static("cdn-cache-control");
+        let h = headers(&[
+            ("date", "Sun, 06 Nov 1994 08:49:37 GMT"),
+            ("expires", "Sun, 06 Nov 1994 08:50:37 GMT"),
+            ("cdn-cache-control", "public"),
+        ]);
+        let time = SystemTime::UNIX_EPOCH;
+        let targeted = ResponseFacts::new(StatusCode::OK, &h, Some(&cdn), time, None);
+        assert_eq!(targeted.explicit_freshness(Mode::Shared), None);
+        let plain = ResponseFacts::new(StatusCode::OK, &h, None, time, None);
+        assert_eq!(
+            plain.explicit_freshness(Mode::Shared),
+            Some(Duration::from_secs(60))
+        );
     }
 
     #[test]
