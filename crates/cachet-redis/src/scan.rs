@@ -40,6 +40,24 @@ end
 return out
 ";
 
+/// What [`FETCH_SCRIPT`] answers for a listing that wants sizes only
+/// ([`Scan::sizes_only`]): each key's length, with, for a hashed key, its first bytes
+/// (whose frame names its cache key), then its TTL in milliseconds. No value is read.
+const SIZES_SCRIPT: &str = r"
+local head = math.min(tonumber(ARGV[1]) + 1, 65536)
+local out = {}
+for _, key in ipairs(KEYS) do
+  local len = redis.pcall('STRLEN', key)
+  if type(len) ~= 'number' then len = 0 end
+  if len == 0 then out[#out + 1] = false
+  elseif string.find(key, ' #sha256:', 1, true) then
+    out[#out + 1] = {len, redis.call('GETRANGE', key, 0, head - 1)}
+  else out[#out + 1] = {len} end
+  out[#out + 1] = redis.call('PTTL', key)
+end
+return out
+";
+
 /// About how many bytes of values one [`FETCH_SCRIPT`] reads. Redis runs a script to its
 /// end before it serves any other client, and holds its whole reply meanwhile, so a page
 /// of large values is read a megabyte or so at a time (or one value at a time, each no
@@ -49,6 +67,9 @@ const FETCH_BYTES: usize = 1 << 20;
 /// The most keys one [`FETCH_SCRIPT`] is sent: those it does not reach are sent again,
 /// so a page of large values resends a hundred keys a script, not the whole page's.
 const FETCH_KEYS: usize = 100;
+
+/// Why a value listed for a walk that wants sizes only is not there.
+const NOT_READ: &str = "not read: the listing asked for sizes only";
 
 /// How many keys a clear deletes per `SCAN` and `UNLINK`.
 const CLEAR_BATCH: usize = 1_000;
@@ -94,20 +115,37 @@ impl Inner {
             .scan_keys(Op::Scan, node, cursor, &pattern, scan.get_limit())
             .await?;
 
-        let values = self.fetch(&keys, !masters.is_empty(), &pattern).await?;
+        let script = if scan.is_sizes_only() {
+            SIZES_SCRIPT
+        } else {
+            FETCH_SCRIPT
+        };
+        let values = self
+            .fetch(script, &keys, !masters.is_empty(), &pattern)
+            .await?;
         let mut items = Vec::with_capacity(keys.len());
         let mut values = values.into_iter();
+        let size = |len: &i64| u64::try_from(*len).unwrap_or_default();
         for redis_key in &keys {
             let (value, ttl) = (values.next(), values.next());
             let listed = match value {
                 Some(Value::BulkString(bytes)) => self.listed(redis_key, bytes),
-                Some(Value::Array(too_large)) => match &too_large[..] {
+                // Not read: too large, or only its size was asked for.
+                Some(Value::Array(unread)) => match &unread[..] {
                     [Value::Int(len), Value::BulkString(start)] => {
                         let key = match self.owner(redis_key, Bytes::from(start.clone())) {
                             Ok((key, _)) | Err(key) => key,
                         };
-                        let error = Error::too_large(Op::Scan, self.max_value_bytes);
-                        Listed::failed(key, error, u64::try_from(*len).unwrap_or_default())
+                        if scan.is_sizes_only() {
+                            Listed::failed(key, NOT_READ, size(len))
+                        } else {
+                            let error = Error::too_large(Op::Scan, self.max_value_bytes);
+                            Listed::failed(key, error, size(len))
+                        }
+                    }
+                    [Value::Int(len)] if scan.is_sizes_only() => {
+                        let key = CacheKey::from_text(self.key_text(redis_key));
+                        Listed::failed(key, NOT_READ, size(len))
                     }
                     _ => return Err(self.unexpected(Op::Scan, &pattern).into()),
                 },
@@ -139,6 +177,7 @@ impl Inner {
     /// `one_at_a_time`, a key a script).
     async fn fetch(
         &self,
+        script: &str,
         keys: &[Vec<u8>],
         one_at_a_time: bool,
         pattern: &str,
@@ -149,7 +188,7 @@ impl Inner {
         while !rest.is_empty() {
             let sent = &rest[..batch.min(rest.len())];
             let mut cmd = redis::cmd("EVAL");
-            cmd.arg(FETCH_SCRIPT)
+            cmd.arg(script)
                 .arg(sent.len())
                 .arg(sent)
                 .arg(self.max_value_bytes)

@@ -147,3 +147,46 @@ async fn a_hashed_entry_framed_for_another_key_is_not_listed_as_that_key() {
     entries.delete_key(&odd.key).await.expect("deletes");
     assert_eq!(server.scan("cachet:GET http://example.com/victim").len(), 1);
 }
+
+/// Redis's own count of bytes sent to its clients.
+fn bytes_sent(server: &RedisServer) -> u64 {
+    let info: String = server.query(redis::cmd("INFO").arg("stats"));
+    info.lines()
+        .find_map(|line| line.strip_prefix("total_net_output_bytes:"))
+        .and_then(|bytes| bytes.trim().parse().ok())
+        .expect("INFO stats counts the bytes it sent")
+}
+
+/// Counting entries needs their sizes, not their bytes: a whole page of large values
+/// (up to a thousand of them at `max_body_bytes`, gigabytes) was read into the process
+/// for `stats`. A hashed key (a long URL) is still counted once, under its own entry.
+#[tokio::test]
+async fn stats_on_redis_reads_sizes_not_values() {
+    const ENTRIES: usize = 20;
+    const SIZE: usize = 2 << 20;
+    let server = RedisServer::start();
+    // Made inside Redis, so that this process never holds them.
+    for i in 0..ENTRIES {
+        server.query::<()>(
+            redis::cmd("EVAL")
+                .arg("redis.call('SET', KEYS[1], string.rep('x', ARGV[1]), 'PX', 600000)")
+                .arg(1)
+                .arg(format!("cachet:GET http://example.com/large/{i}"))
+                .arg(SIZE),
+        );
+    }
+    let store = store(&server);
+    let long = format!("GET http://example.com/{}", "a".repeat(600));
+    put(&store, &long, "long").await;
+    let entries = Entries::new(store);
+    let before = bytes_sent(&server);
+    let stats = entries.stats().await.expect("redis answers");
+    let sent = bytes_sent(&server) - before;
+    assert_eq!(stats.entries, ENTRIES as u64 + 1);
+    assert!(stats.bytes > (ENTRIES * SIZE) as u64, "{stats:?}");
+    assert!(
+        sent < 1 << 20,
+        "stats of {} MiB had Redis send {sent} bytes",
+        (ENTRIES * SIZE) >> 20
+    );
+}

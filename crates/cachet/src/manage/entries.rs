@@ -251,12 +251,13 @@ where
     }
 
     /// How many entries the store holds, and their total size in bytes. It walks every
-    /// entry.
+    /// entry, asking only for sizes: a store that can leaves the values where they are.
     pub async fn stats(&self) -> Result<Stats, Error> {
         let mut stats = Stats::default();
         let mut cursor = Cursor::start();
         loop {
-            let page = self.page(Scan::new(cursor).limit(WALK_PAGE)).await?;
+            let scan = Scan::new(cursor).limit(WALK_PAGE).sizes_only();
+            let page = self.page(scan).await?;
             for item in page.items() {
                 stats.entries += 1;
                 stats.bytes += item.size();

@@ -79,6 +79,7 @@ pub struct Scan {
     cursor: Cursor,
     limit: usize,
     prefix: Option<Arc<str>>,
+    sizes_only: bool,
 }
 
 impl Scan {
@@ -91,6 +92,7 @@ impl Scan {
             cursor,
             limit: Self::DEFAULT_LIMIT,
             prefix: None,
+            sizes_only: false,
         }
     }
 
@@ -115,6 +117,16 @@ impl Scan {
         self
     }
 
+    /// Only the entries' keys, sizes and TTLs are wanted: a store that would read each
+    /// value whole to list it (Redis) may leave the values out, each then listed as not
+    /// read ([`Listed::value`] an error), so that a walk that counts entries holds no
+    /// page of them. A store that holds its values anyway may list them as usual.
+    #[must_use]
+    pub fn sizes_only(mut self) -> Self {
+        self.sizes_only = true;
+        self
+    }
+
     /// Where the page starts.
     pub fn cursor(&self) -> &Cursor {
         &self.cursor
@@ -128,6 +140,12 @@ impl Scan {
     /// The prefix every listed key must start with, if any.
     pub fn get_prefix(&self) -> Option<&str> {
         self.prefix.as_deref()
+    }
+
+    /// Whether only the entries' keys, sizes and TTLs are wanted (see
+    /// [`sizes_only`](Self::sizes_only)).
+    pub fn is_sizes_only(&self) -> bool {
+        self.sizes_only
     }
 
     /// Whether `key` belongs in this listing by its prefix.
