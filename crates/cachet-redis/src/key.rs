@@ -25,6 +25,20 @@ pub(crate) fn is_hashed(text: &str) -> bool {
     text.len() > MAX_KEY_BYTES || text.contains(HASH_MARKER)
 }
 
+/// Whether `text` is the text of a hashed Redis key itself (a readable prefix, the
+/// marker, 64 hex digits): how a listing names a hashed key whose value does not say
+/// which cache key it belongs to.
+pub(crate) fn is_listed_hashed_key(text: &str) -> bool {
+    text.rsplit_once(HASH_MARKER)
+        .is_some_and(|(prefix, digest)| {
+            prefix.len() <= HASHED_PREFIX_BYTES
+                && digest.len() == 64
+                && digest
+                    .bytes()
+                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        })
+}
+
 /// The value stored under a hashed key: the cache key text in front of `value`.
 pub(crate) fn frame(text: &str, value: &[u8]) -> Vec<u8> {
     let mut framed = Vec::with_capacity(KEYED_LABEL.len() + 4 + text.len() + value.len());

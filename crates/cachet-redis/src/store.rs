@@ -200,7 +200,15 @@ impl Inner {
                 (Op::Put, cmd, key)
             }
             StoreRequest::Delete(key) => {
-                let key = key::redis_key(&self.namespace, key.as_str());
+                let text = key.as_str();
+                if key::is_listed_hashed_key(text) {
+                    // A hashed key whose value names no cache key of its own is listed by
+                    // the Redis key's text, which hashes elsewhere: that key goes too.
+                    let mut cmd = redis::cmd("DEL");
+                    cmd.arg(format!("{}{text}", self.namespace));
+                    self.execute(Op::Delete, None, &cmd, text).await?;
+                }
+                let key = key::redis_key(&self.namespace, text);
                 let mut cmd = redis::cmd("DEL");
                 cmd.arg(&key);
                 (Op::Delete, cmd, key)

@@ -190,3 +190,29 @@ async fn stats_on_redis_reads_sizes_not_values() {
         (ENTRIES * SIZE) >> 20
     );
 }
+
+/// Someone else's bytes under a hashed key name no cache key, so the listing shows the
+/// entry by the Redis key's own text; deleting by that text, which hashes elsewhere,
+/// deleted nothing and said it had.
+#[tokio::test]
+async fn a_hashed_key_listed_by_its_own_text_is_deleted_by_it() {
+    let server = RedisServer::start();
+    let store = store(&server);
+    let long = format!("GET http://example.com/{}", "a".repeat(600));
+    put(&store, &long, "long").await;
+    let [redis_key] = &server.scan("cachet:*")[..] else {
+        panic!("one key stored")
+    };
+    server.query::<()>(redis::cmd("SET").arg(redis_key).arg("not a frame"));
+    let entries = Entries::new(store);
+    let listing = entries.list(Cursor::start(), 10).await.expect("lists");
+    let [listed] = &listing.entries[..] else {
+        panic!("one entry listed")
+    };
+    assert_eq!(Some(listed.key.as_str()), redis_key.strip_prefix("cachet:"));
+    entries.delete_key(&listed.key).await.expect("deletes");
+    assert!(
+        server.scan("cachet:*").is_empty(),
+        "the listed entry is gone"
+    );
+}
