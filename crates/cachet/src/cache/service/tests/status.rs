@@ -68,20 +68,21 @@ async fn a_stale_if_error_answer_is_counted() {
     );
 }
 
-/// RFC 9211 §2.2: `fwd=stale` says the request went forward because the stored response
-/// was stale; one sent on because of the request's own `no-cache` (or `max-age=0`) is
-/// `fwd=request`. A fresh entry that a reload revalidated with a 304 is said to be stale,
-/// and counted in `Metrics::stale`.
-#[tokio::test]
-async fn rfc9211_2_2_a_reload_revalidating_a_fresh_entry_is_fwd_request_not_stale() {
+/// An origin that answers first `max-age=60` with an `ETag`, then a `304` confirming it to
+/// every request, each of which must carry the entry's validator.
+fn confirming_origin() -> impl tower::Service<
+    Request<String>,
+    Response = Response<Full<Bytes>>,
+    Error = Infallible,
+    Future = impl Send + 'static,
+> + Clone {
     let calls = Arc::new(AtomicUsize::new(0));
-    let counter = calls.clone();
-    let origin = service_fn(move |request: Request<String>| {
-        let call = counter.fetch_add(1, SeqCst);
+    service_fn(move |request: Request<String>| {
+        let first = calls.fetch_add(1, SeqCst) == 0;
         async move {
-            let response = if call == 0 {
+            let response = if first {
                 Response::builder()
-                    .header("cache-control", "max-age=600")
+                    .header("cache-control", "max-age=60")
                     .header("etag", "\"v1\"")
                     .body(Full::new(Bytes::from_static(b"ok")))
             } else {
@@ -93,7 +94,15 @@ async fn rfc9211_2_2_a_reload_revalidating_a_fresh_entry_is_fwd_request_not_stal
             };
             Ok::<_, Infallible>(response.expect("valid"))
         }
-    });
+    })
+}
+
+/// RFC 9211 §2.2: a fresh entry that the request's own `no-cache` (or `max-age=0`) sends
+/// to the origin is `fwd=request`, also when a 304 confirms it, and no stale response is
+/// counted.
+#[tokio::test]
+async fn rfc9211_2_2_a_reload_revalidating_a_fresh_entry_is_fwd_request_not_stale() {
+    let origin = confirming_origin();
     let layer = CacheLayer::new(MemoryStore::default())
         .cache_status_header(true)
         .clock(ManualClock::new());
@@ -137,25 +146,7 @@ async fn rfc9211_2_2_a_reload_revalidating_a_fresh_entry_is_fwd_request_not_stal
 /// `no-cache` request with nothing stored is a miss like any other.
 #[tokio::test]
 async fn rfc9211_2_2_a_stale_entry_or_a_miss_under_no_cache_is_not_fwd_request() {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counter = calls.clone();
-    let origin = service_fn(move |_: Request<String>| {
-        let call = counter.fetch_add(1, SeqCst);
-        async move {
-            let response = if call == 0 {
-                Response::builder()
-                    .header("cache-control", "max-age=60")
-                    .header("etag", "\"v1\"")
-                    .body(Full::new(Bytes::from_static(b"ok")))
-            } else {
-                Response::builder()
-                    .status(304)
-                    .header("etag", "\"v1\"")
-                    .body(Full::new(Bytes::new()))
-            };
-            Ok::<_, Infallible>(response.expect("valid"))
-        }
-    });
+    let origin = confirming_origin();
     let clock = ManualClock::new();
     let layer = CacheLayer::new(MemoryStore::default())
         .cache_status_header(true)
