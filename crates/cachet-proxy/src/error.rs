@@ -108,8 +108,8 @@ impl StdError for Error {
 
 /// Why the command line, or the configuration file it names, was refused.
 ///
-/// Its message is one line: clap's first paragraph, naming the flag, for the command
-/// line; the path, line, column and setting for the file (see [`ConfigFileError`]). The
+/// Its message is one line: clap's first paragraph, naming the flag, and its tips (the
+/// flag or command meant), for the command line; the path, line, column and setting for the file (see [`ConfigFileError`]). The
 /// program prints it and exits with [`exit_code`](Self::exit_code), 2 for every usage
 /// error. `--help` and `--version` also come back as a `UsageError`, whose
 /// [`command_line`](Self::command_line) error prints them.
@@ -207,11 +207,49 @@ impl fmt::Display for UsageError {
                     .collect();
                 let message = message.join(" ");
                 let message = message.strip_prefix("error: ").unwrap_or(&message);
-                write!(f, "{message} (see --help)")
+                f.write_str(message)?;
+                // clap's tips are paragraphs of their own: said here on the same line.
+                write_tips(f, error)?;
+                f.write_str(" (see --help)")
             }
             UsageKind::ConfigFile(error) => error.fmt(f),
         }
     }
+}
+
+/// clap's tips for `error`, each after a `; `: the flag, command or value meant
+/// (`did you mean '--upstream'?`), and any other advice it gives.
+fn write_tips(f: &mut fmt::Formatter<'_>, error: &clap::Error) -> fmt::Result {
+    use clap::error::{ContextKind, ContextValue};
+
+    for kind in [
+        ContextKind::SuggestedArg,
+        ContextKind::SuggestedSubcommand,
+        ContextKind::SuggestedValue,
+    ] {
+        let names: &[String] = match error.get(kind) {
+            Some(ContextValue::String(name)) => std::slice::from_ref(name),
+            Some(ContextValue::Strings(names)) => names,
+            _ => &[],
+        };
+        for (index, name) in names.iter().enumerate() {
+            let before = match index {
+                0 => "; did you mean ",
+                _ if index + 1 == names.len() => " or ",
+                _ => ", ",
+            };
+            write!(f, "{before}'{name}'")?;
+        }
+        if !names.is_empty() {
+            f.write_str("?")?;
+        }
+    }
+    if let Some(ContextValue::StyledStrs(tips)) = error.get(ContextKind::Suggested) {
+        for tip in tips {
+            write!(f, "; {tip}")?;
+        }
+    }
+    Ok(())
 }
 
 impl StdError for UsageError {

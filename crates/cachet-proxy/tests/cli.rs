@@ -66,6 +66,25 @@ fn unknown_flag_is_a_one_line_usage_error() {
 }
 
 #[test]
+fn a_misspelt_flag_or_command_is_refused_naming_the_one_meant_on_the_same_line() {
+    for (args, expected) in [
+        (
+            &["--upstrem", "http://127.0.0.1:9"][..],
+            "cachet-proxy: unexpected argument '--upstrem' found; did you mean '--upstream'? \
+             (see --help)",
+        ),
+        (
+            &["entries", "lst"][..],
+            "cachet-proxy: unrecognized subcommand 'lst'; did you mean 'list'? (see --help)",
+        ),
+    ] {
+        let output = run(args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert_eq!(one_line(&output), expected);
+    }
+}
+
+#[test]
 fn missing_upstream_is_a_one_line_usage_error_naming_it() {
     let output = run(&[]);
     assert_eq!(output.status.code(), Some(2));
