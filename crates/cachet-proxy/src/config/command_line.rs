@@ -192,6 +192,37 @@ fn check_entry_fits(memory_bytes: u64, max_body_bytes: usize) -> Result<(), clap
     Err(Args::command().error(clap::error::ErrorKind::ArgumentConflict, message))
 }
 
+/// Says what clap's error cannot for a mistake of the command line `args`: a value after
+/// a space for a flag that takes it after `=` (`--cdn true`, whose `true` clap reads as a
+/// command). Other errors are returned as they are.
+fn explain(error: clap::Error, args: &[OsString]) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+
+    let command = Args::command();
+    let flag = |name: &str| {
+        let long = name.strip_prefix("--")?;
+        command
+            .get_arguments()
+            .find(|arg| arg.get_long() == Some(long))
+    };
+    let message = match (error.kind(), error.get(ContextKind::InvalidSubcommand)) {
+        (ErrorKind::InvalidSubcommand, Some(ContextValue::String(value))) => args
+            .windows(2)
+            .filter(|pair| pair[1] == value.as_str())
+            .filter_map(|pair| flag(pair[0].to_str()?))
+            .find(|arg| arg.is_require_equals_set())
+            .map(|arg| {
+                let name = arg.get_long().unwrap_or_default();
+                format!("'--{name}' takes its value after '=': --{name}={value}")
+            }),
+        _ => None,
+    };
+    match message {
+        Some(message) => Args::command().error(error.kind(), message),
+        None => error,
+    }
+}
+
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Invocation {
@@ -228,7 +259,8 @@ impl Invocation {
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
-        let args = Args::try_parse_from(args)?;
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let args = Args::try_parse_from(&args).map_err(|error| explain(error, &args))?;
         if let Some(Command::Keygen) = args.command {
             return Ok(Self::Keygen);
         }

@@ -369,6 +369,17 @@ fn cdn_false_turns_off_the_files_cdn() {
 }
 
 #[test]
+fn a_value_after_a_space_for_a_flag_that_takes_it_after_equals_is_refused_saying_so() {
+    for (flag, value) in [("--cdn", "true"), ("--trust-forwarded", "false")] {
+        let error = parse(&["--upstream", "http://h", flag, value]).expect_err("a space");
+        assert_eq!(
+            message(&error),
+            format!("'{flag}' takes its value after '=': {flag}={value} (see --help)")
+        );
+    }
+}
+
+#[test]
 fn unknown_flags_and_bad_values_are_refused() {
     let error = parse(&["--upstream", "http://h", "--bogus"]).expect_err("unknown flag");
     assert_eq!(kind(&error), Some(clap::error::ErrorKind::UnknownArgument));
