@@ -192,9 +192,10 @@ fn check_entry_fits(memory_bytes: u64, max_body_bytes: usize) -> Result<(), clap
     Err(Args::command().error(clap::error::ErrorKind::ArgumentConflict, message))
 }
 
-/// Says what clap's error cannot for a mistake of the command line `args`: a value after
-/// a space for a flag that takes it after `=` (`--cdn true`, whose `true` clap reads as a
-/// command). Other errors are returned as they are.
+/// Says what clap's error cannot for two mistakes of the command line `args`: a value
+/// after a space for a flag that takes it after `=` (`--cdn true`, whose `true` clap reads
+/// as a command), and a flag of the proxy's own after `entries` (which takes the store
+/// and config flags before it). Other errors are returned as they are.
 fn explain(error: clap::Error, args: &[OsString]) -> clap::Error {
     use clap::error::{ContextKind, ContextValue, ErrorKind};
 
@@ -217,6 +218,30 @@ fn explain(error: clap::Error, args: &[OsString]) -> clap::Error {
             }),
         _ => None,
     };
+    let message = message.or_else(|| match error.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(name)) if error.kind() == ErrorKind::UnknownArgument => {
+            let arg = flag(name)?;
+            // Every flag of the proxy is refused after a command; `entries` alone needs
+            // them, before it.
+            let given = |word: &OsString| {
+                word.to_str()
+                    .is_some_and(|word| word.split('=').next() == Some(name.as_str()))
+            };
+            let entries = args.iter().position(|arg| arg == "entries")?;
+            if args.iter().rposition(given)? < entries {
+                return None;
+            }
+            let value = match arg.get_value_names() {
+                Some([value, ..]) if !arg.is_require_equals_set() => format!(" <{value}>"),
+                _ => String::new(),
+            };
+            Some(format!(
+                "unexpected argument '{name}' found after 'entries'; the store and config \
+                 flags go before it: cachet-proxy {name}{value} entries list"
+            ))
+        }
+        _ => None,
+    });
     match message {
         Some(message) => Args::command().error(error.kind(), message),
         None => error,

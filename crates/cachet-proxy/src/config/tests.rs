@@ -468,6 +468,24 @@ fn entries_takes_the_store_settings_given_before_it_and_needs_no_upstream() {
 }
 
 #[test]
+fn store_flags_after_entries_are_refused_saying_they_go_before_it() {
+    for args in [
+        ["entries", "--store", "redis://127.0.0.1:6379/0", "list"],
+        ["entries", "list", "--store", "redis://127.0.0.1:6379/0"],
+    ] {
+        let error =
+            Invocation::from_args_and_env(["cachet-proxy"].into_iter().chain(args), |_| None)
+                .expect_err("a store flag after entries");
+        assert_eq!(kind(&error), Some(clap::error::ErrorKind::UnknownArgument));
+        assert_eq!(
+            message(&error),
+            "unexpected argument '--store' found after 'entries'; the store and config flags \
+             go before it: cachet-proxy --store <STORE> entries list (see --help)"
+        );
+    }
+}
+
+#[test]
 fn debug_never_shows_a_redis_password() {
     for store in [
         "redis://:hunter2@127.0.0.1:6379/0",
