@@ -20,8 +20,8 @@ use toml::de::{DeTable, DeValue};
 
 use crate::config::{BadSignatureAction, Mode};
 use crate::flags::{
-    CoalesceWait, FromText, InvalidSecret, MemoryTier, Span, StoreChoice, Upstream, UrlPattern,
-    parse_timeout, positive_bytes, positive_count,
+    CoalesceWait, FromText, InvalidBytes, InvalidCount, InvalidSecret, InvalidTimeout, MemoryTier,
+    Span, StoreChoice, Upstream, UrlPattern, parse_timeout, positive_bytes, positive_count,
 };
 
 /// The settings of a configuration file, each `None` when the file leaves it out.
@@ -138,21 +138,22 @@ pub(crate) struct Status(pub(crate) StatusCode);
 
 impl<'de> Deserialize<'de> for Status {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let code = u16::deserialize(deserializer)?;
         // Interim responses, partial content, 304s and the answers to a request's own
         // precondition or range are never stored (RFC 9111 §3).
-        StatusCode::from_u16(code)
-            .ok()
-            .filter(|status| {
-                (200..600).contains(&status.as_u16()) && !matches!(code, 206 | 304 | 412 | 416)
-            })
-            .map(Status)
-            .ok_or_else(|| {
-                de::Error::custom(format_args!(
-                    "invalid value '{code}': expected a status from 200 to 599 that can be \
-                     stored (not 206, 304, 412 or 416)"
-                ))
-            })
+        let storable = |code: u64| {
+            let code = u16::try_from(code).ok()?;
+            StatusCode::from_u16(code)
+                .ok()
+                .filter(|status| {
+                    (200..600).contains(&status.as_u16()) && !matches!(code, 206 | 304 | 412 | 416)
+                })
+                .map(Status)
+        };
+        whole_number(
+            deserializer,
+            "a status from 200 to 599 that can be stored (not 206, 304, 412 or 416)",
+            storable,
+        )
     }
 }
 
@@ -231,18 +232,66 @@ where
     D: Deserializer<'de>,
     T: TryFrom<u64>,
 {
-    let bytes = u64::deserialize(deserializer)?;
-    positive_bytes(bytes)
-        .map(Some)
-        .map_err(|error| de::Error::custom(format_args!("invalid value '{bytes}': {error}")))
+    whole_number(deserializer, InvalidBytes::EXPECTED, |bytes| {
+        positive_bytes(bytes).ok()
+    })
+    .map(Some)
 }
 
 /// Reads a count, checked as its flag checks it.
 fn count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<usize>, D::Error> {
-    let count = u64::deserialize(deserializer)?;
-    positive_count(count)
-        .map(Some)
-        .map_err(|error| de::Error::custom(format_args!("invalid value '{count}': {error}")))
+    whole_number(deserializer, InvalidCount::EXPECTED, |count| {
+        positive_count(count).ok()
+    })
+    .map(Some)
+}
+
+/// Reads a whole number that `check` takes. One it refuses, a negative or fractional
+/// number, and a value of another type (a string, `"8M"`) are refused saying what is
+/// `expected`, in its flag's words, not as a Rust type (`u64`).
+fn whole_number<'de, D, T>(
+    deserializer: D,
+    expected: &'static str,
+    check: impl FnOnce(u64) -> Option<T>,
+) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    struct WholeNumber<F> {
+        expected: &'static str,
+        check: F,
+    }
+
+    impl<T, F: FnOnce(u64) -> Option<T>> Visitor<'_> for WholeNumber<F> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.expected)
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+            let expected = self.expected;
+            u64::try_from(v)
+                .ok()
+                .and_then(self.check)
+                .ok_or_else(|| E::custom(format_args!("invalid value '{v}': expected {expected}")))
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+            let expected = self.expected;
+            (self.check)(v)
+                .ok_or_else(|| E::custom(format_args!("invalid value '{v}': expected {expected}")))
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<T, E> {
+            let expected = self.expected;
+            Err(E::custom(format_args!(
+                "invalid value '{v:?}': expected {expected}"
+            )))
+        }
+    }
+
+    deserializer.deserialize_any(WholeNumber { expected, check })
 }
 
 /// `upstream_timeout`: a number of seconds, checked as `--upstream-timeout` is.
@@ -265,7 +314,7 @@ impl<'de> Deserialize<'de> for Seconds {
             type Value = Seconds;
 
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a number of seconds, such as 30 or 0.5")
+                f.write_str(InvalidTimeout::EXPECTED)
             }
 
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Seconds, E> {

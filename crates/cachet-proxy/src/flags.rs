@@ -228,9 +228,15 @@ impl StdError for InvalidUpstream {}
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct InvalidTimeout;
 
+impl InvalidTimeout {
+    /// What a timeout is, after "expected": the configuration file says it too.
+    pub(crate) const EXPECTED: &str =
+        "a number of seconds greater than 0 and at most a day (86400), such as 30 or 0.5";
+}
+
 impl fmt::Display for InvalidTimeout {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("expected a number of seconds greater than 0 and at most a day (86400), such as 30 or 0.5")
+        write!(f, "expected {}", Self::EXPECTED)
     }
 }
 
@@ -250,9 +256,14 @@ pub(crate) fn parse_timeout(text: &str) -> Result<Duration, InvalidTimeout> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct InvalidBytes;
 
+impl InvalidBytes {
+    /// What a byte count is, after "expected": the configuration file says it too.
+    pub(crate) const EXPECTED: &str = "a whole number of bytes greater than 0, such as 1048576";
+}
+
 impl fmt::Display for InvalidBytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("expected a whole number of bytes greater than 0, such as 1048576")
+        write!(f, "expected {}", Self::EXPECTED)
     }
 }
 
@@ -276,9 +287,14 @@ pub(crate) fn positive_bytes<T: TryFrom<u64>>(bytes: u64) -> Result<T, InvalidBy
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct InvalidCount;
 
+impl InvalidCount {
+    /// What a count is, after "expected": the configuration file says it too.
+    pub(crate) const EXPECTED: &str = "a whole number greater than 0, such as 10000";
+}
+
 impl fmt::Display for InvalidCount {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("expected a whole number greater than 0, such as 10000")
+        write!(f, "expected {}", Self::EXPECTED)
     }
 }
 

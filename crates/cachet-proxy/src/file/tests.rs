@@ -161,6 +161,67 @@ fn a_value_of_the_wrong_type_is_refused_naming_the_type() {
 }
 
 #[test]
+fn every_number_is_refused_in_its_flags_words_never_as_a_rust_type() {
+    let bytes = "expected a whole number of bytes greater than 0, such as 1048576";
+    let count = "expected a whole number greater than 0, such as 10000";
+    let seconds = "expected a number of seconds greater than 0 and at most a day (86400), \
+                   such as 30 or 0.5";
+    let status = "expected a status from 200 to 599 that can be stored (not 206, 304, 412 or \
+                  416)";
+    for (text, setting, message) in [
+        (
+            "[cache]\nmax_body_bytes = \"8M\"",
+            "cache.max_body_bytes",
+            format!("invalid type: string \"8M\", {bytes}"),
+        ),
+        (
+            "[store]\nmemory_bytes = 1.5",
+            "store.memory_bytes",
+            format!("invalid value '1.5': {bytes}"),
+        ),
+        (
+            "[store]\nmemory_bytes = -1",
+            "store.memory_bytes",
+            format!("invalid value '-1': {bytes}"),
+        ),
+        (
+            "max_connections = -1",
+            "max_connections",
+            format!("invalid value '-1': {count}"),
+        ),
+        (
+            "max_connections = true",
+            "max_connections",
+            format!("invalid type: boolean 'true', {count}"),
+        ),
+        (
+            "upstream_timeout = \"30\"",
+            "upstream_timeout",
+            format!("invalid type: string \"30\", {seconds}"),
+        ),
+        (
+            "[filters]\nstatuses = [\"200\"]",
+            "filters.statuses",
+            format!("invalid type: string \"200\", {status}"),
+        ),
+        (
+            "[filters]\nstatuses = [70000]",
+            "filters.statuses",
+            format!("invalid value '70000': {status}"),
+        ),
+    ] {
+        let error = refused(text);
+        let expected = format!("setting '{setting}': {message}");
+        assert!(error.to_string().ends_with(&expected), "{error}");
+    }
+    let settings = parse("[filters]\nstatuses = [200, 404]").expect("two statuses");
+    assert_eq!(
+        settings.filters.statuses.map(|statuses| statuses.len()),
+        Some(2)
+    );
+}
+
+#[test]
 fn a_byte_bound_of_zero_is_refused_where_it_is_written() {
     let error = refused("[store]\nmemory_bytes = 0\n");
     assert_eq!(error.setting(), Some("store.memory_bytes"));
