@@ -50,13 +50,12 @@ const DEFAULT_LIMIT: usize = 100;
 /// are held together, so it stays small.
 const MAX_LIMIT: usize = 1000;
 
-/// A page size from outside: a whole number from 1 to [`MAX_LIMIT`].
+/// A page size from outside: a whole number from 1 to [`MAX_LIMIT`]. The error says what
+/// is expected; clap, and the admin listener, say what was given.
 fn parse_limit(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
         Ok(limit @ 1..=MAX_LIMIT) => Ok(limit),
-        _ => Err(format!(
-            "invalid limit '{text}': expected a whole number from 1 to {MAX_LIMIT}"
-        )),
+        _ => Err(format!("expected a whole number from 1 to {MAX_LIMIT}")),
     }
 }
 
@@ -306,8 +305,10 @@ fn command(request: &Request<Incoming>) -> Result<EntriesCommand, Refusal> {
         ("/entries", m) if *m == get => EntriesCommand::List {
             limit: match param("limit")? {
                 None => DEFAULT_LIMIT,
-                Some(limit) => parse_limit(&limit)
-                    .map_err(|reason| refuse(StatusCode::BAD_REQUEST, format!("{reason}\n")))?,
+                Some(limit) => parse_limit(&limit).map_err(|reason| {
+                    let message = format!("invalid limit '{limit}': {reason}\n");
+                    refuse(StatusCode::BAD_REQUEST, message)
+                })?,
             },
             cursor: param("cursor")?,
         },

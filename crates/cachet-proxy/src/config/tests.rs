@@ -486,6 +486,20 @@ fn store_flags_after_entries_are_refused_saying_they_go_before_it() {
 }
 
 #[test]
+fn a_list_limit_out_of_range_is_refused_saying_invalid_once() {
+    let error =
+        Invocation::from_args_and_env(["cachet-proxy", "entries", "list", "--limit", "0"], |_| {
+            None
+        })
+        .expect_err("no entries at all");
+    assert_eq!(
+        message(&error),
+        "invalid value '0' for '--limit <LIMIT>': expected a whole number from 1 to 1000 \
+         (see --help)"
+    );
+}
+
+#[test]
 fn debug_never_shows_a_redis_password() {
     for store in [
         "redis://:hunter2@127.0.0.1:6379/0",
