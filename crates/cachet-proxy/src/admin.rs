@@ -144,12 +144,7 @@ impl EntriesCommand {
 /// or `invalidated` for a variant an invalidation hid), stored at, fresh until (`-`
 /// where unknown, or where no HTTP date can say it).
 fn line(out: &mut String, entry: &EntryInfo) {
-    let kind = match entry.kind {
-        EntryKind::Response => "response",
-        EntryKind::Variants => "variants",
-        EntryKind::BadSignature => "bad-signature",
-        _ => "unreadable",
-    };
+    let kind = kind_name(entry.kind);
     let status = entry
         .status
         .map_or_else(|| "-".to_owned(), |s| s.as_u16().to_string());
@@ -169,6 +164,16 @@ fn line(out: &mut String, entry: &EntryInfo) {
         date(entry.stored_at),
         date(entry.fresh_until),
     );
+}
+
+/// An entry's kind as a line shows it (docs/proxy.md says what each is).
+fn kind_name(kind: EntryKind) -> &'static str {
+    match kind {
+        EntryKind::Response => "response",
+        EntryKind::Variants => "variants",
+        EntryKind::BadSignature => "bad-signature",
+        _ => "unreadable",
+    }
 }
 
 /// `time` as an HTTP date, `None` for one no HTTP date can say (before 1970, after 9999):
@@ -361,4 +366,25 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
         http::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_guide_says_what_each_kind_of_entry_is() {
+        let guide = include_str!("../../../docs/proxy.md");
+        for kind in [
+            EntryKind::Response,
+            EntryKind::Variants,
+            EntryKind::BadSignature,
+            EntryKind::Unreadable,
+        ] {
+            let item = format!("- `{}`: ", kind_name(kind));
+            assert!(guide.contains(&item), "docs/proxy.md does not list {item}");
+        }
+        // Why a signed store lists as unreadable to an `entries` without the secrets.
+        assert!(guide.contains("`unreadable` when `entries` is run without the signing secrets"));
+    }
 }
