@@ -109,8 +109,8 @@ impl StdError for Error {
 /// Why the command line, or the configuration file it names, was refused.
 ///
 /// Its message is one line: clap's first paragraph, naming the flag, and its tips (the
-/// flag or command meant), for the command line; the path, line, column and setting for the file (see [`ConfigFileError`]). The
-/// program prints it and exits with [`exit_code`](Self::exit_code), 2 for every usage
+/// flag or command meant), for the command line; the path, line, column and setting for
+/// the file (see [`ConfigFileError`]). The program prints it and exits with [`exit_code`](Self::exit_code), 2 for every usage
 /// error. `--help` and `--version` also come back as a `UsageError`, whose
 /// [`command_line`](Self::command_line) error prints them.
 pub struct UsageError {
