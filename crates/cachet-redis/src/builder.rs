@@ -155,7 +155,7 @@ impl RedisStoreBuilder {
         let (backend, servers) = match self.target {
             Target::Single(url) => {
                 check_scheme(&url, true)?;
-                check_user_information(&url)?;
+                check_authority(&url)?;
                 check_database(&url)?;
                 let config = AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(self.bounds.connect))
@@ -178,7 +178,7 @@ impl RedisStoreBuilder {
                 }
                 for url in &urls {
                     check_scheme(url, false)?;
-                    check_user_information(url)?;
+                    check_authority(url)?;
                     check_database(url)?;
                     url.as_str()
                         .into_connection_info()
@@ -242,10 +242,12 @@ fn check_scheme(url: &str, unix_allowed: bool) -> Result<(), BuildError> {
     }
 }
 
-/// A user name or password with a `/`, `?` or `#` of its own (a base64 secret pasted as it
-/// is) ends the URL's authority early: the redis client would read the rest as a path or
-/// a query, and quote it in its errors. It must be percent-encoded.
-fn check_user_information(url: &str) -> Result<(), BuildError> {
+/// A URL without a host is refused in words (the redis client says `Missing hostname -
+/// InvalidClientConfig`). A user name or password with a `/`, `?` or `#` of its own (a
+/// base64 secret pasted as it is) ends the URL's authority early: the redis client would
+/// read the rest as a path or a query, and quote it in its errors. It must be
+/// percent-encoded.
+fn check_authority(url: &str) -> Result<(), BuildError> {
     let Some((scheme, rest)) = url.split_once("://") else {
         return Ok(());
     };
@@ -253,6 +255,16 @@ fn check_user_information(url: &str) -> Result<(), BuildError> {
         return Ok(());
     }
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let host = rest[..authority_end]
+        .rsplit_once('@')
+        .map_or(&rest[..authority_end], |(_, host)| host);
+    if host.is_empty() || host.starts_with(':') {
+        return Err(BuildError::url(
+            url,
+            "it names no host, such as redis://127.0.0.1:6379/0",
+            None,
+        ));
+    }
     match rest.rfind('@') {
         Some(at) if at > authority_end => Err(BuildError::url(
             url,
@@ -331,6 +343,12 @@ mod tests {
 
         let message = error(RedisStore::builder("127.0.0.1:6379"));
         assert!(message.contains("no scheme"), "{message}");
+
+        for url in ["redis://", "redis://:pw@:6379/0", "redis:///0"] {
+            let message = error(RedisStore::builder(url));
+            assert!(message.contains("it names no host"), "{message}");
+            assert!(!message.contains("InvalidClientConfig"), "{message}");
+        }
 
         let message = error(RedisStore::builder("rediss://host"));
         assert!(message.contains("TLS"), "{message}");
