@@ -596,4 +596,5 @@ async fn requests_reach(origin: &Origin, count: usize) {
 mod coalescing;
 mod invalidation;
 mod privacy;
+mod slow_store;
 mod validation;

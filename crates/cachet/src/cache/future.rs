@@ -182,6 +182,8 @@ pub(crate) enum StoreCall<F> {
     Called(#[pin] F),
     /// Not sent: the store failed to get ready for it.
     Failed(Option<BoxError>),
+    /// Not sent: the key is being invalidated, so nothing stored for it is read.
+    Skipped,
 }
 
 impl<F> StoreCall<F> {
@@ -212,6 +214,7 @@ impl<F: Future<Output = Result<StoreResponse, BoxError>>> StoreCall<F> {
                     let error = error.take().expect("a store failure is reported once");
                     return Poll::Ready(Err(error));
                 }
+                StoreCallProj::Skipped => return Poll::Ready(Ok(StoreResponse::NotFound)),
             }
         }
     }

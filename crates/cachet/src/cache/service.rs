@@ -333,6 +333,14 @@ impl<S: Clone, St: Store> Cache<S, St> {
         // makes a coalescing leader look again.
         let finished_before = config.inflight.finished(&facts.key);
         let lookup = match self.readiness.take() {
+            // A marker for the key is still on its way to the store, which may hold what
+            // it hides (RFC 9111 §4.4): a miss, without reading it.
+            readiness if config.invalidations.marking(&facts.key) => {
+                if readiness.is_some() {
+                    self.let_go_of_store();
+                }
+                StoreCall::Skipped
+            }
             Some(Poll::Ready(Ok(()))) => {
                 StoreCall::Called(self.store.call(StoreRequest::Get(facts.key.clone())))
             }

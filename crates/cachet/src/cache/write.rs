@@ -1,6 +1,7 @@
 //! What the cache writes to its store: responses (under their URI's key or a variant's
 //! key), the variant index of responses that vary, and invalidation markers.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -12,6 +13,7 @@ use super::coalesce::Leader;
 use super::future::RequestFacts;
 use super::layer::Config;
 use crate::OneLine;
+use crate::clock::Clock;
 use crate::entry::{Entry, Record, Variants, content_length};
 use crate::policy::{self, CacheControl, ResponseFacts};
 use crate::store::{Store, StoreRequest, StoreResponse, Value, detach, detach_all, latest};
@@ -35,6 +37,7 @@ pub(crate) struct Placement<St> {
     /// Where the request's key stood among the cache's invalidations when it was sent.
     sent: Option<Sent>,
     invalidations: Invalidations,
+    clock: Arc<dyn Clock>,
 }
 
 /// A variant index to write, as the request saw it.
@@ -75,6 +78,7 @@ impl<St: Store> Placement<St> {
                 ttl,
                 sent: facts.sent,
                 invalidations: config.invalidations.clone(),
+                clock: config.clock.clone(),
             };
         }
         // An index hides what was stored until its instant inclusive, and times are kept
@@ -100,6 +104,7 @@ impl<St: Store> Placement<St> {
             ttl,
             sent: facts.sent,
             invalidations: config.invalidations.clone(),
+            clock: config.clock.clone(),
         }
     }
 
@@ -115,8 +120,11 @@ impl<St: Store> Placement<St> {
             return None;
         }
         let value = self.encode(entry, body)?;
+        let (invalidations, sent) = (self.invalidations.clone(), self.sent);
         self.write(value.clone(), metrics);
-        Some(value)
+        // Invalidated while it was written (the marker then goes again, after it): not
+        // handed to the waiters either. A store that answers at once has written both.
+        (!invalidations.since(sent)).then_some(value)
     }
 
     /// As [`put`](Self::put), for a revalidation's update of the response received at
@@ -141,6 +149,10 @@ impl<St: Store> Placement<St> {
         let metrics = metrics.clone();
         detach_all(async move {
             let current = latest(self.store.clone().oneshot(StoreRequest::Get(stored))).await;
+            // An invalidation while the store was read: its marker may be there now.
+            if self.invalidations.since(self.sent) {
+                return tracing::debug!(key = %self.key, "invalidated while it was revalidated; not storing");
+            }
             let unchanged = matches!(
                 &current,
                 Ok(StoreResponse::Found(stored)) if matches!(
@@ -167,19 +179,62 @@ impl<St: Store> Placement<St> {
         }
     }
 
+    /// Writes the entry, then its index; then, if an invalidation of the key was counted
+    /// since the request was sent (after the check before the write), a marker of its
+    /// own under the URI's key: the invalidation's marker may have been written first,
+    /// and the entry or index over it, so one goes again after them (RFC 9111 §4.4). Each
+    /// waits for the one before, so that a store whose writes overtake one another (a
+    /// pool of connections) writes them in order.
     fn write(self, value: Value, metrics: &Metrics) {
-        let put = StoreRequest::Put {
-            key: self.key,
-            value,
-            ttl: self.ttl,
-        };
-        // The variant goes at once, as a plain entry does; under its own key it is found
-        // only through an index that names it, whose time also decides whether it counts.
-        write(self.store.clone(), put, metrics);
-        if let Some(index) = self.index {
-            let ttl = self.ttl.max(MIN_INDEX_TTL);
-            write_index(self.store, index, ttl, metrics);
-        }
+        let Self {
+            store,
+            key,
+            index,
+            ttl,
+            sent,
+            invalidations,
+            clock,
+        } = self;
+        let metrics = metrics.clone();
+        detach_all(async move {
+            let put = StoreRequest::Put {
+                key: key.clone(),
+                value,
+                ttl,
+            };
+            // The variant goes first, as a plain entry does; under its own key it is found
+            // only through an index that names it, whose time also decides whether it
+            // counts.
+            if let Err(error) = store.clone().oneshot(put).await {
+                write_failed(&error, &metrics);
+            }
+            let uri_key = match index {
+                Some(index) => {
+                    let uri_key = index.key.clone();
+                    write_index(store.clone(), index, ttl.max(MIN_INDEX_TTL), &metrics).await;
+                    uri_key
+                }
+                None => key,
+            };
+            if invalidations.since(sent) {
+                tracing::debug!(key = %uri_key, "invalidated while it was written; marking it again");
+                let marker = Variants {
+                    names: Vec::new(),
+                    not_before: clock.now(),
+                };
+                let Ok(bytes) = marker.encode() else {
+                    return tracing::warn!(key = %uri_key, "invalidation marker could not be encoded");
+                };
+                let put = StoreRequest::Put {
+                    key: uri_key,
+                    value: Value::from(bytes),
+                    ttl: INVALIDATION_TTL,
+                };
+                if let Err(error) = store.oneshot(put).await {
+                    write_failed(&error, &metrics);
+                }
+            }
+        });
     }
 }
 
@@ -190,42 +245,39 @@ impl<St: Store> Placement<St> {
 /// each variant stored, past any memory tier (see [`latest`]), whose copy may be older than
 /// another process's marker; a marker written between that read and the write is still
 /// lost.
-fn write_index<St: Store>(store: St, index: Index, ttl: Duration, metrics: &Metrics) {
+async fn write_index<St: Store>(store: St, index: Index, ttl: Duration, metrics: &Metrics) {
     let Index {
         key,
         variants: mut index,
         unseen,
     } = index;
-    let metrics = metrics.clone();
-    detach_all(async move {
-        let current = match latest(store.clone().oneshot(StoreRequest::Get(key.clone()))).await {
-            Ok(StoreResponse::Found(value)) => match Record::decode(value.bytes()) {
-                Ok(Record::Variants(current)) => Some(current.not_before),
-                _ => None,
-            },
-            Ok(_) => None,
-            // The write is likely to fail the same way, and says so.
-            Err(error) => {
-                tracing::debug!(%key, %error, "variant index could not be read again");
-                None
-            }
-        };
-        index.not_before = match (current, unseen) {
-            (Some(current), _) => index.not_before.max(current),
-            (None, Some(unseen)) => index.not_before.max(unseen),
-            (None, None) => index.not_before,
-        };
-        let value = match index.encode() {
-            Ok(bytes) => Value::from(bytes),
-            Err(error) => {
-                return tracing::warn!(%error, "variant index could not be encoded; not storing");
-            }
-        };
-        let put = StoreRequest::Put { key, value, ttl };
-        if let Err(error) = store.oneshot(put).await {
-            write_failed(&error, &metrics);
+    let current = match latest(store.clone().oneshot(StoreRequest::Get(key.clone()))).await {
+        Ok(StoreResponse::Found(value)) => match Record::decode(value.bytes()) {
+            Ok(Record::Variants(current)) => Some(current.not_before),
+            _ => None,
+        },
+        Ok(_) => None,
+        // The write is likely to fail the same way, and says so.
+        Err(error) => {
+            tracing::debug!(%key, %error, "variant index could not be read again");
+            None
         }
-    });
+    };
+    index.not_before = match (current, unseen) {
+        (Some(current), _) => index.not_before.max(current),
+        (None, Some(unseen)) => index.not_before.max(unseen),
+        (None, None) => index.not_before,
+    };
+    let value = match index.encode() {
+        Ok(bytes) => Value::from(bytes),
+        Err(error) => {
+            return tracing::warn!(%error, "variant index could not be encoded; not storing");
+        }
+    };
+    let put = StoreRequest::Put { key, value, ttl };
+    if let Err(error) = store.oneshot(put).await {
+        write_failed(&error, metrics);
+    }
 }
 
 /// A recorder for a storable response from the origin, or `None` (with the reason

@@ -3,7 +3,7 @@
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use http::{HeaderMap, Uri};
 use tower::ServiceExt;
@@ -33,6 +33,33 @@ use crate::store::{Store, StoreRequest, Value, detach, detach_all};
 pub(crate) struct Invalidations {
     shards: Arc<[AtomicU64]>,
     hasher: quick_cache::DefaultHashBuilder,
+    /// The markers on their way to the store, by shard, and in all: a lookup of a key
+    /// whose shard has one in flight does not read the store, which may still hold what
+    /// the marker hides (a POST's response does not wait for its marker).
+    marking: Arc<Marking>,
+}
+
+#[derive(Debug)]
+struct Marking {
+    total: AtomicUsize,
+    shards: Box<[AtomicUsize]>,
+}
+
+/// A marker write under way: its key's shard counts as being marked until it is dropped,
+/// when the write (and any fallback of [`mark`]) is done.
+#[derive(Debug)]
+pub(crate) struct Marked {
+    marking: Arc<Marking>,
+    shard: usize,
+}
+
+impl Drop for Marked {
+    fn drop(&mut self) {
+        if let Some(count) = self.marking.shards.get(self.shard) {
+            count.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.marking.total.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 const SHARDS: usize = 1024;
@@ -49,6 +76,10 @@ impl Default for Invalidations {
         Self {
             shards: (0..SHARDS).map(|_| AtomicU64::new(0)).collect(),
             hasher: quick_cache::DefaultHashBuilder::default(),
+            marking: Arc::new(Marking {
+                total: AtomicUsize::new(0),
+                shards: (0..SHARDS).map(|_| AtomicUsize::new(0)).collect(),
+            }),
         }
     }
 }
@@ -80,11 +111,32 @@ impl Invalidations {
         sent.is_none_or(|sent| self.count(sent.shard) != sent.count)
     }
 
-    /// Counts an invalidation of `key`, before its marker is written.
-    fn note(&self, key: &CacheKey) {
-        if let Some(count) = self.shards.get(self.shard(key)) {
+    /// Counts an invalidation of `key`, before its marker is written; the key counts as
+    /// being marked until the returned guard is dropped.
+    pub(super) fn note(&self, key: &CacheKey) -> Marked {
+        let shard = self.shard(key);
+        self.marking.total.fetch_add(1, Ordering::AcqRel);
+        if let Some(count) = self.marking.shards.get(shard) {
             count.fetch_add(1, Ordering::AcqRel);
         }
+        if let Some(count) = self.shards.get(shard) {
+            count.fetch_add(1, Ordering::AcqRel);
+        }
+        Marked {
+            marking: self.marking.clone(),
+            shard,
+        }
+    }
+
+    /// Whether a marker for `key`, or a key that shares its shard, is on its way to the
+    /// store. One load when none is, as with a store that answers at once.
+    pub(crate) fn marking(&self, key: &CacheKey) -> bool {
+        self.marking.total.load(Ordering::Acquire) != 0
+            && self
+                .marking
+                .shards
+                .get(self.shard(key))
+                .is_some_and(|count| count.load(Ordering::Acquire) != 0)
     }
 }
 
@@ -107,8 +159,8 @@ pub(crate) fn invalidate<St: Store>(store: &St, uri: &Uri, response: &HeaderMap,
     let mark_all = |target: &Uri| {
         for key in config.keys.read_keys_for_url(target).into_iter().flatten() {
             tracing::debug!(%key, "invalidating");
-            config.invalidations.note(&key);
-            mark(store, key, &value, &config.metrics);
+            let marked = config.invalidations.note(&key);
+            mark(store, key, &value, marked, &config.metrics);
         }
     };
     mark_all(uri);
@@ -129,7 +181,13 @@ pub(crate) fn invalidate<St: Store>(store: &St, uri: &Uri, response: &HeaderMap,
 /// full Redis still allows: a miss instead of a hit from before the invalidation. When
 /// the delete fails too (the store is down or read-only), the marker is written once
 /// more, for a store that has come back meanwhile.
-pub(super) fn mark<St: Store>(store: &St, key: CacheKey, marker: &Value, metrics: &Metrics) {
+pub(super) fn mark<St: Store>(
+    store: &St,
+    key: CacheKey,
+    marker: &Value,
+    marked: Marked,
+    metrics: &Metrics,
+) {
     let first = StoreRequest::Put {
         key: key.clone(),
         value: marker.clone(),
@@ -137,7 +195,9 @@ pub(super) fn mark<St: Store>(store: &St, key: CacheKey, marker: &Value, metrics
     };
     // The fallback is made only when the first write fails or runs on: a `POST` whose
     // marker the store takes at once costs what any write costs.
-    detach(store.clone(), first, || {
+    // The guard goes with the write: dropped with the handler when the store takes it at
+    // once, else held by the task that finishes it, through its fallbacks.
+    detach(store.clone(), first, move || {
         let (store, marker, metrics) = (store.clone(), marker.clone(), metrics.clone());
         let put = move |key| StoreRequest::Put {
             key,
@@ -148,6 +208,7 @@ pub(super) fn mark<St: Store>(store: &St, key: CacheKey, marker: &Value, metrics
             metrics.store_error();
             tracing::warn!(%key, error = %OneLine(&*error), "invalidation marker not stored; deleting the key instead");
             detach_all(async move {
+                let _marked = marked;
                 let delete = StoreRequest::Delete(key.clone());
                 let Err(error) = store.clone().oneshot(delete).await else {
                     return;

@@ -70,11 +70,23 @@ async fn rfc9111_4_4_a_marker_the_store_fails_is_followed_by_a_delete_then_a_sec
     // Refused (a Redis full under `noeviction`), then deleted.
     let (store, mut handle) = mock::pair::<StoreRequest, StoreResponse>();
     let metrics = Metrics::default();
-    mark(&store, key.clone(), &Value::from("marker"), &metrics);
+    let invalidations = crate::cache::write::Invalidations::default();
+    let marked = invalidations.note(&key);
+    mark(
+        &store,
+        key.clone(),
+        &Value::from("marker"),
+        marked,
+        &metrics,
+    );
     // Only the writes hold the store now, so the handle sees the end when they are done.
     drop(store);
     let (request, answer) = handle.next_request().await.expect("the marker is written");
     assert!(is_marker(&request), "{request:?}");
+    assert!(
+        invalidations.marking(&key),
+        "read as being marked while it is written"
+    );
     answer.send_error("OOM command not allowed when used memory > 'maxmemory'");
     let (request, answer) = handle.next_request().await.expect("the key is deleted");
     assert!(is_delete(&request), "{request:?}");
@@ -83,13 +95,28 @@ async fn rfc9111_4_4_a_marker_the_store_fails_is_followed_by_a_delete_then_a_sec
         handle.next_request().await.is_none(),
         "nothing more once the key is gone"
     );
+    let unmarked = async {
+        while invalidations.marking(&key) {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), unmarked)
+        .await
+        .expect("no longer marked once the delete is done");
     assert_eq!(metrics.store_errors(), 1);
 
     // Refused both (a store down or read-only): the marker goes once more, for a memory
     // tier in front to keep.
     let (store, mut handle) = mock::pair::<StoreRequest, StoreResponse>();
     let metrics = Metrics::default();
-    mark(&store, key.clone(), &Value::from("marker"), &metrics);
+    let marked = crate::cache::write::Invalidations::default().note(&key);
+    mark(
+        &store,
+        key.clone(),
+        &Value::from("marker"),
+        marked,
+        &metrics,
+    );
     // Only the writes hold the store now, so the handle sees the end when they are done.
     drop(store);
     let read_only = "READONLY You can't write against a read only replica.";
