@@ -217,24 +217,31 @@ impl<St: Store> Placement<St> {
                 None => key,
             };
             if invalidations.since(sent) {
-                tracing::debug!(key = %uri_key, "invalidated while it was written; marking it again");
-                let marker = Variants {
-                    names: Vec::new(),
-                    not_before: clock.now(),
-                };
-                let Ok(bytes) = marker.encode() else {
-                    return tracing::warn!(key = %uri_key, "invalidation marker could not be encoded");
-                };
-                let put = StoreRequest::Put {
-                    key: uri_key,
-                    value: Value::from(bytes),
-                    ttl: INVALIDATION_TTL,
-                };
-                if let Err(error) = store.oneshot(put).await {
-                    write_failed(&error, &metrics);
-                }
+                mark_again(store, uri_key, clock.now(), &metrics).await;
             }
         });
+    }
+}
+
+/// Writes a marker of its own under `key` after a write that an invalidation of the key,
+/// counted meanwhile, may have had its marker written under (RFC 9111 §4.4): it hides
+/// what was stored before `now`, the written entry included.
+async fn mark_again<St: Store>(store: St, key: CacheKey, now: SystemTime, metrics: &Metrics) {
+    tracing::debug!(%key, "invalidated while it was written; marking it again");
+    let marker = Variants {
+        names: Vec::new(),
+        not_before: now,
+    };
+    let Ok(bytes) = marker.encode() else {
+        return tracing::warn!(%key, "invalidation marker could not be encoded");
+    };
+    let put = StoreRequest::Put {
+        key,
+        value: Value::from(bytes),
+        ttl: INVALIDATION_TTL,
+    };
+    if let Err(error) = store.oneshot(put).await {
+        write_failed(&error, metrics);
     }
 }
 

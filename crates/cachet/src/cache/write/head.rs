@@ -4,7 +4,7 @@ use http::HeaderMap;
 use http::header::{ETAG, LAST_MODIFIED};
 use tower::ServiceExt;
 
-use super::{may_store, storable_headers, withhold_fields, write};
+use super::{mark_again, may_store, storable_headers, withhold_fields, write, write_failed};
 use crate::cache::future::RequestFacts;
 use crate::cache::layer::Config;
 use crate::entry::{Entry, Record, content_length};
@@ -98,11 +98,18 @@ pub(crate) fn freshen_get<St: Store>(
         if let Ok(bytes) = entry.encode() {
             tracing::trace!(key = %get_key, "freshened from a HEAD response");
             let put = StoreRequest::Put {
-                key: get_key,
+                key: get_key.clone(),
                 value: bytes.into(),
                 ttl,
             };
-            write(store, put, &metrics);
+            if let Err(error) = store.clone().oneshot(put).await {
+                write_failed(&error, &metrics);
+            }
+            // An invalidation counted since the check above may have had its marker
+            // written first, and the update over it.
+            if invalidations.since(sent) {
+                mark_again(store, get_key, now, &metrics).await;
+            }
         }
     });
 }
