@@ -255,6 +255,14 @@ fn check_authority(url: &str) -> Result<(), BuildError> {
         return Ok(());
     }
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    if rest.rfind('@').is_some_and(|at| at > authority_end) {
+        return Err(BuildError::url(
+            url,
+            "its user name or password holds a `/`, `?` or `#`: percent-encode them \
+             (`%2F`, `%3F`, `%23`)",
+            None,
+        ));
+    }
     let host = rest[..authority_end]
         .rsplit_once('@')
         .map_or(&rest[..authority_end], |(_, host)| host);
@@ -265,15 +273,7 @@ fn check_authority(url: &str) -> Result<(), BuildError> {
             None,
         ));
     }
-    match rest.rfind('@') {
-        Some(at) if at > authority_end => Err(BuildError::url(
-            url,
-            "its user name or password holds a `/`, `?` or `#`: percent-encode them \
-             (`%2F`, `%3F`, `%23`)",
-            None,
-        )),
-        _ => Ok(()),
-    }
+    Ok(())
 }
 
 /// The redis client reads the database as any `i64`: `/-1` or `/+1` would reach Redis,
@@ -330,6 +330,15 @@ mod tests {
             .build()
             .expect_err("the configuration is refused")
             .to_string()
+    }
+
+    #[test]
+    fn a_password_only_url_whose_secret_holds_a_slash_is_told_to_percent_encode_it() {
+        let message = error(RedisStore::builder(
+            "redis://:ab/cd+ef==@cache.internal:6379/0",
+        ));
+        assert!(message.contains("percent-encode"), "{message}");
+        assert!(!message.contains("names no host"), "{message}");
     }
 
     #[test]

@@ -439,7 +439,13 @@ where
                                 facts.seen = None;
                                 facts.variant = None;
                                 facts.view = None;
-                                lookup.set(StoreCall::get(facts.key.clone()));
+                                // Still being marked: what it would read may be what the
+                                // marker hides (as in `dispatch`).
+                                lookup.set(if this.config.invalidations.marking(&facts.key) {
+                                    StoreCall::Skipped
+                                } else {
+                                    StoreCall::get(facts.key.clone())
+                                });
                                 continue;
                             }
                             Join::Waiter(receiver) => {

@@ -111,6 +111,7 @@ impl<St: Store> Placement<St> {
     /// Writes the entry, with `body` as its body (the entry's own is not read), and the
     /// index; returns the entry's value, `None` if it could not be encoded.
     pub(crate) fn put(self, entry: &Entry, body: &[Bytes], metrics: &Metrics) -> Option<Value> {
+        let writing = self.invalidations.writing(self.uri_key());
         // Invalidated while it was fetched: it may be from before the change (the origin
         // may have answered it first), so it is not stored, nor handed to the requests
         // waiting for it, which ask the origin instead (RFC 9111 §4.4: the marker hides
@@ -121,7 +122,7 @@ impl<St: Store> Placement<St> {
         }
         let value = self.encode(entry, body)?;
         let (invalidations, sent) = (self.invalidations.clone(), self.sent);
-        self.write(value.clone(), metrics);
+        self.write(value.clone(), writing, metrics);
         // Invalidated while it was written (the marker then goes again, after it): not
         // handed to the waiters either. A store that answers at once has written both.
         (!invalidations.since(sent)).then_some(value)
@@ -139,6 +140,7 @@ impl<St: Store> Placement<St> {
         (stored, received): (CacheKey, SystemTime),
         metrics: &Metrics,
     ) -> bool {
+        let writing = self.invalidations.writing(self.uri_key());
         if self.invalidations.since(self.sent) {
             tracing::debug!(key = %self.key, "invalidated while it was revalidated; not storing");
             return false;
@@ -161,7 +163,7 @@ impl<St: Store> Placement<St> {
                 )
             );
             if unchanged {
-                self.write(value, &metrics);
+                self.write(value, writing, &metrics);
             } else {
                 tracing::debug!(key = %self.key, "replaced while it was revalidated; not storing");
             }
@@ -185,7 +187,12 @@ impl<St: Store> Placement<St> {
     /// and the entry or index over it, so one goes again after them (RFC 9111 §4.4). Each
     /// waits for the one before, so that a store whose writes overtake one another (a
     /// pool of connections) writes them in order.
-    fn write(self, value: Value, metrics: &Metrics) {
+    /// The key of the URI's responses: the index's when the response varies.
+    fn uri_key(&self) -> &CacheKey {
+        self.index.as_ref().map_or(&self.key, |index| &index.key)
+    }
+
+    fn write(self, value: Value, writing: Arc<Writes>, metrics: &Metrics) {
         let Self {
             store,
             key,
@@ -197,6 +204,8 @@ impl<St: Store> Placement<St> {
         } = self;
         let metrics = metrics.clone();
         detach_all(async move {
+            // In the group of writes an invalidation waits for, to the end.
+            let _writing = writing;
             let put = StoreRequest::Put {
                 key: key.clone(),
                 value,
@@ -589,6 +598,6 @@ mod reference;
 pub(crate) use head::freshen_get;
 #[cfg(test)]
 use invalidate::mark;
-pub(crate) use invalidate::{Invalidations, Sent, invalidate};
+pub(crate) use invalidate::{Invalidations, Sent, Writes, invalidate};
 #[cfg(test)]
 mod tests;

@@ -60,7 +60,10 @@ pub(crate) fn freshen_get<St: Store>(
     let targeted = config.targeted.clone();
     let metrics = config.metrics.clone();
     let (invalidations, sent) = (config.invalidations.clone(), facts.sent);
+    let writing = invalidations.writing(&get_key);
     runtime.spawn(async move {
+        // In the group of writes an invalidation waits for, to the end.
+        let _writing = writing;
         let found = latest(store.clone().oneshot(StoreRequest::Get(get_key.clone()))).await;
         let Ok(StoreResponse::Found(value)) = found else {
             return;

@@ -2,8 +2,8 @@
 //! is done when the store fails one.
 
 use std::hash::BuildHasher;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use http::{HeaderMap, Uri};
 use tower::ServiceExt;
@@ -37,6 +37,18 @@ pub(crate) struct Invalidations {
     /// whose shard has one in flight does not read the store, which may still hold what
     /// the marker hides (a POST's response does not wait for its marker).
     marking: Arc<Marking>,
+    /// Each shard's writes of stored responses under way, as one group until an
+    /// invalidation in the shard starts the next.
+    writes: Arc<[Mutex<Arc<Writes>>]>,
+}
+
+/// A group of writes of stored responses (see [`Invalidations::writing`]). An
+/// invalidation that starts the next group leaves its key marked in this one, until the
+/// last of its writes is done: one of them may land over the invalidation's marker, and
+/// be marked again only after.
+#[derive(Debug, Default)]
+pub(crate) struct Writes {
+    held: Mutex<Vec<Marked>>,
 }
 
 #[derive(Debug)]
@@ -80,6 +92,7 @@ impl Default for Invalidations {
                 total: AtomicUsize::new(0),
                 shards: (0..SHARDS).map(|_| AtomicUsize::new(0)).collect(),
             }),
+            writes: (0..SHARDS).map(|_| Mutex::default()).collect(),
         }
     }
 }
@@ -115,17 +128,49 @@ impl Invalidations {
     /// being marked until the returned guard is dropped.
     pub(super) fn note(&self, key: &CacheKey) -> Marked {
         let shard = self.shard(key);
-        self.marking.total.fetch_add(1, Ordering::AcqRel);
-        if let Some(count) = self.marking.shards.get(shard) {
+        let marked = self.marked(shard);
+        if let Some(count) = self.shards.get(shard) {
             count.fetch_add(1, Ordering::AcqRel);
         }
-        if let Some(count) = self.shards.get(shard) {
+        // The writes under way now may land over the marker: the shard stays marked
+        // until they are done (at once, if there are none).
+        if let Some(writes) = self.writes.get(shard) {
+            let before =
+                std::mem::take(&mut *writes.lock().unwrap_or_else(PoisonError::into_inner));
+            before
+                .held
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(self.marked(shard));
+        }
+        marked
+    }
+
+    /// Counts `shard` as being marked until the guard is dropped.
+    fn marked(&self, shard: usize) -> Marked {
+        self.marking.total.fetch_add(1, Ordering::AcqRel);
+        if let Some(count) = self.marking.shards.get(shard) {
             count.fetch_add(1, Ordering::AcqRel);
         }
         Marked {
             marking: self.marking.clone(),
             shard,
         }
+    }
+
+    /// Joins the group of writes under way for `key`'s shard, before a write that checks
+    /// [`since`](Self::since) first; held until the write, and the marker it may write
+    /// after, are done.
+    pub(crate) fn writing(&self, key: &CacheKey) -> Arc<Writes> {
+        self.writes
+            .get(self.shard(key))
+            .map(|writes| {
+                writes
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone()
+            })
+            .unwrap_or_default()
     }
 
     /// Whether a marker for `key`, or a key that shares its shard, is on its way to the
