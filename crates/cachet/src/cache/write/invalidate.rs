@@ -133,15 +133,19 @@ impl Invalidations {
             count.fetch_add(1, Ordering::AcqRel);
         }
         // The writes under way now may land over the marker: the shard stays marked
-        // until they are done (at once, if there are none).
+        // until they are done. With none (the group is held by its slot alone, and a
+        // write joins it only under the lock), there is nothing to wait for.
         if let Some(writes) = self.writes.get(shard) {
-            let before =
-                std::mem::take(&mut *writes.lock().unwrap_or_else(PoisonError::into_inner));
-            before
-                .held
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(self.marked(shard));
+            let mut current = writes.lock().unwrap_or_else(PoisonError::into_inner);
+            if Arc::strong_count(&current) > 1 {
+                let before = std::mem::take(&mut *current);
+                drop(current);
+                before
+                    .held
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(self.marked(shard));
+            }
         }
         marked
     }
