@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::oneshot;
 
 use crate::CacheKey;
+use crate::cache::write::Sent;
 use crate::store::Value;
 
 /// The keys whose miss is being fetched, with the requests waiting for each. Hashed as
@@ -45,17 +46,22 @@ type Fetching = HashMap<CacheKey, Fetch, quick_cache::DefaultHashBuilder>;
 /// answer may come any moment, and serve everyone.
 #[derive(Debug, Default)]
 struct Fetch {
-    waiters: Vec<oneshot::Sender<Value>>,
+    waiters: Vec<oneshot::Sender<Handed>>,
     streaming: bool,
     given_up: bool,
 }
+
+/// What a fetch hands its waiters: the entry, and where its key stood among the cache's
+/// invalidations when it was read or fetched (a waiter that joined after an invalidation
+/// counted since then asks the origin instead: RFC 9111 §4.4).
+pub(crate) type Handed = (Value, Option<Sent>);
 
 /// A request's place in a key's fetch.
 pub(crate) enum Join {
     /// This request fetches; the others wait for it.
     Leader(Leader),
     /// Another request is fetching; this one waits for its stored entry.
-    Waiter(oneshot::Receiver<Value>),
+    Waiter(oneshot::Receiver<Handed>),
     /// Another request is fetching, and a request that waited for it gave up: this one
     /// goes to the origin without waiting.
     Overdue,
@@ -115,7 +121,7 @@ impl Inflight {
         }
     }
 
-    fn release(&self, key: &CacheKey) -> Vec<oneshot::Sender<Value>> {
+    fn release(&self, key: &CacheKey) -> Vec<oneshot::Sender<Handed>> {
         self.fetching()
             .remove(key)
             .map(|fetch| fetch.waiters)
@@ -140,27 +146,27 @@ impl Leader {
         }
     }
 
-    /// Hands the entry this fetch stored to every waiter, and counts the fetch as
-    /// finished.
-    pub(crate) fn finish(self, value: &Value) {
-        self.hand_over(value, true);
+    /// Hands the entry this fetch stored to every waiter, with where its key stood among
+    /// the cache's invalidations when it was sent, and counts the fetch as finished.
+    pub(crate) fn finish(self, value: &Value, sent: Option<Sent>) {
+        self.hand_over(value, sent, true);
     }
 
-    /// Hands an entry another fetch stored (found on a second look) to every waiter. That
-    /// fetch was counted; this one stored nothing, so it is not, and sends no request
-    /// that joins later to a second look.
-    pub(crate) fn share(self, value: &Value) {
-        self.hand_over(value, false);
+    /// Hands an entry another fetch stored (found on a second look, begun at `looked`) to
+    /// every waiter. That fetch was counted; this one stored nothing, so it is not, and
+    /// sends no request that joins later to a second look.
+    pub(crate) fn share(self, value: &Value, looked: Option<Sent>) {
+        self.hand_over(value, looked, false);
     }
 
-    fn hand_over(mut self, value: &Value, stored: bool) {
+    fn hand_over(mut self, value: &Value, sent: Option<Sent>, stored: bool) {
         if let Some((inflight, key)) = self.claim.take() {
             if stored {
                 inflight.0.finished[shard(&key)].fetch_add(1, Ordering::Release);
             }
             for waiter in inflight.release(&key) {
                 // A waiter that gave up has dropped its receiver; nothing to do for it.
-                let _ = waiter.send(value.clone());
+                let _ = waiter.send((value.clone(), sent));
             }
         }
     }
@@ -192,8 +198,8 @@ mod tests {
         let Join::Waiter(waiter) = inflight.join(&key()) else {
             panic!("the second waits")
         };
-        leader.finish(&Value::from("entry"));
-        assert_eq!(waiter.await.expect("finished"), Value::from("entry"));
+        leader.finish(&Value::from("entry"), None);
+        assert_eq!(waiter.await.expect("finished").0, Value::from("entry"));
         assert!(
             matches!(inflight.join(&key()), Join::Leader(_)),
             "the key is free again"
@@ -209,7 +215,7 @@ mod tests {
         let Join::Leader(leader) = inflight.join(&key()) else {
             panic!("the first joins as leader")
         };
-        leader.finish(&Value::from("entry"));
+        leader.finish(&Value::from("entry"), None);
         assert_eq!(inflight.finished(&key()), mine + 1);
         assert_eq!(inflight.finished(&other), theirs);
         // A fetch that stored nothing counts for no one.
@@ -222,10 +228,10 @@ mod tests {
         let Join::Waiter(mut waiter) = inflight.join(&key()) else {
             panic!("the second waits")
         };
-        leader.share(&Value::from("entry"));
+        leader.share(&Value::from("entry"), None);
         assert_eq!(inflight.finished(&key()), mine + 1);
         assert_eq!(
-            waiter.try_recv().expect("shared at once"),
+            waiter.try_recv().expect("shared at once").0,
             Value::from("entry")
         );
     }

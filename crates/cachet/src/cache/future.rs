@@ -17,7 +17,7 @@ use tower::Service;
 use super::ForwardReason;
 use super::answer::{Step, examine, make_conditional, only_if_cached_miss, stale_while_revalidate};
 use super::body::CacheBody;
-use super::coalesce::{Join, Leader};
+use super::coalesce::{Handed, Join, Leader};
 use super::handle::StoreHandle;
 use super::kept::KeptHeaders;
 use super::layer::{Config, OnBadSignature};
@@ -27,7 +27,7 @@ use super::write::{self, Sent};
 use crate::OneLine;
 use crate::entry::{Entry, Variants};
 use crate::policy::{Configured, RequestDirectives};
-use crate::store::{Store, StoreRequest, StoreResponse, Value};
+use crate::store::{Store, StoreRequest, StoreResponse};
 use crate::verify::BadSignature;
 use crate::{BoxError, CacheKey, Error};
 
@@ -64,6 +64,9 @@ pub(crate) struct RequestFacts<St> {
     /// Where the key stood among the cache's invalidations when the request was sent to
     /// the origin; `None` until then.
     pub(crate) sent: Option<Sent>,
+    /// Where the key stood among the cache's invalidations when a coalescing leader looked
+    /// again: what that look finds is shared with it, for waiters to judge.
+    pub(crate) looked_again: Option<Sent>,
     /// An unsafe method's URI (one cached by its body), taken when it is sent:
     /// invalidated, as any unsafe method's is, when its response is not stored (RFC 9111
     /// §4.4).
@@ -157,7 +160,7 @@ where
     /// one `poll_ready` readied is let go, with whatever it reserved (a slot of a
     /// concurrency limit, a buffer's), so that a wait holds none.
     Wait {
-        wait: Pin<Box<Timeout<oneshot::Receiver<Value>>>>,
+        wait: Pin<Box<Timeout<oneshot::Receiver<Handed>>>>,
         forward: Option<(S, Request<ReqB>)>,
     },
     /// A waiter that must ask the origin after all, getting its service ready.
@@ -351,7 +354,7 @@ where
                             // A leader that found the entry on its second look shares it.
                             if let (Some(leader), Some(value)) = (this.leader.take(), &found_value)
                             {
-                                leader.share(value);
+                                leader.share(value, facts.looked_again);
                             }
                             this.state.set(State::Done);
                             return Poll::Ready(Ok(response));
@@ -439,6 +442,8 @@ where
                                 facts.seen = None;
                                 facts.variant = None;
                                 facts.view = None;
+                                facts.looked_again =
+                                    Some(this.config.invalidations.sending(&facts.key));
                                 // Still being marked: what it would read may be what the
                                 // marker hides (as in `dispatch`).
                                 lookup.set(if this.config.invalidations.marking(&facts.key) {
@@ -483,7 +488,10 @@ where
                         let key = facts.variant.as_ref().unwrap_or(&facts.key);
                         this.config.inflight.give_up(key);
                     }
-                    if let Ok(Ok(value)) = outcome
+                    // What was read or fetched before an invalidation counted since (this
+                    // request may have joined after it) is not taken (RFC 9111 §4.4).
+                    if let Ok(Ok((value, sent))) = outcome
+                        && !this.config.invalidations.since(sent)
                         && let Ok(decoded) = stored::decode(&value, this.config)
                         && let Step::Hit(response) =
                             examine(&decoded.stored, facts, request.headers(), this.config)

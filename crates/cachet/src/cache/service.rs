@@ -303,6 +303,7 @@ impl<S: Clone, St: Store> Cache<S, St> {
             force: matches!(mode, CacheMode::ForceCache | CacheMode::OnlyIfCached),
             configured,
             sent: None,
+            looked_again: None,
             invalidates: None,
         };
         match mode {

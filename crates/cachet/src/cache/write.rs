@@ -355,10 +355,11 @@ pub(crate) fn recorder<St: Store>(
     let initial_age = response.freshness(facts.time).age(response_time);
     let fresh_until = policy::fresh_until(response_time, initial_age, lifetime);
     let times = (response_time, fresh_until);
+    let sent = facts.sent;
     Recorder::new(times, config.max_body_bytes, expected, move |body| {
         let stored = placement.put(&head, &body, &metrics);
         if let (Some(leader), Some(value)) = (leader, stored) {
-            leader.finish(&value);
+            leader.finish(&value, sent);
         }
     })
 }

@@ -413,3 +413,118 @@ async fn rfc9111_4_4_a_get_after_a_post_is_no_hit_on_a_heads_update_that_landed_
         }
     }
 }
+
+/// A [`Gated`] store whose marker writes (small puts) wait until `release`.
+#[derive(Clone)]
+struct SlowMarkers {
+    gated: Gated,
+    held: Arc<Mutex<Vec<oneshot::Sender<()>>>>,
+}
+
+impl SlowMarkers {
+    fn release(&self) {
+        self.held.lock().expect("not poisoned").clear();
+    }
+}
+
+impl Service<StoreRequest> for SlowMarkers {
+    type Response = StoreResponse;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<StoreResponse, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: StoreRequest) -> Self::Future {
+        if matches!(&request, StoreRequest::Put { value, .. } if value.bytes().len() < 40) {
+            let (release, wait) = oneshot::channel();
+            self.held.lock().expect("not poisoned").push(release);
+            let mut gated = self.gated.clone();
+            return Box::pin(async move {
+                let _ = wait.await;
+                gated.call(request).await
+            });
+        }
+        Box::pin(self.gated.call(request))
+    }
+}
+
+/// A GET sent after a POST completed, while the POST's marker is on its way (its lookup
+/// skipped), joins a coalescing leader whose second look read the store before the POST:
+/// it must not be handed what that look found, the entry from before the POST.
+#[tokio::test]
+async fn rfc9111_4_4_a_waiter_that_joins_after_a_post_is_not_handed_a_second_look_from_before_it() {
+    let gated = Gated::new();
+    let store = SlowMarkers {
+        gated: gated.clone(),
+        held: Arc::default(),
+    };
+    let (mut cache, mut handle) = mock::spawn_layer(CacheLayer::new(store.clone()));
+    handle.allow(4);
+
+    // A fetch of /r is under way.
+    assert_ready_ok!(cache.poll_ready());
+    let mut first = tokio_test::task::spawn(cache.call(get("http://example.com/r")));
+    assert_pending!(first.poll());
+    let (_, send) = handle.next_request().await.expect("the first fetch");
+    // Another GET reads the store (nothing yet), its answer held.
+    let open_lookup = gated.arm();
+    assert_ready_ok!(cache.poll_ready());
+    let mut leader = tokio_test::task::spawn(cache.call(get("http://example.com/r")));
+    assert_pending!(leader.poll());
+    // The first fetch stores "before" and finishes.
+    send.send_response(fresh("before"));
+    let body = first.await.expect("joined").into_body();
+    body.collect().await.expect("the body completes");
+    // The held lookup answers nothing; its request leads now and looks again, which
+    // reads "before" at once and answers late (a remote store's round trip).
+    open_lookup.send(()).expect("the held read waits for it");
+    let open_second_look = gated.arm();
+    assert_pending!(leader.poll());
+
+    // The POST completes; its markers are on their way.
+    assert_ready_ok!(cache.poll_ready());
+    let post = cache.call(
+        Request::post("http://example.com/r")
+            .body(String::new())
+            .expect("valid"),
+    );
+    let ((), post) = tokio::join!(
+        answer(
+            &mut handle,
+            Response::new(Full::new(Bytes::from_static(b"done")))
+        ),
+        post
+    );
+    post.expect("the POST's answer");
+
+    // A GET after the POST: its lookup is skipped; it joins the leader.
+    assert_ready_ok!(cache.poll_ready());
+    let mut after = tokio_test::task::spawn(cache.call(get("http://example.com/r")));
+    assert_pending!(after.poll());
+
+    // The second look's answer comes, read from before the POST.
+    open_second_look
+        .send(())
+        .expect("the second look waits for it");
+    let _ = leader.poll();
+    store.release();
+    let response = tokio::select! {
+        response = &mut after => response.expect("answered"),
+        request = handle.next_request() => {
+            assert!(request.is_some(), "the GET after the POST asks the origin");
+            return;
+        }
+    };
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("completes")
+        .to_bytes();
+    assert_ne!(
+        body, "before",
+        "the GET after the POST got the entry from before it"
+    );
+}
