@@ -226,16 +226,23 @@ impl<St: Store> Placement<St> {
                 None => key,
             };
             if invalidations.since(sent) {
-                mark_again(store, uri_key, clock.now(), &metrics).await;
+                mark_again(&store, uri_key, clock.now(), &invalidations, &metrics);
             }
         });
     }
 }
 
-/// Writes a marker of its own under `key` after a write that an invalidation of the key,
-/// counted meanwhile, may have had its marker written under (RFC 9111 §4.4): it hides
-/// what was stored before `now`, the written entry included.
-async fn mark_again<St: Store>(store: St, key: CacheKey, now: SystemTime, metrics: &Metrics) {
+/// Invalidates `key` again after a write that an invalidation of the key, counted
+/// meanwhile, may have had its marker written under (RFC 9111 §4.4): a marker of its own,
+/// hiding what was stored before `now` (the written entry included), counted and written
+/// as any invalidation's is, with the same fallbacks should the store refuse it.
+fn mark_again<St: Store>(
+    store: &St,
+    key: CacheKey,
+    now: SystemTime,
+    invalidations: &Invalidations,
+    metrics: &Metrics,
+) {
     tracing::debug!(%key, "invalidated while it was written; marking it again");
     let marker = Variants {
         names: Vec::new(),
@@ -244,14 +251,8 @@ async fn mark_again<St: Store>(store: St, key: CacheKey, now: SystemTime, metric
     let Ok(bytes) = marker.encode() else {
         return tracing::warn!(%key, "invalidation marker could not be encoded");
     };
-    let put = StoreRequest::Put {
-        key,
-        value: Value::from(bytes),
-        ttl: INVALIDATION_TTL,
-    };
-    if let Err(error) = store.oneshot(put).await {
-        write_failed(&error, metrics);
-    }
+    let marked = invalidations.note(&key);
+    mark(store, key, &Value::from(bytes), marked, metrics);
 }
 
 /// Writes a variant index. It goes back as the request saw it when it looked the URI up,
@@ -597,7 +598,6 @@ mod invalidate;
 mod reference;
 
 pub(crate) use head::freshen_get;
-#[cfg(test)]
 use invalidate::mark;
 pub(crate) use invalidate::{Invalidations, Sent, Writes, invalidate};
 #[cfg(test)]

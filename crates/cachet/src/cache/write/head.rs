@@ -111,7 +111,7 @@ pub(crate) fn freshen_get<St: Store>(
             // An invalidation counted since the check above may have had its marker
             // written first, and the update over it.
             if invalidations.since(sent) {
-                mark_again(store, get_key, now, &metrics).await;
+                mark_again(&store, get_key, now, &invalidations, &metrics);
             }
         }
     });

@@ -139,3 +139,39 @@ async fn rfc9111_4_4_a_marker_the_store_fails_is_followed_by_a_delete_then_a_sec
         .await
         .expect("each failure is counted");
 }
+
+#[tokio::test]
+async fn rfc9111_4_4_a_marker_written_again_after_a_write_falls_back_to_a_delete_too() {
+    use tower_test::mock;
+
+    let key = CacheKey::from_text("GET http://a.example/orders");
+    let (store, mut handle) = mock::pair::<StoreRequest, StoreResponse>();
+    let (invalidations, metrics) = (Invalidations::default(), Metrics::default());
+    let sent = invalidations.sending(&key);
+    mark_again(
+        &store,
+        key.clone(),
+        std::time::SystemTime::now(),
+        &invalidations,
+        &metrics,
+    );
+    drop(store);
+    assert!(
+        invalidations.since(Some(sent)),
+        "counted as an invalidation"
+    );
+    let (request, answer) = handle.next_request().await.expect("the marker is written");
+    assert!(
+        matches!(&request, StoreRequest::Put { key: put, ttl, .. } if *put == key && *ttl == INVALIDATION_TTL),
+        "{request:?}"
+    );
+    assert!(invalidations.marking(&key), "marked while it is written");
+    answer.send_error("OOM command not allowed when used memory > 'maxmemory'");
+    let (request, answer) = handle.next_request().await.expect("the key is deleted");
+    assert!(
+        matches!(&request, StoreRequest::Delete(deleted) if *deleted == key),
+        "{request:?}"
+    );
+    answer.send_response(StoreResponse::Done);
+    assert!(handle.next_request().await.is_none(), "nothing more");
+}
