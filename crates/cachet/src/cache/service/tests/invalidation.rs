@@ -4,6 +4,31 @@
 use super::*;
 use tower::ServiceExt;
 
+/// The cache in front of the mock origin.
+type Cached<St> = crate::Cache<mock::Mock<Request<String>, Response<Full<Bytes>>>, St>;
+
+/// A POST to `http://example.com/r` through `cache`, answered `200` by the origin: an
+/// invalidation of the URI, its response returned.
+async fn post_completes<St: crate::store::Store>(
+    cache: &mut mock::Spawn<Cached<St>>,
+    handle: &mut Handle,
+) {
+    assert_ready_ok!(cache.poll_ready());
+    let post = cache.call(
+        Request::post("http://example.com/r")
+            .body(String::new())
+            .expect("valid"),
+    );
+    let ((), post) = tokio::join!(
+        answer(
+            handle,
+            Response::new(Full::new(Bytes::from_static(b"done")))
+        ),
+        post
+    );
+    post.expect("the POST's answer");
+}
+
 #[tokio::test]
 async fn a_heads_update_of_the_get_read_before_an_invalidation_does_not_write_over_its_marker() {
     // A HEAD answered before a POST (so its update of the stored GET is allowed) reads
@@ -61,20 +86,7 @@ async fn a_heads_update_of_the_get_read_before_an_invalidation_does_not_write_ov
     }
 
     // The POST changes the resource, and invalidates the stored GET.
-    assert_ready_ok!(cache.poll_ready());
-    let post = cache.call(
-        Request::post("http://example.com/r")
-            .body(String::new())
-            .expect("valid"),
-    );
-    let ((), post) = tokio::join!(
-        answer(
-            &mut handle,
-            Response::new(Full::new(Bytes::from_static(b"done")))
-        ),
-        post
-    );
-    post.expect("the POST's answer");
+    post_completes(&mut cache, &mut handle).await;
     open.send(()).expect("the held read waits");
     for _ in 0..20 {
         tokio::task::yield_now().await;
@@ -120,20 +132,7 @@ async fn rfc9111_4_4_a_get_after_a_post_is_no_hit_on_an_entry_that_landed_over_i
     assert!(matches!(entry, StoreRequest::Put { .. }), "{entry:?}");
 
     // The POST completes; its markers (GET and HEAD keys) land at once.
-    assert_ready_ok!(cache.poll_ready());
-    let post = cache.call(
-        Request::post("http://example.com/r")
-            .body(String::new())
-            .expect("valid"),
-    );
-    let ((), post) = tokio::join!(
-        answer(
-            &mut handle,
-            Response::new(Full::new(Bytes::from_static(b"done")))
-        ),
-        post
-    );
-    post.expect("the POST's answer");
+    post_completes(&mut cache, &mut handle).await;
     for _ in 0..2 {
         let (marker, done) = stored.next_request().await.expect("a marker is written");
         memory.clone().oneshot(marker).await.expect("stored");
@@ -221,20 +220,7 @@ async fn rfc9111_4_4_a_second_look_while_the_key_is_being_marked_reads_nothing_s
     body.collect().await.expect("the body completes");
     serve(&mut stored, &memory, &mut held).await;
     // The POST completes; its markers are held on their way.
-    assert_ready_ok!(cache.poll_ready());
-    let post = cache.call(
-        Request::post("http://example.com/r")
-            .body(String::new())
-            .expect("valid"),
-    );
-    let ((), post) = tokio::join!(
-        answer(
-            &mut handle,
-            Response::new(Full::new(Bytes::from_static(b"done")))
-        ),
-        post
-    );
-    post.expect("the POST's answer");
+    post_completes(&mut cache, &mut handle).await;
     assert!(serve(&mut stored, &memory, &mut held).await, "a marker");
     assert!(serve(&mut stored, &memory, &mut held).await, "a marker");
     // The GET after the POST is called (its lookup skipped); before it is polled, a fetch
@@ -363,20 +349,7 @@ async fn rfc9111_4_4_a_get_after_a_post_is_no_hit_on_a_heads_update_that_landed_
         .expect("the body completes");
 
     // The POST completes; its markers land; then the update lands over the GET's.
-    assert_ready_ok!(cache.poll_ready());
-    let post = cache.call(
-        Request::post("http://example.com/r")
-            .body(String::new())
-            .expect("valid"),
-    );
-    let ((), post) = tokio::join!(
-        answer(
-            &mut handle,
-            Response::new(Full::new(Bytes::from_static(b"done")))
-        ),
-        post
-    );
-    post.expect("the POST's answer");
+    post_completes(&mut cache, &mut handle).await;
     let (marker, send) = pump(&mut stored, &memory, &get_key)
         .await
         .expect("the GET's marker");
@@ -484,20 +457,7 @@ async fn rfc9111_4_4_a_waiter_that_joins_after_a_post_is_not_handed_a_second_loo
     assert_pending!(leader.poll());
 
     // The POST completes; its markers are on their way.
-    assert_ready_ok!(cache.poll_ready());
-    let post = cache.call(
-        Request::post("http://example.com/r")
-            .body(String::new())
-            .expect("valid"),
-    );
-    let ((), post) = tokio::join!(
-        answer(
-            &mut handle,
-            Response::new(Full::new(Bytes::from_static(b"done")))
-        ),
-        post
-    );
-    post.expect("the POST's answer");
+    post_completes(&mut cache, &mut handle).await;
 
     // A GET after the POST: its lookup is skipped; it joins the leader.
     assert_ready_ok!(cache.poll_ready());
