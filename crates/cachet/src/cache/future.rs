@@ -176,53 +176,6 @@ where
     Done,
 }
 
-/// A read from the store of a request's facts.
-#[pin_project(project = StoreCallProj)]
-pub(crate) enum StoreCall<F> {
-    /// To send on the request's own handle, once that is ready.
-    Ready(Option<StoreRequest>),
-    /// Sent.
-    Called(#[pin] F),
-    /// Not sent: the store failed to get ready for it.
-    Failed(Option<BoxError>),
-    /// Not sent: the key is being invalidated, so nothing stored for it is read.
-    Skipped,
-}
-
-impl<F> StoreCall<F> {
-    pub(crate) fn get(key: CacheKey) -> Self {
-        Self::Ready(Some(StoreRequest::Get(key)))
-    }
-}
-
-impl<F: Future<Output = Result<StoreResponse, BoxError>>> StoreCall<F> {
-    fn poll_with<St>(
-        mut self: Pin<&mut Self>,
-        store: &mut StoreHandle<St>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<StoreResponse, BoxError>>
-    where
-        St: Service<StoreRequest, Response = StoreResponse, Error = BoxError, Future = F> + Clone,
-    {
-        loop {
-            match self.as_mut().project() {
-                StoreCallProj::Ready(request) => {
-                    let store = store.own();
-                    ready!(store.poll_ready(cx))?;
-                    let request = request.take().expect("a store read is sent once");
-                    self.set(Self::Called(store.call(request)));
-                }
-                StoreCallProj::Called(future) => return future.poll(cx),
-                StoreCallProj::Failed(error) => {
-                    let error = error.take().expect("a store failure is reported once");
-                    return Poll::Ready(Err(error));
-                }
-                StoreCallProj::Skipped => return Poll::Ready(Ok(StoreResponse::NotFound)),
-            }
-        }
-    }
-}
-
 impl<S, St, ReqB> ResponseFuture<S, St, ReqB>
 where
     S: Service<Request<ReqB>>,
@@ -364,7 +317,7 @@ where
                             // on its key compares with.
                             *this.finished_before = this.config.inflight.finished(&variant);
                             facts.variant = Some(variant.clone());
-                            lookup.set(StoreCall::get(variant));
+                            lookup.set(StoreCall::unless_marked(&facts.key, variant, this.config));
                             continue;
                         }
                         Step::Forward(reason) => {
@@ -444,13 +397,12 @@ where
                                 facts.view = None;
                                 facts.looked_again =
                                     Some(this.config.invalidations.sending(&facts.key));
-                                // Still being marked: what it would read may be what the
-                                // marker hides (as in `dispatch`).
-                                lookup.set(if this.config.invalidations.marking(&facts.key) {
-                                    StoreCall::Skipped
-                                } else {
-                                    StoreCall::get(facts.key.clone())
-                                });
+                                // Not while the key is being marked, as in `dispatch`.
+                                lookup.set(StoreCall::unless_marked(
+                                    &facts.key,
+                                    facts.key.clone(),
+                                    this.config,
+                                ));
                                 continue;
                             }
                             Join::Waiter(receiver) => {
@@ -606,5 +558,7 @@ fn find_bad_signature<'a>(
 }
 
 mod finish;
+mod store_call;
 
 pub(crate) use finish::finish;
+pub(crate) use store_call::StoreCall;
