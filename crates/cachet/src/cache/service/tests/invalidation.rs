@@ -4,6 +4,39 @@
 use super::*;
 use tower::ServiceExt;
 
+/// Runs `after`, a GET sent after a POST completed, answering the store's requests from
+/// `memory`: it must go to the origin, not be answered from the store.
+async fn asks_the_origin<F>(
+    after: F,
+    stored: &mut mock::Handle<StoreRequest, StoreResponse>,
+    memory: &MemoryStore,
+    handle: &mut Handle,
+) where
+    F: Future<Output = Result<Response<crate::CacheBody<Full<Bytes>>>, crate::Error>>,
+{
+    tokio::select! {
+        response = after => {
+            let response = response.expect("answered");
+            let status = response.extensions().get::<CacheStatus>().copied();
+            let body = response.into_body().collect().await.expect("completes").to_bytes();
+            panic!("the GET after the POST was answered from the store: {status:?} {body:?}");
+        }
+        request = async {
+            loop {
+                tokio::select! {
+                    request = stored.next_request() => {
+                        let (request, send) = request.expect("a store request");
+                        send.send_response(memory.clone().oneshot(request).await.expect("memory"));
+                    }
+                    request = handle.next_request() => return request,
+                }
+            }
+        } => {
+            assert!(request.is_some(), "the GET after the POST asks the origin");
+        }
+    }
+}
+
 /// The cache in front of the mock origin.
 type Cached<St> = crate::Cache<mock::Mock<Request<String>, Response<Full<Bytes>>>, St>;
 
@@ -110,8 +143,9 @@ async fn a_heads_update_of_the_get_read_before_an_invalidation_does_not_write_ov
 
 /// RFC 9111 §4.4 through a store whose writes overtake one another (a pool of Redis
 /// connections): an entry whose write was sent before a POST's marker but lands after it
-/// stands over the marker until the writer's own marker lands; a GET sent after the POST
-/// completed, and after its marker was written, must not be a hit on it.
+/// stands over the marker until the writer, told the write is done, marks it again; a GET
+/// sent after the POST completed, and after its marker was written, must not be a hit on
+/// it meanwhile.
 #[tokio::test]
 async fn rfc9111_4_4_a_get_after_a_post_is_no_hit_on_an_entry_that_landed_over_its_marker() {
     let (store, mut stored) = mock::pair::<StoreRequest, StoreResponse>();
@@ -142,40 +176,27 @@ async fn rfc9111_4_4_a_get_after_a_post_is_no_hit_on_an_entry_that_landed_over_i
         tokio::task::yield_now().await;
     }
 
-    // Then the entry's write lands, over the marker; the writer's own marker is sent.
+    // Then the entry's write lands, over the marker, not yet acknowledged: its writer
+    // cannot have marked it again.
     memory.clone().oneshot(entry).await.expect("stored");
+
+    // A GET sent now, after the POST completed and its markers were written.
+    assert_ready_ok!(cache.poll_ready());
+    asks_the_origin(
+        cache.call(get("http://example.com/r")),
+        &mut stored,
+        &memory,
+        &mut handle,
+    )
+    .await;
+
+    // Acknowledged, the write is followed by the writer's own marker.
     entry_done.send_response(StoreResponse::Done);
     let (again, _held) = stored
         .next_request()
         .await
         .expect("the writer marks it again");
     assert!(matches!(again, StoreRequest::Put { .. }), "{again:?}");
-
-    // A GET sent now, after the POST completed and its markers were written.
-    assert_ready_ok!(cache.poll_ready());
-    let after = tokio::spawn(cache.call(get("http://example.com/r")));
-    let origin = async {
-        loop {
-            tokio::select! {
-                request = stored.next_request() => {
-                    let (request, send) = request.expect("a store request");
-                    send.send_response(memory.clone().oneshot(request).await.expect("memory"));
-                }
-                request = handle.next_request() => return request,
-            }
-        }
-    };
-    tokio::select! {
-        response = after => {
-            let response = response.expect("joined").expect("answered");
-            let status = response.extensions().get::<CacheStatus>().copied();
-            let body = response.into_body().collect().await.expect("completes").to_bytes();
-            panic!("the GET after the POST was answered from the store: {status:?} {body:?}");
-        }
-        request = origin => {
-            assert!(request.is_some(), "the GET after the POST asks the origin");
-        }
-    }
 }
 
 /// A GET sent after a POST completed, while the POST's marker is still on its way to the
@@ -355,36 +376,25 @@ async fn rfc9111_4_4_a_get_after_a_post_is_no_hit_on_a_heads_update_that_landed_
         .expect("the GET's marker");
     apply(marker, send).await;
     pump(&mut stored, &memory, &get_key).await; // the HEAD key's marker, and the rest
-    apply(update.0, update.1).await;
-    // Its marker of its own (1d060f5) is on its way, held.
-    let _again = pump(&mut stored, &memory, &get_key)
-        .await
-        .expect("the update is marked again");
+    // The update lands, not yet acknowledged: it cannot have been marked again.
+    let (written, done) = update;
+    memory.clone().oneshot(written).await.expect("stored");
 
     // A GET after the POST completed and its markers were written.
     assert_ready_ok!(cache.poll_ready());
-    let after = tokio::spawn(cache.call(get("http://example.com/r")));
-    tokio::select! {
-        response = after => {
-            let response = response.expect("joined").expect("answered");
-            let status = response.extensions().get::<CacheStatus>().copied();
-            let body = response.into_body().collect().await.expect("completes").to_bytes();
-            panic!("the GET after the POST was answered from the store: {status:?} {body:?}");
-        }
-        request = async {
-            loop {
-                tokio::select! {
-                    request = stored.next_request() => {
-                        let (request, send) = request.expect("a store request");
-                        send.send_response(memory.clone().oneshot(request).await.expect("memory"));
-                    }
-                    request = handle.next_request() => return request,
-                }
-            }
-        } => {
-            assert!(request.is_some(), "the GET after the POST asks the origin");
-        }
-    }
+    asks_the_origin(
+        cache.call(get("http://example.com/r")),
+        &mut stored,
+        &memory,
+        &mut handle,
+    )
+    .await;
+
+    // Acknowledged, the update is followed by a marker of its own (1d060f5).
+    done.send_response(StoreResponse::Done);
+    let _again = pump(&mut stored, &memory, &get_key)
+        .await
+        .expect("the update is marked again");
 }
 
 /// A [`Gated`] store whose marker writes (small puts) wait until `release`.
