@@ -76,6 +76,13 @@ impl Drop for Marked {
 
 const SHARDS: usize = 1024;
 
+/// An invalidation counted by [`Invalidations::note`], whose marker is still to be written.
+#[derive(Debug)]
+pub(crate) struct Noted<'a> {
+    invalidations: &'a Invalidations,
+    shard: usize,
+}
+
 /// Where a request's key stood in [`Invalidations`] when it was sent.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Sent {
@@ -124,11 +131,10 @@ impl Invalidations {
         sent.is_none_or(|sent| self.count(sent.shard) != sent.count)
     }
 
-    /// Counts an invalidation of `key`, before its marker is written; the key counts as
-    /// being marked until the returned guard is dropped.
-    pub(super) fn note(&self, key: &CacheKey) -> Marked {
+    /// Counts an invalidation of `key`, before its marker is written (by [`mark`], which
+    /// counts the key as being marked for as long as the write is under way).
+    pub(super) fn note(&self, key: &CacheKey) -> Noted<'_> {
         let shard = self.shard(key);
-        let marked = self.marked(shard);
         if let Some(count) = self.shards.get(shard) {
             count.fetch_add(1, Ordering::AcqRel);
         }
@@ -147,7 +153,10 @@ impl Invalidations {
                     .push(self.marked(shard));
             }
         }
-        marked
+        Noted {
+            invalidations: self,
+            shard,
+        }
     }
 
     /// Counts `shard` as being marked until the guard is dropped.
@@ -208,8 +217,8 @@ pub(crate) fn invalidate<St: Store>(store: &St, uri: &Uri, response: &HeaderMap,
     let mark_all = |target: &Uri| {
         for key in config.keys.read_keys_for_url(target).into_iter().flatten() {
             tracing::debug!(%key, "invalidating");
-            let marked = config.invalidations.note(&key);
-            mark(store, key, &value, marked, &config.metrics);
+            let noted = config.invalidations.note(&key);
+            mark(store, key, &value, noted, &config.metrics);
         }
     };
     mark_all(uri);
@@ -230,11 +239,15 @@ pub(crate) fn invalidate<St: Store>(store: &St, uri: &Uri, response: &HeaderMap,
 /// full Redis still allows: a miss instead of a hit from before the invalidation. When
 /// the delete fails too (the store is down or read-only), the marker is written once
 /// more, for a store that has come back meanwhile.
+///
+/// The key counts as being marked from before the write is sent until it and its
+/// fallbacks are done, for lookups to skip the store meanwhile; a write the store takes
+/// at once is done before the response that invalidated goes out, so it is not counted.
 pub(super) fn mark<St: Store>(
     store: &St,
     key: CacheKey,
     marker: &Value,
-    marked: Marked,
+    noted: Noted<'_>,
     metrics: &Metrics,
 ) {
     let first = StoreRequest::Put {
@@ -242,11 +255,13 @@ pub(super) fn mark<St: Store>(
         value: marker.clone(),
         ttl: INVALIDATION_TTL,
     };
-    // The fallback is made only when the first write fails or runs on: a `POST` whose
-    // marker the store takes at once costs what any write costs.
-    // The guard goes with the write: dropped with the handler when the store takes it at
-    // once, else held by the task that finishes it, through its fallbacks.
+    // The fallback, and the guard that counts the key as being marked, are made only when
+    // the first write fails or runs on (before it is handed to a task, so before the
+    // response goes out): a `POST` whose marker the store takes at once costs what any
+    // write costs. The guard is held by the task that finishes the write, through its
+    // fallbacks.
     detach(store.clone(), first, move || {
+        let marked = noted.invalidations.marked(noted.shard);
         let (store, marker, metrics) = (store.clone(), marker.clone(), metrics.clone());
         let put = move |key| StoreRequest::Put {
             key,

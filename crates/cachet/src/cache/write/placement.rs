@@ -227,8 +227,8 @@ pub(super) fn mark_again<St: Store>(
     let Ok(bytes) = marker.encode() else {
         return tracing::warn!(%key, "invalidation marker could not be encoded");
     };
-    let marked = invalidations.note(&key);
-    mark(store, key, &Value::from(bytes), marked, metrics);
+    let noted = invalidations.note(&key);
+    mark(store, key, &Value::from(bytes), noted, metrics);
 }
 
 /// Writes a variant index. It goes back as the request saw it when it looked the URI up,

@@ -71,14 +71,8 @@ async fn rfc9111_4_4_a_marker_the_store_fails_is_followed_by_a_delete_then_a_sec
     let (store, mut handle) = mock::pair::<StoreRequest, StoreResponse>();
     let metrics = Metrics::default();
     let invalidations = crate::cache::write::Invalidations::default();
-    let marked = invalidations.note(&key);
-    mark(
-        &store,
-        key.clone(),
-        &Value::from("marker"),
-        marked,
-        &metrics,
-    );
+    let noted = invalidations.note(&key);
+    mark(&store, key.clone(), &Value::from("marker"), noted, &metrics);
     // Only the writes hold the store now, so the handle sees the end when they are done.
     drop(store);
     let (request, answer) = handle.next_request().await.expect("the marker is written");
@@ -109,14 +103,9 @@ async fn rfc9111_4_4_a_marker_the_store_fails_is_followed_by_a_delete_then_a_sec
     // tier in front to keep.
     let (store, mut handle) = mock::pair::<StoreRequest, StoreResponse>();
     let metrics = Metrics::default();
-    let marked = crate::cache::write::Invalidations::default().note(&key);
-    mark(
-        &store,
-        key.clone(),
-        &Value::from("marker"),
-        marked,
-        &metrics,
-    );
+    let invalidations = crate::cache::write::Invalidations::default();
+    let noted = invalidations.note(&key);
+    mark(&store, key.clone(), &Value::from("marker"), noted, &metrics);
     // Only the writes hold the store now, so the handle sees the end when they are done.
     drop(store);
     let read_only = "READONLY You can't write against a read only replica.";
