@@ -330,7 +330,7 @@ mod reference;
 
 pub(crate) use head::freshen_get;
 use invalidate::mark;
-pub(crate) use invalidate::{Invalidations, Sent, Writes, invalidate};
+pub(crate) use invalidate::{Invalidations, Sent, Writing, invalidate};
 pub(crate) use placement::Placement;
 use placement::mark_again;
 #[cfg(test)]

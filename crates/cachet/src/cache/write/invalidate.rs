@@ -40,6 +40,26 @@ pub(crate) struct Invalidations {
     /// Each shard's writes of stored responses under way, as one group until an
     /// invalidation in the shard starts the next.
     writes: Arc<[Mutex<Arc<Writes>>]>,
+    /// How many writes each shard has under way: an invalidation in a shard with none
+    /// takes no lock.
+    writers: Arc<[AtomicUsize]>,
+}
+
+/// A write of a stored response under way, in its shard's group (see
+/// [`Invalidations::writing`]) until it is dropped.
+#[derive(Debug)]
+pub(crate) struct Writing {
+    _group: Arc<Writes>,
+    writers: Arc<[AtomicUsize]>,
+    shard: usize,
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        if let Some(count) = self.writers.get(self.shard) {
+            count.fetch_sub(1, Ordering::Release);
+        }
+    }
 }
 
 /// A group of writes of stored responses (see [`Invalidations::writing`]). An
@@ -47,7 +67,7 @@ pub(crate) struct Invalidations {
 /// last of its writes is done: one of them may land over the invalidation's marker, and
 /// be marked again only after.
 #[derive(Debug, Default)]
-pub(crate) struct Writes {
+struct Writes {
     held: Mutex<Vec<Marked>>,
 }
 
@@ -100,6 +120,7 @@ impl Default for Invalidations {
                 shards: (0..SHARDS).map(|_| AtomicUsize::new(0)).collect(),
             }),
             writes: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            writers: (0..SHARDS).map(|_| AtomicUsize::new(0)).collect(),
         }
     }
 }
@@ -113,7 +134,7 @@ impl Invalidations {
     fn count(&self, shard: usize) -> u64 {
         self.shards
             .get(shard)
-            .map_or(0, |count| count.load(Ordering::Acquire))
+            .map_or(0, |count| count.load(Ordering::SeqCst))
     }
 
     /// Read when a request for `key` is sent, before it goes.
@@ -136,12 +157,18 @@ impl Invalidations {
     pub(super) fn note(&self, key: &CacheKey) -> Noted<'_> {
         let shard = self.shard(key);
         if let Some(count) = self.shards.get(shard) {
-            count.fetch_add(1, Ordering::AcqRel);
+            count.fetch_add(1, Ordering::SeqCst);
         }
         // The writes under way now may land over the marker: the shard stays marked
         // until they are done. With none (the group is held by its slot alone, and a
-        // write joins it only under the lock), there is nothing to wait for.
-        if let Some(writes) = self.writes.get(shard) {
+        // write joins it only under the lock), there is nothing to wait for. A write is
+        // counted before it joins and checks `since` after, and this count comes before
+        // that load (all `SeqCst`): a write this load misses sees this invalidation.
+        let writing = self
+            .writers
+            .get(shard)
+            .is_some_and(|count| count.load(Ordering::SeqCst) != 0);
+        if writing && let Some(writes) = self.writes.get(shard) {
             let mut current = writes.lock().unwrap_or_else(PoisonError::into_inner);
             if Arc::strong_count(&current) > 1 {
                 let before = std::mem::take(&mut *current);
@@ -174,16 +201,26 @@ impl Invalidations {
     /// Joins the group of writes under way for `key`'s shard, before a write that checks
     /// [`since`](Self::since) first; held until the write, and the marker it may write
     /// after, are done.
-    pub(crate) fn writing(&self, key: &CacheKey) -> Arc<Writes> {
-        self.writes
-            .get(self.shard(key))
+    pub(crate) fn writing(&self, key: &CacheKey) -> Writing {
+        let shard = self.shard(key);
+        if let Some(count) = self.writers.get(shard) {
+            count.fetch_add(1, Ordering::SeqCst);
+        }
+        let group = self
+            .writes
+            .get(shard)
             .map(|writes| {
                 writes
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .clone()
             })
-            .unwrap_or_default()
+            .unwrap_or_default();
+        Writing {
+            _group: group,
+            writers: self.writers.clone(),
+            shard,
+        }
     }
 
     /// Whether a marker for `key`, or a key that shares its shard, is on its way to the

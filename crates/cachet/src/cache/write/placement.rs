@@ -168,7 +168,7 @@ impl<St: Store> Placement<St> {
         self.index.as_ref().map_or(&self.key, |index| &index.key)
     }
 
-    fn write(self, value: Value, writing: Arc<Writes>, metrics: &Metrics) {
+    fn write(self, value: Value, writing: Writing, metrics: &Metrics) {
         let Self {
             store,
             key,
