@@ -84,7 +84,7 @@ pub(crate) fn spawn<F, St, B, E>(
         let result = future.await;
         let Ok(response) = finish(
             result,
-            &Plan::Cache(facts),
+            &mut Plan::Cache(facts),
             None,
             Some(stale),
             ForwardReason::Stale,

@@ -311,8 +311,8 @@ pub(crate) fn end_to_end(headers: &HeaderMap) -> HeaderMap {
 
 /// Writes to the store without delaying the response (see [`detach`]); a failure is
 /// counted and logged.
-pub(crate) fn write<St: Store>(store: St, request: StoreRequest, metrics: &Metrics) {
-    detach(store, request, || {
+pub(crate) fn write<St: Store>(mut store: St, request: StoreRequest, metrics: &Metrics) {
+    detach(&mut store, request, |_| {
         let metrics = metrics.clone();
         move |error| write_failed(&error, &metrics)
     });

@@ -122,15 +122,21 @@ impl<T> Store for T where
 
 /// Runs a store request to its end without anyone waiting for it: at once when the store
 /// answers at once (as memory does), else on a spawned Tokio task (skipped, with a
-/// warning, outside a Tokio runtime). A failure goes to the handler `on_failure` makes.
+/// warning, outside a Tokio runtime). A failure goes to the handler `on_failure` makes,
+/// given the store.
 ///
-/// A store that is ready is called directly; only its future is boxed, for a task to
-/// finish it if it does not complete at once. The failure handler is made only when it
-/// may be needed (the request failed, or runs on): a write the store takes at once
-/// clones nothing for it.
-pub(crate) fn detach<St, F>(mut store: St, request: StoreRequest, on_failure: impl FnOnce() -> F)
-where
+/// A store that is ready is called directly, borrowed; only its future is boxed, for a
+/// task to finish it if it does not complete at once, and the store is cloned only for a
+/// task that waits for it to be ready. The failure handler is made only when it may be
+/// needed (the request failed, or runs on): a write the store takes at once clones
+/// nothing for it.
+pub(crate) fn detach<St, F>(
+    store: &mut St,
+    request: StoreRequest,
+    on_failure: impl FnOnce(&St) -> F,
+) where
     St: Service<StoreRequest, Response = StoreResponse, Error = BoxError, Future: Send + 'static>
+        + Clone
         + Send
         + 'static,
     F: FnOnce(BoxError) + Send + 'static,
@@ -138,15 +144,18 @@ where
     let mut cx = Context::from_waker(std::task::Waker::noop());
     match store.poll_ready(&mut cx) {
         Poll::Ready(Ok(())) => {}
-        Poll::Ready(Err(error)) => return on_failure()(error),
+        Poll::Ready(Err(error)) => return on_failure(store)(error),
         // Not ready: a task waits for it with a waker that works.
-        Poll::Pending => return spawn(store.oneshot(request), on_failure()),
+        Poll::Pending => {
+            let failed = on_failure(store);
+            return spawn(store.clone().oneshot(request), failed);
+        }
     }
     let mut call = Box::pin(store.call(request));
     match call.as_mut().poll(&mut cx) {
         Poll::Ready(Ok(_)) => {}
-        Poll::Ready(Err(error)) => on_failure()(error),
-        Poll::Pending => spawn(call, on_failure()),
+        Poll::Ready(Err(error)) => on_failure(store)(error),
+        Poll::Pending => spawn(call, on_failure(store)),
     }
 }
 
@@ -215,11 +224,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_detached_write_waits_for_a_store_that_is_not_ready() {
-        let (store, mut handle) = mock::pair::<StoreRequest, StoreResponse>();
+        let (mut store, mut handle) = mock::pair::<StoreRequest, StoreResponse>();
         handle.allow(0);
         let failures = Arc::new(AtomicUsize::new(0));
         let counted = failures.clone();
-        detach(store, delete(), || {
+        detach(&mut store, delete(), |_| {
             move |_| {
                 counted.fetch_add(1, Ordering::SeqCst);
             }
@@ -234,10 +243,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_detached_write_that_fails_later_is_reported() {
-        let (store, mut handle) = mock::pair::<StoreRequest, StoreResponse>();
+        let (mut store, mut handle) = mock::pair::<StoreRequest, StoreResponse>();
         handle.allow(1);
         let (report, reported) = tokio::sync::oneshot::channel();
-        detach(store, delete(), || {
+        detach(&mut store, delete(), |_| {
             move |error| {
                 let _ = report.send(error.to_string());
             }
@@ -250,11 +259,11 @@ mod tests {
 
     #[test]
     fn a_store_that_fails_at_once_is_reported_at_once() {
-        let (store, mut handle) = mock::pair::<StoreRequest, StoreResponse>();
+        let (mut store, mut handle) = mock::pair::<StoreRequest, StoreResponse>();
         handle.send_error("refused");
         let failures = Arc::new(AtomicUsize::new(0));
         let counted = failures.clone();
-        detach(store, delete(), || {
+        detach(&mut store, delete(), |_| {
             move |_| {
                 counted.fetch_add(1, Ordering::SeqCst);
             }

@@ -318,7 +318,7 @@ where
                     value: value.clone(),
                     ttl: ttl.min(self.near_ttl),
                 };
-                detach(near.clone(), put, || near_failed);
+                detach(&mut near.clone(), put, |_| near_failed);
                 State::Far {
                     written: Some(writing),
                     far: far.clone().oneshot(StoreRequest::Put { key, value, ttl }),
@@ -327,7 +327,7 @@ where
             }
             StoreRequest::Delete(key) => {
                 let writing = Writing::start(writes, Some(key.clone()));
-                detach(near.clone(), StoreRequest::Delete(key.clone()), || {
+                detach(&mut near.clone(), StoreRequest::Delete(key.clone()), |_| {
                     near_failed
                 });
                 State::Far {
@@ -338,7 +338,7 @@ where
             }
             StoreRequest::Clear => {
                 let writing = Writing::start(writes, None);
-                detach(near.clone(), StoreRequest::Clear, || near_failed);
+                detach(&mut near.clone(), StoreRequest::Clear, |_| near_failed);
                 State::Far {
                     written: Some(writing),
                     far: far.clone().oneshot(StoreRequest::Clear),

@@ -21,7 +21,7 @@ use crate::{BoxError, Error};
 /// otherwise records the response for the store if it may be stored.
 pub(crate) fn finish<St: Store, B: Body<Data = Bytes>, E: Into<BoxError>>(
     result: Result<Response<B>, E>,
-    plan: &Plan<St>,
+    plan: &mut Plan<St>,
     leader: Option<Leader>,
     stale: Option<Stale>,
     reason: ForwardReason,
@@ -106,7 +106,7 @@ pub(crate) fn finish<St: Store, B: Body<Data = Bytes>, E: Into<BoxError>>(
                 && !stored
                 && invalidates(forwarded.status(), config)
             {
-                write::invalidate(&facts.store.cloned(), uri, forwarded.headers(), config);
+                write::invalidate(&mut facts.store.cloned(), uri, forwarded.headers(), config);
             }
             Ok(forwarded)
         }

@@ -53,7 +53,7 @@ pub(crate) fn freshen_get<St: Store>(
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
-    let store = facts.store.cloned();
+    let mut store = facts.store.cloned();
     let update = storable_headers(&head.headers, &response.cc, config);
     let request_time = facts.time;
     let (mode, max_stale_if_error) = (config.mode, config.max_stale_if_error);
@@ -111,7 +111,7 @@ pub(crate) fn freshen_get<St: Store>(
             // An invalidation counted since the check above may have had its marker
             // written first, and the update over it.
             if invalidations.since(sent) {
-                mark_again(&store, get_key, now, &invalidations, &metrics);
+                mark_again(&mut store, get_key, now, &invalidations, &metrics);
             }
         }
     });

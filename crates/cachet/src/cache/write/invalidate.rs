@@ -241,7 +241,12 @@ impl Invalidations {
 /// [`mark`] for a store that fails it).
 ///
 /// The marker is encoded once and its value shared by every key it is written under.
-pub(crate) fn invalidate<St: Store>(store: &St, uri: &Uri, response: &HeaderMap, config: &Config) {
+pub(crate) fn invalidate<St: Store>(
+    store: &mut St,
+    uri: &Uri,
+    response: &HeaderMap,
+    config: &Config,
+) {
     let now = config.clock.now();
     let marker = Variants {
         names: Vec::new(),
@@ -251,7 +256,7 @@ pub(crate) fn invalidate<St: Store>(store: &St, uri: &Uri, response: &HeaderMap,
         Ok(bytes) => Value::from(bytes),
         Err(error) => return tracing::warn!(%error, "invalidation marker could not be encoded"),
     };
-    let mark_all = |target: &Uri| {
+    let mut mark_all = |target: &Uri| {
         for key in config.keys.read_keys_for_url(target).into_iter().flatten() {
             tracing::debug!(%key, "invalidating");
             let noted = config.invalidations.note(&key);
@@ -281,7 +286,7 @@ pub(crate) fn invalidate<St: Store>(store: &St, uri: &Uri, response: &HeaderMap,
 /// fallbacks are done, for lookups to skip the store meanwhile; a write the store takes
 /// at once is done before the response that invalidated goes out, so it is not counted.
 pub(super) fn mark<St: Store>(
-    store: &St,
+    store: &mut St,
     key: CacheKey,
     marker: &Value,
     noted: Noted<'_>,
@@ -297,7 +302,7 @@ pub(super) fn mark<St: Store>(
     // response goes out): a `POST` whose marker the store takes at once costs what any
     // write costs. The guard is held by the task that finishes the write, through its
     // fallbacks.
-    detach(store.clone(), first, move || {
+    detach(store, first, move |store| {
         let marked = noted.invalidations.marked(noted.shard);
         let (store, marker, metrics) = (store.clone(), marker.clone(), metrics.clone());
         let put = move |key| StoreRequest::Put {

@@ -170,7 +170,7 @@ impl<St: Store> Placement<St> {
 
     fn write(self, value: Value, writing: Writing, metrics: &Metrics) {
         let Self {
-            store,
+            mut store,
             key,
             index,
             ttl,
@@ -202,7 +202,7 @@ impl<St: Store> Placement<St> {
                 None => key,
             };
             if invalidations.since(sent) {
-                mark_again(&store, uri_key, clock.now(), &invalidations, &metrics);
+                mark_again(&mut store, uri_key, clock.now(), &invalidations, &metrics);
             }
         });
     }
@@ -213,7 +213,7 @@ impl<St: Store> Placement<St> {
 /// hiding what was stored before `now` (the written entry included), counted and written
 /// as any invalidation's is, with the same fallbacks should the store refuse it.
 pub(super) fn mark_again<St: Store>(
-    store: &St,
+    store: &mut St,
     key: CacheKey,
     now: SystemTime,
     invalidations: &Invalidations,

@@ -32,7 +32,7 @@ async fn rfc9111_4_4_one_marker_goes_under_the_get_and_head_keys_of_each_same_or
         };
         store.clone().oneshot(put).await.expect("stored");
     }
-    invalidate(&store, &uri, &response, &config);
+    invalidate(&mut store.clone(), &uri, &response, &config);
 
     let mut markers = Vec::new();
     for (key, marked) in targets {
@@ -68,11 +68,17 @@ async fn rfc9111_4_4_a_marker_the_store_fails_is_followed_by_a_delete_then_a_sec
     let is_delete = |request: &StoreRequest| matches!(request, StoreRequest::Delete(deleted) if *deleted == key);
 
     // Refused (a Redis full under `noeviction`), then deleted.
-    let (store, mut handle) = mock::pair::<StoreRequest, StoreResponse>();
+    let (mut store, mut handle) = mock::pair::<StoreRequest, StoreResponse>();
     let metrics = Metrics::default();
     let invalidations = crate::cache::write::Invalidations::default();
     let noted = invalidations.note(&key);
-    mark(&store, key.clone(), &Value::from("marker"), noted, &metrics);
+    mark(
+        &mut store,
+        key.clone(),
+        &Value::from("marker"),
+        noted,
+        &metrics,
+    );
     // Only the writes hold the store now, so the handle sees the end when they are done.
     drop(store);
     let (request, answer) = handle.next_request().await.expect("the marker is written");
@@ -101,11 +107,17 @@ async fn rfc9111_4_4_a_marker_the_store_fails_is_followed_by_a_delete_then_a_sec
 
     // Refused both (a store down or read-only): the marker goes once more, for a memory
     // tier in front to keep.
-    let (store, mut handle) = mock::pair::<StoreRequest, StoreResponse>();
+    let (mut store, mut handle) = mock::pair::<StoreRequest, StoreResponse>();
     let metrics = Metrics::default();
     let invalidations = crate::cache::write::Invalidations::default();
     let noted = invalidations.note(&key);
-    mark(&store, key.clone(), &Value::from("marker"), noted, &metrics);
+    mark(
+        &mut store,
+        key.clone(),
+        &Value::from("marker"),
+        noted,
+        &metrics,
+    );
     // Only the writes hold the store now, so the handle sees the end when they are done.
     drop(store);
     let read_only = "READONLY You can't write against a read only replica.";
@@ -134,11 +146,11 @@ async fn rfc9111_4_4_a_marker_written_again_after_a_write_falls_back_to_a_delete
     use tower_test::mock;
 
     let key = CacheKey::from_text("GET http://a.example/orders");
-    let (store, mut handle) = mock::pair::<StoreRequest, StoreResponse>();
+    let (mut store, mut handle) = mock::pair::<StoreRequest, StoreResponse>();
     let (invalidations, metrics) = (Invalidations::default(), Metrics::default());
     let sent = invalidations.sending(&key);
     mark_again(
-        &store,
+        &mut store,
         key.clone(),
         std::time::SystemTime::now(),
         &invalidations,
