@@ -210,23 +210,23 @@ fn version_from_byte(byte: u8) -> Result<Version, DecodeError> {
     })
 }
 
-fn encode<T: Encode>(
-    kind: u8,
-    wire: &T,
-    size_hint: usize,
-) -> Result<Bytes, bincode::error::EncodeError> {
-    let mut out = BytesMut::with_capacity(PREFIX_LEN + size_hint);
+fn encode<T: Encode>(kind: u8, wire: &T) -> Result<Bytes, bincode::error::EncodeError> {
+    // Measured first (no bytes are copied to count them), so the buffer is the value's
+    // exact size: no room is left unused, and a buffer that is full becomes `Bytes`
+    // without another allocation.
+    let mut size = bincode::enc::write::SizeWriter::default();
+    bincode::encode_into_writer(wire, &mut size, config())?;
+    // The limit binds only decoding: past it, an entry would be written but never read.
+    if size.bytes_written > LIMIT {
+        return Err(too_large());
+    }
+    let mut out = BytesMut::with_capacity(PREFIX_LEN + size.bytes_written);
     out.put_slice(MAGIC);
     out.put_u8(FORMAT_VERSION);
     out.put_u8(kind);
     let mut writer = out.writer();
     bincode::encode_into_std_write(wire, &mut writer, config())?;
-    let out = writer.into_inner();
-    // The limit binds only decoding: past it, an entry would be written but never read.
-    if out.len() - PREFIX_LEN > LIMIT {
-        return Err(too_large());
-    }
-    Ok(out.freeze())
+    Ok(writer.into_inner().freeze())
 }
 
 fn too_large() -> bincode::error::EncodeError {
@@ -289,8 +289,7 @@ impl Variants {
             names: List(self.names.iter().map(|n| n.as_str().as_bytes()).collect()),
             not_before_ms: millis(self.not_before),
         };
-        // The count and the time as varints: up to 9 bytes each.
-        encode(KIND_VARIANTS, &wire, 16 * self.names.len() + 18)
+        encode(KIND_VARIANTS, &wire)
     }
 }
 
@@ -336,16 +335,7 @@ impl Entry {
             ),
             body: WireBody::Chunks(body),
         };
-        let headers_len: usize = self
-            .headers
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len() + 4)
-            .sum();
-        let body_len: usize = body.iter().map(Bytes::len).sum();
-        if body_len > LIMIT {
-            return Err(too_large());
-        }
-        encode(KIND_RESPONSE, &wire, 32 + headers_len + body_len)
+        encode(KIND_RESPONSE, &wire)
     }
 
     /// Decodes an entry, borrowing its body and header values from `input`.
