@@ -24,13 +24,15 @@ use crate::{BoxError, CacheKey};
 /// near: compose as `Tiered<MemoryStore, Verify<RedisStore>>`.
 ///
 /// What another process writes or deletes in the far tier is seen here once the near
-/// copy expires: never later than `near_ttl` (one second by default). What this store
-/// writes or deletes is seen at once: a far read that was under way when a key of its
-/// kind was written here is not kept near, and a near copy that a write sent while it
-/// went near may have beaten is taken out again (until then, for one near round trip, a
-/// read may still see the value the write replaced). What a cache reads in order to write it back
-/// (the variant index it rewrites, the entry a HEAD response freshens) comes from the far
-/// tier, so that a near copy never replaces another process's newer write there.
+/// copy expires: never later than `near_ttl` (one second by default) after it is made,
+/// since a near copy is kept until `near_ttl` after the far read that found it *began*,
+/// however long the far tier took to answer. What this store writes or deletes is seen
+/// at once: a far read that was under way when a key of its kind was written here is
+/// not kept near, and a near copy that a write sent while it went near may have beaten
+/// is taken out again (until then, for one near round trip, a read may still see the
+/// value the write replaced). What a cache reads in order to write it back (the variant
+/// index it rewrites, the entry a HEAD response freshens) comes from the far tier, so
+/// that a near copy never replaces another process's newer write there.
 ///
 /// A listing ([`StoreRequest::Scan`]) comes from the far tier, which holds every entry;
 /// [`StoreRequest::Clear`] clears both tiers.
@@ -164,10 +166,14 @@ struct Keep<Near> {
     /// pending then (a read that began beside a pending write is never kept: the write
     /// may end before it and leave no trace).
     sent: Option<u64>,
+    /// When the far read began: what it found may be older than its arrival, by as long
+    /// as the far tier took to answer.
+    started: tokio::time::Instant,
 }
 
 impl<Near> Keep<Near> {
     fn new(key: CacheKey, near: Near, writes: Arc<Writes>) -> Self {
+        let started = tokio::time::Instant::now();
         let sent = writes.sent(&key);
         let sent = writes.settled(&key).then_some(sent);
         Self {
@@ -175,6 +181,7 @@ impl<Near> Keep<Near> {
             near,
             writes,
             sent,
+            started,
         }
     }
 
@@ -184,9 +191,12 @@ impl<Near> Keep<Near> {
             .is_some_and(|sent| self.writes.unchanged_since(&self.key, sent))
     }
 
-    /// Keeps `value` near for `ttl`. A write of the key sent between the check and the
-    /// copy's arrival may have reached the near tier first, and the copy would hide it:
-    /// the copy is then taken out again (a miss, never what the write replaced).
+    /// Keeps `value` near until `ttl` after the far read began (not after its answer
+    /// arrived: the far tier read it then, and a slow answer must not stretch how long a
+    /// later far write stays hidden); an answer that took `ttl` or longer is not kept. A
+    /// write of the key sent between the check and the copy's arrival may have reached the
+    /// near tier first, and the copy would hide it: the copy is then taken out again (a
+    /// miss, never what the write replaced).
     fn promote(self, value: Value, ttl: Duration)
     where
         Near: Service<StoreRequest, Response = StoreResponse, Error = BoxError, Future: Send>
@@ -194,6 +204,10 @@ impl<Near> Keep<Near> {
             + Send
             + 'static,
     {
+        let ttl = ttl.saturating_sub(self.started.elapsed());
+        if ttl.is_zero() {
+            return;
+        }
         let put = StoreRequest::Put {
             key: self.key.clone(),
             value,

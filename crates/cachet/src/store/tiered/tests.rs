@@ -288,3 +288,68 @@ async fn a_write_made_while_a_far_read_is_promoted_is_not_hidden_by_the_promotio
     };
     assert_eq!(after.bytes(), "new", "the promotion hid the write");
 }
+
+/// A far tier that reads at once but answers a get only `delay` later: a Redis reply
+/// that is slow to arrive.
+#[derive(Clone)]
+struct SlowReplies {
+    memory: MemoryStore,
+    delay: Duration,
+}
+
+impl Service<StoreRequest> for SlowReplies {
+    type Response = StoreResponse;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<StoreResponse, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.memory.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: StoreRequest) -> Self::Future {
+        let delay = matches!(request, StoreRequest::Get(_)).then_some(self.delay);
+        let read = self.memory.call(request);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let Poll::Ready(answer) = std::pin::pin!(read).poll(&mut cx) else {
+            panic!("memory answers at once");
+        };
+        Box::pin(async move {
+            if let Some(delay) = delay {
+                tokio::time::sleep(delay).await;
+            }
+            answer
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_far_answer_hides_another_process_write_no_longer_than_the_near_ttl() {
+    let (near, far) = (MemoryStore::default(), MemoryStore::default());
+    let slow = SlowReplies {
+        memory: far.clone(),
+        delay: Duration::from_millis(600),
+    };
+    let tiered = Tiered::new(near.clone(), slow).near_ttl(Duration::from_secs(1));
+    call(&far, put("old", 600)).await;
+
+    // A read misses near and the far tier reads "old" at once...
+    let mut read = tokio_test::task::spawn(tiered.clone().oneshot(StoreRequest::Get(key())));
+    assert!(read.poll().is_pending(), "waits on the far reply");
+    // ...just before another process writes "new" there.
+    call(&far, put("new", 600)).await;
+    // The reply arrives 600 ms later and is kept near.
+    tokio::time::advance(Duration::from_millis(600)).await;
+    assert_eq!(
+        read.await.expect("read"),
+        StoreResponse::Found(Value::from("old"))
+    );
+    assert_eq!(near.len(), 1, "promoted");
+
+    // Just past the near TTL after the other write, it is seen here.
+    tokio::time::advance(Duration::from_millis(401)).await;
+    assert_eq!(
+        call(&tiered, StoreRequest::Get(key())).await,
+        StoreResponse::Found(Value::from("new")),
+        "the near copy outlived the near TTL counted from the far read"
+    );
+}
