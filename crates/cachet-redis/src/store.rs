@@ -48,7 +48,10 @@ use crate::pool::{Backend, Bounds};
 /// and never touches another key (a store with an empty namespace refuses to clear, with
 /// an [`Unsupported`] error). A cluster store does both master by master. A hashed key
 /// cannot be turned back into its cache key, so the value stored under one starts with
-/// the cache key (`cachet-key`, its length and its text), which a read checks and strips.
+/// the cache key (`cachet-key`, its length and its text), which a read checks and strips;
+/// a value whose frame does not name the key read is returned whole, frame and all, for a
+/// [`Verify`](cachet::verify::Verify) above to refuse (and a cache without one to find
+/// no entry in).
 ///
 /// ```
 /// use cachet::CacheLayer;
@@ -239,9 +242,15 @@ impl Inner {
                         Some((text, value)) if text == cache_key.as_str() => {
                             StoreResponse::Found(value.into())
                         }
+                        // A frame that names another key (changed, copied from another
+                        // long key, or a collision), or no frame: the bytes go on as they
+                        // are, so that a `Verify` above reports them as a bad signature
+                        // instead of the store hiding them as a miss. Unsigned, they are
+                        // no entry either: a frame starts with `cachet-key`, never with
+                        // an entry's magic, so another key's entry is never served here.
                         _ => {
-                            tracing::debug!(key, "a hashed key holds another key's value");
-                            StoreResponse::NotFound
+                            tracing::debug!(key, "a hashed key's value is not framed for it");
+                            StoreResponse::Found(framed.into())
                         }
                     }
                 }

@@ -582,5 +582,6 @@ async fn a_password_with_a_slash_question_mark_or_hash_never_shows_in_a_build_er
 }
 
 mod cluster;
+mod hashed;
 mod invalidation;
 mod load;
