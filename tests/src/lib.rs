@@ -80,6 +80,8 @@ pub struct Reply {
     fail_after_body: bool,
     /// Sent as this many frames, without `Content-Length` (chunked), when set.
     frames: Option<usize>,
+    /// How long to wait before each of those frames after the first.
+    frame_gap: Duration,
     delay: Duration,
 }
 
@@ -92,6 +94,7 @@ impl Reply {
             body: body.into(),
             fail_after_body: false,
             frames: None,
+            frame_gap: Duration::ZERO,
             delay: Duration::ZERO,
         }
     }
@@ -118,6 +121,13 @@ impl Reply {
     /// (HTTP/1.1 chunked).
     pub fn in_frames(mut self, frames: usize) -> Self {
         self.frames = Some(frames.max(1));
+        self
+    }
+
+    /// Waits `gap` before each frame of a body sent [`in_frames`](Self::in_frames) but the
+    /// first (a body that streams slowly).
+    pub fn frames_apart(mut self, gap: Duration) -> Self {
+        self.frame_gap = gap;
         self
     }
 
@@ -253,7 +263,7 @@ impl Origin {
             }
             .boxed()
         } else if let Some(frames) = reply.frames {
-            FramedBody::new(&reply.body, frames).boxed()
+            FramedBody::new(&reply.body, frames, reply.frame_gap).boxed()
         } else {
             Full::new(reply.body.clone())
                 .map_err(|e| match e {})
@@ -333,11 +343,15 @@ impl hyper::body::Body for AbortingBody {
 /// A body sent frame by frame, its length unknown to the receiver.
 struct FramedBody {
     frames: std::collections::VecDeque<Bytes>,
+    gap: Duration,
+    /// The wait before the next frame, once one has been sent.
+    pause: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl FramedBody {
-    /// `body` cut into `count` frames, each about twice the size of the one before.
-    fn new(body: &Bytes, count: usize) -> Self {
+    /// `body` cut into `count` frames, each about twice the size of the one before, `gap`
+    /// apart.
+    fn new(body: &Bytes, count: usize, gap: Duration) -> Self {
         let mut frames = std::collections::VecDeque::new();
         let mut rest = body.clone();
         for index in 0..count {
@@ -355,7 +369,11 @@ impl FramedBody {
             };
             frames.push_back(rest.split_to(size));
         }
-        Self { frames }
+        Self {
+            frames,
+            gap,
+            pause: None,
+        }
     }
 }
 
@@ -365,9 +383,17 @@ impl hyper::body::Body for FramedBody {
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Poll::Ready(self.frames.pop_front().map(|data| Ok(Frame::data(data))))
+        if let Some(pause) = self.pause.as_mut() {
+            ready!(pause.as_mut().poll(cx));
+            self.pause = None;
+        }
+        let frame = self.frames.pop_front();
+        if !self.gap.is_zero() && !self.frames.is_empty() {
+            self.pause = Some(Box::pin(tokio::time::sleep(self.gap)));
+        }
+        Poll::Ready(frame.map(|data| Ok(Frame::data(data))))
     }
 }
 

@@ -34,8 +34,9 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// second.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// The bytes hyper-util reads to tell HTTP/1 from HTTP/2, at most: the HTTP/2 preface.
-const DETECTION_BYTES: usize = 24;
+/// The HTTP/2 connection preface (RFC 9113 §3.4), which hyper-util reads to tell HTTP/2
+/// from HTTP/1: it has chosen once the bytes stop matching it, or all of it has come.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// A listener's bounds on its connections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -164,17 +165,21 @@ fn is_connection_error(error: &io::Error) -> bool {
     )
 }
 
-/// A connection whose first [`DETECTION_BYTES`] must come before a deadline.
+/// A connection whose protocol must be told before a deadline.
 ///
-/// hyper-util reads them to choose HTTP/1 or HTTP/2 with no timer of its own, and the
-/// HTTP/1 head timer and the HTTP/2 pings start only after it has chosen: a client that
-/// sent nothing, or part of the HTTP/2 preface, would otherwise hold its connection for
-/// ever. A read past the deadline fails with [`io::ErrorKind::TimedOut`].
+/// hyper-util reads the first bytes to choose HTTP/1 or HTTP/2 with no timer of its own,
+/// and the HTTP/1 head timer and the HTTP/2 pings start only after it has chosen: a
+/// client that sent nothing, or part of the HTTP/2 preface, would otherwise hold its
+/// connection for ever. A read past the deadline fails with [`io::ErrorKind::TimedOut`].
+/// The deadline is dropped as soon as hyper-util has chosen, not after a fixed count of
+/// bytes: an HTTP/1.0 request may be shorter than the preface, and its answer, which
+/// ends when the connection closes, would be cut off at the deadline.
 pub(crate) struct Deadline {
     stream: TcpStream,
-    /// The bytes read so far, counted up to [`DETECTION_BYTES`].
+    /// The bytes read so far while all of them were the start of [`H2_PREFACE`].
     read: usize,
-    /// `None` once the bytes are in (or the client has closed): hyper's timers take over.
+    /// `None` once the protocol is chosen (or the client has closed): hyper's timers take
+    /// over.
     deadline: Option<Pin<Box<Sleep>>>,
 }
 
@@ -192,9 +197,12 @@ impl AsyncRead for Deadline {
         };
         match polled {
             Poll::Ready(Ok(())) => {
-                let read = buf.filled().len() - before;
-                this.read += read;
-                if read == 0 || this.read >= DETECTION_BYTES {
+                let received = &buf.filled()[before..];
+                // As hyper-util decides: HTTP/1 at the end of the stream or at the first
+                // byte that is not the preface's, HTTP/2 once the whole preface is in.
+                let preface_so_far = H2_PREFACE[this.read..].starts_with(received);
+                this.read += received.len();
+                if received.is_empty() || !preface_so_far || this.read == H2_PREFACE.len() {
                     this.deadline = None;
                 }
                 Poll::Ready(Ok(()))

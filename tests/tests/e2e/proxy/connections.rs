@@ -78,8 +78,41 @@ async fn a_client_that_sends_nothing_is_closed_after_the_client_timeout() {
         closed_after_sending(addr, b"GET / HTTP/1.1\r\nhost: a\r\n")
             .await
             .expect("nor is part of an HTTP/1 head");
+        closed_after_sending(addr, b"GET / HTT")
+            .await
+            .expect("nor is part of one shorter than the HTTP/2 preface");
     }
     assert_eq!(origin.requests(), 0);
+}
+
+#[tokio::test]
+async fn an_http1_0_request_shorter_than_the_preface_is_answered_past_the_client_timeout() {
+    // The answer is framed by the connection's close (HTTP/1.0): cut off, it would look
+    // whole.
+    let origin = Origin::start(|_| {
+        Reply::ok("the first part, then the rest")
+            .in_frames(2)
+            .frames_apart(3 * CLIENT_TIMEOUT)
+    })
+    .await;
+    let (addr, _admin, _stop) = proxy(&origin, CLIENT_TIMEOUT, &[]).await;
+    let request = b"GET /drip HTTP/1.0\r\n\r\n";
+    assert!(request.len() < PREFACE.len());
+    let answer = closed_after_sending(addr, request)
+        .await
+        .expect("closed once the answer is sent");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer
+            .lines()
+            .next()
+            .is_some_and(|line| line.ends_with(" 200 OK")),
+        "{answer}"
+    );
+    assert!(
+        answer.ends_with("\r\n\r\nthe first part, then the rest"),
+        "{answer}"
+    );
 }
 
 #[tokio::test]
