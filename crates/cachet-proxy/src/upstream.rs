@@ -7,12 +7,14 @@
 //! cannot, so the cache sees those as ordinary (uncacheable) responses.
 
 mod client_body;
+mod hop_by_hop;
 mod idle;
 mod request;
 
 use client_body::{BodyFailed, ClientBody};
+pub(crate) use hop_by_hop::strip_hop_by_hop;
+use hop_by_hop::{ConnectionOptions, EndToEndTrailers};
 use idle::IdleLimit;
-pub(crate) use request::strip_hop_by_hop;
 pub(crate) use request::{NotVaryingOnForwarding, Refused, Via};
 use request::{max_forwards, set_forwarded};
 
@@ -43,12 +45,13 @@ use tower::Service;
 use crate::Error;
 
 /// The body of a response from [`Forward`]: the upstream's, streaming (failed if it
-/// stalls), or a short one the proxy wrote itself.
-pub(crate) type UpstreamBody = Either<IdleLimit<Incoming>, Full<Bytes>>;
+/// stalls, its trailers without hop-by-hop fields), or a short one the proxy wrote itself.
+pub(crate) type UpstreamBody = Either<IdleLimit<EndToEndTrailers<Incoming>>, Full<Bytes>>;
 
 /// The hyper-util client the proxy sends with: HTTP/1.1 and HTTP/2 (by ALPN) over
 /// http or https, rustls with the ring provider and the webpki roots.
-pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, ClientBody<RequestBody>>;
+pub(crate) type HttpClient =
+    Client<HttpsConnector<HttpConnector>, ClientBody<EndToEndTrailers<RequestBody>>>;
 
 /// A request body as it goes upstream: read ahead when a method cached by its body (a
 /// POST, when configured) needs its digest for the key, then replayed whole.
@@ -161,8 +164,13 @@ impl Service<Request<RequestBody>> for Forward {
         );
         let timeout = self.inner.timeout;
         let head = request.method() == Method::HEAD;
+        // What the client's `Connection` listed, which the rewrite removed from the head.
+        let options = request
+            .extensions_mut()
+            .remove::<ConnectionOptions>()
+            .unwrap_or_default();
         let (parts, body) = request.into_parts();
-        let (body, body_failed) = ClientBody::new(body);
+        let (body, body_failed) = ClientBody::new(EndToEndTrailers::new(body, options));
         let request = Request::from_parts(parts, body);
         let call = tokio::time::timeout(timeout, self.inner.client.request(request));
         ForwardFuture {
@@ -260,7 +268,11 @@ impl Future for ForwardFuture {
                         if response.headers().contains_key(TRANSFER_ENCODING) {
                             response.headers_mut().remove(CONTENT_LENGTH);
                         }
-                        response.map(|body| Either::Left(IdleLimit::new(body, *timeout)))
+                        let options = ConnectionOptions::listed_in(response.headers());
+                        response.map(|body| {
+                            let body = EndToEndTrailers::new(body, options);
+                            Either::Left(IdleLimit::new(body, *timeout))
+                        })
                     }
                     // The client's fault, not the upstream's: a malformed chunk, say. It
                     // is answered (if the client is still there to read it) and logged as

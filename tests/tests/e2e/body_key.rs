@@ -43,7 +43,7 @@ impl Body for Scripted {
 
 /// An origin that reads each request body whole and records, per request, the method and
 /// `ok:<body> trailers=<names> cl=<content-length>` or `error`.
-async fn recording_origin() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+pub(crate) async fn recording_origin() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("a loopback port is free");

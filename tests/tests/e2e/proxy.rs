@@ -9,7 +9,7 @@ use cachet::clock::ManualClock;
 use cachet_proxy::{Config, Proxy};
 use cachet_tests::{Origin, Reply, read};
 use http::{HeaderMap, Method, Request};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -133,13 +133,16 @@ impl RunningProxy {
         let response = client.request(request).await.expect("the proxy answers");
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let body = read(response.into_body())
+        let collected = response
+            .into_body()
+            .collect()
             .await
             .expect("the body completes");
         Answer {
             status,
             headers,
-            body,
+            trailers: collected.trailers().cloned().unwrap_or_default(),
+            body: collected.to_bytes(),
         }
     }
 
@@ -152,6 +155,8 @@ impl RunningProxy {
 pub(crate) struct Answer {
     pub(crate) status: u16,
     pub(crate) headers: HeaderMap,
+    /// Empty when none came.
+    pub(crate) trailers: HeaderMap,
     pub(crate) body: Bytes,
 }
 
@@ -550,4 +555,5 @@ async fn serve_closes_the_connections_still_open_when_its_drain_bound_has_passed
 
 mod connections;
 mod forwarding;
+mod hop_by_hop;
 mod upstream;

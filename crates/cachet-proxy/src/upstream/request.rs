@@ -7,67 +7,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE, COOKIE, HOST, HeaderName, VIA};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, COOKIE, HOST, HeaderName, VIA};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::Full;
 
 use cachet::Keys;
 
+use super::hop_by_hop::strip_hop_by_hop;
 use crate::flags::Upstream;
-
-/// The headers that describe one connection, not the message (RFC 9110 §7.6.1), besides
-/// those `Connection` lists. `TE` goes too, even as `te: trailers`.
-static HOP_BY_HOP: [HeaderName; 8] = [
-    CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    http::header::TE,
-    http::header::TRANSFER_ENCODING,
-    http::header::UPGRADE,
-    http::header::PROXY_AUTHENTICATE,
-    http::header::PROXY_AUTHORIZATION,
-];
-
-/// Whether `name` is one of [`HOP_BY_HOP`]: a match on the text, which the lengths of
-/// the common headers (`host`, `content-type`, ...) settle without comparing bytes.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "te"
-            | "transfer-encoding"
-            | "upgrade"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-    )
-}
-
-/// Removes the hop-by-hop headers: `Connection`, the headers it lists, and the fixed set
-/// of RFC 9110 §7.6.1.
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none of them: one pass over the names spares the hashing of a
-    // removal per name.
-    if !headers.keys().any(is_hop_by_hop) {
-        return;
-    }
-    // Bytes, not text: a value with one byte that is not ASCII (obs-text) still lists
-    // the names beside it, and only a token that is no header name is passed over.
-    let listed: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok())
-        .collect();
-    for name in listed {
-        headers.remove(name);
-    }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-}
 
 /// Why the proxy answers a request itself instead of forwarding it. The rewrite finds the
 /// fault and puts this on the request, whose target it leaves without an authority, so
@@ -94,11 +42,14 @@ impl Upstream {
     /// The target becomes the upstream's scheme and authority with the base path joined
     /// to the request's path and query (a request in absolute form keeps only its path and
     /// query: the proxy never forwards anywhere but its upstream); `OPTIONS *` stays `*`.
-    /// `Host` becomes the upstream authority, hop-by-hop headers go, several `Cookie`
-    /// fields become one ([`join_cookies`]), this proxy's `via` is added (RFC 9110 §7.6.3)
-    /// and the version is left to the client's connection. A request the proxy cannot
-    /// forward as it came is marked [`Refused`]; one whose `Via` already names `via` has
-    /// come round a loop.
+    /// `Host` becomes the upstream authority, hop-by-hop headers go (what `Connection`
+    /// listed is kept on the request, as [`ConnectionOptions`], for its trailers), several
+    /// `Cookie` fields become one ([`join_cookies`]), this proxy's `via` is added (RFC
+    /// 9110 §7.6.3) and the version is left to the client's connection. A request the
+    /// proxy cannot forward as it came is marked [`Refused`]; one whose `Via` already
+    /// names `via` has come round a loop.
+    ///
+    /// [`ConnectionOptions`]: super::hop_by_hop::ConnectionOptions
     pub(crate) fn rewrite<B>(&self, mut request: Request<B>, via: &Via) -> Request<B> {
         let received = request.version();
         tracing::debug!(method = %request.method(), uri = %request.uri(), version = ?received, "request");
@@ -130,11 +81,16 @@ impl Upstream {
         };
 
         let headers = request.headers_mut();
-        strip_hop_by_hop(headers);
+        let options = strip_hop_by_hop(headers);
         join_cookies(headers);
         headers.insert(HOST, self.host.clone());
         headers.append(VIA, via.value(received));
         *request.version_mut() = Version::HTTP_11;
+        // For the trailers, which only the forward sees. Seldom any: most requests are
+        // spared the extensions' allocation.
+        if !options.is_empty() {
+            request.extensions_mut().insert(options);
+        }
         request
     }
 
