@@ -25,7 +25,7 @@ use read_ahead::ReadAheadBound;
 
 use crate::admin;
 use crate::store::{self, ProxyStore};
-use crate::upstream::{self, Forward, HttpClient, UpstreamBody, Via, reply, strip_hop_by_hop};
+use crate::upstream::{self, Forward, HttpClient, UpstreamBody, Via, reply};
 use crate::{Config, Error};
 
 /// The body of every response the proxy sends: the cache's, or a short one of its own.
@@ -255,8 +255,9 @@ fn stack(
         .service(forward)
 }
 
-/// Turns what the cache answered into the response sent downstream: hop-by-hop headers
-/// removed, the proxy's own HTTP version, and an error as a `502`.
+/// Turns what the cache answered into the response sent downstream: the proxy's own HTTP
+/// version, and an error as a `502`. It has no hop-by-hop headers: [`Forward`] removed the
+/// upstream's before the cache saw them.
 fn finish(
     result: Result<Response<CacheBody<UpstreamBody>>, cachet::Error>,
 ) -> Result<Response<ProxyBody>, cachet::Error> {
@@ -279,7 +280,6 @@ fn finish(
             refused.map(Either::Right)
         }
     };
-    strip_hop_by_hop(response.headers_mut());
     // The proxy speaks its own version (RFC 9110 §6.2), whatever the upstream or a stored
     // entry says; hyper's HTTP/1 server cannot write some versions at all.
     *response.version_mut() = Version::HTTP_11;

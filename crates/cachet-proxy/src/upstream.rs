@@ -3,8 +3,9 @@
 //! [`Upstream::rewrite`] (in [`request`]) turns an incoming request into one for the
 //! upstream (absolute URI, `Host`, `Via`, no hop-by-hop headers); it runs above the cache,
 //! so the cache keys on the upstream URL. [`Forward`] runs below the cache: it sends the
-//! request with a hyper-util client and answers `502` or `504` itself when the upstream
-//! cannot, so the cache sees those as ordinary (uncacheable) responses.
+//! request with a hyper-util client, takes the hop-by-hop headers off the response before
+//! the cache sees it, and answers `502` or `504` itself when the upstream cannot, so the
+//! cache sees those as ordinary (uncacheable) responses.
 
 mod client_body;
 mod hop_by_hop;
@@ -12,8 +13,7 @@ mod idle;
 mod request;
 
 use client_body::{BodyFailed, ClientBody};
-pub(crate) use hop_by_hop::strip_hop_by_hop;
-use hop_by_hop::{ConnectionOptions, EndToEndTrailers};
+use hop_by_hop::{ConnectionOptions, EndToEndTrailers, strip_hop_by_hop};
 use idle::IdleLimit;
 pub(crate) use request::{NotVaryingOnForwarding, Refused, Via};
 use request::{max_forwards, set_forwarded};
@@ -268,7 +268,10 @@ impl Future for ForwardFuture {
                         if response.headers().contains_key(TRANSFER_ENCODING) {
                             response.headers_mut().remove(CONTENT_LENGTH);
                         }
-                        let options = ConnectionOptions::listed_in(response.headers());
+                        // Here, not on the way out: above, the cache adds fields of its
+                        // own (`Cache-Status`, `Age`) that the upstream's `Connection` may
+                        // name.
+                        let options = strip_hop_by_hop(response.headers_mut());
                         response.map(|body| {
                             let body = EndToEndTrailers::new(body, options);
                             Either::Left(IdleLimit::new(body, *timeout))

@@ -65,7 +65,7 @@ pub(crate) struct ConnectionOptions(Vec<HeaderName>);
 
 impl ConnectionOptions {
     /// The names `headers`' `Connection` lists.
-    pub(crate) fn listed_in(headers: &HeaderMap) -> Self {
+    fn listed_in(headers: &HeaderMap) -> Self {
         // Bytes, not text: a value with one byte that is not ASCII (obs-text) still lists
         // the names beside it, and only a token that is no header name is passed over.
         let names = headers

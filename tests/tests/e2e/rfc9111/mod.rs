@@ -169,4 +169,5 @@ in_both_modes![
     rfc9111_3_set_cookie_responses_are_kept_by_the_private_proxy_only,
     rfc8246_2_immutable_survives_a_reload_in_the_private_proxy_only,
     rfc9111_3_1_hop_by_hop_and_connection_named_headers_are_never_served,
+    rfc9110_7_6_1_the_upstreams_connection_removes_its_own_cache_status_not_the_proxys,
 ];

@@ -176,4 +176,38 @@ pub(super) async fn rfc9111_3_1_hop_by_hop_and_connection_named_headers_are_neve
     }
 }
 
+/// An upstream's `Connection` may name fields the proxy's cache sets itself: those the
+/// upstream sent are hop-by-hop (RFC 9110 §7.6.1) and go before the cache adds its own
+/// `Cache-Status` (RFC 9211 §2) and `Age`.
+pub(super) async fn rfc9110_7_6_1_the_upstreams_connection_removes_its_own_cache_status_not_the_proxys(
+    mode: Mode,
+) {
+    let case = Case::start(mode, |_| {
+        Reply::ok("x")
+            .header("cache-control", "max-age=600")
+            .header("connection", "age, cache-status")
+            .header("age", "5")
+            .header("cache-status", "upstreamcache; hit")
+    })
+    .await;
+    let miss = case.get("/named").await;
+    let hit = case.get("/named").await;
+    let statuses = |answer: &Answer| -> Vec<String> {
+        answer
+            .headers
+            .get_all("cache-status")
+            .iter()
+            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+            .collect()
+    };
+    assert_eq!(
+        (statuses(&miss), miss.age()),
+        (vec!["cachet; fwd=uri-miss; stored".to_owned()], None)
+    );
+    assert_eq!(
+        (hit.cache_status(), statuses(&hit).len(), hit.age()),
+        ("cachet; hit", 1, Some(0))
+    );
+}
+
 // Layer-only cases (see the top of the file).
