@@ -281,15 +281,20 @@ fn withhold_fields(headers: &mut HeaderMap, cc: &CacheControl, mode: policy::Mod
     }
 }
 
-/// A message's headers without the hop-by-hop ones and those `Connection` names.
+/// A message's headers without the hop-by-hop ones, those `Connection` names, and those
+/// specific to the proxy the request went through, which a cache MUST NOT store (RFC 9111
+/// §3.1): its key does not name the proxy.
 pub(crate) fn end_to_end(headers: &HeaderMap) -> HeaderMap {
-    const HOP_BY_HOP: [&str; 6] = [
+    const HOP_BY_HOP: [&str; 9] = [
         "connection",
         "keep-alive",
         "proxy-connection",
         "te",
         "transfer-encoding",
         "upgrade",
+        "proxy-authenticate",
+        "proxy-authentication-info",
+        "proxy-authorization",
     ];
     // Read as bytes: a value with a byte outside ASCII among its names still names the
     // others (only that token is no header name).

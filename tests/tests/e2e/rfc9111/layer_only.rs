@@ -35,6 +35,10 @@ async fn rfc9111_3_1_hop_by_hop_and_connection_named_headers_are_never_stored() 
             .header("connection", "x-other-hop, \u{e9}")
             .header("x-other-hop", "1")
             .header("keep-alive", "timeout=5")
+            // Specific to the proxy the request went through (RFC 9111 §3.1: MUST NOT be
+            // stored unless the key names the proxy).
+            .header("proxy-authenticate", "Basic realm=\"proxy\"")
+            .header("proxy-authentication-info", "nextnonce=\"abc\"")
             .header("x-end-to-end", "kept")
     })
     .await;
@@ -42,7 +46,14 @@ async fn rfc9111_3_1_hop_by_hop_and_connection_named_headers_are_never_stored() 
     through_layer(&cache, get(&origin.url("/hop"))).await;
     let (status, headers) = through_layer(&cache, get(&origin.url("/hop"))).await;
     assert_eq!(status, CacheStatus::Hit);
-    for name in ["connection", "x-hop", "x-other-hop", "keep-alive"] {
+    for name in [
+        "connection",
+        "x-hop",
+        "x-other-hop",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authentication-info",
+    ] {
         assert!(!headers.contains_key(name), "{name} was stored");
     }
     assert_eq!(headers["x-end-to-end"], "kept");
