@@ -50,6 +50,10 @@ pub(crate) fn frame(text: &str, value: &[u8]) -> Vec<u8> {
     framed
 }
 
+/// How every entry cachet encodes (unsigned) begins: such bytes under a hashed key without
+/// a frame were not written there by this store.
+pub(crate) const ENTRY_MAGIC: &[u8] = b"CACHET";
+
 /// The cache key text and the value of a framed value, or `None` when it is not framed.
 pub(crate) fn unframe(framed: &bytes::Bytes) -> Option<(&str, bytes::Bytes)> {
     let rest = framed.strip_prefix(KEYED_LABEL)?;

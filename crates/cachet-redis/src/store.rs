@@ -242,12 +242,18 @@ impl Inner {
                         Some((text, value)) if text == cache_key.as_str() => {
                             StoreResponse::Found(value.into())
                         }
+                        // An unsigned entry with no frame (copied from a short key): cachet
+                        // never writes one under a hashed key, and handed on it would be
+                        // served for this key by a cache without a `Verify`.
+                        _ if framed.starts_with(key::ENTRY_MAGIC) => {
+                            tracing::debug!(key, "a hashed key holds an entry without its frame");
+                            StoreResponse::NotFound
+                        }
                         // A frame that names another key (changed, copied from another
-                        // long key, or a collision), or no frame: the bytes go on as they
+                        // long key, or a collision), or other bytes: they go on as they
                         // are, so that a `Verify` above reports them as a bad signature
                         // instead of the store hiding them as a miss. Unsigned, they are
-                        // no entry either: a frame starts with `cachet-key`, never with
-                        // an entry's magic, so another key's entry is never served here.
+                        // no entry either (they do not start with an entry's magic).
                         _ => {
                             tracing::debug!(key, "a hashed key's value is not framed for it");
                             StoreResponse::Found(framed.into())

@@ -120,3 +120,33 @@ async fn another_long_key_value_under_a_hashed_key_is_never_served_for_it() {
     assert_eq!(layer.metrics().bad_signatures(), 1);
     assert_eq!(origin.requests(), 5);
 }
+
+/// A short key's value (an entry with no frame) copied under a long key's hashed Redis key
+/// is no entry for it, without a `Verify` too.
+#[tokio::test]
+async fn a_short_key_entry_copied_under_a_hashed_key_is_not_served_for_it() {
+    let server = RedisServer::start();
+    let origin = naming_origin().await;
+    let store = store(&server);
+    let unsigned = CacheLayer::new(store.clone()).layer(client());
+    let mine = long_url(&origin, "mine");
+    let theirs = origin.url("/theirs");
+    let (my_key, their_key) = (
+        store.redis_key(&key_of(&mine)),
+        store.redis_key(&key_of(&theirs)),
+    );
+    assert!(my_key.contains(" #sha256:"));
+    assert!(!their_key.contains(" #sha256:"));
+    for url in [&mine, &theirs] {
+        fetch(&unsigned, url).await.expect("a miss");
+    }
+    written(&server, &my_key).await;
+    written(&server, &their_key).await;
+    let value: Vec<u8> = server.query(redis::cmd("GET").arg(&their_key));
+    server.query::<()>(redis::cmd("SET").arg(&my_key).arg(value));
+    let (status, body) = fetch(&unsigned, &mine).await.expect("an answer");
+    assert!(
+        body.starts_with(b"body of /mine"),
+        "another key's response served for {mine}: {status:?} {body:?}"
+    );
+}
