@@ -257,7 +257,12 @@ pub(crate) fn invalidate<St: Store>(
         Err(error) => return tracing::warn!(%error, "invalidation marker could not be encoded"),
     };
     let mut mark_all = |target: &Uri| {
-        for key in config.keys.read_keys_for_url(target).into_iter().flatten() {
+        // The HEAD key first: a HEAD's update of the stored GET joins the GET key's writes
+        // and checks the HEAD key's count, so the HEAD key must be counted before the GET
+        // key's writes are looked at (see `Invalidations::note`), or the update could read
+        // the entry, miss both, and land over the GET key's marker.
+        let [get, head] = config.keys.read_keys_for_url(target);
+        for key in [head, get].into_iter().flatten() {
             tracing::debug!(%key, "invalidating");
             let noted = config.invalidations.note(&key);
             mark(store, key, &value, noted, &config.metrics);
