@@ -192,8 +192,13 @@ pub(crate) struct InvalidCount;
 
 impl InvalidCount {
     /// What a count is, after "expected": the configuration file says it too.
-    pub(crate) const EXPECTED: &str = "a whole number greater than 0, such as 10000";
+    pub(crate) const EXPECTED: &str = "a whole number from 1 to 1000000, such as 10000";
 }
+
+/// The most connections a count may allow: more than one process can hold open (each is
+/// a file descriptor, and may hold an upstream one), and far below what the semaphore
+/// that counts them takes.
+const MAX_COUNT: usize = 1_000_000;
 
 impl fmt::Display for InvalidCount {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -212,7 +217,7 @@ pub(crate) fn parse_count(text: &str) -> Result<usize, InvalidCount> {
 /// A count read as a number (from the configuration file), checked as its flag is.
 pub(crate) fn positive_count(count: u64) -> Result<usize, InvalidCount> {
     match usize::try_from(count) {
-        Ok(count) if count > 0 => Ok(count),
+        Ok(count) if (1..=MAX_COUNT).contains(&count) => Ok(count),
         _ => Err(InvalidCount),
     }
 }

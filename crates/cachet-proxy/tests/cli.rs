@@ -121,6 +121,21 @@ fn zero_timeout_is_refused_naming_the_flag() {
 }
 
 #[test]
+fn a_connection_count_past_what_can_be_counted_is_refused_not_a_panic() {
+    // Past the semaphore's bound (2^61 - 1), which panicked at start.
+    let output = run(&[
+        "--upstream",
+        "http://127.0.0.1:9",
+        "--max-connections",
+        "2305843009213693952",
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    let line = one_line(&output);
+    assert!(line.contains("--max-connections"), "{line}");
+    assert!(line.contains("from 1 to 1000000"), "{line}");
+}
+
+#[test]
 fn busy_port_is_a_one_line_error_naming_the_address() {
     let taken = TcpListener::bind("127.0.0.1:0").expect("a free port");
     let addr = taken.local_addr().expect("its address").to_string();

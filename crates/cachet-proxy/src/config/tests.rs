@@ -196,18 +196,29 @@ fn timeout_must_be_a_positive_number_of_seconds_up_to_a_day() {
 }
 
 #[test]
-fn the_connection_bound_is_a_whole_number_above_zero() {
-    for bad in ["0", "-1", "1.5", "many", ""] {
+fn the_connection_bound_is_a_whole_number_from_one_to_a_million() {
+    for bad in [
+        "0",
+        "-1",
+        "1.5",
+        "many",
+        "",
+        "1000001",
+        "2305843009213693952",
+    ] {
         let error = parse(&["--upstream", "http://h", "--max-connections", bad]).expect_err(bad);
         assert_eq!(kind(&error), Some(clap::error::ErrorKind::ValueValidation));
         let expected = format!(
             "invalid value '{bad}' for '--max-connections <N>': expected a whole number \
-             greater than 0, such as 10000"
+             from 1 to 1000000, such as 10000"
         );
         assert!(message(&error).starts_with(&expected), "{error}");
     }
     let config = parse(&["--upstream", "http://h", "--max-connections", "1"]).expect("one");
     assert_eq!(config.max_connections(), 1);
+    let config =
+        parse(&["--upstream", "http://h", "--max-connections", "1000000"]).expect("a million");
+    assert_eq!(config.max_connections(), 1_000_000);
     let config = parse(&["--upstream", "http://h"]).expect("the default");
     assert_eq!(config.max_connections(), 10_000);
 }

@@ -163,7 +163,7 @@ fn a_value_of_the_wrong_type_is_refused_naming_the_type() {
 #[test]
 fn every_number_is_refused_in_its_flags_words_never_as_a_rust_type() {
     let bytes = "expected a whole number of bytes greater than 0, such as 1048576";
-    let count = "expected a whole number greater than 0, such as 10000";
+    let count = "expected a whole number from 1 to 1000000, such as 10000";
     let seconds = "expected a number of seconds greater than 0 and at most a day (86400), \
                    such as 30 or 0.5";
     let status = "expected a status from 200 to 599 that can be stored (not 206, 304, 412 or \
@@ -193,6 +193,11 @@ fn every_number_is_refused_in_its_flags_words_never_as_a_rust_type() {
             "max_connections = true",
             "max_connections",
             format!("invalid type: boolean 'true', {count}"),
+        ),
+        (
+            "max_connections = 9223372036854775807",
+            "max_connections",
+            format!("invalid value '9223372036854775807': {count}"),
         ),
         (
             "upstream_timeout = \"30\"",

@@ -223,8 +223,8 @@ fn no_connections_at_all_is_refused_in_the_file_as_by_the_flag() {
     assert_eq!(error.exit_code(), 2);
     assert!(
         message(&error).ends_with(
-            "setting 'max_connections': invalid value '0': expected a whole number greater \
-             than 0, such as 10000"
+            "setting 'max_connections': invalid value '0': expected a whole number from 1 \
+             to 1000000, such as 10000"
         ),
         "{error}"
     );
