@@ -291,13 +291,15 @@ where
     /// or (for another method the cache stores) one of its keys by body.
     /// The keys of `url`'s GET and HEAD responses (or of their variant index).
     fn url_keys(&self, url: &str) -> Result<[CacheKey; 2], Error> {
-        let uri: Uri = url
-            .parse()
-            .map_err(|error: http::uri::InvalidUri| Error::invalid_url(Some(error.into())))?;
-        let key = |method| self.keys.key_for_url(&method, &uri);
-        let get = key(Method::GET).ok_or(Error::invalid_url(None))?;
-        let head = key(Method::HEAD).ok_or(Error::invalid_url(None))?;
-        Ok([get, head])
+        let uri: Uri = url.parse().map_err(|error: http::uri::InvalidUri| {
+            Error::invalid_url("it is not a valid url", Some(error.into()))
+        })?;
+        let key = |method| {
+            self.keys
+                .key_for_url(&method, &uri)
+                .ok_or_else(|| Error::invalid_url(why_no_key(&uri), None))
+        };
+        Ok([key(Method::GET)?, key(Method::HEAD)?])
     }
 
     async fn for_url(&self, url: &str) -> Result<Vec<Listed>, Error> {
@@ -449,6 +451,27 @@ impl<St: fmt::Debug> fmt::Debug for Entries<St> {
             .field("store", &self.store)
             .field("mode", &self.mode)
             .finish_non_exhaustive()
+    }
+}
+
+/// Why `uri` has no cache key, as far as can be told from outside the key strategy.
+fn why_no_key(uri: &Uri) -> &'static str {
+    match uri.authority() {
+        _ if uri.scheme().is_none() => "it needs a scheme and a host",
+        None => "it needs a scheme and a host",
+        Some(authority) if authority.as_str().contains('@') => {
+            "it has user information, which no key holds"
+        }
+        // After the last `:` outside an IPv6 literal's brackets.
+        Some(authority)
+            if authority
+                .as_str()
+                .rsplit_once(':')
+                .is_some_and(|(_, port)| !port.contains(']') && port.parse::<u16>().is_err()) =>
+        {
+            "its port is not a number from 0 to 65535"
+        }
+        Some(_) => "its host cannot be read, or the key strategy gives it no key",
     }
 }
 

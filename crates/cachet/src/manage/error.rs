@@ -20,7 +20,8 @@ pub struct Error {
 enum Kind {
     Unsupported,
     Store,
-    InvalidUrl,
+    /// Why no cache key can be made of the URL.
+    InvalidUrl(&'static str),
     InvalidCursor,
 }
 
@@ -58,9 +59,9 @@ impl Error {
         }
     }
 
-    pub(crate) fn invalid_url(source: Option<BoxError>) -> Self {
+    pub(crate) fn invalid_url(why: &'static str, source: Option<BoxError>) -> Self {
         Self {
-            kind: Kind::InvalidUrl,
+            kind: Kind::InvalidUrl(why),
             operation: "find entries by url",
             source,
         }
@@ -79,7 +80,7 @@ impl Error {
     /// The URL is not absolute (with a scheme and a host), so no entry can be stored for
     /// it.
     pub fn is_invalid_url(&self) -> bool {
-        self.kind == Kind::InvalidUrl
+        matches!(self.kind, Kind::InvalidUrl(_))
     }
 
     /// The cursor is not one the store made (see [`InvalidCursor`]).
@@ -106,7 +107,7 @@ impl fmt::Display for Error {
         match self.kind {
             Kind::Unsupported => write!(f, "the store cannot {op}"),
             Kind::Store => write!(f, "the store failed to {op}"),
-            Kind::InvalidUrl => f.write_str("not an absolute url with a scheme and a host"),
+            Kind::InvalidUrl(why) => write!(f, "no cache key can be made of that url: {why}"),
             Kind::InvalidCursor => write!(f, "the store cannot {op} from that cursor"),
         }
     }

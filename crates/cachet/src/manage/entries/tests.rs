@@ -103,10 +103,25 @@ async fn a_url_is_its_own_keys_and_variants_not_longer_urls_sharing_its_prefix()
 }
 
 #[tokio::test]
-async fn a_relative_url_is_an_invalid_url() {
+async fn a_url_without_a_key_is_refused_saying_why() {
     let entries = Entries::new(MemoryStore::default());
-    let error = entries.show("/x").await.expect_err("no authority");
-    assert!(error.is_invalid_url(), "{error:?}");
+    for (url, why) in [
+        ("/x", "it needs a scheme and a host"),
+        ("http://a b/", "it is not a valid url"),
+        ("http://user:pw@h.example/x", "it has user information"),
+        (
+            "http://h.example:99999/x",
+            "its port is not a number from 0 to 65535",
+        ),
+    ] {
+        let error = entries.show(url).await.expect_err(url);
+        assert!(error.is_invalid_url(), "{url}: {error:?}");
+        let message = error.to_string();
+        assert!(
+            message.starts_with("no cache key can be made of that url: ") && message.contains(why),
+            "{url}: {message}"
+        );
+    }
 }
 
 #[tokio::test]
