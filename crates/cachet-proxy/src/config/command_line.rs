@@ -174,7 +174,14 @@ fn check_entry_fits(memory_bytes: u64, max_body_bytes: usize) -> Result<(), clap
     }
     let needed =
         MemoryStore::max_bytes_for_entry((max_body_bytes as u64).saturating_add(ENTRY_HEAD_ROOM));
-    let message = if largest_body == 0 {
+    let largest_ever = MemoryStore::max_entry_bytes_for(u64::MAX).saturating_sub(ENTRY_HEAD_ROOM);
+    let message = if max_body_bytes as u64 > largest_ever {
+        // No bound is large enough: raising it is no advice.
+        format!(
+            "--max-body-bytes {max_body_bytes} (or [cache] max_body_bytes) is more than one \
+             entry of any memory store can hold: lower it to at most {largest_ever}"
+        )
+    } else if largest_body == 0 {
         format!(
             "--memory-bytes {memory_bytes} (or [store] memory_bytes) holds entries of at most \
              {max_entry_bytes} bytes, too few for any body beside its head: raise it to at \

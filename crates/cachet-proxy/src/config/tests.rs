@@ -292,6 +292,27 @@ fn a_largest_body_the_memory_store_cannot_hold_in_one_entry_is_refused() {
          few for any body beside its head: raise it to at least 8716669 for --max-body-bytes \
          8388608 (see --help)"
     );
+    // No bound holds it: the advice is to lower the body limit, never to raise the store's.
+    for memory_bytes in [None, Some("18446744073709551615")] {
+        let mut args = vec![
+            "--upstream",
+            "http://h",
+            "--max-body-bytes",
+            "18446744073709551615",
+        ];
+        args.extend(
+            memory_bytes
+                .iter()
+                .flat_map(|bytes| ["--memory-bytes", *bytes]),
+        );
+        let error = parse(&args).expect_err("more than any entry");
+        let message = message(&error);
+        assert!(
+            message.contains("more than one entry of any memory store can hold: lower it")
+                && !message.contains("raise"),
+            "{message}"
+        );
+    }
     // Redis holds what a memory tier drops, so only the memory store is held to it.
     let config = parse(&[
         "--upstream",
