@@ -19,16 +19,18 @@ pub struct Error {
 
 #[derive(Debug)]
 enum Kind {
-    Bind(SocketAddr),
+    /// An address to listen on, and the flag that named it.
+    Bind(SocketAddr, &'static str),
     Tls,
     Entries,
     Store,
 }
 
 impl Error {
-    pub(crate) fn bind(addr: SocketAddr, source: impl Into<BoxError>) -> Self {
+    /// `addr`, named by `flag`, could not be listened on.
+    pub(crate) fn bind(addr: SocketAddr, flag: &'static str, source: impl Into<BoxError>) -> Self {
         Self {
-            kind: Kind::Bind(addr),
+            kind: Kind::Bind(addr, flag),
             source: Some(source.into()),
         }
     }
@@ -61,7 +63,7 @@ impl Error {
 
     /// The listening address could not be bound (for example, it is in use).
     pub fn is_bind(&self) -> bool {
-        matches!(self.kind, Kind::Bind(_))
+        matches!(self.kind, Kind::Bind(..))
     }
 
     /// The TLS client for the upstream could not be set up.
@@ -90,7 +92,7 @@ impl fmt::Debug for Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
-            Kind::Bind(addr) => write!(f, "cannot listen on {addr}"),
+            Kind::Bind(addr, flag) => write!(f, "cannot listen on {addr} ({flag})"),
             Kind::Tls => f.write_str("cannot set up TLS for the upstream"),
             Kind::Entries => f.write_str("cannot manage the stored entries"),
             Kind::Store => f.write_str("cannot set up the cache store"),

@@ -80,10 +80,16 @@ impl Proxy {
         let addr = config.listen();
         let listener = TcpListener::bind(addr)
             .await
-            .map_err(|e| Error::bind(addr, e))?;
-        let local_addr = listener.local_addr().map_err(|e| Error::bind(addr, e))?;
+            .map_err(|e| Error::bind(addr, "--listen", e))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| Error::bind(addr, "--listen", e))?;
         let admin = match config.admin_listen() {
-            Some(addr) => Some(admin::bind(addr).await.map_err(|e| Error::bind(addr, e))?),
+            Some(addr) => Some(
+                admin::bind(addr)
+                    .await
+                    .map_err(|e| Error::bind(addr, "--admin-listen", e))?,
+            ),
             None => None,
         };
         let client = upstream::client()?;
@@ -517,6 +523,29 @@ mod tests {
             .await
             .expect_err("the address is in use");
         assert!(error.is_bind());
-        assert_eq!(error.to_string(), format!("cannot listen on {addr}"));
+        assert_eq!(
+            error.to_string(),
+            format!("cannot listen on {addr} (--listen)")
+        );
+
+        // The admin listener's address, named by its own flag.
+        let config = Config::from_args([
+            "cachet-proxy",
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            &addr.to_string(),
+        ])
+        .expect("config");
+        let error = Proxy::bind(config)
+            .await
+            .expect_err("the admin address is in use");
+        assert!(error.is_bind());
+        assert_eq!(
+            error.to_string(),
+            format!("cannot listen on {addr} (--admin-listen)")
+        );
     }
 }

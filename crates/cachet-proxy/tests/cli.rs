@@ -143,7 +143,9 @@ fn busy_port_is_a_one_line_error_naming_the_address() {
     assert_eq!(output.status.code(), Some(1));
     let line = one_line(&output);
     assert!(
-        line.starts_with(&format!("cachet-proxy: cannot listen on {addr}: ")),
+        line.starts_with(&format!(
+            "cachet-proxy: cannot listen on {addr} (--listen): "
+        )),
         "{line}"
     );
     drop(taken);
