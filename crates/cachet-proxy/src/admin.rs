@@ -196,8 +196,9 @@ fn http_date(time: SystemTime) -> Option<String> {
 /// | `POST /entries/purge-expired` | `purge-expired` |
 /// | `POST /entries/clear` | `clear` |
 ///
-/// Answers are `text/plain`, the lines `cachet-proxy entries` prints; a bad request gets
-/// `400` and a failing store `502`, each with a one-line reason.
+/// Answers are `text/plain`, the lines `cachet-proxy entries` prints; a bad request (a
+/// parameter the endpoint does not take among them) gets `400` and a failing store `502`,
+/// each with a one-line reason.
 ///
 /// It stops with the task that runs it: its connections are tasks of a set that is
 /// dropped, and so aborted, with it. Its connections are bounded as the proxy's are: a
@@ -297,6 +298,28 @@ fn command(request: &Request<Incoming>) -> Result<EntriesCommand, Refusal> {
             (value, _) => Ok(value.map(|(_, value)| value.clone())),
         }
     };
+    // The parameters an endpoint reads; any other is refused, not ignored: an unencoded
+    // `&` in a url (or in a cursor, which may hold one) cuts it short there, and the request
+    // would act on another URL than the one meant.
+    let only = |path: &str, names: &[&str]| {
+        let Some((unknown, _)) = query.iter().find(|(key, _)| !names.contains(&key.as_str()))
+        else {
+            return Ok(());
+        };
+        let takes = if names.is_empty() {
+            "no parameters".to_owned()
+        } else {
+            format!("only {}", names.join(" and "))
+        };
+        let mut message = format!("unknown parameter '{unknown}': {path} takes {takes}");
+        if let Some((holder, _)) = query
+            .iter()
+            .find(|(key, _)| key == "url" || key == "cursor")
+        {
+            let _ = write!(message, "; percent-encode each & in the {holder} as %26");
+        }
+        Err(refuse(StatusCode::BAD_REQUEST, message + "\n"))
+    };
     let url = || {
         param("url")?.ok_or_else(|| {
             refuse(
@@ -307,21 +330,39 @@ fn command(request: &Request<Incoming>) -> Result<EntriesCommand, Refusal> {
     };
     let (get, post) = (Method::GET, Method::POST);
     let command = match (request.uri().path(), request.method()) {
-        ("/entries", m) if *m == get => EntriesCommand::List {
-            limit: match param("limit")? {
-                None => DEFAULT_LIMIT,
-                Some(limit) => parse_limit(&limit).map_err(|reason| {
-                    let message = format!("invalid limit '{limit}': {reason}\n");
-                    refuse(StatusCode::BAD_REQUEST, message)
-                })?,
-            },
-            cursor: param("cursor")?,
-        },
-        ("/entries/show", m) if *m == get => EntriesCommand::Show { url: url()? },
-        ("/entries/stats", m) if *m == get => EntriesCommand::Stats,
-        ("/entries/purge", m) if *m == post => EntriesCommand::Purge { url: url()? },
-        ("/entries/purge-expired", m) if *m == post => EntriesCommand::PurgeExpired,
-        ("/entries/clear", m) if *m == post => EntriesCommand::Clear,
+        (path @ "/entries", m) if *m == get => {
+            only(path, &["limit", "cursor"])?;
+            EntriesCommand::List {
+                limit: match param("limit")? {
+                    None => DEFAULT_LIMIT,
+                    Some(limit) => parse_limit(&limit).map_err(|reason| {
+                        let message = format!("invalid limit '{limit}': {reason}\n");
+                        refuse(StatusCode::BAD_REQUEST, message)
+                    })?,
+                },
+                cursor: param("cursor")?,
+            }
+        }
+        (path @ "/entries/show", m) if *m == get => {
+            only(path, &["url"])?;
+            EntriesCommand::Show { url: url()? }
+        }
+        (path @ "/entries/stats", m) if *m == get => {
+            only(path, &[])?;
+            EntriesCommand::Stats
+        }
+        (path @ "/entries/purge", m) if *m == post => {
+            only(path, &["url"])?;
+            EntriesCommand::Purge { url: url()? }
+        }
+        (path @ "/entries/purge-expired", m) if *m == post => {
+            only(path, &[])?;
+            EntriesCommand::PurgeExpired
+        }
+        (path @ "/entries/clear", m) if *m == post => {
+            only(path, &[])?;
+            EntriesCommand::Clear
+        }
         ("/entries" | "/entries/show" | "/entries/stats", method) => {
             return Err(not_allowed(method, "GET"));
         }

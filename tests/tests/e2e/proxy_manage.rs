@@ -393,6 +393,88 @@ async fn the_admin_listener_lists_shows_and_purges_a_memory_store() {
     );
 }
 
+#[tokio::test]
+async fn the_admin_listener_refuses_unknown_parameters_so_an_unencoded_ampersand_purges_nothing() {
+    let origin = origin().await;
+    let proxy = Running::start(&file(&origin, "memory")).await;
+    // Two URLs, one a prefix of the other up to its `&`.
+    proxy.get("/cached/a?b=1").await;
+    proxy.get("/cached/a?b=1&c=2").await;
+    let url = format!("{}/cached/a?b=1&c=2", origin.url(""));
+
+    // Unencoded, the `&` ends the url at `?b=1`: refused, and nothing is deleted.
+    let (status, reason) = proxy
+        .admin(Method::POST, &format!("/entries/purge?url={url}"))
+        .await;
+    assert_eq!(
+        (status, reason.as_str()),
+        (
+            400,
+            "unknown parameter 'c': /entries/purge takes only url; percent-encode each & \
+             in the url as %26\n"
+        )
+    );
+    assert_eq!(proxy.get("/cached/a?b=1").await, "cachet; hit");
+    assert_eq!(proxy.get("/cached/a?b=1&c=2").await, "cachet; hit");
+    let encoded = url.replace('&', "%26");
+    assert_eq!(
+        proxy
+            .admin(Method::POST, &format!("/entries/purge?url={encoded}"))
+            .await,
+        (200, format!("deleted 1 entries for {url}\n"))
+    );
+    assert_eq!(proxy.get("/cached/a?b=1").await, "cachet; hit");
+
+    // Every endpoint names what it does not take, a misspelling included.
+    for (method, path_and_query, reason) in [
+        (
+            Method::GET,
+            "/entries?limt=1",
+            "unknown parameter 'limt': /entries takes only limit and cursor\n",
+        ),
+        (
+            Method::GET,
+            "/entries?cursor=GET%20http://a/x?y=1&z=2",
+            "unknown parameter 'z': /entries takes only limit and cursor; percent-encode each \
+             & in the cursor as %26\n",
+        ),
+        (
+            Method::GET,
+            "/entries/show?url=http://a/x?y=1&z=2",
+            "unknown parameter 'z': /entries/show takes only url; percent-encode each & in \
+             the url as %26\n",
+        ),
+        (
+            Method::GET,
+            "/entries/stats?url=zzz&foo",
+            "unknown parameter 'url': /entries/stats takes no parameters; percent-encode each \
+             & in the url as %26\n",
+        ),
+        (
+            Method::POST,
+            "/entries/purge-expired?all",
+            "unknown parameter 'all': /entries/purge-expired takes no parameters\n",
+        ),
+        (
+            Method::POST,
+            "/entries/clear?yes=1",
+            "unknown parameter 'yes': /entries/clear takes no parameters\n",
+        ),
+    ] {
+        assert_eq!(
+            proxy.admin(method, path_and_query).await,
+            (400, reason.to_owned()),
+            "{path_and_query}"
+        );
+    }
+    assert_eq!(
+        proxy.admin(Method::GET, "/entries/stats").await.0,
+        200,
+        "nothing was cleared"
+    );
+    assert_eq!(proxy.get("/cached/a?b=1").await, "cachet; hit");
+}
+
 /// The bytes of the only entry a listing shows.
 fn stats_bytes(listed: &str) -> u64 {
     listed
