@@ -371,7 +371,11 @@ impl Invocation {
             .max_body_bytes
             .or(settings.cache.max_body_bytes)
             .unwrap_or(CacheLayer::<()>::DEFAULT_MAX_BODY_BYTES);
-        if backend == StoreChoice::Memory {
+        // A memory tier need not hold the largest body (Redis alone keeps those), but one
+        // with no room for any body beside its head keeps nothing, and every hit asks Redis.
+        let tier_keeps_nothing = memory_tier.is_some()
+            && MemoryStore::max_entry_bytes_for(memory_bytes) <= ENTRY_HEAD_ROOM;
+        if backend == StoreChoice::Memory || tier_keeps_nothing {
             check_entry_fits(memory_bytes, max_body_bytes)?;
         }
         let config = Box::new(Config {

@@ -329,6 +329,55 @@ fn a_largest_body_the_memory_store_cannot_hold_in_one_entry_is_refused() {
 }
 
 #[test]
+fn a_memory_tier_with_no_room_for_any_body_is_refused() {
+    let tiered = |memory_bytes: &str| {
+        parse(&[
+            "--upstream",
+            "http://h",
+            "--store",
+            "redis://127.0.0.1:6379/0",
+            "--memory-tier",
+            "5m",
+            "--memory-bytes",
+            memory_bytes,
+        ])
+    };
+    let error = tiered("1000").expect_err("each entry's overhead alone is 1 KiB");
+    assert_eq!(error.exit_code(), 2);
+    assert_eq!(
+        message(&error),
+        "--memory-bytes 1000 (or [store] memory_bytes) holds entries of at most 0 bytes, too \
+         few for any body beside its head: raise it to at least 8716669 for --max-body-bytes \
+         8388608 (see --help)"
+    );
+    // Room for a one-byte body beside the 64 KiB kept for its head is enough: larger
+    // bodies stay in Redis.
+    let least = MemoryStore::max_bytes_for_entry((64 << 10) + 1);
+    tiered(&least.to_string()).expect("the least that keeps a body");
+    tiered(&(least - 1).to_string()).expect_err("a byte less");
+    // The same from the file.
+    let file = config_file(
+        "upstream = \"http://h\"\n[store]\nbackend = \"redis://127.0.0.1:6379/0\"\n\
+         memory_tier = \"5m\"\nmemory_bytes = 1000\n",
+    );
+    let error = with_file(&file, &[], &[]).expect_err("as by the flags");
+    assert!(
+        message(&error).starts_with("--memory-bytes 1000 (or [store] memory_bytes) holds"),
+        "{error}"
+    );
+    // Without a tier, Redis is asked for every hit anyway: the bound is unused.
+    parse(&[
+        "--upstream",
+        "http://h",
+        "--store",
+        "redis://127.0.0.1:6379/0",
+        "--memory-bytes",
+        "1000",
+    ])
+    .expect("no tier, nothing to hold");
+}
+
+#[test]
 fn a_memory_tier_goes_in_front_of_redis_only() {
     let redis = [
         "--upstream",

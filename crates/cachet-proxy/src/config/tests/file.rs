@@ -91,7 +91,7 @@ fn every_setting_is_read_from_the_file() {
         cdn = true
         [store]
         backend = "redis+cluster://10.0.0.1:7000,10.0.0.2:7000"
-        memory_bytes = 1024
+        memory_bytes = 1048576
         redis_namespace = "edge:"
         memory_tier = "30s"
         [signing]
@@ -118,7 +118,7 @@ fn every_setting_is_read_from_the_file() {
             "redis://10.0.0.2:7000".to_owned()
         ])
     );
-    assert_eq!(config.memory_bytes(), 1024);
+    assert_eq!(config.memory_bytes(), 1 << 20);
     assert_eq!(config.redis_namespace(), "edge:");
     assert_eq!(config.memory_tier(), Some(Duration::from_secs(30)));
     assert_eq!(config.secrets.len(), 1);
