@@ -4,7 +4,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::Request;
 use http::request::Parts;
 use http_body::{Body, Frame};
@@ -52,6 +52,11 @@ where
     },
 }
 
+/// Data frames smaller than this are gathered into one as they are read: each frame kept
+/// costs about a hundred bytes of its own, so a peer sending a byte per frame would make
+/// the read-ahead hold a hundred times its byte limit.
+const GATHER_BELOW: usize = 4096;
+
 /// A request whose body is being read ahead, and the service to call with it, made ready
 /// once the body is read: a body that is slow to come holds nothing the service reserves.
 struct Reading<S, B> {
@@ -59,6 +64,8 @@ struct Reading<S, B> {
     parts: Parts,
     body: B,
     read: VecDeque<Frame<Bytes>>,
+    /// Small data frames' bytes not yet in `read`, which come after it.
+    gathered: BytesMut,
     bytes: u64,
     max_bytes: u64,
     /// The digest so far; `None` once trailers are seen, which no digest covers.
@@ -106,6 +113,7 @@ where
             parts,
             body,
             read: VecDeque::new(),
+            gathered: BytesMut::new(),
             bytes: 0,
             max_bytes,
             digest: Some(digest::Context::new(&digest::SHA256)),
@@ -188,16 +196,40 @@ where
                     false
                 }
             };
-            self.read.push_back(frame);
+            match frame.into_data() {
+                Ok(data) if data.len() < GATHER_BELOW => {
+                    self.gathered.extend_from_slice(&data);
+                    if self.gathered.len() >= GATHER_BELOW {
+                        self.keep_gathered();
+                    }
+                }
+                Ok(data) => {
+                    self.keep_gathered();
+                    self.read.push_back(Frame::data(data));
+                }
+                Err(frame) => {
+                    self.keep_gathered();
+                    self.read.push_back(frame);
+                }
+            }
             if over {
                 return Poll::Ready(Stop::Over);
             }
         }
     }
 
+    /// Keeps the bytes gathered so far as one data frame, in order.
+    fn keep_gathered(&mut self) {
+        if !self.gathered.is_empty() {
+            self.read
+                .push_back(Frame::data(self.gathered.split().freeze()));
+        }
+    }
+
     /// The service and the request for it, its body replaying what was read, and its
     /// digest if the body was read whole.
-    fn finish(self, stop: Stop<B::Error>) -> (S, Request<KeyedBody<B>>) {
+    fn finish(mut self, stop: Stop<B::Error>) -> (S, Request<KeyedBody<B>>) {
+        self.keep_gathered();
         let Self {
             service,
             mut parts,

@@ -146,7 +146,8 @@ mod tests {
     async fn a_body_within_the_limit_gets_the_digest_of_all_its_frames_and_is_replayed() {
         let (digest, frames) = through(BodyKeyLayer::new(), post(Script::data(&["a", "bc"]))).await;
         assert_eq!(digest, Some(BodyDigest::of(b"abc")));
-        assert_eq!(frames, ["d:a", "d:bc"]);
+        // Small frames are gathered into one; the bytes and their order are the body's.
+        assert_eq!(frames, ["d:abc"]);
 
         let at_limit = BodyKeyLayer::new().max_bytes(3);
         let (digest, _) = through(at_limit, post(Script::data(&["a", "bc"]))).await;
@@ -172,7 +173,30 @@ mod tests {
         let small = BodyKeyLayer::new().max_bytes(3);
         let (digest, frames) = through(small, post(Script::data(&["ab", "cd", "ef"]))).await;
         assert_eq!(digest, None);
-        assert_eq!(frames, ["d:ab", "d:cd", "d:ef"]);
+        // What was read (gathered), then the rest as it comes.
+        assert_eq!(frames, ["d:abcd", "d:ef"]);
+    }
+
+    #[tokio::test]
+    async fn a_body_in_tiny_frames_is_held_in_few() {
+        // A frame costs some 100 bytes of its own: 65,536 frames of one byte each, kept as
+        // they came, held 6 MiB for a 64 KiB body.
+        let bytes = vec!["x"; 64 << 10];
+        let future = BodyKeyLayer::new()
+            .layer(service_fn(
+                |request: Request<KeyedBody<Script>>| async move {
+                    Ok::<_, Infallible>(format!("{:?}", request.body()))
+                },
+            ))
+            .oneshot(post(Script::data(&bytes)));
+        let described = future.await.expect("answered");
+        assert_eq!(
+            described, "KeyedBody { read_frames: 16, read_bytes: 65536, tail: \"end\" }",
+            "4 KiB a frame"
+        );
+        let (digest, frames) = through(BodyKeyLayer::new(), post(Script::data(&bytes))).await;
+        assert_eq!(digest, Some(BodyDigest::of(&[b'x'; 64 << 10])));
+        assert_eq!(frames.concat().replace("d:", "").len(), 64 << 10);
     }
 
     #[tokio::test]
