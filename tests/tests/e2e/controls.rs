@@ -261,8 +261,23 @@ async fn metadata_says_where_a_response_came_from_and_until_when_it_is_fresh() {
     assert_eq!(hit.fresh_until, Some(fresh_until));
 
     clock.advance(Duration::from_secs(20));
-    let revalidated = metadata(&cache.oneshot(get(&url)).await.expect("revalidated"));
+    let revalidated = metadata(&cache.clone().oneshot(get(&url)).await.expect("revalidated"));
     assert!(revalidated.from_cache && revalidated.revalidated);
+
+    // The 504 of an `only-if-cached` request with nothing stored carries it too (every
+    // response does), with the key looked up and nothing from the cache.
+    let none = origin.url("/meta-none");
+    let gateway = cache
+        .oneshot(with_mode(&none, CacheMode::OnlyIfCached))
+        .await
+        .expect("a 504");
+    assert_eq!(gateway.status(), 504);
+    let nothing = metadata(&gateway);
+    assert!(!nothing.from_cache && nothing.stored_at.is_none() && nothing.fresh_until.is_none());
+    assert_eq!(
+        nothing.key.map(|k| k.to_string()),
+        Some(format!("GET {none}"))
+    );
 }
 
 #[tokio::test]

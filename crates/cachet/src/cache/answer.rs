@@ -416,11 +416,24 @@ pub(crate) fn forwarded<St: Store, B: Body<Data = Bytes>>(
 }
 
 /// The `504 Gateway Timeout` for an `only-if-cached` request with nothing usable
-/// stored (RFC 9111 §5.2.1.7).
-pub(crate) fn only_if_cached_miss<B>(config: &Config) -> Response<CacheBody<B>> {
+/// stored (RFC 9111 §5.2.1.7) under `key` (`None` for a request the cache passes by).
+pub(crate) fn only_if_cached_miss<B>(
+    key: Option<&CacheKey>,
+    config: &Config,
+) -> Response<CacheBody<B>> {
     let mut response = Response::new(CacheBody::stored(Bytes::new()));
     *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
     mark(&mut response, CacheStatus::OnlyIfCachedMiss, None, config);
+    if config.metadata {
+        response.extensions_mut().insert(CacheMetadata {
+            key: key.cloned(),
+            from_cache: false,
+            stored_at: None,
+            fresh_until: None,
+            stale: false,
+            revalidated: false,
+        });
+    }
     response
 }
 

@@ -371,7 +371,7 @@ where
                     }
                     if facts.cc.only_if_cached {
                         this.state.set(State::Done);
-                        return Poll::Ready(Ok(only_if_cached_miss(this.config)));
+                        return Poll::Ready(Ok(only_if_cached_miss(Some(&facts.key), this.config)));
                     }
                     if let Some(wait) = this.config.coalesce_wait
                         && this.leader.is_none()
@@ -487,7 +487,7 @@ where
                 }
                 StateProj::OnlyIfCached => {
                     this.state.set(State::Done);
-                    return Poll::Ready(Ok(only_if_cached_miss(this.config)));
+                    return Poll::Ready(Ok(only_if_cached_miss(None, this.config)));
                 }
                 StateProj::Done => panic!("ResponseFuture polled after completion"),
             }
