@@ -76,7 +76,8 @@ pub(crate) struct FileSettings {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ExpirySection {
-    /// For responses that give no freshness of their own.
+    /// For responses that give no freshness of their own; `do-not-cache`, decided before
+    /// any response, for every URL no rule matches.
     pub(crate) default: Option<Parsed<Expiry>>,
     /// Whether rules win over response headers.
     pub(crate) rules_win: Option<bool>,
