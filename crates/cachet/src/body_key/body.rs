@@ -106,10 +106,12 @@ where
     }
 
     fn size_hint(&self) -> SizeHint {
+        // Trailers read ahead cannot follow a `Content-Length`, whatever the rest says.
         let rest = match &self.tail {
+            _ if self.read.iter().any(Frame::is_trailers) => SizeHint::new(),
             Tail::Body { body } => body.size_hint(),
-            Tail::End if !self.read.iter().any(Frame::is_trailers) => SizeHint::with_exact(0),
-            Tail::Error { .. } | Tail::End => SizeHint::new(),
+            Tail::End => SizeHint::with_exact(0),
+            Tail::Error { .. } => SizeHint::new(),
         };
         let mut hint = SizeHint::new();
         hint.set_lower(rest.lower().saturating_add(self.remaining));
@@ -250,6 +252,23 @@ pub(super) mod tests {
             (1, None)
         );
         assert_eq!(yielded(body).await, ["d:a", "t:x-sum"]);
+    }
+
+    #[tokio::test]
+    async fn trailers_read_ahead_leave_the_hint_open_even_when_the_rest_says_it_is_empty() {
+        // Reading ahead stops at `is_end_stream` too: a body that says it has ended right
+        // after its trailers (and so that nothing remains, `exact(0)`) keeps its tail.
+        let (mut frames, bytes) = read(&["ab"]);
+        frames.push_back(trailers());
+        let mut rest = Script::new(vec![]);
+        rest.hint = SizeHint::with_exact(0);
+        let body = KeyedBody::replay(frames, bytes, ReadTail::Body(rest));
+        // The doc: after trailers read ahead the hint is open, never a `Content-Length`
+        // (with one, hyper drops the trailers).
+        assert_eq!(
+            (body.size_hint().lower(), body.size_hint().upper()),
+            (2, None)
+        );
     }
 
     #[tokio::test]

@@ -312,3 +312,196 @@ mod tests {
         assert!(response.is_ok());
     }
 }
+
+/// Bodies of random frames (sizes around the gathering threshold, trailers or an error
+/// at the end, random limits), seeded so every run is the same: what the inner service
+/// reads is the body, in order, with its digest only when read whole, and a size hint
+/// that holds.
+#[cfg(test)]
+mod random_frames {
+    use std::collections::VecDeque;
+    use std::convert::Infallible;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use bytes::Bytes;
+    use http::{HeaderMap, Request};
+    use http_body::{Body, Frame, SizeHint};
+    use http_body_util::BodyExt;
+    use tower::{Layer, ServiceExt, service_fn};
+
+    use super::super::{BodyDigest, BodyKeyLayer, KeyedBody};
+
+    /// Frames and errors in order; an exact size hint while only data remains, and
+    /// `is_end_stream` once empty (when `says_end`).
+    #[derive(Debug)]
+    struct Random {
+        items: VecDeque<Result<Frame<Bytes>, &'static str>>,
+        says_end: bool,
+    }
+
+    impl Body for Random {
+        type Data = Bytes;
+        type Error = &'static str;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, &'static str>>> {
+            Poll::Ready(self.items.pop_front())
+        }
+        fn is_end_stream(&self) -> bool {
+            self.says_end && self.items.is_empty()
+        }
+        fn size_hint(&self) -> SizeHint {
+            let mut bytes = 0u64;
+            for item in &self.items {
+                match item {
+                    Ok(frame) => match frame.data_ref() {
+                        Some(data) => bytes += data.len() as u64,
+                        None => {
+                            let mut hint = SizeHint::new();
+                            hint.set_lower(bytes);
+                            return hint;
+                        }
+                    },
+                    Err(_) => {
+                        let mut hint = SizeHint::new();
+                        hint.set_lower(bytes);
+                        return hint;
+                    }
+                }
+            }
+            SizeHint::with_exact(bytes)
+        }
+    }
+
+    #[derive(Debug, PartialEq)]
+    enum Event {
+        Data(Vec<u8>),
+        Trailers,
+        Error(&'static str),
+    }
+
+    /// Adjacent data merged, empty data dropped.
+    fn push(events: &mut Vec<Event>, event: Event) {
+        match (events.last_mut(), event) {
+            (_, Event::Data(d)) if d.is_empty() => {}
+            (Some(Event::Data(last)), Event::Data(d)) => last.extend_from_slice(&d),
+            (_, event) => events.push(event),
+        }
+    }
+
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            self.0 >> 33
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    #[tokio::test]
+    async fn random_frames_are_replayed_in_order_nothing_lost_or_duplicated() {
+        for seed in 0..3000u64 {
+            let mut rng = Lcg(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xDEAD_BEEF);
+            let n = rng.below(40) as usize;
+            let mut items = VecDeque::new();
+            let mut expected = Vec::new();
+            let mut all_data = Vec::new();
+            let mut counter = 0u8;
+            let mut ended_by_error = false;
+            let mut has_trailers = false;
+            for _ in 0..n {
+                let len = match rng.below(6) {
+                    0 => 0,
+                    1 | 2 => rng.below(16) as usize,
+                    3 => rng.below(4096) as usize,
+                    4 => 4090 + rng.below(12) as usize,
+                    _ => rng.below(12000) as usize,
+                };
+                let data: Vec<u8> = (0..len)
+                    .map(|_| {
+                        counter = counter.wrapping_add(1);
+                        counter
+                    })
+                    .collect();
+                all_data.extend_from_slice(&data);
+                push(&mut expected, Event::Data(data.clone()));
+                items.push_back(Ok(Frame::data(Bytes::from(data))));
+            }
+            match rng.below(4) {
+                0 => {
+                    let mut map = HeaderMap::new();
+                    map.insert("x-sum", http::HeaderValue::from_static("1"));
+                    items.push_back(Ok(Frame::trailers(map)));
+                    push(&mut expected, Event::Trailers);
+                    has_trailers = true;
+                }
+                1 => {
+                    items.push_back(Err("reset"));
+                    push(&mut expected, Event::Error("reset"));
+                    ended_by_error = true;
+                }
+                _ => {}
+            }
+            let max_bytes = match rng.below(4) {
+                0 => rng.below(64) as usize,
+                1 => rng.below(20000) as usize,
+                2 => all_data.len(),
+                _ => 64 << 10,
+            };
+            let says_end = rng.below(2) == 0;
+            let body = Random { items, says_end };
+            let hint_before = body.size_hint();
+            let request = Request::post("http://a/search").body(body).expect("valid");
+            let service = BodyKeyLayer::new().max_bytes(max_bytes).layer(service_fn(
+                |request: Request<KeyedBody<Random>>| async move {
+                    let digest = request.extensions().get::<BodyDigest>().copied();
+                    let mut body = request.into_body();
+                    let hint = body.size_hint();
+                    let mut seen = Vec::new();
+                    while let Some(frame) = body.frame().await {
+                        match frame {
+                            Ok(frame) => match frame.into_data() {
+                                Ok(data) => push(&mut seen, Event::Data(data.to_vec())),
+                                Err(_) => push(&mut seen, Event::Trailers),
+                            },
+                            Err(error) => push(&mut seen, Event::Error(error)),
+                        }
+                    }
+                    Ok::<_, Infallible>((digest, hint, seen))
+                },
+            ));
+            let (digest, hint, seen) = match service.oneshot(request).await {
+                Ok(seen) => seen,
+                Err(never) => match never {},
+            };
+            assert_eq!(seen, expected, "seed {seed}");
+            let whole = !ended_by_error && !has_trailers && all_data.len() <= max_bytes;
+            let want = whole.then(|| BodyDigest::of(&all_data));
+            // A body known too long is not read (no digest either).
+            let known_long = hint_before.lower() > max_bytes as u64;
+            if known_long {
+                assert_eq!(digest, None, "seed {seed}");
+            } else {
+                assert_eq!(digest, want, "seed {seed}");
+            }
+            // Size hint: lower never above the data to come, upper never below it.
+            let total = all_data.len() as u64;
+            assert!(hint.lower() <= total, "seed {seed}: {hint:?} vs {total}");
+            if let Some(upper) = hint.upper() {
+                assert!(upper >= total, "seed {seed}: {hint:?} vs {total}");
+                // Exact only where nothing but data was to come.
+                assert!(
+                    !has_trailers && !ended_by_error,
+                    "seed {seed}: exact hint {hint:?} before trailers or an error"
+                );
+            }
+        }
+    }
+}
