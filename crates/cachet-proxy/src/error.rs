@@ -19,7 +19,7 @@ pub struct Error {
 
 #[derive(Debug)]
 enum Kind {
-    /// An address to listen on, and the flag that named it.
+    /// An address to listen on, and the settings that name it.
     Bind(SocketAddr, &'static str),
     Tls,
     Entries,
@@ -27,7 +27,7 @@ enum Kind {
 }
 
 impl Error {
-    /// `addr`, named by `flag`, could not be listened on.
+    /// `addr`, named by `flag` (or its default), could not be listened on.
     pub(crate) fn bind(addr: SocketAddr, flag: &'static str, source: impl Into<BoxError>) -> Self {
         Self {
             kind: Kind::Bind(addr, flag),

@@ -80,16 +80,18 @@ impl Proxy {
         let addr = config.listen();
         let listener = TcpListener::bind(addr)
             .await
-            .map_err(|e| Error::bind(addr, "--listen", e))?;
+            .map_err(|e| Error::bind(addr, "--listen, or listen in the config file", e))?;
         let local_addr = listener
             .local_addr()
-            .map_err(|e| Error::bind(addr, "--listen", e))?;
+            .map_err(|e| Error::bind(addr, "--listen, or listen in the config file", e))?;
         let admin = match config.admin_listen() {
-            Some(addr) => Some(
-                admin::bind(addr)
-                    .await
-                    .map_err(|e| Error::bind(addr, "--admin-listen", e))?,
-            ),
+            Some(addr) => Some(admin::bind(addr).await.map_err(|e| {
+                Error::bind(
+                    addr,
+                    "--admin-listen, or admin_listen in the config file",
+                    e,
+                )
+            })?),
             None => None,
         };
         let client = upstream::client()?;
@@ -525,7 +527,7 @@ mod tests {
         assert!(error.is_bind());
         assert_eq!(
             error.to_string(),
-            format!("cannot listen on {addr} (--listen)")
+            format!("cannot listen on {addr} (--listen, or listen in the config file)")
         );
 
         // The admin listener's address, named by its own flag.
@@ -545,7 +547,7 @@ mod tests {
         assert!(error.is_bind());
         assert_eq!(
             error.to_string(),
-            format!("cannot listen on {addr} (--admin-listen)")
+            format!("cannot listen on {addr} (--admin-listen, or admin_listen in the config file)")
         );
     }
 }

@@ -144,7 +144,7 @@ fn busy_port_is_a_one_line_error_naming_the_address() {
     let line = one_line(&output);
     assert!(
         line.starts_with(&format!(
-            "cachet-proxy: cannot listen on {addr} (--listen): "
+            "cachet-proxy: cannot listen on {addr} (--listen, or listen in the config file): "
         )),
         "{line}"
     );
