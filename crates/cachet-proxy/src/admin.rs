@@ -311,6 +311,8 @@ fn command(request: &Request<Incoming>) -> Result<EntriesCommand, Refusal> {
         } else {
             format!("only {}", names.join(" and "))
         };
+        // Decoded from the query, it may hold a line break: escaped, the reason stays one line.
+        let unknown = unknown.escape_debug();
         let mut message = format!("unknown parameter '{unknown}': {path} takes {takes}");
         if let Some((holder, _)) = query
             .iter()

@@ -460,6 +460,12 @@ async fn the_admin_listener_refuses_unknown_parameters_so_an_unencoded_ampersand
             "/entries/clear?yes=1",
             "unknown parameter 'yes': /entries/clear takes no parameters\n",
         ),
+        // A line break in a name is shown escaped: the reason is one line.
+        (
+            Method::GET,
+            "/entries/stats?x%0Ay=1",
+            "unknown parameter 'x\\ny': /entries/stats takes no parameters\n",
+        ),
     ] {
         assert_eq!(
             proxy.admin(method, path_and_query).await,
