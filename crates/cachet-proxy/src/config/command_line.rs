@@ -199,6 +199,24 @@ fn check_entry_fits(memory_bytes: u64, max_body_bytes: usize) -> Result<(), clap
     Err(Args::command().error(clap::error::ErrorKind::ArgumentConflict, message))
 }
 
+/// Refuses a memory tier that can keep no entry: it need not hold the largest body (Redis
+/// alone keeps those), but one with no room for any body beside its head keeps nothing,
+/// and every hit asks Redis.
+fn check_tier_keeps_some(memory_bytes: u64, max_body_bytes: usize) -> Result<(), clap::Error> {
+    if MemoryStore::max_entry_bytes_for(memory_bytes) > ENTRY_HEAD_ROOM {
+        return Ok(());
+    }
+    let least = MemoryStore::max_bytes_for_entry(ENTRY_HEAD_ROOM + 1);
+    let every =
+        MemoryStore::max_bytes_for_entry((max_body_bytes as u64).saturating_add(ENTRY_HEAD_ROOM));
+    let message = format!(
+        "--memory-bytes {memory_bytes} (or [store] memory_bytes) leaves the memory tier no room \
+         for any body beside its head: raise it to at least {least} (to {every} for it to \
+         keep bodies of --max-body-bytes {max_body_bytes})"
+    );
+    Err(Args::command().error(clap::error::ErrorKind::ArgumentConflict, message))
+}
+
 /// Says what clap's error cannot for two mistakes of the command line `args`: a value
 /// after a space for a flag that takes it after `=` (`--cdn true`, whose `true` clap reads
 /// as a command), and a flag of the proxy's own after `entries` (which takes the store
@@ -371,12 +389,10 @@ impl Invocation {
             .max_body_bytes
             .or(settings.cache.max_body_bytes)
             .unwrap_or(CacheLayer::<()>::DEFAULT_MAX_BODY_BYTES);
-        // A memory tier need not hold the largest body (Redis alone keeps those), but one
-        // with no room for any body beside its head keeps nothing, and every hit asks Redis.
-        let tier_keeps_nothing = memory_tier.is_some()
-            && MemoryStore::max_entry_bytes_for(memory_bytes) <= ENTRY_HEAD_ROOM;
-        if backend == StoreChoice::Memory || tier_keeps_nothing {
+        if backend == StoreChoice::Memory {
             check_entry_fits(memory_bytes, max_body_bytes)?;
+        } else if memory_tier.is_some() {
+            check_tier_keeps_some(memory_bytes, max_body_bytes)?;
         }
         let config = Box::new(Config {
             upstream,

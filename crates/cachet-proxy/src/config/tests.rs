@@ -344,15 +344,17 @@ fn a_memory_tier_with_no_room_for_any_body_is_refused() {
     };
     let error = tiered("1000").expect_err("each entry's overhead alone is 1 KiB");
     assert_eq!(error.exit_code(), 2);
-    assert_eq!(
-        message(&error),
-        "--memory-bytes 1000 (or [store] memory_bytes) holds entries of at most 0 bytes, too \
-         few for any body beside its head: raise it to at least 8716669 for --max-body-bytes \
-         8388608 (see --help)"
-    );
     // Room for a one-byte body beside the 64 KiB kept for its head is enough: larger
     // bodies stay in Redis.
     let least = MemoryStore::max_bytes_for_entry((64 << 10) + 1);
+    assert_eq!(
+        message(&error),
+        format!(
+            "--memory-bytes 1000 (or [store] memory_bytes) leaves the memory tier no room for \
+             any body beside its head: raise it to at least {least} (to 8716669 for it to keep \
+             bodies of --max-body-bytes 8388608) (see --help)"
+        )
+    );
     tiered(&least.to_string()).expect("the least that keeps a body");
     tiered(&(least - 1).to_string()).expect_err("a byte less");
     // The same from the file.
@@ -362,7 +364,7 @@ fn a_memory_tier_with_no_room_for_any_body_is_refused() {
     );
     let error = with_file(&file, &[], &[]).expect_err("as by the flags");
     assert!(
-        message(&error).starts_with("--memory-bytes 1000 (or [store] memory_bytes) holds"),
+        message(&error).starts_with("--memory-bytes 1000 (or [store] memory_bytes) leaves"),
         "{error}"
     );
     // Without a tier, Redis is asked for every hit anyway: the bound is unused.
