@@ -77,8 +77,9 @@ impl Error {
         self.kind == Kind::Store
     }
 
-    /// The URL is not absolute (with a scheme and a host), so no entry can be stored for
-    /// it.
+    /// No cache key can be made of the URL (it is not absolute, has user information or a
+    /// port that is not a number, or the key strategy gives it none), so no entry can be
+    /// stored for it.
     pub fn is_invalid_url(&self) -> bool {
         matches!(self.kind, Kind::InvalidUrl(_))
     }
