@@ -263,14 +263,16 @@ fn host_and_port(authority: &str) -> Option<(&str, Option<u16>)> {
     }
 }
 
-/// Writes the request's lines of header `name`, joined with `, `, escaping what is not
-/// text: header values may hold any visible byte, and a key's parts are split at spaces.
+/// Writes the request's lines of header `name`, joined with `, ` (written `,%20`, as the
+/// space of one line holding both is: combining lines is no change, RFC 9111 §4.1),
+/// escaping what is not text: header values may hold any visible byte, and a key's parts
+/// are split at spaces.
 fn push_lines(key: &mut String, request: &HeaderMap, name: &HeaderName) {
     use std::fmt::Write;
 
     for (i, line) in request.get_all(name).iter().enumerate() {
         if i > 0 {
-            key.push_str(", ");
+            key.push_str(",%20");
         }
         for &byte in line.as_bytes() {
             match byte {

@@ -134,6 +134,7 @@ in_both_modes![
     rfc9111_5_3_expires_is_read_in_all_three_date_formats,
     rfc9111_5_3_an_invalid_expires_is_stale,
     rfc9111_4_1_two_vary_accept_variants_are_both_kept,
+    rfc9111_4_1_a_header_in_two_lines_selects_the_variant_of_one_combined_line,
     rfc9111_4_1_vary_star_is_never_stored,
     rfc9111_4_3_a_stale_entry_is_revalidated_and_the_304_serves_the_stored_body,
     rfc9111_4_3_4_a_304_naming_another_representation_updates_nothing,
