@@ -92,8 +92,9 @@ impl KeyStrategy for DefaultKey {
 ///   only in them share a stored response, and their values are never stored.
 /// - **Credentials** ([`credentials`](Self::credentials), by default
 ///   [`DEFAULT_CREDENTIALS`](Self::DEFAULT_CREDENTIALS)) are never stored in the clear:
-///   their values are replaced in keys and entries by a SHA-256 digest, so a store's
-///   reader learns no secret (so are a `Cookie`'s, when a response varies on it, though
+///   their values are replaced in keys and entries by a SHA-256 digest, which a store's
+///   reader cannot read back (though a guessable value can be found by hashing guesses;
+///   see the security guide) (so are a `Cookie`'s, when a response varies on it, though
 ///   it is no credential: a response to a request with one is stored as usual). A query credential splits the key. A shared cache stores
 ///   a response to a request with a credential header only if the response varies on
 ///   it (its `Vary`, or [`headers`](Self::headers)) or says it may be shared (`public`,
