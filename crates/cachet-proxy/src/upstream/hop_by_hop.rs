@@ -137,7 +137,7 @@ impl<B: Body> Body for EndToEndTrailers<B> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::future::ready;
 
     use bytes::Bytes;
@@ -146,7 +146,8 @@ mod tests {
 
     use super::*;
 
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    /// A header map of `pairs`, in order, repeated names appended.
+    pub(in crate::upstream) fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (name, value) in pairs {
             map.append(

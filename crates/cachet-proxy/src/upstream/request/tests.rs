@@ -4,20 +4,10 @@ use std::task::{Context, Poll};
 use http::StatusCode;
 
 use super::*;
+use crate::upstream::hop_by_hop::tests::headers;
 
 fn upstream(url: &str) -> Upstream {
     Upstream::parse(url).expect("a valid upstream")
-}
-
-fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-    let mut map = HeaderMap::new();
-    for (name, value) in pairs {
-        map.append(
-            HeaderName::from_bytes(name.as_bytes()).expect("a valid name"),
-            HeaderValue::from_str(value).expect("a valid value"),
-        );
-    }
-    map
 }
 
 #[test]
