@@ -218,10 +218,12 @@ pub(crate) fn stale_while_revalidate<St, B>(
     {
         return None;
     }
-    // One refresh per stored response: a variant's does not hold back another's.
-    let claim = config
-        .refreshing
-        .claim(facts.variant.as_ref().unwrap_or(&facts.key));
+    // One refresh per stored response: a variant's does not hold back another's. It may
+    // run for what is left of the window.
+    let claim = config.refreshing.claim(
+        facts.variant.as_ref().unwrap_or(&facts.key),
+        window.saturating_sub(age.saturating_sub(lifetime)),
+    );
     if matches!(claim, Claim::Unavailable) {
         return None;
     }

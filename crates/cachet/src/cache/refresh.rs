@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::future::{Future, poll_fn};
 use std::pin::pin;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::Response;
@@ -24,6 +25,11 @@ pub(crate) struct Refreshing(Arc<Mutex<HashSet<CacheKey>>>);
 pub(crate) struct RefreshGuard {
     refreshing: Refreshing,
     key: CacheKey,
+    /// How long the refresh may run: what is left of the stale-while-revalidate window,
+    /// past which requests revalidate in the foreground anyway. An origin that never
+    /// answers would otherwise hold the key's claim, and no later stale entry of the key
+    /// would be refreshed again.
+    within: Duration,
 }
 
 /// The answer to a claim on a key's refresh.
@@ -37,7 +43,8 @@ pub(crate) enum Claim {
 }
 
 impl Refreshing {
-    pub(crate) fn claim(&self, key: &CacheKey) -> Claim {
+    /// Claims `key`'s refresh, to run for at most `within`.
+    pub(crate) fn claim(&self, key: &CacheKey, within: Duration) -> Claim {
         if tokio::runtime::Handle::try_current().is_err() {
             return Claim::Unavailable;
         }
@@ -46,6 +53,7 @@ impl Refreshing {
             Claim::Started(RefreshGuard {
                 refreshing: self.clone(),
                 key: key.clone(),
+                within,
             })
         } else {
             Claim::Running
@@ -65,7 +73,8 @@ impl Drop for RefreshGuard {
 }
 
 /// Runs a forwarded request to its end on a spawned task: a 304 refreshes the stored
-/// entry, a full response is recorded and stored as its body is drained.
+/// entry, a full response is recorded and stored as its body is drained. A refresh still
+/// running when the guard's time is up is dropped (nothing of it is stored).
 pub(crate) fn spawn<F, St, B, E>(
     future: F,
     facts: RequestFacts<St>,
@@ -79,8 +88,8 @@ pub(crate) fn spawn<F, St, B, E>(
     E: Into<BoxError> + 'static,
 {
     let key = facts.key.clone();
-    let task = async move {
-        let _guard = guard;
+    let within = guard.within;
+    let refresh = async move {
         let result = future.await;
         let Ok(response) = finish(
             result,
@@ -104,6 +113,13 @@ pub(crate) fn spawn<F, St, B, E>(
             }
         }
         tracing::trace!(%key, "revalidated in the background");
+    };
+    let task = async move {
+        let key = guard.key.clone();
+        if tokio::time::timeout(within, refresh).await.is_err() {
+            tracing::debug!(%key, "background revalidation outlasted the stale-while-revalidate window; dropped");
+        }
+        drop(guard);
     };
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         runtime.spawn(task);

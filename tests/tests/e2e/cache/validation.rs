@@ -410,3 +410,47 @@ async fn rfc9111_4_3_4_a_late_304_does_not_put_back_a_response_replaced_meanwhil
     );
     assert_eq!(headers["etag"], "\"2\"");
 }
+
+/// A background refresh may run for what is left of the stale-while-revalidate window:
+/// one whose origin never answers gives up the key's claim then, and a later stale hit
+/// refreshes the entry again (else no refresh of the key would ever start again).
+#[tokio::test]
+async fn a_background_refresh_that_never_ends_gives_up_its_claim_when_the_window_ends() {
+    let clock = ManualClock::new();
+    let hang = Arc::new(AtomicBool::new(false));
+    let origin = Origin::start_dated(clock.clone(), {
+        let hang = hang.clone();
+        move |_| {
+            let reply =
+                Reply::ok("v").header("cache-control", "max-age=1, stale-while-revalidate=600");
+            if hang.load(Ordering::SeqCst) {
+                reply.delay(Duration::from_secs(3600))
+            } else {
+                reply
+            }
+        }
+    })
+    .await;
+    let cache = stack(CacheLayer::new(MemoryStore::default()).clock(clock.clone()));
+    let url = origin.url("/swr-hangs");
+    fetch(&cache, get(&url)).await;
+    // A second of the window left: the refresh may run that long. (The store keeps the
+    // entry for the whole window, by the runtime's clock: it is there all along.)
+    hang.store(true, Ordering::SeqCst);
+    clock.advance(Duration::from_secs(600));
+    let (status, _, _) = fetch(&cache, get(&url)).await;
+    assert_eq!(status, CacheStatus::StaleWhileRevalidate);
+    requests_reach(&origin, 2).await;
+    hang.store(false, Ordering::SeqCst);
+    // The cache's clock stands still, so every hit is within the window; once the hung
+    // refresh has given up (a second on the runtime's clock), a hit starts another.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while origin.requests() < 3 {
+            let (status, _, _) = fetch(&cache, get(&url)).await;
+            assert_eq!(status, CacheStatus::StaleWhileRevalidate);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("a stale hit refreshes the entry again once the hung refresh gave up");
+}
