@@ -216,7 +216,6 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
     use tower_test::mock;
 
     use super::*;
@@ -274,80 +273,35 @@ mod tests {
         assert_eq!(failures.load(Ordering::SeqCst), 1);
     }
 
-    type Acquiring =
-        std::pin::Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
-
-    /// A store that reserves a slot in `poll_ready` through a fair semaphore, as
-    /// `tower::buffer::Buffer` and `ConcurrencyLimit` do: a handle that was polled keeps
-    /// its place in the queue until it is dropped.
-    struct Slots {
-        slots: Arc<Semaphore>,
-        waiting: Option<Acquiring>,
-        permit: Option<OwnedSemaphorePermit>,
-        sent: Arc<AtomicUsize>,
-    }
-
-    impl Clone for Slots {
-        fn clone(&self) -> Self {
-            self.fresh()
-        }
-    }
-
-    impl Slots {
-        fn fresh(&self) -> Self {
-            Self {
-                slots: self.slots.clone(),
-                waiting: None,
-                permit: None,
-                sent: self.sent.clone(),
-            }
-        }
-    }
-
-    impl Service<StoreRequest> for Slots {
-        type Response = StoreResponse;
-        type Error = BoxError;
-        type Future = std::future::Ready<Result<StoreResponse, BoxError>>;
-        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-            if self.permit.is_some() {
-                return Poll::Ready(Ok(()));
-            }
-            let slots = self.slots.clone();
-            let waiting = self
-                .waiting
-                .get_or_insert_with(|| Box::pin(slots.acquire_owned()));
-            let permit = std::task::ready!(waiting.as_mut().poll(cx)).expect("open");
-            self.waiting = None;
-            self.permit = Some(permit);
-            Poll::Ready(Ok(()))
-        }
-        fn call(&mut self, _: StoreRequest) -> Self::Future {
-            drop(self.permit.take().expect("poll_ready first"));
-            self.sent.fetch_add(1, Ordering::SeqCst);
-            std::future::ready(Ok(StoreResponse::Done))
-        }
-    }
-
     #[tokio::test]
     async fn a_detached_write_waits_in_the_place_of_the_handle_it_polled() {
-        let store = Slots {
-            slots: Arc::new(Semaphore::new(1)),
-            waiting: None,
-            permit: None,
-            sent: Arc::new(AtomicUsize::new(0)),
-        };
+        // A store that reserves a slot in `poll_ready` through a fair semaphore, as
+        // `Buffer` and `ConcurrencyLimit` do: a handle that was polled keeps its place in
+        // the queue until it is dropped.
+        let sent = Arc::new(AtomicUsize::new(0));
+        let counted = sent.clone();
+        let store = tower::limit::ConcurrencyLimit::new(
+            tower::service_fn(move |_: StoreRequest| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                std::future::ready(Ok::<_, BoxError>(StoreResponse::Done))
+            }),
+            1,
+        );
         // Another request holds the only slot.
-        let busy = store.slots.clone().acquire_owned().await.expect("open");
+        let mut busy = store.clone();
+        std::future::poll_fn(|cx| busy.poll_ready(cx))
+            .await
+            .expect("the slot");
         // Kept after the write, as `Plan::Invalidate` keeps its handle until the response
         // future is dropped.
-        let mut kept = store.fresh();
+        let mut kept = store.clone();
         detach(&mut kept, delete(), |_| |_| {});
         drop(busy);
         for _ in 0..100 {
             tokio::task::yield_now().await;
         }
         assert_eq!(
-            store.sent.load(Ordering::SeqCst),
+            sent.load(Ordering::SeqCst),
             1,
             "the write takes the slot its handle waited for, not a clone behind the kept handle"
         );

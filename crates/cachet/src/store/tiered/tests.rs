@@ -1,7 +1,7 @@
 use bytes::Bytes;
 
 use super::*;
-use crate::store::MemoryStore;
+use crate::store::{MemoryStore, Store};
 
 fn key() -> CacheKey {
     CacheKey::from_text("GET http://a/")
@@ -289,46 +289,29 @@ async fn a_write_made_while_a_far_read_is_promoted_is_not_hidden_by_the_promotio
     assert_eq!(after.bytes(), "new", "the promotion hid the write");
 }
 
-/// A far tier that reads at once but answers a get only `delay` later: a Redis reply
-/// that is slow to arrive.
-#[derive(Clone)]
-struct SlowReplies {
-    memory: MemoryStore,
-    delay: Duration,
-}
-
-impl Service<StoreRequest> for SlowReplies {
-    type Response = StoreResponse;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<StoreResponse, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.memory.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: StoreRequest) -> Self::Future {
-        let delay = matches!(request, StoreRequest::Get(_)).then_some(self.delay);
-        let read = self.memory.call(request);
+/// A far tier that reads `memory` at once but answers a get only `delay` later: a Redis
+/// reply that is slow to arrive.
+fn slow_replies(memory: MemoryStore, delay: Duration) -> impl Store {
+    tower::service_fn(move |request: StoreRequest| {
+        let delay = matches!(request, StoreRequest::Get(_)).then_some(delay);
+        let read = memory.clone().call(request);
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let Poll::Ready(answer) = std::pin::pin!(read).poll(&mut cx) else {
             panic!("memory answers at once");
         };
-        Box::pin(async move {
+        async move {
             if let Some(delay) = delay {
                 tokio::time::sleep(delay).await;
             }
             answer
-        })
-    }
+        }
+    })
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_slow_far_answer_hides_another_process_write_no_longer_than_the_near_ttl() {
     let (near, far) = (MemoryStore::default(), MemoryStore::default());
-    let slow = SlowReplies {
-        memory: far.clone(),
-        delay: Duration::from_millis(600),
-    };
+    let slow = slow_replies(far.clone(), Duration::from_millis(600));
     let tiered = Tiered::new(near.clone(), slow).near_ttl(Duration::from_secs(1));
     call(&far, put("old", 600)).await;
 
