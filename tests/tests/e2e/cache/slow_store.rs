@@ -2,41 +2,23 @@
 //! network: a write or a read of the cache's own that is under way when an unsafe
 //! request's marker is written must not put back what the marker hides.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use cachet::store::{StoreRequest, StoreResponse};
-use cachet::{BoxError, CacheStatus};
+use cachet::CacheStatus;
+use cachet::store::{Store, StoreRequest};
 use cachet_tests::Seen;
 use http::Method;
-use tower::Service;
 
 use super::*;
 
 /// A memory store whose reads answer `get` late, and whose writes land `put` late.
-#[derive(Clone)]
-struct Slow {
-    inner: MemoryStore,
-    get: Duration,
-    put: Duration,
-}
-
-impl Service<StoreRequest> for Slow {
-    type Response = StoreResponse;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<StoreResponse, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: StoreRequest) -> Self::Future {
-        let (inner, get, put) = (self.inner.clone(), self.get, self.put);
-        Box::pin(async move {
+fn slow(get: Duration, put: Duration) -> impl Store {
+    let inner = MemoryStore::default();
+    tower::service_fn(move |request: StoreRequest| {
+        let inner = inner.clone();
+        async move {
             match request {
                 StoreRequest::Get(_) => {
                     let found = inner.oneshot(request).await;
@@ -53,8 +35,8 @@ impl Service<StoreRequest> for Slow {
                 }
                 other => inner.oneshot(other).await,
             }
-        })
-    }
+        }
+    })
 }
 
 /// An origin whose GET answers the path's version (`v0`, fresh for a minute, validated by
@@ -83,8 +65,8 @@ fn versioned() -> impl Fn(&Seen) -> Reply + Send + Sync + 'static {
     }
 }
 
-async fn send(
-    cache: &Cache<Client<HttpConnector, Empty<Bytes>>, Slow>,
+async fn send<St: Store>(
+    cache: &Cache<Client<HttpConnector, Empty<Bytes>>, St>,
     method: Method,
     url: &str,
     cache_control: Option<&str>,
@@ -108,11 +90,7 @@ async fn send(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_get_after_a_completed_post_gets_what_it_changed_while_the_marker_is_written() {
     let origin = Origin::start(versioned()).await;
-    let store = Slow {
-        inner: MemoryStore::default(),
-        get: Duration::ZERO,
-        put: Duration::from_millis(20),
-    };
+    let store = slow(Duration::ZERO, Duration::from_millis(20));
     let cache = CacheLayer::new(store).layer(client());
     let url = origin.url("/x");
     send(&cache, Method::GET, &url, None).await;
@@ -131,11 +109,7 @@ async fn a_get_after_a_completed_post_gets_what_it_changed_while_the_marker_is_w
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revalidation_s_update_does_not_write_over_an_invalidation_made_while_it_read() {
     let origin = Origin::start(versioned()).await;
-    let store = Slow {
-        inner: MemoryStore::default(),
-        get: Duration::from_millis(30),
-        put: Duration::ZERO,
-    };
+    let store = slow(Duration::from_millis(30), Duration::ZERO);
     let cache = CacheLayer::new(store).layer(client());
     let url = origin.url("/y");
     send(&cache, Method::GET, &url, None).await;
